@@ -1,0 +1,486 @@
+"""VMShmCore: the device function behind any PCI front end.
+
+The guest side takes requests already tagged with a BAR number and returns completions; the host
+side opens objects over a control channel and moves window data over a DMA master. The core serves
+one guest request at a time, so a read after a write always sees it.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
+                          DEFAULT_WINDOW_SIZE, REG, REGISTERS, CtlOp, Status)
+
+from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
+                      dma_rsp_layout, guest_req_layout)
+
+__all__ = ["VMShmCore", "DEFAULT_HOST_TIMEOUT"]
+
+#: Cycles the core waits for a host answer before it gives up (ETIMEDOUT, or all ones for DMA).
+DEFAULT_HOST_TIMEOUT = 65535
+
+
+def _check_pow2(name, value, minimum):
+    if not isinstance(value, int) or value < minimum or value & (value - 1):
+        raise ValueError(f"{name} must be a power of two no smaller than {minimum}, not {value!r}")
+
+
+class VMShmCore(wiring.Component):
+    """Implement VMShm's BAR decoder, register file, name RAM and window.
+
+    Parameters
+    ----------
+    window_size : int
+        Size of BAR1 in bytes, a power of two (default 1 MiB).
+    name_size : int
+        Size of BAR2 in bytes, a power of two (default 1 KiB).
+    data_width : int
+        Width of the guest and DMA data paths in bits: 32 or 64.
+    host_timeout : int
+        Cycles to wait for a host answer (control or DMA) before completing the guest's access
+        anyway: OPEN and CLOSE return ``ETIMEDOUT``, a window read returns all ones. A late OPEN
+        success is closed again. 0 waits for ever.
+
+    Members
+    -------
+    req : ``In(stream.Signature(guest_req_layout(...)))``
+        Guest requests, tagged with a BAR number.
+    cpl : ``Out(stream.Signature(cpl_layout(...)))``
+        Completions to the guest.
+    ctl_req : ``Out(stream.Signature(ctl_req_layout()))``
+        OPEN (with the name) and CLOSE, to the host.
+    ctl_rsp : ``In(stream.Signature(ctl_rsp_layout()))``
+        The host's answers.
+    dma_req : ``Out(stream.Signature(dma_req_layout(...)))``
+        Window reads and writes at an offset into the object, to the host.
+    dma_rsp : ``In(stream.Signature(dma_rsp_layout(...)))``
+        Read data and write acknowledgements from the host.
+    """
+
+    def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
+                 data_width=32, host_timeout=DEFAULT_HOST_TIMEOUT):
+        _check_pow2("window_size", window_size, 64)
+        _check_pow2("name_size", name_size, 8)
+        if data_width not in (32, 64):
+            raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
+        if not isinstance(host_timeout, int) or host_timeout < 0:
+            raise ValueError(f"host_timeout must be a non-negative integer, not {host_timeout!r}")
+        if name_size > window_size:
+            raise ValueError(f"name_size ({name_size}) must not exceed window_size ({window_size})")
+        self._window_size = window_size
+        self._name_size = name_size
+        self._data_width = data_width
+        self._host_timeout = host_timeout
+        self._addr_width = ceil_log2(max(window_size, BAR0_SIZE))
+        super().__init__({
+            "req":     In(stream.Signature(guest_req_layout(self._addr_width, data_width))),
+            "cpl":     Out(stream.Signature(cpl_layout(data_width))),
+            "ctl_req": Out(stream.Signature(ctl_req_layout())),
+            "ctl_rsp": In(stream.Signature(ctl_rsp_layout())),
+            "dma_req": Out(stream.Signature(dma_req_layout(self._addr_width, data_width))),
+            "dma_rsp": In(stream.Signature(dma_rsp_layout(data_width))),
+        })
+
+    @property
+    def window_size(self):
+        return self._window_size
+
+    @property
+    def name_size(self):
+        return self._name_size
+
+    @property
+    def data_width(self):
+        return self._data_width
+
+    @property
+    def addr_width(self):
+        return self._addr_width
+
+    @property
+    def host_timeout(self):
+        return self._host_timeout
+
+    def elaborate(self, platform):
+        m = Module()
+
+        wb = self._data_width // 8           # bytes per word
+        wshift = exact_log2(wb)
+        ones = (1 << self._data_width) - 1
+        req = self.req.payload
+
+        # -- latched request header ----------------------------------------------------------
+        bar = Signal(3)
+        waddr = Signal(self._addr_width - wshift)   # word address of the current beat
+        remaining = Signal(8)                       # beats after the current one
+        count = Signal(8)                           # beats - 1 of the whole request
+        rd_be = Signal(wb)
+        first = Signal()                            # the current read beat is the first
+        cpl_status = Signal(CplStatus)
+
+        # -- device state ----------------------------------------------------------------------
+        is_open = Signal()
+        busy = Signal()
+        last_error = Signal(8)
+        obj_size = Signal(64)
+        map_size = Signal(range(self._window_size + 1))
+        rejects = Signal(32)
+
+        # -- name RAM ---------------------------------------------------------------------------
+        m.submodules.name_ram = name_ram = Memory(
+            shape=self._data_width, depth=self._name_size // wb, init=[])
+        name_rd = name_ram.read_port()
+        name_wr = name_ram.write_port(granularity=8)
+
+        # -- register file: each register's read value, from the one register map --------------
+        reg_value = {
+            "OPEN": C(0, 32), "CLOSE": C(0, 32),
+            "ID": C(REG["ID"].reset, 32), "VERSION": C(REG["VERSION"].reset, 32),
+            "STATUS": Cat(is_open, busy, C(0, 6), last_error),
+            "MAP_SIZE": map_size, "OBJ_SIZE_LO": obj_size[:32], "OBJ_SIZE_HI": obj_size[32:],
+            "REJECTS": rejects,
+            "WINDOW_SIZE": C(self._window_size, 32), "NAME_SIZE": C(self._name_size, 32),
+        }
+        assert set(reg_value) == {r.name for r in REGISTERS}, "register file and map disagree"
+        reg_word = Signal(self._data_width)
+        with m.Switch(waddr):
+            for word in range(BAR0_SIZE // wb):
+                lanes = []
+                for lane in range(wb // 4):
+                    offset = word * wb + lane * 4
+                    regs = [r for r in REGISTERS if r.offset == offset]
+                    lanes.append(reg_value[regs[0].name] if regs else C(0, 32))
+                with m.Case(word):
+                    m.d.comb += reg_word.eq(Cat(*lanes))
+
+        byte_offset = Signal(self._addr_width)
+        m.d.comb += byte_offset.eq(waddr << wshift)
+        touches_lane0 = Signal()
+        m.d.comb += touches_lane0.eq(Mux(first, rd_be[:4].any(), 1))
+        hits_open = (bar == BAR_REGS) & (byte_offset == REG["OPEN"].offset) & touches_lane0
+        hits_close = (bar == BAR_REGS) & (byte_offset == REG["CLOSE"].offset) & touches_lane0
+
+        # -- decode of a new request (combinational on the first beat) --------------------------
+        hdr_waddr = req.addr[wshift:]
+        hdr_end = Signal(max(self._addr_width, 8 + wshift) + 2)   # first byte past the burst
+        m.d.comb += hdr_end.eq((hdr_waddr + req.count + 1) << wshift)
+        map_limit = Signal(range(self._window_size + wb + 1))   # map_size rounded up to a word
+        m.d.comb += map_limit.eq(((map_size + wb - 1) >> wshift) << wshift)
+        in_regs = (req.bar == BAR_REGS) & (hdr_end <= BAR0_SIZE)
+        in_name = (req.bar == BAR_NAME) & (hdr_end <= self._name_size)
+        in_window = (req.bar == BAR_WINDOW) & (hdr_end <= self._window_size)
+        window_ok = in_window & is_open & (hdr_end <= map_limit)
+        rejected = (req.bar == BAR_WINDOW) & ~window_ok
+
+        # -- host timeout ------------------------------------------------------------------------
+        timer = Signal(range(max(self._host_timeout, 1) + 1))
+        timed_out = Signal()
+        if self._host_timeout:
+            m.d.comb += timed_out.eq(timer == self._host_timeout)
+        dma_drain = Signal(16)      # DMA response beats still owed to a timed-out access
+        ctl_stale = Signal()        # a control answer is owed to a timed-out OPEN or CLOSE
+        ctl_stale_op = Signal(2)
+        pending_op = Signal(2)      # the guest's OPEN or CLOSE waiting behind a stale answer
+        op_status = Signal(8)
+        rd_data = Signal(self._data_width)
+
+        name_ptr = Signal(range(self._name_size))
+        # While OPEN streams the name out, the read port follows the name pointer instead.
+        m.d.comb += name_rd.addr.eq(Mux(busy, name_ptr[wshift:], waddr))
+        name_byte = Signal(8)
+        m.d.comb += name_byte.eq(name_rd.data.word_select(name_ptr[:wshift], 8))
+
+        # DMA responses owed to a timed-out access are swallowed whenever they arrive.
+        drain_now = Signal()
+        m.d.comb += drain_now.eq(dma_drain != 0)
+        with m.If(drain_now):
+            m.d.comb += self.dma_rsp.ready.eq(1)
+            with m.If(self.dma_rsp.valid):
+                m.d.sync += dma_drain.eq(dma_drain - 1)
+
+        def start_timer():
+            m.d.sync += timer.eq(0)
+
+        def run_timer():
+            if self._host_timeout:
+                with m.If(~timed_out):
+                    m.d.sync += timer.eq(timer + 1)
+
+        def finish_op(status):
+            # An OPEN or CLOSE read completes with its status in lane 0 of the register word.
+            m.d.sync += [
+                rd_data.eq(Cat(status, C(0, 24), reg_word[32:])),
+                last_error.eq(status),
+                busy.eq(0),
+                pending_op.eq(0),
+            ]
+
+        with m.FSM(name="fsm"):
+            with m.State("IDLE"):
+                # A read is one beat: take it now. A write's beats are taken by its state.
+                m.d.comb += self.req.ready.eq(~req.write)
+                with m.If(self.req.valid):
+                    m.d.sync += [
+                        bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
+                        count.eq(req.count),
+                        rd_be.eq(req.be), first.eq(1),
+                        cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
+                                          CplStatus.SC, CplStatus.UR)),
+                    ]
+                    with m.If(rejected):
+                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
+                    with m.If(req.write):
+                        with m.If(window_ok):
+                            m.next = "DMA-WRITE"
+                        with m.Else():
+                            m.next = "WRITE"
+                    with m.Else():
+                        with m.If(window_ok):
+                            m.next = "DMA-READ-REQ"
+                        with m.Elif(in_regs | in_name):
+                            m.next = "READ-FETCH"
+                        with m.Else():
+                            m.next = "READ-ONES"
+                with m.Elif(ctl_stale & self.ctl_rsp.valid):
+                    # A late answer arrived while idle: deal with it now, not at the next OPEN.
+                    m.next = "CTL-DRAIN"
+
+            # -- writes to registers and the name RAM, and dropped writes --------------------------
+            with m.State("WRITE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    with m.If(cpl_status == CplStatus.SC):
+                        with m.If(bar == BAR_NAME):
+                            m.d.comb += [
+                                name_wr.addr.eq(waddr),
+                                name_wr.data.eq(req.data),
+                                name_wr.en.eq(req.be),
+                            ]
+                        with m.If((bar == BAR_REGS) &
+                                  (byte_offset == REG["REJECTS"].offset & ~(wb - 1)) &
+                                  req.be.word_select((REG["REJECTS"].offset % wb) // 4, 4).any()):
+                            m.d.sync += rejects.eq(0)
+                    m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1)]
+                    with m.If(remaining == 0):
+                        m.next = "WRITE-ACK"
+
+            with m.State("WRITE-ACK"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.status.eq(cpl_status),
+                    self.cpl.payload.last.eq(1),
+                ]
+                with m.If(self.cpl.ready):
+                    m.next = "IDLE"
+
+            # -- reads of registers and the name RAM ------------------------------------------------
+            with m.State("READ-FETCH"):
+                # The name RAM's read port is synchronous: its data is valid in READ-SEND.
+                m.d.sync += rd_data.eq(reg_word)
+                with m.If(hits_open):
+                    m.d.sync += [busy.eq(1), pending_op.eq(CtlOp.OPEN)]
+                    start_timer()
+                    m.next = "OPEN-START"
+                with m.Elif(hits_close):
+                    m.d.sync += [busy.eq(1), pending_op.eq(CtlOp.CLOSE)]
+                    start_timer()
+                    m.next = "CLOSE-START"
+                with m.Else():
+                    m.next = "READ-SEND"
+
+            with m.State("READ-SEND"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.data.eq(Mux(bar == BAR_NAME, name_rd.data, rd_data)),
+                    self.cpl.payload.status.eq(CplStatus.SC),
+                    self.cpl.payload.last.eq(remaining == 0),
+                ]
+                with m.If(self.cpl.ready):
+                    m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1), first.eq(0)]
+                    with m.If(remaining == 0):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "READ-FETCH"
+
+            # Rejected window reads, unsupported BARs and timed-out DMA: all ones, one per beat.
+            with m.State("READ-ONES"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.data.eq(ones),
+                    self.cpl.payload.status.eq(cpl_status),
+                    self.cpl.payload.last.eq(remaining == 0),
+                ]
+                with m.If(self.cpl.ready):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 0):
+                        m.next = "IDLE"
+
+            # -- OPEN ------------------------------------------------------------------------------
+            with m.State("OPEN-START"):
+                with m.If(ctl_stale):
+                    m.next = "CTL-DRAIN"
+                with m.Elif(is_open):
+                    finish_op(C(Status.EBUSY, 8))
+                    m.next = "READ-SEND"
+                with m.Else():
+                    m.d.sync += [waddr.eq(0), name_ptr.eq(0)]
+                    m.next = "OPEN-FETCH"
+
+            with m.State("OPEN-FETCH"):
+                run_timer()
+                m.next = "OPEN-NAME"
+
+            with m.State("OPEN-NAME"):
+                run_timer()
+                last = (name_byte == 0) | (name_ptr == self._name_size - 1)
+                m.d.comb += [
+                    self.ctl_req.valid.eq(1),
+                    self.ctl_req.payload.op.eq(CtlOp.OPEN),
+                    self.ctl_req.payload.data.eq(name_byte),
+                    self.ctl_req.payload.last.eq(last),
+                ]
+                with m.If(self.ctl_req.ready):
+                    m.d.sync += name_ptr.eq(name_ptr + 1)
+                    with m.If(last):
+                        m.next = "CTL-WAIT"
+                    with m.Elif(name_ptr[:wshift] == wb - 1):
+                        m.d.sync += waddr.eq(waddr + 1)
+                        m.next = "OPEN-FETCH"
+
+            # -- CLOSE -----------------------------------------------------------------------------
+            with m.State("CLOSE-START"):
+                with m.If(ctl_stale):
+                    m.next = "CTL-DRAIN"
+                with m.Else():
+                    m.next = "CLOSE-SEND"
+
+            with m.State("CLOSE-SEND"):
+                run_timer()
+                m.d.comb += [
+                    self.ctl_req.valid.eq(1),
+                    self.ctl_req.payload.op.eq(CtlOp.CLOSE),
+                    self.ctl_req.payload.last.eq(1),
+                ]
+                with m.If(self.ctl_req.ready):
+                    # The window closes as soon as CLOSE is sent: no access reaches a released
+                    # object, whatever the host answers.
+                    m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
+                    m.next = "CTL-WAIT"
+
+            # -- the host's answer -----------------------------------------------------------------
+            with m.State("CTL-WAIT"):
+                run_timer()
+                m.d.comb += self.ctl_rsp.ready.eq(1)
+                rsp = self.ctl_rsp.payload
+                with m.If(self.ctl_rsp.valid):
+                    with m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK)):
+                        m.d.sync += [
+                            is_open.eq(1),
+                            obj_size.eq(rsp.size),
+                            map_size.eq(Mux(rsp.size > self._window_size,
+                                            self._window_size, rsp.size)),
+                        ]
+                    finish_op(rsp.status)
+                    m.next = "READ-SEND"
+                with m.Elif(timed_out):
+                    m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(pending_op)]
+                    finish_op(C(Status.ETIMEDOUT, 8))
+                    m.next = "READ-SEND"
+
+            # A timed-out OPEN or CLOSE is still owed an answer. Take it before anything else goes
+            # out on the control channel; a late OPEN success is closed again at once.
+            with m.State("CTL-DRAIN"):
+                run_timer()
+                m.d.comb += self.ctl_rsp.ready.eq(1)
+                with m.If(self.ctl_rsp.valid):
+                    m.d.sync += ctl_stale.eq(0)
+                    with m.If((ctl_stale_op == CtlOp.OPEN) &
+                              (self.ctl_rsp.payload.status == Status.OK)):
+                        m.next = "CTL-CLEANUP"
+                    with m.Elif(pending_op == CtlOp.OPEN):
+                        m.next = "OPEN-START"
+                    with m.Elif(pending_op == CtlOp.CLOSE):
+                        m.next = "CLOSE-START"
+                    with m.Else():
+                        m.next = "IDLE"
+                with m.Elif(timed_out & (pending_op != 0)):
+                    finish_op(C(Status.ETIMEDOUT, 8))
+                    m.next = "READ-SEND"
+
+            with m.State("CTL-CLEANUP"):
+                run_timer()
+                m.d.comb += [
+                    self.ctl_req.valid.eq(1),
+                    self.ctl_req.payload.op.eq(CtlOp.CLOSE),
+                    self.ctl_req.payload.last.eq(1),
+                ]
+                with m.If(self.ctl_req.ready):
+                    m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(CtlOp.CLOSE)]
+                    m.next = "CTL-DRAIN"
+
+            # -- window: DMA -----------------------------------------------------------------------
+            with m.State("DMA-READ-REQ"):
+                m.d.comb += [
+                    self.dma_req.valid.eq(1),
+                    self.dma_req.payload.write.eq(0),
+                    self.dma_req.payload.addr.eq(byte_offset),
+                    self.dma_req.payload.count.eq(remaining),
+                ]
+                with m.If(self.dma_req.ready):
+                    start_timer()
+                    m.next = "DMA-READ-DATA"
+
+            with m.State("DMA-READ-DATA"):
+                run_timer()
+                took = Signal()
+                with m.If(~drain_now):
+                    m.d.comb += [
+                        self.cpl.valid.eq(self.dma_rsp.valid),
+                        self.cpl.payload.data.eq(Mux(self.dma_rsp.payload.err, ones,
+                                                     self.dma_rsp.payload.data)),
+                        self.cpl.payload.status.eq(CplStatus.SC),
+                        self.cpl.payload.last.eq(remaining == 0),
+                        self.dma_rsp.ready.eq(self.cpl.ready),
+                        took.eq(self.dma_rsp.valid & self.cpl.ready),
+                    ]
+                with m.If(took):
+                    start_timer()
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 0):
+                        m.next = "IDLE"
+                with m.Elif(timed_out):
+                    # The host owes the rest of the burst; swallow it when it comes.
+                    m.d.sync += dma_drain.eq(dma_drain + remaining + 1 -
+                                             (drain_now & self.dma_rsp.valid))
+                    m.next = "READ-ONES"
+
+            with m.State("DMA-WRITE"):
+                m.d.comb += [
+                    self.dma_req.valid.eq(self.req.valid),
+                    self.dma_req.payload.write.eq(1),
+                    self.dma_req.payload.addr.eq(byte_offset),
+                    self.dma_req.payload.count.eq(count),
+                    self.dma_req.payload.data.eq(req.data),
+                    self.dma_req.payload.be.eq(req.be),
+                    self.req.ready.eq(self.dma_req.ready),
+                ]
+                with m.If(self.req.valid & self.dma_req.ready):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 0):
+                        start_timer()
+                        m.next = "DMA-WRITE-ACK"
+
+            with m.State("DMA-WRITE-ACK"):
+                run_timer()
+                with m.If(~drain_now):
+                    m.d.comb += self.dma_rsp.ready.eq(1)
+                with m.If(~drain_now & self.dma_rsp.valid):
+                    m.next = "WRITE-ACK"
+                with m.Elif(timed_out):
+                    m.d.sync += dma_drain.eq(dma_drain + 1 - (drain_now & self.dma_rsp.valid))
+                    m.next = "WRITE-ACK"
+
+        return m

@@ -1,0 +1,98 @@
+"""Payload layouts of the core's streams, shared by the RTL and every bus-functional model.
+
+Each function returns an :class:`amaranth.lib.data.StructLayout`; BFMs pack and unpack payloads
+with the same layout object (``layout.const({...}).as_value().value`` to pack,
+``layout(...)`` views in Amaranth's simulator), so a field moved here moves everywhere.
+"""
+
+import enum
+
+from amaranth.lib import data
+
+__all__ = ["CplStatus", "MAX_BURST", "guest_req_layout", "cpl_layout", "ctl_req_layout",
+           "ctl_rsp_layout", "dma_req_layout", "dma_rsp_layout"]
+
+#: Most beats one guest request or one DMA request may carry (``count`` is beats - 1).
+MAX_BURST = 256
+
+
+class CplStatus(enum.IntEnum):
+    """Completion status on the guest side, named as in PCIe."""
+    SC = 0  #: successful completion
+    UR = 1  #: unsupported request: no such BAR, or an offset outside it
+
+
+def guest_req_layout(addr_width, data_width):
+    """Return the layout of one beat of a guest request.
+
+    A read is one beat: ``count`` + 1 words are returned. A write is ``count`` + 1 beats, each
+    with its data and byte enables; the header fields (``bar``, ``addr``, ``write``, ``count``)
+    are taken from the first beat. ``addr`` is a byte offset into the BAR, aligned to the data
+    width (its low bits are ignored). For a read, ``be`` selects the bytes of every beat a
+    read-to-trigger register must see touched.
+    """
+    return data.StructLayout({
+        "bar":   3,
+        "addr":  addr_width,
+        "write": 1,
+        "count": 8,
+        "data":  data_width,
+        "be":    data_width // 8,
+    })
+
+
+def cpl_layout(data_width):
+    """Return the layout of one completion beat: ``count`` + 1 beats for a read, one for a write."""
+    return data.StructLayout({
+        "data":   data_width,
+        "status": CplStatus,
+        "last":   1,
+    })
+
+
+def ctl_req_layout():
+    """Return the layout of one control-channel beat from the device to the host.
+
+    OPEN streams the name one byte a beat, up to and including its NUL (``last`` on the NUL), or
+    the whole name buffer with ``last`` on its final byte if there is no NUL. CLOSE is one beat.
+    """
+    return data.StructLayout({
+        "op":   2,
+        "data": 8,
+        "last": 1,
+    })
+
+
+def ctl_rsp_layout():
+    """Return the layout of the host's answer to OPEN or CLOSE: an errno and the object's size."""
+    return data.StructLayout({
+        "status": 8,
+        "size":   64,
+    })
+
+
+def dma_req_layout(addr_width, data_width):
+    """Return the layout of one DMA request beat from the device to the host.
+
+    A read is one beat asking for ``count`` + 1 words at byte offset ``addr`` of the object. A
+    write is ``count`` + 1 beats with data and byte enables; the header repeats on every beat.
+    """
+    return data.StructLayout({
+        "write": 1,
+        "addr":  addr_width,
+        "count": 8,
+        "data":  data_width,
+        "be":    data_width // 8,
+    })
+
+
+def dma_rsp_layout(data_width):
+    """Return the layout of one DMA response beat: ``count`` + 1 beats for a read, one for a write.
+
+    ``err`` marks a beat the host could not serve (the object shrank, or nothing is open).
+    """
+    return data.StructLayout({
+        "data": data_width,
+        "err":  1,
+        "last": 1,
+    })

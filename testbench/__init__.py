@@ -1,0 +1,1 @@
+"""Verilog-level verification under cocotb (Verilator, Icarus): to come."""

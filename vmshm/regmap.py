@@ -1,0 +1,182 @@
+"""The VMShm register ABI: the one definition of BAR0's registers and the device's status codes.
+
+Everything that needs an offset, a reset value or an errno imports it from here: the RTL register
+file (:mod:`vmshm.rtl.core`), the driver model, the testbenches and ``docs/registers.md`` (made by
+:func:`render_markdown`, checked for staleness by the test suite).
+
+The seed's ABI is fixed: reading ``OPEN`` (0x00) opens the object named in BAR2 and returns 0 or an
+errno; reading ``CLOSE`` (0x20) releases it. Everything else lives at other offsets and never
+changes what the seed's driver sees. Unknown offsets read 0 and ignore writes.
+"""
+
+import errno as _errno
+from dataclasses import dataclass, field
+
+__all__ = [
+    "ABI_VERSION", "DEVICE_ID", "BAR_REGS", "BAR_WINDOW", "BAR_NAME", "BAR_NAMES",
+    "Field", "Register", "REGISTERS", "REG", "Status", "STATUS_TEXT", "CtlOp",
+    "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
+    "render_markdown",
+]
+
+#: ``ID`` register value: ASCII "VMSH".
+DEVICE_ID = 0x564D5348
+#: ABI version: major in bits 31:16, minor in bits 15:0. Bump minor for additions.
+ABI_VERSION = (1 << 16) | 0
+
+BAR_REGS = 0    #: BAR0: the register file.
+BAR_WINDOW = 1  #: BAR1: the window into the host object.
+BAR_NAME = 2    #: BAR2: the name buffer.
+BAR_NAMES = {BAR_REGS: "registers", BAR_WINDOW: "window", BAR_NAME: "name buffer"}
+
+BAR0_SIZE = 0x100
+DEFAULT_WINDOW_SIZE = 1 << 20
+DEFAULT_NAME_SIZE = 1 << 10
+#: Longest object name the host accepts, not counting the leading ``/`` (Linux NAME_MAX).
+NAME_MAX = 255
+
+
+class Status:
+    """Status codes: what ``OPEN`` and ``CLOSE`` return. They are Linux errno numbers.
+
+    The driver model raises them unchanged as ``OSError(code, ...)``.
+    """
+    OK           = 0
+    ENOENT       = _errno.ENOENT        # no object of that name
+    EIO          = _errno.EIO           # the host failed in a way that has no better code
+    EACCES       = _errno.EACCES        # the object exists but may not be opened read-write
+    EBUSY        = _errno.EBUSY         # OPEN while an object is already open
+    EINVAL       = _errno.EINVAL        # malformed name, or an empty object
+    ENAMETOOLONG = _errno.ENAMETOOLONG  # name longer than NAME_MAX, or no NUL in BAR2
+    ETIMEDOUT    = _errno.ETIMEDOUT     # the host did not answer within the device's timeout
+
+    @classmethod
+    def all(cls):
+        """Return ``{name: code}`` for every status code."""
+        return {k: v for k, v in vars(cls).items() if k.isupper()}
+
+
+STATUS_TEXT = {
+    Status.OK:           "success",
+    Status.ENOENT:       "no shared-memory object of that name exists on the host",
+    Status.EIO:          "the host failed to open or map the object",
+    Status.EACCES:       "the host may not open the object for reading and writing",
+    Status.EBUSY:        "an object is already open; read CLOSE first",
+    Status.EINVAL:       "the name is empty, lacks a leading '/', holds another '/', "
+                         "or the object is empty",
+    Status.ENAMETOOLONG: "the name is longer than NAME_MAX (255) or is not NUL-terminated in BAR2",
+    Status.ETIMEDOUT:    "the host did not answer in time",
+}
+
+
+class CtlOp:
+    """Operations on the host control channel."""
+    OPEN = 1
+    CLOSE = 2
+
+
+@dataclass(frozen=True)
+class Field:
+    """A bit field inside a register."""
+    name: str
+    offset: int
+    width: int
+    doc: str
+
+
+@dataclass(frozen=True)
+class Register:
+    """A 32-bit register in BAR0.
+
+    ``access`` is one of ``"R"`` (read-only), ``"RT"`` (read-to-trigger: the read starts an action
+    and its completion is held until the action is done), ``"RC"`` (read-only, any write clears
+    it), ``"C"`` (a constant).
+    """
+    name: str
+    offset: int
+    access: str
+    reset: int
+    doc: str
+    fields: tuple = field(default=())
+
+    def __post_init__(self):
+        if self.offset % 4 or not 0 <= self.offset < BAR0_SIZE:
+            raise ValueError(f"register {self.name} offset must be a multiple of 4 below "
+                             f"{BAR0_SIZE:#x}, not {self.offset:#x}")
+        if self.access not in ("R", "RT", "RC", "C"):
+            raise ValueError(f"register {self.name} access must be R, RT, RC or C, "
+                             f"not {self.access!r}")
+
+
+REGISTERS = (
+    Register("OPEN", 0x00, "RT", 0,
+             "Read to open the object named in BAR2 and map it into BAR1. Returns 0 once the "
+             "object is mapped, or an errno (see the status codes). Held until the host answers."),
+    Register("ID", 0x04, "C", DEVICE_ID, "Device identification: ASCII \"VMSH\"."),
+    Register("VERSION", 0x08, "C", ABI_VERSION,
+             "ABI version of this register map.",
+             (Field("MINOR", 0, 16, "additions only"), Field("MAJOR", 16, 16, "incompatible changes"))),
+    Register("STATUS", 0x0C, "R", 0, "Device state.",
+             (Field("OPEN", 0, 1, "an object is mapped into BAR1"),
+              Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress"),
+              Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE"))),
+    Register("MAP_SIZE", 0x10, "R", 0,
+             "Bytes of BAR1 backed by the object: min(object size, window size); 0 when closed. "
+             "Accesses at or past this offset are rejected."),
+    Register("OBJ_SIZE_LO", 0x14, "R", 0, "Size of the open object in bytes, bits 31:0."),
+    Register("OBJ_SIZE_HI", 0x18, "R", 0, "Size of the open object in bytes, bits 63:32."),
+    Register("REJECTS", 0x1C, "RC", 0,
+             "Window accesses rejected (nothing open, or past MAP_SIZE); saturates. "
+             "Writing any value clears it."),
+    Register("CLOSE", 0x20, "RT", 0,
+             "Read to unmap and release the object. Returns 0 (also when nothing was open). "
+             "Held until the host answers."),
+    Register("WINDOW_SIZE", 0x24, "C", None, "Size of BAR1 in bytes (a build parameter)."),
+    Register("NAME_SIZE", 0x28, "C", None, "Size of BAR2 in bytes (a build parameter)."),
+)
+
+#: Registers by name.
+REG = {r.name: r for r in REGISTERS}
+assert len({r.offset for r in REGISTERS}) == len(REGISTERS), "register offsets overlap"
+
+
+def render_markdown():
+    """Return ``docs/registers.md`` as text, rendered from :data:`REGISTERS`."""
+    out = ["# VMShm register map", "",
+           "<!-- Generated by `python -m vmshm.regmap > docs/registers.md` from vmshm/regmap.py."
+           " Do not edit. -->", "",
+           "## BARs", "",
+           "| BAR | default size | holds |", "|---|---|---|",
+           f"| BAR0 | {BAR0_SIZE} B | the registers below, 32 bits each |",
+           f"| BAR1 | {DEFAULT_WINDOW_SIZE // 1024} KiB | the window: loads and stores reach "
+           "the host object at the same offset |",
+           f"| BAR2 | {DEFAULT_NAME_SIZE} B | the name buffer: a NUL-terminated POSIX shm name "
+           "such as `/shared-with-qemu` |", "",
+           "## BAR0 registers", "",
+           "Access: `RT` read-to-trigger (the completion is held until the action is done), "
+           "`R` read-only, `RC` read-only and any write clears it, `C` constant. Offsets not "
+           "listed read 0 and ignore writes. With a 64-bit data path one access covers two "
+           "registers; a read triggers OPEN or CLOSE when its byte enables touch that register.",
+           "",
+           "| offset | name | access | reset | meaning |", "|---|---|---|---|---|"]
+    for r in REGISTERS:
+        reset = "parameter" if r.reset is None else f"{r.reset:#010x}"
+        out.append(f"| {r.offset:#04x} | {r.name} | {r.access} | {reset} | {r.doc} |")
+    for r in REGISTERS:
+        if r.fields:
+            out += ["", f"### {r.name} fields", "", "| bits | field | meaning |", "|---|---|---|"]
+            for f in r.fields:
+                hi = f.offset + f.width - 1
+                bits = f"{hi}:{f.offset}" if f.width > 1 else f"{f.offset}"
+                out.append(f"| {bits} | {f.name} | {f.doc} |")
+    out += ["", "## Status codes", "",
+            "`OPEN` and `CLOSE` return Linux errno numbers; the driver model raises them as "
+            "`OSError(errno, ...)`.", "",
+            "| value | name | meaning |", "|---|---|---|"]
+    for name, code in sorted(Status.all().items(), key=lambda kv: kv[1]):
+        out.append(f"| {code} | {name} | {STATUS_TEXT[code]} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")
