@@ -62,14 +62,21 @@ class VMShmCore(wiring.Component):
 
     def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
                  data_width=32, host_timeout=DEFAULT_HOST_TIMEOUT):
-        _check_pow2("window_size", window_size, 64)
-        _check_pow2("name_size", name_size, 8)
-        if data_width not in (32, 64):
-            raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
-        if not isinstance(host_timeout, int) or host_timeout < 0:
-            raise ValueError(f"host_timeout must be a non-negative integer, not {host_timeout!r}")
-        if name_size > window_size:
-            raise ValueError(f"name_size ({name_size}) must not exceed window_size ({window_size})")
+        try:
+            _check_pow2("window_size", window_size, 64)
+            _check_pow2("name_size", name_size, 8)
+            if data_width not in (32, 64):
+                raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
+            if not isinstance(host_timeout, int) or host_timeout < 0:
+                raise ValueError(f"host_timeout must be a non-negative integer, "
+                                 f"not {host_timeout!r}")
+            if name_size > window_size:
+                raise ValueError(f"name_size ({name_size}) must not exceed "
+                                 f"window_size ({window_size})")
+        except ValueError:
+            # A core refused at construction was never meant to be elaborated: no warning.
+            self._MustUse__silence = True
+            raise
         self._window_size = window_size
         self._name_size = name_size
         self._data_width = data_width

@@ -5,8 +5,6 @@ sleep through idle cycles on signal changes instead of waking at every clock edg
 transfer on values sampled at the edge, so several BFMs can share a stream without races.
 """
 
-import random
-
 from vmshm.driver_model.bus import BusTimeout, GuestBus
 from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
@@ -143,18 +141,17 @@ class HostBFM:
         self._core = core
         self.host = host
         self.timing = timing
-        self._rng = random.Random(timing.seed)
-        self.log = []   # (cycle, text) of every control operation
-
-    def _gate(self, probability):
-        if probability >= 1:
-            return None
-        return lambda: self._rng.random() < probability
+        stalls = timing.stalls()
+        # A gate of None skips the per-cycle draw: the stream helpers then sleep through idle
+        # cycles instead of waking at every edge.
+        self._ctl_ready = stalls.ctl_ready if timing.ctl_ready < 1 else None
+        self._dma_ready = stalls.dma_ready if timing.dma_ready < 1 else None
+        self._rsp_valid = stalls.rsp_valid if timing.rsp_valid < 1 else None
 
     async def ctl_process(self, ctx):
         """Answer OPEN and CLOSE for ever: add with ``add_testbench(..., background=True)``."""
         core, t = self._core, self.timing
-        gate = self._gate(t.ctl_ready)
+        gate = self._ctl_ready
         while True:
             beat = await stream_get(ctx, core.ctl_req, ready_gate=gate)
             op, name = beat.op, bytearray()
@@ -170,14 +167,14 @@ class HostBFM:
                 status, size = Status.EIO, 0
             await wait_cycles(ctx, t.ctl_latency)
             await stream_put(ctx, core.ctl_rsp, {"status": status, "size": size},
-                             valid_gate=self._gate(t.rsp_valid))
+                             valid_gate=self._rsp_valid)
 
     async def dma_process(self, ctx):
         """Serve window reads and writes for ever: add with ``add_testbench(..., background=True)``."""
         core, t = self._core, self.timing
         wb = core.data_width // 8
-        gate = self._gate(t.dma_ready)
-        rsp_gate = self._gate(t.rsp_valid)
+        gate = self._dma_ready
+        rsp_gate = self._rsp_valid
         while True:
             beat = await stream_get(ctx, core.dma_req, ready_gate=gate)
             addr, words = beat.addr, beat.count + 1

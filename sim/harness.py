@@ -34,7 +34,6 @@ class SimResult:
     value: object = None                    # what the scenario returned
     records: list = field(default_factory=list)
     cycles: int = 0                         # cycles simulated in all
-    host_log: list = field(default_factory=list)
 
 
 def simulate(scenario, *, core=None, host=None, timing=None, vcd=None, **core_args):
@@ -81,5 +80,4 @@ def simulate(scenario, *, core=None, host=None, timing=None, vcd=None, **core_ar
     finally:
         if bus_box:
             result.records = bus_box[0].records
-        result.host_log = host_bfm.log
     return result

@@ -1,0 +1,118 @@
+"""The `vmshm` command as a user runs it: a real process, a real object, a C peer."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from vmshm.host_model import ShmRegion
+
+C_SOURCE = Path(__file__).resolve().parent / "c" / "shm_writer.c"
+
+
+def vmshm(*args, check_rc=None):
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", *args], capture_output=True,
+                       text=True, timeout=300)
+    assert "Traceback" not in r.stderr + r.stdout, r.stderr
+    if check_rc is not None:
+        assert r.returncode == check_rc, f"rc {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r
+
+
+@pytest.fixture
+def shm_name():
+    name = f"/vmshm-cli-{os.getpid()}-{uuid4().hex[:8]}"
+    yield name
+    # Only the test made this object, so only the test removes it.
+    try:
+        os.unlink(f"/dev/shm{name}")
+    except FileNotFoundError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def shm_writer(tmp_path_factory):
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler 'cc' on PATH to build tests/c/shm_writer.c")
+    exe = tmp_path_factory.mktemp("c") / "shm_writer"
+    subprocess.run([cc, "-o", str(exe), str(C_SOURCE), "-lrt"], check=True)
+    return exe
+
+
+def test_demo_against_an_object_a_c_program_made(shm_name, shm_writer):
+    subprocess.run([shm_writer, "write", shm_name, str(1 << 20), "hello from a C program"],
+                   check=True)
+    r = vmshm("demo", "--shm", shm_name, check_rc=0)
+    assert "guest read at offset 0:  'hello from a C program'" in r.stdout
+    pid = re.search(r"I was here: (\d+)", r.stdout).group(1)
+    seen = subprocess.run([shm_writer, "read", shm_name], check=True, capture_output=True,
+                          text=True).stdout
+    assert seen.strip() == f"I was here: {pid}"
+    # The object outlives the simulation, its size untouched.
+    assert os.stat(f"/dev/shm{shm_name}").st_size == 1 << 20
+
+
+def test_demo_prints_a_cycle_table_that_grows_with_host_latency(shm_name):
+    fast = vmshm("demo", "--shm", shm_name, "--create", "64K", check_rc=0).stdout
+    slow = vmshm("demo", "--shm", shm_name, "--host-latency", "100", check_rc=0).stdout
+
+    def cycles(text, step):
+        return int(re.search(rf"{re.escape(step)}\s*│\s*(\d+)", text).group(1))
+
+    for step in ("ioctl(name)", "close"):
+        assert cycles(slow, step) == cycles(fast, step) + 100, step
+    assert cycles(slow, "read offset 0") == cycles(fast, "read offset 0")
+
+
+def test_demo_maps_a_short_object_whole(shm_name):
+    r = vmshm("demo", "--shm", shm_name, "--create", "4096", check_rc=0)
+    assert "created" in r.stdout and "guest mapped 4096 bytes" in r.stdout
+
+
+def test_create_never_resizes_an_existing_object(shm_name):
+    region = ShmRegion.create(shm_name, 8192)
+    region.close()
+    r = vmshm("demo", "--shm", shm_name, "--create", "1M", check_rc=0)
+    assert "not resized" in r.stdout
+    assert os.stat(f"/dev/shm{shm_name}").st_size == 8192
+
+
+@pytest.mark.parametrize("name, code", [
+    ("missing", "ENOENT"), ("no-slash", "EINVAL"), ("/a/b", "EINVAL"), ("/" + "x" * 256,
+                                                                          "ENAMETOOLONG"),
+])
+def test_demo_errors_are_one_line_with_the_errno_name(shm_name, name, code):
+    target = shm_name if name == "missing" else name
+    r = vmshm("demo", "--shm", target, check_rc=1)
+    assert r.stderr.startswith(f"vmshm: {code}: "), r.stderr
+    assert not os.path.exists(f"/dev/shm{shm_name}"), "a failed demo must not create objects"
+
+
+def test_bad_parameters_exit_2_without_traceback(shm_name):
+    r = vmshm("demo", "--shm", shm_name, "--create", "1M", "--window-size", "1000", check_rc=2)
+    assert "window_size must be a power of two" in r.stderr
+    vmshm("demo", "--shm", shm_name, "--create", "lots", check_rc=2)
+
+
+def test_demo_writes_a_vcd(shm_name, tmp_path):
+    vcd = tmp_path / "demo.vcd"
+    vmshm("demo", "--shm", shm_name, "--create", "4K", "--vcd", str(vcd), check_rc=0)
+    text = vcd.read_text()
+    assert "$enddefinitions" in text and "ctl_req__valid" in text
+
+
+def test_generate_writes_verilog(tmp_path):
+    out = tmp_path / "core.v"
+    vmshm("generate", "-o", str(out), "--data-width", "64", "--window-size", "64K", check_rc=0)
+    assert "module vmshm_core(" in out.read_text()
+
+
+def test_regs_prints_the_register_map():
+    r = vmshm("regs", check_rc=0)
+    assert "| 0x00 | OPEN | RT |" in r.stdout and "| 0x20 | CLOSE | RT |" in r.stdout

@@ -1,0 +1,222 @@
+"""The ``vmshm`` command: run the seed's example on the simulated device, and generate Verilog."""
+
+import argparse
+import errno
+import os
+import re
+import sys
+
+__all__ = ["main", "parse_size"]
+
+_UNITS = {"": 1, "k": 1 << 10, "ki": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mi": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gi": 1 << 30, "gib": 1 << 30, "b": 1}
+
+
+class UsageError(Exception):
+    """A mistake on the command line: reported in one line, exit status 2."""
+
+
+def parse_size(text):
+    """Parse a byte count such as ``4096``, ``0x1000``, ``64K`` or ``1MiB``."""
+    m = re.fullmatch(r"\s*(0x[0-9a-fA-F]+|\d+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: use bytes, or a number with K, M or G (e.g. 1M)")
+    return int(m.group(1), 0) * _UNITS[m.group(2).lower()]
+
+
+def _cycles(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of cycles") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"cycles must not be negative, not {value}")
+    return value
+
+
+def _add_core_args(p):
+    p.add_argument("--window-size", type=parse_size, default=1 << 20, metavar="N",
+                   help="size of BAR1, the window (power of two; default 1M)")
+    p.add_argument("--name-size", type=parse_size, default=1 << 10, metavar="N",
+                   help="size of BAR2, the name buffer (power of two; default 1K)")
+    p.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
+                   help="data path width in bits: 32 or 64 (default 32)")
+    p.add_argument("--host-timeout", type=_cycles, default=None, metavar="CYCLES",
+                   help="cycles the device waits for the host before it answers ETIMEDOUT "
+                        "(default 65535; 0 waits for ever)")
+
+
+def _core_args(args):
+    out = {"window_size": args.window_size, "name_size": args.name_size,
+           "data_width": args.data_width}
+    if args.host_timeout is not None:
+        out["host_timeout"] = args.host_timeout
+    return out
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="vmshm", description="VMShm: a host-to-guest shared-memory PCI device, simulated "
+                                  "against real POSIX shared memory.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo", help="run the original userspace example on the simulated device",
+        description="Open /dev/vmshm0, ioctl(fd, 0, NAME), mmap the window, print the line at "
+                    "offset 0, write 'I was here: <pid>' there, munmap, close; then print the "
+                    "cycles each step took. The window is backed by the real POSIX "
+                    "shared-memory object NAME on this machine.")
+    demo.add_argument("--shm", required=True, metavar="NAME",
+                      help="POSIX shared-memory object to open, e.g. /shared-with-qemu")
+    demo.add_argument("--create", type=parse_size, metavar="SIZE",
+                      help="create the object with this size if it does not exist (an existing "
+                           "object is used as it is, never resized)")
+    demo.add_argument("--vcd", metavar="FILE", help="write a waveform of the whole run")
+    demo.add_argument("--host-latency", type=_cycles, default=0, metavar="CYCLES",
+                      help="cycles the host takes to answer OPEN and CLOSE (default 0)")
+    demo.add_argument("--dma-latency", type=_cycles, default=0, metavar="CYCLES",
+                      help="cycles the host takes to answer a window access (default 0)")
+    demo.add_argument("-v", "--verbose", action="store_true",
+                      help="also list every bus transaction with its cycles")
+    _add_core_args(demo)
+
+    gen = sub.add_parser("generate", help="write the device's Verilog",
+                         description="Write the VMShm core as one Verilog module, vmshm_core.")
+    gen.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    _add_core_args(gen)
+
+    regs = sub.add_parser("regs", help="print the register map (Markdown)",
+                          description="Print docs/registers.md as rendered from the one "
+                                      "register definition, vmshm/regmap.py.")
+    regs.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    return parser
+
+
+def _errno_name(code):
+    return errno.errorcode.get(code, f"errno {code}")
+
+
+def _cmd_demo(args, console):
+    from rich.table import Table
+
+    from vmshm.demo import seed_example
+    from vmshm.host_model import HostModel, HostTiming, ShmRegion
+    from vmshm.sim import simulate
+
+    created = False
+    if args.create is not None:
+        if args.create <= 0:
+            raise UsageError(f"--create needs a positive size, not {args.create}")
+        region, created = ShmRegion.open_or_create(args.shm, args.create)
+        if not created and region.size != args.create:
+            console.print(f"[yellow]note:[/] {args.shm} exists with {region.size} bytes; "
+                          f"using it as it is (not resized to {args.create})")
+        region.close()
+        if created:
+            console.print(f"created {args.shm} with {args.create} bytes")
+
+    host = HostModel()
+    timing = HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
+    core_args = _core_args(args)
+
+    async def scenario(bus):
+        return await seed_example(bus, args.shm)
+
+    try:
+        result = simulate(scenario, host=host, timing=timing, vcd=args.vcd, **core_args)
+    except OSError as exc:
+        why = host.last_error or exc.strerror
+        hint = ""
+        if exc.errno == errno.ENOENT:
+            hint = " (create it first, or pass --create SIZE)"
+        raise OSError(exc.errno, f"{why}{hint}", args.shm) from None
+    report = result.value
+
+    shown = report.found.decode("utf-8", errors="backslashreplace")
+    console.print(f"guest mapped {report.mapped} bytes of {args.shm}")
+    console.print(f"guest read at offset 0:  {shown!r}" if shown else
+                  "guest read at offset 0:  (empty: the first byte is NUL)")
+    console.print(f"guest wrote at offset 0: {report.wrote.rstrip(bytes(1)).decode()!r}")
+
+    table = Table(title=f"cycles per step ({args.data_width}-bit, host latency "
+                        f"{args.host_latency}, DMA latency {args.dma_latency})")
+    table.add_column("step")
+    table.add_column("cycles", justify="right")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column("bus transactions", justify="right")
+    for s in report.steps:
+        table.add_row(s.name, str(s.cycles), str(s.start), str(s.end), str(s.transactions))
+    table.add_row("total", str(result.cycles), "0", str(result.cycles), str(len(result.records)),
+                  style="bold")
+    console.print(table)
+    if args.verbose:
+        console.print("   start      end cycles  access bar        offset  words status step",
+                      highlight=False)
+        for rec in result.records:
+            console.print(str(rec), highlight=False)
+    if args.vcd:
+        console.print(f"waveform written to {args.vcd}")
+    return 0
+
+
+def _cmd_generate(args, console):
+    from vmshm.verilog import generate
+
+    text = generate("core", **_core_args(args))
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        console.print(f"wrote vmshm_core to {args.output}", highlight=False)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _cmd_regs(args, console):
+    from vmshm.regmap import render_markdown
+
+    text = render_markdown()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _fail(console, code, message):
+    console.print(f"vmshm: {_errno_name(code)}: {message}", style="red", highlight=False,
+                  soft_wrap=True)
+    return 1
+
+
+def main(argv=None):
+    """Run the ``vmshm`` command line and return its exit status."""
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    args = _parser().parse_args(argv)
+    commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs}
+    try:
+        return commands[args.command](args, console)
+    except UsageError as exc:
+        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True)
+        return 2
+    except ValueError as exc:
+        # Parameter checks in the RTL and models say what was wrong; no traceback for them.
+        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True)
+        return 2
+    except OSError as exc:
+        name = exc.filename if exc.filename is not None else ""
+        return _fail(err, exc.errno or errno.EIO,
+                     f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
+    except KeyboardInterrupt:
+        err.print("vmshm: interrupted", style="red")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The original VMShm userspace example, as the driver model runs it on any guest bus."""
+
+import os
+from dataclasses import dataclass, field
+
+from vmshm.driver_model import VMShmDriver
+from vmshm.regmap import BAR_REGS, REG
+
+__all__ = ["Step", "DemoReport", "seed_example"]
+
+#: How much of offset 0 the demo reads and shows: one line of text.
+LINE_BYTES = 128
+
+
+@dataclass
+class Step:
+    """One step of the example and the cycles it took on the device."""
+    name: str
+    start: int
+    end: int
+    transactions: int
+
+    @property
+    def cycles(self):
+        return self.end - self.start
+
+
+@dataclass
+class DemoReport:
+    """What the example saw and how long each step took."""
+    found: bytes = b""          # what the guest read at offset 0 before writing
+    wrote: bytes = b""          # what it wrote there
+    mapped: int = 0             # bytes mapped
+    steps: list = field(default_factory=list)
+
+
+def _line(raw):
+    # Show what is at offset 0 the way the C example's printf("%s") would: up to the first NUL.
+    return raw.split(b"\0", 1)[0]
+
+
+async def seed_example(bus, name, *, pid=None, length=1 << 20):
+    """Run the seed's example on ``bus``: open, ioctl(name), mmap, read, write, munmap, close.
+
+    Parameters
+    ----------
+    bus : GuestBus
+        The bus the device sits on.
+    name : str or bytes
+        The POSIX shared-memory object to open, e.g. ``/shared-with-qemu``.
+    pid : int, optional
+        The number in ``I was here: <pid>``; this process's by default.
+    length : int
+        Bytes to map: 1 MiB as in the example, or the mapped object's size if that is smaller.
+
+    Returns
+    -------
+    DemoReport
+    """
+    pid = os.getpid() if pid is None else pid
+    report = DemoReport()
+    drv = VMShmDriver(bus)
+
+    async def step(label, coro):
+        bus.label = label
+        start, first = bus.now(), len(bus.records)
+        try:
+            return await coro
+        finally:
+            report.steps.append(Step(label, start, bus.now(), len(bus.records) - first))
+            bus.label = ""
+
+    await step("probe", drv.probe())
+    fd = await step("open", drv.open())
+    try:
+        await step("ioctl(name)", drv.ioctl(fd, 0, name))
+        async def mmap():
+            # Map the whole window, or the object if it is smaller, as the demo promises.
+            map_size = await bus.read32(BAR_REGS, REG["MAP_SIZE"].offset)
+            report.mapped = min(length, map_size)
+            return await drv.mmap(fd, report.mapped)
+
+        mapping = await step("mmap", mmap())
+        report.found = _line(await step("read offset 0",
+                                        mapping.read(0, min(LINE_BYTES, report.mapped))))
+        report.wrote = f"I was here: {pid}".encode() + b"\0"
+        await step("write offset 0", mapping.write(0, report.wrote[:report.mapped]))
+        await step("munmap", drv.munmap(mapping))
+    finally:
+        await step("close", drv.close(fd))
+    return report
