@@ -1,4 +1,7 @@
-"""The Linux driver's behaviour over an abstract guest bus."""
+"""The Linux driver's behaviour over an abstract guest bus: the PCI core and /dev/vmshmN."""
 
-from .bus import Access, BusTimeout, GuestBus, Transaction, split_bursts
-from .driver import VMSHM_IOCTL_OPEN, Mapping, VMShmDriver
+from .bus import Access, BarWindow, BusTimeout, GuestBus, Space, Transaction, split_bursts
+from .driver import VMSHM_IDS, VMSHM_IOCTL_OPEN, Mapping, VMShmDriver, vmshm_probe
+from .pci import (MemAllocator, PciDev, Resource, pci_assign_resources, pci_clear_master,
+                  pci_disable_device, pci_enable_device, pci_find_capability, pci_iomap,
+                  pci_scan_bus, pci_set_master)

@@ -1,18 +1,18 @@
 """The guest bus: what the driver model talks to, implemented once per simulation backend.
 
 A backend supplies three things: the data width, the current cycle, and two burst primitives
-(:meth:`GuestBus._burst_read`, :meth:`GuestBus._burst_write`) on the device's request and
-completion streams. Everything above them is shared: byte-level reads and writes are split here
-into aligned bursts with byte enables, and every burst is recorded with its start and end cycle.
+(:meth:`GuestBus._burst_read`, :meth:`GuestBus._burst_write`) on the bus's request and completion
+streams. Everything above them is shared: byte-level memory and configuration accesses are split
+here into aligned bursts with byte enables, and every burst is recorded with its start and end
+cycle.
 """
 
 import abc
 import enum
 from dataclasses import dataclass
 
-from vmshm.regmap import BAR_NAMES
-
-__all__ = ["Access", "Transaction", "GuestBus", "BusTimeout", "split_bursts"]
+__all__ = ["Access", "Space", "Transaction", "GuestBus", "BarWindow", "BusTimeout",
+           "split_bursts"]
 
 #: Most words one burst carries; matches the core's 8-bit ``count``.
 MAX_BURST = 256
@@ -23,16 +23,23 @@ class Access(enum.Enum):
     WRITE = "write"
 
 
+class Space(enum.Enum):
+    MEM = "mem"
+    CFG = "cfg"
+
+
 @dataclass(frozen=True)
 class Transaction:
     """One burst on the guest bus, stamped by the BFM that carried it.
 
     ``start`` is the cycle the request was offered, ``end`` the cycle its last completion beat
-    was taken. ``status`` is the completion status name (``"SC"``, ``"UR"``).
+    was taken. ``status`` is the completion status name (``"SC"``, ``"UR"``). ``dev`` is the
+    slot of a configuration request (``None`` for memory).
     """
     access: Access
-    bar: int
-    offset: int
+    space: Space
+    dev: object
+    addr: int
     words: int
     start: int
     end: int
@@ -45,9 +52,10 @@ class Transaction:
         return self.end - self.start
 
     def __str__(self):
+        where = (f"cfg {self.dev:>2}:{self.addr:#05x}" if self.space is Space.CFG
+                 else f"mem {self.addr:#014x}")
         return (f"{self.start:>8} {self.end:>8} {self.cycles:>6}  {self.access.value:<5} "
-                f"{BAR_NAMES.get(self.bar, f'BAR{self.bar}'):<11} {self.offset:#07x} "
-                f"x{self.words:<3} {self.status} {self.label}")
+                f"{where:<18} x{self.words:<3} {self.status:<2} {self.label}")
 
 
 class BusTimeout(RuntimeError):
@@ -83,10 +91,10 @@ def split_bursts(offset, size, word_bytes, max_words=MAX_BURST):
 
 
 class GuestBus(abc.ABC):
-    """Memory reads and writes to the device's BARs, as the guest's CPU would issue them.
+    """Memory and configuration reads and writes, as the guest's CPU and PCI core issue them.
 
-    Reads of a request the device does not support return all ones, as on PCI; the transaction
-    record carries the status.
+    Reads that nobody claims return all ones, as on PCI; the transaction record carries the
+    status.
     """
 
     def __init__(self):
@@ -98,18 +106,18 @@ class GuestBus(abc.ABC):
     @property
     @abc.abstractmethod
     def data_width(self):
-        """Width of the device's data path in bits."""
+        """Width of the bus's data path in bits."""
 
     @abc.abstractmethod
     def now(self):
         """Return the current cycle."""
 
     @abc.abstractmethod
-    async def _burst_read(self, bar, addr, words, be):
+    async def _burst_read(self, space, dev, addr, words, be):
         """Read ``words`` words at aligned byte address ``addr``; return ``(ints, status)``."""
 
     @abc.abstractmethod
-    async def _burst_write(self, bar, addr, beats):
+    async def _burst_write(self, space, dev, addr, beats):
         """Write ``beats``, a list of ``(int, be)``, at ``addr``; return the status name."""
 
     # -- shared by every backend --------------------------------------------------------------
@@ -118,25 +126,24 @@ class GuestBus(abc.ABC):
     def word_bytes(self):
         return self.data_width // 8
 
-    async def read(self, bar, offset, size):
-        """Read ``size`` bytes at byte ``offset`` of BAR ``bar``."""
+    async def _read(self, space, dev, offset, size, max_words=MAX_BURST):
         wb = self.word_bytes
         out = bytearray(size)
-        for addr, n, first_be, _, lo, hi in split_bursts(offset, size, wb):
+        for addr, n, first_be, _, lo, hi in split_bursts(offset, size, wb, max_words):
             start = self.now()
-            ints, status = await self._burst_read(bar, addr, n, first_be)
-            self.records.append(Transaction(Access.READ, bar, addr, n, start, self.now(),
-                                            status, self.label))
+            ints, status = await self._burst_read(space, dev, addr, n, first_be)
+            self.records.append(Transaction(Access.READ, space, dev, addr, n, start,
+                                            self.now(), status, self.label))
             raw = b"".join(v.to_bytes(wb, "little") for v in ints)
             skip = offset + lo - addr
             out[lo:hi] = raw[skip:skip + hi - lo]
         return bytes(out)
 
-    async def write(self, bar, offset, data):
-        """Write the bytes ``data`` at byte ``offset`` of BAR ``bar``."""
+    async def _write(self, space, dev, offset, data, max_words=MAX_BURST):
         wb = self.word_bytes
         data = bytes(data)
-        for addr, n, first_be, last_be, lo, hi in split_bursts(offset, len(data), wb):
+        for addr, n, first_be, last_be, lo, hi in split_bursts(offset, len(data), wb,
+                                                                max_words):
             skip = offset + lo - addr
             raw = bytes(skip) + data[lo:hi] + bytes(n * wb - skip - (hi - lo))
             beats = []
@@ -148,14 +155,77 @@ class GuestBus(abc.ABC):
                     be &= last_be
                 beats.append((int.from_bytes(raw[i * wb:(i + 1) * wb], "little"), be))
             start = self.now()
-            status = await self._burst_write(bar, addr, beats)
-            self.records.append(Transaction(Access.WRITE, bar, addr, n, start, self.now(),
-                                            status, self.label))
+            status = await self._burst_write(space, dev, addr, beats)
+            self.records.append(Transaction(Access.WRITE, space, dev, addr, n, start,
+                                            self.now(), status, self.label))
 
-    async def read32(self, bar, offset):
-        """Read the 32-bit register at ``offset`` of BAR ``bar``."""
-        return int.from_bytes(await self.read(bar, offset, 4), "little")
+    async def mem_read(self, addr, size):
+        """Read ``size`` bytes of memory space at ``addr``."""
+        return await self._read(Space.MEM, None, addr, size)
 
-    async def write32(self, bar, offset, value):
-        """Write the 32-bit register at ``offset`` of BAR ``bar``."""
-        await self.write(bar, offset, (value & 0xFFFF_FFFF).to_bytes(4, "little"))
+    async def mem_write(self, addr, data):
+        """Write the bytes ``data`` to memory space at ``addr``."""
+        await self._write(Space.MEM, None, addr, data)
+
+    async def cfg_read(self, dev, offset, size):
+        """Read ``size`` bytes of slot ``dev``'s configuration space, one dword at a time."""
+        if not 0 <= offset < offset + size <= 4096:
+            raise ValueError(f"configuration offset {offset:#x}+{size} is outside 0..0xfff")
+        out = bytearray()
+        for dword in range(offset & ~3, offset + size, 4):
+            lo, hi = max(offset, dword), min(offset + size, dword + 4)
+            out += (await self._read(Space.CFG, dev, lo, hi - lo, max_words=1))
+        return bytes(out)
+
+    async def cfg_write(self, dev, offset, data):
+        """Write the bytes ``data`` to slot ``dev``'s configuration space, one dword at a time."""
+        data = bytes(data)
+        if not 0 <= offset < offset + len(data) <= 4096:
+            raise ValueError(f"configuration offset {offset:#x}+{len(data)} is outside 0..0xfff")
+        for dword in range(offset & ~3, offset + len(data), 4):
+            lo, hi = max(offset, dword), min(offset + len(data), dword + 4)
+            await self._write(Space.CFG, dev, lo, data[lo - offset:hi - offset], max_words=1)
+
+    async def cfg_read_int(self, dev, offset, size):
+        """Read a little-endian integer of ``size`` bytes (1, 2 or 4) from configuration space."""
+        return int.from_bytes(await self.cfg_read(dev, offset, size), "little")
+
+    async def cfg_write_int(self, dev, offset, size, value):
+        """Write a little-endian integer of ``size`` bytes (1, 2 or 4) to configuration space."""
+        await self.cfg_write(dev, offset, (value & ((1 << 8 * size) - 1)).to_bytes(size, "little"))
+
+
+class BarWindow:
+    """A BAR as the driver sees it once mapped: reads and writes at offsets into it.
+
+    Like ``pci_iomap`` in Linux (and cocotbext-pcie's ``bar_window``); every access is checked to
+    stay inside the BAR.
+    """
+
+    def __init__(self, bus, base, size):
+        self.bus = bus
+        self.base = base
+        self.size = size
+
+    def _check(self, offset, n):
+        if offset < 0 or n < 0 or offset + n > self.size:
+            raise ValueError(f"bytes {offset:#x}..{offset + n:#x} are outside the "
+                             f"{self.size:#x}-byte BAR")
+
+    async def read(self, offset, n):
+        """Read ``n`` bytes at ``offset``."""
+        self._check(offset, n)
+        return await self.bus.mem_read(self.base + offset, n)
+
+    async def write(self, offset, data):
+        """Write the bytes ``data`` at ``offset``."""
+        self._check(offset, len(data))
+        await self.bus.mem_write(self.base + offset, data)
+
+    async def read32(self, offset):
+        """Read the 32-bit register at ``offset``."""
+        return int.from_bytes(await self.read(offset, 4), "little")
+
+    async def write32(self, offset, value):
+        """Write the 32-bit register at ``offset``."""
+        await self.write(offset, (value & 0xFFFF_FFFF).to_bytes(4, "little"))

@@ -8,9 +8,17 @@ Errors are ``OSError`` with Linux's errno, the device's status codes passed thro
 import errno
 import os
 
-from vmshm.regmap import BAR_NAME, BAR_REGS, BAR_WINDOW, DEVICE_ID, REG, STATUS_TEXT
+from vmshm import pci_regs as P
+from vmshm.regmap import (CAP, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID, REG,
+                          STATUS_TEXT)
 
-__all__ = ["VMSHM_IOCTL_OPEN", "VMShmDriver", "Mapping"]
+from .pci import (MemAllocator, pci_assign_resources, pci_enable_device, pci_find_capability,
+                  pci_iomap, pci_scan_bus, pci_set_master)
+
+__all__ = ["VMSHM_IOCTL_OPEN", "VMSHM_IDS", "VMShmDriver", "Mapping", "vmshm_probe"]
+
+#: The IDs the driver binds to, as its ``pci_device_id`` table.
+VMSHM_IDS = ((PCI_VENDOR_ID, PCI_DEVICE_ID),)
 
 #: The one ioctl the original driver knows: open the object named by the argument.
 VMSHM_IOCTL_OPEN = 0
@@ -52,44 +60,66 @@ class Mapping:
     async def read(self, offset, n):
         """Load ``n`` bytes at ``offset`` of the mapping."""
         self._check(offset, n)
-        return await self._driver.bus.read(BAR_WINDOW, self.offset + offset, n)
+        return await self._driver.window.read(self.offset + offset, n)
 
     async def write(self, offset, data):
         """Store the bytes ``data`` at ``offset`` of the mapping."""
         data = bytes(data)
         self._check(offset, len(data))
-        await self._driver.bus.write(BAR_WINDOW, self.offset + offset, data)
+        await self._driver.window.write(self.offset + offset, data)
 
 
 class VMShmDriver:
-    """Drive one VMShm device the way the Linux driver does.
+    """Drive one VMShm function the way the Linux driver does.
+
+    Made by :func:`vmshm_probe`, which finds, places and enables the function first.
 
     Parameters
     ----------
-    bus : GuestBus
-        The guest bus the device sits on.
+    pdev : PciDev
+        The function, with its BARs assigned.
     minor : int
         Device minor: the file is ``/dev/vmshm{minor}``.
     """
 
-    def __init__(self, bus, *, minor=0):
-        self.bus = bus
+    def __init__(self, pdev, *, minor=0):
+        self.pdev = pdev
         self.path = f"/dev/vmshm{minor}"
+        self.regs = self.window = self.names = None
         self.window_size = None
         self.name_size = None
+        self.version = None
         self._fd = None          # the one open file, if any
         self._fd_closed = True   # close() was called on it
         self._mappings = []      # live mappings; each holds a reference to the file
         self._next_fd = 3
 
     async def probe(self):
-        """Check the device is a VMShm and learn its window and name-buffer sizes."""
-        ident = await self.bus.read32(BAR_REGS, REG["ID"].offset)
+        """Bind to the function: enable it, find the BARs from the capability, check the ID."""
+        pdev = self.pdev
+        await pci_enable_device(pdev)
+        await pci_set_master(pdev)
+        cap = await pci_find_capability(pdev, P.PCI_CAP_ID_VNDR)
+        if not cap:
+            raise _err(errno.ENODEV, f"{pdev.name} has no VMShm capability")
+
+        async def field(name):
+            f = CAP[name]
+            return await pdev.read_config(cap + f.offset, f.size)
+
+        if await field("CAP_VERSION") != CAP_VERSION:
+            raise _err(errno.ENODEV, f"{pdev.name}: unknown capability version "
+                                     f"{await field('CAP_VERSION')}")
+        self.version = await field("ABI_VERSION")
+        self.window_size = await field("WINDOW_SIZE")
+        self.name_size = await field("NAME_SIZE")
+        self.regs = pci_iomap(pdev, await field("REGS_BAR"))
+        self.window = pci_iomap(pdev, await field("WINDOW_BAR"))
+        self.names = pci_iomap(pdev, await field("NAME_BAR"))
+        ident = await self.regs.read32(REG["ID"].offset)
         if ident != DEVICE_ID:
-            raise _err(errno.ENODEV, f"ID register reads {ident:#010x}, not {DEVICE_ID:#010x}")
-        self.version = await self.bus.read32(BAR_REGS, REG["VERSION"].offset)
-        self.window_size = await self.bus.read32(BAR_REGS, REG["WINDOW_SIZE"].offset)
-        self.name_size = await self.bus.read32(BAR_REGS, REG["NAME_SIZE"].offset)
+            raise _err(errno.ENODEV, f"{pdev.name}: ID register reads {ident:#010x}, "
+                                     f"not {DEVICE_ID:#010x}")
         return self
 
     def _file(self, fd):
@@ -98,8 +128,6 @@ class VMShmDriver:
 
     async def open(self):
         """Open the device file and return its descriptor; ``EBUSY`` if it is already open."""
-        if self.window_size is None:
-            await self.probe()
         if self._fd is not None:
             raise _err(errno.EBUSY, f"{self.path} is already open", self.path)
         self._fd = self._next_fd
@@ -121,8 +149,8 @@ class VMShmDriver:
             # Nothing is written: the name and its NUL would not fit in BAR2.
             raise _err(errno.ENAMETOOLONG, f"{len(raw)} bytes and a NUL do not fit the "
                                            f"{self.name_size}-byte name buffer")
-        await self.bus.write(BAR_NAME, 0, raw + b"\0")
-        status = await self.bus.read32(BAR_REGS, REG["OPEN"].offset)
+        await self.names.write(0, raw + b"\0")
+        status = await self.regs.read32(REG["OPEN"].offset)
         if status:
             raise _err(status, STATUS_TEXT.get(status), os.fsdecode(raw))
         return 0
@@ -130,7 +158,7 @@ class VMShmDriver:
     async def mmap(self, fd, length, offset=0):
         """Map ``length`` bytes of the window at ``offset``; ``EINVAL`` past the mapped object."""
         self._file(fd)
-        map_size = await self.bus.read32(BAR_REGS, REG["MAP_SIZE"].offset)
+        map_size = await self.regs.read32(REG["MAP_SIZE"].offset)
         if length <= 0 or offset < 0 or offset + length > map_size:
             raise _err(errno.EINVAL, f"cannot map {length:#x} bytes at {offset:#x}: the window "
                                      f"holds {map_size:#x} bytes of the object")
@@ -157,7 +185,24 @@ class VMShmDriver:
         if self._fd is None or not self._fd_closed or self._mappings:
             return
         try:
-            await self.bus.read32(BAR_REGS, REG["CLOSE"].offset)
+            await self.regs.read32(REG["CLOSE"].offset)
         finally:
             # The release path always releases, whatever the device answered.
             self._fd = None
+
+
+async def vmshm_probe(bus, *, ids=VMSHM_IDS, allocator=None):
+    """Do what a booting guest does: scan ``bus``, place every BAR, bind the driver.
+
+    Returns one :class:`VMShmDriver` per VMShm function found, ``/dev/vmshm0`` first, and the
+    list of every function on the bus (VMShm or not) as ``(drivers, pci_devs)``.
+    """
+    allocator = allocator if allocator is not None else MemAllocator()
+    pdevs = await pci_scan_bus(bus)
+    for pdev in pdevs:
+        await pci_assign_resources(pdev, allocator)
+    drivers = []
+    for pdev in pdevs:
+        if (pdev.vendor, pdev.device) in ids:
+            drivers.append(await VMShmDriver(pdev, minor=len(drivers)).probe())
+    return drivers, pdevs

@@ -1,4 +1,5 @@
-"""The hardware: VMShm's core and the layouts of its streams."""
+"""The hardware: VMShm's core, its PCI front end, and the layouts of their streams."""
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import *  # noqa: F401,F403
+from .pci import BarDef, PciBus, VMShmPCI, VMShmSystem

@@ -14,8 +14,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
                           DEFAULT_WINDOW_SIZE, REG, REGISTERS, CtlOp, Status)
 
-from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
-                      dma_rsp_layout, guest_req_layout)
+from .layouts import CplStatus, cpl_layout, guest_req_layout, host_signature
 
 __all__ = ["VMShmCore", "DEFAULT_HOST_TIMEOUT"]
 
@@ -39,6 +38,9 @@ class VMShmCore(wiring.Component):
         Size of BAR2 in bytes, a power of two (default 1 KiB).
     data_width : int
         Width of the guest and DMA data paths in bits: 32 or 64.
+    regs_size : int
+        Size of the register BAR in bytes: 256 (the original's), or up to 4 KiB for guests that
+        map whole pages. Offsets past the register map read 0.
     host_timeout : int
         Cycles to wait for a host answer (control or DMA) before completing the guest's access
         anyway: OPEN and CLOSE return ``ETIMEDOUT``, a window read returns all ones. A late OPEN
@@ -50,21 +52,23 @@ class VMShmCore(wiring.Component):
         Guest requests, tagged with a BAR number.
     cpl : ``Out(stream.Signature(cpl_layout(...)))``
         Completions to the guest.
-    ctl_req : ``Out(stream.Signature(ctl_req_layout()))``
-        OPEN (with the name) and CLOSE, to the host.
-    ctl_rsp : ``In(stream.Signature(ctl_rsp_layout()))``
-        The host's answers.
-    dma_req : ``Out(stream.Signature(dma_req_layout(...)))``
-        Window reads and writes at an offset into the object, to the host.
-    dma_rsp : ``In(stream.Signature(dma_rsp_layout(...)))``
-        Read data and write acknowledgements from the host.
+    host : ``Out(host_signature(...))``
+        The host side: ``ctl_req`` (OPEN with the name, CLOSE), ``ctl_rsp`` (the host's
+        answers), ``dma_req`` (window reads and writes at an offset into the object) and
+        ``dma_rsp`` (read data and write acknowledgements).
+    dma_enable : ``In(1)``
+        Bus Master Enable. While it is low OPEN fails with ``EPERM`` and window accesses are
+        rejected.
     """
 
     def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
-                 data_width=32, host_timeout=DEFAULT_HOST_TIMEOUT):
+                 data_width=32, regs_size=BAR0_SIZE, host_timeout=DEFAULT_HOST_TIMEOUT):
         try:
             _check_pow2("window_size", window_size, 64)
             _check_pow2("name_size", name_size, 8)
+            _check_pow2("regs_size", regs_size, BAR0_SIZE)
+            if regs_size > 4096:
+                raise ValueError(f"regs_size must be at most 4096, not {regs_size}")
             if data_width not in (32, 64):
                 raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
             if not isinstance(host_timeout, int) or host_timeout < 0:
@@ -81,14 +85,14 @@ class VMShmCore(wiring.Component):
         self._name_size = name_size
         self._data_width = data_width
         self._host_timeout = host_timeout
-        self._addr_width = ceil_log2(max(window_size, BAR0_SIZE))
+        self._regs_size = regs_size
+        self._addr_width = ceil_log2(max(window_size, regs_size))
         super().__init__({
             "req":     In(stream.Signature(guest_req_layout(self._addr_width, data_width))),
             "cpl":     Out(stream.Signature(cpl_layout(data_width))),
-            "ctl_req": Out(stream.Signature(ctl_req_layout())),
-            "ctl_rsp": In(stream.Signature(ctl_rsp_layout())),
-            "dma_req": Out(stream.Signature(dma_req_layout(self._addr_width, data_width))),
-            "dma_rsp": In(stream.Signature(dma_rsp_layout(data_width))),
+            "host":    Out(host_signature(self._addr_width, data_width)),
+            # Bus Master Enable from the PCI front end: no OPEN and no DMA without it.
+            "dma_enable": In(1, init=1),
         })
 
     @property
@@ -108,6 +112,10 @@ class VMShmCore(wiring.Component):
         return self._addr_width
 
     @property
+    def regs_size(self):
+        return self._regs_size
+
+    @property
     def host_timeout(self):
         return self._host_timeout
 
@@ -118,6 +126,8 @@ class VMShmCore(wiring.Component):
         wshift = exact_log2(wb)
         ones = (1 << self._data_width) - 1
         req = self.req.payload
+        ctl_req, ctl_rsp = self.host.ctl_req, self.host.ctl_rsp
+        dma_req, dma_rsp = self.host.dma_req, self.host.dma_rsp
 
         # -- latched request header ----------------------------------------------------------
         bar = Signal(3)
@@ -159,7 +169,10 @@ class VMShmCore(wiring.Component):
                 for lane in range(wb // 4):
                     offset = word * wb + lane * 4
                     regs = [r for r in REGISTERS if r.offset == offset]
-                    lanes.append(reg_value[regs[0].name] if regs else C(0, 32))
+                    value = Value.cast(reg_value[regs[0].name] if regs else C(0, 32))
+                    # Zero-extend: a narrower register (MAP_SIZE, STATUS) must not shift the
+                    # registers in the lanes above it on a 64-bit data path.
+                    lanes.append(Cat(value, C(0, 32 - len(value))) if len(value) < 32 else value)
                 with m.Case(word):
                     m.d.comb += reg_word.eq(Cat(*lanes))
 
@@ -176,10 +189,10 @@ class VMShmCore(wiring.Component):
         m.d.comb += hdr_end.eq((hdr_waddr + req.count + 1) << wshift)
         map_limit = Signal(range(self._window_size + wb + 1))   # map_size rounded up to a word
         m.d.comb += map_limit.eq(((map_size + wb - 1) >> wshift) << wshift)
-        in_regs = (req.bar == BAR_REGS) & (hdr_end <= BAR0_SIZE)
+        in_regs = (req.bar == BAR_REGS) & (hdr_end <= self._regs_size)
         in_name = (req.bar == BAR_NAME) & (hdr_end <= self._name_size)
         in_window = (req.bar == BAR_WINDOW) & (hdr_end <= self._window_size)
-        window_ok = in_window & is_open & (hdr_end <= map_limit)
+        window_ok = in_window & is_open & self.dma_enable & (hdr_end <= map_limit)
         rejected = (req.bar == BAR_WINDOW) & ~window_ok
 
         # -- host timeout ------------------------------------------------------------------------
@@ -204,8 +217,8 @@ class VMShmCore(wiring.Component):
         drain_now = Signal()
         m.d.comb += drain_now.eq(dma_drain != 0)
         with m.If(drain_now):
-            m.d.comb += self.dma_rsp.ready.eq(1)
-            with m.If(self.dma_rsp.valid):
+            m.d.comb += dma_rsp.ready.eq(1)
+            with m.If(dma_rsp.valid):
                 m.d.sync += dma_drain.eq(dma_drain - 1)
 
         def start_timer():
@@ -251,7 +264,7 @@ class VMShmCore(wiring.Component):
                             m.next = "READ-FETCH"
                         with m.Else():
                             m.next = "READ-ONES"
-                with m.Elif(ctl_stale & self.ctl_rsp.valid):
+                with m.Elif(ctl_stale & ctl_rsp.valid):
                     # A late answer arrived while idle: deal with it now, not at the next OPEN.
                     m.next = "CTL-DRAIN"
 
@@ -332,8 +345,14 @@ class VMShmCore(wiring.Component):
                 with m.Elif(is_open):
                     finish_op(C(Status.EBUSY, 8))
                     m.next = "READ-SEND"
+                with m.Elif(~self.dma_enable):
+                    finish_op(C(Status.EPERM, 8))
+                    m.next = "READ-SEND"
                 with m.Else():
-                    m.d.sync += [waddr.eq(0), name_ptr.eq(0)]
+                    # The name RAM follows name_ptr while busy; waddr keeps pointing at OPEN so
+                    # the rest of the completion (ID in a 64-bit word, later beats of a burst)
+                    # reads the right registers.
+                    m.d.sync += name_ptr.eq(0)
                     m.next = "OPEN-FETCH"
 
             with m.State("OPEN-FETCH"):
@@ -344,17 +363,16 @@ class VMShmCore(wiring.Component):
                 run_timer()
                 last = (name_byte == 0) | (name_ptr == self._name_size - 1)
                 m.d.comb += [
-                    self.ctl_req.valid.eq(1),
-                    self.ctl_req.payload.op.eq(CtlOp.OPEN),
-                    self.ctl_req.payload.data.eq(name_byte),
-                    self.ctl_req.payload.last.eq(last),
+                    ctl_req.valid.eq(1),
+                    ctl_req.payload.op.eq(CtlOp.OPEN),
+                    ctl_req.payload.data.eq(name_byte),
+                    ctl_req.payload.last.eq(last),
                 ]
-                with m.If(self.ctl_req.ready):
+                with m.If(ctl_req.ready):
                     m.d.sync += name_ptr.eq(name_ptr + 1)
                     with m.If(last):
                         m.next = "CTL-WAIT"
                     with m.Elif(name_ptr[:wshift] == wb - 1):
-                        m.d.sync += waddr.eq(waddr + 1)
                         m.next = "OPEN-FETCH"
 
             # -- CLOSE -----------------------------------------------------------------------------
@@ -367,11 +385,11 @@ class VMShmCore(wiring.Component):
             with m.State("CLOSE-SEND"):
                 run_timer()
                 m.d.comb += [
-                    self.ctl_req.valid.eq(1),
-                    self.ctl_req.payload.op.eq(CtlOp.CLOSE),
-                    self.ctl_req.payload.last.eq(1),
+                    ctl_req.valid.eq(1),
+                    ctl_req.payload.op.eq(CtlOp.CLOSE),
+                    ctl_req.payload.last.eq(1),
                 ]
-                with m.If(self.ctl_req.ready):
+                with m.If(ctl_req.ready):
                     # The window closes as soon as CLOSE is sent: no access reaches a released
                     # object, whatever the host answers.
                     m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
@@ -380,9 +398,9 @@ class VMShmCore(wiring.Component):
             # -- the host's answer -----------------------------------------------------------------
             with m.State("CTL-WAIT"):
                 run_timer()
-                m.d.comb += self.ctl_rsp.ready.eq(1)
-                rsp = self.ctl_rsp.payload
-                with m.If(self.ctl_rsp.valid):
+                m.d.comb += ctl_rsp.ready.eq(1)
+                rsp = ctl_rsp.payload
+                with m.If(ctl_rsp.valid):
                     with m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK)):
                         m.d.sync += [
                             is_open.eq(1),
@@ -401,11 +419,11 @@ class VMShmCore(wiring.Component):
             # out on the control channel; a late OPEN success is closed again at once.
             with m.State("CTL-DRAIN"):
                 run_timer()
-                m.d.comb += self.ctl_rsp.ready.eq(1)
-                with m.If(self.ctl_rsp.valid):
+                m.d.comb += ctl_rsp.ready.eq(1)
+                with m.If(ctl_rsp.valid):
                     m.d.sync += ctl_stale.eq(0)
                     with m.If((ctl_stale_op == CtlOp.OPEN) &
-                              (self.ctl_rsp.payload.status == Status.OK)):
+                              (ctl_rsp.payload.status == Status.OK)):
                         m.next = "CTL-CLEANUP"
                     with m.Elif(pending_op == CtlOp.OPEN):
                         m.next = "OPEN-START"
@@ -420,23 +438,29 @@ class VMShmCore(wiring.Component):
             with m.State("CTL-CLEANUP"):
                 run_timer()
                 m.d.comb += [
-                    self.ctl_req.valid.eq(1),
-                    self.ctl_req.payload.op.eq(CtlOp.CLOSE),
-                    self.ctl_req.payload.last.eq(1),
+                    ctl_req.valid.eq(1),
+                    ctl_req.payload.op.eq(CtlOp.CLOSE),
+                    ctl_req.payload.last.eq(1),
                 ]
-                with m.If(self.ctl_req.ready):
+                with m.If(ctl_req.ready):
                     m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(CtlOp.CLOSE)]
-                    m.next = "CTL-DRAIN"
+                    # With no guest OPEN or CLOSE waiting, the answer to this CLOSE is taken in
+                    # IDLE whenever it comes: waiting for it here would hold up every guest
+                    # access for as long as the host takes, past the timeout.
+                    with m.If(pending_op != 0):
+                        m.next = "CTL-DRAIN"
+                    with m.Else():
+                        m.next = "IDLE"
 
             # -- window: DMA -----------------------------------------------------------------------
             with m.State("DMA-READ-REQ"):
                 m.d.comb += [
-                    self.dma_req.valid.eq(1),
-                    self.dma_req.payload.write.eq(0),
-                    self.dma_req.payload.addr.eq(byte_offset),
-                    self.dma_req.payload.count.eq(remaining),
+                    dma_req.valid.eq(1),
+                    dma_req.payload.write.eq(0),
+                    dma_req.payload.addr.eq(byte_offset),
+                    dma_req.payload.count.eq(remaining),
                 ]
-                with m.If(self.dma_req.ready):
+                with m.If(dma_req.ready):
                     start_timer()
                     m.next = "DMA-READ-DATA"
 
@@ -445,13 +469,13 @@ class VMShmCore(wiring.Component):
                 took = Signal()
                 with m.If(~drain_now):
                     m.d.comb += [
-                        self.cpl.valid.eq(self.dma_rsp.valid),
-                        self.cpl.payload.data.eq(Mux(self.dma_rsp.payload.err, ones,
-                                                     self.dma_rsp.payload.data)),
+                        self.cpl.valid.eq(dma_rsp.valid),
+                        self.cpl.payload.data.eq(Mux(dma_rsp.payload.err, ones,
+                                                     dma_rsp.payload.data)),
                         self.cpl.payload.status.eq(CplStatus.SC),
                         self.cpl.payload.last.eq(remaining == 0),
-                        self.dma_rsp.ready.eq(self.cpl.ready),
-                        took.eq(self.dma_rsp.valid & self.cpl.ready),
+                        dma_rsp.ready.eq(self.cpl.ready),
+                        took.eq(dma_rsp.valid & self.cpl.ready),
                     ]
                 with m.If(took):
                     start_timer()
@@ -461,20 +485,20 @@ class VMShmCore(wiring.Component):
                 with m.Elif(timed_out):
                     # The host owes the rest of the burst; swallow it when it comes.
                     m.d.sync += dma_drain.eq(dma_drain + remaining + 1 -
-                                             (drain_now & self.dma_rsp.valid))
+                                             (drain_now & dma_rsp.valid))
                     m.next = "READ-ONES"
 
             with m.State("DMA-WRITE"):
                 m.d.comb += [
-                    self.dma_req.valid.eq(self.req.valid),
-                    self.dma_req.payload.write.eq(1),
-                    self.dma_req.payload.addr.eq(byte_offset),
-                    self.dma_req.payload.count.eq(count),
-                    self.dma_req.payload.data.eq(req.data),
-                    self.dma_req.payload.be.eq(req.be),
-                    self.req.ready.eq(self.dma_req.ready),
+                    dma_req.valid.eq(self.req.valid),
+                    dma_req.payload.write.eq(1),
+                    dma_req.payload.addr.eq(byte_offset),
+                    dma_req.payload.count.eq(count),
+                    dma_req.payload.data.eq(req.data),
+                    dma_req.payload.be.eq(req.be),
+                    self.req.ready.eq(dma_req.ready),
                 ]
-                with m.If(self.req.valid & self.dma_req.ready):
+                with m.If(self.req.valid & dma_req.ready):
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 0):
                         start_timer()
@@ -483,11 +507,11 @@ class VMShmCore(wiring.Component):
             with m.State("DMA-WRITE-ACK"):
                 run_timer()
                 with m.If(~drain_now):
-                    m.d.comb += self.dma_rsp.ready.eq(1)
-                with m.If(~drain_now & self.dma_rsp.valid):
+                    m.d.comb += dma_rsp.ready.eq(1)
+                with m.If(~drain_now & dma_rsp.valid):
                     m.next = "WRITE-ACK"
                 with m.Elif(timed_out):
-                    m.d.sync += dma_drain.eq(dma_drain + 1 - (drain_now & self.dma_rsp.valid))
+                    m.d.sync += dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid))
                     m.next = "WRITE-ACK"
 
         return m

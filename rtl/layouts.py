@@ -7,10 +7,12 @@ with the same layout object (``layout.const({...}).as_value().value`` to pack,
 
 import enum
 
-from amaranth.lib import data
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["CplStatus", "MAX_BURST", "guest_req_layout", "cpl_layout", "ctl_req_layout",
-           "ctl_rsp_layout", "dma_req_layout", "dma_rsp_layout"]
+__all__ = ["CplStatus", "Space", "MAX_BURST", "guest_req_layout", "cpl_layout",
+           "ctl_req_layout", "ctl_rsp_layout", "dma_req_layout", "dma_rsp_layout",
+           "pci_req_layout", "bus_req_layout", "host_signature"]
 
 #: Most beats one guest request or one DMA request may carry (``count`` is beats - 1).
 MAX_BURST = 256
@@ -20,6 +22,12 @@ class CplStatus(enum.IntEnum):
     """Completion status on the guest side, named as in PCIe."""
     SC = 0  #: successful completion
     UR = 1  #: unsupported request: no such BAR, or an offset outside it
+
+
+class Space(enum.IntEnum):
+    """Address space of a request on the PCI side."""
+    MEM = 0  #: memory read or write, by address
+    CFG = 1  #: configuration read or write, by function
 
 
 def guest_req_layout(addr_width, data_width):
@@ -95,4 +103,48 @@ def dma_rsp_layout(data_width):
         "data": data_width,
         "err":  1,
         "last": 1,
+    })
+
+
+def pci_req_layout(data_width):
+    """Return the layout of one request beat reaching a PCI function.
+
+    Like :func:`guest_req_layout`, but by bus address instead of BAR: ``addr`` is a 64-bit memory
+    address, or for ``space == CFG`` the configuration-space byte offset. ``sel`` is the
+    function's IDSEL: only a selected function answers a configuration request.
+    """
+    return data.StructLayout({
+        "space": Space,
+        "write": 1,
+        "sel":   1,
+        "addr":  64,
+        "count": 8,
+        "data":  data_width,
+        "be":    data_width // 8,
+    })
+
+
+def bus_req_layout(data_width):
+    """Return the layout of one request beat on the shared bus: a device number instead of IDSEL."""
+    return data.StructLayout({
+        "space": Space,
+        "write": 1,
+        "dev":   5,
+        "addr":  64,
+        "count": 8,
+        "data":  data_width,
+        "be":    data_width // 8,
+    })
+
+
+def host_signature(addr_width, data_width):
+    """Return the signature of a device's host side, from the device's point of view.
+
+    ``ctl_req``/``ctl_rsp`` carry OPEN and CLOSE; ``dma_req``/``dma_rsp`` carry window data.
+    """
+    return wiring.Signature({
+        "ctl_req": Out(stream.Signature(ctl_req_layout())),
+        "ctl_rsp": In(stream.Signature(ctl_rsp_layout())),
+        "dma_req": Out(stream.Signature(dma_req_layout(addr_width, data_width))),
+        "dma_rsp": In(stream.Signature(dma_rsp_layout(data_width))),
     })

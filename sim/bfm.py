@@ -5,9 +5,10 @@ sleep through idle cycles on signal changes instead of waking at every clock edg
 transfer on values sampled at the edge, so several BFMs can share a stream without races.
 """
 
-from vmshm.driver_model.bus import BusTimeout, GuestBus
+from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
+from vmshm.rtl.layouts import Space as RtlSpace
 
 __all__ = ["CLOCK_PERIOD", "stream_put", "stream_get", "wait_cycles", "AmaranthGuestBus",
            "HostBFM"]
@@ -78,54 +79,58 @@ async def stream_get(ctx, stream, *, ready_gate=None, timeout=None):
 
 
 class AmaranthGuestBus(GuestBus):
-    """The guest bus on a :class:`~vmshm.rtl.VMShmCore`'s request and completion streams.
+    """The guest bus on a :class:`~vmshm.rtl.VMShmSystem`'s request and completion streams.
 
     Parameters
     ----------
     ctx : SimulatorContext
         The testbench's context.
-    core : VMShmCore
-        The device.
+    system : VMShmSystem
+        The PCI segment with its devices.
     cycle : Signal
         A free-running cycle counter (see :class:`~vmshm.sim.harness.Harness`).
     timeout : int
-        Cycles to wait for any beat before raising :exc:`BusTimeout`; the core's own host
+        Cycles to wait for any beat before raising :exc:`BusTimeout`; the devices' own host
         timeout is shorter, so this only trips on a hardware bug.
     """
 
-    def __init__(self, ctx, core, cycle, *, timeout=None):
+    def __init__(self, ctx, system, cycle, *, timeout=None):
         super().__init__()
         self._ctx = ctx
-        self._core = core
+        self._system = system
         self._cycle = cycle
-        self._timeout = timeout if timeout is not None else 4 * max(core.host_timeout, 1 << 16)
+        host_timeout = system.functions[0].host_timeout
+        self._timeout = timeout if timeout is not None else 4 * max(host_timeout, 1 << 16)
 
     @property
     def data_width(self):
-        return self._core.data_width
+        return self._system.data_width
 
     def now(self):
         return self._ctx.get(self._cycle)
 
-    async def _burst_read(self, bar, addr, words, be):
-        ctx, core = self._ctx, self._core
-        await stream_put(ctx, core.req, {"bar": bar, "addr": addr, "write": 0,
-                                         "count": words - 1, "data": 0, "be": be},
-                         timeout=self._timeout)
+    def _header(self, space, dev, addr, write, count):
+        return {"space": RtlSpace.CFG if space is Space.CFG else RtlSpace.MEM,
+                "dev": dev or 0, "addr": addr, "write": write, "count": count}
+
+    async def _burst_read(self, space, dev, addr, words, be):
+        ctx, sys_ = self._ctx, self._system
+        await stream_put(ctx, sys_.req, {**self._header(space, dev, addr, 0, words - 1),
+                                         "data": 0, "be": be}, timeout=self._timeout)
         out, status = [], CplStatus.SC
         for _ in range(words):
-            beat = await stream_get(ctx, core.cpl, timeout=self._timeout)
+            beat = await stream_get(ctx, sys_.cpl, timeout=self._timeout)
             out.append(beat.data)
             status = max(status, CplStatus(beat.status))
         return out, status.name
 
-    async def _burst_write(self, bar, addr, beats):
-        ctx, core = self._ctx, self._core
+    async def _burst_write(self, space, dev, addr, beats):
+        ctx, sys_ = self._ctx, self._system
+        header = self._header(space, dev, addr, 1, len(beats) - 1)
         for data, be in beats:
-            await stream_put(ctx, core.req, {"bar": bar, "addr": addr, "write": 1,
-                                             "count": len(beats) - 1, "data": data, "be": be},
+            await stream_put(ctx, sys_.req, {**header, "data": data, "be": be},
                              timeout=self._timeout)
-        beat = await stream_get(ctx, core.cpl, timeout=self._timeout)
+        beat = await stream_get(ctx, sys_.cpl, timeout=self._timeout)
         return CplStatus(beat.status).name
 
 
@@ -137,8 +142,9 @@ class HostBFM:
     generator, so a run is repeatable.
     """
 
-    def __init__(self, core, host, timing):
-        self._core = core
+    def __init__(self, port, data_width, host, timing):
+        self._port = port
+        self._wb = data_width // 8
         self.host = host
         self.timing = timing
         stalls = timing.stalls()
@@ -150,14 +156,14 @@ class HostBFM:
 
     async def ctl_process(self, ctx):
         """Answer OPEN and CLOSE for ever: add with ``add_testbench(..., background=True)``."""
-        core, t = self._core, self.timing
+        port, t = self._port, self.timing
         gate = self._ctl_ready
         while True:
-            beat = await stream_get(ctx, core.ctl_req, ready_gate=gate)
+            beat = await stream_get(ctx, port.ctl_req, ready_gate=gate)
             op, name = beat.op, bytearray()
             name.append(beat.data)
             while not beat.last:
-                beat = await stream_get(ctx, core.ctl_req, ready_gate=gate)
+                beat = await stream_get(ctx, port.ctl_req, ready_gate=gate)
                 name.append(beat.data)
             if op == CtlOp.OPEN:
                 status, size = self.host.open(bytes(name))
@@ -166,34 +172,34 @@ class HostBFM:
             else:
                 status, size = Status.EIO, 0
             await wait_cycles(ctx, t.ctl_latency)
-            await stream_put(ctx, core.ctl_rsp, {"status": status, "size": size},
+            await stream_put(ctx, port.ctl_rsp, {"status": status, "size": size},
                              valid_gate=self._rsp_valid)
 
     async def dma_process(self, ctx):
         """Serve window reads and writes for ever: add with ``add_testbench(..., background=True)``."""
-        core, t = self._core, self.timing
-        wb = core.data_width // 8
+        port, t = self._port, self.timing
+        wb = self._wb
         gate = self._dma_ready
         rsp_gate = self._rsp_valid
         while True:
-            beat = await stream_get(ctx, core.dma_req, ready_gate=gate)
+            beat = await stream_get(ctx, port.dma_req, ready_gate=gate)
             addr, words = beat.addr, beat.count + 1
             if beat.write:
                 data, mask = bytearray(), []
                 for i in range(words):
                     if i:
-                        beat = await stream_get(ctx, core.dma_req, ready_gate=gate)
+                        beat = await stream_get(ctx, port.dma_req, ready_gate=gate)
                     data += beat.data.to_bytes(wb, "little")
                     mask += [bool(beat.be >> b & 1) for b in range(wb)]
                 ok = self.host.dma_write(addr, bytes(data), mask)
                 await wait_cycles(ctx, t.dma_latency)
-                await stream_put(ctx, core.dma_rsp, {"data": 0, "err": not ok, "last": 1},
+                await stream_put(ctx, port.dma_rsp, {"data": 0, "err": not ok, "last": 1},
                                  valid_gate=rsp_gate)
             else:
                 data, ok = self.host.dma_read(addr, words * wb)
                 await wait_cycles(ctx, t.dma_latency)
                 for i in range(words):
                     word = int.from_bytes(data[i * wb:(i + 1) * wb], "little")
-                    await stream_put(ctx, core.dma_rsp,
+                    await stream_put(ctx, port.dma_rsp,
                                      {"data": word, "err": not ok, "last": i == words - 1},
                                      valid_gate=rsp_gate)

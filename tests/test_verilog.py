@@ -9,24 +9,34 @@ from vmshm.tools import VERILATOR_WAIVERS, iverilog, missing_reason, verilator_e
 from vmshm.verilog import generate
 
 CONFIGS = {
-    "default-32": dict(),
-    "64bit": dict(data_width=64),
-    "small": dict(window_size=4096, name_size=256, data_width=64, host_timeout=0),
+    "core-32": ("core", dict()),
+    "core-64": ("core", dict(data_width=64)),
+    "core-small": ("core", dict(window_size=4096, name_size=256, data_width=64, host_timeout=0)),
+    "pci-32": ("pci", dict()),
+    "pci-64-options": ("pci", dict(data_width=64, window_64bit=True, regs_size=4096,
+                                   vendor_id=0x1234, device_id=0x5678)),
 }
+MODULES = {"core": "vmshm_core", "pci": "vmshm_pci"}
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def verilog_file(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("verilog") / f"vmshm_core_{request.param}.v"
-    path.write_text(generate("core", **CONFIGS[request.param]))
+    top, params = CONFIGS[request.param]
+    path = tmp_path_factory.mktemp("verilog") / f"{MODULES[top]}_{request.param}.v"
+    path.write_text(generate(top, **params))
     return path
+
+
+def _module(verilog_file):
+    return "vmshm_core" if "vmshm_core" in verilog_file.name else "vmshm_pci"
 
 
 def test_module_and_ports_are_named(verilog_file):
     text = verilog_file.read_text()
-    assert "module vmshm_core(" in text
+    assert f"module {_module(verilog_file)}(" in text
     for port in ("clk", "rst", "req__valid", "req__ready", "req__payload", "cpl__payload",
-                 "ctl_req__payload", "ctl_rsp__payload", "dma_req__payload", "dma_rsp__payload"):
+                 "host__ctl_req__payload", "host__ctl_rsp__payload", "host__dma_req__payload",
+                 "host__dma_rsp__payload"):
         assert port in text, f"port {port} missing"
 
 
@@ -43,7 +53,7 @@ def test_verilator_lints(verilog_file):
     if env is None:
         pytest.skip(missing_reason("verilator"))
     waivers = [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
-    r = subprocess.run(["verilator", "--lint-only", "--top-module", "vmshm_core", *waivers,
+    r = subprocess.run(["verilator", "--lint-only", "--top-module", _module(verilog_file), *waivers,
                         str(verilog_file)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
 

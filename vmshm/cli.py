@@ -42,16 +42,45 @@ def _add_core_args(p):
                    help="size of BAR2, the name buffer (power of two; default 1K)")
     p.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
                    help="data path width in bits: 32 or 64 (default 32)")
+    p.add_argument("--regs-size", type=parse_size, choices=(256, 4096), default=256,
+                   metavar="N", help="size of BAR0, the registers: 256 (default) or 4K")
+    p.add_argument("--window-64bit", action="store_true",
+                   help="make the window a 64-bit BAR (the name buffer moves to BAR3)")
     p.add_argument("--host-timeout", type=_cycles, default=None, metavar="CYCLES",
                    help="cycles the device waits for the host before it answers ETIMEDOUT "
                         "(default 65535; 0 waits for ever)")
 
 
-def _core_args(args):
+def _hex16(text):
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal ID") from None
+    if not 0 <= value <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} does not fit 16 bits")
+    return value
+
+
+def _add_pci_args(p):
+    p.add_argument("--vendor-id", type=_hex16, default=None, metavar="HEX",
+                   help="PCI vendor ID (default 1af4, the original VMShm's)")
+    p.add_argument("--device-id", type=_hex16, default=None, metavar="HEX",
+                   help="PCI device ID (default 6661)")
+
+
+def _core_args(args, top="pci"):
     out = {"window_size": args.window_size, "name_size": args.name_size,
-           "data_width": args.data_width}
+           "data_width": args.data_width, "regs_size": args.regs_size}
     if args.host_timeout is not None:
         out["host_timeout"] = args.host_timeout
+    if top == "pci":
+        if args.window_64bit:
+            out["window_64bit"] = True
+        for name in ("vendor_id", "device_id"):
+            if getattr(args, name, None) is not None:
+                out[name] = getattr(args, name)
+    elif args.window_64bit or args.vendor_id is not None or args.device_id is not None:
+        raise UsageError("--window-64bit, --vendor-id and --device-id apply to --top pci only")
     return out
 
 
@@ -77,14 +106,23 @@ def _parser():
                       help="cycles the host takes to answer OPEN and CLOSE (default 0)")
     demo.add_argument("--dma-latency", type=_cycles, default=0, metavar="CYCLES",
                       help="cycles the host takes to answer a window access (default 0)")
+    demo.add_argument("--devices", type=int, default=1, metavar="N",
+                      help="VMShm functions on the bus, each backed by the same object; the "
+                           "example runs on /dev/vmshm0 (default 1)")
     demo.add_argument("-v", "--verbose", action="store_true",
                       help="also list every bus transaction with its cycles")
     _add_core_args(demo)
+    _add_pci_args(demo)
 
     gen = sub.add_parser("generate", help="write the device's Verilog",
-                         description="Write the VMShm core as one Verilog module, vmshm_core.")
+                         description="Write one top as a standalone Verilog module: the core "
+                                     "(vmshm_core, requests tagged with a BAR) or the PCI "
+                                     "function (vmshm_pci, with its configuration space).")
     gen.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    gen.add_argument("--top", choices=("core", "pci"), default="core",
+                     help="which top to write (default core)")
     _add_core_args(gen)
+    _add_pci_args(gen)
 
     regs = sub.add_parser("regs", help="print the register map (Markdown)",
                           description="Print docs/registers.md as rendered from the one "
@@ -118,13 +156,17 @@ def _cmd_demo(args, console):
 
     host = HostModel()
     timing = HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
-    core_args = _core_args(args)
+    params = _core_args(args)
+    if not 1 <= args.devices <= 32:
+        raise UsageError(f"--devices must be from 1 to 32, not {args.devices}")
+    hosts = [host] + [HostModel() for _ in range(args.devices - 1)]
 
     async def scenario(bus):
         return await seed_example(bus, args.shm)
 
     try:
-        result = simulate(scenario, host=host, timing=timing, vcd=args.vcd, **core_args)
+        result = simulate(scenario, devices=args.devices, hosts=hosts, timing=timing,
+                          vcd=args.vcd, **params)
     except OSError as exc:
         why = host.last_error or exc.strerror
         hint = ""
@@ -133,6 +175,16 @@ def _cmd_demo(args, console):
         raise OSError(exc.errno, f"{why}{hint}", args.shm) from None
     report = result.value
 
+    console.print(f"probe found {len(report.devices)} PCI function(s), "
+                  f"bound {len(report.drivers)} VMShm device(s):")
+    for drv in report.drivers:
+        pdev = drv.pdev
+        console.print(f"  {drv.path}: {pdev} subsystem "
+                      f"{pdev.subsystem_vendor:04x}:{pdev.subsystem_device:04x}", markup=False)
+        for res in pdev.resources.values():
+            console.print(f"    {res}", markup=False)
+        console.print(f"    window {drv.window_size} B, name buffer {drv.name_size} B, "
+                      f"ABI {drv.version >> 16}.{drv.version & 0xFFFF}")
     shown = report.found.decode("utf-8", errors="backslashreplace")
     console.print(f"guest mapped {report.mapped} bytes of {args.shm}")
     console.print(f"guest read at offset 0:  {shown!r}" if shown else
@@ -152,23 +204,22 @@ def _cmd_demo(args, console):
                   style="bold")
     console.print(table)
     if args.verbose:
-        console.print("   start      end cycles  access bar        offset  words status step",
-                      highlight=False)
+        console.print("   start      end cycles  access where              words status step")
         for rec in result.records:
-            console.print(str(rec), highlight=False)
+            console.print(str(rec), markup=False)
     if args.vcd:
         console.print(f"waveform written to {args.vcd}")
     return 0
 
 
 def _cmd_generate(args, console):
-    from vmshm.verilog import generate
+    from vmshm.verilog import TOPS, generate
 
-    text = generate("core", **_core_args(args))
+    text = generate(args.top, **_core_args(args, args.top))
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        console.print(f"wrote vmshm_core to {args.output}", highlight=False)
+        console.print(f"wrote {TOPS[args.top][0]} to {args.output}", highlight=False)
     else:
         sys.stdout.write(text)
     return 0

@@ -3,8 +3,10 @@
 import os
 from dataclasses import dataclass, field
 
-from vmshm.driver_model import VMShmDriver
-from vmshm.regmap import BAR_REGS, REG
+import errno
+
+from vmshm.driver_model import vmshm_probe
+from vmshm.regmap import REG
 
 __all__ = ["Step", "DemoReport", "seed_example"]
 
@@ -31,6 +33,8 @@ class DemoReport:
     found: bytes = b""          # what the guest read at offset 0 before writing
     wrote: bytes = b""          # what it wrote there
     mapped: int = 0             # bytes mapped
+    devices: list = field(default_factory=list)     # every PciDev the probe found
+    drivers: list = field(default_factory=list)     # the VMShmDrivers it bound
     steps: list = field(default_factory=list)
 
 
@@ -40,7 +44,8 @@ def _line(raw):
 
 
 async def seed_example(bus, name, *, pid=None, length=1 << 20):
-    """Run the seed's example on ``bus``: open, ioctl(name), mmap, read, write, munmap, close.
+    """Run the seed's example on ``bus``: probe, then open, ioctl(name), mmap, read, write, munmap,
+    close on ``/dev/vmshm0``.
 
     Parameters
     ----------
@@ -59,7 +64,6 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
     """
     pid = os.getpid() if pid is None else pid
     report = DemoReport()
-    drv = VMShmDriver(bus)
 
     async def step(label, coro):
         bus.label = label
@@ -70,13 +74,16 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
             report.steps.append(Step(label, start, bus.now(), len(bus.records) - first))
             bus.label = ""
 
-    await step("probe", drv.probe())
+    report.drivers, report.devices = await step("probe", vmshm_probe(bus))
+    if not report.drivers:
+        raise OSError(errno.ENODEV, "no VMShm device found on the bus")
+    drv = report.drivers[0]
     fd = await step("open", drv.open())
     try:
         await step("ioctl(name)", drv.ioctl(fd, 0, name))
         async def mmap():
             # Map the whole window, or the object if it is smaller, as the demo promises.
-            map_size = await bus.read32(BAR_REGS, REG["MAP_SIZE"].offset)
+            map_size = await drv.regs.read32(REG["MAP_SIZE"].offset)
             report.mapped = min(length, map_size)
             return await drv.mmap(fd, report.mapped)
 

@@ -16,6 +16,8 @@ __all__ = [
     "ABI_VERSION", "DEVICE_ID", "BAR_REGS", "BAR_WINDOW", "BAR_NAME", "BAR_NAMES",
     "Field", "Register", "REGISTERS", "REG", "Status", "STATUS_TEXT", "CtlOp",
     "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
+    "PCI_VENDOR_ID", "PCI_DEVICE_ID", "PCI_SUBSYSTEM_VENDOR_ID", "PCI_SUBSYSTEM_ID",
+    "PCI_REVISION", "CAP_OFFSET", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
     "render_markdown",
 ]
 
@@ -35,6 +37,45 @@ DEFAULT_NAME_SIZE = 1 << 10
 #: Longest object name the host accepts, not counting the leading ``/`` (Linux NAME_MAX).
 NAME_MAX = 255
 
+# -- PCI identity and the discovery capability ---------------------------------------------------
+
+PCI_VENDOR_ID = 0x1AF4          #: the original VMShm's IDs (Red Hat / Qumranet range)
+PCI_DEVICE_ID = 0x6661
+PCI_SUBSYSTEM_VENDOR_ID = 0x1AF4
+PCI_SUBSYSTEM_ID = 0x1100
+PCI_REVISION = 0x01
+#: Where the vendor-specific capability sits in configuration space.
+CAP_OFFSET = 0x40
+
+
+@dataclass(frozen=True)
+class CapField:
+    """A field of VMShm's vendor-specific PCI capability, at ``offset`` bytes into it."""
+    name: str
+    offset: int
+    size: int
+    doc: str
+
+
+#: VMShm's vendor-specific capability (ID 0x09): what a driver needs to find the BARs and sizes
+#: without knowing the build parameters.
+CAPABILITY = (
+    CapField("CAP_ID", 0x00, 1, "0x09, vendor-specific"),
+    CapField("CAP_NEXT", 0x01, 1, "next capability (0: end of list)"),
+    CapField("CAP_LEN", 0x02, 1, "length of this capability in bytes"),
+    CapField("CAP_VERSION", 0x03, 1, "layout version of this capability (1)"),
+    CapField("ABI_VERSION", 0x04, 4, "the VERSION register's value"),
+    CapField("WINDOW_SIZE", 0x08, 4, "size of the window in bytes"),
+    CapField("NAME_SIZE", 0x0C, 4, "size of the name buffer in bytes"),
+    CapField("REGS_BAR", 0x10, 1, "BAR index of the registers"),
+    CapField("WINDOW_BAR", 0x11, 1, "BAR index of the window"),
+    CapField("NAME_BAR", 0x12, 1, "BAR index of the name buffer"),
+    CapField("RESERVED", 0x13, 1, "reads 0"),
+)
+CAP = {f.name: f for f in CAPABILITY}
+CAP_LEN = 0x14
+CAP_VERSION = 1
+
 
 class Status:
     """Status codes: what ``OPEN`` and ``CLOSE`` return. They are Linux errno numbers.
@@ -48,6 +89,7 @@ class Status:
     EBUSY        = _errno.EBUSY         # OPEN while an object is already open
     EINVAL       = _errno.EINVAL        # malformed name, or an empty object
     ENAMETOOLONG = _errno.ENAMETOOLONG  # name longer than NAME_MAX, or no NUL in BAR2
+    EPERM        = _errno.EPERM         # OPEN with Bus Master Enable clear: the window cannot DMA
     ETIMEDOUT    = _errno.ETIMEDOUT     # the host did not answer within the device's timeout
 
     @classmethod
@@ -66,6 +108,8 @@ STATUS_TEXT = {
                          "or the object is empty",
     Status.ENAMETOOLONG: "the name is longer than NAME_MAX (255) or is not NUL-terminated in BAR2",
     Status.ETIMEDOUT:    "the host did not answer in time",
+    Status.EPERM:        "bus mastering is disabled: set Bus Master Enable in the command "
+                         "register before OPEN",
 }
 
 
@@ -169,6 +213,15 @@ def render_markdown():
                 hi = f.offset + f.width - 1
                 bits = f"{hi}:{f.offset}" if f.width > 1 else f"{f.offset}"
                 out.append(f"| {bits} | {f.name} | {f.doc} |")
+    out += ["", "## PCI identity and the discovery capability", "",
+            f"Vendor:device {PCI_VENDOR_ID:04x}:{PCI_DEVICE_ID:04x} (the original VMShm's), "
+            f"subsystem {PCI_SUBSYSTEM_VENDOR_ID:04x}:{PCI_SUBSYSTEM_ID:04x}, revision "
+            f"{PCI_REVISION}, class 0x050000 (memory controller, RAM). All are build "
+            f"parameters of the soft PCI front end. A vendor-specific capability (ID 0x09) at "
+            f"{CAP_OFFSET:#04x} in configuration space tells a driver where everything is:", "",
+            "| offset | size | field | meaning |", "|---|---|---|---|"]
+    for f in CAPABILITY:
+        out.append(f"| +{f.offset:#04x} | {f.size} | {f.name} | {f.doc} |")
     out += ["", "## Status codes", "",
             "`OPEN` and `CLOSE` return Linux errno numbers; the driver model raises them as "
             "`OSError(errno, ...)`.", "",

@@ -2,13 +2,14 @@
 
 from amaranth.back import verilog
 
-from vmshm.rtl import VMShmCore
+from vmshm.rtl import VMShmCore, VMShmPCI
 
 __all__ = ["TOPS", "build_top", "generate"]
 
 #: Top-level modules by name: (module name in the Verilog, constructor).
 TOPS = {
     "core": ("vmshm_core", VMShmCore),
+    "pci": ("vmshm_pci", VMShmPCI),
 }
 
 
@@ -26,8 +27,9 @@ def generate(top="core", **params):
 
     Ports are named after the component's signature, flattened with ``__``: ``req__valid``,
     ``req__ready``, ``req__payload`` (the payload packed as in :mod:`vmshm.rtl.layouts`, first
-    field in the low bits), and likewise ``cpl``, ``ctl_req``, ``ctl_rsp``, ``dma_req``,
-    ``dma_rsp``; plus ``clk`` and ``rst``.
+    field in the low bits), likewise ``cpl``, and ``host__ctl_req``, ``host__ctl_rsp``,
+    ``host__dma_req``, ``host__dma_rsp``; plus ``clk`` and ``rst`` (and the core's
+    ``dma_enable``).
     """
     component = build_top(top, **params)
     name, _ = TOPS[top]

@@ -1,0 +1,494 @@
+"""VMShm as a PCI function: a Type-0 configuration space, BAR sizing and decode around the core.
+
+:class:`VMShmPCI` is the soft front end for our own bus-functional models (a hard IP that owns the
+configuration space gets a shim instead). :class:`PciBus` joins several functions on one shared
+bus, the way a guest sees a PCI segment: configuration requests go to the addressed slot,
+memory requests to everyone, and the function whose BAR decodes the address answers.
+"""
+
+from dataclasses import dataclass
+
+from amaranth.hdl import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
+
+from vmshm import pci_regs as P
+from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP, CAP_LEN, CAP_OFFSET,
+                          CAP_VERSION, ABI_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE,
+                          PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID)
+
+from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
+from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, pci_req_layout
+
+__all__ = ["BarDef", "VMShmPCI", "PciBus", "VMShmSystem"]
+
+#: Writable bits of the command register: Memory Space, Bus Master, INTx Disable.
+COMMAND_WRITABLE = P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER | P.PCI_COMMAND_INTX_DISABLE
+
+
+@dataclass(frozen=True)
+class BarDef:
+    """One memory BAR: which core BAR it carries, where its register sits and its type."""
+    function: int      # the core's BAR number (BAR_REGS, BAR_WINDOW, BAR_NAME)
+    index: int         # BAR register index 0..5 (a 64-bit BAR also takes index + 1)
+    size: int
+    is64: bool = False
+    prefetch: bool = False
+
+    @property
+    def flags(self):
+        """Return the read-only low bits of the BAR register."""
+        return ((P.PCI_BASE_ADDRESS_MEM_TYPE_64 if self.is64 else P.PCI_BASE_ADDRESS_MEM_TYPE_32) |
+                (P.PCI_BASE_ADDRESS_MEM_PREFETCH if self.prefetch else 0))
+
+
+def _check_id(name, value, bits):
+    if not isinstance(value, int) or not 0 <= value < (1 << bits):
+        raise ValueError(f"{name} must be an integer of {bits} bits, not {value!r}")
+
+
+class VMShmPCI(wiring.Component):
+    """Wrap a :class:`~vmshm.rtl.VMShmCore` in a PCI function with a Type-0 header.
+
+    BAR0 holds the registers, BAR1 the window (prefetchable; with ``window_64bit`` a 64-bit BAR
+    that also takes BAR2's register), and the next free BAR the name buffer (BAR2, or BAR3 with a
+    64-bit window). A vendor-specific capability at 0x40 tells the driver the indices and sizes.
+    Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
+    ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR.
+
+    Parameters
+    ----------
+    window_size, name_size, data_width, host_timeout
+        As for :class:`~vmshm.rtl.VMShmCore`.
+    regs_size : int
+        Size of BAR0: 256 (default) or 4096.
+    window_64bit : bool
+        Make the window a 64-bit BAR.
+    vendor_id, device_id, subsystem_vendor_id, subsystem_id, revision, class_code
+        Identity in the configuration header.
+
+    Members
+    -------
+    req : ``In(stream.Signature(pci_req_layout(data_width)))``
+        Memory and configuration requests from the bus.
+    cpl : ``Out(stream.Signature(cpl_layout(data_width)))``
+        Completions to the bus.
+    host : ``Out(host_signature(...))``
+        The core's host side, passed through.
+    """
+
+    def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
+                 data_width=32, host_timeout=DEFAULT_HOST_TIMEOUT, regs_size=BAR0_SIZE,
+                 window_64bit=False, vendor_id=PCI_VENDOR_ID, device_id=PCI_DEVICE_ID,
+                 subsystem_vendor_id=PCI_SUBSYSTEM_VENDOR_ID, subsystem_id=PCI_SUBSYSTEM_ID,
+                 revision=PCI_REVISION, class_code=P.PCI_CLASS_MEMORY_RAM << 8):
+        try:
+            for name, value, bits in (("vendor_id", vendor_id, 16), ("device_id", device_id, 16),
+                                      ("subsystem_vendor_id", subsystem_vendor_id, 16),
+                                      ("subsystem_id", subsystem_id, 16),
+                                      ("revision", revision, 8), ("class_code", class_code, 24)):
+                _check_id(name, value, bits)
+            if vendor_id == P.PCI_ANY_ID:
+                raise ValueError("vendor_id 0xffff is what an empty slot reads; choose another")
+            if regs_size not in (BAR0_SIZE, 4096):
+                raise ValueError(f"regs_size must be {BAR0_SIZE} or 4096, not {regs_size!r}")
+            self._core = VMShmCore(window_size=window_size, name_size=name_size,
+                                   data_width=data_width, regs_size=regs_size,
+                                   host_timeout=host_timeout)
+        except ValueError:
+            self._MustUse__silence = True
+            raise
+        self._ids = dict(vendor_id=vendor_id, device_id=device_id,
+                         subsystem_vendor_id=subsystem_vendor_id, subsystem_id=subsystem_id,
+                         revision=revision, class_code=class_code)
+        window_index = 1
+        name_index = 3 if window_64bit else 2
+        self._bars = (
+            BarDef(BAR_REGS, 0, regs_size),
+            BarDef(BAR_WINDOW, window_index, window_size, is64=window_64bit, prefetch=True),
+            BarDef(BAR_NAME, name_index, name_size),
+        )
+        super().__init__({
+            "req":  In(stream.Signature(pci_req_layout(data_width))),
+            "cpl":  Out(stream.Signature(cpl_layout(data_width))),
+            "host": Out(self._core.signature.members["host"].signature),
+        })
+
+    @property
+    def core(self):
+        return self._core
+
+    @property
+    def bars(self):
+        """The BARs, as :class:`BarDef` records."""
+        return self._bars
+
+    @property
+    def ids(self):
+        return dict(self._ids)
+
+    @property
+    def data_width(self):
+        return self._core.data_width
+
+    @property
+    def window_size(self):
+        return self._core.window_size
+
+    @property
+    def name_size(self):
+        return self._core.name_size
+
+    @property
+    def host_timeout(self):
+        return self._core.host_timeout
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self._core
+        wiring.connect(m, wiring.flipped(self.host), core.host)
+
+        W = self.data_width
+        wb = W // 8
+        wshift = exact_log2(wb)
+        ones = (1 << W) - 1
+        req = self.req.payload
+        ids = self._ids
+
+        command = Signal(16)
+        cache_line = Signal(8)
+        int_line = Signal(8)
+        mse = command[1]
+        m.d.comb += core.dma_enable.eq(command[2])
+
+        # -- BAR registers: the stored base keeps only the bits the BAR's size lets software set.
+        bases = {b.index: Signal(64 if b.is64 else 32, name=f"bar{b.index}_base")
+                 for b in self._bars}
+
+        def bar_mask(b):
+            return ((1 << (64 if b.is64 else 32)) - 1) & ~(b.size - 1)
+
+        # -- configuration space, one 32-bit dword at a time -------------------------------------
+        dwords = {
+            0x00: C(ids["vendor_id"] | ids["device_id"] << 16, 32),
+            0x04: Cat(command, C(P.PCI_STATUS_CAP_LIST, 16)),
+            0x08: C(ids["revision"] | ids["class_code"] << 8, 32),
+            0x0C: Cat(cache_line, C(0, 8), C(P.PCI_HEADER_TYPE_NORMAL, 8), C(0, 8)),
+            0x2C: C(ids["subsystem_vendor_id"] | ids["subsystem_id"] << 16, 32),
+            0x34: C(CAP_OFFSET, 32),
+            0x3C: Cat(int_line, C(0, 8), C(0, 16)),     # interrupt pin 0: no INTx
+        }
+        for b in self._bars:
+            base = bases[b.index]
+            dwords[P.PCI_BASE_ADDRESS_0 + 4 * b.index] = base[:32] | b.flags
+            if b.is64:
+                dwords[P.PCI_BASE_ADDRESS_0 + 4 * (b.index + 1)] = base[32:]
+        bar_of = {b.function: b.index for b in self._bars}
+        cap = {
+            "CAP_ID": P.PCI_CAP_ID_VNDR, "CAP_NEXT": 0, "CAP_LEN": CAP_LEN,
+            "CAP_VERSION": CAP_VERSION, "ABI_VERSION": ABI_VERSION,
+            "WINDOW_SIZE": self.window_size, "NAME_SIZE": self.name_size,
+            "REGS_BAR": bar_of[BAR_REGS], "WINDOW_BAR": bar_of[BAR_WINDOW],
+            "NAME_BAR": bar_of[BAR_NAME], "RESERVED": 0,
+        }
+        cap_bytes = bytearray(CAP_LEN)
+        for name, value in cap.items():
+            f = CAP[name]
+            cap_bytes[f.offset:f.offset + f.size] = value.to_bytes(f.size, "little")
+        for i in range(0, CAP_LEN, 4):
+            dwords[CAP_OFFSET + i] = C(int.from_bytes(cap_bytes[i:i + 4], "little"), 32)
+
+        cfg_addr = Signal(12)       # byte offset of the current word in configuration space
+        cfg_word = Signal(W)
+        with m.Switch(cfg_addr[wshift:]):
+            for word in range(P.PCI_CFG_SPACE_SIZE // wb):
+                lanes = [dwords.get(word * wb + 4 * lane, C(0, 32)) for lane in range(wb // 4)]
+                with m.Case(word):
+                    m.d.comb += cfg_word.eq(Cat(*lanes))
+
+        def cfg_write(addr, data, be):
+            # Each writable field takes the bytes whose enables are set; the rest is read-only.
+            for lane in range(wb // 4):
+                off = Signal(12, name=f"cfg_wr_off{lane}")
+                m.d.comb += off.eq((addr[wshift:] << wshift) + 4 * lane)
+                d = data.word_select(lane, 32)
+                e = be.word_select(lane, 4)
+                with m.If(off == P.PCI_COMMAND):
+                    with m.If(e[0]):
+                        m.d.sync += command[:8].eq(d[:8] & (COMMAND_WRITABLE & 0xFF))
+                    with m.If(e[1]):
+                        m.d.sync += command[8:].eq(d[8:16] & (COMMAND_WRITABLE >> 8))
+                with m.If((off == P.PCI_CACHE_LINE_SIZE) & e[0]):
+                    m.d.sync += cache_line.eq(d[:8])
+                with m.If((off == P.PCI_INTERRUPT_LINE) & e[0]):
+                    m.d.sync += int_line.eq(d[:8])
+                for b in self._bars:
+                    base, mask = bases[b.index], bar_mask(b)
+                    regs = [(P.PCI_BASE_ADDRESS_0 + 4 * b.index, 0)]
+                    if b.is64:
+                        regs.append((P.PCI_BASE_ADDRESS_0 + 4 * (b.index + 1), 32))
+                    for reg_off, shift in regs:
+                        with m.If(off == reg_off):
+                            for byte in range(4):
+                                lo = shift + 8 * byte
+                                with m.If(e[byte]):
+                                    m.d.sync += base[lo:lo + 8].eq(
+                                        d[8 * byte:8 * byte + 8] & ((mask >> lo) & 0xFF))
+
+        # -- memory decode: which BAR, if any, claims the request's address ----------------------
+        hits = []
+        for b in self._bars:
+            size_bits = exact_log2(b.size)
+            base = bases[b.index]
+            if b.is64:
+                match = req.addr[size_bits:] == base[size_bits:]
+            else:
+                match = (req.addr[32:] == 0) & (req.addr[size_bits:32] == base[size_bits:])
+            end = Signal(size_bits + 10, name=f"bar{b.index}_end")
+            m.d.comb += end.eq(req.addr[wshift:size_bits] + req.count + 1)
+            hit = Signal(name=f"bar{b.index}_hit")
+            m.d.comb += hit.eq(mse & match & (end <= (b.size >> wshift)))
+            hits.append((b, hit))
+        claimed = Cat(h for _, h in hits).any()
+
+        tgt_bar = Signal(3)
+        tgt_off = Signal(core.addr_width)
+        remaining = Signal(8)
+        count = Signal(8)
+
+        is_cfg = req.space == Space.CFG
+        cfg_ok = is_cfg & req.sel & (req.count == 0) & (req.addr[12:] == 0)
+
+        with m.FSM(name="fsm"):
+            with m.State("IDLE"):
+                with m.If(self.req.valid):
+                    m.d.sync += [remaining.eq(req.count), count.eq(req.count),
+                                 cfg_addr.eq(req.addr[:12])]
+                    with m.If(cfg_ok):
+                        m.d.comb += self.req.ready.eq(1)
+                        with m.If(req.write):
+                            cfg_write(req.addr[:12], req.data, req.be)
+                            m.next = "ACK"
+                        with m.Else():
+                            m.next = "CFG-READ"
+                    with m.Elif(~is_cfg & claimed):
+                        for b, hit in hits:
+                            with m.If(hit):
+                                m.d.sync += [tgt_bar.eq(b.function),
+                                             tgt_off.eq(req.addr[:exact_log2(b.size)])]
+                        m.next = "FORWARD"
+                    with m.Elif(req.write):
+                        m.next = "DROP"
+                    with m.Else():
+                        m.d.comb += self.req.ready.eq(1)
+                        m.next = "UR-READ"
+
+            with m.State("FORWARD"):
+                m.d.comb += [
+                    core.req.valid.eq(self.req.valid),
+                    core.req.payload.bar.eq(tgt_bar),
+                    core.req.payload.addr.eq(tgt_off),
+                    core.req.payload.write.eq(req.write),
+                    core.req.payload.count.eq(count),
+                    core.req.payload.data.eq(req.data),
+                    core.req.payload.be.eq(req.be),
+                    self.req.ready.eq(core.req.ready),
+                ]
+                with m.If(self.req.valid & core.req.ready):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(~req.write | (remaining == 0)):
+                        m.next = "COMPLETE"
+
+            with m.State("COMPLETE"):
+                wiring.connect(m, core.cpl, wiring.flipped(self.cpl))
+                with m.If(self.cpl.valid & self.cpl.ready & self.cpl.payload.last):
+                    m.next = "IDLE"
+
+            with m.State("CFG-READ"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.data.eq(cfg_word),
+                    self.cpl.payload.status.eq(CplStatus.SC),
+                    self.cpl.payload.last.eq(1),
+                ]
+                with m.If(self.cpl.ready):
+                    m.next = "IDLE"
+
+            with m.State("ACK"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.status.eq(CplStatus.SC),
+                    self.cpl.payload.last.eq(1),
+                ]
+                with m.If(self.cpl.ready):
+                    m.next = "IDLE"
+
+            with m.State("DROP"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 0):
+                        m.next = "UR-ACK"
+
+            with m.State("UR-ACK"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.status.eq(CplStatus.UR),
+                    self.cpl.payload.last.eq(1),
+                ]
+                with m.If(self.cpl.ready):
+                    m.next = "IDLE"
+
+            with m.State("UR-READ"):
+                m.d.comb += [
+                    self.cpl.valid.eq(1),
+                    self.cpl.payload.data.eq(ones),
+                    self.cpl.payload.status.eq(CplStatus.UR),
+                    self.cpl.payload.last.eq(remaining == 0),
+                ]
+                with m.If(self.cpl.ready):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 0):
+                        m.next = "IDLE"
+        return m
+
+
+class PciBus(wiring.Component):
+    """Join PCI functions on one shared bus, as slots on a conventional PCI segment.
+
+    A configuration request goes to the slot its ``dev`` names (the others see IDSEL low); a
+    memory request goes to every slot. The bus waits until every slot has taken each beat and
+    answered each completion beat, and passes on the one that claimed it (status SC), or UR if
+    none did: an empty slot or an unclaimed address reads all ones, as on real hardware.
+
+    Parameters
+    ----------
+    count : int
+        Number of slots, 1 to 32.
+    data_width : int
+        Data width of the bus and its functions.
+
+    Members
+    -------
+    req : ``In(stream.Signature(bus_req_layout(data_width)))``
+    cpl : ``Out(stream.Signature(cpl_layout(data_width)))``
+    slot{i}_req : ``Out(stream.Signature(pci_req_layout(data_width)))``
+    slot{i}_cpl : ``In(stream.Signature(cpl_layout(data_width)))``
+    """
+
+    def __init__(self, count, data_width):
+        if not isinstance(count, int) or not 1 <= count <= 32:
+            raise ValueError(f"count must be an integer from 1 to 32, not {count!r}")
+        self._count = count
+        members = {
+            "req": In(stream.Signature(bus_req_layout(data_width))),
+            "cpl": Out(stream.Signature(cpl_layout(data_width))),
+        }
+        for i in range(count):
+            members[f"slot{i}_req"] = Out(stream.Signature(pci_req_layout(data_width)))
+            members[f"slot{i}_cpl"] = In(stream.Signature(cpl_layout(data_width)))
+        super().__init__(members)
+
+    def slot(self, i):
+        """Return the request and completion streams of slot ``i``."""
+        return getattr(self, f"slot{i}_req"), getattr(self, f"slot{i}_cpl")
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self._count
+        req = self.req.payload
+        taken = Signal(n)       # slots that took the current request beat
+        slots = [self.slot(i) for i in range(n)]
+
+        # Requests: offer the beat to every slot that has not taken it yet.
+        all_taken = Signal()
+        now_taken = Signal(n)
+        for i, (s_req, _) in enumerate(slots):
+            m.d.comb += [
+                s_req.valid.eq(self.req.valid & ~taken[i]),
+                s_req.payload.space.eq(req.space),
+                s_req.payload.write.eq(req.write),
+                s_req.payload.sel.eq(req.dev == i),
+                s_req.payload.addr.eq(req.addr),
+                s_req.payload.count.eq(req.count),
+                s_req.payload.data.eq(req.data),
+                s_req.payload.be.eq(req.be),
+                now_taken[i].eq(taken[i] | (s_req.valid & s_req.ready)),
+            ]
+        m.d.comb += [all_taken.eq(now_taken.all()), self.req.ready.eq(all_taken)]
+        with m.If(self.req.valid):
+            m.d.sync += taken.eq(Mux(all_taken, 0, now_taken))
+
+        # Completions: every slot answers every request beat-for-beat; pass on the claimer's.
+        valids = Cat(c.valid for _, c in slots)
+        m.d.comb += self.cpl.valid.eq(valids.all())
+        m.d.comb += [
+            self.cpl.payload.data.eq(C((1 << len(self.cpl.payload.data)) - 1)),
+            self.cpl.payload.status.eq(CplStatus.UR),
+            self.cpl.payload.last.eq(slots[0][1].payload.last),
+        ]
+        for _, c in reversed(slots):
+            with m.If(c.payload.status == CplStatus.SC):
+                m.d.comb += [self.cpl.payload.data.eq(c.payload.data),
+                             self.cpl.payload.status.eq(CplStatus.SC)]
+        for _, c in slots:
+            m.d.comb += c.ready.eq(self.cpl.ready & valids.all())
+        return m
+
+
+class VMShmSystem(wiring.Component):
+    """Put ``count`` VMShm functions on one :class:`PciBus`: what a guest's PCI segment holds.
+
+    Parameters
+    ----------
+    count : int
+        Number of devices.
+    **params
+        Passed to every :class:`VMShmPCI`.
+
+    Members
+    -------
+    req, cpl
+        The bus, as for :class:`PciBus`.
+    host{i} : ``Out(host_signature(...))``
+        Device ``i``'s host side.
+    """
+
+    def __init__(self, count=1, **params):
+        self._functions = [VMShmPCI(**params) for _ in range(count)]
+        self._bus = PciBus(count, self._functions[0].data_width)
+        fn = self._functions[0]
+        members = {
+            "req": In(stream.Signature(bus_req_layout(fn.data_width))),
+            "cpl": Out(stream.Signature(cpl_layout(fn.data_width))),
+        }
+        for i in range(count):
+            members[f"host{i}"] = Out(fn.signature.members["host"].signature)
+        super().__init__(members)
+
+    @property
+    def functions(self):
+        return list(self._functions)
+
+    @property
+    def data_width(self):
+        return self._functions[0].data_width
+
+    def host(self, i):
+        """Return device ``i``'s host side."""
+        return getattr(self, f"host{i}")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bus = bus = self._bus
+        wiring.connect(m, wiring.flipped(self.req), bus.req)
+        wiring.connect(m, bus.cpl, wiring.flipped(self.cpl))
+        for i, fn in enumerate(self._functions):
+            m.submodules[f"fn{i}"] = fn
+            s_req, s_cpl = bus.slot(i)
+            wiring.connect(m, s_req, fn.req)
+            wiring.connect(m, fn.cpl, s_cpl)
+            wiring.connect(m, wiring.flipped(self.host(i)), fn.host)
+        return m

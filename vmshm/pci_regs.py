@@ -1,0 +1,56 @@
+"""PCI configuration-space constants, named as in Linux's ``include/uapi/linux/pci_regs.h``.
+
+These are the PCI Local Bus specification's offsets and bits, not VMShm's choices; VMShm's own
+vendor-specific capability is described in :mod:`vmshm.regmap`.
+"""
+
+PCI_CFG_SPACE_SIZE = 256
+
+PCI_VENDOR_ID = 0x00            # 16 bits
+PCI_DEVICE_ID = 0x02            # 16 bits
+PCI_COMMAND = 0x04              # 16 bits
+PCI_COMMAND_IO = 0x1            # respond to I/O space
+PCI_COMMAND_MEMORY = 0x2        # respond to memory space
+PCI_COMMAND_MASTER = 0x4        # bus mastering
+PCI_COMMAND_PARITY = 0x40
+PCI_COMMAND_SERR = 0x100
+PCI_COMMAND_INTX_DISABLE = 0x400
+PCI_STATUS = 0x06               # 16 bits
+PCI_STATUS_INTERRUPT = 0x08
+PCI_STATUS_CAP_LIST = 0x10      # a capability list is present
+PCI_CLASS_REVISION = 0x08       # high 24 bits are class, low 8 revision
+PCI_REVISION_ID = 0x08
+PCI_CLASS_PROG = 0x09
+PCI_CLASS_DEVICE = 0x0A         # 16 bits: base class and sub-class
+PCI_CACHE_LINE_SIZE = 0x0C
+PCI_LATENCY_TIMER = 0x0D
+PCI_HEADER_TYPE = 0x0E
+PCI_HEADER_TYPE_MASK = 0x7F
+PCI_HEADER_TYPE_NORMAL = 0
+PCI_BIST = 0x0F
+PCI_BASE_ADDRESS_0 = 0x10
+PCI_BASE_ADDRESS_5 = 0x24
+PCI_BASE_ADDRESS_SPACE_IO = 0x01
+PCI_BASE_ADDRESS_MEM_TYPE_MASK = 0x06
+PCI_BASE_ADDRESS_MEM_TYPE_32 = 0x00
+PCI_BASE_ADDRESS_MEM_TYPE_64 = 0x04
+PCI_BASE_ADDRESS_MEM_PREFETCH = 0x08
+PCI_BASE_ADDRESS_MEM_MASK = ~0x0F
+PCI_CARDBUS_CIS = 0x28
+PCI_SUBSYSTEM_VENDOR_ID = 0x2C
+PCI_SUBSYSTEM_ID = 0x2E
+PCI_ROM_ADDRESS = 0x30
+PCI_CAPABILITY_LIST = 0x34
+PCI_INTERRUPT_LINE = 0x3C
+PCI_INTERRUPT_PIN = 0x3D
+PCI_MIN_GNT = 0x3E
+PCI_MAX_LAT = 0x3F
+
+PCI_CAP_LIST_ID = 0
+PCI_CAP_LIST_NEXT = 1
+PCI_CAP_FLAGS = 2
+PCI_CAP_ID_VNDR = 0x09          # vendor-specific capability
+
+PCI_CLASS_MEMORY_RAM = 0x0500   # base class 0x05 (memory controller), sub-class 0x00 (RAM)
+
+PCI_ANY_ID = 0xFFFF             # what a read of an empty slot's vendor ID returns
