@@ -1,4 +1,4 @@
-"""Amaranth-simulator backend: the guest bus and host BFMs on the core's streams."""
+"""Amaranth-simulator backend: stream helpers and the StreamIO the shared BFMs run on."""
 
-from .bfm import CLOCK_PERIOD, AmaranthGuestBus, HostBFM, stream_get, stream_put, wait_cycles
-from .harness import Harness, SimResult, simulate
+from .bfm import CLOCK_PERIOD, AmaranthIO, stream_get, stream_put, wait_cycles
+from .harness import SimResult, SimTop, simulate

@@ -2,27 +2,76 @@
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
+from vmshm.bfm import HostBFM, StreamGuestBus
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.rtl import VMShmSystem
 
-from .bfm import CLOCK_PERIOD, AmaranthGuestBus, HostBFM
+from .bfm import CLOCK_PERIOD, AmaranthIO
 
-__all__ = ["Harness", "SimResult", "simulate"]
+__all__ = ["SimTop", "SimResult", "simulate"]
 
 
-class Harness(Elaboratable):
-    """Hold the system under test and a free-running cycle counter the BFMs stamp records with."""
+class SimTop(wiring.Component):
+    """Hold the system under test and a free-running cycle counter the BFMs stamp records with.
 
-    def __init__(self, system):
-        self.system = system
-        self.cycle = Signal(64)
+    Every backend simulates this same top (cocotb runs its Verilog), so the cycle numbers in
+    transaction records come from the same counter everywhere.
+
+    Parameters
+    ----------
+    devices : int
+        VMShm functions on the bus.
+    **params
+        Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
+
+    Members
+    -------
+    req, cpl, host0 ...
+        As for :class:`~vmshm.rtl.VMShmSystem`.
+    cycle : ``Out(64)``
+        Clock edges since reset.
+    """
+
+    def __init__(self, devices=1, **params):
+        self._system = VMShmSystem(devices, **params)
+        self._devices = devices
+        super().__init__({
+            **{name: member for name, member in self._system.signature.members.items()},
+            "cycle": Out(64),
+        })
+
+    @property
+    def system(self):
+        return self._system
+
+    @property
+    def devices(self):
+        return self._devices
+
+    @property
+    def data_width(self):
+        return self._system.data_width
+
+    @property
+    def host_timeout(self):
+        return self._system.functions[0].host_timeout
+
+    def host(self, i):
+        """Return device ``i``'s host side."""
+        return getattr(self, f"host{i}")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.system = self.system
+        m.submodules.system = system = self._system
+        wiring.connect(m, wiring.flipped(self.req), system.req)
+        wiring.connect(m, system.cpl, wiring.flipped(self.cpl))
+        for i in range(self._devices):
+            wiring.connect(m, wiring.flipped(self.host(i)), system.host(i))
         m.d.sync += self.cycle.eq(self.cycle + 1)
         return m
 
@@ -35,7 +84,8 @@ class SimResult:
     cycles: int = 0                         # cycles simulated in all
 
 
-def _per_device(value, count, default, what):
+def per_device(value, count, default, what):
+    """Return ``value`` as a list with one entry per device (``default()`` makes missing ones)."""
     if value is None:
         return [default() for _ in range(count)]
     if isinstance(value, (list, tuple)):
@@ -65,29 +115,35 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
     **params
         Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
     """
-    system = VMShmSystem(devices, **params)
-    hosts = _per_device(hosts, devices, HostModel, "hosts")
-    timings = _per_device(timing, devices, HostTiming, "timing")
-    harness = Harness(system)
+    top = SimTop(devices, **params)
+    hosts = per_device(hosts, devices, HostModel, "hosts")
+    timings = per_device(timing, devices, HostTiming, "timing")
     result = SimResult()
     bus_box = []
 
     async def testbench(ctx):
-        bus = AmaranthGuestBus(ctx, system, harness.cycle)
+        bus = StreamGuestBus(AmaranthIO(ctx, top.cycle), top.req, top.cpl, top.data_width,
+                             timeout=4 * max(top.host_timeout, 1 << 16))
         bus_box.append(bus)
         result.value = await scenario(bus)
-        result.cycles = ctx.get(harness.cycle)
+        result.cycles = ctx.get(top.cycle)
 
-    sim = Simulator(harness)
+    def background(process):
+        # Each testbench has its own context, so each process gets its own IO.
+        async def testbench(ctx):
+            await process(AmaranthIO(ctx, top.cycle))
+        return testbench
+
+    sim = Simulator(top)
     sim.add_clock(CLOCK_PERIOD)
     for i, (host, t) in enumerate(zip(hosts, timings)):
-        bfm = HostBFM(system.host(i), system.data_width, host, t)
-        sim.add_testbench(bfm.ctl_process, background=True)
-        sim.add_testbench(bfm.dma_process, background=True)
+        bfm = HostBFM(top.host(i), top.data_width, host, t)
+        sim.add_testbench(background(bfm.ctl_process), background=True)
+        sim.add_testbench(background(bfm.dma_process), background=True)
     sim.add_testbench(testbench)
     try:
         if vcd is not None:
-            with sim.write_vcd(str(vcd), traces=[harness.cycle]):
+            with sim.write_vcd(str(vcd)):
                 sim.run()
         else:
             sim.run()

@@ -1,0 +1,191 @@
+"""Bus-functional models written once, for every simulation backend.
+
+A backend supplies a :class:`StreamIO`: how to offer and take one beat on a stream, how to let
+cycles pass, and the current cycle. Everything above that (how a guest burst becomes request
+beats, how the host answers OPEN, CLOSE and DMA) lives here, so the Amaranth simulator and cocotb
+runs make the same decisions on the same cycles, and their transaction records match.
+
+Cycle semantics every :class:`StreamIO` keeps: a BFM acts at a *drive point*, just after a rising
+clock edge; a beat moves at the next edge where ``valid`` and ``ready`` are both high, and the
+call returns at the drive point after that edge. ``now()`` is the number of edges since reset.
+"""
+
+import abc
+
+from vmshm.driver_model.bus import GuestBus, Space
+from vmshm.regmap import CtlOp, Status
+from vmshm.rtl.layouts import CplStatus
+from vmshm.rtl.layouts import Space as RtlSpace
+
+__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "DEFAULT_BUS_TIMEOUT"]
+
+#: Cycles a guest BFM waits for any beat before it calls the device hung.
+DEFAULT_BUS_TIMEOUT = 1 << 18
+
+
+class StreamIO(abc.ABC):
+    """One backend's way of moving beats on the device's streams."""
+
+    @abc.abstractmethod
+    async def put(self, stream, payload, *, valid_gate=None, timeout=None):
+        """Offer ``payload`` (a dict of field values) on ``stream``; return once it was taken.
+
+        ``valid_gate``, if given, is called once per try and returns whether to offer the beat
+        in that try: a source that stalls. A try with the beat offered lasts until it is taken.
+        """
+
+    @abc.abstractmethod
+    async def get(self, stream, *, ready_gate=None, timeout=None):
+        """Take one beat from ``stream`` and return it (fields readable as attributes).
+
+        ``ready_gate``, if given, is called once per try and returns whether to be ready in that
+        try: a sink applying back-pressure. A try with ready high lasts until a beat comes.
+        """
+
+    @abc.abstractmethod
+    async def wait(self, cycles):
+        """Let ``cycles`` clock edges pass."""
+
+    @abc.abstractmethod
+    def now(self):
+        """Return the number of clock edges since reset."""
+
+
+class StreamGuestBus(GuestBus):
+    """The guest bus on a system's request and completion streams, over any :class:`StreamIO`.
+
+    Parameters
+    ----------
+    io : StreamIO
+        The backend.
+    req, cpl
+        The backend's handles of the bus request and completion streams.
+    data_width : int
+        The bus's data width in bits.
+    timeout : int
+        Cycles without progress after which the device is called hung
+        (:exc:`~vmshm.driver_model.bus.BusTimeout`).
+    """
+
+    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT):
+        super().__init__()
+        self._io = io
+        self._req = req
+        self._cpl = cpl
+        self._data_width = data_width
+        self._timeout = timeout
+
+    @property
+    def data_width(self):
+        return self._data_width
+
+    def now(self):
+        return self._io.now()
+
+    @staticmethod
+    def _header(space, dev, addr, write, count):
+        return {"space": RtlSpace.CFG if space is Space.CFG else RtlSpace.MEM,
+                "dev": dev or 0, "addr": addr, "write": write, "count": count}
+
+    async def _burst_read(self, space, dev, addr, words, be):
+        io = self._io
+        await io.put(self._req, {**self._header(space, dev, addr, 0, words - 1),
+                                 "data": 0, "be": be}, timeout=self._timeout)
+        out, status = [], CplStatus.SC
+        for _ in range(words):
+            beat = await io.get(self._cpl, timeout=self._timeout)
+            out.append(int(beat.data))
+            status = max(status, CplStatus(beat.status))
+        return out, status.name
+
+    async def _burst_write(self, space, dev, addr, beats):
+        io = self._io
+        header = self._header(space, dev, addr, 1, len(beats) - 1)
+        for data, be in beats:
+            await io.put(self._req, {**header, "data": data, "be": be}, timeout=self._timeout)
+        beat = await io.get(self._cpl, timeout=self._timeout)
+        return CplStatus(beat.status).name
+
+
+class HostBFM:
+    """Connect a :class:`~vmshm.host_model.HostModel` to one device's host side.
+
+    The model decides what the host answers; this class decides when, from its
+    :class:`~vmshm.host_model.HostTiming`: latencies and random back-pressure drawn from a seeded
+    generator, so a run is repeatable and every backend draws the same numbers on the same
+    cycles.
+
+    Each process draws its back-pressure from its own generator, so the draws of one never
+    shift those of the other, whatever order a backend runs them in.
+
+    Parameters
+    ----------
+    port
+        The backend's handle of the device's host side, with ``ctl_req``, ``ctl_rsp``,
+        ``dma_req`` and ``dma_rsp`` streams as attributes.
+    data_width : int
+        The device's data width in bits.
+    host : HostModel
+    timing : HostTiming
+    """
+
+    def __init__(self, port, data_width, host, timing):
+        self._port = port
+        self._wb = data_width // 8
+        self.host = host
+        self.timing = timing
+
+    def _gates(self, *channels):
+        # A gate of None skips the per-cycle draw: the stream helpers then sleep through idle
+        # cycles instead of waking at every edge.
+        stalls = self.timing.stalls()
+        return [getattr(stalls, ch) if getattr(self.timing, ch) < 1 else None
+                for ch in channels]
+
+    async def ctl_process(self, io):
+        """Answer OPEN and CLOSE for ever on ``io``: run in the background."""
+        port, t = self._port, self.timing
+        gate, rsp_gate = self._gates("ctl_ready", "rsp_valid")
+        while True:
+            beat = await io.get(port.ctl_req, ready_gate=gate)
+            op, name = int(beat.op), bytearray([int(beat.data)])
+            while not beat.last:
+                beat = await io.get(port.ctl_req, ready_gate=gate)
+                name.append(int(beat.data))
+            if op == CtlOp.OPEN:
+                status, size = self.host.open(bytes(name))
+            elif op == CtlOp.CLOSE:
+                status, size = self.host.close(), 0
+            else:
+                status, size = Status.EIO, 0
+            await io.wait(t.ctl_latency)
+            await io.put(port.ctl_rsp, {"status": status, "size": size},
+                         valid_gate=rsp_gate)
+
+    async def dma_process(self, io):
+        """Serve window reads and writes for ever on ``io``: run in the background."""
+        port, t, wb = self._port, self.timing, self._wb
+        gate, rsp_gate = self._gates("dma_ready", "rsp_valid")
+        while True:
+            beat = await io.get(port.dma_req, ready_gate=gate)
+            addr, words = int(beat.addr), int(beat.count) + 1
+            if beat.write:
+                data, mask = bytearray(), []
+                for i in range(words):
+                    if i:
+                        beat = await io.get(port.dma_req, ready_gate=gate)
+                    data += int(beat.data).to_bytes(wb, "little")
+                    be = int(beat.be)
+                    mask += [bool(be >> b & 1) for b in range(wb)]
+                ok = self.host.dma_write(addr, bytes(data), mask)
+                await io.wait(t.dma_latency)
+                await io.put(port.dma_rsp, {"data": 0, "err": not ok, "last": 1},
+                             valid_gate=rsp_gate)
+            else:
+                data, ok = self.host.dma_read(addr, words * wb)
+                await io.wait(t.dma_latency)
+                for i in range(words):
+                    word = int.from_bytes(data[i * wb:(i + 1) * wb], "little")
+                    await io.put(port.dma_rsp,
+                                 {"data": word, "err": not ok, "last": i == words - 1},
+                                 valid_gate=rsp_gate)
