@@ -166,7 +166,8 @@ REGISTERS = (
               Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE"))),
     Register("MAP_SIZE", 0x10, "R", 0,
              "Bytes of BAR1 backed by the object: min(object size, window size); 0 when closed. "
-             "Accesses at or past this offset are rejected."),
+             "Accesses to words at or past this offset (rounded up to the data width) are "
+             "rejected; within the last word, bytes past the object read 0xff and ignore writes."),
     Register("OBJ_SIZE_LO", 0x14, "R", 0, "Size of the open object in bytes, bits 31:0."),
     Register("OBJ_SIZE_HI", 0x18, "R", 0, "Size of the open object in bytes, bits 63:32."),
     Register("REJECTS", 0x1C, "RC", 0,
