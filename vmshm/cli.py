@@ -101,7 +101,12 @@ def _parser():
     demo.add_argument("--create", type=parse_size, metavar="SIZE",
                       help="create the object with this size if it does not exist (an existing "
                            "object is used as it is, never resized)")
-    demo.add_argument("--vcd", metavar="FILE", help="write a waveform of the whole run")
+    demo.add_argument("--vcd", metavar="FILE",
+                      help="write a waveform of the whole run (FST on --backend verilator)")
+    demo.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+                      default="amaranth",
+                      help="simulator: Amaranth's own (default, nothing to install), or the "
+                           "generated Verilog under cocotb on Verilator or Icarus")
     demo.add_argument("--host-latency", type=_cycles, default=0, metavar="CYCLES",
                       help="cycles the host takes to answer OPEN and CLOSE (default 0)")
     demo.add_argument("--dma-latency", type=_cycles, default=0, metavar="CYCLES",
@@ -138,9 +143,8 @@ def _errno_name(code):
 def _cmd_demo(args, console):
     from rich.table import Table
 
-    from vmshm.demo import seed_example
-    from vmshm.host_model import HostModel, HostTiming, ShmRegion
-    from vmshm.sim import simulate
+    from vmshm.backends import backend_missing, run_function
+    from vmshm.host_model import HostTiming, ShmRegion
 
     created = False
     if args.create is not None:
@@ -154,44 +158,45 @@ def _cmd_demo(args, console):
         if created:
             console.print(f"created {args.shm} with {args.create} bytes")
 
-    host = HostModel()
     timing = HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
     params = _core_args(args)
     if not 1 <= args.devices <= 32:
         raise UsageError(f"--devices must be from 1 to 32, not {args.devices}")
-    hosts = [host] + [HostModel() for _ in range(args.devices - 1)]
-
-    async def scenario(bus):
-        return await seed_example(bus, args.shm)
+    reason = backend_missing(args.backend)
+    if reason:
+        raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
+    if args.backend != "amaranth":
+        console.print(f"building and running on {args.backend} (the first build of a "
+                      f"configuration takes a while)...")
 
     try:
-        result = simulate(scenario, devices=args.devices, hosts=hosts, timing=timing,
-                          vcd=args.vcd, **params)
+        result = run_function("vmshm.demo:seed_example", backend=args.backend,
+                              kwargs={"name": args.shm}, devices=args.devices, timing=timing,
+                              waves=args.vcd, **params)
     except OSError as exc:
-        why = host.last_error or exc.strerror
+        hosts = getattr(exc, "hosts", None) or [{}]
+        why = hosts[0].get("last_error") or exc.strerror
         hint = ""
         if exc.errno == errno.ENOENT:
             hint = " (create it first, or pass --create SIZE)"
         raise OSError(exc.errno, f"{why}{hint}", args.shm) from None
     report = result.value
 
-    console.print(f"probe found {len(report.devices)} PCI function(s), "
-                  f"bound {len(report.drivers)} VMShm device(s):")
-    for drv in report.drivers:
-        pdev = drv.pdev
-        console.print(f"  {drv.path}: {pdev} subsystem "
-                      f"{pdev.subsystem_vendor:04x}:{pdev.subsystem_device:04x}", markup=False)
-        for res in pdev.resources.values():
+    console.print(f"probe found {report.functions} PCI function(s), "
+                  f"bound {len(report.devices)} VMShm device(s):")
+    for dev in report.devices:
+        console.print(f"  {dev.path}: {dev}", markup=False)
+        for res in dev.resources:
             console.print(f"    {res}", markup=False)
-        console.print(f"    window {drv.window_size} B, name buffer {drv.name_size} B, "
-                      f"ABI {drv.version >> 16}.{drv.version & 0xFFFF}")
+        console.print(f"    window {dev.window_size} B, name buffer {dev.name_size} B, "
+                      f"ABI {dev.version >> 16}.{dev.version & 0xFFFF}")
     shown = report.found.decode("utf-8", errors="backslashreplace")
     console.print(f"guest mapped {report.mapped} bytes of {args.shm}")
     console.print(f"guest read at offset 0:  {shown!r}" if shown else
                   "guest read at offset 0:  (empty: the first byte is NUL)")
     console.print(f"guest wrote at offset 0: {report.wrote.rstrip(bytes(1)).decode()!r}")
 
-    table = Table(title=f"cycles per step ({args.data_width}-bit, host latency "
+    table = Table(title=f"cycles per step ({args.backend}, {args.data_width}-bit, host latency "
                         f"{args.host_latency}, DMA latency {args.dma_latency})")
     table.add_column("step")
     table.add_column("cycles", justify="right")

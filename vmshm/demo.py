@@ -8,7 +8,7 @@ import errno
 from vmshm.driver_model import vmshm_probe
 from vmshm.regmap import REG
 
-__all__ = ["Step", "DemoReport", "seed_example"]
+__all__ = ["Step", "DeviceInfo", "DemoReport", "seed_example"]
 
 #: How much of offset 0 the demo reads and shows: one line of text.
 LINE_BYTES = 128
@@ -28,13 +28,42 @@ class Step:
 
 
 @dataclass
+class DeviceInfo:
+    """What the probe found about one bound VMShm device: plain data, so it crosses processes."""
+    path: str
+    pci_name: str
+    vendor: int
+    device: int
+    revision: int
+    class_code: int
+    subsystem_vendor: int
+    subsystem_device: int
+    resources: list
+    window_size: int
+    name_size: int
+    version: int
+
+    @classmethod
+    def of(cls, drv):
+        p = drv.pdev
+        return cls(drv.path, p.name, p.vendor, p.device, p.revision, p.class_code,
+                   p.subsystem_vendor, p.subsystem_device, list(p.resources.values()),
+                   drv.window_size, drv.name_size, drv.version)
+
+    def __str__(self):
+        return (f"{self.pci_name} [{self.vendor:04x}:{self.device:04x}] rev {self.revision:02x} "
+                f"class {self.class_code:06x} subsystem "
+                f"{self.subsystem_vendor:04x}:{self.subsystem_device:04x}")
+
+
+@dataclass
 class DemoReport:
     """What the example saw and how long each step took."""
     found: bytes = b""          # what the guest read at offset 0 before writing
     wrote: bytes = b""          # what it wrote there
     mapped: int = 0             # bytes mapped
-    devices: list = field(default_factory=list)     # every PciDev the probe found
-    drivers: list = field(default_factory=list)     # the VMShmDrivers it bound
+    functions: int = 0          # PCI functions the probe found
+    devices: list = field(default_factory=list)     # DeviceInfo of each VMShm device bound
     steps: list = field(default_factory=list)
 
 
@@ -74,10 +103,12 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
             report.steps.append(Step(label, start, bus.now(), len(bus.records) - first))
             bus.label = ""
 
-    report.drivers, report.devices = await step("probe", vmshm_probe(bus))
-    if not report.drivers:
+    drivers, pdevs = await step("probe", vmshm_probe(bus))
+    report.functions = len(pdevs)
+    report.devices = [DeviceInfo.of(d) for d in drivers]
+    if not drivers:
         raise OSError(errno.ENODEV, "no VMShm device found on the bus")
-    drv = report.drivers[0]
+    drv = drivers[0]
     fd = await step("open", drv.open())
     try:
         await step("ioctl(name)", drv.ioctl(fd, 0, name))

