@@ -6,10 +6,12 @@ at the edge, so several BFMs can share a stream without races. The BFM logic abo
 with the cocotb backend (:mod:`vmshm.bfm`).
 """
 
-from vmshm.bfm import StreamIO
+from amaranth.hdl import Cat
+
+from vmshm.bfm import StreamIO, pack_payload
 from vmshm.driver_model.bus import BusTimeout
 
-__all__ = ["CLOCK_PERIOD", "stream_put", "stream_get", "wait_cycles", "AmaranthIO"]
+__all__ = ["CLOCK_PERIOD", "Deferred", "stream_put", "stream_get", "wait_cycles", "AmaranthIO"]
 
 #: Simulated clock period in seconds (100 MHz). Cycle counts do not depend on it.
 CLOCK_PERIOD = 10e-9
@@ -38,41 +40,92 @@ async def _idle_until(ctx, stream, signal, timeout):
         raise BusTimeout(f"nothing happened on {stream!r} for {timeout} cycles")
 
 
-async def stream_put(ctx, stream, payload, *, valid_gate=None, timeout=None):
+class Deferred:
+    """Signal drops a BFM owes before the next clock edge, held back in case they cancel out.
+
+    After a beat moves, its source must drop ``valid`` (its sink ``ready``) before the next edge.
+    Most of the time the same BFM offers (takes) the next beat at once, and the drop and the raise
+    would cost the simulator two settles of the whole design for nothing. Held here, a drop is
+    cancelled by the next operation on the same stream, or applied by the BFM's next operation on
+    any other, always before its next await, so the design never sees it late.
+    """
+
+    def __init__(self):
+        self._drops = {}
+
+    def drop(self, signal):
+        self._drops[id(signal)] = signal     # Amaranth values are not hashable
+
+    def take(self, signal):
+        """Forget the drop owed on ``signal``; return whether there was one."""
+        return self._drops.pop(id(signal), None) is not None
+
+    def flush(self, ctx):
+        for signal in self._drops.values():
+            ctx.set(signal, 0)
+        self._drops.clear()
+
+
+async def stream_put(ctx, stream, payload, *, valid_gate=None, timeout=None, deferred=None):
     """Offer ``payload`` on ``stream`` and return at the clock edge that took it.
 
     ``valid_gate``, if given, is called each try and returns whether to offer the payload in
     that try: a source that stalls. ``timeout`` (cycles) bounds each idle wait and raises
-    :exc:`~vmshm.driver_model.bus.BusTimeout`.
+    :exc:`~vmshm.driver_model.bus.BusTimeout`. With ``deferred`` (a :class:`Deferred`), the drop
+    of ``valid`` after the beat is owed there instead of done.
     """
-    ctx.set(stream.payload, payload)
+    # Payload and valid change together: one settle of the design instead of two.
+    both = Cat(stream.payload.as_value(), stream.valid)
+    width = len(stream.payload.as_value())
+    raw = (pack_payload(stream.payload.shape(), payload) if isinstance(payload, dict)
+           else stream.payload.shape().const(payload).as_value().value)
+    if deferred is not None:
+        deferred.take(stream.valid)
+        deferred.flush(ctx)
+    first = True
     while True:
         offer = valid_gate() if valid_gate is not None else True
-        ctx.set(stream.valid, offer)
+        if first:
+            ctx.set(both, raw | (int(offer) << width))
+            first = False
+        else:
+            ctx.set(stream.valid, offer)
         if offer:
             await _idle_until(ctx, stream, stream.ready, timeout)
         _, _, ready = await ctx.tick().sample(stream.ready)
         if offer and ready:
             break
-    ctx.set(stream.valid, 0)
+    if deferred is not None:
+        deferred.drop(stream.valid)
+    else:
+        ctx.set(stream.valid, 0)
 
 
-async def stream_get(ctx, stream, *, ready_gate=None, timeout=None):
+async def stream_get(ctx, stream, *, ready_gate=None, timeout=None, deferred=None):
     """Take one payload from ``stream`` at a clock edge and return it.
 
     ``ready_gate``, if given, is called each try and returns whether to be ready in that try:
     a sink that applies back-pressure. ``timeout`` (cycles) bounds each idle wait and raises
-    :exc:`~vmshm.driver_model.bus.BusTimeout`.
+    :exc:`~vmshm.driver_model.bus.BusTimeout`. With ``deferred`` (a :class:`Deferred`), the drop
+    of ``ready`` after the beat is owed there instead of done.
     """
+    still_ready = deferred.take(stream.ready) if deferred is not None else False
+    if deferred is not None:
+        deferred.flush(ctx)
     while True:
         ready = ready_gate() if ready_gate is not None else True
-        ctx.set(stream.ready, ready)
+        if not (still_ready and ready):
+            ctx.set(stream.ready, ready)
+        still_ready = False
         if ready:
             await _idle_until(ctx, stream, stream.valid, timeout)
         _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
         if ready and valid:
             break
-    ctx.set(stream.ready, 0)
+    if deferred is not None:
+        deferred.drop(stream.ready)
+    else:
+        ctx.set(stream.ready, 0)
     return payload
 
 
@@ -90,15 +143,23 @@ class AmaranthIO(StreamIO):
     def __init__(self, ctx, cycle):
         self._ctx = ctx
         self._cycle = cycle
+        self._deferred = Deferred()
 
     async def put(self, stream, payload, *, valid_gate=None, timeout=None):
-        await stream_put(self._ctx, stream, payload, valid_gate=valid_gate, timeout=timeout)
+        await stream_put(self._ctx, stream, payload, valid_gate=valid_gate, timeout=timeout,
+                         deferred=self._deferred)
 
     async def get(self, stream, *, ready_gate=None, timeout=None):
-        return await stream_get(self._ctx, stream, ready_gate=ready_gate, timeout=timeout)
+        return await stream_get(self._ctx, stream, ready_gate=ready_gate, timeout=timeout,
+                                deferred=self._deferred)
 
     async def wait(self, cycles):
+        self._deferred.flush(self._ctx)
         await wait_cycles(self._ctx, cycles)
+
+    def settle(self):
+        """Apply every drop still owed: call before the coroutine using this IO ends."""
+        self._deferred.flush(self._ctx)
 
     def now(self):
         return self._ctx.get(self._cycle)

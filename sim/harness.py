@@ -122,10 +122,12 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
     bus_box = []
 
     async def testbench(ctx):
-        bus = StreamGuestBus(AmaranthIO(ctx, top.cycle), top.req, top.cpl, top.data_width,
+        io = AmaranthIO(ctx, top.cycle)
+        bus = StreamGuestBus(io, top.req, top.cpl, top.data_width,
                              timeout=4 * max(top.host_timeout, 1 << 16))
         bus_box.append(bus)
         result.value = await scenario(bus)
+        io.settle()
         result.cycles = ctx.get(top.cycle)
 
     def background(process):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from vmshm.bfm import StreamIO
+from vmshm.bfm import StreamIO, pack_payload
 from vmshm.driver_model.bus import BusTimeout
 
 __all__ = ["CocotbStream", "CocotbIO", "host_port"]
@@ -41,11 +41,7 @@ class CocotbStream:
 
     def pack(self, values):
         """Return ``values`` (a dict of field values) packed into one integer."""
-        raw = 0
-        for name, fld in self._fields:
-            value = int(values.get(name, 0))
-            raw |= (value & ((1 << fld.width) - 1)) << fld.offset
-        return raw
+        return pack_payload(self.layout, values)
 
     def unpack(self, raw):
         """Return the payload ``raw`` as an object with one attribute per field."""

@@ -17,10 +17,22 @@ from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 
-__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "DEFAULT_BUS_TIMEOUT"]
+__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "DEFAULT_BUS_TIMEOUT", "pack_payload"]
 
 #: Cycles a guest BFM waits for any beat before it calls the device hung.
 DEFAULT_BUS_TIMEOUT = 1 << 18
+
+
+def pack_payload(layout, values):
+    """Return ``values`` (a dict of field values) packed into one integer by ``layout``.
+
+    Fields are placed at their layout offsets, first field in the low bits, as in the Verilog.
+    """
+    raw = 0
+    for name, fld in layout:
+        value = int(values.get(name, 0))
+        raw |= (value & ((1 << fld.width) - 1)) << fld.offset
+    return raw
 
 
 class StreamIO(abc.ABC):
@@ -81,6 +93,11 @@ class StreamGuestBus(GuestBus):
 
     def now(self):
         return self._io.now()
+
+    async def idle(self, cycles):
+        """Let ``cycles`` clock edges pass, one wake-up each: the backend's bare cost per cycle."""
+        for _ in range(cycles):
+            await self._io.wait(1)
 
     @staticmethod
     def _header(space, dev, addr, write, count):
