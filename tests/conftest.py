@@ -46,3 +46,17 @@ def shm_objects():
     objects = ShmObjects()
     yield objects
     objects.cleanup()
+
+
+def require_backend(backend):
+    """Skip a test whose simulator is missing here, with the reason; under CI, fail instead.
+
+    CI (``CI=true``) installs every simulator, so a missing one there is a broken set-up, not
+    something to step around.
+    """
+    from vmshm.backends import backend_missing
+    reason = backend_missing(backend)
+    if reason:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{backend} must run under CI: {reason}")
+        pytest.skip(reason)

@@ -5,7 +5,9 @@ import subprocess
 
 import pytest
 
-from vmshm.tools import VERILATOR_WAIVERS, iverilog, missing_reason, verilator_env
+from conftest import require_backend
+
+from vmshm.tools import VERILATOR_WAIVERS, iverilog, verilator_env
 from vmshm.verilog import generate
 
 CONFIGS = {
@@ -41,17 +43,15 @@ def test_module_and_ports_are_named(verilog_file):
 
 
 def test_icarus_compiles(verilog_file, tmp_path):
-    if iverilog() is None:
-        pytest.skip(missing_reason("iverilog"))
+    require_backend("icarus")
     r = subprocess.run([iverilog(), "-g2012", "-o", str(tmp_path / "a.out"), str(verilog_file)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
 def test_verilator_lints(verilog_file):
+    require_backend("verilator")
     env = verilator_env()
-    if env is None:
-        pytest.skip(missing_reason("verilator"))
     waivers = [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
     r = subprocess.run(["verilator", "--lint-only", "--top-module", _module(verilog_file), *waivers,
                         str(verilog_file)], capture_output=True, text=True, env=env)
