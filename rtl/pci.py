@@ -61,13 +61,15 @@ class VMShmPCI(wiring.Component):
     Parameters
     ----------
     window_size, name_size, data_width, host_timeout
-        As for :class:`~vmshm.rtl.VMShmCore`.
+        As for :class:`~vmshm.rtl.VMShmCore`; besides, the name buffer spans at least 16 bytes
+        (the smallest memory BAR) and the window at most 2 GiB (the capability's 32-bit field).
     regs_size : int
         Size of BAR0: 256 (default) or 4096.
     window_64bit : bool
         Make the window a 64-bit BAR.
     vendor_id, device_id, subsystem_vendor_id, subsystem_id, revision, class_code
-        Identity in the configuration header.
+        Identity in the configuration header. ``vendor_id`` may be neither 0xFFFF nor 0, which
+        a PCI core takes for an empty slot.
 
     Members
     -------
@@ -92,8 +94,19 @@ class VMShmPCI(wiring.Component):
                 _check_id(name, value, bits)
             if vendor_id == P.PCI_ANY_ID:
                 raise ValueError("vendor_id 0xffff is what an empty slot reads; choose another")
+            if vendor_id == 0:
+                raise ValueError("vendor_id 0x0000 is not a valid vendor: Linux's PCI core "
+                                 "takes it for an empty slot; choose another")
             if regs_size not in (BAR0_SIZE, 4096):
                 raise ValueError(f"regs_size must be {BAR0_SIZE} or 4096, not {regs_size!r}")
+            # A memory BAR's bits 3:0 are its read-only type bits, so it spans at least 16 bytes.
+            if isinstance(name_size, int) and name_size < 16:
+                raise ValueError(f"name_size must be at least 16, the smallest memory BAR, "
+                                 f"not {name_size!r}")
+            # The capability's WINDOW_SIZE has 32 bits (and a 32-bit BAR spans at most 2 GiB).
+            if isinstance(window_size, int) and window_size > 1 << 31:
+                raise ValueError(f"window_size must be at most 2 GiB, what the capability's "
+                                 f"32-bit WINDOW_SIZE field can tell, not {window_size:#x}")
             self._core = VMShmCore(window_size=window_size, name_size=name_size,
                                    data_width=data_width, regs_size=regs_size,
                                    host_timeout=host_timeout)
@@ -380,6 +393,7 @@ class PciBus(wiring.Component):
 
     def __init__(self, count, data_width):
         if not isinstance(count, int) or not 1 <= count <= 32:
+            self._MustUse__silence = True   # refused, so never meant to be elaborated
             raise ValueError(f"count must be an integer from 1 to 32, not {count!r}")
         self._count = count
         members = {
@@ -457,6 +471,9 @@ class VMShmSystem(wiring.Component):
     """
 
     def __init__(self, count=1, **params):
+        if not isinstance(count, int) or not 1 <= count <= 32:
+            self._MustUse__silence = True   # refused, so never meant to be elaborated
+            raise ValueError(f"count must be an integer from 1 to 32, not {count!r}")
         self._functions = [VMShmPCI(**params) for _ in range(count)]
         self._bus = PciBus(count, self._functions[0].data_width)
         fn = self._functions[0]

@@ -27,32 +27,35 @@ SLOW = HostTiming(ctl_latency=100, dma_latency=7, ctl_ready=0.5, dma_ready=0.5, 
                   seed=SEED)
 
 
-def run_amaranth(scn, env, host, timing):
+def run_amaranth(scn, env, hosts, timings):
     """Run one scenario in Amaranth's simulator and return its :class:`~vmshm.sim.SimResult`."""
-    return simulate(lambda bus: scn.fn(bus, env), hosts=host, timing=timing,
-                    **scn.core_args_for(env.data_width))
+    return simulate(lambda bus: scn.fn(bus, env), devices=scn.devices, hosts=hosts,
+                    timing=timings, **scn.core_args_for(env.data_width))
 
 
-#: Backend name -> ``runner(scenario, env, host, timing)``.
+#: Backend name -> ``runner(scenario, env, hosts, timings)``: one host and timing per device.
 RUNNERS = {"amaranth": run_amaranth}
 BACKENDS = tuple(RUNNERS)
 
 
 def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, seed=SEED):
-    """Create the scenario's object, run it, and return ``(result, host)``.
+    """Create the scenario's object, run it, and return ``(result, hosts)``, one host per device.
 
-    Every scenario ends with the device closed, so the host must hold nothing open after it.
+    Every scenario ends with its devices closed, so no host may hold anything open after it.
     """
     scn = SCENARIOS[name]
     env = scn.env(shm_objects.create(scn.shm_size), seed=seed, data_width=data_width)
-    host, timing = scn.make_host(timing)
+    pairs = [scn.make_host(timing) for _ in range(scn.devices)]
+    hosts = [host for host, _ in pairs]
     try:
-        result = RUNNERS[backend](scn, env, host, timing)
-        assert not host.is_open, f"{name} left the host's object open"
+        result = RUNNERS[backend](scn, env, hosts, [t for _, t in pairs])
+        left_open = [i for i, host in enumerate(hosts) if host.is_open]
+        assert not left_open, f"{name} left the object open on the hosts of devices {left_open}"
     finally:
-        if host.is_open:
-            host.close()    # unmap it even when the scenario failed
-    return result, host
+        for host in hosts:
+            if host.is_open:
+                host.close()    # unmap it even when the scenario failed
+    return result, hosts
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -88,7 +91,7 @@ def test_slow_host_takes_longer(shm_objects, data_width):
 
 @pytest.mark.parametrize("data_width", DATA_WIDTHS)
 def test_host_timeout_open(shm_objects, data_width):
-    result, host = run(shm_objects, "host_timeout_open", data_width=data_width)
+    result, (host,) = run(shm_objects, "host_timeout_open", data_width=data_width)
     assert SHORT_TIMEOUT <= result.value["timed_out_after"] < LATE
     # The late success was closed by the device itself before the guest's second OPEN.
     assert [op for op in host.ops if op in ("OPEN", "CLOSE")] == ["OPEN", "CLOSE", "OPEN", "CLOSE"]
@@ -128,7 +131,7 @@ def test_late_open_closed_while_guest_idles(shm_objects, data_width):
 
 @pytest.mark.parametrize("data_width", DATA_WIDTHS)
 def test_host_timeout_dma(shm_objects, data_width):
-    result, host = run(shm_objects, "host_timeout_dma", data_width=data_width)
+    result, (host,) = run(shm_objects, "host_timeout_dma", data_width=data_width)
     assert SHORT_TIMEOUT <= result.value["timed_out_after"] < LATE
     assert host.ops[:4] == ["OPEN", "READ", "WRITE", "READ"]
     assert host.ops[-1] == "CLOSE"
@@ -144,6 +147,18 @@ def test_registry():
         env = scn.env("/x", seed=1, data_width=64)
         assert pickle.loads(pickle.dumps((scn, env))) == (scn, env)
     assert SCENARIOS["names_buffer_limits_small"].env("/x", seed=1, data_width=32).name_size == 64
+    env = SCENARIOS["pci_bar_sizing_64bit_window"].env("/x", seed=1, data_width=32)
+    assert env.window_64bit is True and env.devices == 1
+    two = SCENARIOS["pci_two_devices"]
+    assert two.devices == 2 and two.env("/x", seed=1, data_width=32).devices == 2
+    assert {scn.devices for scn in SCENARIOS.values()} >= {1, 2}
+
+
+def test_multi_device_scenario_gets_one_fresh_host_per_device(shm_objects):
+    result, hosts = run(shm_objects, "pci_two_devices")
+    assert len(hosts) == 2 and hosts[0] is not hosts[1], "expected a host of its own per device"
+    assert all(isinstance(host, HostModel) for host in hosts), "expected plain host models"
+    assert len(result.value["bars"]) == 6, "expected three BARs on each of the two functions"
 
 
 def test_registry_refuses_bad_requirements():
@@ -153,6 +168,9 @@ def test_registry_refuses_bad_requirements():
         scenario(shm_size=0)
     with pytest.raises(ValueError, match="already registered"):
         scenario(shm_size=1, name="seed_example")(lambda bus, env: None)
+    for devices in (0, 33, 1.0, True, "2"):
+        with pytest.raises(ValueError, match="devices must be an integer from 1 to 32"):
+            scenario(shm_size=1, devices=devices)
 
 
 def test_make_host_merges_timing():

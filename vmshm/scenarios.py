@@ -13,13 +13,15 @@ expected, and returns nothing or a small dict.
 
 Everything a backend needs to run one is plain data: the scenario's name, a
 :class:`ScenarioEnv`, and the scenario's requirements (:attr:`Scenario.shm_size`,
-:attr:`Scenario.core_args`, :attr:`Scenario.timing`, :attr:`Scenario.host_args`). A backend that
-runs the simulator in another process (cocotb on Verilator or Icarus) imports this module there
-and looks the function up in :data:`SCENARIOS` by name.
+:attr:`Scenario.core_args`, :attr:`Scenario.timing`, :attr:`Scenario.host_args`,
+:attr:`Scenario.devices`). A backend that runs the simulator in another process (cocotb on
+Verilator or Icarus) imports this module there and looks the function up in :data:`SCENARIOS` by
+name.
 
 The caller creates the object (``env.shm_name``, :attr:`Scenario.shm_size` zero bytes) before
-the run and removes it afterwards; the host model behind the device comes from
-:meth:`Scenario.make_host`.
+the run and removes it afterwards. It puts :attr:`Scenario.devices` VMShm functions on the bus
+(device ``i`` in slot ``i``), each with its own host model from :meth:`Scenario.make_host`; every
+host can open the same object, which is how two devices share it.
 """
 
 import contextlib
@@ -28,17 +30,24 @@ import os
 import random
 from dataclasses import asdict, dataclass, field
 
-from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable_device,
-                                pci_set_master, vmshm_probe)
+from vmshm import pci_regs as P
+from vmshm.driver_model import (MemAllocator, VMShmDriver, pci_assign_resources,
+                                pci_clear_master, pci_disable_device, pci_enable_device,
+                                pci_scan_bus, pci_set_master, vmshm_probe)
 from vmshm.driver_model.bus import Access, Space
 from vmshm.host_model import HostModel, HostTiming, ShmRegion
-from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE,
-                          DEVICE_ID, NAME_MAX, REG, REGISTERS, Status)
+from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, CAP, CAP_LEN, CAP_VERSION, DEFAULT_NAME_SIZE,
+                          DEFAULT_WINDOW_SIZE, DEVICE_ID, NAME_MAX, PCI_DEVICE_ID, PCI_REVISION,
+                          PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG,
+                          REGISTERS, Status)
 
-__all__ = ["ScenarioEnv", "Scenario", "SCENARIOS", "scenario", "LateHost", "CORE_ARGS"]
+__all__ = ["ScenarioEnv", "Scenario", "SCENARIOS", "scenario", "LateHost", "CORE_ARGS",
+           "MAX_DEVICES"]
 
 #: Build parameters of the device a scenario may require; ``data_width`` is the backend's choice.
 CORE_ARGS = ("window_size", "name_size", "host_timeout", "regs_size", "window_64bit")
+#: Most VMShm functions one bus holds: one per slot.
+MAX_DEVICES = 32
 
 
 @dataclass
@@ -61,6 +70,10 @@ class ScenarioEnv:
         Size of the name buffer (BAR2) the device was built with.
     regs_size : int
         Size of the register BAR (BAR0) the device was built with.
+    window_64bit : bool
+        Whether the window is a 64-bit BAR.
+    devices : int
+        How many VMShm functions sit on the bus, in slots 0 to ``devices - 1``.
     """
     shm_name: str
     shm_size: int
@@ -69,6 +82,8 @@ class ScenarioEnv:
     window_size: int = DEFAULT_WINDOW_SIZE
     name_size: int = DEFAULT_NAME_SIZE
     regs_size: int = BAR0_SIZE
+    window_64bit: bool = False
+    devices: int = 1
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,9 @@ class Scenario:
         first requests late; ``None`` for a plain :class:`~vmshm.host_model.HostModel`.
     doc : str
         First line of the function's docstring.
+    devices : int
+        How many VMShm functions the backend must put on the bus (slots 0, 1, ...), all built
+        with :attr:`core_args`; each gets its own host from :meth:`make_host`.
     """
     name: str
     fn: object
@@ -101,6 +119,7 @@ class Scenario:
     timing: dict = None
     host_args: dict = None
     doc: str = ""
+    devices: int = 1
 
     def core_args_for(self, data_width):
         """Return the device's build parameters for a run at ``data_width`` bits."""
@@ -112,14 +131,17 @@ class Scenario:
                            data_width=data_width,
                            window_size=self.core_args.get("window_size", DEFAULT_WINDOW_SIZE),
                            name_size=self.core_args.get("name_size", DEFAULT_NAME_SIZE),
-                           regs_size=self.core_args.get("regs_size", BAR0_SIZE))
+                           regs_size=self.core_args.get("regs_size", BAR0_SIZE),
+                           window_64bit=bool(self.core_args.get("window_64bit", False)),
+                           devices=self.devices)
 
     def make_host(self, timing=None):
-        """Return a fresh ``(host, timing)`` pair for one run.
+        """Return a fresh ``(host, timing)`` pair for one device of one run.
 
         ``timing`` is the caller's choice (a :class:`~vmshm.host_model.HostTiming`, by default
         none), overridden by what the scenario needs. The backend must hand the returned timing
         object itself to its host BFM: a :class:`LateHost` changes its latencies during the run.
+        Call it once per device (:attr:`devices`): no two devices share a host or a timing.
         """
         fields = asdict(timing) if timing is not None else {}
         timing = HostTiming(**{**fields, **(self.timing or {})})
@@ -132,7 +154,7 @@ class Scenario:
 SCENARIOS = {}
 
 
-def scenario(*, shm_size, name=None, timing=None, host_args=None, **core_args):
+def scenario(*, shm_size, name=None, timing=None, host_args=None, devices=1, **core_args):
     """Register ``async def fn(bus, env)`` in :data:`SCENARIOS`; use as a decorator.
 
     Parameters
@@ -146,6 +168,8 @@ def scenario(*, shm_size, name=None, timing=None, host_args=None, **core_args):
         :class:`~vmshm.host_model.HostTiming` fields the scenario needs.
     host_args : dict, optional
         :class:`LateHost` arguments the scenario needs.
+    devices : int, optional
+        How many VMShm functions the bus must hold (1 by default, at most :data:`MAX_DEVICES`).
     **core_args
         Build parameters of the device the scenario needs (see :data:`CORE_ARGS`).
     """
@@ -157,6 +181,9 @@ def scenario(*, shm_size, name=None, timing=None, host_args=None, **core_args):
                         f"{', '.join(CORE_ARGS)} (the backend chooses data_width)")
     if timing is not None:
         HostTiming(**timing)    # refuse a bad requirement now, not in the middle of a run
+    if isinstance(devices, bool) or not isinstance(devices, int) or \
+            not 1 <= devices <= MAX_DEVICES:
+        raise ValueError(f"devices must be an integer from 1 to {MAX_DEVICES}, not {devices!r}")
 
     def register(fn):
         key = name or fn.__name__
@@ -164,7 +191,7 @@ def scenario(*, shm_size, name=None, timing=None, host_args=None, **core_args):
             raise ValueError(f"scenario {key!r} is already registered")
         doc = (fn.__doc__ or "").strip().splitlines()
         SCENARIOS[key] = Scenario(key, fn, shm_size, dict(core_args), timing, host_args,
-                                  doc[0] if doc else "")
+                                  doc[0] if doc else "", devices)
         return fn
     return register
 
@@ -596,6 +623,641 @@ async def pci_enables(bus, env):
     await drv.munmap(mapping)
     await drv.close(fd)
     await expect_status(drv, False, Status.OK, "after release")
+
+
+# -- the PCI function: configuration header, BARs, decode, several devices -----------------------
+#
+# These check the function against the PCI Local Bus specification's rules (and PCI Express's
+# where it tightens them), not only against VMShm's own constants.
+
+#: Size of one configuration header dword.
+DWORD = 4
+#: The Type-0 header: configuration offsets below this are the spec's, above it capabilities.
+HEADER_END = 0x40
+#: BAR register offsets, BAR0 to BAR5.
+BAR_OFFSETS = tuple(range(P.PCI_BASE_ADDRESS_0, P.PCI_BASE_ADDRESS_5 + 4, 4))
+#: The command register's bits VMShm implements; the spec lets the others be hardwired to 0.
+COMMAND_BITS = P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER | P.PCI_COMMAND_INTX_DISABLE
+#: What each header dword holds, for messages.
+HEADER_FIELDS = {
+    0x00: "vendor and device ID", 0x04: "command and status", 0x08: "revision and class code",
+    0x0C: "cache line size, latency timer, header type and BIST",
+    **{off: f"BAR{i}" for i, off in enumerate(BAR_OFFSETS)},
+    0x28: "CardBus CIS pointer", 0x2C: "subsystem IDs", 0x30: "expansion ROM BAR",
+    0x34: "capability pointer", 0x38: "reserved dword 0x38",
+    0x3C: "interrupt line and pin, Min_Gnt, Max_Lat",
+}
+ONES32 = 0xFFFF_FFFF
+
+
+def field_name(offset, cap=None):
+    """Return what the configuration dword at ``offset`` holds, for an assertion message."""
+    if offset in HEADER_FIELDS:
+        return f"{HEADER_FIELDS[offset]} (dword {offset:#04x})"
+    if cap is not None and cap <= offset < cap + CAP_LEN:
+        return f"VMShm capability +{offset - cap:#04x} (dword {offset:#04x})"
+    return f"unimplemented dword {offset:#05x}"
+
+
+def expected_bars(env):
+    """Return ``{index: (size, is64, prefetchable)}`` of the BARs the device was built with."""
+    name_index = 3 if env.window_64bit else 2
+    return {0: (env.regs_size, False, False), 1: (env.window_size, env.window_64bit, True),
+            name_index: (env.name_size, False, False)}
+
+
+def writable_bits(env):
+    """Return ``{dword offset: bits software may change}`` for every writable header dword.
+
+    Everything else in the 256-byte space is read-only: writes must leave it as it was.
+    """
+    rw = {P.PCI_COMMAND: COMMAND_BITS, P.PCI_CACHE_LINE_SIZE: 0xFF,
+          P.PCI_INTERRUPT_LINE: 0xFF}
+    for index, (size, is64, _) in expected_bars(env).items():
+        mask = ((1 << (64 if is64 else 32)) - 1) & ~(size - 1)
+        rw[BAR_OFFSETS[index]] = mask & ONES32
+        if is64:
+            rw[BAR_OFFSETS[index + 1]] = mask >> 32
+    return rw
+
+
+async def find_functions(bus, env):
+    """Read the vendor ID of all 32 slots as a PCI core does; return the occupied ones.
+
+    An empty slot must read vendor ID 0xFFFF (the master abort's all ones) with status UR.
+    """
+    slots = []
+    for slot in range(32):
+        vendor = await bus.cfg_read_int(slot, P.PCI_VENDOR_ID, 2)
+        if vendor == P.PCI_ANY_ID:
+            expect(bus.records[-1].status, "UR", f"status of a configuration read of empty "
+                                                 f"slot {slot}")
+        else:
+            slots.append(slot)
+    expect(slots, list(range(env.devices)), "slots that answer a configuration read")
+    return slots
+
+
+async def walk_capabilities(bus, slot):
+    """Follow ``slot``'s capability list, checking the spec's rules; return ``[(offset, id)]``.
+
+    Status bit 4 must be set exactly when the capability pointer is not 0; every entry sits on
+    a dword boundary at 0x40..0xFC, and the list ends (next pointer 0) within 48 entries, the
+    bound Linux puts on the walk.
+    """
+    status = await bus.cfg_read_int(slot, P.PCI_STATUS, 2)
+    pos = await bus.cfg_read_int(slot, P.PCI_CAPABILITY_LIST, 1)
+    expect(bool(status & P.PCI_STATUS_CAP_LIST), pos != 0,
+           f"status bit 4 (capabilities list) set when the capability pointer ({pos:#x}) is "
+           f"not 0")
+    found = []
+    for _ in range(48):
+        if pos == 0:
+            return found
+        if pos % DWORD or not HEADER_END <= pos <= P.PCI_CFG_SPACE_SIZE - DWORD:
+            raise AssertionError(f"capability at {pos:#x}: expected a dword-aligned offset "
+                                 f"from 0x40 to 0xfc (after {found})")
+        if any(pos == p for p, _ in found):
+            raise AssertionError(f"capability list loops back to {pos:#x} (after {found})")
+        found.append((pos, await bus.cfg_read_int(slot, pos + P.PCI_CAP_LIST_ID, 1)))
+        pos = await bus.cfg_read_int(slot, pos + P.PCI_CAP_LIST_NEXT, 1)
+    raise AssertionError(f"the capability list does not end within 48 entries: {found}")
+
+
+async def check_vmshm_capability(bus, slot, env):
+    """Find VMShm's vendor-specific capability, check its layout and values; return its offset."""
+    caps = await walk_capabilities(bus, slot)
+    vendor_caps = [pos for pos, cap_id in caps if cap_id == P.PCI_CAP_ID_VNDR]
+    expect(len(vendor_caps), 1, f"vendor-specific capabilities in the list {caps}")
+    pos = vendor_caps[0]
+    length = await bus.cfg_read_int(slot, pos + P.PCI_CAP_FLAGS, 1)
+    if length < 3:
+        raise AssertionError(f"vendor capability length byte: expected at least 3 (ID, next, "
+                             f"length), got {length}")
+    expect(length, CAP_LEN, "vendor capability length byte (regmap CAP_LEN)")
+    if pos + length > P.PCI_CFG_SPACE_SIZE:
+        raise AssertionError(f"vendor capability at {pos:#x} of {length} bytes runs past 0xff")
+    got = {f.name: await bus.cfg_read_int(slot, pos + f.offset, f.size) for f in CAP.values()}
+    name_index = 3 if env.window_64bit else 2
+    want = {"CAP_ID": P.PCI_CAP_ID_VNDR, "CAP_NEXT": got["CAP_NEXT"], "CAP_LEN": CAP_LEN,
+            "CAP_VERSION": CAP_VERSION, "ABI_VERSION": ABI_VERSION,
+            "WINDOW_SIZE": env.window_size, "NAME_SIZE": env.name_size, "REGS_BAR": 0,
+            "WINDOW_BAR": 1, "NAME_BAR": name_index, "RESERVED": 0}
+    expect(got, want, f"VMShm capability fields at {pos:#x}")
+    return pos
+
+
+@scenario(shm_size=4096, name="pci_config_header_64bit_window", window_64bit=True)
+@scenario(shm_size=4096)
+async def pci_config_header(bus, env):
+    """Check every Type-0 header field and its write behaviour against the PCI spec's rules."""
+    slot = (await find_functions(bus, env))[0]
+
+    async def read(offset, size=4):
+        return await bus.cfg_read_int(slot, offset, size)
+
+    # Identity. 0xFFFF is what an empty slot reads and 0 is no device to Linux either.
+    vendor = await read(P.PCI_VENDOR_ID, 2)
+    if vendor in (0xFFFF, 0x0000):
+        raise AssertionError(f"vendor ID: expected a real vendor, not {vendor:#06x}")
+    expect(vendor, PCI_VENDOR_ID, "vendor ID")
+    expect(await read(P.PCI_DEVICE_ID, 2), PCI_DEVICE_ID, "device ID")
+    class_rev = await read(P.PCI_CLASS_REVISION)
+    expect(class_rev & 0xFF, PCI_REVISION, "revision ID")
+    expect(class_rev >> 24, 0x05, "base class code (0x05: memory controller)")
+    expect(class_rev >> 8, P.PCI_CLASS_MEMORY_RAM << 8, "class code (RAM, programming interface 0)")
+    header = await read(P.PCI_HEADER_TYPE, 1)
+    expect(header & P.PCI_HEADER_TYPE_MASK, P.PCI_HEADER_TYPE_NORMAL,
+           "header type bits 6:0 (0: Type 0, an endpoint)")
+    expect(header >> 7, 0, "header type bit 7 (multi-function: VMShm has one function)")
+    expect(await read(P.PCI_BIST, 1), 0, "BIST (not BIST-capable, so the register reads 0)")
+    expect(await read(P.PCI_LATENCY_TIMER, 1), 0, "latency timer (hardwired to 0, as in PCIe)")
+    expect(await read(P.PCI_CACHE_LINE_SIZE, 1), 0, "cache line size at reset")
+    expect(await read(P.PCI_COMMAND, 2), 0, "command register at reset (decode and bus "
+                                            "mastering off)")
+    subsys_vendor = await read(P.PCI_SUBSYSTEM_VENDOR_ID, 2)
+    if subsys_vendor == 0xFFFF:
+        raise AssertionError("subsystem vendor ID: expected a real vendor, not 0xffff")
+    expect(subsys_vendor, PCI_SUBSYSTEM_VENDOR_ID, "subsystem vendor ID")
+    expect(await read(P.PCI_SUBSYSTEM_ID, 2), PCI_SUBSYSTEM_ID, "subsystem ID")
+    pin = await read(P.PCI_INTERRUPT_PIN, 1)
+    if pin > 4:
+        raise AssertionError(f"interrupt pin: expected 0 (none) or 1..4 (INTA..INTD), got {pin}")
+    expect(pin, 0, "interrupt pin (VMShm raises no INTx)")
+    expect(await read(P.PCI_MIN_GNT, 1), 0, "Min_Gnt (hardwired to 0, as in PCIe)")
+    expect(await read(P.PCI_MAX_LAT, 1), 0, "Max_Lat (hardwired to 0, as in PCIe)")
+    cap = await check_vmshm_capability(bus, slot, env)
+    expect(await read(P.PCI_STATUS, 2), P.PCI_STATUS_CAP_LIST,
+           "status at reset (capabilities list only, no error bits)")
+
+    # Every dword the function does not implement reads 0, as the spec asks of reserved ones.
+    offsets = range(0, P.PCI_CFG_SPACE_SIZE, DWORD)
+    state = {off: await read(off) for off in offsets}
+    implemented = {0x00, 0x04, 0x08, 0x0C, *BAR_OFFSETS, 0x2C, 0x34, 0x3C,
+                   *range(cap, cap + CAP_LEN, DWORD)}
+    for off in sorted(set(offsets) - implemented):
+        expect(state[off], 0, field_name(off, cap))
+    rw = writable_bits(env)
+    for index, off in enumerate(BAR_OFFSETS):
+        if off not in rw:
+            expect(state[off], 0, f"unimplemented BAR{index} at reset")
+
+    # Writes: each writable bit takes the value, every other bit keeps its own.
+
+    def model(offset, data):
+        # The spec's write rule, byte by byte: read-only bits ignore the write.
+        for i, byte in enumerate(data):
+            off, lane = (offset + i) & ~3, 8 * ((offset + i) & 3)
+            bits = (rw.get(off, 0) >> lane) & 0xFF
+            state[off] = (state[off] & ~(bits << lane)) | ((byte & bits) << lane)
+
+    async def check(offs, what):
+        for off in offs:
+            expect(await read(off), state[off], f"{field_name(off, cap)} after {what}")
+
+    for value in (ONES32, 0):
+        for off in offsets:
+            await bus.cfg_write_int(slot, off, 4, value)
+            model(off, value.to_bytes(4, "little"))
+        await check(offsets, f"writing {value:#x} to every dword")
+    # The named rules, once more with their own messages.
+    await bus.cfg_write_int(slot, P.PCI_COMMAND, 2, 0xFFFF)
+    expect(await read(P.PCI_COMMAND, 2), COMMAND_BITS,
+           "command after writing 0xffff (only MEMORY, MASTER and INTX_DISABLE are implemented)")
+    model(P.PCI_COMMAND, b"\xff\xff")
+    for off, value, what in ((P.PCI_CACHE_LINE_SIZE, 0x10, "cache line size"),
+                             (P.PCI_INTERRUPT_LINE, 0x0B, "interrupt line")):
+        await bus.cfg_write_int(slot, off, 1, value)
+        model(off, bytes([value]))
+        expect(await read(off, 1), value, f"{what} read back (RW)")
+    for off, what in ((P.PCI_ROM_ADDRESS, "expansion ROM BAR"),
+                      (P.PCI_CARDBUS_CIS, "CardBus CIS pointer")):
+        await bus.cfg_write_int(slot, off, 4, ONES32)
+        expect(await read(off), 0, f"{what} after writing all ones (not implemented)")
+
+    # Byte enables: a write of part of a dword touches only the bytes it enables.
+    header_and_cap = [*range(0, HEADER_END, DWORD), *range(cap, cap + CAP_LEN, DWORD)]
+    partial = [
+        (P.PCI_VENDOR_ID + 1, b"\x00", "the vendor ID's high byte"),
+        (P.PCI_DEVICE_ID, b"\x00", "the device ID's low byte"),
+        (P.PCI_COMMAND, b"\x00", "the command register's low byte"),
+        (P.PCI_COMMAND + 1, b"\x00", "the command register's high byte"),
+        (P.PCI_COMMAND + 1, b"\xff", "the command register's high byte"),
+        (P.PCI_COMMAND, b"\xff", "the command register's low byte"),
+        (P.PCI_STATUS, b"\x00\x00", "the status register"),
+        (P.PCI_STATUS + 1, b"\xff", "the status register's high byte"),
+        (P.PCI_REVISION_ID, b"\xff", "the revision ID"),
+        (P.PCI_CLASS_PROG, b"\x00\x00\x00", "the class code"),
+        (P.PCI_CACHE_LINE_SIZE, b"\x20", "the cache line size"),
+        (P.PCI_LATENCY_TIMER, b"\xff", "the latency timer"),
+        (P.PCI_HEADER_TYPE, b"\xff\xff", "the header type and BIST"),
+        (P.PCI_BASE_ADDRESS_0 + 2, b"\xab", "byte 2 of BAR0"),
+        (P.PCI_BASE_ADDRESS_0, b"\x00", "byte 0 of BAR0"),
+        (BAR_OFFSETS[1] + 3, b"\xcd", "byte 3 of BAR1"),
+        (BAR_OFFSETS[1] + 1, b"\x00\x00", "bytes 1 and 2 of BAR1"),
+        (P.PCI_SUBSYSTEM_VENDOR_ID + 1, b"\x00", "the subsystem vendor ID's high byte"),
+        (P.PCI_SUBSYSTEM_ID, b"\x00\x00", "the subsystem ID"),
+        (P.PCI_ROM_ADDRESS, b"\x01", "the expansion ROM enable bit"),
+        (P.PCI_CAPABILITY_LIST, b"\x00", "the capability pointer"),
+        (P.PCI_INTERRUPT_PIN, b"\x02", "the interrupt pin"),
+        (P.PCI_INTERRUPT_LINE, b"\x05", "the interrupt line"),
+        (P.PCI_MIN_GNT, b"\xff\xff", "Min_Gnt and Max_Lat"),
+        (cap + CAP["CAP_LEN"].offset, b"\x00", "the capability's length byte"),
+        (cap + CAP["WINDOW_SIZE"].offset + 1, b"\xff", "a byte of the capability's WINDOW_SIZE"),
+    ]
+    for offset, data, what in partial:
+        await bus.cfg_write(slot, offset, data)
+        model(offset, data)
+        await check(header_and_cap, f"writing {data.hex()} to {what} at {offset:#04x}")
+
+    # Extended configuration space (0x100..0xfff) holds no capabilities and reads 0. Each address
+    # bit 8..11 is tried under every header dword that is not 0, so an alias would show.
+    nonzero = [off for off in header_and_cap if state[off]]
+    for high in (0x100, 0x200, 0x400, 0x800, 0xF00):
+        for off in nonzero:
+            expect(await read(high + off), 0, f"extended dword {high + off:#05x}")
+        await bus.cfg_write_int(slot, high + P.PCI_COMMAND, 4, 0)
+        await bus.cfg_write_int(slot, high + P.PCI_INTERRUPT_LINE, 4, 0)
+        await bus.cfg_write_int(slot, high + BAR_OFFSETS[0], 4, 0)
+    expect(await read(0xFFC), 0, "extended dword 0xffc")
+    await check(header_and_cap, "writes to extended configuration space")
+
+    # After all that, a guest still finds, places and binds the device.
+    for off in (P.PCI_COMMAND, P.PCI_CACHE_LINE_SIZE, P.PCI_INTERRUPT_LINE):
+        await bus.cfg_write_int(slot, off, 1 if off != P.PCI_COMMAND else 2, 0)
+    drv = await probe(bus)
+    expect(await reg(drv, "ID"), DEVICE_ID, "ID register after probe")
+    expect(await reg(drv, "VERSION"), drv.version, "VERSION register and the capability's "
+                                                   "ABI_VERSION")
+    expect(await read(P.PCI_COMMAND, 2), P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER,
+           "command after probe")
+    return {"capability": cap, "nonzero_dwords": len(nonzero)}
+
+
+@scenario(shm_size=4096, name="pci_bar_sizing_64bit_window", window_64bit=True)
+@scenario(shm_size=4096, name="pci_bar_sizing_4k_regs", regs_size=4096)
+@scenario(shm_size=4096, name="pci_bar_sizing_small", window_size=64 << 10, name_size=256)
+@scenario(shm_size=4096)
+async def pci_bar_sizing(bus, env):
+    """Size every BAR as the spec says: memory type bits, power-of-two masks, base bits writable."""
+    slot = (await find_functions(bus, env))[0]
+    configured = expected_bars(env)
+
+    async def read(offset):
+        return await bus.cfg_read_int(slot, offset, 4)
+
+    async def write(offset, value):
+        await bus.cfg_write_int(slot, offset, 4, value)
+
+    found = {}
+    index = 0
+    while index < 6:
+        reg_off, what = BAR_OFFSETS[index], f"BAR{index}"
+        reset = await read(reg_off)
+        await write(reg_off, ONES32)
+        low = await read(reg_off)
+        if index not in configured:
+            expect(low, 0, f"unimplemented {what} after writing all ones")
+            await write(reg_off, 0x5A5A_5A5A)
+            expect(await read(reg_off), 0, f"unimplemented {what} after writing 0x5a5a5a5a")
+            index += 1
+            continue
+        expect(low & P.PCI_BASE_ADDRESS_SPACE_IO, 0, f"{what} bit 0 (0: memory space)")
+        mem_type = low & P.PCI_BASE_ADDRESS_MEM_TYPE_MASK
+        if mem_type not in (P.PCI_BASE_ADDRESS_MEM_TYPE_32, P.PCI_BASE_ADDRESS_MEM_TYPE_64):
+            raise AssertionError(f"{what} type bits 2:1: expected 00 (32-bit) or 10 (64-bit), "
+                                 f"got {mem_type >> 1:02b}")
+        is64 = mem_type == P.PCI_BASE_ADDRESS_MEM_TYPE_64
+        prefetch = bool(low & P.PCI_BASE_ADDRESS_MEM_PREFETCH)
+        flags = low & 0xF
+        expect(reset & 0xF, flags, f"{what} type bits at reset")
+        width = 64 if is64 else 32
+        mask = low & ~0xF
+        if is64:
+            if index == 5:
+                raise AssertionError("BAR5 claims to be 64-bit: there is no BAR6 for its upper "
+                                     "dword")
+            await write(reg_off + 4, ONES32)
+            high = await read(reg_off + 4)
+            expect(high, ONES32, f"upper dword of 64-bit {what} after writing all ones")
+            mask |= high << 32
+        size = (~mask & ((1 << width) - 1)) + 1
+        if size & (size - 1) or size < 16:
+            raise AssertionError(f"{what} size ~mask + 1 = {size:#x} from mask {mask:#x}: "
+                                 f"expected a power of two of at least 16")
+        expect(mask, ((1 << width) - 1) & ~(size - 1),
+               f"{what} mask: every bit from log2(size) up writable")
+        expect((size, is64, prefetch), configured[index],
+               f"{what} (size, 64-bit, prefetchable) against the build parameters")
+        if index == 0 and prefetch:
+            raise AssertionError("BAR0 holds read-to-trigger registers: reads have side "
+                                 "effects, so it must not be prefetchable")
+        # Writing zeros clears the base; the type bits are read-only and stay.
+        await write(reg_off, 0)
+        if is64:
+            await write(reg_off + 4, 0)
+            expect(await read(reg_off + 4), 0, f"upper dword of {what} after writing 0")
+        expect(await read(reg_off), flags, f"{what} after writing 0 (type bits stay)")
+        # The base bits are exactly those at and above log2(size): two complementary patterns.
+        for pattern in (0xA5A5_A5A5, 0x5A5A_5A5A):
+            await write(reg_off, pattern)
+            got = await read(reg_off)
+            if is64:
+                await write(reg_off + 4, pattern)
+                got |= await read(reg_off + 4) << 32
+                pattern |= pattern << 32
+            expect(got, (pattern & mask) | flags,
+                   f"{what} after writing {pattern:#x}: bits from {size.bit_length() - 1} up "
+                   f"take it, the type bits stay")
+        # A base, as a PCI core assigns one, reads back as written.
+        base = (0x12 << 32 if is64 else 0xC000_0000) + 3 * size
+        await write(reg_off, base & ONES32)
+        if is64:
+            await write(reg_off + 4, base >> 32)
+        got = await read(reg_off) | ((await read(reg_off + 4)) << 32 if is64 else 0)
+        expect(got, base | flags, f"{what} base read back")
+        await write(reg_off, 0)
+        if is64:
+            await write(reg_off + 4, 0)
+        found[index] = (size, is64, prefetch)
+        index += 2 if is64 else 1       # a 64-bit BAR consumes the next index: its upper dword
+    expect(found, configured, "BARs found by sizing (index: size, 64-bit, prefetchable)")
+
+    # The PCI core finds the same, places every BAR naturally aligned, and the device decodes.
+    drv = await probe(bus)
+    resources = {i: (r.size, r.is64, r.prefetch) for i, r in drv.pdev.resources.items()}
+    expect(resources, configured, "BARs found by pci_scan_bus")
+    for res in drv.pdev.resources.values():
+        expect(res.start % res.size, 0, f"BAR{res.index} at {res.start:#x}: aligned to its size")
+        if res.is64:
+            if res.start < 1 << 32:
+                raise AssertionError(f"64-bit BAR{res.index} at {res.start:#x}: expected the "
+                                     f"allocator to place it above 4 GiB")
+    expect((drv.regs.size, drv.window.size, drv.names.size),
+           (env.regs_size, env.window_size, env.name_size), "BARs the driver mapped")
+    expect(await reg(drv, "ID"), DEVICE_ID, "ID register through BAR0")
+    expect((await reg(drv, "WINDOW_SIZE"), await reg(drv, "NAME_SIZE")),
+           (env.window_size, env.name_size), "WINDOW_SIZE and NAME_SIZE registers")
+    for bar in (drv.regs, drv.window, drv.names):
+        await bar.read(bar.size - 4, 4)
+        expect(bus.records[-1].status, "SC", f"status of a read of the last word of the BAR "
+                                             f"at {bar.base:#x}")
+    return {"bars": [str(r) for r in drv.pdev.resources.values()]}
+
+
+async def expect_undecoded(bus, resources, what):
+    """Check no BAR in ``resources`` decodes: reads all ones with UR, writes answered UR."""
+    for res in resources:
+        for offset in (0, res.size - 8):
+            addr = res.start + offset
+            mark = len(bus.records)
+            expect_bytes(await bus.mem_read(addr, 8), b"\xff" * 8,
+                         f"{what}: read of BAR{res.index} at {addr:#x}")
+            expect({r.status for r in bus.records[mark:]}, {"UR"},
+                   f"{what}: status of the read of BAR{res.index} at {addr:#x}")
+            await bus.mem_write(addr, b"dropped!")
+            expect(bus.records[-1].status, "UR",
+                   f"{what}: status of a write to BAR{res.index} at {addr:#x}")
+
+
+@scenario(shm_size=4096)
+async def pci_decode_enables(bus, env):
+    """Decode nothing before Memory Space Enable or once it is cleared; OPEN needs bus mastering."""
+    pdevs = await pci_scan_bus(bus)
+    expect(len(pdevs), env.devices, "functions found")
+    pdev = pdevs[0]
+    await pci_assign_resources(pdev, MemAllocator())
+    resources = list(pdev.resources.values())
+    expect(await pdev.read_config(P.PCI_COMMAND, 2), 0, "command after placing the BARs")
+    # Reads of OPEN and CLOSE are among these: if one reached the core it would trigger.
+    await expect_undecoded(bus, resources, "before Memory Space Enable")
+    await pci_set_master(pdev)
+    await expect_undecoded(bus, resources, "with Bus Master Enable but no Memory Space Enable")
+    await pci_clear_master(pdev)
+
+    drv = await VMShmDriver(pdev).probe()
+    expect(await pdev.read_config(P.PCI_COMMAND, 2),
+           P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER, "command after the driver's probe")
+    expect_bytes(await drv.names.read(0, 8), bytes(8), "name buffer: writes before MSE dropped")
+    expect_bytes(await drv.names.read(env.name_size - 8, 8), bytes(8),
+                 "name buffer's end: writes before MSE dropped")
+    await expect_status(drv, False, Status.OK, "after reading OPEN and CLOSE before MSE")
+    expect(await reg(drv, "REJECTS"), 0, "REJECTS after window accesses before MSE")
+
+    # Without Bus Master Enable the driver's ioctl fails with EPERM and nothing opens.
+    await pci_clear_master(pdev)
+    fd = await drv.open()
+    await expect_errno(drv.ioctl(fd, 0, env.shm_name), errno.EPERM,
+                       "ioctl without Bus Master Enable")
+    await expect_status(drv, False, Status.EPERM, "after ioctl without Bus Master Enable")
+    await expect_errno(drv.mmap(fd, 16), errno.EINVAL, "mmap after the refused ioctl")
+    await pci_set_master(pdev)
+    await drv.ioctl(fd, 0, env.shm_name)
+    mapping = await drv.mmap(fd, env.shm_size)
+    await mapping.write(0, b"decoded!")
+
+    # Memory Space Enable cleared again, Bus Master Enable kept: nothing decodes or triggers.
+    await pdev.write_config(P.PCI_COMMAND, 2, P.PCI_COMMAND_MASTER)
+    await expect_undecoded(bus, resources, "after Memory Space Enable was cleared")
+    expect_bytes(await bus.mem_read(drv.regs.base + REG["CLOSE"].offset, 4), b"\xff" * 4,
+                 "read of CLOSE with decode off")
+    await pci_enable_device(pdev)
+    await expect_status(drv, True, Status.OK, "after reads of OPEN and CLOSE with decode off")
+    expect_bytes(await mapping.read(0, 8), b"decoded!", "window: the write with decode off")
+    expect_bytes(await drv.names.read(0, len(env.shm_name) + 1),
+                 env.shm_name.encode() + b"\0", "name buffer: the write with decode off")
+    expect(await reg(drv, "REJECTS"), 0, "REJECTS after accesses with decode off")
+    with host_object(env) as host:
+        expect_bytes(host.read(0, 8), b"decoded!", "object: the write with decode off")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    await expect_status(drv, False, Status.OK, "after release")
+
+
+@scenario(shm_size=4096, name="pci_decode_outside_bars_64bit_window", window_64bit=True)
+@scenario(shm_size=4096)
+async def pci_decode_outside_bars(bus, env):
+    """Answer accesses next to, between and aliasing the BARs as unsupported, and never hang."""
+    wb = bus.word_bytes
+    pattern = random.Random(env.seed).randbytes(env.shm_size)
+    with host_object(env) as host:
+        host.write(0, pattern)
+    drv = await probe(bus)
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, env.shm_name)
+    mapping = await drv.mmap(fd, env.shm_size)
+    bars = sorted(drv.pdev.resources.values(), key=lambda r: r.start)
+
+    targets = [(0, wb, "address 0"), ((1 << 64) - 2 * wb, 2 * wb, "the top of memory space")]
+    for res in bars:
+        bar, end = f"BAR{res.index}", res.start + res.size
+        targets += [(res.start - wb, wb, f"the word below {bar}"),
+                    (res.start - wb, 2 * wb, f"a burst running into {bar}"),
+                    (end, wb, f"the word after {bar}"),
+                    (end - wb, 2 * wb, f"a burst crossing {bar}'s end"),
+                    (end - 3 * wb, 8 * wb, f"a longer burst crossing {bar}'s end")]
+        if res.is64:
+            targets.append((res.start & ONES32, wb, f"{bar}'s low 32 bits alone"))
+            targets.append((res.start ^ 1 << 63, wb, f"{bar} with bit 63 flipped"))
+        else:
+            # A 32-bit BAR decodes only addresses below 4 GiB: none of these alias it.
+            for bit in (32, 40, 63):
+                targets.append((res.start + (1 << bit), wb, f"{bar} + 2**{bit}"))
+    for lo, hi in zip(bars, bars[1:]):
+        gap = hi.start - (lo.start + lo.size)
+        if gap >= 2 * wb:
+            mid = (lo.start + lo.size + gap // 2) // wb * wb
+            targets.append((mid, wb, f"between BAR{lo.index} and BAR{hi.index}"))
+
+    tried = 0
+    for addr, n, what in targets:
+        if addr < 0 or claimed(drv, addr, n):
+            continue    # the allocator put a BAR right there
+        tried += 1
+        where = f"{what} ({n} bytes at {addr:#x})"
+        mark = len(bus.records)
+        expect_bytes(await bus.mem_read(addr, n), b"\xff" * n, f"read of {where}")
+        expect({r.status for r in bus.records[mark:]}, {"UR"}, f"status of a read of {where}")
+        await bus.mem_write(addr, bytes(range(1, n + 1)))
+        expect(bus.records[-1].status, "UR", f"status of a write to {where}")
+    if tried < 4 * len(bars):
+        raise AssertionError(f"only {tried} of {len(targets)} targets were outside every BAR")
+
+    # None of it reached the device or the object, and the device still works.
+    await expect_status(drv, True, Status.OK, "after unsupported requests")
+    expect(await reg(drv, "REJECTS"), 0, "REJECTS after unsupported requests")
+    expect_bytes(await drv.names.read(0, len(env.shm_name) + 1),
+                 env.shm_name.encode() + b"\0", "name buffer after unsupported requests")
+    expect_bytes(await mapping.read(0, env.shm_size), pattern, "window after unsupported requests")
+    with host_object(env) as host:
+        expect_bytes(host.read(0, env.shm_size), pattern, "object after unsupported requests")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return {"tried": tried}
+
+
+@scenario(shm_size=8192, devices=2)
+async def pci_two_devices(bus, env):
+    """Probe two functions: distinct aligned BARs, independent files, one shared host object."""
+    drivers, pdevs = await vmshm_probe(bus)
+    expect(len(pdevs), 2, "functions found on the bus")
+    expect([d.path for d in drivers], ["/dev/vmshm0", "/dev/vmshm1"], "device files bound")
+    expect([d.pdev.slot for d in drivers], [0, 1], "slots of the two functions")
+    placed = []
+    for drv in drivers:
+        for res in drv.pdev.resources.values():
+            what = f"slot {drv.pdev.slot} BAR{res.index} at {res.start:#x}"
+            expect(res.start % res.size, 0, f"{what}: aligned to its size {res.size:#x}")
+            back = await drv.pdev.read_config(BAR_OFFSETS[res.index], 4) & ~0xF
+            if res.is64:
+                back |= await drv.pdev.read_config(BAR_OFFSETS[res.index] + 4, 4) << 32
+            expect(back, res.start, f"{what}: base in the BAR register")
+            for other, start, size in placed:
+                if start < res.start + res.size and res.start < start + size:
+                    raise AssertionError(f"{what} (size {res.size:#x}) overlaps {other}")
+            placed.append((what, res.start, res.size))
+    d0, d1 = drivers
+
+    # Configuration writes reach one slot only; so does turning decode off.
+    await d0.pdev.write_config(P.PCI_CACHE_LINE_SIZE, 1, 0x10)
+    expect(await d1.pdev.read_config(P.PCI_CACHE_LINE_SIZE, 1), 0,
+           "slot 1's cache line size after a write to slot 0's")
+    await pci_disable_device(d1.pdev)
+    expect(await reg(d1, "ID"), ONES32, "device 1's ID with its decode off")
+    expect(await reg(d0, "ID"), DEVICE_ID, "device 0's ID with device 1's decode off")
+    await pci_enable_device(d1.pdev)
+    await pci_set_master(d1.pdev)
+    expect(await reg(d1, "ID"), DEVICE_ID, "device 1's ID with its decode on again")
+
+    # Files and objects are per device: one open and mapped leaves the other closed.
+    fd0 = await d0.open()
+    await d0.ioctl(fd0, 0, env.shm_name)
+    m0 = await d0.mmap(fd0, env.shm_size)
+    await expect_status(d1, False, Status.OK, "device 1 while device 0 has the object open")
+    expect_bytes(await d1.window.read(0, 8), b"\xff" * 8, "device 1's window, nothing opened")
+    expect((await reg(d0, "REJECTS"), await reg(d1, "REJECTS")), (0, 1),
+           "REJECTS of devices 0 and 1 after device 1's rejected read")
+    fd1 = await d1.open()   # not EBUSY: the exclusive open is per device
+    await d1.ioctl(fd1, 0, env.shm_name)
+    m1 = await d1.mmap(fd1, env.shm_size)
+
+    # Both opened the same host object: each sees the other's stores.
+    await m0.write(0x101, b"from device 0")
+    expect_bytes(await m1.read(0x101, 13), b"from device 0", "device 1 reads device 0's store")
+    await m1.write(env.shm_size - 13, b"from device 1")
+    expect_bytes(await m0.read(env.shm_size - 13, 13), b"from device 1",
+                 "device 0 reads device 1's store")
+    with host_object(env) as host:
+        expect_bytes(host.read(0x101, 13), b"from device 0", "object: device 0's store")
+        expect_bytes(host.read(env.shm_size - 13, 13), b"from device 1",
+                     "object: device 1's store")
+
+    # Releasing device 0 leaves device 1 open and working.
+    await d0.munmap(m0)
+    await d0.close(fd0)
+    await expect_status(d0, False, Status.OK, "device 0 after its release")
+    await expect_status(d1, True, Status.OK, "device 1 after device 0's release")
+    expect_bytes(await d0.window.read(0x100, 8), b"\xff" * 8, "device 0's window after release")
+    await m1.write(0x200, b"still here")
+    expect_bytes(await m1.read(0x101, 13), b"from device 0", "device 1 after device 0's release")
+    with host_object(env) as host:
+        expect_bytes(host.read(0x200, 10), b"still here", "object: device 1's later store")
+    fd0 = await d0.open()
+    await d0.close(fd0)
+    await d1.munmap(m1)
+    await d1.close(fd1)
+    await expect_status(d1, False, Status.OK, "device 1 after its release")
+    return {"bars": [what for what, _, _ in placed]}
+
+
+#: Sizes of the device the discovery scenario probes: neither is a default.
+DISCOVERY_WINDOW = 64 << 10
+DISCOVERY_NAMES = 256
+
+
+@scenario(shm_size=2 * DISCOVERY_WINDOW, window_size=DISCOVERY_WINDOW,
+          name_size=DISCOVERY_NAMES)
+async def pci_capability_discovery(bus, env):
+    """Let a driver that has never seen the device's sizes learn them from the capability."""
+    if env.window_size == DEFAULT_WINDOW_SIZE or env.name_size == DEFAULT_NAME_SIZE:
+        raise AssertionError("the discovery scenario needs a device with non-default sizes")
+    pdevs = await pci_scan_bus(bus)
+    pdev = pdevs[0]
+    await pci_assign_resources(pdev, MemAllocator())
+    drv = VMShmDriver(pdev)
+    expect((drv.window_size, drv.name_size), (None, None), "sizes a fresh driver knows")
+    await drv.probe()
+    expect((drv.window_size, drv.name_size), (env.window_size, env.name_size),
+           "window and name sizes the driver read from the capability")
+    expect((drv.window.size, drv.names.size), (env.window_size, env.name_size),
+           "sizes of the BARs the capability's indices led to")
+    expect((await reg(drv, "WINDOW_SIZE"), await reg(drv, "NAME_SIZE")),
+           (env.window_size, env.name_size), "WINDOW_SIZE and NAME_SIZE registers")
+
+    # The name buffer's discovered size bounds the names the driver writes.
+    fd = await drv.open()
+    too_long = "/" + "n" * (env.name_size - 1)
+    mark = len(bus.records)
+    await expect_errno(drv.ioctl(fd, 0, too_long), errno.ENAMETOOLONG,
+                       f"ioctl with a {len(too_long)}-byte name for a {env.name_size}-byte "
+                       f"name buffer")
+    expect(bus.records[mark:], [], "bus traffic of a name the driver refused")
+    await drv.ioctl(fd, 0, env.shm_name)
+
+    # The object is bigger than the window: the window's discovered size bounds mmap.
+    await expect_sizes(drv, env.window_size, env.shm_size, "after OPEN")
+    await expect_errno(drv.mmap(fd, env.window_size + 1), errno.EINVAL,
+                       "mmap one byte past the discovered window")
+    await expect_errno(drv.mmap(fd, 16, env.window_size - 8), errno.EINVAL,
+                       "mmap running past the discovered window")
+    mapping = await drv.mmap(fd, env.window_size)
+    await mapping.write(env.window_size - 4, b"end!")
+    with host_object(env) as host:
+        expect_bytes(host.read(env.window_size - 4, 8), b"end!" + bytes(4),
+                     "object at the window's end")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return {"window_size": drv.window_size, "name_size": drv.name_size}
 
 
 # -- names -------------------------------------------------------------------------------------
