@@ -82,6 +82,9 @@ class SimResult:
     value: object = None                    # what the scenario returned
     records: list = field(default_factory=list)
     cycles: int = 0                         # cycles simulated in all
+    # Each device's host-side handshakes (vmshm.bfm.HostEvent), one list per device: where the
+    # timing study splits guest transactions into phases.
+    events: list = field(default_factory=list)
 
 
 def per_device(value, count, default, what):
@@ -140,6 +143,7 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
     sim.add_clock(CLOCK_PERIOD)
     for i, (host, t) in enumerate(zip(hosts, timings)):
         bfm = HostBFM(top.host(i), top.data_width, host, t)
+        result.events.append(bfm.events)
         sim.add_testbench(background(bfm.ctl_process), background=True)
         sim.add_testbench(background(bfm.dma_process), background=True)
     sim.add_testbench(testbench)

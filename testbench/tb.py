@@ -57,8 +57,10 @@ class TB:
         dut.rst.value = 0
 
     def start_hosts(self, hosts, timings):
+        self.events = []
         for i, (host, timing) in enumerate(zip(hosts, timings)):
             bfm = HostBFM(host_port(self.dut, self.top, i), self.top.data_width, host, timing)
+            self.events.append(bfm.events)
             # Each process has its own IO, as each Amaranth testbench has its own context.
             cocotb.start_soon(bfm.ctl_process(CocotbIO(self.dut.clk, self.dut.cycle)))
             cocotb.start_soon(bfm.dma_process(CocotbIO(self.dut.clk, self.dut.cycle)))
@@ -69,7 +71,8 @@ async def run_job(dut):
     """Run the job named by ``VMSHM_JOB`` and pickle its outcome to the job's result file."""
     with open(os.environ["VMSHM_JOB"], "rb") as f:
         job = pickle.load(f)
-    outcome = {"value": None, "records": [], "cycles": 0, "error": None, "hosts": []}
+    outcome = {"value": None, "records": [], "cycles": 0, "error": None, "hosts": [],
+               "events": []}
     hosts, timings = job.make_hosts()
     try:
         tb = TB(dut, job)
@@ -82,6 +85,7 @@ async def run_job(dut):
             outcome["traceback"] = traceback.format_exc()
         outcome["records"] = tb.bus.records
         outcome["cycles"] = tb.io.now()
+        outcome["events"] = [list(e) for e in tb.events]
     finally:
         outcome["hosts"] = [job.host_state(h) for h in hosts]
         for h in hosts:
