@@ -1,5 +1,6 @@
-"""The hardware: VMShm's core, its PCI front end, and the layouts of their streams."""
+"""The hardware: VMShm's core, its PCI front ends, and the layouts of their streams."""
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import *  # noqa: F401,F403
 from .pci import BarDef, PciBus, VMShmPCI, VMShmSystem
+from .usp import VMShmUSP

@@ -59,6 +59,9 @@ class VMShmCore(wiring.Component):
     dma_enable : ``In(1)``
         Bus Master Enable. While it is low OPEN fails with ``EPERM`` and window accesses are
         rejected.
+    host_base : ``Out(64)``
+        The host bus address of the open object (``ctl_rsp.payload.addr`` of the last successful
+        OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
     """
 
     def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
@@ -93,6 +96,8 @@ class VMShmCore(wiring.Component):
             "host":    Out(host_signature(self._addr_width, data_width)),
             # Bus Master Enable from the PCI front end: no OPEN and no DMA without it.
             "dma_enable": In(1, init=1),
+            # Where the host put the object on its bus, for a front end whose DMA is addressed.
+            "host_base": Out(64),
         })
 
     @property
@@ -405,6 +410,7 @@ class VMShmCore(wiring.Component):
                         m.d.sync += [
                             is_open.eq(1),
                             obj_size.eq(rsp.size),
+                            self.host_base.eq(rsp.addr),
                             map_size.eq(Mux(rsp.size > self._window_size,
                                             self._window_size, rsp.size)),
                         ]

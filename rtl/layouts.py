@@ -72,10 +72,16 @@ def ctl_req_layout():
 
 
 def ctl_rsp_layout():
-    """Return the layout of the host's answer to OPEN or CLOSE: an errno and the object's size."""
+    """Return the layout of the host's answer to OPEN or CLOSE: an errno and the object's size.
+
+    ``addr`` is the host bus address of the object's first byte, for a device whose DMA goes out
+    as bus-addressed requests (the UltraScale+ shim's memory reads and writes); 0 where DMA is
+    addressed by offset into the object. Only a successful OPEN's answer is looked at.
+    """
     return data.StructLayout({
         "status": 8,
         "size":   64,
+        "addr":   64,
     })
 
 

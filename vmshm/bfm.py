@@ -11,16 +11,34 @@ call returns at the drive point after that edge. ``now()`` is the number of edge
 """
 
 import abc
+from typing import NamedTuple
 
 from vmshm.driver_model.bus import GuestBus, Space
 from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 
-__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "DEFAULT_BUS_TIMEOUT", "pack_payload"]
+__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT",
+           "pack_payload"]
 
 #: Cycles a guest BFM waits for any beat before it calls the device hung.
 DEFAULT_BUS_TIMEOUT = 1 << 18
+
+
+class HostEvent(NamedTuple):
+    """One handshake on a device's host side, stamped by :class:`HostBFM` (see its ``events``).
+
+    ``cycle`` is ``io.now()`` when the BFM's call returned, that is the edge that moved the beat.
+    ``kind`` is ``"ctl_req_first"``, ``"ctl_req_last"`` (first and last beat of OPEN's name or
+    of CLOSE), ``"ctl_rsp"`` (the host's answer taken), ``"dma_req_first"``, ``"dma_req_last"``
+    (a read's one request beat is both; a write's first and last data beats), ``"dma_rsp_first"``
+    or ``"dma_rsp_last"`` (a read's first and last data beats; a write's one ack is both).
+    ``op`` is ``"OPEN"``, ``"CLOSE"``, ``"READ"`` or ``"WRITE"``. The timing study
+    (:mod:`vmshm.timing`) splits each guest transaction into phases at these stamps.
+    """
+    cycle: int
+    kind: str
+    op: str
 
 
 def pack_payload(layout, values):
@@ -124,6 +142,10 @@ class StreamGuestBus(GuestBus):
         return CplStatus(beat.status).name
 
 
+#: Event names of the control channel's operations.
+_CTL_OPS = {CtlOp.OPEN: "OPEN", CtlOp.CLOSE: "CLOSE"}
+
+
 class HostBFM:
     """Connect a :class:`~vmshm.host_model.HostModel` to one device's host side.
 
@@ -144,13 +166,29 @@ class HostBFM:
         The device's data width in bits.
     host : HostModel
     timing : HostTiming
+    bus_address : int
+        The host bus address of the object's first byte, told to the device in the answer to a
+        successful OPEN (``ctl_rsp``'s ``addr``). 0 when the device's DMA is served here by
+        offset; a front end whose DMA goes out on a real bus (the UltraScale+ shim) needs where
+        the host mapped the object.
+
+    Attributes
+    ----------
+    events : list of HostEvent
+        Every handshake of both processes, in order, stamped with the cycle it happened on.
     """
 
-    def __init__(self, port, data_width, host, timing):
+    def __init__(self, port, data_width, host, timing, *, bus_address=0):
         self._port = port
         self._wb = data_width // 8
         self.host = host
         self.timing = timing
+        self.bus_address = bus_address
+        # Stamps only: appending never waits, so every backend keeps the same handshakes.
+        self.events = []
+
+    def _stamp(self, io, kind, op):
+        self.events.append(HostEvent(io.now(), kind, op))
 
     def _gates(self, *channels):
         # A gate of None skips the per-cycle draw: the stream helpers then sleep through idle
@@ -166,18 +204,25 @@ class HostBFM:
         while True:
             beat = await io.get(port.ctl_req, ready_gate=gate)
             op, name = int(beat.op), bytearray([int(beat.data)])
+            what = _CTL_OPS.get(op, f"op{op}")
+            self._stamp(io, "ctl_req_first", what)
             while not beat.last:
                 beat = await io.get(port.ctl_req, ready_gate=gate)
                 name.append(int(beat.data))
+            self._stamp(io, "ctl_req_last", what)
+            addr = 0
             if op == CtlOp.OPEN:
                 status, size = self.host.open(bytes(name))
+                if status == Status.OK:
+                    addr = self.bus_address
             elif op == CtlOp.CLOSE:
                 status, size = self.host.close(), 0
             else:
                 status, size = Status.EIO, 0
             await io.wait(t.ctl_latency)
-            await io.put(port.ctl_rsp, {"status": status, "size": size},
+            await io.put(port.ctl_rsp, {"status": status, "size": size, "addr": addr},
                          valid_gate=rsp_gate)
+            self._stamp(io, "ctl_rsp", what)
 
     async def dma_process(self, io):
         """Serve window reads and writes for ever on ``io``: run in the background."""
@@ -186,6 +231,8 @@ class HostBFM:
         while True:
             beat = await io.get(port.dma_req, ready_gate=gate)
             addr, words = int(beat.addr), int(beat.count) + 1
+            what = "WRITE" if beat.write else "READ"
+            self._stamp(io, "dma_req_first", what)
             if beat.write:
                 data, mask = bytearray(), []
                 for i in range(words):
@@ -194,11 +241,15 @@ class HostBFM:
                     data += int(beat.data).to_bytes(wb, "little")
                     be = int(beat.be)
                     mask += [bool(be >> b & 1) for b in range(wb)]
+                self._stamp(io, "dma_req_last", what)
                 ok = self.host.dma_write(addr, bytes(data), mask)
                 await io.wait(t.dma_latency)
                 await io.put(port.dma_rsp, {"data": 0, "err": not ok, "last": 1},
                              valid_gate=rsp_gate)
+                self._stamp(io, "dma_rsp_first", what)
+                self._stamp(io, "dma_rsp_last", what)
             else:
+                self._stamp(io, "dma_req_last", what)
                 data, ok = self.host.dma_read(addr, words * wb)
                 await io.wait(t.dma_latency)
                 for i in range(words):
@@ -206,3 +257,6 @@ class HostBFM:
                     await io.put(port.dma_rsp,
                                  {"data": word, "err": not ok, "last": i == words - 1},
                                  valid_gate=rsp_gate)
+                    if i == 0:
+                        self._stamp(io, "dma_rsp_first", what)
+                self._stamp(io, "dma_rsp_last", what)

@@ -61,30 +61,60 @@ def _hex16(text):
     return value
 
 
+def _hex_bits(bits):
+    def parse(text):
+        try:
+            value = int(text, 16)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a hexadecimal number") from None
+        if not 0 <= value < 1 << bits:
+            raise argparse.ArgumentTypeError(f"{text!r} does not fit {bits} bits")
+        return value
+    return parse
+
+
 def _add_pci_args(p):
     p.add_argument("--vendor-id", type=_hex16, default=None, metavar="HEX",
                    help="PCI vendor ID (default 1af4, the original VMShm's)")
     p.add_argument("--device-id", type=_hex16, default=None, metavar="HEX",
                    help="PCI device ID (default 6661)")
+    p.add_argument("--subsystem-vendor-id", type=_hex16, default=None, metavar="HEX",
+                   help="PCI subsystem vendor ID (default 1af4)")
+    p.add_argument("--subsystem-id", type=_hex16, default=None, metavar="HEX",
+                   help="PCI subsystem ID (default 1100)")
+    p.add_argument("--revision", type=_hex_bits(8), default=None, metavar="HEX",
+                   help="PCI revision ID (default 01)")
+    p.add_argument("--class-code", type=_hex_bits(24), default=None, metavar="HEX",
+                   help="PCI class code (default 050000, RAM memory controller)")
 
 
-def _core_args(args, top="pci"):
+#: Options only some tops take (the PCI function's BAR layout and identity), by parameter name.
+_TOP_OPTIONS = ("window_64bit", "vendor_id", "device_id", "subsystem_vendor_id", "subsystem_id",
+                "revision", "class_code", "axis_width")
+
+
+def _core_args(args, top="pci", *, strict=True):
+    from vmshm.verilog import top_parameters
+
     out = {"window_size": args.window_size, "name_size": args.name_size,
            "data_width": args.data_width, "regs_size": args.regs_size}
     if args.host_timeout is not None:
         out["host_timeout"] = args.host_timeout
-    if top == "pci":
-        if args.window_64bit:
-            out["window_64bit"] = True
-        for name in ("vendor_id", "device_id"):
-            if getattr(args, name, None) is not None:
-                out[name] = getattr(args, name)
-    elif args.window_64bit or args.vendor_id is not None or args.device_id is not None:
-        raise UsageError("--window-64bit, --vendor-id and --device-id apply to --top pci only")
+    accepted = top_parameters(top)
+    given = {n: getattr(args, n, None) for n in _TOP_OPTIONS}
+    given = {n: v for n, v in given.items() if v is not None and v is not False}
+    refused = [n for n in given if n not in accepted]
+    if refused and strict:
+        flags = ", ".join("--" + n.replace("_", "-") for n in refused)
+        raise UsageError(f"{flags}: not taken by --top {top}")
+    out.update((n, v) for n, v in given.items() if n in accepted)
     return out
 
 
 def _parser():
+    from vmshm import board, synth
+    from vmshm.verilog import TOPS
+
     parser = argparse.ArgumentParser(
         prog="vmshm", description="VMShm: a host-to-guest shared-memory PCI device, simulated "
                                   "against real POSIX shared memory.")
@@ -124,10 +154,14 @@ def _parser():
                                      "(vmshm_core, requests tagged with a BAR) or the PCI "
                                      "function (vmshm_pci, with its configuration space).")
     gen.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    gen.add_argument("--top", choices=("core", "pci"), default="core",
-                     help="which top to write (default core)")
+    gen.add_argument("--top", choices=tuple(TOPS), default="core",
+                     help=f"which top to write: {', '.join(TOPS)} (default core)")
+    gen.add_argument("--lint-config", metavar="FILE",
+                     help="also write Verilator's waivers for the output (-o) as a .vlt file")
     _add_core_args(gen)
     _add_pci_args(gen)
+    gen.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
+                     help="the UltraScale+ top's AXI-stream width: 64 (default) or 256")
 
     regs = sub.add_parser("regs", help="print the register map (Markdown)",
                           description="Print docs/registers.md as rendered from the one "
@@ -160,6 +194,38 @@ def _parser():
     scn.add_argument("--seed", type=int, default=1, help="seed of the scenario's random choices")
     scn.add_argument("--waves", nargs="?", const="", metavar="FILE",
                      help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
+
+    # FPGA: the options live in vmshm/synth.py and vmshm/board.py; "resolve" lets synth's --top
+    # and --data-width take several values.
+    syn = sub.add_parser(
+        "synth", conflict_handler="resolve",
+        help="synthesize for an ECP5 FPGA and report LUTs, flip-flops, block RAMs and Fmax",
+        description="Synthesize, place and route tops out of context for an ECP5 device with "
+                    "Yosys and nextpnr from PyPI (pip install 'vmshm[fpga]'), and print their "
+                    "utilisation and Fmax. Several --top and --data-width values make one table.")
+    _add_core_args(syn)
+    _add_pci_args(syn)
+    synth.add_arguments(syn)
+    bld = sub.add_parser(
+        "build", help="build the on-chip self-test for an FPGA board",
+        description="Build the self-test (the PCI function, a sequencer playing the driver and "
+                    "a block-RAM host; the result on the LEDs) for an amaranth-boards platform: "
+                    "a bitstream for an ECP5 board, with the open toolchain from PyPI; the "
+                    "vendor tools' build plan for any other.")
+    _add_core_args(bld)
+    _add_pci_args(bld)
+    board.add_arguments(bld)
+
+    from vmshm import timing     # no matplotlib until a plot is drawn
+    tim = sub.add_parser(
+        "timing", help="study the cycles of OPEN, CLOSE and window accesses, phase by phase",
+        description="Run ioctl (name write + OPEN read), a window read and write, and CLOSE on "
+                    "the simulated device, cut each into phases at the host's handshakes, and "
+                    "print them beside the model of docs/timing.md; --sweep varies one "
+                    "parameter. Writes table.txt, timing.csv, timing.json and timing.png into "
+                    "--out.")
+    _add_core_args(tim)
+    timing.add_arguments(tim)
     return parser
 
 
@@ -245,16 +311,64 @@ def _cmd_demo(args, console):
 
 
 def _cmd_generate(args, console):
-    from vmshm.verilog import TOPS, generate
+    from vmshm.tools import verilator_config
+    from vmshm.verilog import generate, module_name
 
+    if args.lint_config and not args.output:
+        raise UsageError("--lint-config needs -o FILE: the waivers name the file they cover")
     text = generate(args.top, **_core_args(args, args.top))
+    module = module_name(args.top)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        console.print(f"wrote {TOPS[args.top][0]} to {args.output}", highlight=False)
+        console.print(f"wrote {module} to {args.output}", highlight=False)
+        if os.path.splitext(os.path.basename(args.output))[0] != module:
+            console.print(f"note: verilator -Wall expects the file to be named {module}.v "
+                          f"(DECLFILENAME)", highlight=False)
     else:
         sys.stdout.write(text)
+    if args.lint_config:
+        with open(args.lint_config, "w") as f:
+            f.write(verilator_config(text, args.output))
+        console.print(f"wrote the lint waivers for {args.output} to {args.lint_config}: "
+                      f"verilator --lint-only -Wall {args.lint_config} {args.output}",
+                      highlight=False)
     return 0
+
+
+def _cmd_synth(args, console):
+    import rich.markup
+
+    from vmshm import synth
+    from vmshm.verilog import top_parameters
+
+    # An option must suit at least one of the tops; each top takes the ones it has.
+    for name in _TOP_OPTIONS:
+        value = getattr(args, name, None)
+        if value not in (None, False) and not any(name in top_parameters(t) for t in args.top):
+            raise UsageError(f"--{name.replace('_', '-')}: not taken by --top "
+                             f"{' '.join(args.top)}")
+
+    def params_for(top, width):
+        return _core_args(argparse.Namespace(**{**vars(args), "data_width": width}), top,
+                          strict=False)
+
+    try:
+        return synth.run(args, console, params_for)
+    except synth.ToolchainMissing as exc:
+        # The message holds 'vmshm[fpga]': escaped, or rich takes it for markup.
+        raise UsageError(rich.markup.escape(str(exc))) from None
+
+
+def _cmd_build(args, console):
+    import rich.markup
+
+    from vmshm import board, synth
+
+    try:
+        return board.run(args, console, _core_args(args, "selftest"))
+    except synth.ToolchainMissing as exc:
+        raise UsageError(rich.markup.escape(str(exc))) from None
 
 
 def _cmd_regs(args, console):
@@ -343,6 +457,12 @@ def _cmd_scenario(args, console):
     return 0
 
 
+def _cmd_timing(args, console):
+    from vmshm import timing
+
+    return timing.run_cli(args, console, _core_args(args))
+
+
 def _fail(console, code, message):
     console.print(f"vmshm: {_errno_name(code)}: {message}", style="red", highlight=False,
                   soft_wrap=True)
@@ -357,7 +477,8 @@ def main(argv=None):
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     args = _parser().parse_args(argv)
     commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs,
-                "bench": _cmd_bench, "scenario": _cmd_scenario}
+                "bench": _cmd_bench, "scenario": _cmd_scenario, "synth": _cmd_synth,
+                "build": _cmd_build, "timing": _cmd_timing}
     try:
         return commands[args.command](args, console)
     except UsageError as exc:

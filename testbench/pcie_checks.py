@@ -1,0 +1,292 @@
+"""Directed checks of the UltraScale+ top that the scenario suite cannot express.
+
+Each is ``async def check(bus, tb, **kwargs)``, run in the simulator process by
+:class:`~vmshm.testbench.pcie.PcieJob` (``fn="vmshm.testbench.pcie_checks:NAME"``): ``bus`` is the
+:class:`~vmshm.testbench.pcie_tb.RootComplexBus` the driver model runs on, ``tb`` the
+:class:`~vmshm.testbench.pcie_tb.PcieTB` with the root complex and the hard-IP model, for what
+only raw TLPs can do. They raise :exc:`AssertionError` saying what was expected.
+"""
+
+import os
+import random
+
+import cocotb
+from cocotb.triggers import RisingEdge
+from cocotbext.pcie.core.tlp import CplStatus, TlpType
+from cocotbext.pcie.core.utils import PcieId
+from cocotbext.pcie.xilinx.us.tlp import Tlp_us
+
+from vmshm.driver_model import pci_disable_device, pci_enable_device, pci_set_master, vmshm_probe
+from vmshm.driver_model.bus import Space
+from vmshm.host_model import ShmRegion
+from vmshm.regmap import DEVICE_ID, REG, Status
+from vmshm.scenarios import expect, expect_bytes
+
+__all__ = ["probe_only", "byte_enables", "long_reads", "unsupported_requests",
+           "completion_errors", "np_flow_control"]
+
+
+async def _driver(bus):
+    drivers, pdevs = await vmshm_probe(bus)
+    expect(len(drivers), 1, "VMShm functions bound")
+    return drivers[0]
+
+
+async def _open(drv, name):
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    return fd
+
+
+async def probe_only(bus, tb):
+    """Probe as the driver does; return what it found, as plain data."""
+    drv = await _driver(bus)
+    return {"resources": {i: (r.size, r.is64, r.prefetch, r.start)
+                          for i, r in drv.pdev.resources.items()},
+            "ids": (drv.pdev.vendor, drv.pdev.device, drv.pdev.class_code, drv.pdev.revision,
+                    drv.pdev.subsystem_vendor, drv.pdev.subsystem_device),
+            "sizes": (drv.window_size, drv.name_size, drv.version),
+            "ident": await drv.regs.read32(REG["ID"].offset)}
+
+
+async def byte_enables(bus, tb, name, seed=1):
+    """Write every byte-enable pattern and multi-DWORD lengths into BAR2 and the window."""
+    rng = random.Random(seed)
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    size = await drv.regs.read32(REG["MAP_SIZE"].offset)
+    mapping = await drv.mmap(fd, size)
+    with ShmRegion.attach(name) as host:
+        shadow = bytearray(host.read(0, size))
+        names = bytearray(await drv.names.read(0, drv.name_size))
+        # One to four bytes at each offset of a DWORD: every contiguous first/last BE pattern,
+        # and two-DWORD writes whose first and last byte enables are both partial.
+        cases = [(o, n) for o in range(8) for n in range(1, 6)]
+        # Multi-DWORD writes: across Max_Payload_Size and 4 KiB, longer than one core request.
+        cases += [(0x7D, 130), (0x3F1, 517), (0xFF9, 20), (0x2, 1023), (0x101, 1030)]
+        for offset, n in cases:
+            data = rng.randbytes(n)
+            await mapping.write(offset, data)
+            shadow[offset:offset + n] = data
+            lo, hi = max(0, offset - 8), min(size, offset + n + 8)
+            expect_bytes(host.read(lo, hi - lo), shadow[lo:hi],
+                         f"object around a {n}-byte write at {offset:#x}")
+            if offset + n <= len(names):
+                await drv.names.write(offset, data)
+                names[offset:offset + n] = data
+                expect_bytes(await drv.names.read(lo, min(len(names), hi) - lo),
+                             names[lo:min(len(names), hi)],
+                             f"BAR2 around a {n}-byte write at {offset:#x}")
+        expect_bytes(await mapping.read(0, 0x1200), shadow[:0x1200], "window read back")
+        expect_bytes(host.read(0, size), shadow, "whole object")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    expect(await drv.regs.read32(REG["REJECTS"].offset), 0, "REJECTS")
+    return {"writes": len(cases)}
+
+
+async def long_reads(bus, tb, name):
+    """Read 4 KiB in one TLP, and the device's DMA split by MRRS and 4 KiB, both ways."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    size = await drv.regs.read32(REG["MAP_SIZE"].offset)
+    with ShmRegion.attach(name) as host:
+        pattern = random.Random(2).randbytes(size)
+        host.write(0, pattern)
+        # One memory read of 1024 DWORDs: four core requests, completions of at most MPS.
+        words, status = await bus._burst_read(Space.MEM, None, drv.window.base, 1024, 0xF)
+        got = b"".join(w.to_bytes(4, "little") for w in words)
+        expect(status, "SC", "status of a 4 KiB read")
+        expect_bytes(got, pattern[:4096], "a 4 KiB read in one TLP")
+        # The device's own reads and writes: 256 DWORDs from unaligned offsets, some across a
+        # 4 KiB boundary of the host address.
+        for offset in (0x7C, 0xE04, 0x1F00, 0x2FFC - 1020):
+            expect_bytes(await drv.window.read(offset, 1024), pattern[offset:offset + 1024],
+                         f"1 KiB at {offset:#x}")
+            data = random.Random(offset).randbytes(1024)
+            await drv.window.write(offset, data)
+            expect_bytes(host.read(offset, 1024), data, f"1 KiB written at {offset:#x}")
+            pattern = pattern[:offset] + data + pattern[offset + 1024:]
+        # Byte reads at every offset: first byte enables and lower addresses.
+        for offset in range(0x40, 0x48):
+            expect_bytes(await drv.window.read(offset, 1), pattern[offset:offset + 1],
+                         f"byte at {offset:#x}")
+    await drv.close(fd)
+    return {"host_reads": tb.region.reads, "host_writes": tb.region.writes}
+
+
+async def _inject(tb, fmt_type, *, bar_id, address, length=1, data=None, first_be=0xF,
+                  last_be=0, aperture=None):
+    """Hand the device a request through the hard IP as the IP would, bypassing its BAR match.
+
+    The model forwards only memory requests that match a BAR; this puts any request type on CQ
+    (still through its non-posted flow control) and returns the completion, or ``None`` for a
+    posted request.
+    """
+    tlp = Tlp_us()
+    tlp.fmt_type = fmt_type
+    tlp.requester_id = PcieId(0, 0, 0)
+    tlp.completer_id = PcieId(0, 0, 0)
+    tlp.address = address
+    tlp.length = length
+    tlp.first_be = first_be
+    tlp.last_be = last_be
+    tlp.bar_id = bar_id
+    fn = tb.dev.functions[0]
+    tlp.bar_aperture = aperture if aperture is not None else \
+        (~fn.bar_mask[bar_id] & 0xFFFF_FFFF).bit_length()
+    if data is not None:
+        tlp.data = bytearray(data)
+    posted = fmt_type in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64)
+    if posted:
+        tb.dev.cq_queue.put_nowait(tlp)
+        return None
+    tlp.tag = await tb.rc.alloc_tag()
+    try:
+        tb.dev.cq_queue.put_nowait(tlp)
+        cpl = await tb.rc.recv_cpl(tlp.tag, 200_000, "ns")
+    finally:
+        tb.rc.release_tag(tlp.tag)
+    if cpl is None:
+        raise AssertionError(f"no completion for {fmt_type.name}")
+    return cpl
+
+
+async def unsupported_requests(bus, tb, name):
+    """Answer unsupported non-posted requests UR, drop posted ones, and keep working."""
+    drv = await _driver(bus)
+    pdev = drv.pdev
+    regs, names = drv.regs, drv.names
+    await names.write(0, name.encode() + b"\0")
+    before_names = await names.read(0, drv.name_size)
+
+    # A BAR the hard IP was given and the top does not know (BAR4): reads UR, writes vanish.
+    extra = pdev.resources[4]
+    expect_bytes(await bus.mem_read(extra.start, 8), b"\xff" * 8, "read of the unknown BAR4")
+    expect(bus.records[-1].status, "UR", "status of a read of BAR4")
+    await bus.mem_write(extra.start, b"\0" * 8)
+    # A request that starts inside a BAR and runs off its end (no 4 KiB crossing).
+    expect_bytes(await bus.mem_read(regs.base + regs.size - 4, 8), b"\xff" * 8,
+                 "read running off BAR0's end")
+    expect(bus.records[-1].status, "UR", "status of a read running off BAR0's end")
+    await bus.mem_write(names.base + names.size - 4, b"\x55" * 8)
+
+    # Request types a VMShm function does not support, straight onto CQ.
+    bar0 = regs.base
+    kinds = [
+        ("I/O read", TlpType.IO_READ, {}),
+        ("I/O write", TlpType.IO_WRITE, {"data": b"\1\2\3\4"}),
+        ("fetch-and-add", TlpType.FETCH_ADD, {"data": b"\1\0\0\0"}),
+        ("swap", TlpType.SWAP, {"data": b"\1\0\0\0"}),
+        ("compare-and-swap", TlpType.CAS, {"length": 2, "last_be": 0xF, "data": bytes(8)}),
+        ("locked read", TlpType.MEM_READ_LOCKED, {}),
+        ("read with another aperture", TlpType.MEM_READ, {"aperture": 12}),
+        ("read of an unknown BAR id", TlpType.MEM_READ, {"bar_id": 5}),
+    ]
+    seen = {}
+    for what, fmt_type, extra_args in kinds:
+        args = {"bar_id": 0, "address": bar0 + REG["ID"].offset, **extra_args}
+        cpl = await _inject(tb, fmt_type, **args)
+        expect(cpl.status, CplStatus.UR, f"completion status of a {what}")
+        expect(cpl.length, 0, f"payload of the UR completion of a {what}")
+        seen[what] = cpl.status.name
+    # Posted requests it cannot serve are dropped without a word.
+    await _inject(tb, TlpType.MEM_WRITE, bar_id=5, address=bar0, data=b"\xff" * 4)
+    await _inject(tb, TlpType.MEM_WRITE, bar_id=2, address=names.base, data=b"\xff" * 4,
+                  aperture=20)
+
+    # Memory Space Enable off: the shim refuses memory requests even if the IP passes them.
+    await pci_disable_device(pdev)
+    expect(await regs.read32(REG["ID"].offset), 0xFFFF_FFFF, "ID with memory decode off")
+    expect(bus.records[-1].status, "UR", "status of a read with memory decode off")
+    await names.write(0, b"\xaa" * 4)
+    await pci_enable_device(pdev)
+    await pci_set_master(pdev)
+
+    # Nothing of that reached the device; it still works.
+    expect_bytes(await names.read(0, drv.name_size), before_names, "BAR2 after all that")
+    expect(await regs.read32(REG["ID"].offset), DEVICE_ID, "ID afterwards")
+    expect(await regs.read32(REG["REJECTS"].offset), 0, "REJECTS afterwards")
+    expect(await regs.read32(REG["OPEN"].offset), Status.OK, "OPEN afterwards")
+    expect(await regs.read32(REG["CLOSE"].offset), Status.OK, "CLOSE afterwards")
+    return seen
+
+
+async def completion_errors(bus, tb, name, delay_ns):
+    """Fail DMA reads whose completions are errors or never come as all ones; recover after."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    size = await drv.regs.read32(REG["MAP_SIZE"].offset)
+    mapping = await drv.mmap(fd, size)
+    pattern = random.Random(3).randbytes(size)
+    with ShmRegion.attach(name) as host:
+        host.write(0, pattern)
+    # Another process shrinks the object: the host refuses the vanished part, the root
+    # complex answers Completer Abort, the guest reads all ones.
+    fd_obj = os.open(f"/dev/shm{name}", os.O_RDWR)
+    try:
+        os.ftruncate(fd_obj, size // 2)
+        expect_bytes(await mapping.read(size - 64, 64), b"\xff" * 64, "read past the shrunk end")
+        expect_bytes(await mapping.read(0, 64), pattern[:64], "read inside the shrunk object")
+        os.ftruncate(fd_obj, size)
+        with ShmRegion.attach(name) as host:
+            host.write(0, pattern)
+    finally:
+        os.close(fd_obj)
+    expect_bytes(await mapping.read(size - 64, 64), pattern[-64:], "read after regrowing")
+    # A host that answers too late: the requester gives up, the late completions are dropped
+    # when they come, and their tags are not reused before.
+    tb.region.delay_ns = delay_ns
+    expect_bytes(await mapping.read(256, 512), b"\xff" * 512, "read the host answers late")
+    tb.region.delay_ns = 0
+    for offset in (0, 1024, 2048):
+        expect_bytes(await mapping.read(offset, 512), pattern[offset:offset + 512],
+                     f"read at {offset:#x} after the timeout")
+    await mapping.write(8, b"recovered")
+    with ShmRegion.attach(name) as host:
+        expect_bytes(host.read(8, 9), b"recovered", "write after the timeout")
+    expect(await drv.regs.read32(REG["STATUS"].offset) & 1, 1, "object still open")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return {"host_reads": tb.region.reads}
+
+
+async def np_flow_control(bus, tb, name, reads=12):
+    """Keep at most one non-posted credit at the hard IP while many reads are in flight."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    pattern = random.Random(4).randbytes(4096)
+    await mapping.write(0, pattern)
+    seen = {"max_count": 0, "pulses": 0}
+    done = False
+
+    async def monitor():
+        dut = tb.dut
+        while not done:
+            await RisingEdge(dut.user_clk)
+            seen["max_count"] = max(seen["max_count"], int(dut.pcie_cq_np_req_count.value))
+            seen["pulses"] += int(dut.pcie_cq_np_req.value) != 0
+
+    watcher = cocotb.start_soon(monitor())
+    # Window reads and register reads all at once, with posted writes between them.
+    tasks = []
+    for i in range(reads):
+        tasks.append(cocotb.start_soon(mapping.read(256 * i % 4096, 256)))
+        tasks.append(cocotb.start_soon(drv.regs.read32(REG["ID"].offset)))
+        tasks.append(cocotb.start_soon(drv.names.write(4 * i, i.to_bytes(4, "little"))))
+    results = [await t for t in tasks]
+    done = True
+    await watcher
+    for i in range(reads):
+        off = 256 * i % 4096
+        expect_bytes(results[3 * i], pattern[off:off + 256], f"concurrent window read {i}")
+        expect(results[3 * i + 1], DEVICE_ID, f"concurrent ID read {i}")
+    expect_bytes(await drv.names.read(0, 4 * reads),
+                 b"".join(i.to_bytes(4, "little") for i in range(reads)), "concurrent writes")
+    if seen["max_count"] > 1:
+        raise AssertionError(f"pcie_cq_np_req_count reached {seen['max_count']}: the shim "
+                             f"banked more than one non-posted credit")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return seen
