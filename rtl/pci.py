@@ -14,10 +14,10 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from vmshm import pci_regs as P
-from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP, CAP_LEN, CAP_OFFSET,
-                          CAP_VERSION, ABI_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE,
-                          PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID)
+from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_LEN, CAP_OFFSET,
+                          DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION,
+                          PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID,
+                          capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, pci_req_layout
@@ -146,6 +146,13 @@ class VMShmPCI(wiring.Component):
     def data_width(self):
         return self._core.data_width
 
+    def capability(self):
+        """Return VMShm's vendor-specific capability as the bytes this function presents."""
+        bar_of = {b.function: b.index for b in self._bars}
+        return capability_bytes(window_size=self.window_size, name_size=self.name_size,
+                                regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
+                                name_bar=bar_of[BAR_NAME])
+
     @property
     def window_size(self):
         return self._core.window_size
@@ -198,18 +205,7 @@ class VMShmPCI(wiring.Component):
             dwords[P.PCI_BASE_ADDRESS_0 + 4 * b.index] = base[:32] | b.flags
             if b.is64:
                 dwords[P.PCI_BASE_ADDRESS_0 + 4 * (b.index + 1)] = base[32:]
-        bar_of = {b.function: b.index for b in self._bars}
-        cap = {
-            "CAP_ID": P.PCI_CAP_ID_VNDR, "CAP_NEXT": 0, "CAP_LEN": CAP_LEN,
-            "CAP_VERSION": CAP_VERSION, "ABI_VERSION": ABI_VERSION,
-            "WINDOW_SIZE": self.window_size, "NAME_SIZE": self.name_size,
-            "REGS_BAR": bar_of[BAR_REGS], "WINDOW_BAR": bar_of[BAR_WINDOW],
-            "NAME_BAR": bar_of[BAR_NAME], "RESERVED": 0,
-        }
-        cap_bytes = bytearray(CAP_LEN)
-        for name, value in cap.items():
-            f = CAP[name]
-            cap_bytes[f.offset:f.offset + f.size] = value.to_bytes(f.size, "little")
+        cap_bytes = self.capability()
         for i in range(0, CAP_LEN, 4):
             dwords[CAP_OFFSET + i] = C(int.from_bytes(cap_bytes[i:i + 4], "little"), 32)
 

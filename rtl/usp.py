@@ -30,9 +30,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from vmshm import pci_regs as P
-from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP, CAP_LEN,
-                          CAP_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID,
-                          PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID)
+from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
+                          DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
@@ -1155,18 +1155,9 @@ class VMShmUSP(wiring.Component):
         BARs; the soft front end holds the same bytes at 0x40.
         """
         bar_of = {b.function: b.index for b in self._bars}
-        values = {
-            "CAP_ID": P.PCI_CAP_ID_VNDR, "CAP_NEXT": 0, "CAP_LEN": CAP_LEN,
-            "CAP_VERSION": CAP_VERSION, "ABI_VERSION": ABI_VERSION,
-            "WINDOW_SIZE": self.window_size, "NAME_SIZE": self.name_size,
-            "REGS_BAR": bar_of[BAR_REGS], "WINDOW_BAR": bar_of[BAR_WINDOW],
-            "NAME_BAR": bar_of[BAR_NAME], "RESERVED": 0,
-        }
-        raw = bytearray(CAP_LEN)
-        for name, value in values.items():
-            f = CAP[name]
-            raw[f.offset:f.offset + f.size] = value.to_bytes(f.size, "little")
-        return bytes(raw)
+        return capability_bytes(window_size=self.window_size, name_size=self.name_size,
+                                regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
+                                name_bar=bar_of[BAR_NAME])
 
     def hard_ip_config(self):
         """Return the hard IP settings this top needs, as plain data.

@@ -18,6 +18,7 @@ __all__ = [
     "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
     "PCI_VENDOR_ID", "PCI_DEVICE_ID", "PCI_SUBSYSTEM_VENDOR_ID", "PCI_SUBSYSTEM_ID",
     "PCI_REVISION", "CAP_OFFSET", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
+    "CAP_ID_VNDR", "capability_bytes",
     "render_markdown",
 ]
 
@@ -75,6 +76,27 @@ CAPABILITY = (
 CAP = {f.name: f for f in CAPABILITY}
 CAP_LEN = 0x14
 CAP_VERSION = 1
+#: PCI's capability ID of a vendor-specific capability (PCI_CAP_ID_VNDR).
+CAP_ID_VNDR = 0x09
+
+
+def capability_bytes(*, window_size, name_size, regs_bar, window_bar, name_bar, next_ptr=0):
+    """Return VMShm's vendor-specific capability as the bytes a function presents.
+
+    Every front end (the soft one's configuration space, a hard IP's capability list) presents
+    these same bytes, built here from :data:`CAPABILITY`.
+    """
+    values = {
+        "CAP_ID": CAP_ID_VNDR, "CAP_NEXT": next_ptr, "CAP_LEN": CAP_LEN,
+        "CAP_VERSION": CAP_VERSION, "ABI_VERSION": ABI_VERSION,
+        "WINDOW_SIZE": window_size, "NAME_SIZE": name_size,
+        "REGS_BAR": regs_bar, "WINDOW_BAR": window_bar, "NAME_BAR": name_bar, "RESERVED": 0,
+    }
+    raw = bytearray(CAP_LEN)
+    for name, value in values.items():
+        f = CAP[name]
+        raw[f.offset:f.offset + f.size] = value.to_bytes(f.size, "little")
+    return bytes(raw)
 
 
 class Status:
