@@ -1,3 +1,4 @@
 """cocotb backend: the generated Verilog under Verilator and Icarus, with the shared BFMs."""
 
-from .runner import SIMULATORS, CocotbError, Job, available, build, run
+from .outcome import CocotbError
+from .runner import SIMULATORS, Job, available, build, run

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.sim.harness import SimResult
-
-from .runner import CocotbError, _runner, available, build_source
+from .outcome import CocotbError, load, to_result
+from .runner import _runner, available, build_source
 
 __all__ = ["TOPLEVEL", "DEFAULT_HOST_ADDR", "PcieJob", "build_usp", "run_pcie",
            "run_pcie_scenario", "PCIE_SCENARIOS", "SKIPPED_SCENARIOS"]
@@ -180,24 +179,8 @@ def run_pcie(job, sim, *, waves=None):
         keep = os.environ.get("VMSHM_PCIE_LOG")
         if keep and log.exists():
             shutil.copyfile(log, keep)      # the model's TLP log, for a person debugging a run
-        result_file = Path(job.result_path)
-        if not result_file.exists():
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-            raise CocotbError(f"{sim} ended without a result; its log ends:\n{tail}")
-        outcome = pickle.loads(result_file.read_bytes())
-    result = SimResult(value=outcome["value"], records=outcome["records"],
-                       cycles=outcome["cycles"])
-    result.hosts = outcome["hosts"]
-    result.enumerated = outcome["enumerated"]
-    result.stats = outcome["stats"]
-    if outcome["error"] is not None:
-        err = outcome["error"]
-        if not isinstance(err, BaseException):
-            err = CocotbError(str(err))
-        err.sim_traceback = outcome.get("traceback")
-        err.hosts = outcome["hosts"]
-        raise err
-    return result
+        outcome = load(job.result_path, sim, log)
+    return to_result(outcome, enumerated="enumerated", stats="stats")
 
 
 def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, **job_args):

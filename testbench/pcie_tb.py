@@ -34,6 +34,7 @@ from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout
 from vmshm.rtl.usp import VMShmUSP
 
 from .bfm import CocotbIO, CocotbStream
+from .outcome import release_hosts, save
 
 __all__ = ["VMShmCapability", "HostObjectRegion", "RootComplexBus", "PcieTB"]
 
@@ -459,17 +460,5 @@ async def run_pcie_job(dut):
         outcome["error"] = exc
         outcome["traceback"] = traceback.format_exc()
     finally:
-        outcome["hosts"] = [job.host_state(h) for h in hosts]
-        for h in hosts:
-            if h.is_open:
-                h.close()
-        with open(job.result_path, "wb") as f:
-            try:
-                pickle.dump(outcome, f)
-            except Exception:   # an unpicklable value or exception: keep the text
-                outcome["value"] = repr(outcome["value"])
-                if outcome["error"] is not None:
-                    outcome["error"] = RuntimeError(repr(outcome["error"]))
-                f.seek(0)
-                f.truncate()
-                pickle.dump(outcome, f)
+        release_hosts(outcome, job, hosts)
+        save(job.result_path, outcome)

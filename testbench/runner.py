@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.sim.harness import SimResult, SimTop, per_device
+from vmshm.sim.harness import SimTop, per_device
 from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
+
+from .outcome import CocotbError, load, to_result
 
 __all__ = ["SIMULATORS", "Job", "CocotbError", "build", "build_source", "run", "available"]
 
@@ -37,10 +39,6 @@ _IVERILOG_DUMP = """module vmshm_iverilog_dump();
 endmodule
 """
 _built = {}
-
-
-class CocotbError(RuntimeError):
-    """The simulator did not run the job to the end (a crash, not a failed assertion)."""
 
 
 def available(sim):
@@ -238,28 +236,14 @@ def run(job, sim, *, waves=None):
                           build_dir=build_dir, test_dir=tmp, results_xml=str(tmp / "results.xml"),
                           extra_env={"VMSHM_JOB": str(job_path)}, timescale=("1ns", "1ps"),
                           waves=waves is not None and sim == "verilator", log_file=log)
-        result_file = Path(job.result_path)
-        if not result_file.exists():
-            tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
-            raise CocotbError(f"{sim} ended without a result; its log ends:\n{tail}")
-        outcome = pickle.loads(result_file.read_bytes())
+        outcome = load(job.result_path, sim, log)
         if waves is not None:
             made = [p for p in list(tmp.rglob("*.fst")) + list(tmp.rglob("*.vcd")) +
                     list(build_dir.rglob("*.fst")) + list(build_dir.rglob("*.vcd"))]
             if made:
                 newest = max(made, key=lambda p: p.stat().st_mtime)
                 shutil.copyfile(newest, waves)
-    result = SimResult(value=outcome["value"], records=outcome["records"],
-                       cycles=outcome["cycles"], events=outcome.get("events", []))
-    result.hosts = outcome["hosts"]
-    if outcome["error"] is not None:
-        err = outcome["error"]
-        if not isinstance(err, BaseException):
-            err = CocotbError(str(err))
-        err.sim_traceback = outcome.get("traceback")
-        err.hosts = outcome["hosts"]
-        raise err
-    return result
+    return to_result(outcome)
 
 
 def job_timing(timing, devices):

@@ -17,6 +17,7 @@ from vmshm.bfm import DEFAULT_BUS_TIMEOUT, HostBFM, StreamGuestBus
 from vmshm.sim.harness import SimTop
 
 from .bfm import CocotbIO, CocotbStream, host_port
+from .outcome import release_hosts, save
 
 #: Clock period in ns; cycle counts do not depend on it.
 PERIOD_NS = 10
@@ -87,17 +88,5 @@ async def run_job(dut):
         outcome["cycles"] = tb.io.now()
         outcome["events"] = [list(e) for e in tb.events]
     finally:
-        outcome["hosts"] = [job.host_state(h) for h in hosts]
-        for h in hosts:
-            if h.is_open:
-                h.close()
-        with open(job.result_path, "wb") as f:
-            try:
-                pickle.dump(outcome, f)
-            except Exception:   # an unpicklable value or exception: keep the text
-                outcome["value"] = repr(outcome["value"])
-                if outcome["error"] is not None:
-                    outcome["error"] = RuntimeError(repr(outcome["error"]))
-                f.seek(0)
-                f.truncate()
-                pickle.dump(outcome, f)
+        release_hosts(outcome, job, hosts)
+        save(job.result_path, outcome)
