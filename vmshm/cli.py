@@ -473,7 +473,9 @@ def main(argv=None):
     """Run the ``vmshm`` command line and return its exit status."""
     from rich.console import Console
 
-    console = Console(highlight=False, soft_wrap=True)
+    # Piped output (a file, a CI log) gets room for the wide tables instead of 80 columns.
+    console = Console(highlight=False, soft_wrap=True,
+                      width=None if sys.stdout.isatty() else 132)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     args = _parser().parse_args(argv)
     commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs,
