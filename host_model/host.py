@@ -227,6 +227,15 @@ class HostModel:
         self._say(f"host: OPEN {shown}: {region.size} bytes")
         return Status.OK, region.size
 
+    def state(self):
+        """Return what a caller may ask of this host after a run, as plain data.
+
+        ``is_open``, ``last_error`` and ``ops`` (the requests a subclass that counts them saw,
+        else empty): picklable, so it crosses from a simulator process back to the caller.
+        """
+        return {"is_open": self.is_open, "last_error": self.last_error,
+                "ops": list(getattr(self, "ops", []))}
+
     def close(self):
         """Release the open object, if any, without unlinking it.
 

@@ -2,12 +2,12 @@
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 
-from vmshm.bfm import HostBFM, StreamGuestBus
+from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.rtl import VMShmSystem
 
@@ -127,7 +127,7 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
     async def testbench(ctx):
         io = AmaranthIO(ctx, top.cycle)
         bus = StreamGuestBus(io, top.req, top.cpl, top.data_width,
-                             timeout=4 * max(top.host_timeout, 1 << 16))
+                             timeout=bus_timeout(top.host_timeout))
         bus_box.append(bus)
         result.value = await scenario(bus)
         io.settle()

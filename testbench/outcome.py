@@ -18,7 +18,7 @@ class CocotbError(RuntimeError):
 
 def release_hosts(outcome, job, hosts):
     """Record each host's final state in ``outcome`` and unmap whatever is still open."""
-    outcome["hosts"] = [job.host_state(h) for h in hosts]
+    outcome["hosts"] = [h.state() for h in hosts]
     for h in hosts:
         if h.is_open:
             h.close()

@@ -134,12 +134,6 @@ class PcieJob:
             return await fn(bus, tb=tb, **self.kwargs)
         return await fn(bus, **self.kwargs)
 
-    @staticmethod
-    def host_state(host):
-        """Return what a test may ask of a host after the run, as plain data."""
-        return {"is_open": host.is_open, "last_error": host.last_error,
-                "ops": list(getattr(host, "ops", []))}
-
 
 def build_usp(sim, **params):
     """Generate ``vmshm_usp`` with ``params`` and compile it for ``sim``; return the directory.

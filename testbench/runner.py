@@ -87,12 +87,6 @@ class Job:
         module, _, name = self.fn.partition(":")
         return await getattr(importlib.import_module(module), name)(bus, **self.kwargs)
 
-    @staticmethod
-    def host_state(host):
-        """Return what a test may ask of a host after the run, as plain data."""
-        return {"is_open": host.is_open, "last_error": host.last_error,
-                "ops": list(getattr(host, "ops", []))}
-
 
 def _tool_versions():
     # A build is only reusable by the same cocotb and simulator that made it.

@@ -13,7 +13,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge
 
-from vmshm.bfm import DEFAULT_BUS_TIMEOUT, HostBFM, StreamGuestBus
+from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.sim.harness import SimTop
 
 from .bfm import CocotbIO, CocotbStream, host_port
@@ -34,9 +34,8 @@ class TB:
         self.io = CocotbIO(dut.clk, dut.cycle)
         self.req = CocotbStream(dut, "req", self.top.req.payload.shape())
         self.cpl = CocotbStream(dut, "cpl", self.top.cpl.payload.shape())
-        timeout = 4 * max(self.top.host_timeout, DEFAULT_BUS_TIMEOUT >> 2)
         self.bus = StreamGuestBus(self.io, self.req, self.cpl, self.top.data_width,
-                                  timeout=timeout)
+                                  timeout=bus_timeout(self.top.host_timeout))
 
     async def reset(self):
         dut = self.dut

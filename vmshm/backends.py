@@ -24,11 +24,6 @@ def backend_missing(backend):
     return available(backend)
 
 
-def _host_state(host):
-    return {"is_open": host.is_open, "last_error": host.last_error,
-            "ops": list(getattr(host, "ops", []))}
-
-
 def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None, waves=None,
                  **params):
     """Run ``await fn(bus, **kwargs)`` against ``devices`` simulated VMShm functions.
@@ -61,13 +56,13 @@ def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None,
             result = simulate(lambda bus: func(bus, **kwargs), devices=devices, hosts=hosts,
                               timing=timings, vcd=waves, **params)
         except BaseException as exc:
-            exc.hosts = [_host_state(h) for h in hosts]
+            exc.hosts = [h.state() for h in hosts]
             raise
         finally:
             for h in hosts:
                 if h.is_open:
                     h.close()
-        result.hosts = [_host_state(h) for h in hosts]
+        result.hosts = [h.state() for h in hosts]
         return result
     from vmshm.testbench.runner import Job, job_timing, run
     job = Job(devices=devices, params=params, timing=job_timing(timing, devices), fn=fn,
@@ -109,10 +104,10 @@ def run_scenario(name, *, backend="amaranth", data_width=32, seed=1, timing=None
                 result = simulate(lambda bus: scn.fn(bus, env), devices=devices, hosts=hosts,
                                   timing=[t for _, t in pairs], vcd=waves, **params)
             except BaseException as exc:
-                exc.hosts = [_host_state(h) for h in hosts]
+                exc.hosts = [h.state() for h in hosts]
                 raise
             finally:
-                states = [_host_state(h) for h in hosts]
+                states = [h.state() for h in hosts]
                 for h in hosts:
                     if h.is_open:
                         h.close()

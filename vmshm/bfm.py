@@ -18,11 +18,20 @@ from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 
-__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT",
+__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT", "bus_timeout",
            "pack_payload"]
 
 #: Cycles a guest BFM waits for any beat before it calls the device hung.
 DEFAULT_BUS_TIMEOUT = 1 << 18
+
+
+def bus_timeout(host_timeout):
+    """Return how long a guest BFM waits on a device whose host timeout is ``host_timeout``.
+
+    Well past the device's own timeout (which always answers first), so it only trips on a
+    hardware bug; 0 ("wait for ever") still gets a bound.
+    """
+    return 4 * max(host_timeout, DEFAULT_BUS_TIMEOUT >> 2)
 
 
 class HostEvent(NamedTuple):
