@@ -74,6 +74,9 @@ class ScenarioEnv:
         Whether the window is a 64-bit BAR.
     devices : int
         How many VMShm functions sit on the bus, in slots 0 to ``devices - 1``.
+    pid : int
+        The guest program's process ID, as the seed example writes it: the caller's, so a run
+        in a simulator process writes the same bytes (and takes the same cycles) as one here.
     """
     shm_name: str
     shm_size: int
@@ -84,6 +87,7 @@ class ScenarioEnv:
     regs_size: int = BAR0_SIZE
     window_64bit: bool = False
     devices: int = 1
+    pid: int = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ class Scenario:
                            name_size=self.core_args.get("name_size", DEFAULT_NAME_SIZE),
                            regs_size=self.core_args.get("regs_size", BAR0_SIZE),
                            window_64bit=bool(self.core_args.get("window_64bit", False)),
-                           devices=self.devices)
+                           devices=self.devices, pid=os.getpid())
 
     def make_host(self, timing=None):
         """Return a fresh ``(host, timing)`` pair for one device of one run.
@@ -370,7 +374,7 @@ async def seed_example(bus, env):
     mapping = await drv.mmap(fd, length)
     found = await mapping.read(0, len(HOST_LINE))
     expect_bytes(found, HOST_LINE, "what the guest found at offset 0")
-    wrote = f"I was here: {os.getpid()}\0".encode()
+    wrote = f"I was here: {env.pid if env.pid is not None else os.getpid()}\0".encode()
     await mapping.write(0, wrote)
     await drv.munmap(mapping)
     await drv.close(fd)
