@@ -278,6 +278,19 @@ class ShmRegion:
         """bool: Whether :meth:`close` has been called."""
         return self._fd is None
 
+    def fileno(self):
+        """Return the object's file descriptor, for code that maps the object itself.
+
+        The descriptor stays this region's: dup it to keep it past :meth:`close`.
+
+        Raises
+        ------
+        ValueError
+            If the region is closed.
+        """
+        self._check_open()
+        return self._fd
+
     def current_size(self):
         """Return the object's size now; another process may have resized it since it was mapped.
 

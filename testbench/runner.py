@@ -22,7 +22,8 @@ from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
 
 from .outcome import CocotbError, load, to_result
 
-__all__ = ["SIMULATORS", "Job", "CocotbError", "build", "build_source", "run", "available"]
+__all__ = ["SIMULATORS", "Job", "CocotbError", "build", "build_source", "build_once", "generate",
+           "run", "available", "tool_versions"]
 
 #: The simulators this backend drives, by cocotb runner name.
 SIMULATORS = ("verilator", "icarus")
@@ -88,7 +89,8 @@ class Job:
         return await getattr(importlib.import_module(module), name)(bus, **self.kwargs)
 
 
-def _tool_versions():
+def tool_versions():
+    """Return the versions of the tools a build depends on, for its cache key."""
     # A build is only reusable by the same cocotb and simulator that made it.
     from importlib.metadata import PackageNotFoundError, version
     out = []
@@ -123,6 +125,12 @@ def _runner(sim):
     return VcdIcarus()
 
 
+def generate(top):
+    """Return the Verilog of ``top``, the SimTop every simulator backend runs, as ``TOPLEVEL``."""
+    from amaranth.back import verilog
+    return verilog.convert(top, name=TOPLEVEL)
+
+
 def build(sim, devices=1, *, waves=False, **params):
     """Generate and compile the system top for ``sim``; return its build directory.
 
@@ -131,9 +139,23 @@ def build(sim, devices=1, *, waves=False, **params):
     reason = available(sim)
     if reason:
         raise CocotbError(reason)
-    from amaranth.back import verilog
-    text = verilog.convert(SimTop(devices, **params), name=TOPLEVEL)
-    return build_source(sim, text, TOPLEVEL, waves=waves)
+    return build_source(sim, generate(SimTop(devices, **params)), TOPLEVEL, waves=waves)
+
+
+def build_once(build_dir, make):
+    """Call ``make()`` to fill ``build_dir`` unless a finished build is there already.
+
+    Several pytest processes may build one configuration at once: one builds, the others wait
+    and reuse it, instead of deleting each other's half-built directory. ``make`` starts from
+    scratch; the directory counts as built once it returns.
+    """
+    done = build_dir / ".built"
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make()
+            done.write_text("ok\n")
 
 
 def build_source(sim, text, toplevel, *, waves=False):
@@ -158,26 +180,18 @@ def build_source(sim, text, toplevel, *, waves=False):
             # cocotb's own dump module is SystemVerilog; this one is plain Verilog-2005.
             args += ["-s", "vmshm_iverilog_dump"]
             extra = [("vmshm_iverilog_dump.v", _IVERILOG_DUMP.format(toplevel=toplevel))]
-    key = hashlib.sha256(f"{sim}\n{_tool_versions()}\n{waves}\n{args}\n{text}".encode()
+    key = hashlib.sha256(f"{sim}\n{tool_versions()}\n{waves}\n{args}\n{text}".encode()
                          ).hexdigest()[:16]
     if key in _built:
         return _built[key]
     build_dir = _cache_root() / f"{sim}-{key}"
-    done = build_dir / ".built"
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Several pytest processes may build one configuration at once: one builds, the others wait
-    # and reuse it, instead of deleting each other's half-built directory.
-    with open(build_dir.parent / f"{sim}-{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            _compile(sim, build_dir, toplevel, text, extra, args, waves)
+    build_once(build_dir, lambda: _compile(sim, build_dir, toplevel, text, extra, args, waves))
     _built[key] = build_dir
     return build_dir
 
 
 def _compile(sim, build_dir, toplevel, text, extra, args, waves):
     """Generate ``build_dir`` from scratch: the caller holds its lock."""
-    done = build_dir / ".built"
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True)
     src = build_dir / f"{toplevel}.v"
@@ -207,7 +221,6 @@ def _compile(sim, build_dir, toplevel, text, extra, args, waves):
             os.environ.pop("MAKEFLAGS", None)
         else:
             os.environ["MAKEFLAGS"] = saved
-    done.write_text("ok\n")
 
 
 def run(job, sim, *, waves=None):

@@ -1,0 +1,1 @@
+"""The native backend: the generated Verilog compiled by Verilator, run by a C++ loop."""

@@ -1,0 +1,299 @@
+"""Run guest functions on the native model: Python submits bursts, C++ runs the cycles.
+
+:func:`simulate` is the native counterpart of :func:`vmshm.sim.simulate`: the same system top (as
+Verilated C++), the same :class:`~vmshm.driver_model.bus.GuestBus` records, host models and
+:class:`~vmshm.sim.harness.SimResult`. The C++ harness plays the BFMs of :mod:`vmshm.bfm` cycle for
+cycle and comes back to Python only when a burst completes or it needs the host model: OPEN and
+CLOSE always (their rules live in :class:`~vmshm.host_model.HostModel`), DMA only for a host model
+that overrides HostModel's DMA (a plain one is served in C++ from the object's mapping), and
+back-pressure draws, which come from the same :class:`~vmshm.host_model.HostStalls` generators the
+Python BFMs use.
+"""
+
+import ctypes
+from functools import cache
+
+from vmshm.bfm import HostBFM, HostEvent, bus_timeout
+from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
+from vmshm.host_model import HostModel, HostTiming
+from vmshm.regmap import CtlOp, Status
+from vmshm.rtl.layouts import CplStatus
+from vmshm.rtl.layouts import Space as RtlSpace
+from vmshm.sim.harness import SimResult, per_device
+
+from .build import build
+
+__all__ = ["NativeError", "NativeSim", "NativeGuestBus", "simulate"]
+
+_DONE, _CTL, _DMA, _DRAWS, _TIMEOUT = range(5)
+_CHANNELS = 4
+#: Back-pressure draws handed to C++ at a time.
+_BATCH = 4096
+_KINDS = ("ctl_req_first", "ctl_req_last", "ctl_rsp", "dma_req_first", "dma_req_last",
+          "dma_rsp_first", "dma_rsp_last")
+_DMA_OPS = {100: "READ", 101: "WRITE"}
+_CTL_OPS = {CtlOp.OPEN: "OPEN", CtlOp.CLOSE: "CLOSE"}
+_MAX_BURST = 256
+
+
+class NativeError(RuntimeError):
+    """The native backend cannot run what it was asked to."""
+
+
+@cache
+def _load(path):
+    lib = ctypes.CDLL(str(path))
+    vp, u64, u32, i32 = ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_int
+    pi32, pu64, pu32 = ctypes.POINTER(i32), ctypes.POINTER(u64), ctypes.POINTER(u32)
+    pu8 = ctypes.POINTER(ctypes.c_uint8)
+    for name, res, args in (
+            ("vm_config", i32, [pi32, pi32]),
+            ("vm_new", vp, [ctypes.c_char_p]),
+            ("vm_free", None, [vp]),
+            ("vm_now", u64, [vp]),
+            ("vm_set_timing", None, [vp, i32, u32, i32]),
+            ("vm_add_draws", None, [vp, i32, i32, ctypes.c_char_p, i32]),
+            ("vm_set_fast", None, [vp, i32, i32]),
+            ("vm_set_region", i32, [vp, i32, i32, u64]),
+            ("vm_submit", None, [vp, i32, i32, u64, i32, i32, i32, pu64, pu32, u64]),
+            ("vm_idle", None, [vp, u64]),
+            ("vm_run", i32, [vp, pi32]),
+            ("vm_result", i32, [vp, pu64, pi32]),
+            ("vm_ctl_request", i32, [vp, i32, ctypes.c_char_p, pi32]),
+            ("vm_ctl_answer", None, [vp, i32, i32, u64, u64, u32]),
+            ("vm_dma_request", i32, [vp, i32, pu64, pi32, pu64, pu32]),
+            ("vm_dma_answer", None, [vp, i32, i32, pu64, u32]),
+            ("vm_events", i32, [vp, i32, pu64, pu8, pu8, i32])):
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = res, args
+    return lib
+
+
+def _serves_dma_as_plain(host):
+    # A host model that changes DMA (counts it, changes latencies) is asked in Python; a plain
+    # one's rules (HostModel.dma_read, dma_write, _clip) are copied in the C++ harness.
+    kind = type(host)
+    return all(getattr(kind, m) is getattr(HostModel, m) for m in ("dma_read", "dma_write",
+                                                                    "_clip"))
+
+
+class NativeSim:
+    """One native simulation of ``devices`` functions, each with its host model and timing.
+
+    Parameters
+    ----------
+    devices : int
+    hosts : list of HostModel
+    timings : list of HostTiming
+        Each host's timing: read again before every burst, as the Python BFMs read it.
+    waves : path, optional
+        Write a VCD waveform of the run there (a build with Verilator's tracing).
+    **params
+        Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
+    """
+
+    def __init__(self, devices, hosts, timings, *, waves=None, **params):
+        self._model = build(devices, waves=waves is not None, **params)
+        self._lib = lib = _load(self._model.path)
+        self.data_width = self._model.data_width
+        self.host_timeout = self._model.host_timeout
+        self.hosts = hosts
+        self.timings = timings
+        self._h = lib.vm_new(str(waves).encode() if waves is not None else None)
+        if not self._h:
+            raise NativeError("the native model could not be made")
+        self._wb = self.data_width // 8
+        self._out = (ctypes.c_uint64 * _MAX_BURST)()
+        self._be = (ctypes.c_uint32 * _MAX_BURST)()
+        self._which = ctypes.c_int()
+        self._mapped = [None] * devices
+        self._gates = []
+        for i, (host, timing) in enumerate(zip(hosts, timings)):
+            # HostBFM decides which channels draw, once per process, as its processes do.
+            bfm = HostBFM(None, self.data_width, host, timing)
+            gates = bfm._gates("ctl_ready", "rsp_valid") + bfm._gates("dma_ready", "rsp_valid")
+            self._gates.append(gates)
+            lib.vm_set_fast(self._h, i, _serves_dma_as_plain(host))
+        self._sync()
+
+    def close(self):
+        """Free the model (and close its waveform); the hosts are the caller's."""
+        if self._h:
+            self._lib.vm_free(self._h)
+            self._h = None
+
+    def now(self):
+        """Return the number of clock edges since reset."""
+        return self._lib.vm_now(self._h)
+
+    def _sync(self):
+        # Latencies may change between bursts (a LateHost changes them), and so may the object
+        # open on each host: hand both over before running cycles.
+        lib = self._lib
+        for i, (host, timing) in enumerate(zip(self.hosts, self.timings)):
+            mask = sum(1 << c for c, g in enumerate(self._gates[i]) if g is not None)
+            lib.vm_set_timing(self._h, i, timing.dma_latency, mask)
+            region = host.region
+            if region is not self._mapped[i]:
+                err = (lib.vm_set_region(self._h, i, region.fileno(), region.size)
+                       if region is not None else lib.vm_set_region(self._h, i, -1, 0))
+                if err:
+                    raise NativeError(f"cannot map the object {region.name!r} for the native "
+                                      f"model: errno {err}")
+                self._mapped[i] = region
+
+    def transact(self, space, dev, addr, write, count, datas, bes, timeout):
+        """Run one guest burst to its end; return ``(data words, worst status)``."""
+        n = len(datas)
+        self._sync()
+        self._lib.vm_submit(self._h, space, dev, addr, write, count, n,
+                            (ctypes.c_uint64 * n)(*datas), (ctypes.c_uint32 * n)(*bes), timeout)
+        self._run(timeout)
+        status = ctypes.c_int()
+        words = self._lib.vm_result(self._h, self._out, ctypes.byref(status))
+        return self._out[:words], status.value
+
+    def idle(self, cycles):
+        """Let ``cycles`` clock edges pass, the hosts still serving the device."""
+        self._sync()
+        self._lib.vm_idle(self._h, cycles)
+        self._run(None)
+
+    def _run(self, timeout):
+        lib, h, which = self._lib, self._h, self._which
+        while True:
+            status = lib.vm_run(h, ctypes.byref(which))
+            if status == _DONE:
+                return
+            if status == _CTL:
+                self._serve_ctl(which.value)
+            elif status == _DMA:
+                self._serve_dma(which.value)
+            elif status == _DRAWS:
+                dev, channel = divmod(which.value, _CHANNELS)
+                gate = self._gates[dev][channel]
+                draws = bytes(gate() for _ in range(_BATCH))
+                lib.vm_add_draws(h, dev, channel, draws, len(draws))
+            elif status == _TIMEOUT:
+                raise BusTimeout(f"the device made no progress on the guest bus for {timeout} "
+                                 f"cycles")
+            else:
+                raise NativeError(f"the native model returned an unknown status {status}")
+
+    def _serve_ctl(self, i):
+        # As HostBFM.ctl_process: the host model decides, its timing says when.
+        host, timing = self.hosts[i], self.timings[i]
+        size = ctypes.c_int(4096)
+        buf = ctypes.create_string_buffer(size.value)
+        op = self._lib.vm_ctl_request(self._h, i, buf, ctypes.byref(size))
+        if size.value > len(buf):
+            buf = ctypes.create_string_buffer(size.value)
+            op = self._lib.vm_ctl_request(self._h, i, buf, ctypes.byref(size))
+        name = buf.raw[:size.value]
+        addr = 0
+        if op == CtlOp.OPEN:
+            status, size = host.open(name)
+        elif op == CtlOp.CLOSE:
+            status, size = host.close(), 0
+        else:
+            status, size = Status.EIO, 0
+        self._lib.vm_ctl_answer(self._h, i, status, size, addr, timing.ctl_latency)
+        self._sync()
+
+    def _serve_dma(self, i):
+        # As HostBFM.dma_process, for a host model whose DMA is its own.
+        host, timing, wb = self.hosts[i], self.timings[i], self._wb
+        addr, words = ctypes.c_uint64(), ctypes.c_int()
+        write = self._lib.vm_dma_request(self._h, i, ctypes.byref(addr), ctypes.byref(words),
+                                         self._out, self._be)
+        n = words.value
+        if write:
+            data = b"".join(self._out[k].to_bytes(wb, "little") for k in range(n))
+            mask = [bool(self._be[k] >> b & 1) for k in range(n) for b in range(wb)]
+            ok = host.dma_write(addr.value, data, mask)
+            out = None
+        else:
+            data, ok = host.dma_read(addr.value, n * wb)
+            out = (ctypes.c_uint64 * n)(*(int.from_bytes(data[k * wb:(k + 1) * wb], "little")
+                                          for k in range(n)))
+        self._lib.vm_dma_answer(self._h, i, bool(ok), out, timing.dma_latency)
+
+    def events(self):
+        """Return each device's host-side handshakes as lists of :class:`HostEvent`."""
+        out = []
+        for i in range(len(self.hosts)):
+            n = self._lib.vm_events(self._h, i, None, None, None, 0)
+            cycles = (ctypes.c_uint64 * n)()
+            kinds, ops = (ctypes.c_uint8 * n)(), (ctypes.c_uint8 * n)()
+            self._lib.vm_events(self._h, i, cycles, kinds, ops, n)
+            out.append([HostEvent(cycles[k], _KINDS[kinds[k]],
+                                  _DMA_OPS.get(ops[k]) or _CTL_OPS.get(ops[k], f"op{ops[k]}"))
+                        for k in range(n)])
+        return out
+
+
+class NativeGuestBus(GuestBus):
+    """The guest bus of a :class:`NativeSim`: each burst runs in C++ to its last completion."""
+
+    def __init__(self, sim, *, timeout):
+        super().__init__()
+        self._sim = sim
+        self._timeout = timeout
+
+    @property
+    def data_width(self):
+        return self._sim.data_width
+
+    def now(self):
+        return self._sim.now()
+
+    async def idle(self, cycles):
+        """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""
+        self._sim.idle(cycles)
+
+    @staticmethod
+    def _space(space):
+        return RtlSpace.CFG if space is Space.CFG else RtlSpace.MEM
+
+    async def _burst_read(self, space, dev, addr, words, be):
+        out, status = self._sim.transact(self._space(space), dev or 0, addr, 0, words - 1, [0],
+                                         [be], self._timeout)
+        return out, CplStatus(status).name
+
+    async def _burst_write(self, space, dev, addr, beats):
+        _, status = self._sim.transact(self._space(space), dev or 0, addr, 1, len(beats) - 1,
+                                       [d for d, _ in beats], [be for _, be in beats],
+                                       self._timeout)
+        return CplStatus(status).name
+
+
+def _drive(coro):
+    # The bus never suspends (every burst runs to its end in C++), so one send runs the guest.
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coro.close()
+    raise NativeError("the guest function awaited something other than the bus; on the native "
+                      "backend a guest function may only await bus operations")
+
+
+def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params):
+    """Run ``await scenario(bus)`` on the native model; return a :class:`SimResult`.
+
+    Takes the arguments of :func:`vmshm.sim.simulate`.
+    """
+    hosts = per_device(hosts, devices, HostModel, "hosts")
+    timings = per_device(timing, devices, HostTiming, "timing")
+    sim = NativeSim(devices, hosts, timings, waves=vcd, **params)
+    result = SimResult()
+    bus = NativeGuestBus(sim, timeout=bus_timeout(sim.host_timeout))
+    try:
+        result.value = _drive(scenario(bus))
+        result.cycles = sim.now()
+    finally:
+        result.records = bus.records
+        result.events = sim.events()
+        sim.close()
+    return result
+

@@ -1,0 +1,663 @@
+// VMShm's native backend: the Verilated system top, run cycle by cycle in C++.
+//
+// Python (vmshm.native.engine) submits one guest transaction at a time and calls vm_run, which
+// runs clock cycles until the transaction completes or until it needs Python: the control
+// channel's answer (the host model's rules live in Python), a DMA answer from a host model that
+// overrides HostModel's DMA, or more back-pressure draws (drawn in Python by HostStalls). Plain
+// host models' DMA is served here, from the mapping of the real POSIX object, with the bounds
+// checks of HostModel._clip.
+//
+// The handshakes follow vmshm/bfm.py (the specification; the scenario suite compares records):
+// every BFM acts at a drive point just after a rising edge; a beat moves at the next edge where
+// valid and ready are both high. A put or get is a series of tries; each try draws its gate once;
+// a try with the signal high lasts until the beat moves, one with it low lasts one cycle.
+//
+// Port names, payload widths and field offsets come from the generated vmshm_ports.h (made from
+// rtl/layouts.py at build time): nothing here knows a bit position.
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "verilated.h"
+#ifdef VMSHM_TRACE
+#include "verilated_vcd_c.h"
+#endif
+
+// One stream's ports on the Verilated top: the payload as little-endian bytes (a CData..QData
+// or a VlWide's words: both are little-endian storage on the hosts this runs on).
+struct Stream {
+    uint8_t* valid;
+    uint8_t* ready;
+    uint8_t* payload;
+    int nbytes;
+};
+
+template <typename T>
+static inline uint8_t* payload_bytes(T& port) { return reinterpret_cast<uint8_t*>(&port); }
+template <std::size_t N>
+static inline uint8_t* payload_bytes(VlWide<N>& port) {
+    return reinterpret_cast<uint8_t*>(port.data());
+}
+#define VMSHM_STREAM(s, v, r, p) \
+    (s) = Stream{&(v), &(r), payload_bytes(p), (int)sizeof(p)}
+
+#include "vmshm_ports.h"
+
+namespace {
+
+// A payload being assembled or taken apart, a few 32-bit words wide.
+struct Beat {
+    uint32_t w[VMSHM_PAYLOAD_WORDS];
+    void clear() { memset(w, 0, sizeof w); }
+    uint64_t get(int off, int width) const {
+        uint64_t v = 0;
+        for (int i = 0; i < width;) {
+            int word = (off + i) >> 5, bit = (off + i) & 31;
+            int take = 32 - bit < width - i ? 32 - bit : width - i;
+            uint64_t mask = take == 32 ? 0xffffffffull : ((1ull << take) - 1);
+            v |= ((uint64_t)(w[word] >> bit) & mask) << i;
+            i += take;
+        }
+        return v;
+    }
+    void set(int off, int width, uint64_t v) {
+        for (int i = 0; i < width;) {
+            int word = (off + i) >> 5, bit = (off + i) & 31;
+            int take = 32 - bit < width - i ? 32 - bit : width - i;
+            uint32_t mask = take == 32 ? 0xffffffffu : ((1u << take) - 1);
+            w[word] = (w[word] & ~(mask << bit)) | ((uint32_t)(v >> i) & mask) << bit;
+            i += take;
+        }
+    }
+    void load(const Stream& s) {
+        clear();
+        memcpy(w, s.payload, s.nbytes);
+    }
+    void store(const Stream& s) const { memcpy(s.payload, w, s.nbytes); }
+};
+#define FIELD(beat, KIND, NAME) (beat).get(KIND##_##NAME##_OFF, KIND##_##NAME##_W)
+#define SET_FIELD(beat, KIND, NAME, v) (beat).set(KIND##_##NAME##_OFF, KIND##_##NAME##_W, (v))
+
+enum Status { ST_DONE = 0, ST_CTL = 1, ST_DMA = 2, ST_DRAWS = 3, ST_TIMEOUT = 4 };
+// Back-pressure channels of one device, in the order HostBFM's two processes draw them: the
+// control process's ctl_ready and rsp_valid, the DMA process's dma_ready and rsp_valid.
+enum Channel { CH_CTL_READY = 0, CH_CTL_RSP = 1, CH_DMA_READY = 2, CH_DMA_RSP = 3, CHANNELS = 4 };
+enum Kind {
+    EV_CTL_REQ_FIRST, EV_CTL_REQ_LAST, EV_CTL_RSP, EV_DMA_REQ_FIRST, EV_DMA_REQ_LAST,
+    EV_DMA_RSP_FIRST, EV_DMA_RSP_LAST
+};
+// Event ops: a control op's raw value, or these for DMA.
+enum { OP_READ = 100, OP_WRITE = 101 };
+
+struct Draws {
+    bool active = false;
+    std::vector<uint8_t> buf;
+    size_t pos = 0;
+    bool empty() const { return active && pos == buf.size(); }
+    bool take() {
+        if (!active) return true;
+        bool v = buf[pos++];
+        if (pos == buf.size()) {
+            buf.clear();
+            pos = 0;
+        }
+        return v;
+    }
+};
+
+// One try of a get (sink) or a put (source) on a stream.
+struct Try {
+    bool on = false;    // a try is under way
+    bool high = false;  // this try's ready (get) or valid (put)
+    bool start(Draws& d) {
+        if (!on) {
+            high = d.take();
+            on = true;
+        }
+        return high;
+    }
+    // After the edge: return whether the beat moved; end the try if it moved or was low.
+    bool end(bool other) {
+        bool moved = high && other;
+        if (moved || !high) on = false;
+        return moved;
+    }
+};
+
+struct Event {
+    uint64_t cycle;
+    uint8_t kind, op;
+};
+
+enum CtlState { C_GET, C_PENDING, C_WAIT, C_PUT };
+enum DmaState { D_HDR, D_DATA, D_PENDING, D_WAIT, D_PUT_W, D_PUT_R };
+
+struct Device {
+    Stream ctl_req, ctl_rsp, dma_req, dma_rsp;
+    Draws draws[CHANNELS];
+    uint32_t dma_latency = 0;
+    bool fast = false;  // DMA served here from the mapping, else by Python
+    // The open object: our own mapping of the host model's descriptor.
+    int fd = -1;
+    uint8_t* map = nullptr;
+    uint64_t map_size = 0;
+    std::vector<Event> events;
+    // control process
+    CtlState cs = C_GET;
+    Try ctry;
+    bool cfirst = true;
+    int cop = 0;
+    std::vector<uint8_t> name;
+    uint64_t cwait = 0;
+    Beat crsp;
+    // DMA process
+    DmaState ds = D_HDR;
+    Try dtry;
+    bool dwrite = false, dok = false;
+    uint64_t daddr = 0;
+    int dwords = 0, di = 0;
+    uint64_t dwait = 0;
+    uint64_t ddata[256];
+    uint32_t dbe[256];
+};
+
+enum GuestState { G_IDLE, G_PUT, G_GET, G_WAIT, G_DONE };
+
+struct Sim {
+    Top* top;
+    VerilatedContext* ctx;
+#ifdef VMSHM_TRACE
+    VerilatedVcdC* vcd = nullptr;
+#endif
+    uint64_t time = 0;
+    Stream req, cpl;
+    Device dev[VMSHM_DEVICES];
+    // the guest's transaction
+    GuestState gs = G_IDLE;
+    Beat beats[256];
+    int nbeats = 0, gi = 0, ncpl = 0, gj = 0;
+    uint64_t out[256];
+    int status = 0;
+    uint64_t waited = 0, timeout = 0, idle_left = 0;
+    uint64_t cycle = 0;
+};
+
+static void eval(Sim* s) {
+    s->top->eval();
+#ifdef VMSHM_TRACE
+    if (s->vcd) s->vcd->dump(s->time);
+#endif
+    s->time += 5;
+}
+
+static void stamp(Device& d, uint64_t cycle, int kind, int op) {
+    d.events.push_back(Event{cycle, (uint8_t)kind, (uint8_t)op});
+}
+
+// HostModel._clip: the end of the real bytes of [off, off + n), or false if refused.
+static bool clip(Device& d, uint64_t off, uint64_t n, uint64_t& end) {
+    if (!d.map || off >= d.map_size) return false;
+    end = off + n < d.map_size ? off + n : d.map_size;
+    struct stat st;
+    if (fstat(d.fd, &st) != 0) return false;
+    // The object shrank under us: touching the vanished part would raise SIGBUS.
+    return end <= (uint64_t)st.st_size;
+}
+
+static const int WB = VMSHM_DATA_WIDTH / 8;
+
+static void dma_read(Device& d) {
+    uint64_t n = (uint64_t)d.dwords * WB, end;
+    uint8_t bytes[256 * 8];
+    memset(bytes, 0xff, n);  // bytes past the object's end, or all of a refused read
+    d.dok = clip(d, d.daddr, n, end);
+    if (d.dok) memcpy(bytes, d.map + d.daddr, end - d.daddr);
+    for (int i = 0; i < d.dwords; i++) {
+        d.ddata[i] = 0;
+        memcpy(&d.ddata[i], bytes + i * WB, WB);
+    }
+}
+
+static void dma_write(Device& d) {
+    uint64_t n = (uint64_t)d.dwords * WB, end;
+    d.dok = clip(d, d.daddr, n, end);
+    if (!d.dok) return;
+    uint64_t keep = end - d.daddr;
+    for (uint64_t b = 0; b < keep; b++) {
+        int i = b / WB, k = b % WB;
+        if (d.dbe[i] >> k & 1) d.map[d.daddr + b] = (uint8_t)(d.ddata[i] >> (8 * k));
+    }
+}
+
+// The DMA answer is known: wait the latency (HostBFM's io.wait), then answer.
+static void dma_answered(Device& d, uint32_t latency) {
+    d.di = 0;
+    if (latency) {
+        d.dwait = latency;
+        d.ds = D_WAIT;
+    } else {
+        d.ds = d.dwrite ? D_PUT_W : D_PUT_R;
+    }
+}
+
+static void dma_request_done(Device& d, uint64_t cycle) {
+    stamp(d, cycle, EV_DMA_REQ_LAST, d.dwrite ? OP_WRITE : OP_READ);
+    if (!d.fast) {
+        d.ds = D_PENDING;
+        return;
+    }
+    if (d.dwrite)
+        dma_write(d);
+    else
+        dma_read(d);
+    dma_answered(d, d.dma_latency);
+}
+
+// Drive point: every BFM sets what it drives this cycle.
+static void drive(Sim* s) {
+    *s->req.valid = s->gs == G_PUT;
+    if (s->gs == G_PUT) s->beats[s->gi].store(s->req);
+    *s->cpl.ready = s->gs == G_GET;
+    for (Device& d : s->dev) {
+        *d.ctl_req.ready = d.cs == C_GET ? d.ctry.start(d.draws[CH_CTL_READY]) : 0;
+        if (d.cs == C_PUT) {
+            d.crsp.store(d.ctl_rsp);
+            *d.ctl_rsp.valid = d.ctry.start(d.draws[CH_CTL_RSP]);
+        } else {
+            *d.ctl_rsp.valid = 0;
+        }
+        bool get = d.ds == D_HDR || d.ds == D_DATA;
+        *d.dma_req.ready = get ? d.dtry.start(d.draws[CH_DMA_READY]) : 0;
+        if (d.ds == D_PUT_W || d.ds == D_PUT_R) {
+            Beat b;
+            b.clear();
+            bool last = d.ds == D_PUT_W || d.di == d.dwords - 1;
+            SET_FIELD(b, DMA_RSP, DATA, d.ds == D_PUT_R ? d.ddata[d.di] : 0);
+            SET_FIELD(b, DMA_RSP, ERR, !d.dok);
+            SET_FIELD(b, DMA_RSP, LAST, last);
+            b.store(d.dma_rsp);
+            *d.dma_rsp.valid = d.dtry.start(d.draws[CH_DMA_RSP]);
+        } else {
+            *d.dma_rsp.valid = 0;
+        }
+    }
+}
+
+struct Sampled {
+    bool req_ready, cpl_valid;
+    bool ctl_req_valid[VMSHM_DEVICES], ctl_rsp_ready[VMSHM_DEVICES];
+    bool dma_req_valid[VMSHM_DEVICES], dma_rsp_ready[VMSHM_DEVICES];
+};
+
+// One clock cycle from a drive point to the next.
+static void cycle(Sim* s) {
+    drive(s);
+    s->top->clk = 0;
+    eval(s);
+    // What the edge is about to sample: the settled values.
+    Sampled p;
+    Beat cpl, ctl[VMSHM_DEVICES], dma[VMSHM_DEVICES];
+    p.req_ready = *s->req.ready;
+    p.cpl_valid = *s->cpl.valid;
+    if (p.cpl_valid && s->gs == G_GET) cpl.load(s->cpl);
+    for (int i = 0; i < VMSHM_DEVICES; i++) {
+        Device& d = s->dev[i];
+        p.ctl_req_valid[i] = *d.ctl_req.valid;
+        p.ctl_rsp_ready[i] = *d.ctl_rsp.ready;
+        p.dma_req_valid[i] = *d.dma_req.valid;
+        p.dma_rsp_ready[i] = *d.dma_rsp.ready;
+        if (p.ctl_req_valid[i] && d.cs == C_GET) ctl[i].load(d.ctl_req);
+        if (p.dma_req_valid[i] && (d.ds == D_HDR || d.ds == D_DATA)) dma[i].load(d.dma_req);
+    }
+    s->top->clk = 1;
+    eval(s);
+    uint64_t now = s->top->cycle;
+    s->cycle = now;
+    // The guest.
+    switch (s->gs) {
+        case G_PUT:
+            if (p.req_ready) {
+                s->waited = 0;
+                if (++s->gi == s->nbeats) s->gs = G_GET;
+            } else {
+                s->waited++;
+            }
+            break;
+        case G_GET:
+            if (p.cpl_valid) {
+                s->waited = 0;
+                s->out[s->gj] = FIELD(cpl, CPL, DATA);
+                int st = (int)FIELD(cpl, CPL, STATUS);
+                if (st > s->status) s->status = st;
+                if (++s->gj == s->ncpl) s->gs = G_DONE;
+            } else {
+                s->waited++;
+            }
+            break;
+        case G_WAIT:
+            if (--s->idle_left == 0) s->gs = G_DONE;
+            break;
+        default:
+            break;
+    }
+    for (int i = 0; i < VMSHM_DEVICES; i++) {
+        Device& d = s->dev[i];
+        // The control process.
+        switch (d.cs) {
+            case C_GET:
+                if (d.ctry.end(p.ctl_req_valid[i])) {
+                    if (d.cfirst) {
+                        d.cop = (int)FIELD(ctl[i], CTL_REQ, OP);
+                        d.name.clear();
+                        stamp(d, now, EV_CTL_REQ_FIRST, d.cop);
+                        d.cfirst = false;
+                    }
+                    d.name.push_back((uint8_t)FIELD(ctl[i], CTL_REQ, DATA));
+                    if (FIELD(ctl[i], CTL_REQ, LAST)) {
+                        stamp(d, now, EV_CTL_REQ_LAST, d.cop);
+                        d.cs = C_PENDING;
+                    }
+                }
+                break;
+            case C_WAIT:
+                if (--d.cwait == 0) d.cs = C_PUT;
+                break;
+            case C_PUT:
+                if (d.ctry.end(p.ctl_rsp_ready[i])) {
+                    stamp(d, now, EV_CTL_RSP, d.cop);
+                    d.cs = C_GET;
+                    d.cfirst = true;
+                }
+                break;
+            default:
+                break;
+        }
+        // The DMA process.
+        switch (d.ds) {
+            case D_HDR:
+                if (d.dtry.end(p.dma_req_valid[i])) {
+                    d.daddr = FIELD(dma[i], DMA_REQ, ADDR);
+                    d.dwords = (int)FIELD(dma[i], DMA_REQ, COUNT) + 1;
+                    d.dwrite = FIELD(dma[i], DMA_REQ, WRITE);
+                    stamp(d, now, EV_DMA_REQ_FIRST, d.dwrite ? OP_WRITE : OP_READ);
+                    if (d.dwrite) {
+                        d.ddata[0] = FIELD(dma[i], DMA_REQ, DATA);
+                        d.dbe[0] = (uint32_t)FIELD(dma[i], DMA_REQ, BE);
+                        d.di = 1;
+                        if (d.dwords == 1)
+                            dma_request_done(d, now);
+                        else
+                            d.ds = D_DATA;
+                    } else {
+                        dma_request_done(d, now);
+                    }
+                }
+                break;
+            case D_DATA:
+                if (d.dtry.end(p.dma_req_valid[i])) {
+                    d.ddata[d.di] = FIELD(dma[i], DMA_REQ, DATA);
+                    d.dbe[d.di] = (uint32_t)FIELD(dma[i], DMA_REQ, BE);
+                    if (++d.di == d.dwords) dma_request_done(d, now);
+                }
+                break;
+            case D_WAIT:
+                if (--d.dwait == 0) d.ds = d.dwrite ? D_PUT_W : D_PUT_R;
+                break;
+            case D_PUT_W:
+                if (d.dtry.end(p.dma_rsp_ready[i])) {
+                    stamp(d, now, EV_DMA_RSP_FIRST, OP_WRITE);
+                    stamp(d, now, EV_DMA_RSP_LAST, OP_WRITE);
+                    d.ds = D_HDR;
+                }
+                break;
+            case D_PUT_R:
+                if (d.dtry.end(p.dma_rsp_ready[i])) {
+                    if (d.di == 0) stamp(d, now, EV_DMA_RSP_FIRST, OP_READ);
+                    if (++d.di == d.dwords) {
+                        stamp(d, now, EV_DMA_RSP_LAST, OP_READ);
+                        d.ds = D_HDR;
+                    }
+                }
+                break;
+            default:
+                break;
+        }
+    }
+}
+
+static void unmap(Device& d) {
+    if (d.map) munmap(d.map, d.map_size);
+    if (d.fd >= 0) close(d.fd);
+    d.map = nullptr;
+    d.map_size = 0;
+    d.fd = -1;
+}
+
+}  // namespace
+
+extern "C" {
+
+//! Return the number of devices and the data width this library was built for.
+int vm_config(int* devices, int* data_width) {
+    *devices = VMSHM_DEVICES;
+    *data_width = VMSHM_DATA_WIDTH;
+    return VMSHM_PAYLOAD_WORDS;
+}
+
+//! Make a simulation, held in reset for three cycles and released at cycle 0. `vcd` may be null.
+void* vm_new(const char* vcd) {
+    Sim* s = new Sim();
+    s->ctx = new VerilatedContext;
+    s->top = new Top(s->ctx);
+    VMSHM_BIND(s->top, s->req, s->cpl, s->dev);
+#ifdef VMSHM_TRACE
+    if (vcd) {
+        s->ctx->traceEverOn(true);
+        s->vcd = new VerilatedVcdC;
+        s->top->trace(s->vcd, 99);
+        s->vcd->open(vcd);
+    }
+#else
+    (void)vcd;
+#endif
+    s->top->rst = 1;
+    s->top->clk = 0;
+    eval(s);
+    for (int i = 0; i < 3; i++) {
+        s->top->clk = 1;
+        eval(s);
+        s->top->clk = 0;
+        eval(s);
+    }
+    s->top->rst = 0;
+    s->cycle = s->top->cycle;
+    return s;
+}
+
+void vm_free(void* h) {
+    Sim* s = (Sim*)h;
+    for (Device& d : s->dev) unmap(d);
+    s->top->final();
+#ifdef VMSHM_TRACE
+    if (s->vcd) {
+        s->vcd->close();
+        delete s->vcd;
+    }
+#endif
+    delete s->top;
+    delete s->ctx;
+    delete s;
+}
+
+uint64_t vm_now(void* h) { return ((Sim*)h)->cycle; }
+
+//! Set device `i`'s DMA latency (for DMA served here) and which back-pressure channels draw
+//! (bit c: channel c). The control channel's latency comes with each answer.
+void vm_set_timing(void* h, int i, uint32_t dma_latency, int gates) {
+    Device& d = ((Sim*)h)->dev[i];
+    d.dma_latency = dma_latency;
+    for (int c = 0; c < CHANNELS; c++) d.draws[c].active = gates >> c & 1;
+}
+
+void vm_add_draws(void* h, int i, int c, const uint8_t* draws, int n) {
+    Draws& d = ((Sim*)h)->dev[i].draws[c];
+    d.buf.insert(d.buf.end(), draws, draws + n);
+}
+
+//! Serve device `i`'s DMA here (`fast`) or in Python.
+void vm_set_fast(void* h, int i, int fast) { ((Sim*)h)->dev[i].fast = fast; }
+
+//! Map the object open on device `i`'s host (its descriptor `fd`, `size` bytes when it was
+//! opened), or forget it (fd < 0). Return 0 or an errno.
+int vm_set_region(void* h, int i, int fd, uint64_t size) {
+    Device& d = ((Sim*)h)->dev[i];
+    unmap(d);
+    if (fd < 0 || size == 0) return 0;
+    int own = dup(fd);
+    if (own < 0) return errno;
+    void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        close(own);
+        return e;
+    }
+    d.fd = own;
+    d.map = (uint8_t*)m;
+    d.map_size = size;
+    return 0;
+}
+
+//! Start a guest burst: `nbeats` request beats (a read: one), then its completions.
+void vm_submit(void* h, int space, int devno, uint64_t addr, int write, int count, int nbeats,
+               const uint64_t* data, const uint32_t* be, uint64_t timeout) {
+    Sim* s = (Sim*)h;
+    for (int i = 0; i < nbeats; i++) {
+        Beat& b = s->beats[i];
+        b.clear();
+        SET_FIELD(b, REQ, SPACE, space);
+        SET_FIELD(b, REQ, DEV, devno);
+        SET_FIELD(b, REQ, ADDR, addr);
+        SET_FIELD(b, REQ, WRITE, write);
+        SET_FIELD(b, REQ, COUNT, count);
+        SET_FIELD(b, REQ, DATA, data[i]);
+        SET_FIELD(b, REQ, BE, be[i]);
+    }
+    s->nbeats = nbeats;
+    s->ncpl = write ? 1 : count + 1;
+    s->gi = s->gj = 0;
+    s->status = 0;
+    s->waited = 0;
+    s->timeout = timeout;
+    s->gs = G_PUT;
+}
+
+//! Let the guest idle for `cycles` cycles (run by vm_run).
+void vm_idle(void* h, uint64_t cycles) {
+    Sim* s = (Sim*)h;
+    s->idle_left = cycles;
+    s->gs = cycles ? G_WAIT : G_DONE;
+}
+
+//! Run cycles until the guest's burst completes (ST_DONE) or Python must act; `which` says
+//! which device (ST_CTL, ST_DMA) or device * 4 + channel (ST_DRAWS).
+int vm_run(void* h, int* which) {
+    Sim* s = (Sim*)h;
+    for (;;) {
+        if (s->gs == G_DONE) {
+            s->gs = G_IDLE;
+            return ST_DONE;
+        }
+        if (s->timeout && s->waited >= s->timeout && (s->gs == G_PUT || s->gs == G_GET)) {
+            s->gs = G_IDLE;
+            return ST_TIMEOUT;
+        }
+        for (int i = 0; i < VMSHM_DEVICES; i++) {
+            Device& d = s->dev[i];
+            if (d.cs == C_PENDING) {
+                *which = i;
+                return ST_CTL;
+            }
+            if (d.ds == D_PENDING) {
+                *which = i;
+                return ST_DMA;
+            }
+            for (int c = 0; c < CHANNELS; c++) {
+                if (d.draws[c].empty()) {
+                    *which = i * CHANNELS + c;
+                    return ST_DRAWS;
+                }
+            }
+        }
+        cycle(s);
+    }
+}
+
+//! The completed burst: its data words into `out`, its worst status; return the word count.
+int vm_result(void* h, uint64_t* out, int* status) {
+    Sim* s = (Sim*)h;
+    memcpy(out, s->out, sizeof(uint64_t) * s->gj);
+    *status = s->status;
+    return s->gj;
+}
+
+//! Device `i`'s pending control request: its name bytes and length; return its op.
+int vm_ctl_request(void* h, int i, uint8_t* name, int* len) {
+    Device& d = ((Sim*)h)->dev[i];
+    int n = (int)d.name.size() < *len ? (int)d.name.size() : *len;
+    memcpy(name, d.name.data(), n);
+    *len = (int)d.name.size();
+    return d.cop;
+}
+
+void vm_ctl_answer(void* h, int i, int status, uint64_t size, uint64_t addr, uint32_t latency) {
+    Device& d = ((Sim*)h)->dev[i];
+    d.crsp.clear();
+    SET_FIELD(d.crsp, CTL_RSP, STATUS, status);
+    SET_FIELD(d.crsp, CTL_RSP, SIZE, size);
+    SET_FIELD(d.crsp, CTL_RSP, ADDR, addr);
+    if (latency) {
+        d.cwait = latency;
+        d.cs = C_WAIT;
+    } else {
+        d.cs = C_PUT;
+    }
+}
+
+//! Device `i`'s pending DMA request; return whether it is a write.
+int vm_dma_request(void* h, int i, uint64_t* addr, int* words, uint64_t* data, uint32_t* be) {
+    Device& d = ((Sim*)h)->dev[i];
+    *addr = d.daddr;
+    *words = d.dwords;
+    if (d.dwrite) {
+        memcpy(data, d.ddata, sizeof(uint64_t) * d.dwords);
+        memcpy(be, d.dbe, sizeof(uint32_t) * d.dwords);
+    }
+    return d.dwrite;
+}
+
+void vm_dma_answer(void* h, int i, int ok, const uint64_t* data, uint32_t latency) {
+    Device& d = ((Sim*)h)->dev[i];
+    d.dok = ok;
+    if (!d.dwrite) memcpy(d.ddata, data, sizeof(uint64_t) * d.dwords);
+    dma_answered(d, latency);
+}
+
+//! Copy up to `max` of device `i`'s host events; return how many there are.
+int vm_events(void* h, int i, uint64_t* cycles, uint8_t* kinds, uint8_t* ops, int max) {
+    Device& d = ((Sim*)h)->dev[i];
+    int n = (int)d.events.size();
+    for (int k = 0; k < n && k < max; k++) {
+        cycles[k] = d.events[k].cycle;
+        kinds[k] = d.events[k].kind;
+        ops[k] = d.events[k].op;
+    }
+    return n;
+}
+
+}  // extern "C"
