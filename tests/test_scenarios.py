@@ -39,7 +39,7 @@ def run_amaranth(scn, env, hosts, timings):
 #: Backend name -> ``runner(scenario, env, hosts, timings)``: one host and timing per device.
 RUNNERS = {"amaranth": run_amaranth}
 #: Every backend: Amaranth's simulator in this process, and the generated Verilog under cocotb.
-BACKENDS = ("amaranth", "verilator", "icarus")
+BACKENDS = ("amaranth", "verilator", "icarus", "native")
 
 
 def transactions(result):

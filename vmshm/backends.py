@@ -1,4 +1,4 @@
-"""Run an async guest function on any backend: Amaranth's simulator, Verilator or Icarus.
+"""Run an async guest function on any backend: Amaranth's simulator, Verilator, Icarus or native.
 
 The function is named ``"module:name"`` (``async def name(bus, **kwargs)``) so a backend that
 simulates in another process can import it there. Every backend returns a
@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 __all__ = ["BACKENDS", "run_function", "run_scenario", "backend_missing"]
 
-BACKENDS = ("amaranth", "verilator", "icarus")
+BACKENDS = ("amaranth", "verilator", "icarus", "native")
 
 
 def backend_missing(backend):
@@ -20,8 +20,20 @@ def backend_missing(backend):
         return None
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "native":
+        from vmshm.native.build import available as native_available
+        return native_available()
     from vmshm.testbench.runner import available
     return available(backend)
+
+
+def _simulator(backend):
+    # The in-process backends share one calling convention: vmshm.sim.simulate's.
+    if backend == "native":
+        from vmshm.native.engine import simulate
+    else:
+        from vmshm.sim.harness import simulate
+    return simulate
 
 
 def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None, waves=None,
@@ -33,7 +45,8 @@ def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None,
     fn : str
         ``"module:name"`` of an ``async def name(bus, **kwargs)``.
     backend : str
-        ``"amaranth"`` (embedded, the default), ``"verilator"`` or ``"icarus"``.
+        ``"amaranth"`` (embedded, the default), ``"verilator"``, ``"icarus"`` or ``"native"``
+        (the Verilog compiled by Verilator, run in this process by a C++ loop).
     timing : HostTiming or list of HostTiming, optional
         Each host's latencies and back-pressure.
     waves : path, optional
@@ -45,9 +58,10 @@ def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None,
     reason = backend_missing(backend)
     if reason:
         raise RuntimeError(f"backend {backend} cannot run here: {reason}")
-    if backend == "amaranth":
+    if backend in ("amaranth", "native"):
         from vmshm.host_model import HostModel, HostTiming
-        from vmshm.sim.harness import per_device, simulate
+        from vmshm.sim.harness import per_device
+        simulate = _simulator(backend)
         module, _, name = fn.partition(":")
         func = getattr(importlib.import_module(module), name)
         timings = per_device(timing, devices, HostTiming, "timing")
@@ -96,8 +110,8 @@ def run_scenario(name, *, backend="amaranth", data_width=32, seed=1, timing=None
     try:
         env = scn.env(shm_name, seed=seed, data_width=data_width)
         params = scn.core_args_for(data_width)
-        if backend == "amaranth":
-            from vmshm.sim.harness import simulate
+        if backend in ("amaranth", "native"):
+            simulate = _simulator(backend)
             pairs = [scn.make_host(timing) for _ in range(devices)]
             hosts = [h for h, _ in pairs]
             try:

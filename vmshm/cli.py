@@ -133,7 +133,7 @@ def _parser():
                            "object is used as it is, never resized)")
     demo.add_argument("--vcd", metavar="FILE",
                       help="write a VCD waveform of the whole run")
-    demo.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+    demo.add_argument("--backend", choices=("amaranth", "verilator", "icarus", "native"),
                       default="amaranth",
                       help="simulator: Amaranth's own (default, nothing to install), or the "
                            "generated Verilog under cocotb on Verilator or Icarus")
@@ -174,7 +174,7 @@ def _parser():
                     "the window, close) on each backend and print wall time, simulated cycles "
                     "and cycles per second, beside an empty loop that only awaits the clock for "
                     "the same number of cycles on the same backend.")
-    bench.add_argument("--backends", default="amaranth,verilator,icarus", metavar="LIST",
+    bench.add_argument("--backends", default="amaranth,verilator,icarus,native", metavar="LIST",
                        help="comma-separated backends (default: all; missing ones are skipped)")
     bench.add_argument("--size", type=parse_size, default=64 << 10, metavar="N",
                        help="bytes written and read back (default 64K)")
@@ -187,7 +187,7 @@ def _parser():
                     "fresh object on the chosen backend and print its transactions; --waves "
                     "writes a waveform named after it.")
     scn.add_argument("name", nargs="?", metavar="NAME", help="scenario to run")
-    scn.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+    scn.add_argument("--backend", choices=("amaranth", "verilator", "icarus", "native"),
                      default="amaranth", help="simulator (default amaranth)")
     scn.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
                      help="data path width in bits (default 32)")

@@ -1394,7 +1394,7 @@ def add_arguments(p):
     p.add_argument("--repeat", type=_count, metavar="N",
                    help="transactions averaged per point (default 1, or 64 with back-pressure)")
     p.add_argument("--seed", type=int, default=0, help="seed of the host's back-pressure")
-    p.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+    p.add_argument("--backend", choices=("amaranth", "verilator", "icarus", "native"),
                    default="amaranth",
                    help="simulator (default amaranth; the cocotb ones need their runner to "
                         "pass back the host BFM's event stamps)")
