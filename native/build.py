@@ -129,13 +129,6 @@ def build(devices=1, *, waves=False, opt=OPT, **params):
     A configuration already built (same Verilog, harness, header, flags and tools) is reused.
     Raises :exc:`NativeBuildError` with a one-line reason if a tool is missing.
     """
-    memo = (devices, waves, opt, tuple(sorted(params.items())))
-    if memo not in _built:
-        _built[memo] = _build(devices, waves, opt, params)
-    return _built[memo]
-
-
-def _build(devices, waves, opt, params):
     reason = available()
     if reason:
         raise NativeBuildError(reason)
@@ -143,16 +136,28 @@ def _build(devices, waves, opt, params):
     if isinstance(data_width, int) and data_width > MAX_DATA_WIDTH:
         raise NativeBuildError(f"the native backend runs data widths up to {MAX_DATA_WIDTH} "
                                f"bits, not {data_width}")
-    top = SimTop(devices, **params)
+    # The layout functions join the key, so layouts changed in this process (a test's) build
+    # anew without making a SimTop for every run to look.
+    from vmshm.rtl import layouts
+    memo = (devices, waves, opt, tuple(sorted(params.items())),
+            tuple(getattr(layouts, name) for name in layouts.__all__))
+    if memo not in _built:
+        _built[memo] = _build(SimTop(devices, **params), waves, opt)
+    return _built[memo]
+
+
+def _build(top, waves, opt):
     text = generate(top)
     head = header(top)
-    args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS]
+    # The lint's waivers, and no other warning stops a simulation build: linting is `vmshm
+    # lint`'s job, and a field the RTL leaves constant (ALWNEVER) must not stop a run.
+    args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS] + ["-Wno-fatal"]
     key = hashlib.sha256("\n".join([
         tool_versions(), _compiler_version(), opt, str(waves), " ".join(args), head, _harness(),
         text]).encode()).hexdigest()[:16]
     build_dir = _cache_root() / f"{key}{'-trace' if waves else ''}"
     build_once(build_dir, lambda: _compile(build_dir, text, head, args, opt, waves))
-    return NativeModel(build_dir / LIBRARY, devices, top.data_width, top.host_timeout)
+    return NativeModel(build_dir / LIBRARY, top.devices, top.data_width, top.host_timeout)
 
 
 def _compile(build_dir, text, head, args, opt, waves):

@@ -193,7 +193,7 @@ static void eval(Sim* s) {
 #ifdef VMSHM_TRACE
     if (s->vcd) s->vcd->dump(s->time);
 #endif
-    s->time += 5;
+    s->time += 5000;  // ps: a 10 ns clock, as in Amaranth's simulator
 }
 
 static void stamp(Device& d, uint64_t cycle, int kind, int op) {

@@ -405,17 +405,21 @@ def _cmd_bench(args, console):
                          progress=lambda text: status.update(text))
     table = Table(title=f"simulation speed: probe, open, {args.size // 1024} KiB written and "
                         f"read back, close ({args.data_width}-bit)")
-    for col in ("backend", "build s", "wall s", "cycles", "cycles/s", "transactions",
-                "empty loop s", "empty loop cycles/s"):
+    for col in ("backend", "build s", "wall s", "cycles", "cycles/s", "in Python",
+                "transactions", "empty loop s", "empty loop cycles/s"):
         table.add_column(col, justify="left" if col == "backend" else "right")
     for r in rows:
         table.add_row(r["backend"], f"{r['build_s']:.2f}", f"{r['wall_s']:.2f}",
-                      str(r["cycles"]), f"{r['cycles_per_s']:,.0f}", str(r["transactions"]),
+                      str(r["cycles"]), f"{r['cycles_per_s']:,.0f}",
+                      "-" if r["python_share"] is None else f"{r['python_share']:.0%}",
+                      str(r["transactions"]),
                       f"{r['idle_s']:.2f}", f"{r['idle_cycles_per_s']:,.0f}")
     console.print(table)
     console.print("build s: building the configuration (cached after the first time) and one "
                   "empty run; the empty loop wakes Python at every clock edge and does nothing "
-                  "else, so it is the floor for a testbench that polls every cycle.")
+                  "else, so it is the floor for a testbench that polls every cycle (native: "
+                  "one call into C++ runs them all); in Python: the share of the workload's wall "
+                  "time outside the simulator (- where it runs in another process).")
     return 0
 
 

@@ -1,0 +1,31 @@
+"""Guest functions the native backend's tests run by name (``"native_guests:NAME"``)."""
+
+import os
+
+from vmshm.driver_model import vmshm_probe
+
+
+async def awaits_sleep(bus):
+    """Await something that is not the bus."""
+    import asyncio
+    await asyncio.sleep(0)
+
+
+async def shrink_then_read(bus, name):
+    """Store 16 bytes at 4 KiB, read them back, shrink the object to 4 KiB as another process
+    could, and read them again: the host must refuse, not fault."""
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    mapping = await drv.mmap(fd, 8192)
+    await mapping.write(4096, b"\x5a" * 16)
+    before = await mapping.read(4096, 16)
+    os.truncate(f"/dev/shm{name}", 4096)
+    try:
+        after = await mapping.read(4096, 16)
+    except OSError as exc:
+        after = exc.errno
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return before, after

@@ -1,0 +1,95 @@
+"""The native backend beyond the scenario suite: identical records, layouts, bench, errors.
+
+The scenario suite (tests/test_scenarios.py) runs every scenario on ``native`` and compares its
+records with Amaranth's; here the same comparison covers the host-side event stamps the timing
+study reads, payload layouts other than today's, and what a user sees when a tool is missing.
+"""
+
+import pytest
+from amaranth.lib import data
+
+from vmshm.backends import run_function
+from vmshm.bench import run_bench
+from vmshm.host_model import HostTiming, ShmRegion
+
+from conftest import require_backend
+
+#: Late answers and random back-pressure on every host channel.
+STALLING = HostTiming(ctl_latency=5, dma_latency=3, ctl_ready=0.7, dma_ready=0.5, rsp_valid=0.5,
+                      seed=11)
+
+
+def both(shm_objects, *, size, data_width, timing):
+    """Run the bench workload on Amaranth and native; return both results."""
+    name = shm_objects.create(4096, tag="native")
+    kwargs = {"name": name, "size": size}
+    return [run_function("vmshm.bench:workload", backend=b, kwargs=kwargs, timing=timing,
+                         data_width=data_width) for b in ("amaranth", "native")]
+
+
+@pytest.mark.parametrize("data_width", (32, 64))
+def test_records_and_host_events_equal_amaranths(shm_objects, data_width):
+    require_backend("native")
+    ref, ours = both(shm_objects, size=600, data_width=data_width, timing=STALLING)
+    assert ours.records == ref.records
+    assert ours.events == ref.events, "the host-side handshakes differ"
+    assert ours.cycles == ref.cycles and ours.value == ref.value
+
+
+def test_follows_changed_layouts(shm_objects, monkeypatch):
+    """Fields added to the host-port layouts move every other field; native follows them."""
+    require_backend("native")
+    import vmshm.rtl.layouts as layouts
+    dma_req, dma_rsp, ctl_rsp = (layouts.dma_req_layout, layouts.dma_rsp_layout,
+                                 layouts.ctl_rsp_layout)
+    monkeypatch.setattr(layouts, "dma_req_layout", lambda aw, dw: data.StructLayout(
+        {"tag": 3, **dict(dma_req(aw, dw).members), "reset": 1}))
+    monkeypatch.setattr(layouts, "dma_rsp_layout", lambda dw: data.StructLayout(
+        {"tag": 5, **dict(dma_rsp(dw).members)}))
+    monkeypatch.setattr(layouts, "ctl_rsp_layout", lambda: data.StructLayout(
+        {"pad": 7, **dict(ctl_rsp().members)}))
+    ref, ours = both(shm_objects, size=300, data_width=64, timing=STALLING)
+    assert ours.records == ref.records and ours.events == ref.events
+
+
+def test_bench_shows_native_beside_amaranth():
+    require_backend("native")
+    rows = run_bench(["amaranth", "native"], size=1024)
+    amaranth, native = rows
+    assert amaranth["cycles"] == native["cycles"] > 0
+    assert amaranth["python_share"] == 1.0
+    assert 0.0 < native["python_share"] < 1.0
+
+
+def test_missing_compiler_is_one_line(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(RuntimeError) as info:
+        run_function("vmshm.bench:idle_loop", backend="native", kwargs={"cycles": 1})
+    message = str(info.value)
+    assert message.startswith("backend native cannot run here:") and "g++" in message
+    assert "\n" not in message
+
+
+def test_guest_may_only_await_the_bus():
+    require_backend("native")
+    from vmshm.native.engine import NativeError
+
+    with pytest.raises(NativeError, match="may only await bus operations"):
+        run_function("native_guests:awaits_sleep", backend="native")
+
+
+def test_dma_never_reaches_past_a_shrunk_object(shm_objects):
+    """The C++ DMA checks the object's current size, as HostModel does: no SIGBUS, the same
+    answer as on Amaranth's simulator."""
+    require_backend("native")
+    results = []
+    for backend in ("amaranth", "native"):
+        name = shm_objects.create(8192, tag="shrink")
+        results.append(run_function("native_guests:shrink_then_read", backend=backend,
+                                    kwargs={"name": name}))
+        with ShmRegion.attach(name) as region:
+            assert region.size == 4096
+    ref, ours = results
+    before, after = ours.value
+    assert before == b"\x5a" * 16 and after != before
+    assert ours.value == ref.value and ours.records == ref.records
