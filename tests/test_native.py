@@ -5,6 +5,10 @@ records with Amaranth's; here the same comparison covers the host-side event sta
 study reads, payload layouts other than today's, and what a user sees when a tool is missing.
 """
 
+import os
+import subprocess
+import sys
+
 import pytest
 from amaranth.lib import data
 
@@ -93,3 +97,16 @@ def test_dma_never_reaches_past_a_shrunk_object(shm_objects):
     before, after = ours.value
     assert before == b"\x5a" * 16 and after != before
     assert ours.value == ref.value and ours.records == ref.records
+
+
+def test_cli_bench_row():
+    """``vmshm bench --backends native`` prints a row with the share of time in Python."""
+    require_backend("native")
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "bench", "--backends", "native",
+                        "--size", "4K"], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stderr
+    assert "in Python" in r.stdout
+    row = [cell.strip() for cell in next(line for line in r.stdout.splitlines()
+                                         if "native" in line).split("│")[1:-1]]
+    assert row[0] == "native" and int(row[3]) > 0 and row[5].endswith("%")
