@@ -38,7 +38,8 @@ def run_amaranth(scn, env, hosts, timings):
 
 #: Backend name -> ``runner(scenario, env, hosts, timings)``: one host and timing per device.
 RUNNERS = {"amaranth": run_amaranth}
-#: Every backend: Amaranth's simulator in this process, and the generated Verilog under cocotb.
+#: Every backend: Amaranth's simulator in this process, the generated Verilog under cocotb, and
+#: the generated Verilog run natively (Verilator and a C++ loop, in this process).
 BACKENDS = ("amaranth", "verilator", "icarus", "native")
 
 
