@@ -7,6 +7,7 @@ there.
 
 import ast
 import importlib
+import re
 import tomllib
 from pathlib import Path
 
@@ -144,3 +145,27 @@ def test_long_module_list_is_current():
         assert name in MODULES, f"LONG_MODULES names {name}, which no longer exists"
         assert MODULES[name].read_text().count("\n") > MAX_LINES, \
             f"{name} is short enough now: take it off LONG_MODULES"
+
+
+#: Top-level folders that are build output or caches, not part of the layout.
+_NOT_LAYOUT = re.compile(r"\.|__pycache__$|.*\.egg-info$|build|dist$|sim_build$")
+
+
+def _readme_layout():
+    """Return ``{folder: whether the row says it is coming}`` from the README's layout table."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Layout\n", 1)[1]
+    table = section[section.index("\n| folder |") + 1:].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `([\w.-]+)/` \| ([^|]*)\|", table, re.M)
+    return {folder: answer.strip().startswith("coming") for folder, answer in rows}
+
+
+def test_readme_layout_table_matches_the_tree():
+    table = _readme_layout()
+    folders = {p.name for p in ROOT.iterdir() if p.is_dir() and not _NOT_LAYOUT.match(p.name)}
+    missing = sorted(folders - set(table))
+    assert not missing, f"folders the README's layout table does not explain: {missing}"
+    gone = sorted(f for f, coming in table.items() if not coming and f not in folders)
+    assert not gone, f"the README's layout table lists folders that do not exist: {gone}"
+    mapped = {path.relative_to(ROOT).parts[0] for path in _packages().values()}
+    assert mapped <= set(table), f"packages missing from the layout table: {mapped - set(table)}"
