@@ -1,7 +1,7 @@
 """Find and run the open ECP5 toolchain from PyPI: Yosys, nextpnr-ecp5 and ecppack from YoWASP.
 
 The tools come with the ``fpga`` extra (``pip install 'vmshm[fpga]'``); without it
-:func:`require_toolchain` raises :exc:`ToolchainMissing` with that hint. :func:`vmshm.fpga.synth`
+:func:`require_toolchain` raises :exc:`ToolchainMissing` with that hint. :mod:`vmshm.fpga.synth`
 and :mod:`vmshm.fpga.board` run them through here.
 """
 
