@@ -1,10 +1,10 @@
 """Compile the system top's Verilog with Verilator and the C++ harness into a loadable library.
 
-The Verilog is the cocotb backends' (:func:`vmshm.testbench.runner.generate`), linted with the same
-waivers; the harness (``harness.cpp``, package data) learns every port name, payload width and
-field offset from a header generated here from :mod:`vmshm.rtl.layouts`, so a field moved there
-moves here at the next build. Builds are cached like the cocotb ones: by the content of
-everything compiled and the tools' versions, in ``$VMSHM_BUILD_DIR/native`` (default
+The Verilog is the cocotb backends' (:func:`vmshm.testbench.runner.generate`), built with the
+same Verilator waivers; the harness (``harness.cpp``, package data) learns every port name,
+payload width and field offset from a header generated here from :mod:`vmshm.rtl.layouts`, so a
+field moved there moves here at the next build. Builds are cached like the cocotb ones: by the
+content of everything compiled and the tools' versions, in ``$VMSHM_BUILD_DIR/native`` (default
 ``~/.cache/vmshm/native``), each configuration once.
 """
 
@@ -13,13 +13,14 @@ import os
 import shutil
 import subprocess
 from functools import cache
-from typing import NamedTuple
 from importlib.resources import files
 from pathlib import Path
+from typing import NamedTuple
 
+from vmshm.fpga.lint import VERILATOR_WAIVERS
 from vmshm.sim.harness import SimTop
 from vmshm.testbench.runner import TOPLEVEL, build_once, generate, tool_versions
-from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
+from vmshm.tools import missing_reason, verilator_env
 
 __all__ = ["NativeBuildError", "NativeModel", "OPT", "available", "header", "build"]
 
@@ -149,8 +150,8 @@ def build(devices=1, *, waves=False, opt=OPT, **params):
 def _build(top, waves, opt):
     text = generate(top)
     head = header(top)
-    # The lint's waivers, and no other warning stops a simulation build: linting is `vmshm
-    # lint`'s job, and a field the RTL leaves constant (ALWNEVER) must not stop a run.
+    # The lint's waivers, and no other warning stops a simulation build: linting is the lint's
+    # job (vmshm.fpga.lint), and a field the RTL leaves constant (ALWNEVER) must not stop a run.
     args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS] + ["-Wno-fatal"]
     key = hashlib.sha256("\n".join([
         tool_versions(), _compiler_version(), opt, str(waves), " ".join(args), head, _harness(),
