@@ -167,6 +167,8 @@ def _parser():
                           description="Print docs/registers.md as rendered from the one "
                                       "register definition, vmshm/regmap.py.")
     regs.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    regs.add_argument("--c-header", action="store_true",
+                      help="print the C header of the guest driver (guest/vmshm_regs.h) instead")
 
     bench = sub.add_parser(
         "bench", help="measure simulation speed on each backend",
@@ -217,6 +219,9 @@ def _parser():
     board.add_arguments(bld)
 
     from vmshm import timing     # no matplotlib until a plot is drawn
+    from vmshm.qemu.command import add_parser as _add_qemu
+    _add_core_args(_add_qemu(sub, parse_size))
+
     tim = sub.add_parser(
         "timing", help="study the cycles of OPEN, CLOSE and window accesses, phase by phase",
         description="Run ioctl (name write + OPEN read), a window read and write, and CLOSE on "
@@ -372,9 +377,10 @@ def _cmd_build(args, console):
 
 
 def _cmd_regs(args, console):
+    from vmshm.cheader import render_c_header
     from vmshm.regmap import render_markdown
 
-    text = render_markdown()
+    text = render_c_header() if args.c_header else render_markdown()
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
@@ -463,6 +469,11 @@ def _cmd_timing(args, console):
     return timing.run_cli(args, console, _core_args(args))
 
 
+def _cmd_qemu(args, console):
+    from vmshm.qemu.command import run
+    return run(args, console, _core_args(args))
+
+
 def _fail(console, code, message):
     console.print(f"vmshm: {_errno_name(code)}: {message}", style="red", highlight=False,
                   soft_wrap=True)
@@ -480,7 +491,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs,
                 "bench": _cmd_bench, "scenario": _cmd_scenario, "synth": _cmd_synth,
-                "build": _cmd_build, "timing": _cmd_timing}
+                "build": _cmd_build, "timing": _cmd_timing,
+                "qemu": _cmd_qemu}
     try:
         return commands[args.command](args, console)
     except UsageError as exc:

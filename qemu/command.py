@@ -1,0 +1,344 @@
+"""``vmshm qemu``: boot a Linux guest in QEMU whose VMShm device is the simulated RTL.
+
+QEMU runs the guest under TCG with an ``x-pci-proxy-dev`` whose socket this process serves: the
+device side (:mod:`.device`) answers each request with the simulated :class:`~vmshm.rtl.VMShmPCI`
+backed by the real host object. The guest loads ``vmshm.ko`` and runs the example, or the user's
+own program, and this command prints what it printed, the device's cycle table, and exits with
+the program's exit status.
+"""
+
+import json
+import os
+import re
+import select
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from rich.markup import escape
+from rich.table import Table
+
+from . import image
+from .device import Access, DeviceHung, FloorDevice, proxy_refusal, serve, serve_floor
+from .mpqemu import MpqemuLink
+
+__all__ = ["add_parser", "run", "boot"]
+
+#: Bound of a whole run (boot, program, power-off) in seconds, unless --timeout says otherwise.
+DEFAULT_TIMEOUT = 300
+#: Guest console lines worth showing besides the program's own output.
+_KERNEL_TROUBLE = re.compile(r"vmshm|BUG|Oops|panic|Call Trace|segfault|error", re.I)
+
+
+def add_parser(sub, parse_size):
+    """Add ``vmshm qemu`` to the subcommand parsers ``sub``."""
+    p = sub.add_parser(
+        "qemu", help="run the example (or your C program) in a Linux guest against the RTL",
+        description="Boot a Linux guest in QEMU (TCG) whose VMShm device is the simulated RTL, "
+                    "served through QEMU's PCI proxy; load vmshm.ko and run the seed's example "
+                    "(or --run FILE.c) in it against the host object NAME. Prints the guest's "
+                    "output and the device's cycle table; exits with the program's status.")
+    p.add_argument("--shm", required=True, metavar="NAME",
+                   help="the host's POSIX shared-memory object, e.g. /shared-with-qemu")
+    p.add_argument("--create", type=parse_size, metavar="SIZE",
+                   help="create NAME with this size if it does not exist (never resized)")
+    p.add_argument("--run", metavar="FILE.c", help="compile this C program (static, with the "
+                   "host's gcc) and run it in the guest instead of the example; ARGS after --")
+    p.add_argument("--backend", default="amaranth", metavar="B",
+                   help="simulation backend serving the device (amaranth)")
+    p.add_argument("--kernel", metavar="PATH", help="the guest kernel (a bzImage); default: "
+                   "Debian's linux-image found in /usr/local/lib/vmshm/kernel or /boot")
+    p.add_argument("--headers", metavar="DIR", help="kernel headers matching --kernel")
+    p.add_argument("--bench", action="store_true",
+                   help="measure register and window read latency in the guest, beside a floor "
+                        "device with no simulation")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
+    p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
+    p.add_argument("args", nargs="*", metavar="ARGS",
+                   help="arguments of the program (after --); the example's default is NAME")
+    return p
+
+
+class Boot:
+    """What one boot left behind."""
+
+    def __init__(self):
+        self.console = []        # every console line
+        self.output = []         # the program's lines
+        self.status = None       # the program's exit status
+        self.boot_seconds = None  # QEMU start to /init
+        self.seconds = None
+        self.accesses = []       # device.Access, the simulated device
+        self.floor = []          # device.Access, the floor device (bench)
+        self.host_log = []
+        self.cycles = 0
+        self.error = None
+
+
+def _server_thread(sock, log, host_log, errors, params):
+    from vmshm.host_model import HostModel
+    from vmshm.sim.harness import simulate
+
+    link = MpqemuLink(sock)
+    host = HostModel(log=host_log.append)
+
+    def run():
+        try:
+            result = simulate(lambda bus: serve(bus, link=link, log=log), hosts=[host], **params)
+            errors.append(("cycles", result.cycles))
+        except BaseException as exc:     # reported by the main thread
+            errors.append(("error", exc))
+        finally:
+            if host.is_open:
+                host.close()
+            sock.close()
+
+    t = threading.Thread(target=run, name="vmshm-device", daemon=True)
+    t.start()
+    return t
+
+
+def _floor_thread(sock, log, params):
+    link = MpqemuLink(sock)
+    dev = FloorDevice(window_size=params.get("window_size", 1 << 20),
+                      name_size=params.get("name_size", 1 << 10))
+
+    def run():
+        try:
+            serve_floor(dev, link, log)
+        except Exception:
+            pass
+        finally:
+            sock.close()
+
+    t = threading.Thread(target=run, name="vmshm-floor", daemon=True)
+    t.start()
+    return t
+
+
+def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
+    """Boot the guest once and serve its device; return a :class:`Boot`.
+
+    ``echo(line)`` receives the program's lines as they come.
+    """
+    params = params or {}
+    result = Boot()
+    errors = []
+    kernel = image.vmlinux(parts.kernel) or parts.kernel
+    with tempfile.TemporaryDirectory(prefix="vmshm-qemu-") as tmp:
+        init_path = Path(tmp) / "init.cpio"
+        # The kernel unpacks concatenated archives in order: /init lands on top of the image.
+        init_path.write_bytes(Path(initrd).read_bytes() + init)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fds = [theirs.fileno()]
+        devices = [f"x-pci-proxy-dev,id=vmshm0,fd={theirs.fileno()}"]
+        floor_pair = None
+        if floor:
+            floor_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds.append(floor_pair[1].fileno())
+            devices.append(f"x-pci-proxy-dev,id=floor0,fd={floor_pair[1].fileno()}")
+        cmd = [parts.qemu, "-nodefaults", "-no-user-config", "-display", "none",
+               "-accel", "tcg", "-smp", "1", "-m", "256M",
+               "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
+               "-machine", "q35,memory-backend=mem",
+               "-serial", "stdio", "-no-reboot",
+               "-kernel", str(kernel), "-initrd", str(init_path),
+               "-append", "console=ttyS0 loglevel=4 panic=-1 tsc=reliable"]
+        for d in devices:
+            cmd += ["-device", d]
+        server = _server_thread(ours, result.accesses, result.host_log, errors, params)
+        floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, pass_fds=fds)
+        theirs.close()
+        if floor_pair:
+            floor_pair[1].close()
+        in_program = False
+        buf = b""
+        try:
+            deadline = t0 + timeout
+            while True:
+                if any(kind == "error" for kind, _ in errors):
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    result.error = (f"the guest did not finish within {timeout:g} s "
+                                    f"(a hung guest, or a device that stopped answering)")
+                    break
+                ready, _, _ = select.select([proc.stdout], [], [], min(left, 0.5))
+                if not ready:
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    line = raw.decode("utf-8", "replace").rstrip("\r")
+                    result.console.append(line)
+                    if line.startswith(image.MARK):
+                        word = line[len(image.MARK):].split()
+                        if word[:1] == ["init"]:
+                            result.boot_seconds = time.monotonic() - t0
+                        elif word[:1] == ["run"]:
+                            in_program = True
+                        elif word[:1] == ["exit"] and len(word) > 1:
+                            in_program = False
+                            result.status = int(word[1])
+                    elif in_program:
+                        result.output.append(line)
+                        if echo:
+                            echo(line)
+        finally:
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=5 if result.status is not None else 0.1)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            proc.stdout.close()
+            server.join(timeout=10)
+            if floor_server:
+                floor_server.join(timeout=5)
+        result.seconds = time.monotonic() - t0
+    for kind, value in errors:
+        if kind == "cycles":
+            result.cycles = value
+        elif kind == "error" and result.error is None:
+            exc = value
+            result.error = (str(exc) if isinstance(exc, DeviceHung)
+                            else f"the device server failed: {type(exc).__name__}: {exc}")
+    return result
+
+
+def _check_args(args):
+    from vmshm.backends import BACKENDS
+    if not args.shm.startswith("/") or "/" in args.shm[1:] or len(args.shm) < 2:
+        raise ValueError(f"--shm must be a POSIX shared-memory name like /shared-with-qemu, "
+                         f"not {args.shm!r}")
+    if args.create is not None and args.create <= 0:
+        raise ValueError(f"--create needs a positive size, not {args.create}")
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
+    if args.backend != "amaranth":
+        raise ValueError(f"--backend {args.backend}: only the amaranth backend serves QEMU so "
+                         f"far (the device side is a guest-bus function; the cocotb backends run "
+                         f"it in another process, which cannot take QEMU's socket yet)")
+    if args.run is not None and not Path(args.run).is_file():
+        raise ValueError(f"--run {args.run}: no such file")
+    if args.run is not None and args.bench:
+        raise ValueError("--bench runs its own program in the guest; leave out --run")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+
+
+def _access_table(accesses, title):
+    table = Table(title=title, title_justify="left")
+    for col in ("start", "end", "cycles", "request", "address", "size", "value"):
+        table.add_column(col, justify="right" if col != "request" else "left")
+    for a in accesses:
+        table.add_row(str(a.start), str(a.end), str(a.cycles), a.kind, f"{a.addr:#010x}",
+                      str(a.size), f"{a.value:#x}")
+    return table
+
+
+def _summary_table(accesses):
+    table = Table(title="all requests QEMU sent the device (boot included)", title_justify="left")
+    for col in ("request", "count", "min cycles", "median", "max"):
+        table.add_column(col, justify="right" if col != "request" else "left")
+    kinds = {}
+    for a in accesses:
+        kinds.setdefault(a.kind, []).append(a.cycles)
+    for kind, cyc in sorted(kinds.items()):
+        table.add_row(kind, str(len(cyc)), str(min(cyc)), f"{statistics.median(cyc):g}",
+                      str(max(cyc)))
+    return table
+
+
+def _report(boot_, args):
+    return {"status": boot_.status, "error": boot_.error, "boot_seconds": boot_.boot_seconds,
+            "seconds": boot_.seconds, "cycles": boot_.cycles, "output": boot_.output,
+            "console": boot_.console, "host_log": boot_.host_log,
+            "accesses": [vars(a) for a in boot_.accesses]}
+
+
+def run(args, console, core_params=None):
+    """Run ``vmshm qemu`` with parsed ``args``; return the exit status."""
+    from vmshm.host_model import ShmRegion
+    from vmshm.rtl import VMShmPCI
+
+    err = console.stderr if hasattr(console, "stderr") else None
+    _check_args(args)
+    params = dict(core_params or {})
+    refusal = proxy_refusal(VMShmPCI(**params))
+    if refusal:
+        raise ValueError(refusal)
+    try:
+        parts = image.find_parts(args.kernel, args.headers)
+    except image.Missing as exc:
+        print(f"vmshm qemu: {exc}", file=sys.stderr)
+        return 2
+    if args.create is not None:
+        region, created = ShmRegion.open_or_create(args.shm, args.create)
+        if not created and region.size != args.create:
+            console.print(f"{escape(args.shm)} exists with {region.size} bytes: using it as it "
+                          f"is (not resized to {args.create})")
+        region.close()
+
+    if args.bench:
+        from .bench import run_bench
+        return run_bench(args, console, parts, params)
+
+    if args.run:
+        program, src, argv = "program", Path(args.run), args.args
+    else:
+        program, src = "vmshm_example", image.GUEST_DIR / "vmshm_example.c"
+        argv = args.args or [args.shm]
+    programs = {"vmshm_example": image.GUEST_DIR / "vmshm_example.c", program: src}
+    try:
+        initrd = image.build_image(parts, programs)
+    except image.BuildError as exc:
+        console.print(escape(f"vmshm qemu: {exc}"), style="red")
+        return 1
+    console.print(f"booting Linux {escape(parts.release)} in QEMU (TCG); the device is the "
+                  f"simulated RTL ({args.backend})")
+    result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
+                  params=params, echo=lambda line: console.print(f"guest| {escape(line)}",
+                                                                highlight=False))
+    for line in result.host_log:
+        console.print(escape(line), highlight=False)
+    if result.status is None:
+        for line in result.console[-15:]:
+            console.print(f"console| {escape(line)}", highlight=False)
+    else:
+        trouble = [ln for ln in result.console if _KERNEL_TROUBLE.search(ln)
+                   and not ln.startswith(image.MARK) and ln not in result.output]
+        for line in trouble[:20]:
+            console.print(f"kernel| {escape(line)}", highlight=False)
+    bar = [a for a in result.accesses if a.kind.startswith(("mem_", "io_"))]
+    if bar:
+        shown = bar[-60:]
+        console.print(_access_table(shown, f"BAR accesses of the guest ({len(bar)}"
+                                           f"{', last 60 shown' if len(bar) > 60 else ''})"))
+    if result.accesses:
+        console.print(_summary_table(result.accesses))
+    boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds else "-"
+    console.print(f"boot (QEMU start to /init): {boot_s}; whole run {result.seconds:.1f} s; "
+                  f"{result.cycles} cycles simulated")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_report(result, args), indent=1))
+    if result.error:
+        print(f"vmshm qemu: {result.error}", file=sys.stderr)
+        return 1
+    if result.status is None:
+        print("vmshm qemu: the guest stopped before the program finished", file=sys.stderr)
+        return 1
+    return result.status
