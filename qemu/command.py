@@ -32,6 +32,8 @@ __all__ = ["add_parser", "run", "boot"]
 
 #: Bound of a whole run (boot, program, power-off) in seconds, unless --timeout says otherwise.
 DEFAULT_TIMEOUT = 300
+#: Seconds one request may take before the device is called hung (a boot's slowest take ms).
+REQUEST_LIMIT = 30
 #: Guest console lines worth showing besides the program's own output.
 _KERNEL_TROUBLE = re.compile(r"vmshm|BUG|Oops|panic|Call Trace|segfault|error", re.I)
 
@@ -62,7 +64,7 @@ def add_parser(sub, parse_size):
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
     p.add_argument("args", nargs="*", metavar="ARGS",
-                   help="arguments of the program (after --); the example's default is NAME")
+                   help="arguments of the program (after --); by default NAME")
     return p
 
 
@@ -82,7 +84,7 @@ class Boot:
         self.error = None
 
 
-def _server_thread(sock, log, host_log, errors, params):
+def _server_thread(sock, log, host_log, errors, params, watch):
     from vmshm.host_model import HostModel
     from vmshm.sim.harness import simulate
 
@@ -91,7 +93,8 @@ def _server_thread(sock, log, host_log, errors, params):
 
     def run():
         try:
-            result = simulate(lambda bus: serve(bus, link=link, log=log), hosts=[host], **params)
+            result = simulate(lambda bus: serve(bus, link=link, log=log, watch=watch),
+                              hosts=[host], **params)
             errors.append(("cycles", result.cycles))
         except BaseException as exc:     # reported by the main thread
             errors.append(("error", exc))
@@ -121,6 +124,12 @@ def _floor_thread(sock, log, params):
     t = threading.Thread(target=run, name="vmshm-floor", daemon=True)
     t.start()
     return t
+
+
+def _die_with_parent():
+    # QEMU goes when this process goes, even by SIGKILL: nothing is left running.
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
 
 
 def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
@@ -153,12 +162,14 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
                "-append", "console=ttyS0 loglevel=4 panic=-1 tsc=reliable"]
         for d in devices:
             cmd += ["-device", d]
-        server = _server_thread(ours, result.accesses, result.host_log, errors, params)
-        floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, pass_fds=fds)
+                                stderr=subprocess.STDOUT, pass_fds=fds,
+                                preexec_fn=_die_with_parent)
         theirs.close()
+        watch = {"in_flight": None}
+        server = _server_thread(ours, result.accesses, result.host_log, errors, params, watch)
+        floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
         if floor_pair:
             floor_pair[1].close()
         in_program = False
@@ -167,6 +178,11 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
             deadline = t0 + timeout
             while True:
                 if any(kind == "error" for kind, _ in errors):
+                    break
+                busy = watch["in_flight"]
+                if busy and time.monotonic() - busy[2] > REQUEST_LIMIT:
+                    result.error = (f"the simulated device did not answer the guest's {busy[0]} "
+                                    f"at {busy[1]:#x} within {REQUEST_LIMIT} s")
                     break
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -201,7 +217,7 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
             if proc.poll() is None:
                 try:
                     proc.wait(timeout=5 if result.status is not None else 0.1)
-                except subprocess.TimeoutExpired:
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
                     proc.kill()
                     proc.wait()
             proc.stdout.close()
@@ -298,10 +314,10 @@ def run(args, console, core_params=None):
         return run_bench(args, console, parts, params)
 
     if args.run:
-        program, src, argv = "program", Path(args.run), args.args
+        program, src = "program", Path(args.run)
     else:
         program, src = "vmshm_example", image.GUEST_DIR / "vmshm_example.c"
-        argv = args.args or [args.shm]
+    argv = args.args or [args.shm]
     programs = {"vmshm_example": image.GUEST_DIR / "vmshm_example.c", program: src}
     try:
         initrd = image.build_image(parts, programs)

@@ -60,7 +60,7 @@ def _ones(size):
     return (1 << 8 * size) - 1
 
 
-async def serve(bus, *, link, log, dev=0):
+async def serve(bus, *, link, log, dev=0, watch=None):
     """Answer ``link``'s requests on ``bus`` until QEMU closes its end; return how many.
 
     Parameters
@@ -72,14 +72,24 @@ async def serve(bus, *, link, log, dev=0):
         the end), ``reply(request, value)`` completes it.
     log : list
         Receives one :class:`Access` per request, as it is served.
+    watch : dict, optional
+        Holds ``"in_flight"``: ``(kind, addr, time.monotonic())`` of the request being served,
+        or ``None``: how a watchdog in another thread sees a device that stopped answering.
     """
+    watch = {} if watch is None else watch
     served = 0
+    if hasattr(bus, "timeout"):
+        # Each bounded wait leaves a timer in the simulator until its deadline, and simulated
+        # time barely moves between requests, so over a boot they pile up and slow every
+        # step. The caller bounds a hang by the wall clock instead (``link.in_flight``).
+        bus.timeout = None
     while True:
         req = link.next()
         if req is None:
             return served
         kind, addr, size, value = req.kind, req.addr, req.size, req.value
         start = bus.now()
+        watch["in_flight"] = (kind, addr, time.monotonic())
         bus.label = kind
         try:
             if kind == "cfg_read":
@@ -103,6 +113,7 @@ async def serve(bus, *, link, log, dev=0):
                              f"{addr:#x}: {exc}") from None
         finally:
             bus.label = ""
+        watch["in_flight"] = None
         log.append(Access(kind, addr, size, value, start, bus.now()))
         link.reply(req, value)
         served += 1

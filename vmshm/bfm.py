@@ -121,6 +121,15 @@ class StreamGuestBus(GuestBus):
     def data_width(self):
         return self._data_width
 
+    @property
+    def timeout(self):
+        """Cycles without progress before a wait gives up (``None``: wait for ever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, cycles):
+        self._timeout = cycles
+
     def now(self):
         return self._io.now()
 
