@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from vmshm import pci_regs as P
 from vmshm.driver_model.bus import BusTimeout
-from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
 
 __all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor"]
@@ -127,6 +127,9 @@ class FloorDevice:
     name buffer are byte arrays. What it costs is the floor any simulation adds to.
     """
 
+    #: Subsystem ID that tells the floor from the simulated device in the guest.
+    SUBSYSTEM_ID = 0xF100
+
     def __init__(self, *, window_size, name_size, regs_size=0x100):
         self.sizes = {0: regs_size, 1: window_size, 2: name_size}
         self.bars = {i: 0 for i in self.sizes}
@@ -143,7 +146,7 @@ class FloorDevice:
         struct.pack_into("<I", cfg, P.PCI_CLASS_REVISION,
                          PCI_REVISION | P.PCI_CLASS_MEMORY_RAM << 16)
         struct.pack_into("<HH", cfg, P.PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBSYSTEM_VENDOR_ID,
-                         PCI_SUBSYSTEM_ID)
+                         self.SUBSYSTEM_ID)
         cfg[P.PCI_CAPABILITY_LIST] = CAP_OFFSET
         cap = capability_bytes(window_size=window_size, name_size=name_size, regs_bar=0,
                                window_bar=1, name_bar=2)
