@@ -35,7 +35,7 @@ DEFAULT_TIMEOUT = 300
 #: Seconds one request may take before the device is called hung (a boot's slowest take ms).
 REQUEST_LIMIT = 30
 #: Guest console lines worth showing besides the program's own output.
-_KERNEL_TROUBLE = re.compile(r"vmshm|BUG|Oops|panic|Call Trace|segfault|error", re.I)
+_KERNEL_TROUBLE = re.compile(r"vmshm|BUG:|Oops|Kernel panic|Call Trace|segfault")
 
 
 def add_parser(sub, parse_size):
@@ -256,13 +256,38 @@ def _check_args(args):
         raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
 
 
-def _access_table(accesses, title):
+def bar_bases(accesses):
+    """Return ``{bar: base}`` as the guest left the BARs, from its configuration writes.
+
+    Sizing writes all ones and then the base back, so the last other 4-byte write to a BAR
+    register is where the firmware or the kernel put it.
+    """
+    bases = {}
+    for a in accesses:
+        if (a.kind == "cfg_write" and a.size == 4 and 0x10 <= a.addr < 0x28 and not a.addr % 4
+                and a.value != 0xFFFFFFFF):
+            bases[(a.addr - 0x10) // 4] = a.value & ~0xF
+    return {bar: base for bar, base in bases.items() if base}
+
+
+def _where(addr, bases, sizes):
+    from vmshm.regmap import REGISTERS
+    names = {r.offset: r.name for r in REGISTERS}
+    for bar, base in bases.items():
+        if base <= addr < base + sizes.get(bar, 0):
+            off = addr - base
+            name = names.get(off, "") if bar == 0 else ""
+            return f"BAR{bar}+{off:#x} {name}".rstrip()
+    return ""
+
+
+def _access_table(accesses, title, bases=None, sizes=None):
     table = Table(title=title, title_justify="left")
-    for col in ("start", "end", "cycles", "request", "address", "size", "value"):
-        table.add_column(col, justify="right" if col != "request" else "left")
+    for col in ("start", "end", "cycles", "request", "address", "where", "size", "value"):
+        table.add_column(col, justify="left" if col in ("request", "where") else "right")
     for a in accesses:
         table.add_row(str(a.start), str(a.end), str(a.cycles), a.kind, f"{a.addr:#010x}",
-                      str(a.size), f"{a.value:#x}")
+                      _where(a.addr, bases or {}, sizes or {}), str(a.size), f"{a.value:#x}")
     return table
 
 
@@ -294,7 +319,10 @@ def run(args, console, core_params=None):
     err = console.stderr if hasattr(console, "stderr") else None
     _check_args(args)
     params = dict(core_params or {})
-    refusal = proxy_refusal(VMShmPCI(**params))
+    function = VMShmPCI(**params)       # checks the parameters before anything is made
+    # Only asked for its BARs, never elaborated (the simulation builds its own).
+    function._MustUse__silence = function.core._MustUse__silence = True
+    refusal = proxy_refusal(function)
     if refusal:
         raise ValueError(refusal)
     try:
@@ -341,9 +369,11 @@ def run(args, console, core_params=None):
             console.print(f"kernel| {escape(line)}", highlight=False)
     bar = [a for a in result.accesses if a.kind.startswith(("mem_", "io_"))]
     if bar:
+        sizes = {b.index: b.size for b in function.bars}
         shown = bar[-60:]
         console.print(_access_table(shown, f"BAR accesses of the guest ({len(bar)}"
-                                           f"{', last 60 shown' if len(bar) > 60 else ''})"))
+                                           f"{', last 60 shown' if len(bar) > 60 else ''})",
+                                    bar_bases(result.accesses), sizes))
     if result.accesses:
         console.print(_summary_table(result.accesses))
     boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds else "-"

@@ -261,3 +261,15 @@ def test_device_server_speaks_the_proxy_protocol(shm_objects):
     assert _open_fds() <= fds_before
     assert {a.size for a in log if a.kind == "mem_write"} == {1, 8}
     assert all(a.end > a.start for a in log if a.kind.startswith("mem"))
+
+
+def test_a_hung_guest_ends_the_run(tmp_path, shm_objects):
+    _parts_or_skip()
+    src = tmp_path / "hang.c"
+    src.write_text("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
+    name = shm_objects.create(4096, "qemu")
+    r = _vmshm("--shm", name, "--run", str(src), "--timeout", "25")
+    assert r.returncode == 1
+    assert "did not finish within 25 s" in r.stderr
+    alive = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{name}"], capture_output=True)
+    assert alive.returncode == 1
