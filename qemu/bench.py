@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import image
+from .boot import boot
 from .device import FloorDevice
 
 __all__ = ["COUNT", "run_bench"]
@@ -36,8 +37,6 @@ def _parse(lines):
 
 def run_bench(args, console, parts, params, count=COUNT):
     """Boot the bench guest once, print the latency table and JSON; return the exit status."""
-    from .command import boot
-
     try:
         initrd = image.build_image(parts, {"vmshm_bench": image.GUEST_DIR / "vmshm_bench.c"})
     except image.BuildError as exc:

@@ -256,3 +256,4 @@ def render_markdown():
 
 if __name__ == "__main__":
     print(render_markdown(), end="")
+
