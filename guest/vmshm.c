@@ -174,7 +174,8 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	pci_read_config_byte(pdev, cap + VMSHM_CAP_NAME_BAR, &name_bar);
 	pci_read_config_dword(pdev, cap + VMSHM_CAP_WINDOW_SIZE,
 			      &vdev->window_size);
-	pci_read_config_dword(pdev, cap + VMSHM_CAP_NAME_SIZE, &vdev->name_size);
+	pci_read_config_dword(pdev, cap + VMSHM_CAP_NAME_SIZE,
+			      &vdev->name_size);
 	if (regs_bar >= PCI_STD_NUM_BARS || window_bar >= PCI_STD_NUM_BARS ||
 	    name_bar >= PCI_STD_NUM_BARS || vdev->name_size < 2 ||
 	    pci_resource_len(pdev, window_bar) < vdev->window_size ||
@@ -184,7 +185,7 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		return -ENODEV;
 	}
 
-	/* The window is mapped too: it claims the BAR; user mappings go by mmap. */
+	/* The window is mapped too, which claims it; users map it by mmap. */
 	ret = pcim_iomap_regions(pdev, BIT(regs_bar) | BIT(window_bar) |
 				 BIT(name_bar), "vmshm");
 	if (ret)
