@@ -17,6 +17,7 @@
 #include <linux/fs.h>
 #include <linux/idr.h>
 #include <linux/io.h>
+#include <linux/kref.h>
 #include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -29,7 +30,13 @@
 
 #define VMSHM_IOCTL_OPEN	0
 
+/*
+ * One per function.  An open file holds a reference, so the structure
+ * outlives a function removed while its file is open; "gone" (under lock)
+ * tells the file operations the BARs are no longer there.
+ */
 struct vmshm_dev {
+	struct kref ref;
 	struct pci_dev *pdev;
 	void __iomem *regs;
 	void __iomem *names;
@@ -37,7 +44,8 @@ struct vmshm_dev {
 	u32 window_size;
 	u32 name_size;
 	unsigned long busy;		/* bit 0: the file is open */
-	struct mutex lock;		/* serialises OPEN against CLOSE */
+	struct mutex lock;		/* serialises OPEN, CLOSE and removal */
+	bool gone;			/* the function was removed */
 	int id;
 	char devname[16];
 	struct miscdevice misc;
@@ -45,13 +53,27 @@ struct vmshm_dev {
 
 static DEFINE_IDA(vmshm_ida);
 
+static void vmshm_free(struct kref *ref)
+{
+	kfree(container_of(ref, struct vmshm_dev, ref));
+}
+
+static void vmshm_put(void *data)
+{
+	struct vmshm_dev *vdev = data;
+
+	kref_put(&vdev->ref, vmshm_free);
+}
+
 static int vmshm_open(struct inode *inode, struct file *file)
 {
 	struct vmshm_dev *vdev = container_of(file->private_data,
 					      struct vmshm_dev, misc);
 
+	/* misc_open() holds misc_mtx, so removal cannot run under us. */
 	if (test_and_set_bit(0, &vdev->busy))
 		return -EBUSY;
+	kref_get(&vdev->ref);
 	file->private_data = vdev;
 	return 0;
 }
@@ -62,9 +84,11 @@ static int vmshm_release(struct inode *inode, struct file *file)
 
 	/* Runs once the last reference goes: the fd and every mapping. */
 	mutex_lock(&vdev->lock);
-	ioread32(vdev->regs + VMSHM_REG_CLOSE);
+	if (!vdev->gone)
+		ioread32(vdev->regs + VMSHM_REG_CLOSE);
 	mutex_unlock(&vdev->lock);
 	clear_bit(0, &vdev->busy);
+	vmshm_put(vdev);
 	return 0;
 }
 
@@ -86,6 +110,11 @@ static long vmshm_ioctl_open(struct vmshm_dev *vdev, const char __user *uname)
 		goto out;
 	}
 	mutex_lock(&vdev->lock);
+	if (vdev->gone) {
+		mutex_unlock(&vdev->lock);
+		len = -ENODEV;
+		goto out;
+	}
 	memcpy_toio(vdev->names, name, len + 1);
 	status = ioread32(vdev->regs + VMSHM_REG_OPEN);
 	mutex_unlock(&vdev->lock);
@@ -110,8 +139,16 @@ static long vmshm_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 static int vmshm_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct vmshm_dev *vdev = file->private_data;
-	u32 map_size = ioread32(vdev->regs + VMSHM_REG_MAP_SIZE);
+	u32 map_size = 0;
+	bool gone;
 
+	mutex_lock(&vdev->lock);
+	gone = vdev->gone;
+	if (!gone)
+		map_size = ioread32(vdev->regs + VMSHM_REG_MAP_SIZE);
+	mutex_unlock(&vdev->lock);
+	if (gone)
+		return -ENODEV;
 	if (map_size > vdev->window_size)
 		return -EIO;
 	vma->vm_page_prot = pgprot_noncached(vma->vm_page_prot);
@@ -154,11 +191,16 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	int cap, ret;
 	u32 ident;
 
-	vdev = devm_kzalloc(dev, sizeof(*vdev), GFP_KERNEL);
+	vdev = kzalloc(sizeof(*vdev), GFP_KERNEL);
 	if (!vdev)
 		return -ENOMEM;
+	kref_init(&vdev->ref);
 	vdev->pdev = pdev;
 	mutex_init(&vdev->lock);
+	/* The probe's reference goes when the driver unbinds. */
+	ret = devm_add_action_or_reset(dev, vmshm_put, vdev);
+	if (ret)
+		return ret;
 
 	ret = pcim_enable_device(pdev);
 	if (ret)
@@ -231,6 +273,12 @@ static void vmshm_remove(struct pci_dev *pdev)
 	struct vmshm_dev *vdev = pci_get_drvdata(pdev);
 
 	misc_deregister(&vdev->misc);
+	mutex_lock(&vdev->lock);
+	/* An open file can no longer release the object: do it now. */
+	if (test_bit(0, &vdev->busy))
+		ioread32(vdev->regs + VMSHM_REG_CLOSE);
+	vdev->gone = true;
+	mutex_unlock(&vdev->lock);
 	ida_free(&vmshm_ida, vdev->id);
 }
 

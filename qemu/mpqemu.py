@@ -44,10 +44,6 @@ class Request:
     size: int = 0
     value: int = 0
 
-    @property
-    def wants_reply(self):
-        return True
-
 
 class MpqemuLink:
     """One end of the proxy's socket: :meth:`next` yields requests, :meth:`reply` answers them.

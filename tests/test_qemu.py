@@ -35,7 +35,7 @@ def _parts_or_skip():
         pytest.skip(str(exc))
 
 
-def _vmshm(*args, timeout=240):
+def _vmshm(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", *args],
                           capture_output=True, encoding="utf-8", errors="replace",
                           timeout=timeout)
@@ -67,8 +67,9 @@ def guest(shm_writer, tmp_path_factory):
     pat = ShmRegion.create(pattern, MIB)
     report = tmp_path_factory.mktemp("qemu") / "run.json"
     try:
+        # The command's own bound (--timeout) ends a hung guest before the test's does.
         r = _vmshm("--shm", example, "--run", str(HERE / "c" / "vmshm_guest_checks.c"),
-                   "--json", str(report), "--", example, pattern, missing)
+                   "--json", str(report), "--timeout", "180", "--", example, pattern, missing)
         seen = subprocess.run([str(shm_writer), "read", example], capture_output=True,
                               encoding="utf-8", errors="replace").stdout
         yield {"run": r, "report": json.loads(report.read_text()) if report.exists() else None,
@@ -93,7 +94,9 @@ def test_guest_ran_every_check(guest):
     assert r.returncode == 0, r.stdout + r.stderr
     checks = _checks(guest)
     assert checks and all(v == "ok" for v in checks.values()), checks
-    assert len(checks) == 12
+    assert len(checks) == 18
+    # Nothing went wrong in the kernel, not even on removing a function with its file open.
+    assert not re.search(r"kernel\| .*(BUG:|Oops|Call Trace)", r.stdout), r.stdout
 
 
 def test_example_reaches_the_host_object(guest):
@@ -152,7 +155,7 @@ def test_failing_program_gives_its_exit_status(tmp_path, shm_objects):
     src.write_text('#include <stdio.h>\nint main(int c, char **v) {\n'
                    'printf("args %s %s\\n", v[1], v[2]);\nreturn 7;\n}\n')
     name = shm_objects.create(4096, "qemu")
-    r = _vmshm("--shm", name, "--run", str(src), "--", "one", "two words")
+    r = _vmshm("--shm", name, "--run", str(src), "--timeout", "180", "--", "one", "two words")
     assert r.returncode == 7, r.stdout + r.stderr
     assert "guest| args one two words" in r.stdout
 
@@ -166,6 +169,12 @@ def test_bad_arguments_and_missing_parts_say_so(tmp_path):
     assert r.returncode == 2 and "--kernel" in r.stderr and "Traceback" not in r.stderr
     r = _vmshm("--shm", "/x", "--window-64bit")
     assert r.returncode == 2 and "64-bit BAR" in r.stderr
+    # Without QEMU on the PATH: one line saying what to install.
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", "--shm", "/x"],
+                       capture_output=True, text=True, env={**os.environ, "PATH": "/nonexistent"})
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("vmshm qemu: QEMU is not installed: "
+                                "apt-get install qemu-system-x86")
 
 
 # -- the transport and the device side, without QEMU --------------------------------------------
@@ -248,8 +257,8 @@ def test_device_server_speaks_the_proxy_protocol(shm_objects):
     q.mem_write(0xFD000021, 1, 0xAB)
     assert q.mem_read(0xFD000010, 8) == 0x1122334455667788
     assert q.mem_read(0xFD000012, 2) == 0x5566
-    assert ShmRegion.attach(name).read(0x10, 0x12) == bytes.fromhex("8877665544332211") + \
-        bytes(9) + b"\xab"
+    with ShmRegion.attach(name) as region:
+        assert region.read(0x10, 0x12) == bytes.fromhex("8877665544332211") + bytes(9) + b"\xab"
     assert host.is_open
     q.send(7)                                 # DEVICE_RESET: device and host side
     q.ret()

@@ -52,6 +52,18 @@ static uint8_t pattern(size_t i, unsigned int seed)
 	return (uint8_t)(i * 131 + seed + (i >> 8));
 }
 
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY), rc = -1;
+
+	if (fd >= 0) {
+		if (write(fd, text, strlen(text)) == (ssize_t)strlen(text))
+			rc = 0;
+		close(fd);
+	}
+	return rc;
+}
+
 static int open_named(const char *obj)
 {
 	int fd = open(DEV, O_RDWR);
@@ -188,6 +200,22 @@ int main(int argc, char **argv)
 	fflush(stdout);
 	fd = open_named(pattern_obj);
 	check("open_after_kill", fd >= 0, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+
+	/* The function removed while its file is open: no oops, and back on rescan. */
+	fd = open_named(example_obj);
+	check("open_before_remove", fd >= 0, strerror(errno));
+	rc = write_file("/sys/class/misc/vmshm0/device/remove", "1");
+	check("remove_function", rc == 0, strerror(errno));
+	check_errno("ioctl_after_remove_enodev", ioctl(fd, 0, example_obj), ENODEV);
+	check("close_after_remove", close(fd) == 0, strerror(errno));
+	rc = write_file("/sys/bus/pci/rescan", "1");
+	check("rescan", rc == 0, strerror(errno));
+	for (i = 0; i < 50 && access(DEV, F_OK) < 0; i++)
+		usleep(100000);
+	fd = open_named(example_obj);
+	check("open_after_rescan", fd >= 0, strerror(errno));
 	if (fd >= 0)
 		close(fd);
 
