@@ -11,6 +11,7 @@ import glob
 import hashlib
 import lzma
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -71,11 +72,14 @@ def kernel_release(kernel):
 
 
 def _headers_release(headers):
-    for rel in ("include/config/kernel.release",):
-        p = Path(headers) / rel
-        if p.exists():
-            return p.read_text().strip()
-    return None
+    """Return the release a module built against ``headers`` would carry in its vermagic."""
+    uts = Path(headers) / "include/generated/utsrelease.h"
+    if uts.exists():
+        m = re.search(r'UTS_RELEASE\s+"([^"]+)"', uts.read_text())
+        if m:
+            return m.group(1)
+    rel = Path(headers) / "include/config/kernel.release"
+    return rel.read_text().strip() if rel.exists() else None
 
 
 def find_parts(kernel=None, headers=None):

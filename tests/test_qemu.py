@@ -282,3 +282,17 @@ def test_a_hung_guest_ends_the_run(tmp_path, shm_objects):
     assert "did not finish within 25 s" in r.stderr
     alive = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{name}"], capture_output=True)
     assert alive.returncode == 1
+
+
+def test_kernel_and_headers_must_match(tmp_path):
+    from vmshm.qemu.image import Missing, find_parts
+    parts = _parts_or_skip()
+    # The found pair, given explicitly, is accepted: the module's vermagic will match.
+    assert find_parts(parts.kernel, parts.headers).release == parts.release
+    other = tmp_path / "headers"
+    (other / "include" / "generated").mkdir(parents=True)
+    (other / "Makefile").write_text("")
+    (other / "include" / "generated" / "utsrelease.h").write_text(
+        '#define UTS_RELEASE "9.9.9-other"\n')
+    with pytest.raises(Missing, match="are for 9.9.9-other.*the module would not load"):
+        find_parts(parts.kernel, other)
