@@ -58,6 +58,7 @@ def _load(path):
             ("vm_set_region", i32, [vp, i32, i32, u64]),
             ("vm_submit", None, [vp, i32, i32, u64, i32, i32, i32, pu64, pu32, u64]),
             ("vm_idle", None, [vp, u64]),
+            ("vm_reset", None, [vp]),
             ("vm_run", i32, [vp, pi32]),
             ("vm_result", i32, [vp, pu64, pi32]),
             ("vm_ctl_request", i32, [vp, i32, ctypes.c_char_p, pi32]),
@@ -160,10 +161,24 @@ class NativeSim:
         self._data[:n] = datas
         self._be[:n] = bes
         self._lib.vm_submit(self._h, space, dev, addr, write, count, n, self._data, self._be,
-                            timeout)
+                            timeout or 0)
         self._run(timeout)
         words = self._lib.vm_result(self._h, self._out, self._status_ref)
         return self._out[:words], self._status.value
+
+    def reset(self):
+        """Reset every function for one clock edge, then release what the hosts hold open.
+
+        As :func:`vmshm.sim.simulate`'s reset: the cycle count goes on, the host processes run
+        through the edge, and every host closes its object afterwards.
+        """
+        self._sync()
+        self._lib.vm_reset(self._h)
+        self._run(None)
+        for host in self.hosts:
+            if host.is_open:
+                host.close()
+        self._sync()
 
     def idle(self, cycles):
         """Let ``cycles`` clock edges pass, the hosts still serving the device."""
@@ -260,6 +275,19 @@ class NativeGuestBus(GuestBus):
 
     def now(self):
         return self._sim.now()
+
+    @property
+    def timeout(self):
+        """Cycles without progress before a burst gives up (``None``: wait for ever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, cycles):
+        self._timeout = cycles
+
+    async def reset(self):
+        """Reset every device on the bus and its host side, as a PCI function reset does."""
+        self._sim.reset()
 
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""

@@ -167,7 +167,7 @@ struct Device {
     uint32_t dbe[256];
 };
 
-enum GuestState { G_IDLE, G_PUT, G_GET, G_WAIT, G_DONE };
+enum GuestState { G_IDLE, G_PUT, G_GET, G_WAIT, G_RESET, G_DONE };
 
 struct Sim {
     Top* top;
@@ -186,6 +186,9 @@ struct Sim {
     int status = 0;
     uint64_t waited = 0, timeout = 0, idle_left = 0;
     uint64_t cycle = 0;
+    // The top's counter restarts at a function reset (rst resets it too); the cycle number
+    // does not, as in Amaranth's simulator, whose reset spares the counter.
+    uint64_t offset = 0;
 };
 
 static void eval(Sim* s) {
@@ -317,7 +320,7 @@ static void cycle(Sim* s) {
     }
     s->top->clk = 1;
     eval(s);
-    uint64_t now = s->top->cycle;
+    uint64_t now = s->top->cycle + s->offset;
     s->cycle = now;
     // The guest.
     switch (s->gs) {
@@ -564,19 +567,16 @@ void vm_idle(void* h, uint64_t cycles) {
     s->gs = cycles ? G_WAIT : G_DONE;
 }
 
+//! Reset the function (run by vm_run): one clock edge with rst high, as a PCI function reset.
+void vm_reset(void* h) { ((Sim*)h)->gs = G_RESET; }
+
 //! Run cycles until the guest's burst completes (ST_DONE) or Python must act; `which` says
 //! which device (ST_CTL, ST_DMA) or device * 4 + channel (ST_DRAWS).
 int vm_run(void* h, int* which) {
     Sim* s = (Sim*)h;
     for (;;) {
-        if (s->gs == G_DONE) {
-            s->gs = G_IDLE;
-            return ST_DONE;
-        }
-        if (s->timeout && s->waited >= s->timeout && (s->gs == G_PUT || s->gs == G_GET)) {
-            s->gs = G_IDLE;
-            return ST_TIMEOUT;
-        }
+        // The host model answers at the drive point its request completed, before the guest
+        // goes on (as HostBFM does, in zero simulated time).
         for (int i = 0; i < VMSHM_DEVICES; i++) {
             Device& d = s->dev[i];
             if (d.cs == C_PENDING) {
@@ -587,12 +587,32 @@ int vm_run(void* h, int* which) {
                 *which = i;
                 return ST_DMA;
             }
+        }
+        if (s->gs == G_DONE) {
+            s->gs = G_IDLE;
+            return ST_DONE;
+        }
+        if (s->timeout && s->waited >= s->timeout && (s->gs == G_PUT || s->gs == G_GET)) {
+            s->gs = G_IDLE;
+            return ST_TIMEOUT;
+        }
+        for (int i = 0; i < VMSHM_DEVICES; i++) {
+            Device& d = s->dev[i];
             for (int c = 0; c < CHANNELS; c++) {
                 if (d.draws[c].empty()) {
                     *which = i * CHANNELS + c;
                     return ST_DRAWS;
                 }
             }
+        }
+        if (s->gs == G_RESET) {
+            // One edge with the function reset high; the host processes run on through it.
+            s->offset = s->cycle + 1;
+            s->top->rst = 1;
+            cycle(s);
+            s->top->rst = 0;
+            s->gs = G_DONE;
+            continue;
         }
         cycle(s);
     }

@@ -29,3 +29,26 @@ async def shrink_then_read(bus, name):
     await drv.munmap(mapping)
     await drv.close(fd)
     return before, after
+
+
+async def reset_midway(bus, name):
+    """Open the object, write through the window, reset the function, then probe and use it
+    again: the host must have let the object go, and the cycle count must go on."""
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    mapping = await drv.mmap(fd, 4096)
+    await mapping.write(8, b"before reset")
+    before = bus.now()
+    await bus.reset()
+    after = bus.now()
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    mapping = await drv.mmap(fd, 4096)
+    back = await mapping.read(8, 12)
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return before, after, back

@@ -110,3 +110,15 @@ def test_cli_bench_row():
     row = [cell.strip() for cell in next(line for line in r.stdout.splitlines()
                                          if "native" in line).split("│")[1:-1]]
     assert row[0] == "native" and int(row[3]) > 0 and row[5].endswith("%")
+
+
+def test_function_reset_equals_amaranths(shm_objects):
+    """``bus.reset()`` (the QEMU device server's DEVICE_RESET) behaves as on Amaranth."""
+    require_backend("native")
+    name = shm_objects.create(4096, tag="reset")
+    ref, ours = [run_function("native_guests:reset_midway", backend=b, kwargs={"name": name},
+                              timing=STALLING) for b in ("amaranth", "native")]
+    before, after, back = ours.value
+    assert after == before + 1 and back == b"before reset"
+    assert ours.value == ref.value and ours.records == ref.records and ours.events == ref.events
+    assert [h["is_open"] for h in ours.hosts] == [False]
