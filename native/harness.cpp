@@ -618,6 +618,13 @@ int vm_run(void* h, int* which) {
     }
 }
 
+//! Submit a burst and run it (vm_submit, then vm_run): one call from Python instead of two.
+int vm_go(void* h, int space, int devno, uint64_t addr, int write, int count, int nbeats,
+          const uint64_t* data, const uint32_t* be, uint64_t timeout, int* which) {
+    vm_submit(h, space, devno, addr, write, count, nbeats, data, be, timeout);
+    return vm_run(h, which);
+}
+
 //! The completed burst: its data words into `out`, its worst status; return the word count.
 int vm_result(void* h, uint64_t* out, int* status) {
     Sim* s = (Sim*)h;

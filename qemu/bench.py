@@ -45,7 +45,8 @@ def run_bench(args, console, parts, params, count=COUNT):
     console.print(f"bench: {count} 32-bit reads of BAR0's ID register and of the window, on "
                   f"the simulated RTL and on a floor device (plain bytes, no simulation)")
     init = image.init_archive("vmshm_bench", [args.shm, str(count)], load_module=False)
-    result = boot(parts, initrd, init, timeout=args.timeout, params=params, floor=True)
+    result = boot(parts, initrd, init, timeout=args.timeout, params=params, floor=True,
+                  backend=args.backend)
     rows = _parse(result.output)
     for row in rows:
         if row["floor"]:

@@ -42,9 +42,10 @@ class Boot:
         self.error = None
 
 
-def _server_thread(sock, log, host_log, errors, params, watch):
+def _server_thread(sock, log, host_log, errors, params, watch, backend):
+    from vmshm.backends import _simulator
     from vmshm.host_model import HostModel
-    from vmshm.sim.harness import simulate
+    simulate = _simulator(backend)
 
     link = MpqemuLink(sock)
     host = HostModel(log=host_log.append)
@@ -90,7 +91,8 @@ def _die_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
 
 
-def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
+def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None,
+         backend="amaranth"):
     """Boot the guest once and serve its device; return a :class:`Boot`.
 
     ``echo(line)`` receives the program's lines as they come.
@@ -126,7 +128,8 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None):
                                 preexec_fn=_die_with_parent)
         theirs.close()
         watch = {"in_flight": None}
-        server = _server_thread(ours, result.accesses, result.host_log, errors, params, watch)
+        server = _server_thread(ours, result.accesses, result.host_log, errors, params, watch,
+                                backend)
         floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
         if floor_pair:
             floor_pair[1].close()

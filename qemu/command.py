@@ -48,7 +48,7 @@ def add_arguments(p):
     p.add_argument("--run", metavar="FILE.c", help="compile this C program (static, with the "
                    "host's gcc) and run it in the guest instead of the example; ARGS after --")
     p.add_argument("--backend", default="amaranth", metavar="B",
-                   help="simulation backend serving the device (amaranth)")
+                   help="simulation backend serving the device: amaranth (default) or native")
     p.add_argument("--kernel", metavar="PATH", help="the guest kernel (a bzImage); default: "
                    "Debian's linux-image found in /usr/local/lib/vmshm/kernel or /boot")
     p.add_argument("--headers", metavar="DIR", help="kernel headers matching --kernel")
@@ -72,10 +72,10 @@ def _check_args(args):
         raise ValueError(f"--create needs a positive size, not {args.create}")
     if args.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
-    if args.backend != "amaranth":
-        raise ValueError(f"--backend {args.backend}: only the amaranth backend serves QEMU so "
-                         f"far (the device side is a guest-bus function; the cocotb backends run "
-                         f"it in another process, which cannot take QEMU's socket yet)")
+    if args.backend not in ("amaranth", "native"):
+        raise ValueError(f"--backend {args.backend}: only the amaranth and native backends serve "
+                         f"QEMU so far (the device side is a guest-bus function; the cocotb ones "
+                         f"run it in another process, which cannot take QEMU's socket yet)")
     if args.run is not None and not Path(args.run).is_file():
         raise ValueError(f"--run {args.run}: no such file")
     if args.run is not None and args.bench:
@@ -183,8 +183,8 @@ def run(args, console):
     console.print(f"booting Linux {escape(parts.release)} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
     result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
-                  params=params, echo=lambda line: console.print(f"guest| {escape(line)}",
-                                                                highlight=False))
+                  params=params, backend=args.backend,
+                  echo=lambda line: console.print(f"guest| {escape(line)}", highlight=False))
     for line in result.host_log:
         console.print(escape(line), highlight=False)
     if result.status is None:
