@@ -43,9 +43,9 @@ class Boot:
 
 
 def _server_thread(sock, log, host_log, errors, params, watch, backend):
-    from vmshm.backends import _simulator
+    from vmshm.backends import simulator
     from vmshm.host_model import HostModel
-    simulate = _simulator(backend)
+    simulate = simulator(backend)
 
     link = MpqemuLink(sock)
     host = HostModel(log=host_log.append)

@@ -219,13 +219,18 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-def test_device_server_speaks_the_proxy_protocol(shm_objects):
+@pytest.mark.parametrize("backend", ("amaranth", "native"))
+def test_device_server_speaks_the_proxy_protocol(shm_objects, backend):
     import threading
 
+    from vmshm.backends import simulator
     from vmshm.host_model import HostModel
     from vmshm.qemu.device import serve
     from vmshm.qemu.mpqemu import MpqemuLink
-    from vmshm.sim.harness import simulate
+
+    from conftest import require_backend
+    require_backend(backend)
+    simulate = simulator(backend)
 
     name = shm_objects.create(MIB, "proxy")
     ours, theirs = socket.socketpair()

@@ -9,7 +9,7 @@ simulates in another process can import it there. Every backend returns a
 import importlib
 from dataclasses import asdict
 
-__all__ = ["BACKENDS", "run_function", "run_scenario", "backend_missing"]
+__all__ = ["BACKENDS", "run_function", "run_scenario", "backend_missing", "simulator"]
 
 BACKENDS = ("amaranth", "verilator", "icarus", "native")
 
@@ -27,8 +27,12 @@ def backend_missing(backend):
     return available(backend)
 
 
-def _simulator(backend):
-    # The in-process backends share one calling convention: vmshm.sim.simulate's.
+def simulator(backend):
+    """Return the ``simulate`` function of an in-process backend (``"amaranth"``, ``"native"``).
+
+    Both take :func:`vmshm.sim.simulate`'s arguments, so a caller that must run in this process
+    (the QEMU device server holds a socket) picks a backend by name.
+    """
     if backend == "native":
         from vmshm.native.engine import simulate
     else:
@@ -61,7 +65,7 @@ def run_function(fn, *, backend="amaranth", kwargs=None, devices=1, timing=None,
     if backend in ("amaranth", "native"):
         from vmshm.host_model import HostModel, HostTiming
         from vmshm.sim.harness import per_device
-        simulate = _simulator(backend)
+        simulate = simulator(backend)
         module, _, name = fn.partition(":")
         func = getattr(importlib.import_module(module), name)
         timings = per_device(timing, devices, HostTiming, "timing")
@@ -111,7 +115,7 @@ def run_scenario(name, *, backend="amaranth", data_width=32, seed=1, timing=None
         env = scn.env(shm_name, seed=seed, data_width=data_width)
         params = scn.core_args_for(data_width)
         if backend in ("amaranth", "native"):
-            simulate = _simulator(backend)
+            simulate = simulator(backend)
             pairs = [scn.make_host(timing) for _ in range(devices)]
             hosts = [h for h, _ in pairs]
             try:
