@@ -43,7 +43,9 @@ def run_bench(backends, *, size=64 << 10, data_width=32, progress=None):
     """Run the workload and the empty loop on each backend; return one row of figures each.
 
     The first cocotb run of a configuration builds it; that build is timed apart (``build_s``)
-    by running the empty loop once beforehand.
+    by running the empty loop once beforehand. ``python_share`` is the share of the workload's
+    wall time spent outside the simulator: 1 on Amaranth's, what the native backend measures
+    around its C++ calls, ``None`` where the simulator runs in another process.
     """
     from vmshm.backends import run_function
     from vmshm.host_model import ShmRegion
