@@ -9,9 +9,10 @@ import logging
 import random
 from dataclasses import dataclass
 
-from vmshm.regmap import NAME_MAX, Status
+from vmshm.regmap import Status
 
-from .shm import RegionError, ShmRegion
+from .names import name_problem
+from .shm import ShmRegion
 
 __all__ = ["HostModel", "HostTiming", "HostStalls"]
 
@@ -193,18 +194,9 @@ class HostModel:
             return self._fail(Status.ENAMETOOLONG, f"the name buffer's {len(raw)} bytes hold no "
                               f"NUL, so the name has no end")
         raw = raw[:nul]
-        if not raw:
-            return self._fail(Status.EINVAL, "the name is empty")
-        if not raw.startswith(b"/"):
-            return self._fail(Status.EINVAL, f"the name {_show(raw)} does not start with '/'")
-        if b"/" in raw[1:]:
-            return self._fail(Status.EINVAL, f"the name {_show(raw)} holds a '/' after the "
-                              f"leading one")
-        if len(raw) == 1:
-            return self._fail(Status.EINVAL, "the name '/' names no object")
-        if len(raw) - 1 > NAME_MAX:
-            return self._fail(Status.ENAMETOOLONG, f"the name is {len(raw) - 1} bytes long "
-                              f"after its '/', more than NAME_MAX ({NAME_MAX})")
+        problem = name_problem(raw)
+        if problem is not None:
+            return self._fail(*problem)
         shown = _show(raw)
         try:
             region = ShmRegion.attach(raw)
@@ -288,8 +280,8 @@ class HostModel:
             return b"\xff" * max(n, 0), False
         try:
             data = self._region.read(offset, end - offset)
-        except RegionError:
-            # The object shrank between the check and the read.
+        except OSError:
+            # The object shrank between the check and the read, or the host cannot read it.
             return b"\xff" * n, False
         return data + b"\xff" * (offset + n - end), True
 
@@ -310,7 +302,9 @@ class HostModel:
         bool
             False, with nothing stored, if nothing is open, `offset` is at or past the object's
             end, another process shrank the object below the bytes written, or `mask` does not
-            hold one enable per byte of `data`.
+            hold one enable per byte of `data`. Also False if the host cannot store the bytes
+            (``ENOSPC``: an object someone else made sparse on a full tmpfs); then a leading
+            part of them may have been stored, and the log says why.
         """
         data = bytes(data)
         n = len(data)
@@ -322,6 +316,10 @@ class HostModel:
         keep = end - offset
         try:
             self._region.write(offset, data[:keep], None if mask is None else list(mask)[:keep])
-        except RegionError:
+        except OSError as exc:
+            # RegionError: the object shrank meanwhile. ENOSPC: someone else made it sparse on a
+            # full tmpfs, so the page cannot be stored. The bytes before it may have been.
+            self._say(f"host: DMA write of {keep} bytes at {offset:#x} failed: "
+                      f"{exc.strerror or exc}")
             return False
         return True

@@ -25,7 +25,7 @@ class ShmObjects:
             A word in the name, so a leftover object says which test made it.
         """
         name = f"/vmshm-{tag}-{os.getpid()}-{uuid4().hex[:10]}"
-        self._regions.append(ShmRegion.create(name, size))
+        self._regions.append(ShmRegion.create(name, size, reserve=False))
         return name
 
     def cleanup(self):
