@@ -1,0 +1,747 @@
+"""The fault catalogue: bad inputs and faults a user can cause, each with what must happen.
+
+Every case names its layer (the ``vmshm`` command, the host model, the driver model), what a user
+does, what happens and why; the test runs it and checks the errno or exit status, the words of
+the message, that no traceback is printed, and the shared-memory object's size and content
+before and after. ``docs/faults.md`` is the same table for people; regenerate it with
+``python tests/test_faults.py > docs/faults.md`` (a test below says when it is stale).
+"""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from uuid import uuid4
+
+import pytest
+
+from vmshm.driver_model import vmshm_probe
+from vmshm.host_model import HostModel, HostTiming, ShmRegion, check_name
+from vmshm.regmap import NAME_MAX, REG
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "faults.md"
+
+#: ``after`` value meaning the object must hold exactly what it held before.
+SAME = "same"
+
+
+@dataclass(frozen=True)
+class Obj:
+    """A shared-memory object's size and the bytes it holds at offset 0."""
+    size: int
+    content: bytes = b""
+
+
+@dataclass
+class Outcome:
+    """What a case did: its errno or exit status, and the text a user saw."""
+    errno: int = None
+    status: int = None
+    text: str = ""
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One catalogue entry.
+
+    Attributes
+    ----------
+    id : str
+        Short name, the test's id.
+    layer : str
+        ``"cli"``, ``"host"`` (the host model) or ``"driver"`` (the driver model on the
+        simulated device).
+    does, happens, why : str
+        The table's columns: the input, what happens, why.
+    act : callable
+        ``act(env) -> Outcome``: does it.
+    errno, status : int, optional
+        Expected errno (host and driver) or exit status (CLI); ``0`` means success.
+    words : tuple of str
+        Words the message must hold (case-insensitive).
+    before : Obj, optional
+        The object made before the case runs (``None``: no object).
+    after : Obj, SAME or None
+        The object afterwards: ``SAME`` (untouched), an :class:`Obj` (this size, this content
+        at offset 0), or ``None`` (it must not exist).
+    detail : dict
+        Further facts the outcome must report (``Outcome.detail``).
+    """
+    id: str
+    layer: str
+    does: str
+    happens: str
+    why: str
+    act: Callable
+    errno: int = None
+    status: int = None
+    words: tuple = ()
+    before: Obj = None
+    after: object = SAME
+    detail: dict = field(default_factory=dict)
+
+
+class Env:
+    """One case's surroundings: a fresh object name, and the objects to remove afterwards."""
+
+    def __init__(self, tmp_path):
+        self.name = f"/vmshm-fault-{os.getpid()}-{uuid4().hex[:8]}"
+        self.tmp = tmp_path
+
+    def path(self, name=None):
+        return Path("/dev/shm") / (name or self.name).lstrip("/")
+
+    def exists(self, name=None):
+        return self.path(name).exists()
+
+    def snapshot(self, name=None):
+        """Return ``(size, bytes)`` of the object, or ``None`` if it does not exist."""
+        try:
+            data = self.path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return len(data), data
+
+    def make(self, obj, name=None):
+        """Create the object as someone else would: a plain file in /dev/shm, mode 0600."""
+        fd = os.open(self.path(name), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, obj.size)
+            if obj.content:
+                os.pwrite(fd, obj.content, 0)
+        finally:
+            os.close(fd)
+
+    def remove(self, name=None):
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def fail_in_ci_or_skip(reason):
+    """Skip with `reason`, or fail under ``CI=true``, where every prerequisite is installed."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI must allow it)")
+    pytest.skip(reason)
+
+
+# -- host model ------------------------------------------------------------------------------------
+
+def host_open(raw):
+    """Return an act: open the name buffer bytes `raw` (a callable of env, or bytes)."""
+    def act(env):
+        host = HostModel()
+        try:
+            status, size = host.open(raw(env) if callable(raw) else raw)
+            return Outcome(errno=status, text=host.last_error or "", detail={"size": size})
+        finally:
+            host.close()
+    return act
+
+
+def host_twice(env):
+    host = HostModel()
+    try:
+        first = host.open(env.name.encode() + b"\0")
+        status, _ = host.open(env.name.encode() + b"\0")
+        return Outcome(errno=status, text=host.last_error, detail={"first": first[0]})
+    finally:
+        host.close()
+
+
+def raising(fn):
+    """Return an act that calls ``fn(env)`` and reports the OSError, ValueError or TypeError."""
+    def act(env):
+        try:
+            value = fn(env)
+        except OSError as exc:
+            return Outcome(errno=exc.errno, text=str(exc))
+        except (ValueError, TypeError) as exc:
+            return Outcome(errno=errno.EINVAL, text=f"{type(exc).__name__}: {exc}")
+        return Outcome(errno=0, text="", detail={} if value is None else value)
+    return act
+
+
+def with_open_host(fn):
+    """Return an act: open the case's object in a HostModel, then ``fn(host, env)``."""
+    def act(env):
+        host = HostModel()
+        status, _ = host.open(env.name.encode() + b"\0")
+        assert status == 0, host.last_error
+        try:
+            return Outcome(errno=0, detail=fn(host, env))
+        finally:
+            host.close()
+    return act
+
+
+def shrink_then_access(host, env):
+    os.truncate(env.path(), 1000)
+    data, ok = host.dma_read(2000, 8)
+    wrote = host.dma_write(3000, b"x" * 8)
+    return {"read": data.hex(), "read_ok": ok, "write_ok": wrote,
+            "inside_ok": host.dma_read(0, 4)[1]}
+
+
+def grow_then_access(host, env):
+    os.truncate(env.path(), 8192)
+    _, ok = host.dma_read(5000, 8)
+    return {"past_old_end_ok": ok, "write_ok": host.dma_write(0, b"grown")}
+
+
+def unlink_then_access(host, env):
+    os.unlink(env.path())
+    wrote = host.dma_write(0, b"after unlink")
+    data, ok = host.dma_read(0, 12)
+    return {"write_ok": wrote, "read": data.decode(), "read_ok": ok}
+
+
+def write_straddling_end(host, env):
+    return {"write_ok": host.dma_write(4092, b"ABCDEFGH")}
+
+
+def write_bad_mask(host, env):
+    return {"write_ok": host.dma_write(0, b"ABCD", [1, 1])}
+
+
+def write_past_end(host, env):
+    return {"write_ok": host.dma_write(4096, b"ABCD"), "read_ok": host.dma_read(5000, 4)[1]}
+
+
+def dma_while_closed(env):
+    host = HostModel()
+    return {"write_ok": host.dma_write(0, b"x"), "read_ok": host.dma_read(0, 1)[1]}
+
+
+def unlink_attached(env):
+    with ShmRegion.attach(env.name) as region:
+        region.unlink()
+
+
+def create_existing(env):
+    ShmRegion.create(env.name, 64).close()
+
+
+def as_nobody(env):
+    """Open the (root-owned, mode 0600) object as user nobody, in a forked child."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:    # pragma: no cover - the child
+        try:
+            os.close(rfd)
+            os.setgid(65534)
+            os.setuid(65534)
+            host = HostModel()
+            status, _ = host.open(env.name.encode() + b"\0")
+            os.write(wfd, json.dumps([status, host.last_error]).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    with os.fdopen(rfd) as f:
+        status, text = json.loads(f.read() or "[null, null]")
+    os.waitpid(pid, 0)
+    return Outcome(errno=status, text=text or "")
+
+
+def open_or_create_race(env):
+    """Run 6 processes that each open_or_create the same name at once: one creates it."""
+    code = textwrap.dedent(f"""
+        from vmshm.host_model import ShmRegion
+        region, created = ShmRegion.open_or_create({env.name!r}, 4096)
+        print(int(created), region.size)
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    created = sum(int(o.split()[0]) for o, _ in outs if o.strip())
+    return Outcome(errno=0, text="".join(e for _, e in outs),
+                   detail={"creators": created,
+                           "failed": sum(p.returncode != 0 for p in procs)})
+
+
+# -- a tmpfs that is full, in a private mount namespace -------------------------------------------
+
+#: Run in a child under ``unshare -m`` with a 256 KiB tmpfs over /dev/shm: what other programs on
+#: this machine see of /dev/shm is untouched.
+SMALL_SHM = """
+import json, os, sys
+def fill():
+    # Someone else takes every page that is left.
+    fd = os.open("/dev/shm/filler", os.O_RDWR | os.O_CREAT, 0o600)
+    n = 0
+    while True:
+        try:
+            n += os.pwrite(fd, b"f" * 4096, n)
+        except OSError:
+            return n
+def sparse(name, size):
+    # Someone else makes an object with ftruncate alone: no page of it exists yet.
+    fd = os.open("/dev/shm" + name, os.O_RDWR | os.O_CREAT, 0o600)
+    os.ftruncate(fd, size)
+    os.close(fd)
+"""
+
+
+def in_small_shm(body):
+    """Return an act: run `body` (Python; sets ``out``, a dict) in a private, tiny /dev/shm."""
+    def act(env):
+        if shutil.which("unshare") is None:
+            fail_in_ci_or_skip("unshare (util-linux) is not installed")
+        code = SMALL_SHM + textwrap.dedent(body) + "\nprint(json.dumps(out))\n"
+        script = env.tmp / "small_shm.py"
+        script.write_text(code)
+        shell = (f"mount -t tmpfs -o size=256k,mode=1777 tmpfs /dev/shm && "
+                 f"exec {sys.executable} {script}")
+        probe = subprocess.run(["unshare", "-m", "true"], capture_output=True, text=True)
+        if probe.returncode:
+            fail_in_ci_or_skip(f"cannot make a private mount namespace here: "
+                               f"{probe.stderr.strip()}")
+        proc = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True,
+                              text=True, timeout=120)
+        text = proc.stdout + proc.stderr
+        detail = {"returncode": proc.returncode}
+        if proc.returncode == 0:
+            detail.update(json.loads(proc.stdout.strip().splitlines()[-1]))
+        return Outcome(errno=detail.get("errno", 0 if proc.returncode == 0 else None),
+                       status=proc.returncode, text=text, detail=detail)
+    return act
+
+
+CREATE_ON_FULL = """
+from vmshm.host_model import ShmRegion
+fill()
+out = {}
+try:
+    ShmRegion.create("/big", 1 << 20)
+except OSError as exc:
+    out = {"errno": exc.errno, "message": str(exc)}
+out["left_behind"] = os.path.exists("/dev/shm/big")
+print(out.get("message", ""), file=sys.stderr)
+"""
+
+HOST_WRITE_SPARSE = """
+from vmshm.host_model import HostModel
+sparse("/sparse", 1 << 20)
+fill()
+host = HostModel()
+status, size = host.open(b"/sparse\\0")
+data, read_ok = host.dma_read(0x8000, 8)
+out = {"errno": status, "write_ok": host.dma_write(0x4000, b"x" * 4096),
+       "hole": data.hex(), "read_ok": read_ok, "size": os.path.getsize("/dev/shm/sparse")}
+"""
+
+GUEST_WRITE_SPARSE = """
+from vmshm.driver_model import vmshm_probe
+from vmshm.regmap import REG
+from vmshm.sim.harness import simulate
+sparse("/sparse", 64 << 10)
+fill()
+async def guest(bus):
+    (drv,), _ = await vmshm_probe(bus)
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, "/sparse")
+    m = await drv.mmap(fd, 64 << 10)
+    await m.write(0x4000, b"stored nowhere!!")
+    after_write = await drv.regs.read32(REG["REJECTS"].offset)
+    hole = await m.read(0x8000, 8)
+    after_read = await drv.regs.read32(REG["REJECTS"].offset)
+    await drv.munmap(m)
+    await drv.close(fd)
+    return after_write, hole.hex(), after_read
+after_write, hole, after_read = simulate(guest, window_size=64 << 10, name_size=64).value
+out = {"errno": 0, "rejects_after_write": after_write, "hole": hole,
+       "rejects_after_read": after_read, "size": os.path.getsize("/dev/shm/sparse")}
+"""
+
+
+HOST = [
+    Fault("host-name-no-slash", "host", "OPEN of the name `x`",
+          "EINVAL", "POSIX names start with `/`; glibc would quietly add one",
+          host_open(b"x\0"), errno=errno.EINVAL, words=("start with '/'",)),
+    Fault("host-name-double-slash", "host", "OPEN of `//x`", "EINVAL",
+          "a second `/` would name a path, not an object", host_open(b"//x\0"),
+          errno=errno.EINVAL, words=("'/' after",)),
+    Fault("host-name-slash-only", "host", "OPEN of `/`", "EINVAL", "`/` names no object",
+          host_open(b"/\0"), errno=errno.EINVAL, words=("names no object",)),
+    Fault("host-name-empty", "host", "OPEN of an empty name", "EINVAL", "nothing to open",
+          host_open(b"\0"), errno=errno.EINVAL, words=("empty",)),
+    Fault("host-name-too-long", "host", f"OPEN of a name of {NAME_MAX + 1} bytes after `/`",
+          "ENAMETOOLONG", f"Linux's NAME_MAX is {NAME_MAX}",
+          host_open(b"/" + b"n" * (NAME_MAX + 1) + b"\0"), errno=errno.ENAMETOOLONG,
+          words=("NAME_MAX",)),
+    Fault("host-name-no-nul", "host", "OPEN with a name buffer that holds no NUL",
+          "ENAMETOOLONG", "the name has no end", host_open(b"/abc"),
+          errno=errno.ENAMETOOLONG, words=("no NUL",)),
+    Fault("host-name-not-utf8", "host", "OPEN of a name that is not UTF-8 (`/\\xff`)",
+          "ENOENT, named with the byte escaped", "Linux names are bytes; it is looked up as is",
+          host_open(b"/\xff-vmshm-fault-none\0"), errno=errno.ENOENT, words=("\\xff",)),
+    Fault("host-missing", "host", "OPEN of an object that does not exist", "ENOENT",
+          "the host never creates objects", host_open(lambda env: env.name.encode() + b"\0"),
+          errno=errno.ENOENT, words=("no shared-memory object",), after=None),
+    Fault("host-empty-object", "host", "OPEN of a 0-byte object", "EINVAL",
+          "there is nothing to map", host_open(lambda env: env.name.encode() + b"\0"),
+          errno=errno.EINVAL, words=("empty",), before=Obj(0)),
+    Fault("host-open-twice", "host", "a second OPEN while an object is open", "EBUSY",
+          "one object at a time", host_twice, errno=errno.EBUSY, words=("already open",),
+          before=Obj(4096, b"kept")),
+    Fault("host-permission", "host", "OPEN, as another user, of an object mode 0600",
+          "EACCES", "the object may not be opened read-write by that user", as_nobody,
+          errno=errno.EACCES, words=("may not be opened",), before=Obj(4096, b"private")),
+    Fault("host-shrunk", "host", "another process shrinks the object to 1000 bytes while it is "
+          "open, then the device reads and writes past the new end",
+          "the read answers all ones and an error, the write is refused; no SIGBUS",
+          "every access is checked against the object's size now",
+          with_open_host(shrink_then_access), errno=0, before=Obj(4096, b"shrink me"),
+          after=Obj(1000, b"shrink me"),
+          detail={"read": "ff" * 8, "read_ok": False, "write_ok": False, "inside_ok": True}),
+    Fault("host-grown", "host", "another process grows the object to 8192 bytes while it is "
+          "open", "accesses past the size it had at OPEN are refused; it is not shrunk back",
+          "the window was sized at OPEN; growth is seen at the next OPEN",
+          with_open_host(grow_then_access), errno=0, before=Obj(4096, b"grow me"),
+          after=Obj(8192, b"grown"), detail={"past_old_end_ok": False, "write_ok": True}),
+    Fault("host-unlinked", "host", "another process unlinks the object while it is open",
+          "reads and writes go on reaching it until CLOSE; then it is gone",
+          "an unlinked object lives while someone holds it, as in POSIX",
+          with_open_host(unlink_then_access), errno=0, before=Obj(4096, b"unlink me"),
+          after=None, detail={"write_ok": True, "read": "after unlink", "read_ok": True}),
+    Fault("host-write-straddles-end", "host", "a DMA write of 8 bytes at 4 bytes before the end",
+          "the 4 bytes inside are stored, the rest dropped; the size is unchanged",
+          "the host never grows an object", with_open_host(write_straddling_end), errno=0,
+          before=Obj(4096), after=Obj(4096), detail={"write_ok": True}),
+    Fault("host-write-bad-mask", "host", "a DMA write whose byte enables do not match its data",
+          "refused, nothing stored", "a malformed request is not guessed at",
+          with_open_host(write_bad_mask), errno=0, before=Obj(4096, b"keep"),
+          detail={"write_ok": False}),
+    Fault("host-write-past-end", "host", "a DMA read or write at or past the object's end",
+          "refused; the object is not extended", "the host never grows an object",
+          with_open_host(write_past_end), errno=0, before=Obj(4096, b"keep"),
+          detail={"write_ok": False, "read_ok": False}),
+    Fault("host-dma-closed", "host", "a DMA access while nothing is open", "refused",
+          "there is no object to reach", raising(dma_while_closed), errno=0,
+          detail={"write_ok": False, "read_ok": False}),
+    Fault("host-unlink-attached", "host", "unlink an object the region attached to",
+          "EPERM; the object stays", "objects belong to whoever made them",
+          raising(unlink_attached), errno=errno.EPERM, words=("did not create",),
+          before=Obj(4096, b"not yours")),
+    Fault("host-create-existing", "host", "create an object whose name exists",
+          "EEXIST; the existing object is untouched", "creation is exclusive (O_EXCL)",
+          raising(create_existing), errno=errno.EEXIST, before=Obj(100, b"first")),
+    Fault("host-create-negative", "host", "create an object of -1 bytes",
+          "ValueError: must not be negative", "a size is a byte count",
+          raising(lambda env: ShmRegion.create(env.name, -1)), errno=errno.EINVAL,
+          words=("must not be negative",), after=None),
+    Fault("host-create-not-int", "host", "create an object of `\"4096\"` bytes",
+          "TypeError: must be an int", "a size is a byte count",
+          raising(lambda env: ShmRegion.create(env.name, "4096")), errno=errno.EINVAL,
+          words=("must be an int",), after=None),
+    Fault("host-timing-zero", "host", "host timing with a ready probability of 0",
+          "ValueError", "the handshake would never complete",
+          raising(lambda env: HostTiming(ctl_ready=0)), errno=errno.EINVAL,
+          words=("probability",)),
+    Fault("host-check-name-nul", "host", "check a name holding a NUL (`/a\\0b`)",
+          "EINVAL, before anything is created", "C would see `/a`: a different object",
+          raising(lambda env: check_name("/a\0b")), errno=errno.EINVAL, words=("NUL",)),
+    Fault("host-check-name-buffer", "host", "check a 70-byte name for a 64-byte name buffer",
+          "ENAMETOOLONG", "the name and its NUL must fit the device's buffer",
+          raising(lambda env: check_name("/" + "b" * 69, 64)), errno=errno.ENAMETOOLONG,
+          words=("64-byte name buffer",)),
+    Fault("host-create-race", "host", "6 processes create-or-open one name at the same moment",
+          "exactly one creates it, the others attach", "O_EXCL decides; the loser retries",
+          open_or_create_race, errno=0, after=Obj(4096),
+          detail={"creators": 1, "failed": 0}),
+    Fault("host-create-full-tmpfs", "host", "create a 1 MiB object on a full tmpfs",
+          "ENOSPC at once, and no object is left behind",
+          "creation reserves the space (posix_fallocate)", in_small_shm(CREATE_ON_FULL),
+          errno=errno.ENOSPC, words=("no room",), detail={"left_behind": False}),
+    Fault("host-write-sparse-full", "host", "a DMA write into an object someone else made "
+          "sparse, on a full tmpfs; a read of one of its holes",
+          "the write is refused (no SIGBUS: the process lives), the hole reads as zeros",
+          "stores go through pwrite, which answers ENOSPC, not through a mapping",
+          in_small_shm(HOST_WRITE_SPARSE), errno=0,
+          detail={"returncode": 0, "write_ok": False, "hole": "00" * 8, "read_ok": True,
+                  "size": 1 << 20}),
+]
+
+
+# -- driver model, on the simulated device (Amaranth's simulator) ---------------------------------
+
+def guest(fn, *, ioctl=True, **params):
+    """Return an act: probe, open /dev/vmshm0, (ioctl the case's object,) then ``fn``.
+
+    ``fn(drv, fd, env, bus)`` is awaited; its OSError becomes the outcome's errno, and what it
+    returns (a dict) the outcome's detail.
+    """
+    from vmshm.sim.harness import simulate
+
+    params = {"window_size": 4096, "name_size": 64, **params}
+
+    def act(env):
+        async def run(bus):
+            (drv,), _ = await vmshm_probe(bus)
+            fd = await drv.open()
+            try:
+                if ioctl:
+                    await drv.ioctl(fd, 0, env.name)
+                return Outcome(errno=0, detail=await fn(drv, fd, env, bus) or {})
+            except OSError as exc:
+                return Outcome(errno=exc.errno, text=str(exc))
+        return simulate(run, **params).value
+    return act
+
+
+def ioctl_with(name, cmd=0):
+    async def fn(drv, fd, env, bus):
+        mark = len(bus.records)
+        try:
+            await drv.ioctl(fd, cmd, name(env) if callable(name) else name)
+        finally:
+            env.bus_traffic = len(bus.records) - mark
+    return fn
+
+
+def guest_ioctl(name, cmd=0, **params):
+    """Return an act: ioctl `name` and report the errno; ``bus`` counts bus transactions."""
+    inner = guest(ioctl_with(name, cmd), ioctl=False, **params)
+
+    def act(env):
+        outcome = inner(env)
+        outcome.detail["bus"] = env.bus_traffic
+        return outcome
+    return act
+
+
+def mmap_with(length, offset=0):
+    async def fn(drv, fd, env, bus):
+        await drv.mmap(fd, length, offset)
+    return fn
+
+
+async def mmap_before_ioctl(drv, fd, env, bus):
+    await drv.mmap(fd, 16)
+
+
+async def second_open(drv, fd, env, bus):
+    await drv.open()
+
+
+async def close_twice(drv, fd, env, bus):
+    await drv.close(fd)
+    await drv.close(fd)
+
+
+async def munmap_twice(drv, fd, env, bus):
+    m = await drv.mmap(fd, 4096)
+    await drv.munmap(m)
+    await drv.munmap(m)
+
+
+async def load_after_munmap(drv, fd, env, bus):
+    m = await drv.mmap(fd, 4096)
+    await drv.munmap(m)
+    await m.read(0, 4)
+
+
+async def read_past_mapping(drv, fd, env, bus):
+    m = await drv.mmap(fd, 64)
+    await m.read(60, 8)
+
+
+async def ioctl_after_close(drv, fd, env, bus):
+    await drv.close(fd)
+    await drv.ioctl(fd, 0, env.name)
+
+
+async def write_after_shrink(drv, fd, env, bus):
+    m = await drv.mmap(fd, 4096)
+    os.truncate(env.path(), 1024)
+    await m.write(2048, b"lost")
+    rejects = await drv.regs.read32(REG["REJECTS"].offset)
+    data = await m.read(2048, 4)
+    return {"rejects_after_write": rejects, "read": data.hex(),
+            "rejects_after_read": await drv.regs.read32(REG["REJECTS"].offset)}
+
+
+async def write_tiny(drv, fd, env, bus):
+    size = await drv.regs.read32(REG["MAP_SIZE"].offset)
+    m = await drv.mmap(fd, size)
+    await m.write(0, b"I w")
+    return {"map_size": size}
+
+
+async def mmap_tiny_too_long(drv, fd, env, bus):
+    await drv.mmap(fd, 4)
+
+
+DRIVER = [
+    Fault("drv-ioctl-int", "driver", "`ioctl(fd, 0, 12345)`: an int where the name belongs",
+          "EFAULT; nothing is written to the device",
+          "in C the argument is a pointer; this one points at no string",
+          guest_ioctl(12345), errno=errno.EFAULT, words=("int",), detail={"bus": 0}),
+    Fault("drv-ioctl-none", "driver", "`ioctl(fd, 0, None)`", "EFAULT; nothing written",
+          "a NULL pointer", guest_ioctl(None), errno=errno.EFAULT, detail={"bus": 0}),
+    Fault("drv-ioctl-list", "driver", "`ioctl(fd, 0, ['/x'])`", "EFAULT; nothing written",
+          "not a string in the caller's memory", guest_ioctl(["/x"]), errno=errno.EFAULT,
+          detail={"bus": 0}),
+    Fault("drv-ioctl-too-long", "driver", "ioctl of a 64-byte name into a 64-byte name buffer",
+          "ENAMETOOLONG; nothing is written", "the name and its NUL must fit the buffer",
+          guest_ioctl("/" + "a" * 63), errno=errno.ENAMETOOLONG, words=("64-byte",),
+          detail={"bus": 0}),
+    Fault("drv-ioctl-unknown", "driver", "`ioctl(fd, 1, name)`", "ENOTTY; nothing written",
+          "the driver knows one ioctl, 0", guest_ioctl(lambda env: env.name, cmd=1),
+          errno=errno.ENOTTY, detail={"bus": 0}),
+    Fault("drv-ioctl-missing", "driver", "ioctl of an object that does not exist", "ENOENT",
+          "the device passes the host's answer through", guest_ioctl(lambda env: env.name),
+          errno=errno.ENOENT, after=None),
+    Fault("drv-ioctl-no-slash", "driver", "ioctl of `x`", "EINVAL, from the device",
+          "POSIX names start with `/`", guest_ioctl("x"), errno=errno.EINVAL),
+    Fault("drv-ioctl-embedded-nul", "driver", "ioctl of `/x\\0y`",
+          "the name ends at the NUL, as in C: `/x` is looked up (ENOENT)",
+          "the driver copies a C string", guest_ioctl("/vmshm-fault-none\0y"),
+          errno=errno.ENOENT),
+    Fault("drv-ioctl-empty-object", "driver", "ioctl of a 0-byte object", "EINVAL",
+          "nothing to map", guest_ioctl(lambda env: env.name), errno=errno.EINVAL,
+          before=Obj(0)),
+    Fault("drv-ioctl-twice", "driver", "a second ioctl while the object is open", "EBUSY",
+          "one object per device", guest(ioctl_with(lambda env: env.name)),
+          errno=errno.EBUSY, before=Obj(4096, b"busy")),
+    Fault("drv-ioctl-after-close", "driver", "ioctl on a closed descriptor", "EBADF",
+          "the file is gone", guest(ioctl_after_close, ioctl=False), errno=errno.EBADF),
+    Fault("drv-second-open", "driver", "a second open of /dev/vmshm0", "EBUSY",
+          "the device file is exclusive", guest(second_open, ioctl=False), errno=errno.EBUSY),
+    Fault("drv-close-twice", "driver", "close the descriptor twice", "EBADF",
+          "as for any file", guest(close_twice, ioctl=False), errno=errno.EBADF),
+    Fault("drv-mmap-unaligned", "driver", "mmap at offset 128", "EINVAL",
+          "mmap offsets are page multiples", guest(mmap_with(64, 128)), errno=errno.EINVAL,
+          words=("page",), before=Obj(4096)),
+    Fault("drv-mmap-past-object", "driver", "mmap of 4097 bytes of a 4096-byte object",
+          "EINVAL", "the mapping may not reach past MAP_SIZE", guest(mmap_with(4097)),
+          errno=errno.EINVAL, before=Obj(4096)),
+    Fault("drv-mmap-page-offset-past", "driver", "mmap at offset 4096 of a 4096-byte object",
+          "EINVAL", "nothing of the object is there", guest(mmap_with(16, 4096)),
+          errno=errno.EINVAL, before=Obj(4096)),
+    Fault("drv-mmap-zero", "driver", "mmap of 0 bytes", "EINVAL", "as Linux's mmap",
+          guest(mmap_with(0)), errno=errno.EINVAL, before=Obj(4096)),
+    Fault("drv-mmap-negative-offset", "driver", "mmap at offset -4096", "EINVAL",
+          "as Linux's mmap", guest(mmap_with(16, -4096)), errno=errno.EINVAL,
+          before=Obj(4096)),
+    Fault("drv-mmap-not-int", "driver", "mmap of `\"16\"` bytes", "EINVAL",
+          "a length is a number", guest(mmap_with("16")), errno=errno.EINVAL,
+          words=("int",), before=Obj(4096)),
+    Fault("drv-mmap-before-ioctl", "driver", "mmap before any ioctl", "EINVAL",
+          "MAP_SIZE is 0 while nothing is open", guest(mmap_before_ioctl, ioctl=False),
+          errno=errno.EINVAL),
+    Fault("drv-munmap-twice", "driver", "munmap the same mapping twice", "EINVAL",
+          "it is no longer a mapping", guest(munmap_twice), errno=errno.EINVAL,
+          before=Obj(4096)),
+    Fault("drv-load-after-munmap", "driver", "a load through an unmapped mapping", "EFAULT",
+          "the addresses are no longer mapped", guest(load_after_munmap),
+          errno=errno.EFAULT, before=Obj(4096)),
+    Fault("drv-read-past-mapping", "driver", "a load of 8 bytes at 60 of a 64-byte mapping",
+          "EINVAL; nothing reaches the device", "outside the mapping",
+          guest(read_past_mapping), errno=errno.EINVAL, before=Obj(4096)),
+    Fault("drv-write-after-shrink", "driver", "another process shrinks the object to 1 KiB, "
+          "then the guest writes and reads at 2 KiB",
+          "the write is dropped and counted in REJECTS; the read answers all ones",
+          "the host refuses the vanished part; a posted write's only trace is the counter",
+          guest(write_after_shrink), errno=0, before=Obj(4096, b"shrink"),
+          after=Obj(1024, b"shrink"),
+          detail={"rejects_after_write": 1, "read": "ff" * 4, "rejects_after_read": 2}),
+    Fault("drv-tiny-object", "driver", "the guest maps a 3-byte object and writes 3 bytes",
+          "MAP_SIZE is 3; the bytes are stored", "the window is the object's size",
+          guest(write_tiny), errno=0, before=Obj(3), after=Obj(3, b"I w"),
+          detail={"map_size": 3}),
+    Fault("drv-tiny-object-long-map", "driver", "mmap of 4 bytes of a 3-byte object", "EINVAL",
+          "the mapping may not reach past MAP_SIZE", guest(mmap_tiny_too_long),
+          errno=errno.EINVAL, before=Obj(3)),
+    Fault("drv-write-sparse-full", "driver", "the guest writes into an object someone else "
+          "made sparse, on a full tmpfs, then reads one of its holes",
+          "the write is dropped and counted in REJECTS; the hole reads as zeros; the "
+          "simulator lives", "the host stores with pwrite (ENOSPC), never into a mapping "
+          "(SIGBUS)", in_small_shm(GUEST_WRITE_SPARSE), errno=0,
+          detail={"returncode": 0, "rejects_after_write": 1, "hole": "00" * 8,
+                  "rejects_after_read": 1, "size": 64 << 10}),
+]
+
+CATALOGUE = HOST + DRIVER
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
+def test_fault(case, tmp_path):
+    env = Env(tmp_path)
+    if case.before is not None:
+        env.make(case.before)
+    before = env.snapshot()
+    try:
+        outcome = case.act(env)
+        assert "Traceback" not in outcome.text, outcome.text
+        if case.status is not None:
+            assert outcome.status == case.status, outcome.text
+        if case.errno is not None:
+            assert outcome.errno == case.errno, (
+                f"expected {errno.errorcode.get(case.errno, case.errno)}, got "
+                f"{errno.errorcode.get(outcome.errno, outcome.errno)}: {outcome.text}")
+        for word in case.words:
+            assert word.lower() in outcome.text.lower(), (word, outcome.text)
+        for key, value in case.detail.items():
+            assert outcome.detail.get(key) == value, (key, outcome.detail, outcome.text)
+        after = env.snapshot()
+        if case.after is SAME:
+            assert after == before, "the object changed"
+        elif case.after is None:
+            assert after is None, "an object was left behind"
+        else:
+            assert after is not None, "the object vanished"
+            assert after[0] == case.after.size
+            assert after[1].startswith(case.after.content), after[1][:32]
+    finally:
+        env.remove()
+
+
+def test_catalogue_size():
+    layers = {}
+    for case in CATALOGUE:
+        layers[case.layer] = layers.get(case.layer, 0) + 1
+    assert len({c.id for c in CATALOGUE}) == len(CATALOGUE), "case ids repeat"
+    assert len(CATALOGUE) >= 60, layers
+
+
+def render_markdown():
+    """Return ``docs/faults.md``: the catalogue as tables, one per layer."""
+    titles = {"cli": "The `vmshm` command", "host": "The host model (`vmshm.host_model`)",
+              "driver": "The driver model on the simulated device (`vmshm.driver_model`)"}
+    out = ["# What bad input and faults do", "",
+           "<!-- Generated by `python tests/test_faults.py > docs/faults.md` from the fault "
+           "catalogue in tests/test_faults.py, which runs every row. Do not edit. -->", "",
+           f"Each row is a test in `tests/test_faults.py` ({len(CATALOGUE)} in all). It checks "
+           "the exit status or errno, the message's key words, that no Python traceback is "
+           "printed, and the shared-memory object's size and content before and after: unless "
+           "a row says otherwise, the object is untouched.", ""]
+    for layer in ("cli", "host", "driver"):
+        rows = [c for c in CATALOGUE if c.layer == layer]
+        if not rows:
+            continue
+        out += [f"## {titles[layer]}", "", "| input | what happens | why |", "|---|---|---|"]
+        for c in rows:
+            cells = [c.does, c.happens, c.why]
+            out.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def test_docs_faults_md_is_fresh():
+    assert DOC.read_text() == render_markdown(), (
+        "docs/faults.md is stale: run `python tests/test_faults.py > docs/faults.md`")
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render_markdown())
