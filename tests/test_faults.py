@@ -190,7 +190,7 @@ def shrink_then_access(host, env):
     data, ok = host.dma_read(2000, 8)
     wrote = host.dma_write(3000, b"x" * 8)
     return {"read": data.hex(), "read_ok": ok, "write_ok": wrote,
-            "inside_ok": host.dma_read(0, 4)[1]}
+            "inside_ok": host.dma_read(0, 4)[1], "dma_errors": host.dma_errors}
 
 
 def grow_then_access(host, env):
@@ -337,7 +337,9 @@ host = HostModel()
 status, size = host.open(b"/sparse\\0")
 data, read_ok = host.dma_read(0x8000, 8)
 out = {"errno": status, "write_ok": host.dma_write(0x4000, b"x" * 4096),
-       "hole": data.hex(), "read_ok": read_ok, "size": os.path.getsize("/dev/shm/sparse")}
+       "hole": data.hex(), "read_ok": read_ok, "size": os.path.getsize("/dev/shm/sparse"),
+       "why": host.last_dma_error}
+print(out["why"], file=sys.stderr)
 """
 
 GUEST_WRITE_SPARSE = """
@@ -403,7 +405,8 @@ HOST = [
           "every access is checked against the object's size now",
           with_open_host(shrink_then_access), errno=0, before=Obj(4096, b"shrink me"),
           after=Obj(1000, b"shrink me"),
-          detail={"read": "ff" * 8, "read_ok": False, "write_ok": False, "inside_ok": True}),
+          detail={"read": "ff" * 8, "read_ok": False, "write_ok": False, "inside_ok": True,
+                  "dma_errors": 2}),
     Fault("host-grown", "host", "another process grows the object to 8192 bytes while it is "
           "open", "accesses past the size it had at OPEN are refused; it is not shrunk back",
           "the window was sized at OPEN; growth is seen at the next OPEN",
@@ -467,7 +470,7 @@ HOST = [
           "sparse, on a full tmpfs; a read of one of its holes",
           "the write is refused (no SIGBUS: the process lives), the hole reads as zeros",
           "stores go through pwrite, which answers ENOSPC, not through a mapping",
-          in_small_shm(HOST_WRITE_SPARSE), errno=0,
+          in_small_shm(HOST_WRITE_SPARSE), errno=0, words=("No space left",),
           detail={"returncode": 0, "write_ok": False, "hole": "00" * 8, "read_ok": True,
                   "size": 1 << 20}),
 ]
