@@ -675,7 +675,340 @@ DRIVER = [
                   "rejects_after_read": 1, "size": 64 << 10}),
 ]
 
-CATALOGUE = HOST + DRIVER
+
+# -- the vmshm command -----------------------------------------------------------------------------
+
+def _fill(text, env):
+    return text.format(name=env.name, tmp=env.tmp, uid=env.name.rsplit("-", 1)[-1])
+
+
+def cli(*argv, name=None):
+    """Return an act: run ``vmshm ARGV`` in this process and capture what it prints.
+
+    ``{name}`` in an argument is the case's object name, ``{tmp}`` a fresh directory, ``{uid}``
+    a word unique to the case. `name`, if given, is the object the case is about (a template
+    too), instead of the case's own name.
+    """
+    def act(env):
+        import gc
+        import io
+        import traceback
+        import warnings
+        from contextlib import redirect_stderr, redirect_stdout
+
+        from vmshm.cli import main
+
+        if name is not None:
+            env.name = _fill(name, env)
+        args = [_fill(a, env) for a in argv]
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                status = main(args)
+            except SystemExit as exc:
+                status = exc.code
+            except BaseException:
+                status = None
+                err.write(traceback.format_exc())
+            # A coroutine never awaited warns when it is collected.
+            gc.collect()
+        text = out.getvalue() + err.getvalue() + "".join(f"\n{w.message}" for w in caught)
+        return Outcome(status=status, text=text)
+    return act
+
+
+def _holds(pid, path):
+    """Return whether process `pid` has `path` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    except OSError:
+        return False
+
+
+def cli_proc(*argv, sig=None, runs=1):
+    """Return an act: run ``vmshm ARGV`` as `runs` processes; with `sig`, signal each while it
+    simulates (once its host holds the object open)."""
+    def act(env):
+        import time
+
+        args = [_fill(a, env) for a in argv]
+        code = "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))"
+        procs = [subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(runs)]
+        if sig is not None:
+            for p in procs:
+                deadline = time.monotonic() + 60
+                while not _holds(p.pid, env.path()) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                # The host opens the object in the middle of the OPEN the long host latency
+                # holds up: the signal lands inside the simulation.
+                time.sleep(0.3)
+                p.send_signal(sig)
+        outs = [p.communicate(timeout=120) for p in procs]
+        statuses = sorted({p.returncode for p in procs})
+        text = "".join(o + e for o, e in outs)
+        return Outcome(status=statuses[0] if len(statuses) == 1 else tuple(statuses), text=text)
+    return act
+
+
+def cli_small_shm(argv, setup=""):
+    """Return an act: run ``vmshm ARGV`` in a private, tiny, full /dev/shm (see SMALL_SHM)."""
+    body = setup + textwrap.dedent(f"""
+        import io
+        from contextlib import redirect_stderr, redirect_stdout
+        from vmshm.cli import main
+        fill()
+        text = io.StringIO()
+        with redirect_stdout(text), redirect_stderr(text):
+            status = main({list(argv)!r})
+        print(text.getvalue(), file=sys.stderr)
+        out = {{"status": status, "objects": sorted(os.listdir("/dev/shm"))}}
+    """)
+    inner = in_small_shm(body)
+
+    def act(env):
+        outcome = inner(env)
+        outcome.status = outcome.detail.get("status", outcome.status)
+        return outcome
+    return act
+
+
+LONG = "/" + "n" * (NAME_MAX + 1)
+
+CLI = [
+    Fault("cli-markup-close-tag-name", "cli", "`vmshm demo --shm '/x-[/]y' --create 4K`",
+          "exit 1, `EINVAL`: the name holds a `/` after the leading one, printed as typed; "
+          "nothing is created", "names are text, never console markup; the device refuses the "
+          "name, so it is refused before anything is made",
+          cli("demo", "--shm", "{name}", "--create", "4K", name="/x-[/]y-{uid}"),
+          status=1, words=("EINVAL", "[/]y"), after=None),
+    Fault("cli-markup-style-name", "cli", "`vmshm demo --shm '/[bold red]x' --create 4K`",
+          "exit 0; the name is printed as typed", "names are text, never console markup",
+          cli("demo", "--shm", "{name}", "--create", "4K", name="/[bold red]x-{uid}"),
+          status=0, words=("created /[bold red]x",), after=Obj(4096, b"I was here: ")),
+    Fault("cli-emoji-name", "cli", "`vmshm demo --shm '/:smile:' --create 4K`",
+          "exit 0; `:smile:` is printed as typed, not as an emoji",
+          "names are text, never emoji codes",
+          cli("demo", "--shm", "{name}", "--create", "4K", name="/:smile:-{uid}"),
+          status=0, words=("/:smile:-",), after=Obj(4096, b"I was here: ")),
+    Fault("cli-content-close-tag", "cli", "`vmshm demo` on an object whose first bytes are "
+          "`[/]`", "exit 0; the guest reads `[/]` and it is printed as it is, then it writes",
+          "object content is text, never console markup",
+          cli("demo", "--shm", "{name}"), status=0, words=("'[/]'",),
+          before=Obj(4096, b"[/]"), after=Obj(4096, b"I was here: ")),
+    Fault("cli-content-style", "cli", "`vmshm demo` on an object holding `[bold red]hi`",
+          "exit 0; printed as it is", "object content is text, never console markup",
+          cli("demo", "--shm", "{name}"), status=0, words=("'[bold red]hi'",),
+          before=Obj(4096, b"[bold red]hi"), after=Obj(4096, b"I was here: ")),
+    Fault("cli-content-emoji", "cli", "`vmshm demo` on an object holding `:smile:`",
+          "exit 0; printed as it is", "object content is text, never emoji codes",
+          cli("demo", "--shm", "{name}"), status=0, words=("':smile:'",),
+          before=Obj(4096, b":smile:"), after=Obj(4096, b"I was here: ")),
+    Fault("cli-content-verbose", "cli", "`vmshm demo -v` on an object holding `[/]`",
+          "exit 0; the transaction list is printed too", "every line goes through one printer",
+          cli("demo", "--shm", "{name}", "-v"), status=0, words=("'[/]'", "READ"),
+          before=Obj(4096, b"[/]"), after=Obj(4096, b"I was here: ")),
+    Fault("cli-scenario-markup", "cli", "`vmshm scenario '[bold]x'`",
+          "exit 2: no scenario named `'[bold]x'`, printed as typed",
+          "messages that quote the user are text, never markup",
+          cli("scenario", "[bold]x"), status=2, words=("'[bold]x'",)),
+    Fault("cli-bench-markup", "cli", "`vmshm bench --backends '[red]x'`",
+          "exit 2: unknown backend `'[red]x'`", "messages that quote the user are text",
+          cli("bench", "--backends", "[red]x"), status=2, words=("'[red]x'",)),
+    Fault("cli-devices-0-create", "cli", "`vmshm demo --create 4K --devices 0`",
+          "exit 2; the object is not created", "every argument is checked before anything "
+          "is made", cli("demo", "--shm", "{name}", "--create", "4K", "--devices", "0"),
+          status=2, words=("--devices",), after=None),
+    Fault("cli-devices-33", "cli", "`vmshm demo --devices 33`", "exit 2",
+          "the bus holds 32 functions", cli("demo", "--shm", "{name}", "--devices", "33"),
+          status=2, words=("--devices",), before=Obj(4096, b"untouched")),
+    Fault("cli-window-size-create", "cli", "`vmshm demo --create 4K --window-size 3000`",
+          "exit 2: must be a power of two; the object is not created",
+          "every argument is checked before anything is made",
+          cli("demo", "--shm", "{name}", "--create", "4K", "--window-size", "3000"),
+          status=2, words=("power of two",), after=None),
+    Fault("cli-name-size-create", "cli", "`vmshm demo --create 4K --name-size 100`",
+          "exit 2: must be a power of two; not created", "checked before anything is made",
+          cli("demo", "--shm", "{name}", "--create", "4K", "--name-size", "100"),
+          status=2, words=("power of two",), after=None),
+    Fault("cli-window-too-big", "cli", "`vmshm demo --window-size 4G`", "exit 2",
+          "a 32-bit BAR is at most 2 GiB",
+          cli("demo", "--shm", "{name}", "--window-size", "4G"), status=2,
+          words=("window_size",), before=Obj(4096, b"untouched")),
+    Fault("cli-pci-option-core", "cli", "`vmshm generate --top core --vendor-id 1234`",
+          "exit 2: not taken by --top core", "the core has no PCI identity",
+          cli("generate", "--top", "core", "--vendor-id", "1234"), status=2,
+          words=("--vendor-id",)),
+    Fault("cli-vcd-unwritable-create", "cli",
+          "`vmshm demo --create 4K --vcd /nonexistent/x.vcd`",
+          "exit 1: the VCD file cannot be written, named as such; the object is not created",
+          "output files are checked before anything is made or simulated",
+          cli("demo", "--shm", "{name}", "--create", "4K", "--vcd", "/nonexistent/x.vcd"),
+          status=1, words=("/nonexistent/x.vcd",), after=None),
+    Fault("cli-vcd-unwritable", "cli", "`vmshm demo --vcd /nonexistent/x.vcd` on an object",
+          "exit 1, naming the VCD file, before the simulation: the object is untouched",
+          "the error is the file's, not the object's",
+          cli("demo", "--shm", "{name}", "--vcd", "/nonexistent/x.vcd"), status=1,
+          words=("/nonexistent/x.vcd", "ENOENT"), before=Obj(4096, b"untouched")),
+    Fault("cli-vcd-directory", "cli", "`vmshm demo --vcd DIR` where DIR is a directory",
+          "exit 1: EISDIR, naming it; the object is untouched", "checked before simulating",
+          cli("demo", "--shm", "{name}", "--vcd", "{tmp}"), status=1, words=("EISDIR",),
+          before=Obj(4096, b"untouched")),
+    Fault("cli-vcd-unwritable-icarus", "cli",
+          "`vmshm demo --backend icarus --vcd /nonexistent/x.vcd`",
+          "exit 1 naming the VCD file, before anything is built or simulated",
+          "the same check on every backend",
+          cli("demo", "--shm", "{name}", "--backend", "icarus", "--vcd", "/nonexistent/x.vcd"),
+          status=1, words=("/nonexistent/x.vcd",), before=Obj(4096, b"untouched")),
+    Fault("cli-vcd-unwritable-verilator", "cli",
+          "`vmshm demo --backend verilator --vcd /nonexistent/x.vcd`",
+          "exit 1 naming the VCD file, before anything is built or simulated",
+          "the same check on every backend",
+          cli("demo", "--shm", "{name}", "--backend", "verilator", "--vcd",
+              "/nonexistent/x.vcd"),
+          status=1, words=("/nonexistent/x.vcd",), before=Obj(4096, b"untouched")),
+    Fault("cli-scenario-waves-unwritable", "cli",
+          "`vmshm scenario seed_example --waves /nonexistent/x.vcd`",
+          "exit 1 naming the file, before the scenario runs", "checked before simulating",
+          cli("scenario", "seed_example", "--waves", "/nonexistent/x.vcd"), status=1,
+          words=("/nonexistent/x.vcd",)),
+    Fault("cli-create-huge", "cli", "`vmshm demo --create 99999999999G`",
+          "exit 2: too large, in one line; nothing is created",
+          "a size Linux cannot hold is a usage error, not an OverflowError",
+          cli("demo", "--shm", "{name}", "--create", "99999999999G"), status=2,
+          words=("too large",), after=None),
+    Fault("cli-create-zero", "cli", "`vmshm demo --create 0`", "exit 2; nothing is created",
+          "an object must hold at least one byte",
+          cli("demo", "--shm", "{name}", "--create", "0"), status=2, words=("positive",),
+          after=None),
+    Fault("cli-create-negative", "cli", "`vmshm demo --create -1`", "exit 2",
+          "a size is a byte count", cli("demo", "--shm", "{name}", "--create", "-1"),
+          status=2, after=None),
+    Fault("cli-create-garbage", "cli", "`vmshm demo --create lots`",
+          "exit 2: not a size", "a size is a number with K, M or G",
+          cli("demo", "--shm", "{name}", "--create", "lots"), status=2,
+          words=("not a size",), after=None),
+    Fault("cli-name-no-slash-create", "cli", "`vmshm demo --shm x --create 4K`",
+          "exit 1, `EINVAL`; nothing is created (glibc would have made `/x`)",
+          "a name the device refuses is refused before it is created",
+          cli("demo", "--shm", "{name}", "--create", "4K", name="x-{uid}"), status=1,
+          words=("EINVAL", "start with '/'"), after=None),
+    Fault("cli-name-double-slash-create", "cli", "`vmshm demo --shm //x --create 4K`",
+          "exit 1, `EINVAL`; nothing is created (glibc would have made `/x`)",
+          "a name the device refuses is refused before it is created",
+          cli("demo", "--shm", "{name}", "--create", "4K", name="//x-{uid}"), status=1,
+          words=("EINVAL",), after=None),
+    Fault("cli-name-too-long-create", "cli",
+          f"`vmshm demo --shm /NAME --create 4K` with {NAME_MAX + 1} bytes after `/`",
+          "exit 1, `ENAMETOOLONG`; nothing is created", f"NAME_MAX is {NAME_MAX}",
+          cli("demo", "--shm", LONG, "--create", "4K"), status=1,
+          words=("ENAMETOOLONG",)),
+    Fault("cli-name-buffer-create", "cli",
+          "`vmshm demo --name-size 16 --create 4K` with a 30-byte name",
+          "exit 1, `ENAMETOOLONG`; nothing is created",
+          "the name and its NUL must fit the name buffer",
+          cli("demo", "--shm", "{name}", "--create", "4K", "--name-size", "16"), status=1,
+          words=("ENAMETOOLONG", "16-byte"), after=None),
+    Fault("cli-name-max", "cli", f"`vmshm demo --create 4K` with {NAME_MAX} bytes after `/`",
+          "exit 0: the longest name works", f"NAME_MAX is {NAME_MAX}",
+          cli("demo", "--shm", "{name}", "--create", "4K",
+              name="/vmshm-fault-{uid}" + "m" * (NAME_MAX - 21)),
+          status=0, words=("created",), after=Obj(4096, b"I was here: ")),
+    Fault("cli-name-unicode", "cli", "`vmshm demo --shm '/héllo wörld' --create 4K`",
+          "exit 0; printed as typed", "names are bytes; UTF-8 is fine",
+          cli("demo", "--shm", "{name}", "--create", "4K", name="/héllo wörld-{uid}"),
+          status=0, words=("/héllo wörld",), after=Obj(4096, b"I was here: ")),
+    Fault("cli-missing", "cli", "`vmshm demo --shm /missing`",
+          "exit 1, `ENOENT`, with the hint to pass --create; nothing is created",
+          "the demo never creates an object it was not asked to",
+          cli("demo", "--shm", "{name}"), status=1, words=("ENOENT", "--create"), after=None),
+    Fault("cli-empty-object", "cli", "`vmshm demo` on a 0-byte object",
+          "exit 1, `EINVAL`: empty", "there is nothing to map",
+          cli("demo", "--shm", "{name}"), status=1, words=("EINVAL", "empty"),
+          before=Obj(0)),
+    Fault("cli-tiny-object", "cli", "`vmshm demo` on a 3-byte object",
+          "exit 0; it says the guest wrote `I w`, cut to the object's 3 bytes",
+          "it reports what was written, not what was meant",
+          cli("demo", "--shm", "{name}"), status=0, words=("'I w'", "cut to"),
+          before=Obj(3), after=Obj(3, b"I w")),
+    Fault("cli-existing-other-size", "cli", "`vmshm demo --create 4K` on an 8 KiB object",
+          "exit 0; a note says it is used as it is, not resized",
+          "an object is never resized unless asked",
+          cli("demo", "--shm", "{name}", "--create", "4K"), status=0,
+          words=("not resized",), before=Obj(8192, b"old"),
+          after=Obj(8192, b"I was here: ")),
+    Fault("cli-host-latency-negative", "cli", "`vmshm demo --host-latency -1`", "exit 2",
+          "cycles are not negative",
+          cli("demo", "--shm", "{name}", "--host-latency", "-1"), status=2,
+          words=("negative",), before=Obj(4096, b"untouched")),
+    Fault("cli-data-width-16", "cli", "`vmshm demo --data-width 16`", "exit 2",
+          "the data path is 32 or 64 bits",
+          cli("demo", "--shm", "{name}", "--data-width", "16"), status=2,
+          words=("invalid choice",), before=Obj(4096, b"untouched")),
+    Fault("cli-no-shm", "cli", "`vmshm demo` without --shm", "exit 2: usage",
+          "the object must be named", cli("demo"), status=2, words=("--shm",)),
+    Fault("cli-no-command", "cli", "`vmshm`", "exit 2: usage", "a command is needed",
+          cli(), status=2, words=("usage",)),
+    Fault("cli-unknown-command", "cli", "`vmshm frobnicate`", "exit 2: usage",
+          "no such command", cli("frobnicate"), status=2, words=("invalid choice",)),
+    Fault("cli-scenario-unknown", "cli", "`vmshm scenario nosuch`", "exit 2",
+          "`vmshm scenario` lists them", cli("scenario", "nosuch"), status=2,
+          words=("no scenario named",)),
+    Fault("cli-generate-unwritable", "cli", "`vmshm generate -o /nonexistent/x.v`",
+          "exit 1, `ENOENT`, naming the file", "the error is the file's",
+          cli("generate", "-o", "/nonexistent/x.v"), status=1,
+          words=("ENOENT", "/nonexistent/x.v")),
+    Fault("cli-generate-lint-no-output", "cli", "`vmshm generate --lint-config x.vlt`",
+          "exit 2: needs -o", "the waivers name the file they cover",
+          cli("generate", "--lint-config", "{tmp}/x.vlt"), status=2, words=("-o",)),
+    Fault("cli-regs-directory", "cli", "`vmshm regs -o DIR` where DIR is a directory",
+          "exit 1, `EISDIR`, naming it", "the error is the file's",
+          cli("regs", "-o", "{tmp}"), status=1, words=("EISDIR",)),
+    Fault("cli-bench-unknown", "cli", "`vmshm bench --backends foo`", "exit 2",
+          "choose from amaranth, verilator, icarus", cli("bench", "--backends", "foo"),
+          status=2, words=("unknown backend",)),
+    Fault("cli-timing-bad-ready", "cli", "`vmshm timing --ready 0`", "exit 2",
+          "a probability of 0 would never complete a handshake",
+          cli("timing", "--ready", "0", "--out", "{tmp}"), status=2, words=("probability",)),
+    Fault("cli-sigint", "cli", "Ctrl-C (SIGINT) while the demo simulates",
+          "exit 130, `interrupted`, no traceback; the object it created stays",
+          "an object outlives the simulation",
+          cli_proc("demo", "--shm", "{name}", "--create", "4K", "--host-latency", "100000000",
+                   sig=signal.SIGINT),
+          status=130, words=("interrupted",), after=Obj(4096)),
+    Fault("cli-sigkill", "cli", "`kill -9` while the demo simulates",
+          "the process dies; the object stays, its size unchanged",
+          "the object belongs to whoever made it, not to the process",
+          cli_proc("demo", "--shm", "{name}", "--host-latency", "100000000",
+                   sig=signal.SIGKILL),
+          status=-signal.SIGKILL, before=Obj(4096, b"survives"), after=SAME),
+    Fault("cli-sigterm", "cli", "`kill` (SIGTERM) while the demo simulates",
+          "the process ends; the object stays", "the object belongs to whoever made it",
+          cli_proc("demo", "--shm", "{name}", "--host-latency", "100000000",
+                   sig=signal.SIGTERM),
+          status=-signal.SIGTERM, before=Obj(4096, b"survives"), after=SAME),
+    Fault("cli-concurrent", "cli", "two `vmshm demo` on the same object at once",
+          "both exit 0; the object holds one of their lines",
+          "each process maps the object; neither locks it",
+          cli_proc("demo", "--shm", "{name}", runs=2), status=0,
+          words=("I was here",), before=Obj(4096), after=Obj(4096, b"I was here: ")),
+    Fault("cli-create-full-tmpfs", "cli", "`vmshm demo --create 1M` on a full /dev/shm",
+          "exit 1, `ENOSPC`, in one line; no object is left behind (no SIGBUS later)",
+          "creation reserves the object's memory",
+          cli_small_shm(["demo", "--shm", "/big", "--create", "1M"]), status=1,
+          words=("ENOSPC",), detail={"objects": ["filler"]}),
+    Fault("cli-sparse-full-tmpfs", "cli", "`vmshm demo` on an object someone else made sparse, "
+          "on a full /dev/shm", "exit 1: the guest's write was refused by the host "
+          "(No space left on device); the process lives",
+          "the host stores with pwrite, which answers ENOSPC, not a SIGBUS",
+          cli_small_shm(["demo", "--shm", "/sparse"], setup='sparse("/sparse", 1 << 20)\n'),
+          status=1, words=("No space left",), detail={"objects": ["filler", "sparse"]}),
+]
+
+CATALOGUE = HOST + DRIVER + CLI
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
