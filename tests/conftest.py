@@ -60,3 +60,27 @@ def require_backend(backend):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{backend} must run under CI: {reason}")
         pytest.skip(reason)
+
+
+#: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs) and
+#: the FPGA flow (synthesis, place and route).
+SLOW_FILES = {"test_pcie.py", "test_fpga.py"}
+#: Words in a test function's name that mean it runs an external tool on generated Verilog.
+SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` what builds or runs Verilog, synthesizes, or runs the PCIe model.
+
+    ``pytest -m "not slow"`` is then the daily subset: the RTL on Amaranth's simulator, the
+    models, the CLI and the fault catalogue. A test parametrized with a cocotb backend
+    (``"verilator"``, ``"icarus"``) is slow on that backend only.
+    """
+    slow = pytest.mark.slow
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (item.path.name in SLOW_FILES
+                or any(word in item.originalname for word in SLOW_WORDS)
+                or any(v in ("verilator", "icarus") for v in params.values()
+                       if isinstance(v, str))):
+            item.add_marker(slow)
