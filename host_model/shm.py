@@ -29,6 +29,9 @@ __all__ = ["ShmRegion", "RegionError"]
 
 _CREATE_MODE = 0o600
 
+#: The largest size an object can have: Linux's off_t is a signed 64-bit number.
+_MAX_SIZE = (1 << 63) - 1
+
 
 class RegionError(OSError):
     """Signal an access outside a region (errno ``EFAULT``).
@@ -118,13 +121,21 @@ def _shm_unlink(name):
 
 def _reserve(fd, name, size):
     """Allocate the `size` bytes of the new object on `fd`, or raise ``OSError`` saying why."""
+    def no_room():
+        free = os.fstatvfs(fd)
+        return OSError(errno.ENOSPC, f"no room for {size} bytes in the shared-memory file "
+                       f"system ({free.f_bavail * free.f_frsize} bytes free)", name)
+
+    stats = os.fstatvfs(fd)
+    if stats.f_blocks and size > stats.f_bavail * stats.f_frsize:
+        # Refused before allocating: a tmpfs fills page by page, taking memory from everyone
+        # until it fails.
+        raise no_room()
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            free = os.fstatvfs(fd)
-            raise OSError(errno.ENOSPC, f"no room for {size} bytes in the shared-memory file "
-                          f"system ({free.f_bavail * free.f_frsize} bytes free)", name) from None
+            raise no_room() from None
         if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):
             # A file system without fallocate still works; its objects may be sparse.
             return
@@ -228,6 +239,9 @@ class ShmRegion:
         """
         name = _fsname(name)
         size = _check_int(size, "shared-memory object size")
+        if size > _MAX_SIZE:
+            raise OSError(errno.EFBIG, f"{size} bytes is more than any object can hold "
+                          f"({_MAX_SIZE}, the largest off_t)", name)
         fd = _shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, _CREATE_MODE)
         try:
             os.ftruncate(fd, size)
