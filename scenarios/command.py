@@ -48,7 +48,7 @@ def run(args, console):
                           seed=args.seed, waves=waves)
     console.print("   start      end cycles  access where              words status step")
     for rec in result.records:
-        console.print(str(rec), markup=False)
+        console.print(str(rec))
     console.print(f"{args.name} passed on {args.backend} ({args.data_width}-bit) in "
                   f"{result.cycles} cycles")
     if waves:

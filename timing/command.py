@@ -2,6 +2,7 @@
 
 import math
 
+from vmshm.console import note
 from vmshm.options import add_core_args, core_args
 
 from .model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams, _fmt_time, _with,
@@ -109,9 +110,9 @@ def _report_clock(points, base, clock_hz, console):
     console.print(f"recommended: {rec['text']}.")
     now_s = (base.host_timeout + 6) / clock_hz
     if not base.host_timeout or now_s >= PCIE_RANGES[0][2]:
-        console.print(f"[yellow]note:[/] host_timeout {base.host_timeout} lets the device wait "
-                      f"{'for ever' if not base.host_timeout else _fmt_time(now_s)}: a root "
-                      f"port in the default range may give up after 50 µs, first.")
+        console.print(note(f"host_timeout {base.host_timeout} lets the device wait "
+                           f"{'for ever' if not base.host_timeout else _fmt_time(now_s)}: a root "
+                           f"port in the default range may give up after 50 µs, first."))
     return {"slowest_open_read": {"cycles": cycles, "seconds": seconds, "pcie": flags},
             "recommendation": rec}
 
@@ -180,8 +181,8 @@ def run_cli(args, console, core):
                           ", ".join(f"{k} {_fmt(v)}" for k, v in r["phases"].items()))
         for kind, path in paths.items():
             console.print(f"wrote {path}" if path is not None else
-                          f"[yellow]note:[/] no {kind} diagram: wavedrom is missing "
-                          f"(pip install 'vmshm[timing]')")
+                          note(f"no {kind} diagram: wavedrom is missing "
+                               f"(pip install 'vmshm[timing]')"))
 
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
@@ -201,12 +202,12 @@ def run_cli(args, console, core):
                           backend=args.backend, extra=extra, table=table)
     for kind in ("table", "csv", "json", "png"):
         if paths[kind] is None:
-            console.print("[yellow]note:[/] no timing.png: matplotlib is missing "
-                          "(pip install 'vmshm[timing]')")
+            console.print(note("no timing.png: matplotlib is missing "
+                               "(pip install 'vmshm[timing]')"))
         else:
             console.print(f"wrote {paths[kind]}")
     bad = [pt for pt in points if _agree(pt) == "≠"]
     if bad:
-        console.print(f"[yellow]note:[/] {len(bad)} point(s) differ from the model; see "
-                      f"docs/timing.md for what it assumes")
+        console.print(note(f"{len(bad)} point(s) differ from the model; see docs/timing.md "
+                           f"for what it assumes"))
     return 0
