@@ -1,7 +1,9 @@
 """The ``vmshm timing`` command: its arguments and :func:`run`."""
 
 import math
+from pathlib import Path
 
+from vmshm.checks import check_output_file
 from vmshm.console import note
 from vmshm.options import add_core_args, core_args
 
@@ -73,7 +75,7 @@ def add_arguments(p):
                    help="clock frequency: adds nanoseconds, PCIe completion timeout flags and a "
                         "host_timeout recommendation")
     p.add_argument("--measure-host", type=_count, nargs="?", const=101, metavar="N",
-                   help="time shm_open+fstat+mmap on this machine N times (default 101) and use "
+                   help="time shm_open+fstat on this machine N times (default 101) and use "
                         "the median, in cycles at --clock, as the host latency")
     p.add_argument("--waveform", action="store_true",
                    help="single run only: also write a VCD and WaveDrom diagrams (JSON, SVG) "
@@ -151,12 +153,12 @@ def run_cli(args, console, core):
     extra = {}
     host_latency = args.host_latency
     if args.measure_host is not None:
-        with console.status(f"timing shm_open+fstat+mmap {args.measure_host} times..."):
+        with console.status(f"timing shm_open+fstat {args.measure_host} times..."):
             m = measure_host_latency(args.measure_host)
         host_latency = math.ceil(m["open_s"] * clock_hz)
         extra["measured_host"] = {**m, "host_latency_cycles": host_latency}
-        console.print(f"this machine: shm_open+fstat+mmap median {_fmt_time(m['open_s'])}, "
-                      f"munmap+close {_fmt_time(m['close_s'])} over {m['repeat']} runs: host "
+        console.print(f"this machine: shm_open+fstat median {_fmt_time(m['open_s'])}, "
+                      f"close {_fmt_time(m['close_s'])} over {m['repeat']} runs: host "
                       f"latency {host_latency} cycles at {args.clock:g} MHz")
 
     probs = {n: (getattr(args, n) if getattr(args, n) is not None else
@@ -172,6 +174,13 @@ def run_cli(args, console, core):
     for v in values:
         if sweep:
             _with(base, sweep, v)
+    # And the output folder: made now (like mkdir -p), and written to before anything runs.
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    check_output_file(out / "timing.json")
 
     if args.waveform:
         with console.status("simulating one OPEN and one CLOSE..."):

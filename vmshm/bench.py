@@ -100,6 +100,13 @@ def run(args, console):
     from vmshm.backends import BACKENDS, backend_missing
     from vmshm.bench import run_bench
 
+    from vmshm.checks import check_object_size
+    from vmshm.regmap import DEFAULT_WINDOW_SIZE
+
+    check_object_size(args.size, "--size")
+    if args.size > DEFAULT_WINDOW_SIZE:
+        raise UsageError(f"--size {args.size} does not fit the {DEFAULT_WINDOW_SIZE}-byte "
+                         f"window the benchmark maps")
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     for b in wanted:
         if b not in BACKENDS:
