@@ -134,4 +134,12 @@ def run(args, console):
     console.print("build s: building the configuration (cached after the first time) and one "
                   "empty run; the empty loop wakes Python at every clock edge and does nothing "
                   "else, so it is the floor for a testbench that polls every cycle.")
+    if any(r["backend"] != "amaranth" for r in rows):
+        console.print("Why a cocotb backend can be slower than Amaranth's simulator: each cocotb "
+                      "run starts the simulator as a new process, which loads Python, cocotb "
+                      "and the BFMs before the first cycle (most of its empty-loop time on a "
+                      "short run), and every clock edge Python awaits crosses between the "
+                      "simulator and Python. Amaranth's simulator runs inside this process. "
+                      "Verilator's compiled model gains only when many cycles pass for each "
+                      "time Python wakes: large --size, wide data paths, long bursts.")
     return 0
