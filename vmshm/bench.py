@@ -99,7 +99,6 @@ def run(args, console):
 
     from vmshm.backends import BACKENDS, backend_missing
     from vmshm.bench import run_bench
-
     from vmshm.checks import check_object_size
     from vmshm.regmap import DEFAULT_WINDOW_SIZE
 
@@ -108,6 +107,9 @@ def run(args, console):
         raise UsageError(f"--size {args.size} does not fit the {DEFAULT_WINDOW_SIZE}-byte "
                          f"window the benchmark maps")
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not wanted:
+        raise UsageError(f"--backends {args.backends!r} names no backend: give some of "
+                         f"{', '.join(BACKENDS)}")
     for b in wanted:
         if b not in BACKENDS:
             raise UsageError(f"unknown backend {b!r}: choose from {', '.join(BACKENDS)}")

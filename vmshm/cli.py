@@ -118,6 +118,10 @@ def main(argv=None):
         name = exc.filename if exc.filename is not None else ""
         return _fail(err, exc.errno or errno.EIO,
                      f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
+    except AssertionError as exc:
+        # A scenario's or the demo's check of the device failed: what it expected, in words.
+        err.print(f"vmshm {args.command}: a check failed: {exc}", style="red")
+        return 1
     except RuntimeError as exc:
         # A simulator that could not build or run, or a device that hung: say what happened.
         err.print(f"vmshm {args.command}: {exc}", style="red")
