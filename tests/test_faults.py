@@ -88,6 +88,8 @@ class Fault:
     before: Obj = None
     after: object = SAME
     detail: dict = field(default_factory=dict)
+    #: What the table says of the object, where it lives elsewhere (a private /dev/shm).
+    object_doc: str = None
 
 
 class Env:
@@ -479,14 +481,15 @@ HOST = [
     Fault("host-create-full-tmpfs", "host", "create a 1 MiB object on a full tmpfs",
           "ENOSPC at once, and no object is left behind",
           "creation reserves the space (posix_fallocate)", in_small_shm(CREATE_ON_FULL),
-          errno=errno.ENOSPC, words=("no room",), detail={"left_behind": False}),
+          errno=errno.ENOSPC, words=("no room",), detail={"left_behind": False},
+          object_doc="does not exist"),
     Fault("host-write-sparse-full", "host", "a DMA write into an object someone else made "
           "sparse, on a full tmpfs; a read of one of its holes",
           "the write is refused (no SIGBUS: the process lives), the hole reads as zeros",
           "stores go through pwrite, which answers ENOSPC, not through a mapping",
           in_small_shm(HOST_WRITE_SPARSE), errno=0, words=("No space left",),
           detail={"returncode": 0, "write_ok": False, "hole": "00" * 8, "read_ok": True,
-                  "size": 1 << 20}),
+                  "size": 1 << 20}, object_doc="its size unchanged"),
 ]
 
 
@@ -686,7 +689,7 @@ DRIVER = [
           "simulator lives", "the host stores with pwrite (ENOSPC), never into a mapping "
           "(SIGBUS)", in_small_shm(GUEST_WRITE_SPARSE), errno=0,
           detail={"returncode": 0, "rejects_after_write": 1, "hole": "00" * 8,
-                  "rejects_after_read": 1, "size": 64 << 10}),
+                  "rejects_after_read": 1, "size": 64 << 10}, object_doc="its size unchanged"),
 ]
 
 
@@ -1048,13 +1051,14 @@ CLI = [
           "exit 1, `ENOSPC`, in one line; no object is left behind (no SIGBUS later)",
           "creation reserves the object's memory",
           cli_small_shm(["demo", "--shm", "/big", "--create", "1M"]), status=1,
-          words=("ENOSPC",), detail={"objects": ["filler"]}),
+          words=("ENOSPC",), detail={"objects": ["filler"]}, object_doc="does not exist"),
     Fault("cli-sparse-full-tmpfs", "cli", "`vmshm demo` on an object someone else made sparse, "
           "on a full /dev/shm", "exit 1: the guest's write was refused by the host "
           "(No space left on device); the process lives",
           "the host stores with pwrite, which answers ENOSPC, not a SIGBUS",
           cli_small_shm(["demo", "--shm", "/sparse"], setup='sparse("/sparse", 1 << 20)\n'),
-          status=1, words=("No space left",), detail={"objects": ["filler", "sparse"]}),
+          status=1, words=("No space left",), detail={"objects": ["filler", "sparse"]},
+          object_doc="its size unchanged"),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI
@@ -1100,6 +1104,21 @@ def test_catalogue_size():
     assert len(CATALOGUE) >= 60, layers
 
 
+def _object_after(case):
+    """Return the table's words for the object a case leaves behind."""
+    if case.object_doc is not None:
+        return case.object_doc
+    if case.after is SAME:
+        return "untouched" if case.before is not None else "-"
+    if case.after is None:
+        return "does not exist"
+    text = f"{case.after.size} bytes"
+    if case.after.content:
+        shown = case.after.content.decode("utf-8", errors="backslashreplace")
+        text += f", starting `{shown}`"
+    return text
+
+
 def render_markdown():
     """Return ``docs/faults.md``: the catalogue as tables, one per layer."""
     titles = {"cli": "The `vmshm` command", "host": "The host model (`vmshm.host_model`)",
@@ -1109,15 +1128,16 @@ def render_markdown():
            "catalogue in tests/test_faults.py, which runs every row. Do not edit. -->", "",
            f"Each row is a test in `tests/test_faults.py` ({len(CATALOGUE)} in all). It checks "
            "the exit status or errno, the message's key words, that no Python traceback is "
-           "printed, and the shared-memory object's size and content before and after: unless "
-           "a row says otherwise, the object is untouched.", ""]
+           "printed, and the shared-memory object's size and content before and after (the "
+           "column *the object afterwards*; `-` where the case involves none).", ""]
     for layer in ("cli", "host", "driver"):
         rows = [c for c in CATALOGUE if c.layer == layer]
         if not rows:
             continue
-        out += [f"## {titles[layer]}", "", "| input | what happens | why |", "|---|---|---|"]
+        out += [f"## {titles[layer]}", "", "| input | what happens | the object afterwards | why |",
+                "|---|---|---|---|"]
         for c in rows:
-            cells = [c.does, c.happens, c.why]
+            cells = [c.does, c.happens, _object_after(c), c.why]
             out.append("| " + " | ".join(s.replace("|", "\\|") for s in cells) + " |")
         out.append("")
     return "\n".join(out)
