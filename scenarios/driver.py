@@ -12,8 +12,7 @@ from .registry import scenario
 
 @scenario(shm_size=8192)
 async def driver_file_semantics(bus, env):
-    """Refuse a second open, bad descriptors, unknown ioctls, mappings past the object and
-    mappings at an offset that is not a page multiple."""
+    """Refuse a second open, bad descriptors, unknown ioctls and unaligned or oversized mmaps."""
     size = env.shm_size
     drv = await probe(bus)
     fd = await drv.open()

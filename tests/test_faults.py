@@ -1073,6 +1073,7 @@ def test_fault(case, tmp_path):
     try:
         outcome = case.act(env)
         assert "Traceback" not in outcome.text, outcome.text
+        assert "never awaited" not in outcome.text, outcome.text
         if case.status is not None:
             assert outcome.status == case.status, outcome.text
         if case.errno is not None:
