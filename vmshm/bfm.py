@@ -104,10 +104,13 @@ class StreamGuestBus(GuestBus):
     timeout : int
         Cycles without progress after which the device is called hung
         (:exc:`~vmshm.driver_model.bus.BusTimeout`).
+    reset : async callable, optional
+        Resets the devices and their host side; what :meth:`reset` awaits.
     """
 
-    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT):
+    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT, reset=None):
         super().__init__()
+        self._reset = reset
         self._io = io
         self._req = req
         self._cpl = cpl
@@ -118,8 +121,23 @@ class StreamGuestBus(GuestBus):
     def data_width(self):
         return self._data_width
 
+    @property
+    def timeout(self):
+        """Cycles without progress before a wait gives up (``None``: wait for ever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, cycles):
+        self._timeout = cycles
+
     def now(self):
         return self._io.now()
+
+    async def reset(self):
+        """Reset every device on the bus and its host side, as a PCI function reset does."""
+        if self._reset is None:
+            raise NotImplementedError("this backend has no way to reset the device")
+        await self._reset()
 
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass, one wake-up each: the backend's bare cost per cycle."""

@@ -2,11 +2,12 @@
 
 Each subcommand lives with the code it drives, as a module with ``add_arguments(parser)`` and
 ``run(args, console)``: ``demo`` in :mod:`vmshm.demo`, ``generate`` in
-:mod:`vmshm.fpga.generate`, ``regs`` in :mod:`vmshm.regmap`, ``bench`` in :mod:`vmshm.bench`,
+:mod:`vmshm.fpga.generate`, ``regs`` in :mod:`vmshm.regs`, ``bench`` in :mod:`vmshm.bench`,
 ``scenario`` in :mod:`vmshm.scenarios.command`, ``synth`` in :mod:`vmshm.fpga.synth`, ``build``
-in :mod:`vmshm.fpga.board` and ``timing`` in :mod:`vmshm.timing.command`. The options several
-commands share (sizes, IDs, the device's build options) and :exc:`UsageError` are in
-:mod:`vmshm.options`, below all of them. A new subcommand is one more entry in :func:`_commands`.
+in :mod:`vmshm.fpga.board`, ``timing`` in :mod:`vmshm.timing.command` and ``qemu`` in
+:mod:`vmshm.qemu.command`. The options several commands share (sizes, IDs, the device's build
+options) and :exc:`UsageError` are in :mod:`vmshm.options`, below all of them. A new subcommand
+is one more entry in :func:`_commands`.
 """
 
 import argparse
@@ -20,8 +21,9 @@ __all__ = ["main", "parse_size"]
 
 def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
-    from vmshm import bench, demo, regmap
+    from vmshm import bench, demo, regs
     from vmshm.fpga import board, generate, synth
+    from vmshm.qemu import command as qemu
     from vmshm.scenarios import command as scenario
     from vmshm.timing import command as timing     # no matplotlib until a plot is drawn
 
@@ -37,10 +39,10 @@ def _commands():
             description="Write one top as a standalone Verilog module: the core (vmshm_core, "
                         "requests tagged with a BAR) or the PCI function (vmshm_pci, with its "
                         "configuration space).")),
-        ("regs", regmap, dict(
-            help="print the register map (Markdown)",
+        ("regs", regs, dict(
+            help="print the register map (Markdown, or the guest's C header)",
             description="Print docs/registers.md as rendered from the one register definition, "
-                        "vmshm/regmap.py.")),
+                        "vmshm/regmap.py; --c-header prints guest/vmshm_regs.h instead.")),
         ("bench", bench, dict(
             help="measure simulation speed on each backend",
             description="Run a fixed workload (probe, open, 64 KiB written and read back through "
@@ -73,6 +75,7 @@ def _commands():
                         "and print them beside the model of docs/timing.md; --sweep varies one "
                         "parameter. Writes table.txt, timing.csv, timing.json and timing.png "
                         "into --out.")),
+        ("qemu", qemu, qemu.HELP),
     ]
 
 
