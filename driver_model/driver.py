@@ -26,6 +26,9 @@ VMSHM_IOCTL_OPEN = 0
 #: The guest's page size: ``mmap`` offsets are multiples of it (x86-64 and arm64 defaults).
 PAGE_SIZE = 4096
 
+#: Linux's MAX_ERRNO: a status at or above it is no errno.
+MAX_ERRNO = 4095
+
 
 def _err(code, detail=None, filename=None):
     msg = os.strerror(code)
@@ -173,16 +176,22 @@ class VMShmDriver:
         await self.names.write(0, raw + b"\0")
         status = await self.regs.read32(REG["OPEN"].offset)
         if status:
+            if status >= MAX_ERRNO:
+                # Not an errno at all: the kernel module answers EIO, and so does this.
+                raise _err(errno.EIO, f"OPEN returned {status:#x}", os.fsdecode(raw))
             raise _err(status, STATUS_TEXT.get(status), os.fsdecode(raw))
         return 0
 
     async def mmap(self, fd, length, offset=0):
         """Map ``length`` bytes of the window at ``offset``.
 
-        As Linux's ``mmap`` with the driver's checks: ``EINVAL`` for a length that is not
-        positive, an offset that is negative or not a multiple of the page size
+        As Linux's ``mmap`` with the checks of ``guest/vmshm.c``: ``EINVAL`` for a length that
+        is not positive, an offset that is negative or not a multiple of the page size
         (:data:`PAGE_SIZE`), or a range past the bytes of the object the window holds
-        (``MAP_SIZE``, also 0 when nothing is open).
+        (``MAP_SIZE``, also 0 when nothing is open) rounded up to a page, as
+        ``vm_iomap_memory`` maps whole pages; ``EIO`` if MAP_SIZE exceeds the window (a broken
+        device). Loads and stores in the rest of the last page reach the device, which refuses
+        them (all ones, stores dropped).
         """
         self._file(fd)
         length, offset = _int_arg(length, "length"), _int_arg(offset, "offset")
@@ -190,9 +199,15 @@ class VMShmDriver:
             raise _err(errno.EINVAL, f"offset {offset:#x} is not a multiple of the "
                                      f"{PAGE_SIZE}-byte page")
         map_size = await self.regs.read32(REG["MAP_SIZE"].offset)
-        if length <= 0 or offset < 0 or offset + length > map_size:
+        if map_size > self.window_size:
+            raise _err(errno.EIO, f"MAP_SIZE reads {map_size:#x}, more than the "
+                                  f"{self.window_size:#x}-byte window")
+        # Whole pages, but never past the window BAR itself (one smaller than a page).
+        pages = min(-(-map_size // PAGE_SIZE) * PAGE_SIZE, self.window_size)
+        if length <= 0 or offset < 0 or offset + length > pages:
             raise _err(errno.EINVAL, f"cannot map {length:#x} bytes at {offset:#x}: the window "
-                                     f"holds {map_size:#x} bytes of the object")
+                                     f"holds {map_size:#x} bytes of the object ({pages:#x} in "
+                                     f"whole pages)")
         mapping = Mapping(self, offset, length)
         self._mappings.append(mapping)
         return mapping

@@ -599,7 +599,15 @@ async def write_tiny(drv, fd, env, bus):
 
 
 async def mmap_tiny_too_long(drv, fd, env, bus):
-    await drv.mmap(fd, 4)
+    await drv.mmap(fd, 4097)
+
+
+async def mmap_tiny_page(drv, fd, env, bus):
+    m = await drv.mmap(fd, 4096)
+    await m.write(8, b"past the end")
+    head, past = await m.read(0, 4), await m.read(8, 4)
+    return {"head": head.hex(), "past": past.hex(),
+            "rejects": await drv.regs.read32(REG["REJECTS"].offset)}
 
 
 DRIVER = [
@@ -680,9 +688,16 @@ DRIVER = [
           "MAP_SIZE is 3; the bytes are stored", "the window is the object's size",
           guest(write_tiny), errno=0, before=Obj(3), after=Obj(3, b"I w"),
           detail={"map_size": 3}),
-    Fault("drv-tiny-object-long-map", "driver", "mmap of 4 bytes of a 3-byte object", "EINVAL",
-          "the mapping may not reach past MAP_SIZE", guest(mmap_tiny_too_long),
-          errno=errno.EINVAL, before=Obj(3)),
+    Fault("drv-tiny-object-long-map", "driver", "mmap of 4097 bytes of a 3-byte object",
+          "EINVAL", "a mapping may reach the end of MAP_SIZE's last page, no further",
+          guest(mmap_tiny_too_long), errno=errno.EINVAL, before=Obj(3)),
+    Fault("drv-tiny-object-page", "driver", "mmap of a whole page of a 3-byte object, a store "
+          "at offset 8, loads at 0 and 8",
+          "allowed, as Linux maps whole pages; the first word reads `abc` and a byte of ones, "
+          "the store and the load at 8 are refused (all ones) and counted in REJECTS",
+          "the device, not the mapping, guards the object", guest(mmap_tiny_page), errno=0,
+          before=Obj(3, b"abc"), after=SAME,
+          detail={"head": "616263ff", "past": "ff" * 4, "rejects": 2}),
     Fault("drv-write-sparse-full", "driver", "the guest writes into an object someone else "
           "made sparse, on a full tmpfs, then reads one of its holes",
           "the write is dropped and counted in REJECTS; the hole reads as zeros; the "
