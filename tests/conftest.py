@@ -62,15 +62,15 @@ def require_backend(backend):
         pytest.skip(reason)
 
 
-#: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs) and
-#: the FPGA flow (synthesis, place and route).
-SLOW_FILES = {"test_pcie.py", "test_fpga.py"}
+#: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs), the
+#: FPGA flow (synthesis, place and route) and a Linux guest booted in QEMU.
+SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py"}
 #: Words in a test function's name that mean it runs an external tool on generated Verilog.
 SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark ``slow`` what builds or runs Verilog, synthesizes, or runs the PCIe model.
+    """Mark ``slow`` what builds or runs Verilog, synthesizes, runs the PCIe model or boots QEMU.
 
     ``pytest -m "not slow"`` is then the daily subset: the RTL on Amaranth's simulator, the
     models, the CLI and the fault catalogue. A test parametrized with a cocotb backend
