@@ -230,6 +230,11 @@ def unlink_attached(env):
         region.unlink()
 
 
+def create_and_count_blocks(env):
+    ShmRegion.create(env.name, 65536).close()
+    return {"allocated": os.stat(env.path()).st_blocks * 512 >= 65536}
+
+
 def create_existing(env):
     ShmRegion.create(env.name, 64).close()
 
@@ -454,6 +459,10 @@ HOST = [
           "TypeError: must be an int", "a size is a byte count",
           raising(lambda env: ShmRegion.create(env.name, "4096")), errno=errno.EINVAL,
           words=("must be an int",), after=None),
+    Fault("host-create-reserves", "host", "create a 64 KiB object",
+          "all of its memory is allocated at once", "a full tmpfs must say so now, not at the "
+          "guest's first store", raising(create_and_count_blocks), errno=0,
+          detail={"allocated": True}, after=Obj(65536)),
     Fault("host-create-beyond-memory", "host", "create a 1 PiB object",
           "ENOSPC at once, saying how much is free; no object is left behind",
           "checked against the file system's free space before a page is taken",
