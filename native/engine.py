@@ -5,9 +5,9 @@ Verilated C++), the same :class:`~vmshm.driver_model.bus.GuestBus` records, host
 :class:`~vmshm.sim.harness.SimResult`. The C++ harness plays the BFMs of :mod:`vmshm.bfm` cycle for
 cycle and comes back to Python only when a burst completes or it needs the host model: OPEN and
 CLOSE always (their rules live in :class:`~vmshm.host_model.HostModel`), DMA only for a host model
-that overrides HostModel's DMA (a plain one is served in C++ from the object's mapping), and
-back-pressure draws, which come from the same :class:`~vmshm.host_model.HostStalls` generators the
-Python BFMs use.
+that overrides HostModel's DMA or that HostModel would refuse (the rest is served in C++ on the
+object's descriptor), and back-pressure draws, which come from the same
+:class:`~vmshm.host_model.HostStalls` generators the Python BFMs use.
 """
 
 import ctypes
@@ -154,7 +154,7 @@ class NativeSim:
                 err = (lib.vm_set_region(self._h, i, region.fileno(), region.size)
                        if region is not None else lib.vm_set_region(self._h, i, -1, 0))
                 if err:
-                    raise NativeError(f"cannot map the object {region.name!r} for the native "
+                    raise NativeError(f"cannot use the object {region.name!r} for the native "
                                       f"model: errno {err}")
                 self._mapped[i] = region
 

@@ -4,8 +4,9 @@
 // runs clock cycles until the transaction completes or until it needs Python: the control
 // channel's answer (the host model's rules live in Python), a DMA answer from a host model that
 // overrides HostModel's DMA, or more back-pressure draws (drawn in Python by HostStalls). Plain
-// host models' DMA is served here, from the mapping of the real POSIX object, with the bounds
-// checks of HostModel._clip.
+// host models' DMA is served here with pread/pwrite on the real POSIX object's descriptor (as
+// ShmRegion does: a mapping can SIGBUS), after the bounds checks of HostModel._clip; whatever
+// those refuse, or the system call fails, goes to Python, so HostModel refuses, counts and logs.
 //
 // The handshakes follow vmshm/bfm.py (the specification; the scenario suite compares records):
 // every BFM acts at a drive point just after a rising edge; a beat moves at the next edge where
@@ -15,7 +16,6 @@
 // Port names, payload widths and field offsets come from the generated vmshm_ports.h (made from
 // rtl/layouts.py at build time): nothing here knows a bit position.
 
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -143,10 +143,9 @@ struct Device {
     Draws draws[CHANNELS];
     uint32_t dma_latency = 0;
     bool fast = false;  // DMA served here from the mapping, else by Python
-    // The open object: our own mapping of the host model's descriptor.
+    // The open object: our own copy of the host model's descriptor, and its size at OPEN.
     int fd = -1;
-    uint8_t* map = nullptr;
-    uint64_t map_size = 0;
+    uint64_t size = 0;
     std::vector<Event> events;
     // control process
     CtlState cs = C_GET;
@@ -205,8 +204,8 @@ static void stamp(Device& d, uint64_t cycle, int kind, int op) {
 
 // HostModel._clip: the end of the real bytes of [off, off + n), or false if refused.
 static bool clip(Device& d, uint64_t off, uint64_t n, uint64_t& end) {
-    if (!d.map || off >= d.map_size) return false;
-    end = off + n < d.map_size ? off + n : d.map_size;
+    if (d.fd < 0 || off >= d.size) return false;
+    end = off + n < d.size ? off + n : d.size;
     struct stat st;
     if (fstat(d.fd, &st) != 0) return false;
     // The object shrank under us: touching the vanished part would raise SIGBUS.
@@ -215,27 +214,53 @@ static bool clip(Device& d, uint64_t off, uint64_t n, uint64_t& end) {
 
 static const int WB = VMSHM_DATA_WIDTH / 8;
 
-static void dma_read(Device& d) {
+// Read the request's bytes; return false (nothing decided) if Python must serve it.
+static bool dma_read(Device& d) {
     uint64_t n = (uint64_t)d.dwords * WB, end;
     uint8_t bytes[256 * 8];
-    memset(bytes, 0xff, n);  // bytes past the object's end, or all of a refused read
-    d.dok = clip(d, d.daddr, n, end);
-    if (d.dok) memcpy(bytes, d.map + d.daddr, end - d.daddr);
+    if (!clip(d, d.daddr, n, end)) return false;
+    memset(bytes, 0xff, n);  // bytes past the object's end
+    for (uint64_t got = 0; got < end - d.daddr;) {
+        ssize_t r = pread(d.fd, bytes + got, end - d.daddr - got, d.daddr + got);
+        if (r <= 0) return false;
+        got += r;
+    }
     for (int i = 0; i < d.dwords; i++) {
         d.ddata[i] = 0;
         memcpy(&d.ddata[i], bytes + i * WB, WB);
     }
+    d.dok = true;
+    return true;
 }
 
-static void dma_write(Device& d) {
-    uint64_t n = (uint64_t)d.dwords * WB, end;
-    d.dok = clip(d, d.daddr, n, end);
-    if (!d.dok) return;
-    uint64_t keep = end - d.daddr;
-    for (uint64_t b = 0; b < keep; b++) {
-        int i = b / WB, k = b % WB;
-        if (d.dbe[i] >> k & 1) d.map[d.daddr + b] = (uint8_t)(d.ddata[i] >> (8 * k));
+static bool store(Device& d, uint64_t off, const uint8_t* bytes, uint64_t n) {
+    for (uint64_t put = 0; put < n;) {
+        ssize_t r = pwrite(d.fd, bytes + put, n - put, off + put);
+        if (r <= 0) return false;
+        put += r;
     }
+    return true;
+}
+
+// Store the request's enabled bytes, each run of them at once, as ShmRegion.write does.
+static bool dma_write(Device& d) {
+    uint64_t n = (uint64_t)d.dwords * WB, end;
+    if (!clip(d, d.daddr, n, end)) return false;
+    uint8_t bytes[256 * 8];
+    for (int i = 0; i < d.dwords; i++) memcpy(bytes + i * WB, &d.ddata[i], WB);
+    uint64_t keep = end - d.daddr, b = 0;
+    while (b < keep) {
+        if (!(d.dbe[b / WB] >> (b % WB) & 1)) {
+            b++;
+            continue;
+        }
+        uint64_t e = b;
+        while (e < keep && d.dbe[e / WB] >> (e % WB) & 1) e++;
+        if (!store(d, d.daddr + b, bytes + b, e - b)) return false;
+        b = e;
+    }
+    d.dok = true;
+    return true;
 }
 
 // The DMA answer is known: wait the latency (HostBFM's io.wait), then answer.
@@ -251,15 +276,10 @@ static void dma_answered(Device& d, uint32_t latency) {
 
 static void dma_request_done(Device& d, uint64_t cycle) {
     stamp(d, cycle, EV_DMA_REQ_LAST, d.dwrite ? OP_WRITE : OP_READ);
-    if (!d.fast) {
-        d.ds = D_PENDING;
-        return;
-    }
-    if (d.dwrite)
-        dma_write(d);
+    if (d.fast && (d.dwrite ? dma_write(d) : dma_read(d)))
+        dma_answered(d, d.dma_latency);
     else
-        dma_read(d);
-    dma_answered(d, d.dma_latency);
+        d.ds = D_PENDING;
 }
 
 // Drive point: every BFM sets what it drives this cycle.
@@ -434,11 +454,9 @@ static void cycle(Sim* s) {
     }
 }
 
-static void unmap(Device& d) {
-    if (d.map) munmap(d.map, d.map_size);
+static void forget(Device& d) {
     if (d.fd >= 0) close(d.fd);
-    d.map = nullptr;
-    d.map_size = 0;
+    d.size = 0;
     d.fd = -1;
 }
 
@@ -485,7 +503,7 @@ void* vm_new(const char* vcd) {
 
 void vm_free(void* h) {
     Sim* s = (Sim*)h;
-    for (Device& d : s->dev) unmap(d);
+    for (Device& d : s->dev) forget(d);
     s->top->final();
 #ifdef VMSHM_TRACE
     if (s->vcd) {
@@ -516,23 +534,16 @@ void vm_add_draws(void* h, int i, int c, const uint8_t* draws, int n) {
 //! Serve device `i`'s DMA here (`fast`) or in Python.
 void vm_set_fast(void* h, int i, int fast) { ((Sim*)h)->dev[i].fast = fast; }
 
-//! Map the object open on device `i`'s host (its descriptor `fd`, `size` bytes when it was
+//! Serve the object open on device `i`'s host (its descriptor `fd`, `size` bytes when it was
 //! opened), or forget it (fd < 0). Return 0 or an errno.
 int vm_set_region(void* h, int i, int fd, uint64_t size) {
     Device& d = ((Sim*)h)->dev[i];
-    unmap(d);
+    forget(d);
     if (fd < 0 || size == 0) return 0;
     int own = dup(fd);
     if (own < 0) return errno;
-    void* m = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, own, 0);
-    if (m == MAP_FAILED) {
-        int e = errno;
-        close(own);
-        return e;
-    }
     d.fd = own;
-    d.map = (uint8_t*)m;
-    d.map_size = size;
+    d.size = size;
     return 0;
 }
 

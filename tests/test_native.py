@@ -97,6 +97,8 @@ def test_dma_never_reaches_past_a_shrunk_object(shm_objects):
     before, after = ours.value
     assert before == b"\x5a" * 16 and after != before
     assert ours.value == ref.value and ours.records == ref.records
+    assert ours.hosts == ref.hosts, "the host must refuse, count and say why as on Amaranth"
+    assert ours.hosts[0]["dma_errors"] > 0
 
 
 def test_cli_bench_row():

@@ -105,8 +105,17 @@ def run(args, console):
 
     from vmshm.backends import BACKENDS, backend_missing
     from vmshm.bench import run_bench
+    from vmshm.checks import check_object_size
+    from vmshm.regmap import DEFAULT_WINDOW_SIZE
 
+    check_object_size(args.size, "--size")
+    if args.size > DEFAULT_WINDOW_SIZE:
+        raise UsageError(f"--size {args.size} does not fit the {DEFAULT_WINDOW_SIZE}-byte "
+                         f"window the benchmark maps")
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not wanted:
+        raise UsageError(f"--backends {args.backends!r} names no backend: give some of "
+                         f"{', '.join(BACKENDS)}")
     for b in wanted:
         if b not in BACKENDS:
             raise UsageError(f"unknown backend {b!r}: choose from {', '.join(BACKENDS)}")
@@ -137,4 +146,12 @@ def run(args, console):
                   "else, so it is the floor for a testbench that polls every cycle (native: "
                   "one call into C++ runs them all); in Python: the share of the workload's wall "
                   "time outside the simulator (- where it runs in another process).")
+    if any(r["backend"] in ("verilator", "icarus") for r in rows):
+        console.print("Why a cocotb backend can be slower than Amaranth's simulator: each cocotb "
+                      "run starts the simulator as a new process, which loads Python, cocotb "
+                      "and the BFMs before the first cycle (most of its empty-loop time on a "
+                      "short run), and every clock edge Python awaits crosses between the "
+                      "simulator and Python. Amaranth's simulator runs inside this process. "
+                      "Verilator's compiled model gains only when many cycles pass for each "
+                      "time Python wakes: large --size, wide data paths, long bursts.")
     return 0
