@@ -178,6 +178,14 @@ class IvshmemPeer:
         """Return the eventfd that becomes readable when ``vector`` of this peer is rung."""
         return self._own[vector]
 
+    def peer_fileno(self, peer, vector=0):
+        """Return the eventfd a write of 1 to rings ``vector`` of ``peer`` (for a C program)."""
+        with self._lock:
+            fds = self._peers.get(peer)
+            if fds is None or not 0 <= vector < len(fds):
+                raise ValueError(f"peer {peer} has no vector {vector} in this group")
+            return fds[vector]
+
     def wait(self, vector=0, timeout=None):
         """Wait until ``vector`` is rung; return how many rings came (0 if ``timeout`` passed).
 
