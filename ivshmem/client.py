@@ -152,10 +152,14 @@ class IvshmemPeer:
         return len(self._own)
 
     def wait_for_peers(self, count, timeout=10.0):
-        """Wait until ``count`` other peers are in the group; return :attr:`peers`."""
+        """Wait until ``count`` other peers are in the group; return :attr:`peers`.
+
+        A peer counts once it has as many vectors as this one (a join's eventfds come one
+        message each; a server gives every peer the same number).
+        """
         end = time.monotonic() + timeout
         with self._lock:
-            while len(self._peers) < count:
+            while sum(len(f) >= len(self._own) for f in self._peers.values()) < count:
                 left = end - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"{len(self._peers)} of {count} peers joined within "

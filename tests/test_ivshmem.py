@@ -113,6 +113,7 @@ def test_peers_ring_and_wait(server, names):
             a.ring(b.id, 2)
         c = IvshmemPeer.connect(sock, vectors=2)
         assert c.id == 2 and c.peers == {0: 2, 1: 2}
+        assert a.wait_for_peers(2) == {1: 2, 2: 2}
         c.close()
         deadline = time.monotonic() + 5
         while 2 in a.peers and time.monotonic() < deadline:
@@ -163,7 +164,8 @@ def test_cli_serves_in_the_foreground_and_detached(names):
                             stdout=subprocess.PIPE, text=True)
     try:
         assert "listening on" in proc.stdout.readline()
-        with IvshmemPeer.connect(sock, vectors=3) as a, IvshmemPeer.connect(sock) as b:
+        with IvshmemPeer.connect(sock, vectors=3) as a, \
+                IvshmemPeer.connect(sock, vectors=3) as b:
             assert len(a.shm) == 64 * KIB and b.vectors == 3 and a.wait_for_peers(1)
             b.ring(a.id, 2)
             assert a.wait(2, timeout=2) == 1
@@ -247,6 +249,7 @@ def test_channel_between_c_and_python(channel_peer, names, c_side):
     count, offset, size = 600, 0x1000, HEADER + 8 * KIB
     with IvshmemServer(sock, name, size=64 * KIB) as _srv, \
             IvshmemPeer.connect(sock) as py, IvshmemPeer.connect(sock) as c:
+        py.wait_for_peers(1)
         # The C program is peer c's host side: it rings py through c's fd, waits on c's own.
         args = [str(channel_peer), c_side, name, hex(offset), str(size), str(count),
                 str(c.peer_fileno(py.id)), str(c.fileno())]

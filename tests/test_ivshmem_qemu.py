@@ -99,7 +99,7 @@ def group(tmp_path_factory):
             ids[k] = int(_lines_until(queues[k], r"id (\d+)", deadline, seen[k]).group(1))
             _lines_until(queues[k], r"ready", deadline, seen[k])
         result["guest_ids"] = ids
-        result["peers_seen_by_host"] = host.peers
+        result["peers_seen_by_host"] = host.wait_for_peers(2, timeout=10)
         order = [host.id] + sorted(ids.values())
         n = len(order)
         for s in range(n):
