@@ -36,8 +36,9 @@ def add_arguments(parser):
 def run(args, console):
     """Check every argument, open the object, listen; serve in the foreground or detached."""
     size = args.size
-    if size is not None and size <= 0:
-        raise UsageError(f"-l {size}: the size must be positive")
+    if size is not None and (size <= 0 or size & (size - 1)):
+        raise UsageError(f"-l {size}: the size must be a power of two (QEMU's ivshmem maps the "
+                         f"object as a BAR, and aborts on any other size)")
     if not 1 <= args.vectors <= MAX_VECTORS:
         raise UsageError(f"-n {args.vectors}: vectors must be 1..{MAX_VECTORS}")
     log = None
@@ -54,6 +55,9 @@ def run(args, console):
         console.print(f"note: {server.name} exists with {server.size} bytes; -l {args.size} "
                       f"only sizes an object this server creates, so it was left as it is",
                       markup=False, highlight=False)
+    if server.size & (server.size - 1):
+        console.print(f"warning: {server.name} has {server.size} bytes, not a power of two: "
+                      f"QEMU's ivshmem devices cannot map it", markup=False, highlight=False)
     if not args.foreground:
         console.file.flush()
         if os.fork():

@@ -19,11 +19,17 @@
  *   3. send a greeting to every peer through its channel, then COUNT messages of 1..4096 bytes
  *      to the host, receive every peer's greeting and the host's COUNT messages, check them.
  * Lines "key value..." on stdout say what happened.
+ *
+ * `ivshmem_peer bench COUNT LEN...` is `vmshm channel --bench`'s guest: with the host as the
+ * only other peer, for each LEN it sends COUNT messages of LEN bytes to the host through the
+ * channel at BENCH_TX(k), then receives COUNT from it at BENCH_RX(k), printing
+ * "tx|rx LEN COUNT SECONDS" (the receiver's clock starts at its first message).
  */
 #include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -33,6 +39,8 @@
 
 #define DIR_MAGIC 0x21214f47u     /* "GO!!" */
 #define SLOT 0x10000u
+#define BENCH_TX(k) (SLOT * (1u + 2u * (k)))
+#define BENCH_RX(k) (SLOT * (2u + 2u * (k)))
 #define MAILBOX(id) (0x1000u + 64u * (id))
 #define CHAN(s, d, n) (SLOT * (1u + (s) * (n) + (d)))
 
@@ -212,12 +220,56 @@ static uint32_t msg_len(uint32_t i)
 	return 1 + (i * 997) % 4096;
 }
 
+static int bench(uint32_t host, int argc, char **argv)
+{
+	static unsigned char buf[4096];
+	struct vmshm_doorbell db = { db_ring, db_wait, (void *)(uintptr_t)host };
+	uint32_t count = strtoul(argv[2], NULL, 0);
+
+	for (int k = 0; k + 3 < argc; k++) {
+		uint32_t len = strtoul(argv[k + 3], NULL, 0);
+		struct vmshm_ch tx, rx;
+		double t;
+
+		if (len < 1 || len > sizeof buf || BENCH_RX(k) + SLOT > shm_size ||
+		    vmshm_ch_attach(&tx, shm + BENCH_TX(k), SLOT) ||
+		    vmshm_ch_attach(&rx, shm + BENCH_RX(k), SLOT)) {
+			printf("error bench %u\n", len);
+			return 1;
+		}
+		t = now();
+		for (uint32_t i = 0; i < count; i++) {
+			memset(buf, (int)(i & 0xff), len);
+			if (vmshm_ch_send(&tx, buf, len, &db, 60000)) {
+				printf("error bench send %u\n", i);
+				return 1;
+			}
+		}
+		printf("tx %u %u %.6f\n", len, count, now() - t);
+		fflush(stdout);
+		for (uint32_t i = 0; i < count; i++) {
+			if (vmshm_ch_recv(&rx, buf, sizeof buf, &db, 60000) != (int)len ||
+			    buf[0] != (i & 0xff) || buf[len - 1] != (i & 0xff)) {
+				printf("error bench recv %u\n", i);
+				return 1;
+			}
+			if (i == 0)
+				t = now();
+		}
+		printf("rx %u %u %.6f\n", len, count, now() - t);
+		fflush(stdout);
+	}
+	printf("rings %lu\ndone\n", rings_seen);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char dev[300], path[400];
 	static unsigned char buf[8192];
 	size_t regs_size;
 	uint32_t me, n, ids[16], mine = 0, count = argc > 1 ? strtoul(argv[1], NULL, 0) : 64;
+	int benching = argc > 2 && !strcmp(argv[1], "bench");
 	double t0, t;
 	unsigned long bytes;
 	int fd;
@@ -268,6 +320,9 @@ int main(int argc, char **argv)
 		if (ids[i] == me)
 			mine = i;
 	}
+
+	if (benching)
+		return bench(ids[0], argc, argv);
 
 	/* 1. the host rings first; nobody else rings until rung by it */
 	if (wait_ring(60000)) {

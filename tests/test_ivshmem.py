@@ -148,7 +148,8 @@ def test_cli_refuses_bad_input_with_one_line(names, tmp_path):
             (["-S", str(taken), "-M", name], 1, "is not a socket"),
             (["-S", sock, "-M", "a/b"], 2, "one path component"),
             (["-S", sock, "-M", name, "-n", "0"], 2, "vectors must be 1..1024"),
-            (["-S", sock, "-M", name, "-l", "0"], 2, "the size must be positive"),
+            (["-S", sock, "-M", name, "-l", "0"], 2, "the size must be a power of two"),
+            (["-S", sock, "-M", name, "-l", "3M"], 2, "the size must be a power of two"),
             (["-S", sock, "-M", name, "-l", "lots"], 2, "is not a size")]:
         r = _cli(*args)
         assert r.returncode == code, (args, r.stderr)
@@ -234,11 +235,11 @@ def channel_peer(tmp_path_factory):
     if cc is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("a C compiler must be installed under CI")
-        pytest.skip("no C compiler for tests/c/channel_peer.c")
+        pytest.skip("no C compiler for ivshmem/channel_peer.c")
     exe = tmp_path_factory.mktemp("c") / "channel_peer"
     subprocess.run([cc, "-O2", "-Wall", "-Werror", "-std=c11", "-D_GNU_SOURCE",
                     "-I", str(ROOT / "guest"), "-o", str(exe),
-                    str(ROOT / "tests" / "c" / "channel_peer.c"), "-lrt"], check=True)
+                    str(ROOT / "ivshmem" / "channel_peer.c"), "-lrt"], check=True)
     return exe
 
 
@@ -281,9 +282,24 @@ def test_channel_between_c_and_python(channel_peer, names, c_side):
                 proc.wait()
     assert proc.returncode == 0, out
     ok = out.split("ok ")[1].split()
-    c_bytes, c_rings, c_waits = (int(x) for x in ok)
+    c_bytes, c_rings, c_waits = (int(x) for x in ok[:3])
     assert c_bytes == total == sum(_msg_len(i) for i in range(count))
     assert total > 100 * 8 * KIB                     # the positions wrapped the ring many times
     # The sleeping side was rung: the doorbell, not polling, moved it (the C producer sleeps
     # on a full ring and the Python consumer rings it; the C consumer on an empty one).
     assert c_waits > 0 and db.rings > 0
+
+
+def test_channel_bench_prints_the_floor_and_checks_its_arguments(channel_peer):
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", "--bench", "--no-guest",
+                        "--count", "200", "--sizes", "1,4096"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if "host → host (floor)" in line]
+    assert len(rows) == 2
+    assert [row.split("│")[2].strip() for row in rows] == ["1", "4096"]     # message bytes
+    for args, words in [(["--sizes", "0"], "each 1..4096 bytes"), (["--count", "1"], "2..10000000"),
+                        ([], "say --bench")]:
+        r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", *(["--bench"] if args
+                            else []), *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr

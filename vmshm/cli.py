@@ -23,7 +23,7 @@ def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
     from vmshm import bench, demo, regs
     from vmshm.fpga import board, generate, synth
-    from vmshm.ivshmem import command as ivshmem_server
+    from vmshm.ivshmem import channel_command as channel, command as ivshmem_server
     from vmshm.qemu import command as qemu
     from vmshm.scenarios import command as scenario
     from vmshm.timing import command as timing     # no matplotlib until a plot is drawn
@@ -78,6 +78,7 @@ def _commands():
                         "into --out.")),
         ("qemu", qemu, qemu.HELP),
         ("ivshmem-server", ivshmem_server, ivshmem_server.HELP),
+        ("channel", channel, channel.HELP),
     ]
 
 

@@ -1,12 +1,15 @@
 /*
- * channel_peer: one side of a vmshm_channel.h ring in a POSIX object, for tests/test_ivshmem.py.
+ * channel_peer: one side of a vmshm_channel.h ring in a POSIX object (tests/test_ivshmem.py,
+ * `vmshm channel --bench`).
  *
- *   channel_peer send|recv NAME OFFSET SIZE COUNT RING_FD WAIT_FD [init]
+ *   channel_peer send|recv NAME OFFSET SIZE COUNT RING_FD WAIT_FD [init|attach] [LEN]
  *
  * Sends (or receives and checks) COUNT messages of msg_len(i) bytes of pattern(i, k) through
- * the ring at OFFSET (SIZE bytes) of the object NAME; `init` lays the ring out first. The
- * doorbell is a pair of eventfds (an ivshmem peer's): ring writes 1 to RING_FD, wait polls
- * WAIT_FD. Prints "ok BYTES RINGS WAITS" or "error ...".
+ * the ring at OFFSET (SIZE bytes) of the object NAME; `init` lays the ring out first. With LEN,
+ * every message is LEN bytes of one byte value (i), and only its ends are checked: the bench's
+ * loop. The doorbell is a pair of eventfds (an ivshmem peer's): ring writes 1 to RING_FD, wait
+ * polls WAIT_FD. Prints "ok BYTES RINGS WAITS SECONDS" (SECONDS from the first message on) or
+ * "error ...".
  */
 #include <fcntl.h>
 #include <poll.h>
@@ -14,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "vmshm_channel.h"
@@ -45,6 +49,14 @@ static int db_wait(void *ctx, int timeout_ms)
 	return 0;
 }
 
+static double now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 static uint32_t msg_len(uint32_t i)
 {
 	return i == 0 ? 1 : i == 1 ? 4096 : 1 + (i * 997u) % 4096;
@@ -60,7 +72,8 @@ int main(int argc, char **argv)
 	static unsigned char buf[8192];
 	struct vmshm_doorbell db = { db_ring, db_wait, NULL };
 	struct vmshm_ch ch;
-	unsigned long bytes = 0, offset, size, count;
+	unsigned long bytes = 0, offset, size, count, fixed;
+	double t0 = 0;
 	unsigned char *mem;
 	int fd, r;
 
@@ -74,6 +87,11 @@ int main(int argc, char **argv)
 	count = strtoul(argv[5], NULL, 0);
 	ring_fd = atoi(argv[6]);
 	wait_fd = atoi(argv[7]);
+	fixed = argc > 9 ? strtoul(argv[9], NULL, 0) : 0;
+	if (fixed > 4096) {
+		printf("error LEN %lu above 4096\n", fixed);
+		return 2;
+	}
 	fd = shm_open(argv[2], O_RDWR, 0);
 	if (fd < 0) {
 		perror(argv[2]);
@@ -92,12 +110,16 @@ int main(int argc, char **argv)
 	}
 	printf("capacity %u\n", ch.capacity);
 	fflush(stdout);
+	t0 = now();
 	for (uint32_t i = 0; i < count; i++) {
-		uint32_t len = msg_len(i);
+		uint32_t len = fixed ? fixed : msg_len(i);
 
 		if (!strcmp(argv[1], "send")) {
-			for (uint32_t k = 0; k < len; k++)
-				buf[k] = pattern(i, k);
+			if (fixed)
+				memset(buf, (int)(i & 0xff), len);
+			else
+				for (uint32_t k = 0; k < len; k++)
+					buf[k] = pattern(i, k);
 			r = vmshm_ch_send(&ch, buf, len, &db, 20000);
 			if (r) {
 				printf("error send %u: %d\n", i, r);
@@ -105,11 +127,17 @@ int main(int argc, char **argv)
 			}
 		} else {
 			r = vmshm_ch_recv(&ch, buf, sizeof buf, &db, 20000);
+			if (i == 0)
+				t0 = now();
 			if (r != (int)len) {
 				printf("error recv %u: %d, expected %u\n", i, r, len);
 				return 1;
 			}
-			for (uint32_t k = 0; k < len; k++)
+			if (fixed ? buf[0] != (i & 0xff) || buf[len - 1] != (i & 0xff) : 0) {
+				printf("error data %u\n", i);
+				return 1;
+			}
+			for (uint32_t k = 0; !fixed && k < len; k++)
 				if (buf[k] != pattern(i, k)) {
 					printf("error data %u at %u\n", i, k);
 					return 1;
@@ -117,6 +145,6 @@ int main(int argc, char **argv)
 		}
 		bytes += len;
 	}
-	printf("ok %lu %lu %lu\n", bytes, rings, waits);
+	printf("ok %lu %lu %lu %.6f\n", bytes, rings, waits, now() - t0);
 	return 0;
 }
