@@ -76,7 +76,7 @@ class PeerDoorbell:
 
 
 class Channel:
-    """A view of one ring at ``offset`` in ``buffer``; make it with :meth:`init` or :meth:`attach`."""
+    """View one ring at ``offset`` in a buffer; made by :meth:`init` or :meth:`attach`."""
 
     def __init__(self, buffer, offset, capacity):
         self._buf = memoryview(buffer)
