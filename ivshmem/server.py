@@ -24,6 +24,8 @@ __all__ = ["IvshmemServer", "DEFAULT_SIZE", "MAX_VECTORS"]
 DEFAULT_SIZE = 4 << 20
 #: A bound on vectors per peer (QEMU's server allows 1024 eventfds each).
 MAX_VECTORS = 1024
+#: Seconds a send to a client may block before the client is dropped.
+SEND_TIMEOUT = 5.0
 _MODE = 0o600
 
 
@@ -84,6 +86,7 @@ class IvshmemServer:
         self._next_id = 0
         self._stop_r, self._stop_w = socket.socketpair()
         self._thread = None
+        self._sel = None
         self._listener = None
         self.created = False
         self.size_ignored = False
@@ -161,14 +164,25 @@ class IvshmemServer:
             sock.close()
             self.log("refused a client: all 65536 IDs are taken")
             return None
+        # A client that stops reading must not stall the group: its sends time out instead.
+        sock.settimeout(SEND_TIMEOUT)
         peer = _Peer(peer_id, sock, self.vectors)
         try:
             protocol.send_message(sock, protocol.VERSION)
             protocol.send_message(sock, peer.id)
             protocol.send_message(sock, protocol.SHM_ID, self.shm_fd)
-            for other in self.peers.values():
+        except OSError as exc:
+            self.log(f"peer {peer.id}: could not be set up ({exc.strerror or exc})")
+            peer.close()
+            return None
+        gone = []
+        for other in self.peers.values():
+            try:
                 for fd in peer.fds:
                     protocol.send_message(other.sock, peer.id, fd)
+            except OSError:
+                gone.append(other)          # not reading: it leaves, and the others hear so
+        try:
             for other in self.peers.values():
                 for fd in other.fds:
                     protocol.send_message(sock, other.id, fd)
@@ -176,14 +190,29 @@ class IvshmemServer:
                 protocol.send_message(sock, peer.id, fd)
         except OSError as exc:
             self.log(f"peer {peer.id}: could not be set up ({exc.strerror or exc})")
+            for other in self.peers.values():
+                try:
+                    protocol.send_message(other.sock, peer.id)     # it leaves again at once
+                except OSError:
+                    pass
             peer.close()
+            peer = None
+        for other in gone:
+            self._leave(other)
+        if peer is None:
             return None
         self.peers[peer.id] = peer
         self.log(f"peer {peer.id} joined ({len(self.peers)} in the group)")
         return peer
 
     def _leave(self, peer):
-        del self.peers[peer.id]
+        if self.peers.pop(peer.id, None) is None:
+            return
+        if self._sel is not None:
+            try:
+                self._sel.unregister(peer.sock)
+            except (KeyError, ValueError):
+                pass
         peer.close()
         for other in list(self.peers.values()):
             try:
@@ -194,7 +223,7 @@ class IvshmemServer:
 
     def serve_forever(self):
         """Serve until :meth:`stop` (or until the process ends)."""
-        sel = selectors.DefaultSelector()
+        sel = self._sel = selectors.DefaultSelector()
         sel.register(self._listener, selectors.EVENT_READ, "listen")
         sel.register(self._stop_r, selectors.EVENT_READ, "stop")
         try:
@@ -209,10 +238,9 @@ class IvshmemServer:
                             sel.register(conn, selectors.EVENT_READ, peer)
                         continue
                     # Clients never send: readable means closed (or misbehaving: closed by us).
-                    peer = key.data
-                    sel.unregister(peer.sock)
-                    self._leave(peer)
+                    self._leave(key.data)
         finally:
+            self._sel = None
             sel.close()
             self._shutdown()
 
