@@ -15,7 +15,8 @@
  * number of peers, their IDs, the host's first) and a channel (guest/vmshm_channel.h) from each
  * peer to each other at CHAN(src index, dst index). Then:
  *   1. wait to be rung by the host, ring the host back;
- *   2. the lower guest ID rings the higher, which waits and rings back;
+ *   2. the lower guest ID rings the higher (once that one says it is past step 1), which
+ *      waits and rings back;
  *   3. send a greeting to every peer through its channel, then COUNT messages of 1..4096 bytes
  *      to the host, receive every peer's greeting and the host's COUNT messages, check them.
  * Lines "key value..." on stdout say what happened.
@@ -41,6 +42,7 @@
 #define SLOT 0x10000u
 #define BENCH_TX(k) (SLOT * (1u + 2u * (k)))
 #define BENCH_RX(k) (SLOT * (2u + 2u * (k)))
+#define PHASE1_DONE(index) (0x800u + 4u * (index))
 #define MAILBOX(id) (0x1000u + 64u * (id))
 #define CHAN(s, d, n) (SLOT * (1u + (s) * (n) + (d)))
 
@@ -332,12 +334,24 @@ int main(int argc, char **argv)
 	printf("rung-by-host\n");
 	fflush(stdout);
 	ring(ids[0]);
+	/* Say phase 1 is over here: a ring from the other guest before that would merge with the
+	 * host's in the mailbox, and phase 2 would wait for a ring already taken. */
+	__atomic_store_n((uint32_t *)(shm + PHASE1_DONE(mine)), 1, __ATOMIC_SEQ_CST);
 
 	/* 2. guest to guest: the lower ID starts */
 	if (n == 3) {
 		uint32_t other = ids[mine == 1 ? 2 : 1];
 
 		if (me < other) {
+			t0 = now();
+			while (!__atomic_load_n((uint32_t *)(shm + PHASE1_DONE(mine == 1 ? 2 : 1)),
+						__ATOMIC_SEQ_CST)) {
+				if (now() - t0 > 60) {
+					printf("error %u never finished phase 1\n", other);
+					return 1;
+				}
+				usleep(100);
+			}
 			ring(other);
 			if (wait_ring(60000)) {
 				printf("error not rung back by %u\n", other);
