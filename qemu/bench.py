@@ -10,7 +10,6 @@ import json
 import statistics
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from . import image
@@ -40,7 +39,7 @@ def run_bench(args, console, parts, params, count=COUNT):
     try:
         initrd = image.build_image(parts, {"vmshm_bench": image.GUEST_DIR / "vmshm_bench.c"})
     except image.BuildError as exc:
-        console.print(escape(f"vmshm qemu: {exc}"), style="red")
+        console.print(f"vmshm qemu: {exc}", style="red")
         return 1
     console.print(f"bench: {count} 32-bit reads of BAR0's ID register and of the window, on "
                   f"the simulated RTL and on a floor device (plain bytes, no simulation)")
@@ -66,14 +65,14 @@ def run_bench(args, console, parts, params, count=COUNT):
     console.print(table)
     report = {"count": count, "backend": args.backend, "boot_seconds": result.boot_seconds,
               "rows": rows}
-    console.print(json.dumps(report), markup=False, highlight=False)
+    console.print(json.dumps(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     errors = [ln for ln in result.output if ln.startswith("vmshm_bench:")]
     for line in errors:
-        console.print(escape(line), style="red")
+        console.print(line, style="red")
     if result.error:
-        console.print(escape(f"vmshm qemu: {result.error}"), style="red")
+        console.print(f"vmshm qemu: {result.error}", style="red")
         return 1
     if len(rows) != 4 or result.status != 0:
         console.print(f"vmshm qemu: the bench did not finish (status {result.status})",

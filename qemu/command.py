@@ -13,7 +13,6 @@ import statistics
 import sys
 from pathlib import Path
 
-from rich.markup import escape
 from rich.table import Table
 
 from . import image
@@ -65,11 +64,16 @@ def add_arguments(p):
 
 def _check_args(args):
     from vmshm.backends import BACKENDS
-    if not args.shm.startswith("/") or "/" in args.shm[1:] or len(args.shm) < 2:
-        raise ValueError(f"--shm must be a POSIX shared-memory name like /shared-with-qemu, "
-                         f"not {args.shm!r}")
-    if args.create is not None and args.create <= 0:
-        raise ValueError(f"--create needs a positive size, not {args.create}")
+    from vmshm.checks import check_object_size
+    from vmshm.host_model import check_name
+
+    # The device's own rule for names (and the name buffer's size), before anything is made.
+    try:
+        check_name(args.shm, args.name_size)
+    except OSError as exc:
+        raise ValueError(f"--shm must be a name the device accepts: {exc.strerror}") from None
+    if args.create is not None:
+        check_object_size(args.create, "--create")
     if args.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
     if args.backend != "amaranth":
@@ -161,7 +165,7 @@ def run(args, console):
     if args.create is not None:
         region, created = ShmRegion.open_or_create(args.shm, args.create)
         if not created and region.size != args.create:
-            console.print(f"{escape(args.shm)} exists with {region.size} bytes: using it as it "
+            console.print(f"{args.shm} exists with {region.size} bytes: using it as it "
                           f"is (not resized to {args.create})")
         region.close()
 
@@ -178,23 +182,23 @@ def run(args, console):
     try:
         initrd = image.build_image(parts, programs)
     except image.BuildError as exc:
-        console.print(escape(f"vmshm qemu: {exc}"), style="red")
+        console.print(f"vmshm qemu: {exc}", style="red")
         return 1
-    console.print(f"booting Linux {escape(parts.release)} in QEMU (TCG); the device is the "
+    console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
     result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
-                  params=params, echo=lambda line: console.print(f"guest| {escape(line)}",
+                  params=params, echo=lambda line: console.print(f"guest| {line}",
                                                                 highlight=False))
     for line in result.host_log:
-        console.print(escape(line), highlight=False)
+        console.print(line, highlight=False)
     if result.status is None:
         for line in result.console[-15:]:
-            console.print(f"console| {escape(line)}", highlight=False)
+            console.print(f"console| {line}", highlight=False)
     else:
         trouble = [ln for ln in result.console if _KERNEL_TROUBLE.search(ln)
                    and not ln.startswith(image.MARK) and ln not in result.output]
         for line in trouble[:20]:
-            console.print(f"kernel| {escape(line)}", highlight=False)
+            console.print(f"kernel| {line}", highlight=False)
     bar = [a for a in result.accesses if a.kind.startswith(("mem_", "io_"))]
     if bar:
         sizes = {b.index: b.size for b in function.bars}

@@ -8,6 +8,7 @@ from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.checks import check_output_file
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.rtl import VMShmSystem
 
@@ -126,6 +127,10 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
     **params
         Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
     """
+    if vcd is not None:
+        # Before the testbenches exist: a file that cannot be written is its own error, not a
+        # failed run (nor coroutines that were never awaited).
+        check_output_file(vcd)
     top = SimTop(devices, **params)
     hosts = per_device(hosts, devices, HostModel, "hosts")
     timings = per_device(timing, devices, HostTiming, "timing")

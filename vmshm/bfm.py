@@ -13,7 +13,7 @@ call returns at the drive point after that edge. ``now()`` is the number of edge
 import abc
 from typing import NamedTuple
 
-from vmshm.driver_model.bus import GuestBus, Space
+from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
@@ -150,6 +150,24 @@ class StreamGuestBus(GuestBus):
                 "dev": dev or 0, "addr": addr, "write": write, "count": count}
 
     async def _burst_read(self, space, dev, addr, words, be):
+        try:
+            return await self._burst_read_now(space, dev, addr, words, be)
+        except BusTimeout:
+            raise self._hung("read", space, addr) from None
+
+    async def _burst_write(self, space, dev, addr, beats):
+        try:
+            return await self._burst_write_now(space, dev, addr, beats)
+        except BusTimeout:
+            raise self._hung("write", space, addr) from None
+
+    def _hung(self, what, space, addr):
+        where = "configuration space" if space is Space.CFG else "memory"
+        return BusTimeout(f"the device did not answer a {where} {what} at {addr:#x} within "
+                          f"{self._timeout} cycles: it has stopped answering, a hardware bug "
+                          f"(every request must be answered in bounded time)")
+
+    async def _burst_read_now(self, space, dev, addr, words, be):
         io = self._io
         await io.put(self._req, {**self._header(space, dev, addr, 0, words - 1),
                                  "data": 0, "be": be}, timeout=self._timeout)
@@ -160,7 +178,7 @@ class StreamGuestBus(GuestBus):
             status = max(status, CplStatus(beat.status))
         return out, status.name
 
-    async def _burst_write(self, space, dev, addr, beats):
+    async def _burst_write_now(self, space, dev, addr, beats):
         io = self._io
         header = self._header(space, dev, addr, 1, len(beats) - 1)
         for data, be in beats:

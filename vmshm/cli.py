@@ -97,40 +97,44 @@ def _errno_name(code):
 
 
 def _fail(console, code, message):
-    console.print(f"vmshm: {_errno_name(code)}: {message}", style="red", highlight=False,
-                  soft_wrap=True)
+    console.print(f"vmshm: {_errno_name(code)}: {message}", style="red")
     return 1
 
 
 def main(argv=None):
     """Run the ``vmshm`` command line and return its exit status."""
-    from rich.console import Console
+    from vmshm.console import make_console
 
-    # Piped output (a file, a CI log) gets room for the wide tables instead of 80 columns.
-    console = Console(highlight=False, soft_wrap=True,
-                      width=None if sys.stdout.isatty() else 132)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # Names, object content, paths and messages are printed as they are: see vmshm.console.
+    console = make_console()
+    err = make_console(stderr=True)
     commands = _commands()
     args = _parser(commands).parse_args(argv)
     run = {name: module.run for name, module, _ in commands}[args.command]
     try:
         return run(args, console)
     except UsageError as exc:
-        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True)
+        err.print(f"vmshm {args.command}: {exc}", style="red")
         return 2
     except ValueError as exc:
         # Parameter checks in the RTL and models say what was wrong; no traceback for them.
-        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True)
+        err.print(f"vmshm {args.command}: {exc}", style="red")
         return 2
     except OSError as exc:
         name = exc.filename if exc.filename is not None else ""
         return _fail(err, exc.errno or errno.EIO,
                      f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
+    except AssertionError as exc:
+        # A scenario's or the demo's check of the device failed: what it expected, in words.
+        err.print(f"vmshm {args.command}: a check failed: {exc}", style="red")
+        return 1
     except RuntimeError as exc:
         # A simulator that could not build or run, or a device that hung: say what happened.
-        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True, markup=False)
+        err.print(f"vmshm {args.command}: {exc}", style="red")
         return 1
     except KeyboardInterrupt:
+        # The simulation's coroutines are left suspended; closing them at exit is not news.
+        sys.unraisablehook = lambda unraisable: None
         err.print("vmshm: interrupted", style="red")
         return 130
 
