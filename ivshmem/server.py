@@ -91,11 +91,14 @@ class IvshmemServer:
         self.created = False
         self.size_ignored = False
         self._check_socket_path()
-        self.shm_fd, self.size = self._open_object(size)
+        # The socket first: a path that cannot be bound must not leave a new object behind.
+        self._listen()
         try:
-            self._listen()
+            self.shm_fd, self.size = self._open_object(size)
         except BaseException:
-            os.close(self.shm_fd)
+            self._listener.close()
+            self._listener = None
+            os.unlink(self.socket_path)       # ours, bound a moment ago
             raise
 
     def _check_socket_path(self):
@@ -143,6 +146,10 @@ class IvshmemServer:
         try:
             sock.bind(self.socket_path)
             sock.listen(16)
+        except OSError as exc:
+            sock.close()
+            raise OSError(exc.errno, f"cannot listen there: {exc.strerror}",
+                          self.socket_path) from None
         except BaseException:
             sock.close()
             raise

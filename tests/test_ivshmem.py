@@ -150,12 +150,18 @@ def test_cli_refuses_bad_input_with_one_line(names, tmp_path):
             (["-S", sock, "-M", name, "-n", "0"], 2, "vectors must be 1..1024"),
             (["-S", sock, "-M", name, "-l", "0"], 2, "the size must be a power of two"),
             (["-S", sock, "-M", name, "-l", "3M"], 2, "the size must be a power of two"),
-            (["-S", sock, "-M", name, "-l", "lots"], 2, "is not a size")]:
+            (["-S", sock, "-M", name, "-l", "lots"], 2, "is not a size"),
+            (["-S", str(tmp_path / "no" / "dir.sock"), "-M", name], 1, "No such file")]:
         r = _cli(*args)
         assert r.returncode == code, (args, r.stderr)
         assert words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     assert taken.read_text() == "mine"
     assert not os.path.exists(f"/dev/shm{name}")      # nothing made before the checks passed
+    fd = os.open(f"/dev/shm{name}", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    os.close(fd)                                      # an empty object: QEMU cannot map it
+    r = _cli("-S", sock, "-M", name)
+    assert r.returncode == 2 and "the existing object is empty" in r.stderr, r.stderr
+    assert not os.path.exists(sock) and os.stat(f"/dev/shm{name}").st_size == 0
 
 
 def test_cli_serves_in_the_foreground_and_detached(names):
