@@ -97,6 +97,9 @@ class PcieJob:
         the shim, so every request to one must be refused.
     timeout_ns : int
         How long a request may wait for its completion.
+    rules : str
+        ``"fail"``: a breach of PG213's rules (:mod:`.pcie_rules`) fails the run; ``"record"``:
+        breaches are only listed in ``result.stats["pg213_violations"]``.
     """
     params: dict = field(default_factory=dict)
     scenario: str = None
@@ -112,6 +115,7 @@ class PcieJob:
     mrrs: int = None
     extra_bars: dict = field(default_factory=dict)
     timeout_ns: int = 2_000_000
+    rules: str = "fail"
     result_path: str = None
 
     def make_hosts(self):
