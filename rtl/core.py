@@ -200,6 +200,18 @@ class VMShmCore(wiring.Component):
         window_ok = in_window & is_open & self.dma_enable & (hdr_end <= map_limit)
         rejected = (req.bar == BAR_WINDOW) & ~window_ok
 
+        # -- the object's last word, when MAP_SIZE ends inside it --------------------------------
+        # Its bytes past the object read all ones and are never written, whatever the host does:
+        # the front end sees byte enables without them. Only a burst's last beat can hold it.
+        clip = Signal()             # the burst at hand ends in that word
+        tail_be = Signal(wb)        # the enables of its bytes inside the object
+        with m.If(map_size[:wshift] == 0):
+            m.d.comb += tail_be.eq((1 << wb) - 1)
+        with m.Else():
+            m.d.comb += tail_be.eq(Cat(*[map_size[:wshift] > i for i in range(wb - 1)]))
+        last_be = Mux(clip & (remaining == 0), tail_be, (1 << wb) - 1)
+        tail_ones = Cat(*[Mux(last_be[i], 0, 0xFF) for i in range(wb)])
+
         # -- host timeout ------------------------------------------------------------------------
         timer = Signal(range(max(self._host_timeout, 1) + 1))
         timed_out = Signal()
@@ -251,7 +263,7 @@ class VMShmCore(wiring.Component):
                     m.d.sync += [
                         bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
                         count.eq(req.count),
-                        rd_be.eq(req.be), first.eq(1),
+                        rd_be.eq(req.be), first.eq(1), clip.eq(hdr_end > map_size),
                         cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
                                           CplStatus.SC, CplStatus.UR)),
                     ]
@@ -465,6 +477,9 @@ class VMShmCore(wiring.Component):
                     dma_req.payload.write.eq(0),
                     dma_req.payload.addr.eq(byte_offset),
                     dma_req.payload.count.eq(remaining),
+                    # A read's enables: those of its last word, for a front end that asks the
+                    # host for bytes (PCIe's last BE).
+                    dma_req.payload.be.eq(Mux(clip, tail_be, (1 << wb) - 1)),
                 ]
                 with m.If(dma_req.ready):
                     start_timer()
@@ -477,7 +492,7 @@ class VMShmCore(wiring.Component):
                     m.d.comb += [
                         self.cpl.valid.eq(dma_rsp.valid),
                         self.cpl.payload.data.eq(Mux(dma_rsp.payload.err, ones,
-                                                     dma_rsp.payload.data)),
+                                                     dma_rsp.payload.data | tail_ones)),
                         self.cpl.payload.status.eq(CplStatus.SC),
                         self.cpl.payload.last.eq(remaining == 0),
                         dma_rsp.ready.eq(self.cpl.ready),
@@ -501,7 +516,7 @@ class VMShmCore(wiring.Component):
                     dma_req.payload.addr.eq(byte_offset),
                     dma_req.payload.count.eq(count),
                     dma_req.payload.data.eq(req.data),
-                    dma_req.payload.be.eq(req.be),
+                    dma_req.payload.be.eq(req.be & last_be),
                     self.req.ready.eq(dma_req.ready),
                 ]
                 with m.If(self.req.valid & dma_req.ready):

@@ -39,7 +39,7 @@ from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma
                       dma_rsp_layout, guest_req_layout)
 from .pci import BarDef
 
-__all__ = ["AXIS_WIDTHS", "CQ_USER_WIDTH", "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
+__all__ = ["AXIS_WIDTHS", "TX_BUFFER_DWORDS", "PacketFifo", "CqBuffer", "CQ_USER_WIDTH", "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
            "DEFAULT_CPL_TIMEOUT", "ReqType", "axis_signature", "AxisToDwords", "DwordsToAxis",
            "USPCompleter", "USPRequester", "VMShmUSP"]
 
@@ -52,6 +52,13 @@ RQ_USER_WIDTH = 62
 RC_USER_WIDTH = 75
 #: CQ ``tuser`` bits: first and last DWORD byte enables (valid at the first beat), discontinue.
 CQ_FIRST_BE, CQ_LAST_BE, CQ_DISCONTINUE = slice(0, 4), slice(4, 8), 41
+#: The CQ ``tuser`` bits the completer keeps: first and last byte enables.
+CQ_BE_WIDTH = 8
+#: RC ``tuser`` discontinue bit.
+RC_DISCONTINUE = 42
+#: DWORDs the CQ buffer holds: a write of Max_Payload_Size and its descriptor with room to spare,
+#: so posted writes keep flowing while a window read waits for the host.
+CQ_BUFFER_DWORDS = 512
 
 #: Cycles the requester waits for a read's completions before it fails the missing DWORDs. The
 #: hard IP reports its own completion timeout (error code 0b1001) long before that on hardware.
@@ -174,12 +181,85 @@ class AxisToDwords(wiring.Component):
         return m
 
 
-class DwordsToAxis(wiring.Component):
-    """Gather a stream of DWORDs into hard-IP AXI beats.
+class PacketFifo(wiring.Component):
+    """Hold whole packets: a packet leaves only once its last entry is in, and is dropped whole
+    if the writer says so at its last entry.
 
-    A beat goes out when it is full or holds a packet's last DWORD; ``tkeep`` marks its DWORDs.
-    A packet's ``user`` (the byte enables of RQ) goes into the low ``tuser`` bits of its first
-    beat; every other ``tuser`` bit is 0.
+    Used in front of CC and RQ, where PG213 wants ``tvalid`` high from a packet's first beat to
+    its last, and behind CQ, where a TLP the hard IP marks discontinued must have no effect.
+    Entries leave one a cycle for as long as the reader takes them.
+
+    Parameters
+    ----------
+    width : int
+        Bits of one entry.
+    depth : int
+        Entries, a power of two: no packet may be longer.
+
+    Members
+    -------
+    w : ``In(stream.Signature(...))``
+        ``data``, ``last`` (the packet's last entry) and ``drop`` (with ``last``: forget it).
+    r : ``Out(stream.Signature(width))``
+        The packets that were kept, in order.
+    """
+
+    def __init__(self, width, depth):
+        self._depth = depth
+        exact_log2(depth)
+        super().__init__({
+            "w": In(stream.Signature(data.StructLayout({"data": width, "last": 1, "drop": 1}))),
+            "r": Out(stream.Signature(width)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        bits = exact_log2(depth)
+        m.submodules.mem = mem = Memory(shape=len(self.r.payload), depth=depth, init=[])
+        wr = mem.write_port()
+        # Transparent: a packet may be committed in the cycle after its last entry was written.
+        rd = mem.read_port(transparent_for=(wr,))
+        wp = Signal(bits + 1)       # next entry to write
+        cp = Signal(bits + 1)       # end of the last whole packet
+        rp = Signal(bits + 1)       # next entry to read
+        took = Signal()
+        m.d.comb += [
+            self.w.ready.eq((wp - rp) != depth),
+            wr.addr.eq(wp[:bits]),
+            wr.data.eq(self.w.payload.data),
+            wr.en.eq(self.w.valid & self.w.ready),
+            self.r.valid.eq(cp != rp),
+            self.r.payload.eq(rd.data),
+            took.eq(self.r.valid & self.r.ready),
+            rd.addr.eq(Mux(took, rp + 1, rp)[:bits]),
+        ]
+        with m.If(took):
+            m.d.sync += rp.eq(rp + 1)
+        with m.If(self.w.valid & self.w.ready):
+            with m.If(self.w.payload.last & self.w.payload.drop):
+                m.d.sync += wp.eq(cp)
+            with m.Elif(self.w.payload.last):
+                m.d.sync += [wp.eq(wp + 1), cp.eq(wp + 1)]
+            with m.Else():
+                m.d.sync += wp.eq(wp + 1)
+        return m
+
+
+#: DWORDs each transmit buffer holds: a TLP of Max_Payload_Size (at most 1024 bytes) plus its
+#: descriptor fits with room for the next one to be gathered while it goes out.
+TX_BUFFER_DWORDS = 512
+
+
+class DwordsToAxis(wiring.Component):
+    """Gather a stream of DWORDs into hard-IP AXI beats, and send each packet back to back.
+
+    A beat is complete when it is full or holds a packet's last DWORD; ``tkeep`` marks its
+    DWORDs. Beats wait in a :class:`PacketFifo` until their packet's last one is in, so ``tvalid``
+    never drops inside a packet as PG213 requires of CC and RQ: a packet costs its length in
+    DWORDs of latency, and a packet may be at most ``TX_BUFFER_DWORDS`` long. A packet's ``user``
+    (the byte enables of RQ) goes into the low ``tuser`` bits of its first beat; every other
+    ``tuser`` bit is 0.
 
     Parameters
     ----------
@@ -209,39 +289,115 @@ class DwordsToAxis(wiring.Component):
         m = Module()
         axis, dw = self.axis, self.dw
         n = self._lanes
-        beat = Signal(len(axis.tdata))
+        W = len(axis.tdata)
+        uw = self._sop_user_width
+        fields = {"tdata": W, "tkeep": n, "tlast": 1}
+        if uw:
+            fields["tuser"] = uw     # no field nobody drives (see _dw_out_layout)
+        entry = data.StructLayout(fields)
+        m.submodules.fifo = fifo = PacketFifo(entry.size, TX_BUFFER_DWORDS // n)
+        beat = Signal(W)
         keep = Signal(n)
-        last = Signal()
-        full = Signal()
         idx = Signal(range(n))
-        sop = Signal(init=1)    # the beat being filled is a packet's first
-        if self._sop_user_width:
-            user = Signal(self._sop_user_width)
-            m.d.comb += axis.tuser.eq(Mux(sop, user, 0))
+        sop = Signal(init=1)        # the beat being filled is a packet's first
+        user = Signal(max(uw, 1))
+        ends_beat = dw.payload.last | (idx == n - 1)
+        out = Signal(entry)
+        m.d.comb += [
+            out.tdata.eq(beat),
+            out.tkeep.eq(keep),
+            out.tlast.eq(dw.payload.last),
+        ]
+        m.d.comb += out.tdata.word_select(idx, 32).eq(dw.payload.data)
+        m.d.comb += out.tkeep.bit_select(idx, 1).eq(1)
+        if uw:
+            m.d.comb += out.tuser.eq(Mux(sop, Mux(idx == 0, dw.payload.user, user), 0))
+        m.d.comb += [
+            fifo.w.payload.data.eq(out),
+            fifo.w.payload.last.eq(dw.payload.last),
+            fifo.w.valid.eq(dw.valid & ends_beat),
+            dw.ready.eq(~ends_beat | fifo.w.ready),
+        ]
+        with m.If(dw.valid & dw.ready):
+            with m.If(ends_beat):
+                m.d.sync += [keep.eq(0), idx.eq(0), sop.eq(dw.payload.last)]
+            with m.Else():
+                m.d.sync += [beat.word_select(idx, 32).eq(dw.payload.data),
+                             keep.bit_select(idx, 1).eq(1), idx.eq(idx + 1)]
+                if uw:
+                    with m.If(sop & (idx == 0)):
+                        m.d.sync += user.eq(dw.payload.user)
+        got = Signal(entry)
+        m.d.comb += [
+            got.eq(fifo.r.payload),
+            axis.tdata.eq(got.tdata),
+            axis.tkeep.eq(got.tkeep),
+            axis.tlast.eq(got.tlast),
+            axis.tvalid.eq(fifo.r.valid),
+            fifo.r.ready.eq(axis.tready),
+        ]
+        if uw:
+            m.d.comb += axis.tuser.eq(got.tuser)
         else:
             m.d.comb += axis.tuser.eq(0)
+        return m
+
+
+class CqBuffer(wiring.Component):
+    """Take whole CQ TLPs as fast as the hard IP gives them; drop the discontinued ones whole.
+
+    PG213 marks a TLP discontinued on its last beat and asks the user logic to discard all of
+    it: nothing of a TLP reaches the completer before its last DWORD is in. The buffer also
+    keeps CQ flowing while the completer waits on a window read: PCIe lets posted writes pass
+    the read's completion only if the device keeps taking them, and they are applied in order,
+    after the read, as they arrived. Only the byte enables of ``tuser`` are kept.
+
+    Members
+    -------
+    i : ``In(stream.Signature(_dw_in_layout(CQ_USER_WIDTH)))``
+    o : ``Out(stream.Signature(_dw_in_layout(CQ_BE_WIDTH)))``
+    np_dropped : ``Out(1)``
+        A non-posted TLP was dropped: the credit it used is spent.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "i": In(stream.Signature(_dw_in_layout(CQ_USER_WIDTH))),
+            "o": Out(stream.Signature(_dw_in_layout(CQ_BE_WIDTH))),
+            "np_dropped": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = _dw_in_layout(CQ_BE_WIDTH)
+        m.submodules.fifo = fifo = PacketFifo(layout.size, CQ_BUFFER_DWORDS)
+        i = self.i.payload
+        cut = Signal()              # an earlier beat of this TLP was marked discontinued
+        drop = cut | i.user[CQ_DISCONTINUE]
+        entry = Signal(layout)
         m.d.comb += [
-            axis.tdata.eq(beat),
-            axis.tkeep.eq(keep),
-            axis.tlast.eq(last),
-            axis.tvalid.eq(full),
-            # AXI wants the beat held while tvalid is high: fill only an empty one.
-            dw.ready.eq(~full),
+            entry.data.eq(i.data), entry.first.eq(i.first), entry.last.eq(i.last),
+            entry.user.eq(i.user[:CQ_BE_WIDTH]),
+            fifo.w.payload.data.eq(entry),
+            fifo.w.payload.last.eq(i.last),
+            fifo.w.payload.drop.eq(drop),
+            fifo.w.valid.eq(self.i.valid),
+            self.i.ready.eq(fifo.w.ready),
+            self.o.valid.eq(fifo.r.valid),
+            self.o.payload.eq(fifo.r.payload),
+            fifo.r.ready.eq(self.o.ready),
         ]
-        with m.If(full & axis.tready):
-            m.d.sync += [full.eq(0), keep.eq(0), sop.eq(last)]
-        with m.If(dw.valid & ~full):
-            m.d.sync += [
-                beat.word_select(idx, 32).eq(dw.payload.data),
-                keep.bit_select(idx, 1).eq(1),
-            ]
-            if self._sop_user_width:
-                with m.If(sop & (idx == 0)):
-                    m.d.sync += user.eq(dw.payload.user)
-            with m.If(dw.payload.last | (idx == n - 1)):
-                m.d.sync += [full.eq(1), last.eq(dw.payload.last), idx.eq(0)]
-            with m.Else():
-                m.d.sync += idx.eq(idx + 1)
+        idx = Signal(2)             # DWORD of the descriptor at hand
+        req_type = Signal(4)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += cut.eq(drop & ~i.last)
+            m.d.sync += idx.eq(Mux(i.last, 0, Mux(idx == 3, 3, Mux(i.first, 1, idx + 1))))
+            with m.If(idx == 2):
+                m.d.sync += req_type.eq(i.data[11:15])
+            with m.If(i.last & drop):
+                # The hard IP spent a non-posted credit on it: the completer must know.
+                typ = Mux(idx == 2, i.data[11:15], req_type)
+                m.d.comb += self.np_dropped.eq(~typ.matches(*_POSTED) & (idx >= 2))
         return m
 
 
@@ -284,7 +440,8 @@ class USPCompleter(wiring.Component):
     that reach the user, unknown BARs or apertures, requests running off their BAR, anything
     while Memory Space Enable is off, malformed requests) gets an Unsupported Request
     completion; posted requests that are not supported (messages, writes to unknown BARs) are
-    dropped. A TLP marked discontinued is dropped without a completion, as PG213 asks. A
+    dropped. (TLPs the hard IP marks discontinued never get here: :class:`CqBuffer` drops them
+    whole.) A
     zero-length read (a flush) is answered here, once every earlier write has been handed on.
 
     Non-posted requests are flow-controlled with ``pcie_cq_np_req``: one credit is granted at a
@@ -312,6 +469,8 @@ class USPCompleter(wiring.Component):
         ``pcie_cq_np_req``.
     np_req_count : ``In(6)``
         ``pcie_cq_np_req_count``.
+    np_dropped : ``In(1)``
+        A non-posted TLP was dropped before it got here (:class:`CqBuffer`): its credit is spent.
     memory_enable : ``In(1)``
         Memory Space Enable: without it every memory request is unsupported, whether or not the
         hard IP filtered it already.
@@ -320,13 +479,14 @@ class USPCompleter(wiring.Component):
     def __init__(self, bars, addr_width):
         self._bars = tuple(bars)
         super().__init__({
-            "cq":           In(stream.Signature(_dw_in_layout(CQ_USER_WIDTH))),
+            "cq":           In(stream.Signature(_dw_in_layout(CQ_BE_WIDTH))),
             "cc":           Out(stream.Signature(_dw_out_layout(0))),
             "req":          Out(stream.Signature(guest_req_layout(addr_width, 32))),
             "cpl":          In(stream.Signature(cpl_layout(32))),
             "max_payload":  In(2),
             "np_req":       Out(2),
             "np_req_count": In(6),
+            "np_dropped":   In(1),
             "memory_enable": In(1),
         })
 
@@ -339,7 +499,6 @@ class USPCompleter(wiring.Component):
         d = [Signal(32, name=f"desc{i}") for i in range(4)]
         first_be = Signal(4)
         last_be = Signal(4)
-        discard = Signal()          # the hard IP marked the TLP discontinued
         hdr_last = Signal()         # the descriptor was the whole packet: no payload
         hdr_idx = Signal(2)
 
@@ -377,7 +536,7 @@ class USPCompleter(wiring.Component):
         zero_len = is_read & (dwc == 1) & (first_be == 0)
         posted = req_type.matches(*_POSTED)
         supported = Signal()
-        m.d.comb += supported.eq(bar_ok & self.memory_enable & (dwc != 0) & ~discard &
+        m.d.comb += supported.eq(bar_ok & self.memory_enable & (dwc != 0) &
                                  ((is_read & hdr_last) | (is_write & ~hdr_last)))
 
         # Byte count and lower address of a memory read (PCIe base spec, 2.3.1.1).
@@ -431,7 +590,9 @@ class USPCompleter(wiring.Component):
         m.d.sync += np_pulse.eq(want)
         m.d.comb += self.np_req.eq(Cat(np_pulse, C(0, 1)))
         # A request the IP had a credit for from before our reset saturates at 0 here.
-        m.d.sync += np_granted.eq(np_granted + want - (np_used & (np_granted != 0)))
+        spent = Signal(2)
+        m.d.comb += spent.eq(np_used + self.np_dropped)
+        m.d.sync += np_granted.eq(Mux(np_granted > spent, np_granted - spent, 0) + want)
 
         # -- completion descriptors ----------------------------------------------------------------
         cc_status = Signal(3)
@@ -467,10 +628,7 @@ class USPCompleter(wiring.Component):
                         m.d.sync += [
                             first_be.eq(cq.payload.user[CQ_FIRST_BE]),
                             last_be.eq(cq.payload.user[CQ_LAST_BE]),
-                            discard.eq(cq.payload.user[CQ_DISCONTINUE]),
                         ]
-                    with m.Else():
-                        m.d.sync += discard.eq(discard | cq.payload.user[CQ_DISCONTINUE])
                     m.d.sync += hdr_idx.eq(idx + 1)
                     with m.If(idx == 3):
                         m.d.sync += [hdr_idx.eq(0), hdr_last.eq(cq.payload.last)]
@@ -487,7 +645,7 @@ class USPCompleter(wiring.Component):
                     pa_lo.eq(Cat(C(0, 2), d[0][2:12])), bc_rem.eq(bc_total),
                     chunk_len.eq(Mux(dwc > 256, 256, dwc)),
                     chunk_rem.eq(Mux(dwc > 256, 256, dwc)),
-                    ur_after_drain.eq(~posted & ~discard),
+                    ur_after_drain.eq(~posted),
                 ]
                 with m.If(supported & is_write):
                     m.next = "WRITE"
@@ -497,7 +655,7 @@ class USPCompleter(wiring.Component):
                     m.next = "RD-REQ"
                 with m.Elif(~hdr_last):
                     m.next = "DRAIN"
-                with m.Elif(~posted & ~discard):
+                with m.Elif(~posted):
                     m.next = "UR-DESC"
                 with m.Else():
                     m.next = "HDR"
@@ -505,7 +663,6 @@ class USPCompleter(wiring.Component):
             # -- posted writes: payload DWORDs straight into core write requests -------------------
             with m.State("WRITE"):
                 be = Mux(first_dw, first_be, Mux(tot_rem == 1, last_be, 0xF))
-                cut = discard | cq.payload.user[CQ_DISCONTINUE]
                 m.d.comb += [
                     req.valid.eq(cq.valid),
                     req.payload.bar.eq(core_bar),
@@ -513,13 +670,12 @@ class USPCompleter(wiring.Component):
                     req.payload.write.eq(1),
                     req.payload.count.eq(chunk_len - 1),
                     req.payload.data.eq(cq.payload.data),
-                    # A discontinued TLP's remaining bytes are written with no byte enabled.
-                    req.payload.be.eq(Mux(cut, 0, be)),
+                    req.payload.be.eq(be),
                     cq.ready.eq(req.ready),
                 ]
                 with m.If(cq.valid & req.ready):
                     m.d.sync += [first_dw.eq(0), tot_rem.eq(tot_rem - 1),
-                                 chunk_rem.eq(chunk_rem - 1), discard.eq(cut)]
+                                 chunk_rem.eq(chunk_rem - 1)]
                     with m.If(chunk_rem == 1):
                         m.d.comb += ack_made.eq(1)
                         m.d.sync += [
@@ -718,6 +874,7 @@ class USPRequester(wiring.Component):
         wr = buf.write_port()
         rd = buf.read_port()
         have = Signal(_BUF_DWORDS)      # DWORDs of the current read that have arrived
+        pend = Signal(_BUF_DWORDS)      # ... in the completion at hand, not yet known good
 
         # -- tags ----------------------------------------------------------------------------------
         outstanding = Signal(_TAGS)     # the current read's tags still owed completions
@@ -775,7 +932,12 @@ class USPRequester(wiring.Component):
         with m.If(flushing):
             pass                    # a zero-length read: no byte enabled
         with m.Elif(~is_write):
-            m.d.comb += [tlp_first_be.eq(0xF), tlp_last_be.eq(Mux(tlp_len == 1, 0, 0xF))]
+            # The request's last DWORD carries the core's enables: none past the object.
+            ends_read = rem == tlp_len
+            with m.If(tlp_len == 1):
+                m.d.comb += tlp_first_be.eq(Mux(ends_read, last_be, 0xF))
+            with m.Else():
+                m.d.comb += [tlp_first_be.eq(0xF), tlp_last_be.eq(Mux(ends_read, last_be, 0xF))]
         with m.Elif(tlp_len == 1):
             m.d.comb += tlp_first_be.eq(Mux(ptr == 0, first_be, Mux(ends_request, last_be, 0xF)))
         with m.Else():
@@ -827,11 +989,21 @@ class USPRequester(wiring.Component):
                         fail.eq(~self.bus_master),
                         ptr.eq(0), desc_idx.eq(0),
                     ]
+                    with m.If(~dma_req.payload.write):
+                        m.d.sync += last_be.eq(dma_req.payload.be)
                     with m.If(dma_req.payload.write):
-                        m.d.sync += flush_addr.eq(self.host_base + dma_req.payload.addr)
+                        # Pending from now on, not from when it leaves: a control request
+                        # the core makes meanwhile (after giving up on the acknowledgement)
+                        # must wait for this write and its flush.
+                        m.d.sync += [flush_addr.eq(self.host_base + dma_req.payload.addr),
+                                     dirty.eq(self.bus_master | dirty)]
                         m.next = "W-COLLECT"
                     with m.Else():
                         m.next = "R-START"
+                with m.Elif(self.flush & dirty & ~self.bus_master):
+                    # Without Bus Master Enable the function may send nothing, a flush
+                    # included: the writes already sent are ordered only by the link.
+                    m.d.sync += dirty.eq(0)
                 with m.Elif(self.flush & dirty):
                     m.d.sync += [addr.eq(flush_addr), is_write.eq(0), flushing.eq(1),
                                  desc_idx.eq(0)]
@@ -871,7 +1043,7 @@ class USPRequester(wiring.Component):
                     m.d.sync += [ptr.eq(ptr + 1), tlp_rem.eq(tlp_rem - 1), addr.eq(addr + 4)]
                     with m.If(tlp_rem == 1):
                         with m.If(rem == 0):
-                            m.d.sync += [dirty.eq(1), timer.eq(0)]
+                            m.d.sync += timer.eq(0)
                             m.next = "W-SEQ"
                         with m.Else():
                             m.next = "W-TLP"
@@ -987,13 +1159,16 @@ class USPRequester(wiring.Component):
                         poisoned = r1[14]
                         in_range = tag8 < _TAGS
                         known = in_range & outstanding.bit_select(tag8[:5], 1)
-                        ok = known & (error_code == 0) & (status == 0) & ~poisoned
+                        # A discontinued completion without payload is known so at once.
+                        cut = rc.payload.last & rc.payload.user[RC_DISCONTINUE]
+                        ok = known & (error_code == 0) & (status == 0) & ~poisoned & ~cut
                         # A bad completion ends what this read waits for; a tag the IP still
-                        # tracks is parked until the IP says it is done.
+                        # tracks is parked until the IP says it is done. A discontinued one's
+                        # descriptor is not to be trusted: its tag is parked for good.
                         release = known & (completed | ~ok)
-                        with m.If(known & ~ok & ~completed):
+                        with m.If(known & ~ok & (~completed | cut)):
                             m.d.comb += set_stale.bit_select(tag8[:5], 1).eq(1)
-                        with m.If(in_range & ~known & completed):
+                        with m.If(in_range & ~known & completed & ~cut):
                             m.d.comb += clr_stale.bit_select(tag8[:5], 1).eq(1)
                         m.d.comb += progress.eq(known)
                         m.d.sync += [
@@ -1013,16 +1188,30 @@ class USPRequester(wiring.Component):
                 m.d.comb += rc.ready.eq(1)
                 with m.If(rc.valid):
                     m.d.comb += progress.eq(rc_known)
+                    fresh = Signal(_BUF_DWORDS)
                     with m.If(rc_ok & (rc_epoch == epoch) & (widx <= count)):
-                        m.d.comb += [wr.addr.eq(widx), wr.data.eq(rc.payload.data), wr.en.eq(1)]
-                        m.d.sync += have.bit_select(widx[:8], 1).eq(1)
+                        m.d.comb += [wr.addr.eq(widx), wr.data.eq(rc.payload.data), wr.en.eq(1),
+                                     fresh.bit_select(widx[:8], 1).eq(1)]
                     m.d.sync += widx.eq(widx + 1)
                     with m.If(rc.payload.last):
-                        # Released only now, with its data in place, so the read side never
-                        # sees a resolved tag whose DWORDs are still on their way.
-                        with m.If(rc_release):
-                            m.d.comb += clr_out.bit_select(rc_tag, 1).eq(1)
+                        m.d.sync += pend.eq(0)
+                        with m.If(rc.payload.user[RC_DISCONTINUE]):
+                            # PG213: discard all of it. Its DWORDs never count as arrived, so
+                            # the read fails them; its tag is parked for good.
+                            with m.If(rc_known):
+                                m.d.comb += [clr_out.bit_select(rc_tag, 1).eq(1),
+                                             set_stale.bit_select(rc_tag, 1).eq(1)]
+                        with m.Else():
+                            # Its DWORDs count only now, all at once, and its tag is released
+                            # with them, so the read side never sees a resolved tag whose
+                            # DWORDs are still on their way.
+                            with m.If(rc_epoch == epoch):
+                                m.d.sync += have.eq(have | pend | fresh)
+                            with m.If(rc_release):
+                                m.d.comb += clr_out.bit_select(rc_tag, 1).eq(1)
                         m.next = "HDR"
+                    with m.Else():
+                        m.d.sync += pend.eq(pend | fresh)
 
         return m
 
@@ -1204,7 +1393,10 @@ class VMShmUSP(wiring.Component):
         wire("m_axis_rq", rq_tx.axis, sink=False)
         wire("s_axis_rc", rc_rx.axis, sink=True)
 
-        wiring.connect(m, cq_rx.dw, completer.cq)
+        m.submodules.cq_buf = cq_buf = CqBuffer()
+        wiring.connect(m, cq_rx.dw, cq_buf.i)
+        wiring.connect(m, cq_buf.o, completer.cq)
+        m.d.comb += completer.np_dropped.eq(cq_buf.np_dropped)
         wiring.connect(m, completer.cc, cc_tx.dw)
         wiring.connect(m, completer.req, core.req)
         wiring.connect(m, core.cpl, completer.cpl)

@@ -11,19 +11,22 @@ import os
 import random
 
 import cocotb
-from cocotb.triggers import RisingEdge
-from cocotbext.pcie.core.tlp import CplStatus, TlpType
+from cocotb.triggers import RisingEdge, Timer
+from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 from cocotbext.pcie.xilinx.us.tlp import Tlp_us
 
-from vmshm.driver_model import pci_disable_device, pci_enable_device, pci_set_master, vmshm_probe
+from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable_device,
+                                pci_set_master, vmshm_probe)
 from vmshm.driver_model.bus import Space
 from vmshm.host_model import ShmRegion
 from vmshm.regmap import DEVICE_ID, REG, Status
 from vmshm.scenarios import expect, expect_bytes
 
 __all__ = ["probe_only", "byte_enables", "long_reads", "unsupported_requests",
-           "completion_errors", "np_flow_control"]
+           "completion_errors", "np_flow_control", "discontinued_requests",
+           "discontinued_completion", "writes_pass_a_waiting_read", "close_without_bus_master",
+           "close_after_write_timeout", "last_word_masked"]
 
 
 async def _driver(bus):
@@ -290,3 +293,179 @@ async def np_flow_control(bus, tb, name, reads=12):
     await drv.munmap(mapping)
     await drv.close(fd)
     return seen
+
+
+# -- PG213 findings (issue 16): each check fails on the top as it was, by the rule checker or
+# -- by what the guest or the host sees ----------------------------------------------------------
+
+async def _wait_cycles(tb, n):
+    await Timer(int(n * tb.period_ns), "ns")
+
+
+async def discontinued_requests(bus, tb, name):
+    """Drop CQ TLPs the hard IP marks discontinued, whole: a write changes nothing, a read gets
+    no completion, and the credit it used is not lost."""
+    drv = await _driver(bus)
+    names = drv.names
+    before = bytes(range(64))
+    await names.write(0, before)
+    # Eight DWORDs: several beats at either width, the mark on the last one only.
+    tlp = Tlp_us()
+    tlp.fmt_type = TlpType.MEM_WRITE
+    tlp.requester_id = PcieId(0, 0, 0)
+    tlp.address = names.base
+    tlp.first_be, tlp.last_be = 0xF, 0xF
+    tlp.bar_id = 2 if 2 in drv.pdev.resources else 3
+    tlp.bar_aperture = (drv.name_size - 1).bit_length()
+    tlp.set_data(b"\xEE" * 32)
+    tlp.discontinue = True
+    tb.dev.cq_queue.put_nowait(tlp)
+    # A discontinued read: the checker fails the run if it is answered.
+    rd = Tlp_us()
+    rd.fmt_type = TlpType.MEM_READ
+    rd.requester_id = PcieId(0, 0, 0)
+    rd.address = drv.regs.base + REG["ID"].offset
+    rd.length, rd.first_be, rd.last_be = 1, 0xF, 0
+    rd.bar_id, rd.bar_aperture = 0, (drv.regs.size - 1).bit_length()
+    rd.tag = await tb.rc.alloc_tag()
+    rd.discontinue = True
+    tb.dev.cq_queue.put_nowait(rd)
+    await _wait_cycles(tb, 2000)
+    tb.rc.release_tag(rd.tag)
+    expect_bytes(await names.read(0, 64), before, "BAR2 after a discontinued write")
+    # Reads still flow: the discontinued read's credit was counted as spent.
+    for _ in range(3):
+        expect(await drv.regs.read32(REG["ID"].offset), DEVICE_ID, "ID after a discontinued read")
+    return {"ok": True}
+
+
+async def discontinued_completion(bus, tb, name):
+    """Drop an RC completion the hard IP marks discontinued, whole: the guest never reads its
+    data, and the device goes on working."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    pattern = random.Random(5).randbytes(4096)
+    await mapping.write(0, pattern)
+    source = tb.dev.rc_source
+    send = source.send
+    marked = []
+
+    async def send_marked(frame):
+        # The first completion with data: corrupt it and mark it, as the IP marks a completion
+        # it found damaged in its own buffer.
+        if not marked and len(frame.data) > 3:
+            marked.append(frame)
+            frame.data = frame.data[:3] + [0xBAD0BAD0] * (len(frame.data) - 3)
+            frame.discontinue = True
+        await send(frame)
+
+    source.send = send_marked
+    try:
+        got = await mapping.read(64, 64)
+    finally:
+        source.send = send
+    expect(len(marked), 1, "completions marked discontinued")
+    if b"\xd0\xba\xd0\xba" in got:
+        raise AssertionError("the guest read the data of a discontinued completion")
+    # The rest still reads right.
+    expect_bytes(await mapping.read(1024, 256), pattern[1024:1280], "a read afterwards")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return {"read": got.hex()}
+
+
+async def writes_pass_a_waiting_read(bus, tb, name, delay_ns=20_000):
+    """Keep taking posted writes on CQ while a window read waits for the host; apply them after
+    the read, in order."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    await drv.names.write(0, b"\0" * 16)
+    dut = tb.dut
+    tb.region.delay_ns = delay_ns
+    read = cocotb.start_soon(mapping.read(0, 16))
+    await _wait_cycles(tb, 200)
+    # Posted writes straight from the root complex, without the driver's flushing read.
+    for i in range(4):
+        req = Tlp()
+        req.fmt_type = TlpType.MEM_WRITE
+        req.requester_id = PcieId(0, 0, 0)
+        req.address = drv.names.base + 4 * i
+        req.first_be, req.last_be = 0xF, 0
+        req.set_data((i + 1).to_bytes(4, "little"))
+        await tb.rc.perform_posted_operation(req)
+    # Long before the host answers, the hard IP has handed all of them over.
+    waited = 0
+    while int(dut.s_axis_cq_tvalid.value) and waited < 2000:
+        await RisingEdge(dut.user_clk)
+        waited += 1
+    stalled = int(dut.s_axis_cq_tvalid.value)
+    pending = not read.done()
+    tb.region.delay_ns = 0
+    await read
+    if stalled:
+        raise AssertionError("CQ stopped taking posted writes while a window read waited for "
+                             "the host")
+    expect(pending, True, "the window read still waiting when the writes were taken")
+    expect_bytes(await drv.names.read(0, 16),
+                 b"".join((i + 1).to_bytes(4, "little") for i in range(4)), "the writes applied")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return {"waited": waited}
+
+
+async def close_without_bus_master(bus, tb, name):
+    """CLOSE after a window write with Bus Master Enable cleared: no flush read goes out."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    await mapping.write(0, b"written before")
+    await pci_clear_master(drv.pdev)
+    await _wait_cycles(tb, 50)
+    start = bus.now()
+    await drv.close(fd)
+    took = bus.now() - start
+    await pci_set_master(drv.pdev)
+    with ShmRegion.attach(name) as host:
+        expect_bytes(host.read(0, 14), b"written before", "the write before")
+    return {"close_cycles": took}
+
+
+async def close_after_write_timeout(bus, tb, name):
+    """CLOSE right after a window write whose acknowledgement timed out waits for the write:
+    it never lands after the host released the object."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    sink = tb.dev.rq_sink
+    sink.pause = True               # the link takes nothing: the write cannot leave
+    await mapping.write(0, b"late but first")
+    await drv.munmap(mapping)
+    closing = cocotb.start_soon(drv.close(fd))
+    await _wait_cycles(tb, 300)
+    sink.pause = False
+    await closing
+    with ShmRegion.attach(name) as host:
+        expect_bytes(host.read(0, 14), b"late but first", "the write before CLOSE")
+    return {"ok": True}
+
+
+async def last_word_masked(bus, tb, name):
+    """An object whose size is not a multiple of 4: bytes past it in the last word read all ones
+    and are never written, in the guest's view and on the wire."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    size = await drv.regs.read32(REG["MAP_SIZE"].offset)
+    expect(size % 4, 2, "MAP_SIZE modulo 4")
+    with ShmRegion.attach(name) as host:
+        host.write(size - 2, b"\x11\x22")
+    got = await drv.window.read(size - 2, 2)
+    expect_bytes(got, b"\x11\x22", "the object's last two bytes")
+    word = await bus.mem_read(drv.window.base + (size & ~3), 4)
+    expect_bytes(word, b"\x11\x22\xff\xff", "the last word, past the end all ones")
+    await bus.mem_write(drv.window.base + (size & ~3), b"\x33\x44\x55\x66")
+    with ShmRegion.attach(name) as host:
+        expect_bytes(host.read(size - 2, 2), b"\x33\x44", "the last word written")
+    await drv.close(fd)
+    return {"size": size}

@@ -251,3 +251,38 @@ def test_np_flow_control(sim, shm_objects):
     result, _ = check("np_flow_control", sim, 256, shm_objects, pause={"cc": 0.5, "rq": 0.5})
     assert result.value["max_count"] <= 1
     assert result.value["pulses"] > 12
+
+
+# -- PG213 findings (issue 16) ----------------------------------------------------------------------
+# Each failed on the top before its fix: by the rule checker (pcie_rules) or by what it reads.
+
+@pytest.mark.parametrize("sim,width", PAIRS)
+def test_discontinued_requests_are_dropped_whole(sim, width, shm_objects):
+    check("discontinued_requests", sim, width, shm_objects)
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_discontinued_completion_is_dropped_whole(sim, width, shm_objects):
+    check("discontinued_completion", sim, width, shm_objects, params={"cpl_timeout": 2000})
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 256)])
+def test_posted_writes_pass_a_waiting_read(sim, width, shm_objects):
+    check("writes_pass_a_waiting_read", sim, width, shm_objects)
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_close_without_bus_master_sends_no_flush(sim, width, shm_objects):
+    result, _ = check("close_without_bus_master", sim, width, shm_objects)
+    assert result.value["close_cycles"] < 2000, "CLOSE waited for a flush that never came"
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_close_waits_for_a_timed_out_write(sim, width, shm_objects):
+    check("close_after_write_timeout", sim, width, shm_objects,
+          params={"host_timeout": 1000})
+
+
+@pytest.mark.parametrize("sim,width", PAIRS)
+def test_last_word_is_masked(sim, width, shm_objects):
+    check("last_word_masked", sim, width, shm_objects, size=4094)
