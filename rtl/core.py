@@ -68,6 +68,10 @@ class VMShmCore(wiring.Component):
                  data_width=32, regs_size=BAR0_SIZE, host_timeout=DEFAULT_HOST_TIMEOUT):
         try:
             _check_pow2("window_size", window_size, 64)
+            if window_size > 1 << 31:
+                # WINDOW_SIZE and MAP_SIZE are 32-bit registers: 4 GiB would read as 0.
+                raise ValueError(f"window_size must be at most 2 GiB (1 << 31), what the 32-bit "
+                                 f"WINDOW_SIZE register can say, not {window_size!r}")
             _check_pow2("name_size", name_size, 8)
             _check_pow2("regs_size", regs_size, BAR0_SIZE)
             if regs_size > 4096:

@@ -202,6 +202,8 @@ class PacketFifo(wiring.Component):
         ``data``, ``last`` (the packet's last entry) and ``drop`` (with ``last``: forget it).
     r : ``Out(stream.Signature(width))``
         The packets that were kept, in order.
+    clear : ``In(1)``
+        Forget the packet being written (a function reset): whole packets still leave whole.
     """
 
     def __init__(self, width, depth):
@@ -210,6 +212,7 @@ class PacketFifo(wiring.Component):
         super().__init__({
             "w": In(stream.Signature(data.StructLayout({"data": width, "last": 1, "drop": 1}))),
             "r": Out(stream.Signature(width)),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -243,6 +246,8 @@ class PacketFifo(wiring.Component):
                 m.d.sync += [wp.eq(wp + 1), cp.eq(wp + 1)]
             with m.Else():
                 m.d.sync += wp.eq(wp + 1)
+        with m.If(self.clear):
+            m.d.sync += wp.eq(cp)   # forget the packet being written; the whole ones still go
         return m
 
 
@@ -275,6 +280,8 @@ class DwordsToAxis(wiring.Component):
     dw : ``In(stream.Signature(...))``
         ``data``, ``last`` and, if ``sop_user_width``, ``user``.
     axis : ``Out(axis_signature(width, user_width))``
+    clear : ``In(1)``
+        Forget the packet being gathered (a function reset); whole packets still leave whole.
     """
 
     def __init__(self, width, user_width, sop_user_width=0):
@@ -283,6 +290,7 @@ class DwordsToAxis(wiring.Component):
         super().__init__({
             "dw":   In(stream.Signature(_dw_out_layout(sop_user_width))),
             "axis": Out(axis_signature(width, user_width)),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
@@ -327,6 +335,9 @@ class DwordsToAxis(wiring.Component):
                 if uw:
                     with m.If(sop & (idx == 0)):
                         m.d.sync += user.eq(dw.payload.user)
+        m.d.comb += fifo.clear.eq(self.clear)
+        with m.If(self.clear):
+            m.d.sync += [keep.eq(0), idx.eq(0), sop.eq(1)]
         got = Signal(entry)
         m.d.comb += [
             got.eq(fifo.r.payload),
@@ -374,6 +385,11 @@ class CqBuffer(wiring.Component):
         i = self.i.payload
         cut = Signal()              # an earlier beat of this TLP was marked discontinued
         drop = cut | i.user[CQ_DISCONTINUE]
+        # After a reset (FLR) in the middle of a TLP, its rest is swallowed: a packet starts at
+        # a first DWORD.
+        synced = Signal()
+        take = Signal()
+        m.d.comb += take.eq(synced | i.first)
         entry = Signal(layout)
         m.d.comb += [
             entry.data.eq(i.data), entry.first.eq(i.first), entry.last.eq(i.last),
@@ -381,8 +397,8 @@ class CqBuffer(wiring.Component):
             fifo.w.payload.data.eq(entry),
             fifo.w.payload.last.eq(i.last),
             fifo.w.payload.drop.eq(drop),
-            fifo.w.valid.eq(self.i.valid),
-            self.i.ready.eq(fifo.w.ready),
+            fifo.w.valid.eq(self.i.valid & take),
+            self.i.ready.eq(fifo.w.ready | ~take),
             self.o.valid.eq(fifo.r.valid),
             self.o.payload.eq(fifo.r.payload),
             fifo.r.ready.eq(self.o.ready),
@@ -390,6 +406,8 @@ class CqBuffer(wiring.Component):
         idx = Signal(2)             # DWORD of the descriptor at hand
         req_type = Signal(4)
         with m.If(self.i.valid & self.i.ready):
+            m.d.sync += synced.eq(take & ~i.last)
+        with m.If(self.i.valid & self.i.ready & take):
             m.d.sync += cut.eq(drop & ~i.last)
             m.d.sync += idx.eq(Mux(i.last, 0, Mux(idx == 3, 3, Mux(i.first, 1, idx + 1))))
             with m.If(idx == 2):
@@ -1237,7 +1255,11 @@ class VMShmUSP(wiring.Component):
     data_width : int
         The core's data width: 32, one DWORD a beat, as TLPs count them.
     window_64bit : bool
-        Make the window a 64-bit BAR (and the name buffer BAR3).
+        Make the window a 64-bit prefetchable BAR (and the name buffer BAR3), as PCIe asks of
+        an endpoint's prefetchable BARs (the default); ``False`` makes it a 32-bit
+        non-prefetchable BAR (BAR1, the name buffer BAR2), which is what QEMU's PCI proxy can
+        carry. ``regs_size=4096, name_size=4096`` make the register and name BARs a page each,
+        so a hypervisor can pass them through to a guest.
     cpl_timeout : int
         Cycles the requester waits for read completions before failing them.
     vendor_id, device_id, subsystem_vendor_id, subsystem_id, revision, class_code
@@ -1247,7 +1269,7 @@ class VMShmUSP(wiring.Component):
 
     def __init__(self, *, axis_width=64, window_size=DEFAULT_WINDOW_SIZE,
                  name_size=DEFAULT_NAME_SIZE, data_width=32, regs_size=BAR0_SIZE,
-                 window_64bit=False, host_timeout=DEFAULT_HOST_TIMEOUT,
+                 window_64bit=True, host_timeout=DEFAULT_HOST_TIMEOUT,
                  cpl_timeout=DEFAULT_CPL_TIMEOUT, vendor_id=PCI_VENDOR_ID,
                  device_id=PCI_DEVICE_ID, subsystem_vendor_id=PCI_SUBSYSTEM_VENDOR_ID,
                  subsystem_id=PCI_SUBSYSTEM_ID, revision=PCI_REVISION,
@@ -1280,7 +1302,7 @@ class VMShmUSP(wiring.Component):
         # The soft front end's layout (VMShmPCI), so one driver finds both the same way.
         self._bars = (
             BarDef(BAR_REGS, 0, regs_size),
-            BarDef(BAR_WINDOW, 1, window_size, is64=window_64bit, prefetch=True),
+            BarDef(BAR_WINDOW, 1, window_size, is64=window_64bit, prefetch=window_64bit),
             BarDef(BAR_NAME, 3 if window_64bit else 2, name_size),
         )
         W = axis_width
@@ -1303,6 +1325,8 @@ class VMShmUSP(wiring.Component):
             "cfg_max_payload":      In(2),
             "cfg_max_read_req":     In(3),
             "cfg_function_status":  In(16),
+            "cfg_flr_in_process":   In(4),
+            "cfg_flr_done":         Out(4),
             "ctl_req":              Out(stream.Signature(ctl_req_layout())),
             "ctl_rsp":              In(stream.Signature(ctl_rsp_layout())),
         })
@@ -1370,16 +1394,32 @@ class VMShmUSP(wiring.Component):
         m.domains.sync = cd_sync = ClockDomain("sync")
         m.d.comb += [cd_sync.clk.eq(self.user_clk), cd_sync.rst.eq(self.user_reset)]
 
+        # Function Level Reset (PF0): the IP holds cfg_flr_in_process until the user logic says
+        # it is done. The function's logic is reset for one cycle, then done is pulsed once.
+        # The streams' converters are not reset: a whole TLP already buffered for CC or RQ
+        # still leaves whole, and the IP frames CQ and RC across the reset.
+        flr_reset = Signal()
+        flr_seen = Signal()
+        flr_done = Signal()
+        flr = self.cfg_flr_in_process[0]
+        m.d.comb += flr_reset.eq(flr & ~flr_seen)
+        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_reset)), flr_done.eq(flr_reset)]
+        m.d.comb += self.cfg_flr_done.eq(Cat(flr_done, C(0, 3)))
+        function = ResetInserter(flr_reset)
+
         W = self._axis_width
-        m.submodules.core = core = self._core
+        m.submodules.core = function(self._core)
+        core = self._core
         m.submodules.cq_rx = cq_rx = AxisToDwords(W, CQ_USER_WIDTH)
         m.submodules.cc_tx = cc_tx = DwordsToAxis(W, CC_USER_WIDTH)
         m.submodules.rq_tx = rq_tx = DwordsToAxis(W, RQ_USER_WIDTH,
                                                   sop_user_width=RQ_USER_WIDTH)
         m.submodules.rc_rx = rc_rx = AxisToDwords(W, RC_USER_WIDTH)
-        m.submodules.completer = completer = USPCompleter(self._bars, core.addr_width)
-        m.submodules.requester = requester = USPRequester(core.addr_width,
-                                                          cpl_timeout=self._cpl_timeout)
+        completer = USPCompleter(self._bars, self._core.addr_width)
+        requester = USPRequester(self._core.addr_width, cpl_timeout=self._cpl_timeout)
+        m.submodules.completer = function(completer)
+        m.submodules.requester = function(requester)
+        m.d.comb += [cc_tx.clear.eq(flr_reset), rq_tx.clear.eq(flr_reset)]
 
         def wire(prefix, axis, sink):
             for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
@@ -1393,7 +1433,8 @@ class VMShmUSP(wiring.Component):
         wire("m_axis_rq", rq_tx.axis, sink=False)
         wire("s_axis_rc", rc_rx.axis, sink=True)
 
-        m.submodules.cq_buf = cq_buf = CqBuffer()
+        cq_buf = CqBuffer()
+        m.submodules.cq_buf = function(cq_buf)
         wiring.connect(m, cq_rx.dw, cq_buf.i)
         wiring.connect(m, cq_buf.o, completer.cq)
         m.d.comb += completer.np_dropped.eq(cq_buf.np_dropped)

@@ -202,7 +202,9 @@ def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, **job_
         region = ShmRegion.create(shm_name, scn.shm_size)
     try:
         env = scn.env(shm_name, seed=seed, data_width=32)
-        params = {**scn.core_args_for(32), "axis_width": axis_width}
+        # The scenario's BAR layout, not this top's default (a 64-bit window).
+        params = {**scn.core_args_for(32), "axis_width": axis_width,
+                  "window_64bit": env.window_64bit}
         job = PcieJob(params=params, scenario=name, env=asdict(env), seed=seed, **job_args)
         return run_pcie(job, sim)
     finally:

@@ -26,7 +26,7 @@ from vmshm.scenarios import expect, expect_bytes
 __all__ = ["probe_only", "byte_enables", "long_reads", "unsupported_requests",
            "completion_errors", "np_flow_control", "discontinued_requests",
            "discontinued_completion", "writes_pass_a_waiting_read", "close_without_bus_master",
-           "close_after_write_timeout", "last_word_masked"]
+           "close_after_write_timeout", "last_word_masked", "function_level_reset"]
 
 
 async def _driver(bus):
@@ -469,3 +469,29 @@ async def last_word_masked(bus, tb, name):
         expect_bytes(host.read(size - 2, 2), b"\x33\x44", "the last word written")
     await drv.close(fd)
     return {"size": size}
+
+
+async def function_level_reset(bus, tb, name):
+    """Reset the function when the hard IP says an FLR is in process, and say when it is done.
+
+    The model has no FLR of its own: the test plays the IP's two signals.
+    """
+    drv = await _driver(bus)
+    await _open(drv, name)
+    expect(await drv.regs.read32(REG["STATUS"].offset) & 1, 1, "open before the FLR")
+    dut = tb.dut
+    await RisingEdge(dut.user_clk)
+    dut.cfg_flr_in_process.value = 1
+    done_after = None
+    for cycle in range(64):
+        await RisingEdge(dut.user_clk)
+        if int(dut.cfg_flr_done.value) & 1:
+            done_after = cycle
+            break
+    dut.cfg_flr_in_process.value = 0
+    if done_after is None:
+        raise AssertionError("cfg_flr_done never came while cfg_flr_in_process was high")
+    expect(await drv.regs.read32(REG["STATUS"].offset) & 1, 0, "open after the FLR")
+    expect(await drv.regs.read32(REG["MAP_SIZE"].offset), 0, "MAP_SIZE after the FLR")
+    expect(await drv.regs.read32(REG["ID"].offset), DEVICE_ID, "ID after the FLR")
+    return {"done_after": done_after}

@@ -7,6 +7,7 @@ complex's memory space. PCIe-level payloads stay at kilobytes: the model moves h
 a second.
 """
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -70,7 +71,8 @@ def test_ports_carry_the_hard_ip_names():
                for s in ("tdata", "tuser", "tlast", "tkeep", "tvalid", "tready")}
     ip = streams | {"pcie_cq_np_req", "pcie_cq_np_req_count", "pcie_rq_seq_num0",
                     "pcie_rq_seq_num_vld0", "cfg_max_payload", "cfg_max_read_req",
-                    "cfg_function_status", "user_clk", "user_reset"}
+                    "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
+                    "user_clk", "user_reset"}
     host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp") for s in ("valid", "ready", "payload")}
     assert ports == ip | host
     for port, width in (("s_axis_cq_tdata", 256), ("s_axis_cq_tuser", 88),
@@ -87,12 +89,21 @@ def _built(cls, **kw):
 
 
 def test_bars_and_capability_match_the_soft_front_end():
-    for kw in ({}, {"window_64bit": True, "regs_size": 4096, "window_size": 1 << 16}):
-        assert _built(VMShmUSP, **kw).bars == _built(VMShmPCI, **kw).bars
+    # The same BARs as the soft front end, but a prefetchable window only when it is 64-bit.
+    for kw in ({"window_64bit": False},
+               {"window_64bit": True, "regs_size": 4096, "window_size": 1 << 16}):
+        usp, pci = _built(VMShmUSP, **kw).bars, _built(VMShmPCI, **kw).bars
+        assert [dataclasses.replace(b, prefetch=None) for b in usp] == \
+            [dataclasses.replace(b, prefetch=None) for b in pci]
+        assert usp[1].prefetch == kw["window_64bit"]
+    # By default a 64-bit prefetchable window, as PCIe asks of an endpoint.
     cfg = _built(VMShmUSP).hard_ip_config()
     assert cfg["bars"] == {0: {"size": 256, "64bit": False, "prefetchable": False},
-                           1: {"size": DEFAULT_WINDOW_SIZE, "64bit": False, "prefetchable": True},
-                           2: {"size": 1024, "64bit": False, "prefetchable": False}}
+                           1: {"size": DEFAULT_WINDOW_SIZE, "64bit": True, "prefetchable": True},
+                           3: {"size": 1024, "64bit": False, "prefetchable": False}}
+    # Page-sized register and name BARs, for a hypervisor to pass through.
+    cfg = _built(VMShmUSP, regs_size=4096, name_size=4096).hard_ip_config()
+    assert cfg["bars"][0]["size"] == cfg["bars"][3]["size"] == 4096
     cap = cfg["capability"]
     assert cap[0] == P.PCI_CAP_ID_VNDR and int.from_bytes(cap[4:8], "little") == ABI_VERSION
     assert CAP_OFFSET == 0x40   # where the soft front end keeps the same bytes
@@ -105,6 +116,8 @@ def test_bad_parameters_are_refused():
         VMShmUSP(data_width=64)
     with pytest.raises(ValueError, match="regs_size must be 256 or 4096"):
         VMShmUSP(regs_size=512)
+    with pytest.raises(ValueError, match=r"window_size must be at most 2 GiB"):
+        VMShmUSP(window_size=1 << 32)
 
 
 def test_cli_generates_usp(tmp_path):
@@ -136,7 +149,7 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
     assert sorted(bars) == [0, 1, name_bar]
     assert bars[0]["size"] == 256 and bars[0]["raw"] & 0xF == 0
     assert bars[1]["size"] == DEFAULT_WINDOW_SIZE
-    assert bars[1]["raw"] & 0xF == (0xC if window_64bit else 0x8)    # prefetchable, 64/32-bit
+    assert bars[1]["raw"] & 0xF == (0xC if window_64bit else 0x0)    # 64-bit prefetchable or not
     assert bars[name_bar]["size"] == 1024
     assert (P.PCI_CAP_ID_VNDR, 0xB0) in found["capabilities"]
     # The unchanged driver model re-sizes and re-assigns them, and finds its capability.
@@ -144,7 +157,7 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
     assert probe["ident"] == DEVICE_ID
     assert probe["sizes"] == (DEFAULT_WINDOW_SIZE, 1024, ABI_VERSION)
     sizes = {i: r[:3] for i, r in probe["resources"].items()}
-    assert sizes == {0: (256, False, False), 1: (DEFAULT_WINDOW_SIZE, window_64bit, True),
+    assert sizes == {0: (256, False, False), 1: (DEFAULT_WINDOW_SIZE, window_64bit, window_64bit),
                      name_bar: (1024, False, False)}
 
 
@@ -286,3 +299,9 @@ def test_close_waits_for_a_timed_out_write(sim, width, shm_objects):
 @pytest.mark.parametrize("sim,width", PAIRS)
 def test_last_word_is_masked(sim, width, shm_objects):
     check("last_word_masked", sim, width, shm_objects, size=4094)
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_function_level_reset_resets_the_function(sim, width, shm_objects):
+    result, _ = check("function_level_reset", sim, width, shm_objects)
+    assert result.value["done_after"] <= 4
