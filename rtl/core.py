@@ -59,6 +59,9 @@ class VMShmCore(wiring.Component):
     dma_enable : ``In(1)``
         Bus Master Enable. While it is low OPEN fails with ``EPERM`` and window accesses are
         rejected.
+    cpl_error : ``Out(1)``
+        With a ``cpl`` beat: its data never came, the host failed it (an error answer or none in
+        time). The beat reads all ones; a PCIe front end answers Completer Abort instead.
     host_base : ``Out(64)``
         The host bus address of the open object (``ctl_rsp.payload.addr`` of the last successful
         OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
@@ -100,6 +103,7 @@ class VMShmCore(wiring.Component):
             "host":    Out(host_signature(self._addr_width, data_width)),
             # Bus Master Enable from the PCI front end: no OPEN and no DMA without it.
             "dma_enable": In(1, init=1),
+            "cpl_error": Out(1),
             # Where the host put the object on its bus, for a front end whose DMA is addressed.
             "host_base": Out(64),
         })
@@ -154,6 +158,8 @@ class VMShmCore(wiring.Component):
         obj_size = Signal(64)
         map_size = Signal(range(self._window_size + 1))
         rejects = Signal(32)
+        dma_error = Signal()        # sticky: a window access failed at the host
+        host_failed = Signal()      # the all-ones beats being sent stand for a failed DMA
 
         # -- name RAM ---------------------------------------------------------------------------
         m.submodules.name_ram = name_ram = Memory(
@@ -165,7 +171,7 @@ class VMShmCore(wiring.Component):
         reg_value = {
             "OPEN": C(0, 32), "CLOSE": C(0, 32),
             "ID": C(REG["ID"].reset, 32), "VERSION": C(REG["VERSION"].reset, 32),
-            "STATUS": Cat(is_open, busy, C(0, 6), last_error),
+            "STATUS": Cat(is_open, busy, dma_error, C(0, 5), last_error),
             "MAP_SIZE": map_size, "OBJ_SIZE_LO": obj_size[:32], "OBJ_SIZE_HI": obj_size[32:],
             "REJECTS": rejects,
             "WINDOW_SIZE": C(self._window_size, 32), "NAME_SIZE": C(self._name_size, 32),
@@ -304,6 +310,11 @@ class VMShmCore(wiring.Component):
                                   (byte_offset == REG["REJECTS"].offset & ~(wb - 1)) &
                                   req.be.word_select((REG["REJECTS"].offset % wb) // 4, 4).any()):
                             m.d.sync += rejects.eq(0)
+                        status_lane = (REG["STATUS"].offset % wb) // 4
+                        with m.If((bar == BAR_REGS) &
+                                  (byte_offset == REG["STATUS"].offset & ~(wb - 1)) &
+                                  req.be[status_lane * 4] & req.data[status_lane * 32 + 2]):
+                            m.d.sync += dma_error.eq(0)     # write 1 to clear
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1)]
                     with m.If(remaining == 0):
                         m.next = "WRITE-ACK"
@@ -353,10 +364,12 @@ class VMShmCore(wiring.Component):
                     self.cpl.payload.data.eq(ones),
                     self.cpl.payload.status.eq(cpl_status),
                     self.cpl.payload.last.eq(remaining == 0),
+                    self.cpl_error.eq(host_failed),
                 ]
                 with m.If(self.cpl.ready):
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 0):
+                        m.d.sync += host_failed.eq(0)
                         m.next = "IDLE"
 
             # -- OPEN ------------------------------------------------------------------------------
@@ -499,9 +512,12 @@ class VMShmCore(wiring.Component):
                                                      dma_rsp.payload.data | tail_ones)),
                         self.cpl.payload.status.eq(CplStatus.SC),
                         self.cpl.payload.last.eq(remaining == 0),
+                        self.cpl_error.eq(dma_rsp.payload.err),
                         dma_rsp.ready.eq(self.cpl.ready),
                         took.eq(dma_rsp.valid & self.cpl.ready),
                     ]
+                with m.If(took & dma_rsp.payload.err):
+                    m.d.sync += dma_error.eq(1)
                 with m.If(took):
                     start_timer()
                     m.d.sync += remaining.eq(remaining - 1)
@@ -509,8 +525,9 @@ class VMShmCore(wiring.Component):
                         m.next = "IDLE"
                 with m.Elif(timed_out):
                     # The host owes the rest of the burst; swallow it when it comes.
-                    m.d.sync += dma_drain.eq(dma_drain + remaining + 1 -
-                                             (drain_now & dma_rsp.valid))
+                    m.d.sync += [dma_drain.eq(dma_drain + remaining + 1 -
+                                              (drain_now & dma_rsp.valid)),
+                                 dma_error.eq(1), host_failed.eq(1)]
                     m.next = "READ-ONES"
 
             with m.State("DMA-WRITE"):
@@ -534,9 +551,11 @@ class VMShmCore(wiring.Component):
                 with m.If(~drain_now):
                     m.d.comb += dma_rsp.ready.eq(1)
                 with m.If(~drain_now & dma_rsp.valid):
+                    m.d.sync += dma_error.eq(dma_error | dma_rsp.payload.err)
                     m.next = "WRITE-ACK"
                 with m.Elif(timed_out):
-                    m.d.sync += dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid))
+                    m.d.sync += [dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid)),
+                                 dma_error.eq(1)]
                     m.next = "WRITE-ACK"
 
         return m

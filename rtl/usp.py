@@ -18,7 +18,11 @@ to flush the writes before them into host memory.
 
 Inside, every stream is handled one DWORD a cycle (:class:`AxisToDwords`,
 :class:`DwordsToAxis`): TLP fields are DWORD-based, the core's data path is 32 bits, and the
-simulated root complex is far slower than that anyway.
+simulated root complex is far slower than that anyway. PG213 is stricter than a plain AXI
+stream: CC and RQ hold each TLP until its last DWORD is in, then send it back to back
+(``tvalid`` never drops inside a packet); CQ takes whole TLPs into a buffer (:class:`CqBuffer`),
+so a TLP marked discontinued is dropped whole and posted writes keep flowing while a read waits
+for the host. ``testbench/pcie_rules.py`` checks these rules on every simulated run.
 """
 
 import enum
@@ -63,6 +67,9 @@ CQ_BUFFER_DWORDS = 512
 #: Cycles the requester waits for a read's completions before it fails the missing DWORDs. The
 #: hard IP reports its own completion timeout (error code 0b1001) long before that on hardware.
 DEFAULT_CPL_TIMEOUT = 1 << 16
+
+#: Completion status Completer Abort (PCIe; the core's own statuses are SC and UR).
+CplStatus_CA = 0b100
 
 #: Most DWORDs the reorder buffer holds: one core DMA request (``count`` is 8 bits).
 _BUF_DWORDS = 256
@@ -454,6 +461,9 @@ class USPCompleter(wiring.Component):
     Writes are posted: the core's acknowledgement is swallowed here. A read's completions follow
     the core's data and are split at Max_Payload_Size boundaries (which are also Read Completion
     Boundaries), with the lower address and remaining byte count the specification asks for.
+    A DWORD the host failed to give (the core's ``cpl_error``) ends the read with a Completer
+    Abort: the completion it would have been part of is dropped before it leaves (CC holds whole
+    TLPs), the ones already sent were whole and good.
     Everything else that needs a completion (I/O, atomics, locked reads, configuration requests
     that reach the user, unknown BARs or apertures, requests running off their BAR, anything
     while Memory Space Enable is off, malformed requests) gets an Unsupported Request
@@ -489,6 +499,11 @@ class USPCompleter(wiring.Component):
         ``pcie_cq_np_req_count``.
     np_dropped : ``In(1)``
         A non-posted TLP was dropped before it got here (:class:`CqBuffer`): its credit is spent.
+    cpl_error : ``In(1)``
+        The core's ``cpl_error``: the beat on ``cpl`` stands for data the host failed to give.
+    cc_clear : ``Out(1)``
+        Forget the completion being gathered on CC (:class:`DwordsToAxis` ``clear``): it is
+        replaced by a Completer Abort.
     memory_enable : ``In(1)``
         Memory Space Enable: without it every memory request is unsupported, whether or not the
         hard IP filtered it already.
@@ -506,6 +521,8 @@ class USPCompleter(wiring.Component):
             "np_req_count": In(6),
             "np_dropped":   In(1),
             "memory_enable": In(1),
+            "cpl_error":    In(1),
+            "cc_clear":     Out(1),
         })
 
     def elaborate(self, platform):
@@ -617,6 +634,8 @@ class USPCompleter(wiring.Component):
         cc_dwc = Signal(11)
         cc_bc = Signal(13)
         cc_la = Signal(7)
+        tlp_bc = Signal(13)         # byte count and lower address of the completion at hand
+        tlp_la = Signal(7)
         cc_desc = Array([
             Cat(cc_la, C(0, 9), cc_bc, req_type == ReqType.MEM_READ_LOCKED, C(0, 2)),
             Cat(cc_dwc, cc_status, C(0, 2), requester_id),
@@ -739,8 +758,22 @@ class USPCompleter(wiring.Component):
                 with m.If(~swallow & cpl.valid):
                     with m.If(cpl.payload.status == CplStatus.UR):
                         m.next = "UR-DESC"
+                    with m.Elif(self.cpl_error):
+                        m.d.sync += [bc_rem.eq(bc_total), pa_lo.eq(la_first), first_cpl.eq(0)]
+                        m.next = "CA-DESC"
                     with m.Else():
                         m.next = "CPL-DESC"
+
+            with m.State("CA-DESC"):
+                # Completer Abort (PCIe 2.3.1): no data, the byte count and lower address of
+                # the bytes it stands for; the core's beats still owed are drained after it.
+                m.d.comb += [cc_status.eq(CplStatus_CA), cc_dwc.eq(0), cc_bc.eq(bc_rem),
+                             cc_la.eq(pa_lo[:7])]
+                with m.If(send_desc(last=True)):
+                    with m.If(chunk_rem == 0):
+                        m.next = "HDR"
+                    with m.Else():
+                        m.next = "RD-DRAIN"
 
             with m.State("CPL-DESC"):
                 m.d.comb += [
@@ -748,19 +781,29 @@ class USPCompleter(wiring.Component):
                     cc_la.eq(Mux(first_cpl, la_first, pa_lo[:7])),
                 ]
                 with m.If(send_desc(last=False)):
+                    m.d.sync += [tlp_bc.eq(cc_bc), tlp_la.eq(cc_la)]
                     sent = (cpl_len << 2) - Mux(first_cpl, la_first[:2], 0)
                     m.d.sync += [cpl_rem.eq(cpl_len), bc_rem.eq(bc_rem - sent), first_cpl.eq(0)]
                     m.next = "CPL-DATA"
 
             with m.State("CPL-DATA"):
-                with m.If(~swallow):
+                with m.If(~swallow & self.cpl_error):
+                    # The host failed this DWORD: the completion gathered so far never leaves
+                    # (CC holds whole TLPs), and a Completer Abort ends the request instead.
+                    # The completions already sent were whole and good.
+                    m.d.comb += [cpl.ready.eq(cpl.valid), self.cc_clear.eq(cpl.valid)]
+                    with m.If(cpl.valid):
+                        m.d.sync += [chunk_rem.eq(chunk_rem - 1), bc_rem.eq(tlp_bc),
+                                     pa_lo.eq(tlp_la), first_cpl.eq(0)]
+                        m.next = "CA-DESC"
+                with m.Elif(~swallow):
                     m.d.comb += [
                         cc.valid.eq(cpl.valid),
                         cc.payload.data.eq(cpl.payload.data),
                         cc.payload.last.eq(cpl_rem == 1),
                         cpl.ready.eq(cc.ready),
                     ]
-                with m.If(~swallow & cpl.valid & cc.ready):
+                with m.If(~swallow & ~self.cpl_error & cpl.valid & cc.ready):
                     m.d.sync += [tot_rem.eq(tot_rem - 1), chunk_rem.eq(chunk_rem - 1),
                                  cpl_rem.eq(cpl_rem - 1), pa_lo.eq(pa_lo + 4)]
                     with m.If(tot_rem == 1):
@@ -830,7 +873,8 @@ class USPRequester(wiring.Component):
     put in place by their lower address, then handed to the core in order. A completion error
     (non-SC status, poisoned data, or an error code from the hard IP) or no progress within
     ``cpl_timeout`` cycles fails the DWORDs it should have brought: they go to the core as
-    errors, which the guest reads as all ones. A tag whose completions are still owed after that
+    errors, which the completer answers with Completer Abort. A completion the hard IP marks
+    discontinued is dropped whole: its DWORDs count as arrived only at its last beat. A tag whose completions are still owed after that
     is not used again until the hard IP reports it complete.
 
     Parameters
@@ -1398,13 +1442,14 @@ class VMShmUSP(wiring.Component):
         # it is done. The function's logic is reset for one cycle, then done is pulsed once.
         # The streams' converters are not reset: a whole TLP already buffered for CC or RQ
         # still leaves whole, and the IP frames CQ and RC across the reset.
+        # Physical functions 1 to 3 have no logic here: theirs is done at once.
+        flr = self.cfg_flr_in_process
+        flr_start = Signal(4)
+        flr_seen = Signal(4)
+        m.d.comb += flr_start.eq(flr & ~flr_seen)
+        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_start)), self.cfg_flr_done.eq(flr_start)]
         flr_reset = Signal()
-        flr_seen = Signal()
-        flr_done = Signal()
-        flr = self.cfg_flr_in_process[0]
-        m.d.comb += flr_reset.eq(flr & ~flr_seen)
-        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_reset)), flr_done.eq(flr_reset)]
-        m.d.comb += self.cfg_flr_done.eq(Cat(flr_done, C(0, 3)))
+        m.d.comb += flr_reset.eq(flr_start[0])
         function = ResetInserter(flr_reset)
 
         W = self._axis_width
@@ -1419,7 +1464,7 @@ class VMShmUSP(wiring.Component):
         requester = USPRequester(self._core.addr_width, cpl_timeout=self._cpl_timeout)
         m.submodules.completer = function(completer)
         m.submodules.requester = function(requester)
-        m.d.comb += [cc_tx.clear.eq(flr_reset), rq_tx.clear.eq(flr_reset)]
+        m.d.comb += rq_tx.clear.eq(flr_reset)
 
         def wire(prefix, axis, sink):
             for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
@@ -1437,7 +1482,9 @@ class VMShmUSP(wiring.Component):
         m.submodules.cq_buf = function(cq_buf)
         wiring.connect(m, cq_rx.dw, cq_buf.i)
         wiring.connect(m, cq_buf.o, completer.cq)
-        m.d.comb += completer.np_dropped.eq(cq_buf.np_dropped)
+        m.d.comb += [completer.np_dropped.eq(cq_buf.np_dropped),
+                     completer.cpl_error.eq(core.cpl_error),
+                     cc_tx.clear.eq(flr_reset | completer.cc_clear)]
         wiring.connect(m, completer.cc, cc_tx.dw)
         wiring.connect(m, completer.req, core.req)
         wiring.connect(m, core.cpl, completer.cpl)

@@ -21,6 +21,9 @@ from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable
 from vmshm.driver_model.bus import Space
 from vmshm.host_model import ShmRegion
 from vmshm.regmap import DEVICE_ID, REG, Status
+
+#: STATUS.DMA_ERROR, from the register map.
+REG_FIELD_DMA_ERROR = 1 << next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
 from vmshm.scenarios import expect, expect_bytes
 
 __all__ = ["probe_only", "byte_enables", "long_reads", "unsupported_requests",
@@ -230,6 +233,14 @@ async def completion_errors(bus, tb, name, delay_ns):
     try:
         os.ftruncate(fd_obj, size // 2)
         expect_bytes(await mapping.read(size - 64, 64), b"\xff" * 64, "read past the shrunk end")
+        # Reported as PCIe defines it, and sticky for the driver to find.
+        expect(bus.records[-1].status, "CA", "completion status of a read the host refused")
+        dma_error = REG_FIELD_DMA_ERROR
+        expect(await drv.regs.read32(REG["STATUS"].offset) & dma_error, dma_error,
+               "STATUS.DMA_ERROR after a failed read")
+        await drv.regs.write32(REG["STATUS"].offset, dma_error)
+        expect(await drv.regs.read32(REG["STATUS"].offset) & dma_error, 0,
+               "STATUS.DMA_ERROR after writing 1 to it")
         expect_bytes(await mapping.read(0, 64), pattern[:64], "read inside the shrunk object")
         os.ftruncate(fd_obj, size)
         with ShmRegion.attach(name) as host:
@@ -241,6 +252,7 @@ async def completion_errors(bus, tb, name, delay_ns):
     # when they come, and their tags are not reused before.
     tb.region.delay_ns = delay_ns
     expect_bytes(await mapping.read(256, 512), b"\xff" * 512, "read the host answers late")
+    expect(bus.records[-1].status, "CA", "completion status of a read the host answers late")
     tb.region.delay_ns = 0
     for offset in (0, 1024, 2048):
         expect_bytes(await mapping.read(offset, 512), pattern[offset:offset + 512],
