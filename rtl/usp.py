@@ -42,8 +42,10 @@ from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
                       dma_rsp_layout, guest_req_layout)
 from .pci import BarDef
+from .pg213 import CC_DESCRIPTOR, CQ_DESCRIPTOR, RC_DESCRIPTOR, RQ_DESCRIPTOR
 
-__all__ = ["AXIS_WIDTHS", "TX_BUFFER_DWORDS", "PacketFifo", "CqBuffer", "CQ_USER_WIDTH", "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
+__all__ = ["AXIS_WIDTHS", "TX_BUFFER_DWORDS", "PacketFifo", "CqBuffer", "CQ_USER_WIDTH",
+           "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
            "DEFAULT_CPL_TIMEOUT", "ReqType", "axis_signature", "AxisToDwords", "DwordsToAxis",
            "USPCompleter", "USPRequester", "VMShmUSP"]
 
@@ -531,22 +533,17 @@ class USPCompleter(wiring.Component):
         addr_width = len(req.payload.addr)
 
         # -- the descriptor of the TLP at hand -----------------------------------------------------
-        d = [Signal(32, name=f"desc{i}") for i in range(4)]
+        desc = Signal(CQ_DESCRIPTOR)
         first_be = Signal(4)
         last_be = Signal(4)
         hdr_last = Signal()         # the descriptor was the whole packet: no payload
         hdr_idx = Signal(2)
 
-        address = Cat(C(0, 2), d[0][2:], d[1])
-        dwc = d[2][0:11]
-        req_type = d[2][11:15]
-        requester_id = d[2][16:32]
-        tag = d[3][0:8]
-        function = d[3][8:16]
-        bar_id = d[3][16:19]
-        aperture = d[3][19:25]
-        tc = d[3][25:28]
-        attr = d[3][28:31]
+        address = Cat(C(0, 2), desc.address)
+        dwc = desc.dword_count
+        req_type = desc.request_type
+        bar_id = desc.bar_id
+        aperture = desc.bar_aperture
 
         # -- BAR map: hard-IP BAR index to core BAR, checked against aperture and size -------------
         bar_ok = Signal()
@@ -583,7 +580,7 @@ class USPCompleter(wiring.Component):
             m.d.comb += bc_total.eq((dwc << 2) - _trailing_zeros(first_be) -
                                     _leading_zeros(last_be))
         la_first = Signal(7)
-        m.d.comb += la_first.eq(Cat(C(0, 2), d[0][2:7]) +
+        m.d.comb += la_first.eq(Cat(C(0, 2), desc.address[:5]) +
                                 Mux(first_be == 0, 0, _trailing_zeros(first_be)))
 
         # -- progress through the TLP --------------------------------------------------------------
@@ -636,15 +633,24 @@ class USPCompleter(wiring.Component):
         cc_la = Signal(7)
         tlp_bc = Signal(13)         # byte count and lower address of the completion at hand
         tlp_la = Signal(7)
-        cc_desc = Array([
-            Cat(cc_la, C(0, 9), cc_bc, req_type == ReqType.MEM_READ_LOCKED, C(0, 2)),
-            Cat(cc_dwc, cc_status, C(0, 2), requester_id),
+        cc_desc = Signal(CC_DESCRIPTOR)
+        m.d.comb += [
+            cc_desc.lower_address.eq(cc_la),
+            cc_desc.byte_count.eq(cc_bc),
+            cc_desc.locked_read_completion.eq(req_type == ReqType.MEM_READ_LOCKED),
+            cc_desc.dword_count.eq(cc_dwc),
+            cc_desc.completion_status.eq(cc_status),
+            cc_desc.requester_id.eq(desc.requester_id),
+            cc_desc.tag.eq(desc.tag),
             # Completer ID: the function from the request; the IP fills in the bus number.
-            Cat(tag, function, C(0, 8), C(0, 1), tc, attr, C(0, 1)),
-        ])
+            cc_desc.completer_id.eq(desc.target_function),
+            cc_desc.transaction_class.eq(desc.transaction_class),
+            cc_desc.attributes.eq(desc.attributes),
+        ]
 
         def send_desc(last):
-            m.d.comb += [cc.valid.eq(1), cc.payload.data.eq(cc_desc[desc_idx]),
+            m.d.comb += [cc.valid.eq(1),
+                         cc.payload.data.eq(cc_desc.as_value().word_select(desc_idx, 32)),
                          cc.payload.last.eq(last & (desc_idx == 2))]
             done = Signal()
             m.d.comb += done.eq(cc.ready & (desc_idx == 2))
@@ -657,10 +663,7 @@ class USPCompleter(wiring.Component):
                 m.d.comb += cq.ready.eq(1)
                 with m.If(cq.valid):
                     idx = Mux(cq.payload.first, 0, hdr_idx)
-                    with m.Switch(idx):
-                        for i in range(4):
-                            with m.Case(i):
-                                m.d.sync += d[i].eq(cq.payload.data)
+                    m.d.sync += desc.as_value().word_select(idx, 32).eq(cq.payload.data)
                     with m.If(cq.payload.first):
                         m.d.sync += [
                             first_be.eq(cq.payload.user[CQ_FIRST_BE]),
@@ -679,7 +682,7 @@ class USPCompleter(wiring.Component):
                 m.d.sync += [
                     tot_rem.eq(dwc), core_off.eq(bar_offset), first_dw.eq(1),
                     first_chunk.eq(1), first_cpl.eq(1), resume_data.eq(0),
-                    pa_lo.eq(Cat(C(0, 2), d[0][2:12])), bc_rem.eq(bc_total),
+                    pa_lo.eq(Cat(C(0, 2), desc.address[:10])), bc_rem.eq(bc_total),
                     chunk_len.eq(Mux(dwc > 256, 256, dwc)),
                     chunk_rem.eq(Mux(dwc > 256, 256, dwc)),
                     ur_after_drain.eq(~posted),
@@ -874,8 +877,9 @@ class USPRequester(wiring.Component):
     (non-SC status, poisoned data, or an error code from the hard IP) or no progress within
     ``cpl_timeout`` cycles fails the DWORDs it should have brought: they go to the core as
     errors, which the completer answers with Completer Abort. A completion the hard IP marks
-    discontinued is dropped whole: its DWORDs count as arrived only at its last beat. A tag whose completions are still owed after that
-    is not used again until the hard IP reports it complete.
+    discontinued is dropped whole: its DWORDs count as arrived only at its last beat. A tag
+    whose completions are still owed after that is not used again until the hard IP reports it
+    complete.
 
     Parameters
     ----------
@@ -1006,22 +1010,23 @@ class USPRequester(wiring.Component):
             m.d.comb += [tlp_first_be.eq(Mux(ptr == 0, first_be, 0xF)),
                          tlp_last_be.eq(Mux(ends_request, last_be, 0xF))]
 
-        tag = Cat(Mux(is_write, 0, next_tag), C(0, 3))
-        rq_desc = Array([
-            Cat(C(0, 2), addr[2:32]),
-            addr[32:64],
-            # Requester ID 0 with Requester ID Enable clear: the IP puts in the function's own.
-            Cat(tlp_len, Mux(is_write, C(ReqType.MEM_WRITE, 4), C(ReqType.MEM_READ, 4)),
-                C(0, 1), C(0, 16)),
-            Cat(tag, C(0, 16), C(0, 1), C(0, 3), C(0, 3), C(0, 1)),
-        ])
+        # Requester ID 0 with Requester ID Enable clear: the IP puts in the function's own.
+        # Everything not set here is 0: address type untranslated, TC 0, no attributes.
+        rq_desc = Signal(RQ_DESCRIPTOR)
+        m.d.comb += [
+            rq_desc.address.eq(addr[2:]),
+            rq_desc.dword_count.eq(tlp_len),
+            rq_desc.request_type.eq(Mux(is_write, ReqType.MEM_WRITE, ReqType.MEM_READ)),
+            rq_desc.tag.eq(Mux(is_write, 0, next_tag)),
+        ]
         # RQ tuser: byte enables, and the sequence number the IP reports once the TLP is on its
         # way (bits 27:24 and 61:60); address offset, discontinue, TPH and parity stay 0.
         rq_user = Cat(tlp_first_be, tlp_last_be, C(0, 16), seq[:4], C(0, 32), seq[4:6])
 
         def send_desc():
             # A read is its descriptor alone; a write's payload follows.
-            m.d.comb += [rq.valid.eq(1), rq.payload.data.eq(rq_desc[desc_idx]),
+            m.d.comb += [rq.valid.eq(1),
+                         rq.payload.data.eq(rq_desc.as_value().word_select(desc_idx, 32)),
                          rq.payload.last.eq(~is_write & (desc_idx == 3)),
                          rq.payload.user.eq(rq_user)]
             done = Signal()
@@ -1213,12 +1218,13 @@ class USPRequester(wiring.Component):
                     with m.Elif(idx == 1):
                         m.d.sync += [r1.eq(rc.payload.data), rc_idx.eq(2)]
                     with m.Else():
-                        tag8 = rc.payload.data[0:8]
-                        lower_addr = r0[0:12]
-                        error_code = r0[12:16]
-                        completed = r0[30]
-                        status = r1[11:14]
-                        poisoned = r1[14]
+                        rcd = RC_DESCRIPTOR(Cat(r0, r1, rc.payload.data))
+                        tag8 = rcd.tag
+                        lower_addr = rcd.lower_address
+                        error_code = rcd.error_code
+                        completed = rcd.request_completed
+                        status = rcd.completion_status
+                        poisoned = rcd.poisoned_completion
                         in_range = tag8 < _TAGS
                         known = in_range & outstanding.bit_select(tag8[:5], 1)
                         # A discontinued completion without payload is known so at once.

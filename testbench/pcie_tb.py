@@ -342,7 +342,8 @@ class PcieTB:
         dut.user_reset.value = 1
         for name in ("pcie_cq_np_req_count", "pcie_rq_seq_num0", "pcie_rq_seq_num_vld0",
                      "cfg_max_payload", "cfg_max_read_req",
-                     "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid", "s_axis_rc_tvalid",
+                     "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid",
+                     "s_axis_rc_tvalid",
                      "m_axis_cc_tready", "m_axis_rq_tready", "ctl_req__ready", "ctl_rsp__valid"):
             getattr(dut, name).value = 0
         await Timer(2, "ns")

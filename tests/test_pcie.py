@@ -266,7 +266,7 @@ def test_np_flow_control(sim, shm_objects):
     assert result.value["pulses"] > 12
 
 
-# -- PG213 findings (issue 16) ----------------------------------------------------------------------
+# -- PG213 findings (issue 16) ---------------------------------------------------------------
 # Each failed on the top before its fix: by the rule checker (pcie_rules) or by what it reads.
 
 @pytest.mark.parametrize("sim,width", PAIRS)
