@@ -470,6 +470,8 @@ async def run_pcie_job(dut):
                     not isinstance(exc, AssertionError):
                 # A hang or a model error after a breach: the breach is the news.
                 exc = AssertionError(f"{exc}; before it: {tb.rules.violations[0]}")
+            # Whatever failed, the breaches travel with it.
+            exc.pg213_violations = [str(v) for v in tb.rules.violations]
             outcome["error"] = exc
             outcome["traceback"] = traceback.format_exc()
         tb.rules.stop()
