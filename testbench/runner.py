@@ -18,7 +18,8 @@ from pathlib import Path
 
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.sim.harness import SimTop, per_device
-from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
+from vmshm.fpga.lint import VERILATOR_WAIVERS
+from vmshm.tools import missing_reason, verilator_env
 
 from .outcome import CocotbError, load, to_result
 

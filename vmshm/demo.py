@@ -1,4 +1,5 @@
-"""The original VMShm userspace example, as the driver model runs it on any guest bus."""
+"""The original VMShm userspace example, as the driver model runs it on any guest bus, and the
+``vmshm demo`` command that runs it."""
 
 import os
 from dataclasses import dataclass, field
@@ -6,9 +7,10 @@ from dataclasses import dataclass, field
 import errno
 
 from vmshm.driver_model import vmshm_probe
+from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, cycles, parse_size
 from vmshm.regmap import REG
 
-__all__ = ["Step", "DeviceInfo", "DemoReport", "seed_example"]
+__all__ = ["Step", "DeviceInfo", "DemoReport", "seed_example", "add_arguments", "run"]
 
 #: How much of offset 0 the demo reads and shows: one line of text.
 LINE_BYTES = 128
@@ -127,3 +129,109 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
     finally:
         await step("close", drv.close(fd))
     return report
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+def add_arguments(parser):
+    """Add ``vmshm demo``'s options to ``parser``."""
+    parser.add_argument("--shm", required=True, metavar="NAME",
+                        help="POSIX shared-memory object to open, e.g. /shared-with-qemu")
+    parser.add_argument("--create", type=parse_size, metavar="SIZE",
+                        help="create the object with this size if it does not exist (an existing "
+                             "object is used as it is, never resized)")
+    parser.add_argument("--vcd", metavar="FILE",
+                        help="write a VCD waveform of the whole run")
+    parser.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+                        default="amaranth",
+                        help="simulator: Amaranth's own (default, nothing to install), or the "
+                             "generated Verilog under cocotb on Verilator or Icarus")
+    parser.add_argument("--host-latency", type=cycles, default=0, metavar="CYCLES",
+                        help="cycles the host takes to answer OPEN and CLOSE (default 0)")
+    parser.add_argument("--dma-latency", type=cycles, default=0, metavar="CYCLES",
+                        help="cycles the host takes to answer a window access (default 0)")
+    parser.add_argument("--devices", type=int, default=1, metavar="N",
+                        help="VMShm functions on the bus, each backed by the same object; the "
+                             "example runs on /dev/vmshm0 (default 1)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also list every bus transaction with its cycles")
+    add_core_args(parser)
+    add_pci_args(parser)
+
+
+def run(args, console):
+    """Run ``vmshm demo`` with parsed ``args`` and return the exit status."""
+    from rich.table import Table
+
+    from vmshm.backends import backend_missing, run_function
+    from vmshm.host_model import HostTiming, ShmRegion
+
+    created = False
+    if args.create is not None:
+        if args.create <= 0:
+            raise UsageError(f"--create needs a positive size, not {args.create}")
+        region, created = ShmRegion.open_or_create(args.shm, args.create)
+        if not created and region.size != args.create:
+            console.print(f"[yellow]note:[/] {args.shm} exists with {region.size} bytes; "
+                          f"using it as it is (not resized to {args.create})")
+        region.close()
+        if created:
+            console.print(f"created {args.shm} with {args.create} bytes")
+
+    timing = HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
+    params = core_args(args)
+    if not 1 <= args.devices <= 32:
+        raise UsageError(f"--devices must be from 1 to 32, not {args.devices}")
+    reason = backend_missing(args.backend)
+    if reason:
+        raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
+    if args.backend != "amaranth":
+        console.print(f"building and running on {args.backend} (the first build of a "
+                      f"configuration takes a while)...")
+
+    try:
+        result = run_function("vmshm.demo:seed_example", backend=args.backend,
+                              kwargs={"name": args.shm}, devices=args.devices, timing=timing,
+                              waves=args.vcd, **params)
+    except OSError as exc:
+        hosts = getattr(exc, "hosts", None) or [{}]
+        why = hosts[0].get("last_error") or exc.strerror
+        hint = ""
+        if exc.errno == errno.ENOENT:
+            hint = " (create it first, or pass --create SIZE)"
+        raise OSError(exc.errno, f"{why}{hint}", args.shm) from None
+    report = result.value
+
+    console.print(f"probe found {report.functions} PCI function(s), "
+                  f"bound {len(report.devices)} VMShm device(s):")
+    for dev in report.devices:
+        console.print(f"  {dev.path}: {dev}", markup=False)
+        for res in dev.resources:
+            console.print(f"    {res}", markup=False)
+        console.print(f"    window {dev.window_size} B, name buffer {dev.name_size} B, "
+                      f"ABI {dev.version >> 16}.{dev.version & 0xFFFF}")
+    shown = report.found.decode("utf-8", errors="backslashreplace")
+    console.print(f"guest mapped {report.mapped} bytes of {args.shm}")
+    console.print(f"guest read at offset 0:  {shown!r}" if shown else
+                  "guest read at offset 0:  (empty: the first byte is NUL)")
+    console.print(f"guest wrote at offset 0: {report.wrote.rstrip(bytes(1)).decode()!r}")
+
+    table = Table(title=f"cycles per step ({args.backend}, {args.data_width}-bit, host latency "
+                        f"{args.host_latency}, DMA latency {args.dma_latency})")
+    table.add_column("step")
+    table.add_column("cycles", justify="right")
+    table.add_column("start", justify="right")
+    table.add_column("end", justify="right")
+    table.add_column("bus transactions", justify="right")
+    for s in report.steps:
+        table.add_row(s.name, str(s.cycles), str(s.start), str(s.end), str(s.transactions))
+    table.add_row("total", str(result.cycles), "0", str(result.cycles), str(len(result.records)),
+                  style="bold")
+    console.print(table)
+    if args.verbose:
+        console.print("   start      end cycles  access where              words status step")
+        for rec in result.records:
+            console.print(str(rec), markup=False)
+    if args.vcd:
+        console.print(f"waveform written to {args.vcd}")
+    return 0

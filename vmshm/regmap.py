@@ -260,3 +260,23 @@ def render_markdown():
 
 if __name__ == "__main__":
     print(render_markdown(), end="")
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+def add_arguments(parser):
+    """Add ``vmshm regs``'s options to ``parser``."""
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+
+
+def run(args, console):
+    """Run ``vmshm regs`` with parsed ``args`` and return the exit status."""
+    import sys
+
+    text = render_markdown()
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
