@@ -314,10 +314,43 @@ async def _wait_cycles(tb, n):
     await Timer(int(n * tb.period_ns), "ns")
 
 
+def _discontinue_on_last_beat(source, lanes):
+    """Make ``source`` (the model's CQ or RC source) mark a discontinued TLP on its last beat
+    only, as PG213 describes the hard IP doing; the model marks every beat of it."""
+    import sys
+
+    from cocotbext.pcie.xilinx.us.interface import UsPcieFrame
+
+    class LastBeat(UsPcieFrame):
+        @property
+        def discontinue(self):
+            # Asked once per beat by the source's loop, before it fills the beat: the beat is
+            # the last if what is left of the frame fits in it.
+            caller = sys._getframe(1).f_locals
+            if "frame_offset" not in caller:
+                return True                 # the frame's repr in the model's log
+            return len(self.data) - caller["frame_offset"] <= lanes
+
+        @discontinue.setter
+        def discontinue(self, value):
+            pass
+
+    get = source._get_frame
+
+    async def get_frame():
+        frame = await get()
+        if frame is not None and frame.discontinue:
+            frame.__class__ = LastBeat
+        return frame
+
+    source._get_frame = get_frame
+
+
 async def discontinued_requests(bus, tb, name):
     """Drop CQ TLPs the hard IP marks discontinued, whole: a write changes nothing, a read gets
     no completion, and the credit it used is not lost."""
     drv = await _driver(bus)
+    _discontinue_on_last_beat(tb.dev.cq_source, len(tb.dut.s_axis_cq_tkeep))
     names = drv.names
     before = bytes(range(64))
     await names.write(0, before)
@@ -360,6 +393,7 @@ async def discontinued_completion(bus, tb, name):
     pattern = random.Random(5).randbytes(4096)
     await mapping.write(0, pattern)
     source = tb.dev.rc_source
+    _discontinue_on_last_beat(source, len(tb.dut.s_axis_rc_tkeep))
     send = source.send
     marked = []
 
@@ -433,6 +467,7 @@ async def close_without_bus_master(bus, tb, name):
     fd = await _open(drv, name)
     mapping = await drv.mmap(fd, 4096)
     await mapping.write(0, b"written before")
+    await drv.munmap(mapping)
     await pci_clear_master(drv.pdev)
     await _wait_cycles(tb, 50)
     start = bus.now()

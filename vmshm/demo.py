@@ -155,8 +155,28 @@ def add_arguments(parser):
                              "example runs on /dev/vmshm0 (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also list every bus transaction with its cycles")
+    parser.add_argument("--top", choices=("pci", "usp"), default="pci",
+                        help="the device: the soft PCI function (default), or the UltraScale+ "
+                             "PCIe top behind cocotbext-pcie's root complex and hard-IP model "
+                             "(--backend icarus or verilator)")
+    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
+                        help="--top usp: the AXI-stream width, 64 (default) or 256")
     add_core_args(parser)
     add_pci_args(parser)
+
+
+def _check_usp(args):
+    # The UltraScale+ top runs only behind cocotbext-pcie's root complex, one function per port.
+    if args.backend not in ("icarus", "verilator"):
+        raise UsageError("--top usp runs on --backend icarus or verilator (cocotbext-pcie's "
+                         "root complex runs under cocotb)")
+    if args.vcd and args.backend != "icarus":
+        raise UsageError("--vcd with --top usp needs --backend icarus")
+    if args.devices != 1:
+        raise UsageError("--top usp is one function behind a root port: --devices must be 1")
+    if args.data_width != 32:
+        raise UsageError("--top usp has a 32-bit data path (one DWORD a beat): --data-width "
+                         "must be 32")
 
 
 def run(args, console):
@@ -185,14 +205,23 @@ def run(args, console):
     reason = backend_missing(args.backend)
     if reason:
         raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
+    if args.top == "usp":
+        _check_usp(args)
+        params = core_args(args, "usp")
     if args.backend != "amaranth":
         console.print(f"building and running on {args.backend} (the first build of a "
                       f"configuration takes a while)...")
 
     try:
-        result = run_function("vmshm.demo:seed_example", backend=args.backend,
-                              kwargs={"name": args.shm}, devices=args.devices, timing=timing,
-                              waves=args.vcd, **params)
+        if args.top == "usp":
+            from vmshm.testbench.pcie import run_pcie_function
+            result = run_pcie_function("vmshm.demo:seed_example", args.backend,
+                                       kwargs={"name": args.shm}, timing=timing,
+                                       waves=args.vcd, **params)
+        else:
+            result = run_function("vmshm.demo:seed_example", backend=args.backend,
+                                  kwargs={"name": args.shm}, devices=args.devices,
+                                  timing=timing, waves=args.vcd, **params)
     except OSError as exc:
         hosts = getattr(exc, "hosts", None) or [{}]
         why = hosts[0].get("last_error") or exc.strerror
@@ -216,7 +245,8 @@ def run(args, console):
                   "guest read at offset 0:  (empty: the first byte is NUL)")
     console.print(f"guest wrote at offset 0: {report.wrote.rstrip(bytes(1)).decode()!r}")
 
-    table = Table(title=f"cycles per step ({args.backend}, {args.data_width}-bit, host latency "
+    table = Table(title=f"cycles per step ({args.top}, {args.backend}, {args.data_width}-bit, "
+                        f"host latency "
                         f"{args.host_latency}, DMA latency {args.dma_latency})")
     table.add_column("step")
     table.add_column("cycles", justify="right")
