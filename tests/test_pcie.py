@@ -305,3 +305,79 @@ def test_last_word_is_masked(sim, width, shm_objects):
 def test_function_level_reset_resets_the_function(sim, width, shm_objects):
     result, _ = check("function_level_reset", sim, width, shm_objects)
     assert result.value["done_after"] <= 4
+
+
+# -- the command line reaches this top ----------------------------------------------------------
+
+def _tvalid_drops_inside_packets(vcd_path, prefix):
+    """Return the times at which ``{prefix}_tvalid`` was low inside a packet, from a VCD.
+
+    Sampled at each rising edge of ``user_clk`` with the values from before the edge, as the
+    hard IP samples them; a packet runs from its first accepted beat to its accepted ``tlast``.
+    """
+    from vcd.reader import TokenKind, tokenize
+    names = {"user_clk": "clk", f"{prefix}_tvalid": "valid", f"{prefix}_tready": "ready",
+             f"{prefix}_tlast": "last"}
+    ids, state = {}, {}
+    drops, in_packet, rose, pre, now = [], False, False, {}, 0
+    with open(vcd_path, "rb") as f:
+        for tok in tokenize(f):
+            if tok.kind is TokenKind.VAR and tok.data.reference in names and \
+                    names[tok.data.reference] not in ids.values():
+                ids[tok.data.id_code] = names[tok.data.reference]
+            elif tok.kind is TokenKind.CHANGE_TIME:
+                if rose and pre.get("valid") is not None:
+                    valid, ready = pre["valid"] == "1", pre.get("ready") == "1"
+                    if in_packet and not valid:
+                        drops.append(now)
+                    if valid and ready:
+                        in_packet = pre.get("last") != "1"
+                now, rose, pre = tok.data, False, dict(state)
+            elif tok.kind is TokenKind.CHANGE_SCALAR and tok.data.id_code in ids:
+                which = ids[tok.data.id_code]
+                if which == "clk" and tok.data.value == "1" and state.get("clk") == "0":
+                    rose = True
+                state[which] = tok.data.value
+    assert set(ids.values()) == set(names.values()), f"signals missing from {vcd_path}"
+    return drops
+
+
+def test_cli_demo_runs_through_the_root_complex(tmp_path, shm_objects):
+    require_pcie("icarus")
+    from vmshm.host_model import ShmRegion
+    name = shm_objects.create(4096, tag="pcie-cli")
+    vcd = tmp_path / "run.vcd"
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "demo", "--shm", name, "--top", "usp",
+                        "--backend", "icarus", "--vcd", str(vcd)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "BAR1 [mem 0x8000000000-0x80000fffff 64-bit prefetchable]" in r.stdout
+    with ShmRegion.attach(name) as region:
+        assert region.read(0, 11) == b"I was here:"
+    for prefix in ("m_axis_cc", "m_axis_rq"):
+        assert _tvalid_drops_inside_packets(vcd, prefix) == [], f"{prefix}_tvalid dropped"
+
+
+def test_cli_scenario_runs_on_usp():
+    require_pcie("icarus")
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "scenario", "regs_constants",
+                        "--top", "usp", "--backend", "icarus"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "regs_constants passed on icarus" in r.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--shm", "/x", "--top", "usp"], "--top usp runs on --backend icarus or verilator"),
+    (["demo", "--shm", "/x", "--top", "usp", "--backend", "verilator", "--vcd", "a.vcd"],
+     "--vcd with --top usp needs --backend icarus"),
+    (["demo", "--shm", "/x", "--top", "usp", "--backend", "icarus", "--devices", "2"],
+     "--devices must be 1"),
+    (["scenario", "pci_two_devices", "--top", "usp", "--backend", "icarus"],
+     "does not run on --top usp: one endpoint per root port here"),
+])
+def test_cli_refuses_what_usp_cannot_do(argv, message):
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", *argv], capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
