@@ -471,10 +471,15 @@ async def close_without_bus_master(bus, tb, name):
     await mapping.write(0, b"written before")
     await drv.munmap(mapping)
     await pci_clear_master(drv.pdev)
+    # The model reports Memory Space Enable as Bus Master Enable (cfg_function_status bits 0-2
+    # all follow BME): the test plays the IP's status, memory decode on, bus mastering off.
+    tb.dev.cfg_function_status = None
+    tb.dut.cfg_function_status.value = 0x2
     await _wait_cycles(tb, 50)
     start = bus.now()
     await drv.close(fd)
     took = bus.now() - start
+    tb.dut.cfg_function_status.value = 0x6
     await pci_set_master(drv.pdev)
     with ShmRegion.attach(name) as host:
         expect_bytes(host.read(0, 14), b"written before", "the write before")
