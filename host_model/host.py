@@ -9,9 +9,10 @@ import logging
 import random
 from dataclasses import dataclass
 
-from vmshm.regmap import NAME_MAX, Status
+from vmshm.regmap import Status
 
-from .shm import RegionError, ShmRegion
+from .names import name_problem
+from .shm import ShmRegion
 
 __all__ = ["HostModel", "HostTiming", "HostStalls"]
 
@@ -128,6 +129,11 @@ class HostModel:
         The timing given, or the default (no delay, no back-pressure).
     last_error : str or None
         Why the last :meth:`open` failed, for people; ``None`` after a successful one.
+    dma_errors : int
+        DMA reads and writes the host refused since the model was made (nothing open, past
+        the object's end, or the object could not be stored): each was an error answer.
+    last_dma_error : str or None
+        Why the last one was refused, for people.
     """
 
     def __init__(self, timing=None, *, log=None):
@@ -141,6 +147,8 @@ class HostModel:
         self._log = log
         self._region = None
         self.last_error = None
+        self.dma_errors = 0
+        self.last_dma_error = None
 
     @property
     def is_open(self):
@@ -193,18 +201,9 @@ class HostModel:
             return self._fail(Status.ENAMETOOLONG, f"the name buffer's {len(raw)} bytes hold no "
                               f"NUL, so the name has no end")
         raw = raw[:nul]
-        if not raw:
-            return self._fail(Status.EINVAL, "the name is empty")
-        if not raw.startswith(b"/"):
-            return self._fail(Status.EINVAL, f"the name {_show(raw)} does not start with '/'")
-        if b"/" in raw[1:]:
-            return self._fail(Status.EINVAL, f"the name {_show(raw)} holds a '/' after the "
-                              f"leading one")
-        if len(raw) == 1:
-            return self._fail(Status.EINVAL, "the name '/' names no object")
-        if len(raw) - 1 > NAME_MAX:
-            return self._fail(Status.ENAMETOOLONG, f"the name is {len(raw) - 1} bytes long "
-                              f"after its '/', more than NAME_MAX ({NAME_MAX})")
+        problem = name_problem(raw)
+        if problem is not None:
+            return self._fail(*problem)
         shown = _show(raw)
         try:
             region = ShmRegion.attach(raw)
@@ -230,10 +229,11 @@ class HostModel:
     def state(self):
         """Return what a caller may ask of this host after a run, as plain data.
 
-        ``is_open``, ``last_error`` and ``ops`` (the requests a subclass that counts them saw,
-        else empty): picklable, so it crosses from a simulator process back to the caller.
+        ``is_open``, ``last_error``, ``dma_errors``, ``last_dma_error`` and ``ops`` (the
+        requests a subclass that counts them saw, else empty): picklable, so it crosses from a simulator process back to the caller.
         """
         return {"is_open": self.is_open, "last_error": self.last_error,
+                "dma_errors": self.dma_errors, "last_dma_error": self.last_dma_error,
                 "ops": list(getattr(self, "ops", []))}
 
     def close(self):
@@ -265,6 +265,23 @@ class HostModel:
             return None
         return end
 
+    def _why_clipped(self):
+        if self._region is None:
+            return "nothing is open"
+        return (f"past the end of the object ({self._region.size} bytes at OPEN, "
+                f"{self._current_or_gone()} now)")
+
+    def _current_or_gone(self):
+        try:
+            return self._region.current_size()
+        except OSError:
+            return "unknown"
+
+    def _refuse(self, what, offset, n, why):
+        self.dma_errors += 1
+        self.last_dma_error = f"DMA {what} of {n} bytes at {offset:#x} refused: {why}"
+        self._say(f"host: {self.last_dma_error}")
+
     def dma_read(self, offset, n):
         """Read `n` bytes of the open object at `offset` for the device; never raise.
 
@@ -285,11 +302,13 @@ class HostModel:
         """
         end = self._clip(offset, n)
         if end is None:
+            self._refuse("read", offset, n, self._why_clipped())
             return b"\xff" * max(n, 0), False
         try:
             data = self._region.read(offset, end - offset)
-        except RegionError:
-            # The object shrank between the check and the read.
+        except OSError as exc:
+            # The object shrank between the check and the read, or the host cannot read it.
+            self._refuse("read", offset, n, exc.strerror or str(exc))
             return b"\xff" * n, False
         return data + b"\xff" * (offset + n - end), True
 
@@ -310,18 +329,25 @@ class HostModel:
         bool
             False, with nothing stored, if nothing is open, `offset` is at or past the object's
             end, another process shrank the object below the bytes written, or `mask` does not
-            hold one enable per byte of `data`.
+            hold one enable per byte of `data`. Also False if the host cannot store the bytes
+            (``ENOSPC``: an object someone else made sparse on a full tmpfs); then a leading
+            part of them may have been stored. Every refusal counts in :attr:`dma_errors`.
         """
         data = bytes(data)
         n = len(data)
         if mask is not None and len(mask) != n:
+            self._refuse("write", offset, n, f"{len(mask)} byte enables for {n} bytes")
             return False
         end = self._clip(offset, n)
         if end is None:
+            self._refuse("write", offset, n, self._why_clipped())
             return False
         keep = end - offset
         try:
             self._region.write(offset, data[:keep], None if mask is None else list(mask)[:keep])
-        except RegionError:
+        except OSError as exc:
+            # RegionError: the object shrank meanwhile. ENOSPC: someone else made it sparse on a
+            # full tmpfs, so the page cannot be stored. The bytes before it may have been.
+            self._refuse("write", offset, n, exc.strerror or str(exc))
             return False
         return True

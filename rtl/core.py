@@ -521,6 +521,9 @@ class VMShmCore(wiring.Component):
                 with m.If(took):
                     start_timer()
                     m.d.sync += remaining.eq(remaining - 1)
+                    # The host refused the access (it could not read the object): count it once.
+                    with m.If(dma_rsp.payload.err & (remaining == count)):
+                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
                     with m.If(remaining == 0):
                         m.next = "IDLE"
                 with m.Elif(timed_out):
@@ -552,6 +555,10 @@ class VMShmCore(wiring.Component):
                     m.d.comb += dma_rsp.ready.eq(1)
                 with m.If(~drain_now & dma_rsp.valid):
                     m.d.sync += dma_error.eq(dma_error | dma_rsp.payload.err)
+                    # A write is posted, so this count is all the guest learns of a write the
+                    # host could not store (a full tmpfs, an object shrunk under it).
+                    with m.If(dma_rsp.payload.err):
+                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
                     m.next = "WRITE-ACK"
                 with m.Elif(timed_out):
                     m.d.sync += [dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid)),

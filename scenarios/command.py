@@ -61,9 +61,12 @@ def run(args, console):
     if reason:
         raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
     from vmshm.backends import run_scenario
+    from vmshm.checks import check_output_file
     waves = args.waves
     if waves == "":
         waves = f"{args.name}-{args.backend}-{args.data_width}.vcd"
+    if waves:
+        check_output_file(waves)
     if args.top == "usp":
         result = _run_usp(args, waves)
     else:
@@ -71,7 +74,7 @@ def run(args, console):
                               seed=args.seed, waves=waves)
     console.print("   start      end cycles  access where              words status step")
     for rec in result.records:
-        console.print(str(rec), markup=False)
+        console.print(str(rec))
     console.print(f"{args.name} passed on {args.backend} ({args.data_width}-bit) in "
                   f"{result.cycles} cycles")
     if waves:

@@ -10,9 +10,9 @@ from .checks import (expect, expect_bytes, expect_errno, expect_status, host_obj
 from .registry import scenario
 
 
-@scenario(shm_size=4096)
+@scenario(shm_size=8192)
 async def driver_file_semantics(bus, env):
-    """Refuse a second open, bad descriptors, unknown ioctls and mappings past the object."""
+    """Refuse a second open, bad descriptors, unknown ioctls and unaligned or oversized mmaps."""
     size = env.shm_size
     drv = await probe(bus)
     fd = await drv.open()
@@ -27,7 +27,8 @@ async def driver_file_semantics(bus, env):
 
     await drv.ioctl(fd, 0, env.shm_name)
     await expect_errno(drv.ioctl(fd, 0, env.shm_name), errno.EBUSY, "a second ioctl")
-    for length, offset in ((size + 1, 0), (0, 0), (-4, 0), (16, size - 8), (4, -4)):
+    for length, offset in ((size + 1, 0), (0, 0), (-4, 0), (16, size - 8), (4, -4), (64, 128),
+                           (16, size)):
         await expect_errno(drv.mmap(fd, length, offset), errno.EINVAL,
                            f"mmap of {length} bytes at {offset}")
     await expect_errno(drv.mmap(fd + 1, size), errno.EBADF, "mmap on a bad fd")
@@ -41,12 +42,12 @@ async def driver_file_semantics(bus, env):
     await mapping.write(size - 4, b"end!")
     expect_bytes(await mapping.read(size - 4, 4), b"end!", "the mapping's last bytes")
 
-    # A mapping at an offset into the window.
-    part = await drv.mmap(fd, 64, 128)
-    await part.write(0, b"at 128")
+    # A mapping at an offset into the window: a page into it, as mmap's offset must be.
+    part = await drv.mmap(fd, 64, 4096)
+    await part.write(0, b"at 4096")
     await expect_errno(part.read(60, 8), errno.EINVAL, "read past a 64-byte mapping")
     with host_object(env) as host:
-        expect_bytes(host.read(128, 6), b"at 128", "object behind a mapping at offset 128")
+        expect_bytes(host.read(4096, 7), b"at 4096", "object behind a mapping at offset 4096")
         expect_bytes(host.read(size - 4, 4), b"end!", "object's last bytes")
 
     await drv.munmap(part)
@@ -92,7 +93,8 @@ async def driver_release_with_live_mapping(bus, env):
     # Two mappings: only the last munmap releases.
     fd = await drv.open()
     await drv.ioctl(fd, 0, env.shm_name)
-    first, second = await drv.mmap(fd, 64), await drv.mmap(fd, 64, 64)
+    # Of the same page, as two mmap calls of one process may be.
+    first, second = await drv.mmap(fd, 64), await drv.mmap(fd, 64)
     await drv.close(fd)
     mark = len(bus.records)
     await drv.munmap(second)

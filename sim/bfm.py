@@ -37,7 +37,7 @@ async def _idle_until(ctx, stream, signal, timeout):
         return
     _, expired = await ctx.changed(signal).delay(timeout * CLOCK_PERIOD)
     if expired and not ctx.get(signal):
-        raise BusTimeout(f"nothing happened on {stream!r} for {timeout} cycles")
+        raise BusTimeout(f"nothing moved on the stream for {timeout} cycles")
 
 
 class Deferred:

@@ -85,7 +85,7 @@ class CocotbIO(StreamIO):
             await FallingEdge(self._clk)
             waited += 1
             if timeout is not None and waited >= timeout:
-                raise BusTimeout(f"nothing happened on {stream!r} for {timeout} cycles")
+                raise BusTimeout(f"nothing moved on the stream for {timeout} cycles")
 
     async def put(self, stream, payload, *, valid_gate=None, timeout=None):
         stream.payload.value = stream.pack(payload)

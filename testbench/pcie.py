@@ -227,7 +227,8 @@ def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, waves=
     region = None
     if shm_name is None:
         shm_name = f"/vmshm-pcie-{name[:20]}-{os.getpid()}-{uuid4().hex[:8]}"
-        region = ShmRegion.create(shm_name, scn.shm_size)
+        # Sparse: a scenario tests sizes (one is over 4 GiB), not the memory behind them.
+        region = ShmRegion.create(shm_name, scn.shm_size, reserve=False)
     try:
         env = scn.env(shm_name, seed=seed, data_width=32)
         # The scenario's BAR layout, not this top's default (a 64-bit window).

@@ -1,7 +1,10 @@
 """The ``vmshm timing`` command: its arguments and :func:`run`."""
 
 import math
+from pathlib import Path
 
+from vmshm.checks import check_output_file
+from vmshm.console import note
 from vmshm.options import add_core_args, core_args
 
 from .model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams, _fmt_time, _with,
@@ -72,7 +75,7 @@ def add_arguments(p):
                    help="clock frequency: adds nanoseconds, PCIe completion timeout flags and a "
                         "host_timeout recommendation")
     p.add_argument("--measure-host", type=_count, nargs="?", const=101, metavar="N",
-                   help="time shm_open+fstat+mmap on this machine N times (default 101) and use "
+                   help="time shm_open+fstat on this machine N times (default 101) and use "
                         "the median, in cycles at --clock, as the host latency")
     p.add_argument("--waveform", action="store_true",
                    help="single run only: also write a VCD and WaveDrom diagrams (JSON, SVG) "
@@ -109,9 +112,9 @@ def _report_clock(points, base, clock_hz, console):
     console.print(f"recommended: {rec['text']}.")
     now_s = (base.host_timeout + 6) / clock_hz
     if not base.host_timeout or now_s >= PCIE_RANGES[0][2]:
-        console.print(f"[yellow]note:[/] host_timeout {base.host_timeout} lets the device wait "
-                      f"{'for ever' if not base.host_timeout else _fmt_time(now_s)}: a root "
-                      f"port in the default range may give up after 50 µs, first.")
+        console.print(note(f"host_timeout {base.host_timeout} lets the device wait "
+                           f"{'for ever' if not base.host_timeout else _fmt_time(now_s)}: a root "
+                           f"port in the default range may give up after 50 µs, first."))
     return {"slowest_open_read": {"cycles": cycles, "seconds": seconds, "pcie": flags},
             "recommendation": rec}
 
@@ -150,12 +153,12 @@ def run_cli(args, console, core):
     extra = {}
     host_latency = args.host_latency
     if args.measure_host is not None:
-        with console.status(f"timing shm_open+fstat+mmap {args.measure_host} times..."):
+        with console.status(f"timing shm_open+fstat {args.measure_host} times..."):
             m = measure_host_latency(args.measure_host)
         host_latency = math.ceil(m["open_s"] * clock_hz)
         extra["measured_host"] = {**m, "host_latency_cycles": host_latency}
-        console.print(f"this machine: shm_open+fstat+mmap median {_fmt_time(m['open_s'])}, "
-                      f"munmap+close {_fmt_time(m['close_s'])} over {m['repeat']} runs: host "
+        console.print(f"this machine: shm_open+fstat median {_fmt_time(m['open_s'])}, "
+                      f"close {_fmt_time(m['close_s'])} over {m['repeat']} runs: host "
                       f"latency {host_latency} cycles at {args.clock:g} MHz")
 
     probs = {n: (getattr(args, n) if getattr(args, n) is not None else
@@ -171,6 +174,13 @@ def run_cli(args, console, core):
     for v in values:
         if sweep:
             _with(base, sweep, v)
+    # And the output folder: made now (like mkdir -p), and written to before anything runs.
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    check_output_file(out / "timing.json")
 
     if args.waveform:
         with console.status("simulating one OPEN and one CLOSE..."):
@@ -180,8 +190,8 @@ def run_cli(args, console, core):
                           ", ".join(f"{k} {_fmt(v)}" for k, v in r["phases"].items()))
         for kind, path in paths.items():
             console.print(f"wrote {path}" if path is not None else
-                          f"[yellow]note:[/] no {kind} diagram: wavedrom is missing "
-                          f"(pip install 'vmshm[timing]')")
+                          note(f"no {kind} diagram: wavedrom is missing "
+                               f"(pip install 'vmshm[timing]')"))
 
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console,
@@ -201,12 +211,12 @@ def run_cli(args, console, core):
                           backend=args.backend, extra=extra, table=table)
     for kind in ("table", "csv", "json", "png"):
         if paths[kind] is None:
-            console.print("[yellow]note:[/] no timing.png: matplotlib is missing "
-                          "(pip install 'vmshm[timing]')")
+            console.print(note("no timing.png: matplotlib is missing "
+                               "(pip install 'vmshm[timing]')"))
         else:
             console.print(f"wrote {paths[kind]}")
     bad = [pt for pt in points if _agree(pt) == "≠"]
     if bad:
-        console.print(f"[yellow]note:[/] {len(bad)} point(s) differ from the model; see "
-                      f"docs/timing.md for what it assumes")
+        console.print(note(f"{len(bad)} point(s) differ from the model; see docs/timing.md "
+                           f"for what it assumes"))
     return 0

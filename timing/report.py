@@ -146,9 +146,10 @@ def write_outputs(points, out, *, sweep=None, clock_hz=None, backend="amaranth",
     doc.update(extra or {})
     paths["json"].write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     if table is not None:
-        from rich.console import Console
-        con = Console(record=True, width=200, file=open(os.devnull, "w"))
-        con.print(table)
+        from vmshm.console import make_console
+        with open(os.devnull, "w") as sink:
+            con = make_console(record=True, width=200, file=sink)
+            con.print(table)
         paths["table"].write_text(con.export_text())
     else:
         headers, rows = table_rows(points, sweep, clock_hz)

@@ -2,7 +2,7 @@
 
 :func:`measure` runs on the guest bus of any backend; :func:`split_phases` cuts its records at
 the host BFM's event stamps; :func:`run_point` and :func:`run_sweep` run one configuration or a
-sweep of them; :func:`measure_host_latency` times this machine's ``shm_open`` + ``mmap``.
+sweep of them; :func:`measure_host_latency` times this machine's ``shm_open`` + ``fstat``.
 """
 
 import errno
@@ -314,7 +314,7 @@ def run_sweep(base, sweep, values, *, backend="amaranth", repeat=None, seed=0, p
 
 
 def measure_host_latency(repeat=101, size=1 << 20):
-    """Time ``shm_open`` + ``fstat`` + ``mmap`` (and ``munmap`` + ``close``) on this machine.
+    """Time ``shm_open`` + ``fstat`` (and ``close``) on this machine: the host model's OPEN.
 
     Creates a fresh object of ``size`` bytes, attaches to it ``repeat`` times as the host model's
     OPEN does (:meth:`~vmshm.host_model.ShmRegion.attach`), closes each, then unlinks it.

@@ -99,8 +99,17 @@ def run(args, console):
 
     from vmshm.backends import BACKENDS, backend_missing
     from vmshm.bench import run_bench
+    from vmshm.checks import check_object_size
+    from vmshm.regmap import DEFAULT_WINDOW_SIZE
 
+    check_object_size(args.size, "--size")
+    if args.size > DEFAULT_WINDOW_SIZE:
+        raise UsageError(f"--size {args.size} does not fit the {DEFAULT_WINDOW_SIZE}-byte "
+                         f"window the benchmark maps")
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
+    if not wanted:
+        raise UsageError(f"--backends {args.backends!r} names no backend: give some of "
+                         f"{', '.join(BACKENDS)}")
     for b in wanted:
         if b not in BACKENDS:
             raise UsageError(f"unknown backend {b!r}: choose from {', '.join(BACKENDS)}")
@@ -127,4 +136,12 @@ def run(args, console):
     console.print("build s: building the configuration (cached after the first time) and one "
                   "empty run; the empty loop wakes Python at every clock edge and does nothing "
                   "else, so it is the floor for a testbench that polls every cycle.")
+    if any(r["backend"] != "amaranth" for r in rows):
+        console.print("Why a cocotb backend can be slower than Amaranth's simulator: each cocotb "
+                      "run starts the simulator as a new process, which loads Python, cocotb "
+                      "and the BFMs before the first cycle (most of its empty-loop time on a "
+                      "short run), and every clock edge Python awaits crosses between the "
+                      "simulator and Python. Amaranth's simulator runs inside this process. "
+                      "Verilator's compiled model gains only when many cycles pass for each "
+                      "time Python wakes: large --size, wide data paths, long bursts.")
     return 0

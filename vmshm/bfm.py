@@ -13,7 +13,7 @@ call returns at the drive point after that edge. ``now()`` is the number of edge
 import abc
 from typing import NamedTuple
 
-from vmshm.driver_model.bus import GuestBus, Space
+from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
@@ -104,10 +104,13 @@ class StreamGuestBus(GuestBus):
     timeout : int
         Cycles without progress after which the device is called hung
         (:exc:`~vmshm.driver_model.bus.BusTimeout`).
+    reset : async callable, optional
+        Resets the devices and their host side; what :meth:`reset` awaits.
     """
 
-    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT):
+    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT, reset=None):
         super().__init__()
+        self._reset = reset
         self._io = io
         self._req = req
         self._cpl = cpl
@@ -118,8 +121,23 @@ class StreamGuestBus(GuestBus):
     def data_width(self):
         return self._data_width
 
+    @property
+    def timeout(self):
+        """Cycles without progress before a wait gives up (``None``: wait for ever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, cycles):
+        self._timeout = cycles
+
     def now(self):
         return self._io.now()
+
+    async def reset(self):
+        """Reset every device on the bus and its host side, as a PCI function reset does."""
+        if self._reset is None:
+            raise NotImplementedError("this backend has no way to reset the device")
+        await self._reset()
 
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass, one wake-up each: the backend's bare cost per cycle."""
@@ -132,6 +150,24 @@ class StreamGuestBus(GuestBus):
                 "dev": dev or 0, "addr": addr, "write": write, "count": count}
 
     async def _burst_read(self, space, dev, addr, words, be):
+        try:
+            return await self._burst_read_now(space, dev, addr, words, be)
+        except BusTimeout:
+            raise self._hung("read", space, addr) from None
+
+    async def _burst_write(self, space, dev, addr, beats):
+        try:
+            return await self._burst_write_now(space, dev, addr, beats)
+        except BusTimeout:
+            raise self._hung("write", space, addr) from None
+
+    def _hung(self, what, space, addr):
+        where = "configuration space" if space is Space.CFG else "memory"
+        return BusTimeout(f"the device did not answer a {where} {what} at {addr:#x} within "
+                          f"{self._timeout} cycles: it has stopped answering, a hardware bug "
+                          f"(every request must be answered in bounded time)")
+
+    async def _burst_read_now(self, space, dev, addr, words, be):
         io = self._io
         await io.put(self._req, {**self._header(space, dev, addr, 0, words - 1),
                                  "data": 0, "be": be}, timeout=self._timeout)
@@ -142,7 +178,7 @@ class StreamGuestBus(GuestBus):
             status = max(status, CplStatus(beat.status))
         return out, status.name
 
-    async def _burst_write(self, space, dev, addr, beats):
+    async def _burst_write_now(self, space, dev, addr, beats):
         io = self._io
         header = self._header(space, dev, addr, 1, len(beats) - 1)
         for data, be in beats:

@@ -2,11 +2,12 @@
 
 Each subcommand lives with the code it drives, as a module with ``add_arguments(parser)`` and
 ``run(args, console)``: ``demo`` in :mod:`vmshm.demo`, ``generate`` in
-:mod:`vmshm.fpga.generate`, ``regs`` in :mod:`vmshm.regmap`, ``bench`` in :mod:`vmshm.bench`,
+:mod:`vmshm.fpga.generate`, ``regs`` in :mod:`vmshm.regs`, ``bench`` in :mod:`vmshm.bench`,
 ``scenario`` in :mod:`vmshm.scenarios.command`, ``synth`` in :mod:`vmshm.fpga.synth`, ``build``
-in :mod:`vmshm.fpga.board` and ``timing`` in :mod:`vmshm.timing.command`. The options several
-commands share (sizes, IDs, the device's build options) and :exc:`UsageError` are in
-:mod:`vmshm.options`, below all of them. A new subcommand is one more entry in :func:`_commands`.
+in :mod:`vmshm.fpga.board`, ``timing`` in :mod:`vmshm.timing.command` and ``qemu`` in
+:mod:`vmshm.qemu.command`. The options several commands share (sizes, IDs, the device's build
+options) and :exc:`UsageError` are in :mod:`vmshm.options`, below all of them. A new subcommand
+is one more entry in :func:`_commands`.
 """
 
 import argparse
@@ -20,8 +21,9 @@ __all__ = ["main", "parse_size"]
 
 def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
-    from vmshm import bench, demo, regmap
+    from vmshm import bench, demo, regs
     from vmshm.fpga import board, generate, synth
+    from vmshm.qemu import command as qemu
     from vmshm.scenarios import command as scenario
     from vmshm.timing import command as timing     # no matplotlib until a plot is drawn
 
@@ -37,10 +39,10 @@ def _commands():
             description="Write one top as a standalone Verilog module: the core (vmshm_core, "
                         "requests tagged with a BAR) or the PCI function (vmshm_pci, with its "
                         "configuration space).")),
-        ("regs", regmap, dict(
-            help="print the register map (Markdown)",
+        ("regs", regs, dict(
+            help="print the register map (Markdown, or the guest's C header)",
             description="Print docs/registers.md as rendered from the one register definition, "
-                        "vmshm/regmap.py.")),
+                        "vmshm/regmap.py; --c-header prints guest/vmshm_regs.h instead.")),
         ("bench", bench, dict(
             help="measure simulation speed on each backend",
             description="Run a fixed workload (probe, open, 64 KiB written and read back through "
@@ -73,6 +75,7 @@ def _commands():
                         "and print them beside the model of docs/timing.md; --sweep varies one "
                         "parameter. Writes table.txt, timing.csv, timing.json and timing.png "
                         "into --out.")),
+        ("qemu", qemu, qemu.HELP),
     ]
 
 
@@ -91,40 +94,44 @@ def _errno_name(code):
 
 
 def _fail(console, code, message):
-    console.print(f"vmshm: {_errno_name(code)}: {message}", style="red", highlight=False,
-                  soft_wrap=True)
+    console.print(f"vmshm: {_errno_name(code)}: {message}", style="red")
     return 1
 
 
 def main(argv=None):
     """Run the ``vmshm`` command line and return its exit status."""
-    from rich.console import Console
+    from vmshm.console import make_console
 
-    # Piped output (a file, a CI log) gets room for the wide tables instead of 80 columns.
-    console = Console(highlight=False, soft_wrap=True,
-                      width=None if sys.stdout.isatty() else 132)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    # Names, object content, paths and messages are printed as they are: see vmshm.console.
+    console = make_console()
+    err = make_console(stderr=True)
     commands = _commands()
     args = _parser(commands).parse_args(argv)
     run = {name: module.run for name, module, _ in commands}[args.command]
     try:
         return run(args, console)
     except UsageError as exc:
-        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True)
+        err.print(f"vmshm {args.command}: {exc}", style="red")
         return 2
     except ValueError as exc:
         # Parameter checks in the RTL and models say what was wrong; no traceback for them.
-        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True)
+        err.print(f"vmshm {args.command}: {exc}", style="red")
         return 2
     except OSError as exc:
         name = exc.filename if exc.filename is not None else ""
         return _fail(err, exc.errno or errno.EIO,
                      f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
+    except AssertionError as exc:
+        # A scenario's or the demo's check of the device failed: what it expected, in words.
+        err.print(f"vmshm {args.command}: a check failed: {exc}", style="red")
+        return 1
     except RuntimeError as exc:
         # A simulator that could not build or run, or a device that hung: say what happened.
-        err.print(f"vmshm {args.command}: {exc}", style="red", soft_wrap=True, markup=False)
+        err.print(f"vmshm {args.command}: {exc}", style="red")
         return 1
     except KeyboardInterrupt:
+        # The simulation's coroutines are left suspended; closing them at exit is not news.
+        sys.unraisablehook = lambda unraisable: None
         err.print("vmshm: interrupted", style="red")
         return 130
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import errno
 
+from vmshm.console import note
 from vmshm.driver_model import vmshm_probe
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, cycles, parse_size
 from vmshm.regmap import REG
@@ -62,7 +63,8 @@ class DeviceInfo:
 class DemoReport:
     """What the example saw and how long each step took."""
     found: bytes = b""          # what the guest read at offset 0 before writing
-    wrote: bytes = b""          # what it wrote there
+    meant: bytes = b""          # the line it meant to write there, with its NUL
+    wrote: bytes = b""          # what it wrote: the line, cut to the mapping if that is shorter
     mapped: int = 0             # bytes mapped
     functions: int = 0          # PCI functions the probe found
     devices: list = field(default_factory=list)     # DeviceInfo of each VMShm device bound
@@ -112,6 +114,7 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
         raise OSError(errno.ENODEV, "no VMShm device found on the bus")
     drv = drivers[0]
     fd = await step("open", drv.open())
+    release = True
     try:
         await step("ioctl(name)", drv.ioctl(fd, 0, name))
         async def mmap():
@@ -123,11 +126,18 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
         mapping = await step("mmap", mmap())
         report.found = _line(await step("read offset 0",
                                         mapping.read(0, min(LINE_BYTES, report.mapped))))
-        report.wrote = f"I was here: {pid}".encode() + b"\0"
-        await step("write offset 0", mapping.write(0, report.wrote[:report.mapped]))
+        report.meant = f"I was here: {pid}".encode() + b"\0"
+        report.wrote = report.meant[:report.mapped]
+        await step("write offset 0", mapping.write(0, report.wrote))
         await step("munmap", drv.munmap(mapping))
+    except GeneratorExit:
+        # The simulation was abandoned (Ctrl-C): there is no bus left to close the file on,
+        # and awaiting now would only make Python complain that the coroutine ignored it.
+        release = False
+        raise
     finally:
-        await step("close", drv.close(fd))
+        if release:
+            await step("close", drv.close(fd))
     return report
 
 
@@ -179,35 +189,63 @@ def _check_usp(args):
                          "must be 32")
 
 
+def check(args):
+    """Check every argument of ``vmshm demo`` before anything is created or simulated.
+
+    Raises
+    ------
+    OSError
+        For a name the device would refuse (``EINVAL``, ``ENAMETOOLONG``), or a ``--vcd`` file
+        that cannot be written (with that file's name).
+    UsageError, ValueError
+        For anything else on the command line, including build parameters the device refuses.
+
+    Returns
+    -------
+    dict
+        The PCI function's build parameters.
+    """
+    from vmshm.backends import backend_missing
+    from vmshm.checks import check_object_size, check_output_file
+    from vmshm.fpga.verilog import build_top
+    from vmshm.host_model import HostTiming, check_name
+
+    if not 1 <= args.devices <= 32:
+        raise UsageError(f"--devices must be from 1 to 32, not {args.devices}")
+    if args.create is not None:
+        check_object_size(args.create, "--create")
+    HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
+    if args.top == "usp":
+        _check_usp(args)
+    params = core_args(args, args.top)
+    # Building the top checks every parameter (sizes, widths, IDs); it is elaborated only later.
+    build_top(args.top, **params)
+    check_name(args.shm, args.name_size)
+    if args.vcd:
+        check_output_file(args.vcd)
+    reason = backend_missing(args.backend)
+    if reason:
+        raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
+    return params
+
+
 def run(args, console):
     """Run ``vmshm demo`` with parsed ``args`` and return the exit status."""
     from rich.table import Table
 
-    from vmshm.backends import backend_missing, run_function
+    from vmshm.backends import run_function
     from vmshm.host_model import HostTiming, ShmRegion
 
-    created = False
+    params = check(args)
+    timing = HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
     if args.create is not None:
-        if args.create <= 0:
-            raise UsageError(f"--create needs a positive size, not {args.create}")
         region, created = ShmRegion.open_or_create(args.shm, args.create)
         if not created and region.size != args.create:
-            console.print(f"[yellow]note:[/] {args.shm} exists with {region.size} bytes; "
-                          f"using it as it is (not resized to {args.create})")
+            console.print(note(f"{args.shm} exists with {region.size} bytes; using it as it is "
+                               f"(not resized to {args.create})"))
         region.close()
         if created:
             console.print(f"created {args.shm} with {args.create} bytes")
-
-    timing = HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
-    params = core_args(args)
-    if not 1 <= args.devices <= 32:
-        raise UsageError(f"--devices must be from 1 to 32, not {args.devices}")
-    reason = backend_missing(args.backend)
-    if reason:
-        raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
-    if args.top == "usp":
-        _check_usp(args)
-        params = core_args(args, "usp")
     if args.backend != "amaranth":
         console.print(f"building and running on {args.backend} (the first build of a "
                       f"configuration takes a while)...")
@@ -223,6 +261,9 @@ def run(args, console):
                                   kwargs={"name": args.shm}, devices=args.devices,
                                   timing=timing, waves=args.vcd, **params)
     except OSError as exc:
+        if exc.filename not in (None, args.shm):
+            raise       # another file's own error (the waveform's), already named
+        # The driver's errno; the host says why in words.
         hosts = getattr(exc, "hosts", None) or [{}]
         why = hosts[0].get("last_error") or exc.strerror
         hint = ""
@@ -234,16 +275,22 @@ def run(args, console):
     console.print(f"probe found {report.functions} PCI function(s), "
                   f"bound {len(report.devices)} VMShm device(s):")
     for dev in report.devices:
-        console.print(f"  {dev.path}: {dev}", markup=False)
+        console.print(f"  {dev.path}: {dev}")
         for res in dev.resources:
-            console.print(f"    {res}", markup=False)
+            console.print(f"    {res}")
         console.print(f"    window {dev.window_size} B, name buffer {dev.name_size} B, "
                       f"ABI {dev.version >> 16}.{dev.version & 0xFFFF}")
     shown = report.found.decode("utf-8", errors="backslashreplace")
     console.print(f"guest mapped {report.mapped} bytes of {args.shm}")
     console.print(f"guest read at offset 0:  {shown!r}" if shown else
                   "guest read at offset 0:  (empty: the first byte is NUL)")
-    console.print(f"guest wrote at offset 0: {report.wrote.rstrip(bytes(1)).decode()!r}")
+    wrote = report.wrote.rstrip(bytes(1)).decode("utf-8", errors="backslashreplace")
+    if report.wrote == report.meant:
+        console.print(f"guest wrote at offset 0: {wrote!r}")
+    else:
+        meant = report.meant.rstrip(bytes(1)).decode()
+        console.print(f"guest wrote at offset 0: {wrote!r} (cut to the object's "
+                      f"{report.mapped} bytes: it meant {meant!r})")
 
     table = Table(title=f"cycles per step ({args.top}, {args.backend}, {args.data_width}-bit, "
                         f"host latency "
@@ -261,7 +308,13 @@ def run(args, console):
     if args.verbose:
         console.print("   start      end cycles  access where              words status step")
         for rec in result.records:
-            console.print(str(rec), markup=False)
+            console.print(str(rec))
     if args.vcd:
         console.print(f"waveform written to {args.vcd}")
+    host = result.hosts[0] if getattr(result, "hosts", None) else {}
+    if host.get("dma_errors"):
+        # A posted write the host could not store never fails in the guest: say so here.
+        raise OSError(errno.EIO, f"the host refused {host['dma_errors']} of the guest's window "
+                      f"accesses, so what is printed above did not all reach the object: "
+                      f"{host.get('last_dma_error')}")
     return 0

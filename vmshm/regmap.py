@@ -197,7 +197,9 @@ REGISTERS = (
     Register("OBJ_SIZE_LO", 0x14, "R", 0, "Size of the open object in bytes, bits 31:0."),
     Register("OBJ_SIZE_HI", 0x18, "R", 0, "Size of the open object in bytes, bits 63:32."),
     Register("REJECTS", 0x1C, "RC", 0,
-             "Window accesses rejected (nothing open, or past MAP_SIZE); saturates. "
+             "Window accesses rejected (nothing open, or past MAP_SIZE) or refused by the "
+             "host (an error answer to the DMA: a read then returns all ones, a write is lost); "
+             "saturates. "
              "Writing any value clears it."),
     Register("CLOSE", 0x20, "RT", 0,
              "Read to unmap and release the object. Returns 0 (also when nothing was open). "
@@ -261,22 +263,3 @@ def render_markdown():
 if __name__ == "__main__":
     print(render_markdown(), end="")
 
-
-# -- the command line ---------------------------------------------------------------------------
-
-def add_arguments(parser):
-    """Add ``vmshm regs``'s options to ``parser``."""
-    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-
-
-def run(args, console):
-    """Run ``vmshm regs`` with parsed ``args`` and return the exit status."""
-    import sys
-
-    text = render_markdown()
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
