@@ -59,6 +59,9 @@ class VMShmCore(wiring.Component):
     dma_enable : ``In(1)``
         Bus Master Enable. While it is low OPEN fails with ``EPERM`` and window accesses are
         rejected.
+    cpl_error : ``Out(1)``
+        With a ``cpl`` beat: its data never came, the host failed it (an error answer or none in
+        time). The beat reads all ones; a PCIe front end answers Completer Abort instead.
     host_base : ``Out(64)``
         The host bus address of the open object (``ctl_rsp.payload.addr`` of the last successful
         OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
@@ -68,6 +71,10 @@ class VMShmCore(wiring.Component):
                  data_width=32, regs_size=BAR0_SIZE, host_timeout=DEFAULT_HOST_TIMEOUT):
         try:
             _check_pow2("window_size", window_size, 64)
+            if window_size > 1 << 31:
+                # WINDOW_SIZE and MAP_SIZE are 32-bit registers: 4 GiB would read as 0.
+                raise ValueError(f"window_size must be at most 2 GiB (1 << 31), what the 32-bit "
+                                 f"WINDOW_SIZE register can say, not {window_size!r}")
             _check_pow2("name_size", name_size, 8)
             _check_pow2("regs_size", regs_size, BAR0_SIZE)
             if regs_size > 4096:
@@ -96,6 +103,7 @@ class VMShmCore(wiring.Component):
             "host":    Out(host_signature(self._addr_width, data_width)),
             # Bus Master Enable from the PCI front end: no OPEN and no DMA without it.
             "dma_enable": In(1, init=1),
+            "cpl_error": Out(1),
             # Where the host put the object on its bus, for a front end whose DMA is addressed.
             "host_base": Out(64),
         })
@@ -150,6 +158,8 @@ class VMShmCore(wiring.Component):
         obj_size = Signal(64)
         map_size = Signal(range(self._window_size + 1))
         rejects = Signal(32)
+        dma_error = Signal()        # sticky: a window access failed at the host
+        host_failed = Signal()      # the all-ones beats being sent stand for a failed DMA
 
         # -- name RAM ---------------------------------------------------------------------------
         m.submodules.name_ram = name_ram = Memory(
@@ -161,7 +171,7 @@ class VMShmCore(wiring.Component):
         reg_value = {
             "OPEN": C(0, 32), "CLOSE": C(0, 32),
             "ID": C(REG["ID"].reset, 32), "VERSION": C(REG["VERSION"].reset, 32),
-            "STATUS": Cat(is_open, busy, C(0, 6), last_error),
+            "STATUS": Cat(is_open, busy, dma_error, C(0, 5), last_error),
             "MAP_SIZE": map_size, "OBJ_SIZE_LO": obj_size[:32], "OBJ_SIZE_HI": obj_size[32:],
             "REJECTS": rejects,
             "WINDOW_SIZE": C(self._window_size, 32), "NAME_SIZE": C(self._name_size, 32),
@@ -199,6 +209,18 @@ class VMShmCore(wiring.Component):
         in_window = (req.bar == BAR_WINDOW) & (hdr_end <= self._window_size)
         window_ok = in_window & is_open & self.dma_enable & (hdr_end <= map_limit)
         rejected = (req.bar == BAR_WINDOW) & ~window_ok
+
+        # -- the object's last word, when MAP_SIZE ends inside it --------------------------------
+        # Its bytes past the object read all ones and are never written, whatever the host does:
+        # the front end sees byte enables without them. Only a burst's last beat can hold it.
+        clip = Signal()             # the burst at hand ends in that word
+        tail_be = Signal(wb)        # the enables of its bytes inside the object
+        with m.If(map_size[:wshift] == 0):
+            m.d.comb += tail_be.eq((1 << wb) - 1)
+        with m.Else():
+            m.d.comb += tail_be.eq(Cat(*[map_size[:wshift] > i for i in range(wb - 1)]))
+        last_be = Mux(clip & (remaining == 0), tail_be, (1 << wb) - 1)
+        tail_ones = Cat(*[Mux(last_be[i], 0, 0xFF) for i in range(wb)])
 
         # -- host timeout ------------------------------------------------------------------------
         timer = Signal(range(max(self._host_timeout, 1) + 1))
@@ -251,7 +273,7 @@ class VMShmCore(wiring.Component):
                     m.d.sync += [
                         bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
                         count.eq(req.count),
-                        rd_be.eq(req.be), first.eq(1),
+                        rd_be.eq(req.be), first.eq(1), clip.eq(hdr_end > map_size),
                         cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
                                           CplStatus.SC, CplStatus.UR)),
                     ]
@@ -288,6 +310,11 @@ class VMShmCore(wiring.Component):
                                   (byte_offset == REG["REJECTS"].offset & ~(wb - 1)) &
                                   req.be.word_select((REG["REJECTS"].offset % wb) // 4, 4).any()):
                             m.d.sync += rejects.eq(0)
+                        status_lane = (REG["STATUS"].offset % wb) // 4
+                        with m.If((bar == BAR_REGS) &
+                                  (byte_offset == REG["STATUS"].offset & ~(wb - 1)) &
+                                  req.be[status_lane * 4] & req.data[status_lane * 32 + 2]):
+                            m.d.sync += dma_error.eq(0)     # write 1 to clear
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1)]
                     with m.If(remaining == 0):
                         m.next = "WRITE-ACK"
@@ -337,10 +364,12 @@ class VMShmCore(wiring.Component):
                     self.cpl.payload.data.eq(ones),
                     self.cpl.payload.status.eq(cpl_status),
                     self.cpl.payload.last.eq(remaining == 0),
+                    self.cpl_error.eq(host_failed),
                 ]
                 with m.If(self.cpl.ready):
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 0):
+                        m.d.sync += host_failed.eq(0)
                         m.next = "IDLE"
 
             # -- OPEN ------------------------------------------------------------------------------
@@ -465,6 +494,9 @@ class VMShmCore(wiring.Component):
                     dma_req.payload.write.eq(0),
                     dma_req.payload.addr.eq(byte_offset),
                     dma_req.payload.count.eq(remaining),
+                    # A read's enables: those of its last word, for a front end that asks the
+                    # host for bytes (PCIe's last BE).
+                    dma_req.payload.be.eq(Mux(clip, tail_be, (1 << wb) - 1)),
                 ]
                 with m.If(dma_req.ready):
                     start_timer()
@@ -477,12 +509,15 @@ class VMShmCore(wiring.Component):
                     m.d.comb += [
                         self.cpl.valid.eq(dma_rsp.valid),
                         self.cpl.payload.data.eq(Mux(dma_rsp.payload.err, ones,
-                                                     dma_rsp.payload.data)),
+                                                     dma_rsp.payload.data | tail_ones)),
                         self.cpl.payload.status.eq(CplStatus.SC),
                         self.cpl.payload.last.eq(remaining == 0),
+                        self.cpl_error.eq(dma_rsp.payload.err),
                         dma_rsp.ready.eq(self.cpl.ready),
                         took.eq(dma_rsp.valid & self.cpl.ready),
                     ]
+                with m.If(took & dma_rsp.payload.err):
+                    m.d.sync += dma_error.eq(1)
                 with m.If(took):
                     start_timer()
                     m.d.sync += remaining.eq(remaining - 1)
@@ -493,8 +528,9 @@ class VMShmCore(wiring.Component):
                         m.next = "IDLE"
                 with m.Elif(timed_out):
                     # The host owes the rest of the burst; swallow it when it comes.
-                    m.d.sync += dma_drain.eq(dma_drain + remaining + 1 -
-                                             (drain_now & dma_rsp.valid))
+                    m.d.sync += [dma_drain.eq(dma_drain + remaining + 1 -
+                                              (drain_now & dma_rsp.valid)),
+                                 dma_error.eq(1), host_failed.eq(1)]
                     m.next = "READ-ONES"
 
             with m.State("DMA-WRITE"):
@@ -504,7 +540,7 @@ class VMShmCore(wiring.Component):
                     dma_req.payload.addr.eq(byte_offset),
                     dma_req.payload.count.eq(count),
                     dma_req.payload.data.eq(req.data),
-                    dma_req.payload.be.eq(req.be),
+                    dma_req.payload.be.eq(req.be & last_be),
                     self.req.ready.eq(dma_req.ready),
                 ]
                 with m.If(self.req.valid & dma_req.ready):
@@ -518,13 +554,15 @@ class VMShmCore(wiring.Component):
                 with m.If(~drain_now):
                     m.d.comb += dma_rsp.ready.eq(1)
                 with m.If(~drain_now & dma_rsp.valid):
+                    m.d.sync += dma_error.eq(dma_error | dma_rsp.payload.err)
                     # A write is posted, so this count is all the guest learns of a write the
                     # host could not store (a full tmpfs, an object shrunk under it).
                     with m.If(dma_rsp.payload.err):
                         m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
                     m.next = "WRITE-ACK"
                 with m.Elif(timed_out):
-                    m.d.sync += dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid))
+                    m.d.sync += [dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid)),
+                                 dma_error.eq(1)]
                     m.next = "WRITE-ACK"
 
         return m

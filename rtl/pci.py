@@ -182,6 +182,14 @@ class VMShmPCI(wiring.Component):
         int_line = Signal(8)
         mse = command[1]
         m.d.comb += core.dma_enable.eq(command[2])
+        # Status: Signaled Target Abort, set when the function answers a read with data the
+        # host failed to give (the guest reads all ones), cleared by writing 1 (RW1C).
+        target_abort = Signal()
+        with m.If(core.cpl.valid & core.cpl.ready & core.cpl_error):
+            m.d.sync += target_abort.eq(1)
+        status = Signal(16)
+        m.d.comb += status.eq(P.PCI_STATUS_CAP_LIST |
+                              Mux(target_abort, P.PCI_STATUS_SIG_TARGET_ABORT, 0))
 
         # -- BAR registers: the stored base keeps only the bits the BAR's size lets software set.
         bases = {b.index: Signal(64 if b.is64 else 32, name=f"bar{b.index}_base")
@@ -193,7 +201,7 @@ class VMShmPCI(wiring.Component):
         # -- configuration space, one 32-bit dword at a time -------------------------------------
         dwords = {
             0x00: C(ids["vendor_id"] | ids["device_id"] << 16, 32),
-            0x04: Cat(command, C(P.PCI_STATUS_CAP_LIST, 16)),
+            0x04: Cat(command, status),
             0x08: C(ids["revision"] | ids["class_code"] << 8, 32),
             0x0C: Cat(cache_line, C(0, 8), C(P.PCI_HEADER_TYPE_NORMAL, 8), C(0, 8)),
             0x2C: C(ids["subsystem_vendor_id"] | ids["subsystem_id"] << 16, 32),
@@ -229,6 +237,8 @@ class VMShmPCI(wiring.Component):
                         m.d.sync += command[:8].eq(d[:8] & (COMMAND_WRITABLE & 0xFF))
                     with m.If(e[1]):
                         m.d.sync += command[8:].eq(d[8:16] & (COMMAND_WRITABLE >> 8))
+                    with m.If(e[3] & d[16 + P.PCI_STATUS_SIG_TARGET_ABORT.bit_length() - 1]):
+                        m.d.sync += target_abort.eq(0)
                 with m.If((off == P.PCI_CACHE_LINE_SIZE) & e[0]):
                     m.d.sync += cache_line.eq(d[:8])
                 with m.If((off == P.PCI_INTERRUPT_LINE) & e[0]):

@@ -18,6 +18,7 @@ PCI_COMMAND_INTX_DISABLE = 0x400
 PCI_STATUS = 0x06               # 16 bits
 PCI_STATUS_INTERRUPT = 0x08
 PCI_STATUS_CAP_LIST = 0x10      # a capability list is present
+PCI_STATUS_SIG_TARGET_ABORT = 0x800     # the function answered a request with an abort
 PCI_CLASS_REVISION = 0x08       # high 24 bits are class, low 8 revision
 PCI_REVISION_ID = 0x08
 PCI_CLASS_PROG = 0x09

@@ -182,9 +182,13 @@ REGISTERS = (
     Register("VERSION", 0x08, "C", ABI_VERSION,
              "ABI version of this register map.",
              (Field("MINOR", 0, 16, "additions only"), Field("MAJOR", 16, 16, "incompatible changes"))),
-    Register("STATUS", 0x0C, "R", 0, "Device state.",
+    Register("STATUS", 0x0C, "R", 0, "Device state. Read-only but for DMA_ERROR, which a "
+             "write with bit 2 set clears.",
              (Field("OPEN", 0, 1, "an object is mapped into BAR1"),
               Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress"),
+              Field("DMA_ERROR", 2, 1, "sticky: a window access failed at the host (an error "
+                    "answer, or none in time); the guest read all ones, or a PCIe front end "
+                    "answered Completer Abort. Write 1 to clear"),
               Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE"))),
     Register("MAP_SIZE", 0x10, "R", 0,
              "Bytes of BAR1 backed by the object: min(object size, window size); 0 when closed. "
