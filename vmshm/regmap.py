@@ -136,9 +136,15 @@ STATUS_TEXT = {
 
 
 class CtlOp:
-    """Operations on the host control channel."""
+    """Operations on the host control channel.
+
+    ``RESET`` tells the host that the device was reset, or that it gave up on the packet it was
+    sending: the host drops the packet it was receiving, releases any open object and answers
+    nothing (see docs/timing.md, "What the device does when the host misbehaves").
+    """
     OPEN = 1
     CLOSE = 2
+    RESET = 3
 
 
 @dataclass(frozen=True)
