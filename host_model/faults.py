@@ -7,14 +7,15 @@ the same cycles. The host model itself (:class:`~vmshm.host_model.HostModel`) st
 (opens, closes, reads, writes); a fault only changes what goes over the wires.
 
 Exchanges are counted per channel from 0, in the order the host takes their first beat: on
-``"ctl"`` every OPEN and CLOSE (RESET packets are not counted), on ``"dma"`` every window read and
+``"ctl"`` every packet, the RESET the device sends out of reset included (so after power-on
+exchange 0 is that RESET and the first OPEN is exchange 1), on ``"dma"`` every window read and
 write.
 
 Examples
 --------
 A host that takes two bytes of the first OPEN's name and then never takes another::
 
-    HostFaults([Fault("ctl", "stall", exchange=0, beat=2)])
+    HostFaults([Fault("ctl", "stall", exchange=1, beat=2)])
 
 A host that answers the second DMA request twice, and a little late::
 

@@ -157,6 +157,7 @@ class VMShmCore(wiring.Component):
         obj_size = Signal(64)
         map_size = Signal(range(self._window_size + 1))
         rejects = Signal(32)
+        timeouts = Signal(32)
 
         # -- name RAM ---------------------------------------------------------------------------
         m.submodules.name_ram = name_ram = Memory(
@@ -170,7 +171,7 @@ class VMShmCore(wiring.Component):
             "ID": C(REG["ID"].reset, 32), "VERSION": C(REG["VERSION"].reset, 32),
             "STATUS": Cat(is_open, busy, C(0, 6), last_error),
             "MAP_SIZE": map_size, "OBJ_SIZE_LO": obj_size[:32], "OBJ_SIZE_HI": obj_size[32:],
-            "REJECTS": rejects,
+            "REJECTS": rejects, "TIMEOUTS": timeouts,
             "WINDOW_SIZE": C(self._window_size, 32), "NAME_SIZE": C(self._name_size, 32),
         }
         assert set(reg_value) == {r.name for r in REGISTERS}, "register file and map disagree"
@@ -251,8 +252,10 @@ class VMShmCore(wiring.Component):
         name_byte = Signal(8)
         m.d.comb += name_byte.eq(name_rd.data.word_select(name_ptr[:wshift], 8))
 
-        # The host's answers are always taken; those for no request waited on are dropped.
-        m.d.comb += [ctl_rsp.ready.eq(1), dma_rsp.ready.eq(1)]
+        # The host's answers are taken whenever the core is idle or waiting for one (control:
+        # the states that set ctl_rsp.ready; DMA: always); those for no request waited on are
+        # dropped.
+        m.d.comb += dma_rsp.ready.eq(1)
         rsp = ctl_rsp.payload
         ctl_match = Signal()
         m.d.comb += ctl_match.eq(ctl_rsp.valid & (rsp.tag == ctl_tag))
@@ -264,7 +267,7 @@ class VMShmCore(wiring.Component):
                          ctl_owed_data.eq(0), ctl_owed_last.eq(1)]
 
         # A late answer to an OPEN or CLOSE the guest gave up on; a late OPEN success is closed.
-        with m.If(ctl_stale & ctl_match & (rsp.op == ctl_stale_op)):
+        with m.If(ctl_rsp.ready & ctl_stale & ctl_match & (rsp.op == ctl_stale_op)):
             m.d.sync += ctl_stale.eq(0)
             with m.If((ctl_stale_op == CtlOp.OPEN) & (rsp.status == Status.OK)):
                 owe_cleanup()
@@ -286,13 +289,16 @@ class VMShmCore(wiring.Component):
                 pending_op.eq(0),
             ]
 
+        def count_timeout():
+            m.d.sync += timeouts.eq(timeouts + (timeouts != 0xFFFF_FFFF))
+
         def close_window():
             m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
 
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
-                m.d.comb += self.req.ready.eq(~req.write)
+                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1)]
                 start_timer()
                 with m.If(self.req.valid):
                     m.d.sync += [
@@ -334,6 +340,10 @@ class VMShmCore(wiring.Component):
                                   (byte_offset == REG["REJECTS"].offset & ~(wb - 1)) &
                                   req.be.word_select((REG["REJECTS"].offset % wb) // 4, 4).any()):
                             m.d.sync += rejects.eq(0)
+                        with m.If((bar == BAR_REGS) &
+                                  (byte_offset == REG["TIMEOUTS"].offset & ~(wb - 1)) &
+                                  req.be.word_select((REG["TIMEOUTS"].offset % wb) // 4, 4).any()):
+                            m.d.sync += timeouts.eq(0)
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1)]
                     with m.If(remaining == 0):
                         m.next = "WRITE-ACK"
@@ -432,6 +442,7 @@ class VMShmCore(wiring.Component):
                     m.d.sync += [ctl_owed.eq(1), ctl_owed_op.eq(CtlOp.OPEN),
                                  ctl_owed_data.eq(name_byte), ctl_owed_last.eq(last)]
                     finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
                     m.next = "READ-SEND"
 
             # -- CLOSE -----------------------------------------------------------------------------
@@ -460,11 +471,13 @@ class VMShmCore(wiring.Component):
                     m.d.sync += [ctl_owed.eq(1), ctl_owed_op.eq(CtlOp.CLOSE),
                                  ctl_owed_data.eq(0), ctl_owed_last.eq(1)]
                     finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
                     m.next = "READ-SEND"
 
             # -- the host's answer -----------------------------------------------------------------
             with m.State("CTL-WAIT"):
                 run_timer()
+                m.d.comb += ctl_rsp.ready.eq(1)
                 with m.If(ctl_match & (rsp.op == pending_op)):
                     with m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK)):
                         m.d.sync += [
@@ -479,6 +492,7 @@ class VMShmCore(wiring.Component):
                 with m.Elif(timed_out):
                     m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(pending_op)]
                     finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
                     m.next = "READ-SEND"
 
             # Before a new OPEN or CLOSE goes out, the owed beats go and the owed answer comes
@@ -486,6 +500,7 @@ class VMShmCore(wiring.Component):
             # an answer given up on is forgotten, and a forgotten OPEN is closed to be sure.
             with m.State("CTL-DRAIN"):
                 run_timer()
+                m.d.comb += ctl_rsp.ready.eq(1)
                 with m.If(~ctl_stale & ~ctl_owed):
                     with m.If(pending_op == CtlOp.OPEN):
                         m.next = "OPEN-START"
@@ -497,6 +512,7 @@ class VMShmCore(wiring.Component):
                         with m.If(ctl_stale_op == CtlOp.OPEN):
                             owe_cleanup()
                     finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
                     m.next = "READ-SEND"
 
             # -- window: DMA -----------------------------------------------------------------------
@@ -517,6 +533,7 @@ class VMShmCore(wiring.Component):
                         m.d.sync += [dma_owed.eq(1), dma_owed_write.eq(0),
                                      dma_owed_addr.eq(byte_offset), dma_owed_count.eq(remaining),
                                      dma_owed_be.eq(0)]
+                    count_timeout()
                     m.next = "READ-ONES"
 
             with m.State("DMA-READ-DATA"):
@@ -540,6 +557,7 @@ class VMShmCore(wiring.Component):
                     run_timer()
                     with m.If(timed_out):
                         # The rest of the burst is all ones; its late beats are dropped by tag.
+                        count_timeout()
                         m.next = "READ-ONES"
 
             with m.State("DMA-WRITE"):
@@ -568,11 +586,15 @@ class VMShmCore(wiring.Component):
                             m.d.sync += [dma_owed.eq(remaining + 1), dma_owed_write.eq(1),
                                          dma_owed_addr.eq(byte_offset), dma_owed_count.eq(count),
                                          dma_owed_data.eq(req.data), dma_owed_be.eq(req.be)]
+                        count_timeout()
                         m.next = "WRITE"
 
             with m.State("DMA-WRITE-ACK"):
                 run_timer()
-                with m.If((dma_rsp.valid & dma_match) | timed_out):
+                with m.If(dma_rsp.valid & dma_match):
+                    m.next = "WRITE-ACK"
+                with m.Elif(timed_out):
+                    count_timeout()
                     m.next = "WRITE-ACK"
 
         # -- owed beats: sent whenever the host takes them, whatever the FSM is doing --------------

@@ -262,6 +262,8 @@ class HostBFM:
                 name.append(int(beat.data))
                 reset |= int(beat.op) == CtlOp.RESET
             tag = int(beat.tag)
+            faults = self._faults("ctl", exchange)
+            exchange += 1
             if reset:
                 # The device was reset (or gave up on this packet): nothing stays open for it.
                 self._resets += 1
@@ -269,8 +271,6 @@ class HostBFM:
                 self._stamp(io, "reset", "RESET")
                 continue
             self._stamp(io, "ctl_req_last", what)
-            faults = self._faults("ctl", exchange)
-            exchange += 1
             addr = 0
             if op == CtlOp.OPEN:
                 status, size = self.host.open(bytes(name))
