@@ -401,7 +401,8 @@ class VMShmCore(wiring.Component):
 
             # -- OPEN ------------------------------------------------------------------------------
             with m.State("OPEN-START"):
-                with m.If(ctl_stale | ctl_owed):
+                # Owed DMA beats go out first too: none may reach the object opened next.
+                with m.If(ctl_stale | ctl_owed | ~dma_free):
                     m.next = "CTL-DRAIN"
                 with m.Elif(is_open):
                     finish_op(C(Status.EBUSY, 8))
@@ -501,16 +502,20 @@ class VMShmCore(wiring.Component):
             with m.State("CTL-DRAIN"):
                 run_timer()
                 m.d.comb += ctl_rsp.ready.eq(1)
-                with m.If(~ctl_stale & ~ctl_owed):
+                with m.If(~ctl_stale & ~ctl_owed & (dma_free | (pending_op == CtlOp.CLOSE))):
                     with m.If(pending_op == CtlOp.OPEN):
                         m.next = "OPEN-START"
                     with m.Else():
                         m.next = "CLOSE-START"
                 with m.Elif(timed_out):
-                    with m.If(ctl_stale):
-                        m.d.sync += ctl_stale.eq(0)
-                        with m.If(ctl_stale_op == CtlOp.OPEN):
-                            owe_cleanup()
+                    m.d.sync += ctl_stale.eq(0)
+                    # A CLOSE given up on still shuts the window, and is owed to the host if the
+                    # channel has room (an owed RESET or CLOSE releases the object anyway).
+                    with m.If(pending_op == CtlOp.CLOSE):
+                        close_window()
+                    with m.If(~ctl_owed & ((ctl_stale & (ctl_stale_op == CtlOp.OPEN)) |
+                                           (pending_op == CtlOp.CLOSE))):
+                        owe_cleanup()
                     finish_op(C(Status.ETIMEDOUT, 8))
                     count_timeout()
                     m.next = "READ-SEND"
@@ -628,4 +633,7 @@ class VMShmCore(wiring.Component):
             with m.If(dma_req.ready):
                 m.d.sync += [dma_owed.eq(dma_owed - 1), dma_owed_be.eq(0)]
 
+        # What the formal properties (formal/) look at inside; not ports, changes nothing.
+        self._probe = {"is_open": is_open, "map_limit": map_limit, "dma_free": dma_free,
+                       "ctl_owed": ctl_owed, "ctl_stale": ctl_stale}
         return m

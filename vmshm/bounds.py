@@ -50,8 +50,9 @@ def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32):
     if kind == "close":
         return t + 6
     if kind == "read":
-        # The request beat and each answer beat wait up to T + 1 cycles each.
-        return (n + 1) * (t + 1)
+        # The request beat and each answer beat wait up to T + 1 cycles each; then the beats
+        # not answered go out as all ones, the first of them in a cycle of its own.
+        return (n + 1) * (t + 1) + 1
     if kind == "write":
         # Each request beat and the answer wait up to T + 1; one cycle to choose, one to ack.
         return (n + 1) * (t + 1) + 2

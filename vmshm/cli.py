@@ -48,7 +48,8 @@ def _add_core_args(p):
                    help="make the window a 64-bit BAR (the name buffer moves to BAR3)")
     p.add_argument("--host-timeout", type=_cycles, default=None, metavar="CYCLES",
                    help="cycles the device waits for the host before it answers ETIMEDOUT "
-                        "(default 65535; 0 waits for ever)")
+                        "(default 5619: 45 µs at 125 MHz, inside PCIe's 50 µs completion "
+                        "timeout; 0 waits for ever)")
 
 
 def _hex16(text):
@@ -216,6 +217,11 @@ def _parser():
     _add_pci_args(bld)
     board.add_arguments(bld)
 
+    from vmshm.formal import run as formal
+    formal.add_arguments(sub.add_parser(
+        "formal", help="prove the device's properties with SymbiYosys (never wedges, ...)",
+        description="Check the formal properties of formal/props.py and print one line each: "
+                    "proved, bounded to N cycles, or FAILED with the counterexample's VCD."))
     from vmshm import timing     # no matplotlib until a plot is drawn
     tim = sub.add_parser(
         "timing", help="study the cycles of OPEN, CLOSE and window accesses, phase by phase",
@@ -480,7 +486,9 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs,
                 "bench": _cmd_bench, "scenario": _cmd_scenario, "synth": _cmd_synth,
-                "build": _cmd_build, "timing": _cmd_timing}
+                "build": _cmd_build, "timing": _cmd_timing,
+                "formal": lambda args, console: __import__(
+                    "vmshm.formal.run", fromlist=["run_cli"]).run_cli(args, console)}
     try:
         return commands[args.command](args, console)
     except UsageError as exc:
