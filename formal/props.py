@@ -37,7 +37,9 @@ from vmshm.rtl.layouts import Space
 __all__ = ["CORE_PARAMS", "PROPERTIES", "CoreProperties", "PCIProperties"]
 
 #: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
-CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=3)
+CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=2)
+#: The PCI function's: its name buffer spans at least 16 bytes (the smallest memory BAR).
+PCI_PARAMS = dict(CORE_PARAMS, name_size=16)
 #: The longest guest burst the proofs let the guest send (beats).
 MAX_BEATS = 2
 
@@ -251,7 +253,7 @@ class PCIProperties(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fn = fn = VMShmPCI(**CORE_PARAMS)
+        m.submodules.fn = fn = VMShmPCI(**PCI_PARAMS)
         _any_source(m, fn.host.ctl_rsp)
         _any_source(m, fn.host.dma_rsp)
         m.d.comb += [fn.host.ctl_req.ready.eq(AnySeq(1)), fn.host.dma_req.ready.eq(AnySeq(1))]
@@ -272,7 +274,7 @@ class PCIProperties(Elaboratable):
             m.d.comb += Assume(req.valid & p.write)
         # The worst request of all: an OPEN streaming the whole name buffer.
         worst = FRONT_END_CYCLES + max(
-            core_bound("open", t, name_bytes=CORE_PARAMS["name_size"]) + 2 * MAX_BEATS,
+            core_bound("open", t, name_bytes=PCI_PARAMS["name_size"]) + 2 * MAX_BEATS,
             core_bound("write", t, beats=MAX_BEATS), core_bound("read", t, beats=MAX_BEATS))
         with m.If(first):
             m.d.sync += [outstanding.eq(1), age.eq(1),

@@ -19,7 +19,9 @@ from amaranth.sim import Simulator
 
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.bounds import request_bound
+from vmshm import pci_regs as P
 from vmshm.driver_model import vmshm_probe
+from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model import Fault, HostFaults, HostModel, HostTiming, ShmRegion
 from vmshm.regmap import REG, Status
 from vmshm.sim.bfm import CLOCK_PERIOD, AmaranthIO
@@ -427,6 +429,39 @@ def test_reset_during_a_window_write(shm_objects):
     # The cut-off write never completed on the host: nothing of it was stored.
     assert got[256:288] == b"\0" * 32
     assert got[1024:1033] == b"new write"
+
+
+def test_function_level_reset_reaches_the_host(shm_objects):
+    """An FLR through the PCI Express capability while the host owes an OPEN answer: the host
+    releases the object, the old answer is dropped, and the device works after a new probe."""
+    seen = {}
+
+    async def guest(bus, name, host):
+        drv = (await vmshm_probe(bus))[0][0]
+        fd = await drv.open()
+        seen["open"] = await timed(bus, "OPEN", drv.ioctl(fd, 0, name))
+        seen["host_open_before"] = host.is_open
+        await timed(bus, "FLR", pcie_flr(drv.pdev))
+        seen["command"] = await drv.pdev.read_config(P.PCI_COMMAND, 2)
+        await bus.idle(4 * T)
+        seen["host_open_after_reset"] = host.is_open
+        drv = (await vmshm_probe(bus))[0][0]
+        fd = await drv.open()
+        seen["status"] = await status(drv)
+        seen["reopen"] = await timed(bus, "OPEN again", drv.ioctl(fd, 0, name))
+        mapping = await drv.mmap(fd, 16)
+        seen["data"] = await mapping.read(0, 16)
+        await drv.munmap(mapping)
+        await drv.close(fd)
+
+    result, _ = run(shm_objects, guest, faults(Fault("ctl", "late", exchange=1, cycles=3 * T)))
+    assert seen["open"].errno == errno.ETIMEDOUT and seen["host_open_before"] is True
+    assert longest(result, "FLR") <= request_bound("reg-write", T, beats=1)
+    assert seen["command"] == 0, "FLR resets the command register"
+    assert seen["host_open_after_reset"] is False
+    assert seen["status"] == (0, 0)
+    assert seen["reopen"] == 0 and seen["data"] == PATTERN[:16]
+    assert result.hosts[0]["is_open"] is False
 
 
 # -- the command line ----------------------------------------------------------------------------
