@@ -357,7 +357,7 @@ class VMShmCore(wiring.Component):
                 with m.If(self.cpl.ready):
                     m.next = "IDLE"
 
-            # -- reads of registers and the name RAM ------------------------------------------------
+            # -- reads of registers and the name RAM -----------------------------------------------
             with m.State("READ-FETCH"):
                 # The name RAM's read port is synchronous: its data is valid in READ-SEND.
                 m.d.sync += rd_data.eq(reg_word)

@@ -17,9 +17,9 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
+from vmshm import pci_regs as P
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.bounds import request_bound
-from vmshm import pci_regs as P
 from vmshm.driver_model import vmshm_probe
 from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model import Fault, HostFaults, HostModel, HostTiming, ShmRegion
