@@ -129,6 +129,14 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
         report.meant = f"I was here: {pid}".encode() + b"\0"
         report.wrote = report.meant[:report.mapped]
         await step("write offset 0", mapping.write(0, report.wrote))
+        # A window access the host did not answer in time reads all ones or is dropped; the
+        # device counts them, and the example must not report garbage as what it found.
+        timeouts = await drv.regs.read32(REG["TIMEOUTS"].offset)
+        if timeouts:
+            raise OSError(errno.ETIMEDOUT, f"the host did not answer {timeouts} window "
+                                           f"access{'es' if timeouts > 1 else ''} in time (the "
+                                           f"device's host timeout); the object was not "
+                                           f"changed by them")
         await step("munmap", drv.munmap(mapping))
     except GeneratorExit:
         # The simulation was abandoned (Ctrl-C): there is no bus left to close the file on,
@@ -207,7 +215,7 @@ def check(args):
     """
     from vmshm.backends import backend_missing
     from vmshm.checks import check_object_size, check_output_file
-    from vmshm.fpga.verilog import build_top
+    from vmshm.fpga.verilog import check_top
     from vmshm.host_model import HostTiming, check_name
 
     if not 1 <= args.devices <= 32:
@@ -219,7 +227,7 @@ def check(args):
         _check_usp(args)
     params = core_args(args, args.top)
     # Building the top checks every parameter (sizes, widths, IDs); it is elaborated only later.
-    build_top(args.top, **params)
+    check_top(args.top, **params)
     check_name(args.shm, args.name_size)
     if args.vcd:
         check_output_file(args.vcd)
