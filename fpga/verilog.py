@@ -8,13 +8,15 @@ keyword arguments (:func:`top_parameters`).
 
 import inspect
 
+from amaranth.hdl import Elaboratable
+
 from amaranth.back import verilog
 
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.selftest import VMShmSelfTest
 from vmshm.rtl.usp import VMShmUSP
 
-__all__ = ["TOPS", "build_top", "generate", "module_name", "top_parameters"]
+__all__ = ["TOPS", "build_top", "check_top", "generate", "module_name", "top_parameters"]
 
 #: Top-level modules by name: (module name in the Verilog, constructor).
 TOPS = {
@@ -51,6 +53,22 @@ def build_top(top="core", **params):
         raise ValueError(f"top {top!r} takes no parameter {', '.join(unknown)}; it takes "
                          f"{', '.join(accepted)}")
     return TOPS[top][1](**params)
+
+
+def check_top(top="core", **params):
+    """Build ``top`` with ``params`` only to check them; raise what the constructor raises.
+
+    The component is dropped unelaborated, so Amaranth is told not to warn about it (nor about
+    the components it holds).
+    """
+    def silence(obj, seen):
+        if id(obj) in seen or not isinstance(obj, Elaboratable):
+            return
+        seen.add(id(obj))
+        obj._MustUse__silence = True
+        for value in vars(obj).values():
+            silence(value, seen)
+    silence(build_top(top, **params), set())
 
 
 def generate(top="core", **params):

@@ -2,12 +2,13 @@
 
 :class:`ShmRegion` serves one object; :class:`HostModel` implements OPEN, CLOSE and the window's
 DMA on top of it; :class:`HostTiming` tells simulation back ends how slowly the host answers;
-:func:`check_name` says whether the host would accept a name.
+:class:`HostFaults` how it misbehaves; :func:`check_name` says whether the host would accept a name.
 """
 
+from .faults import Fault, HostFaults
 from .host import HostModel, HostStalls, HostTiming
 from .names import check_name, name_problem
 from .shm import RegionError, ShmRegion
 
-__all__ = ["HostModel", "HostStalls", "HostTiming", "RegionError", "ShmRegion", "check_name",
-           "name_problem"]
+__all__ = ["Fault", "HostFaults", "HostModel", "HostStalls", "HostTiming", "RegionError",
+           "ShmRegion", "check_name", "name_problem"]

@@ -91,11 +91,12 @@ def _die_with_parent():
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)    # PR_SET_PDEATHSIG
 
 
-def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None,
-         backend="amaranth"):
+def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, device=True,
+         qemu_args=(), backend="amaranth"):
     """Boot the guest once and serve its device; return a :class:`Boot`.
 
-    ``echo(line)`` receives the program's lines as they come.
+    ``echo(line)`` receives the program's lines as they come. ``device=False`` boots without
+    the simulated VMShm device; ``qemu_args`` are added to QEMU's command line (other devices).
     """
     params = params or {}
     result = Boot()
@@ -105,9 +106,11 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None,
         init_path = Path(tmp) / "init.cpio"
         # The kernel unpacks concatenated archives in order: /init lands on top of the image.
         init_path.write_bytes(Path(initrd).read_bytes() + init)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        fds = [theirs.fileno()]
-        devices = [f"x-pci-proxy-dev,id=vmshm0,fd={theirs.fileno()}"]
+        fds, devices = [], []
+        if device:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            fds = [theirs.fileno()]
+            devices = [f"x-pci-proxy-dev,id=vmshm0,fd={theirs.fileno()}"]
         floor_pair = None
         if floor:
             floor_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -122,14 +125,17 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None,
                "-append", "console=ttyS0 loglevel=4 panic=-1 tsc=reliable"]
         for d in devices:
             cmd += ["-device", d]
+        cmd += list(qemu_args)
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=fds,
                                 preexec_fn=_die_with_parent)
-        theirs.close()
         watch = {"in_flight": None}
-        server = _server_thread(ours, result.accesses, result.host_log, errors, params, watch,
-                                backend)
+        server = None
+        if device:
+            theirs.close()
+            server = _server_thread(ours, result.accesses, result.host_log, errors, params,
+                                    watch, backend)
         floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
         if floor_pair:
             floor_pair[1].close()
@@ -182,7 +188,8 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None,
                     proc.kill()
                     proc.wait()
             proc.stdout.close()
-            server.join(timeout=10)
+            if server:
+                server.join(timeout=10)
             if floor_server:
                 floor_server.join(timeout=5)
         result.seconds = time.monotonic() - t0

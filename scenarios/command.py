@@ -15,6 +15,26 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=1, help="seed of the scenario's random choices")
     parser.add_argument("--waves", nargs="?", const="", metavar="FILE",
                         help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
+    parser.add_argument("--top", choices=("pci", "usp"), default="pci",
+                        help="the device: the soft PCI function (default), or the UltraScale+ "
+                             "PCIe top behind cocotbext-pcie's root complex (icarus, verilator)")
+    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=64, metavar="W",
+                        help="--top usp: the AXI-stream width, 64 (default) or 256")
+
+
+def _run_usp(args, waves):
+    from vmshm.testbench.pcie import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
+    if args.backend not in ("icarus", "verilator"):
+        raise UsageError("--top usp runs on --backend icarus or verilator (cocotbext-pcie's "
+                         "root complex runs under cocotb)")
+    if waves and args.backend != "icarus":
+        raise UsageError("--waves with --top usp needs --backend icarus")
+    if args.data_width != 32:
+        raise UsageError("--top usp has a 32-bit data path: --data-width must be 32")
+    if args.name not in PCIE_SCENARIOS:
+        raise UsageError(f"{args.name} does not run on --top usp: {SKIPPED_SCENARIOS[args.name]}")
+    return run_pcie_scenario(args.name, args.backend, axis_width=args.axis_width, seed=args.seed,
+                             waves=waves)
 
 
 def run(args, console):
@@ -47,8 +67,11 @@ def run(args, console):
         waves = f"{args.name}-{args.backend}-{args.data_width}.vcd"
     if waves:
         check_output_file(waves)
-    result = run_scenario(args.name, backend=args.backend, data_width=args.data_width,
-                          seed=args.seed, waves=waves)
+    if args.top == "usp":
+        result = _run_usp(args, waves)
+    else:
+        result = run_scenario(args.name, backend=args.backend, data_width=args.data_width,
+                              seed=args.seed, waves=waves)
     console.print("   start      end cycles  access where              words status step")
     for rec in result.records:
         console.print(str(rec))

@@ -64,7 +64,7 @@ def require_backend(backend):
 
 #: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs), the
 #: FPGA flow (synthesis, place and route) and a Linux guest booted in QEMU.
-SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py"}
+SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py", "test_ivshmem_qemu.py"}
 #: Words in a test function's name that mean it runs an external tool on generated Verilog.
 SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
 

@@ -13,6 +13,7 @@ is one more entry in :func:`_commands`.
 import argparse
 import errno
 import sys
+from types import SimpleNamespace
 
 from vmshm.options import UsageError, parse_size
 
@@ -22,7 +23,9 @@ __all__ = ["main", "parse_size"]
 def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
     from vmshm import bench, demo, regs
+    from vmshm.formal import run as formal_run
     from vmshm.fpga import board, generate, synth
+    from vmshm.ivshmem import channel_command as channel, command as ivshmem_server
     from vmshm.qemu import command as qemu
     from vmshm.scenarios import command as scenario
     from vmshm.timing import command as timing     # no matplotlib until a plot is drawn
@@ -75,7 +78,14 @@ def _commands():
                         "and print them beside the model of docs/timing.md; --sweep varies one "
                         "parameter. Writes table.txt, timing.csv, timing.json and timing.png "
                         "into --out.")),
+        ("formal", SimpleNamespace(add_arguments=formal_run.add_arguments,
+                                   run=formal_run.run_cli), dict(
+            help="prove the device's properties with SymbiYosys (never wedges, ...)",
+            description="Check the formal properties of formal/props.py and print one line each: "
+                        "proved, bounded to N cycles, or FAILED with the counterexample's VCD.")),
         ("qemu", qemu, qemu.HELP),
+        ("ivshmem-server", ivshmem_server, ivshmem_server.HELP),
+        ("channel", channel, channel.HELP),
     ]
 
 

@@ -129,6 +129,14 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
         report.meant = f"I was here: {pid}".encode() + b"\0"
         report.wrote = report.meant[:report.mapped]
         await step("write offset 0", mapping.write(0, report.wrote))
+        # A window access the host did not answer in time reads all ones or is dropped; the
+        # device counts them, and the example must not report garbage as what it found.
+        timeouts = await drv.regs.read32(REG["TIMEOUTS"].offset)
+        if timeouts:
+            raise OSError(errno.ETIMEDOUT, f"the host did not answer {timeouts} window "
+                                           f"access{'es' if timeouts > 1 else ''} in time (the "
+                                           f"device's host timeout); the object was not "
+                                           f"changed by them")
         await step("munmap", drv.munmap(mapping))
     except GeneratorExit:
         # The simulation was abandoned (Ctrl-C): there is no bus left to close the file on,
@@ -165,8 +173,28 @@ def add_arguments(parser):
                              "example runs on /dev/vmshm0 (default 1)")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="also list every bus transaction with its cycles")
+    parser.add_argument("--top", choices=("pci", "usp"), default="pci",
+                        help="the device: the soft PCI function (default), or the UltraScale+ "
+                             "PCIe top behind cocotbext-pcie's root complex and hard-IP model "
+                             "(--backend icarus or verilator)")
+    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
+                        help="--top usp: the AXI-stream width, 64 (default) or 256")
     add_core_args(parser)
     add_pci_args(parser)
+
+
+def _check_usp(args):
+    # The UltraScale+ top runs only behind cocotbext-pcie's root complex, one function per port.
+    if args.backend not in ("icarus", "verilator"):
+        raise UsageError("--top usp runs on --backend icarus or verilator (cocotbext-pcie's "
+                         "root complex runs under cocotb)")
+    if args.vcd and args.backend != "icarus":
+        raise UsageError("--vcd with --top usp needs --backend icarus")
+    if args.devices != 1:
+        raise UsageError("--top usp is one function behind a root port: --devices must be 1")
+    if args.data_width != 32:
+        raise UsageError("--top usp has a 32-bit data path (one DWORD a beat): --data-width "
+                         "must be 32")
 
 
 def check(args):
@@ -187,7 +215,7 @@ def check(args):
     """
     from vmshm.backends import backend_missing
     from vmshm.checks import check_object_size, check_output_file
-    from vmshm.fpga.verilog import build_top
+    from vmshm.fpga.verilog import check_top
     from vmshm.host_model import HostTiming, check_name
 
     if not 1 <= args.devices <= 32:
@@ -195,9 +223,11 @@ def check(args):
     if args.create is not None:
         check_object_size(args.create, "--create")
     HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
-    params = core_args(args)
+    if args.top == "usp":
+        _check_usp(args)
+    params = core_args(args, args.top)
     # Building the top checks every parameter (sizes, widths, IDs); it is elaborated only later.
-    build_top("pci", **params)
+    check_top(args.top, **params)
     check_name(args.shm, args.name_size)
     if args.vcd:
         check_output_file(args.vcd)
@@ -229,9 +259,15 @@ def run(args, console):
                       f"configuration takes a while)...")
 
     try:
-        result = run_function("vmshm.demo:seed_example", backend=args.backend,
-                              kwargs={"name": args.shm}, devices=args.devices, timing=timing,
-                              waves=args.vcd, **params)
+        if args.top == "usp":
+            from vmshm.testbench.pcie import run_pcie_function
+            result = run_pcie_function("vmshm.demo:seed_example", args.backend,
+                                       kwargs={"name": args.shm}, timing=timing,
+                                       waves=args.vcd, **params)
+        else:
+            result = run_function("vmshm.demo:seed_example", backend=args.backend,
+                                  kwargs={"name": args.shm}, devices=args.devices,
+                                  timing=timing, waves=args.vcd, **params)
     except OSError as exc:
         if exc.filename not in (None, args.shm):
             raise       # another file's own error (the waveform's), already named
@@ -264,7 +300,8 @@ def run(args, console):
         console.print(f"guest wrote at offset 0: {wrote!r} (cut to the object's "
                       f"{report.mapped} bytes: it meant {meant!r})")
 
-    table = Table(title=f"cycles per step ({args.backend}, {args.data_width}-bit, host latency "
+    table = Table(title=f"cycles per step ({args.top}, {args.backend}, {args.data_width}-bit, "
+                        f"host latency "
                         f"{args.host_latency}, DMA latency {args.dma_latency})")
     table.add_column("step")
     table.add_column("cycles", justify="right")
