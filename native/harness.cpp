@@ -90,10 +90,12 @@ enum Status { ST_DONE = 0, ST_CTL = 1, ST_DMA = 2, ST_DRAWS = 3, ST_TIMEOUT = 4 
 enum Channel { CH_CTL_READY = 0, CH_CTL_RSP = 1, CH_DMA_READY = 2, CH_DMA_RSP = 3, CHANNELS = 4 };
 enum Kind {
     EV_CTL_REQ_FIRST, EV_CTL_REQ_LAST, EV_CTL_RSP, EV_DMA_REQ_FIRST, EV_DMA_REQ_LAST,
-    EV_DMA_RSP_FIRST, EV_DMA_RSP_LAST
+    EV_DMA_RSP_FIRST, EV_DMA_RSP_LAST, EV_RESET
 };
 // Event ops: a control op's raw value, or these for DMA.
 enum { OP_READ = 100, OP_WRITE = 101 };
+// CtlOp.RESET: the device was reset, or gave up on the packet; never answered.
+enum { OP_RESET = 3 };
 
 struct Draws {
     bool active = false;
@@ -152,6 +154,10 @@ struct Device {
     Try ctry;
     bool cfirst = true;
     int cop = 0;
+    bool creset = false;  // the packet holds a RESET beat
+    uint64_t ctag = 0;
+    // RESET packets seen: a DMA request from before one is dropped (HostBFM._resets).
+    uint64_t resets = 0;
     std::vector<uint8_t> name;
     uint64_t cwait = 0;
     Beat crsp;
@@ -159,7 +165,7 @@ struct Device {
     DmaState ds = D_HDR;
     Try dtry;
     bool dwrite = false, dok = false;
-    uint64_t daddr = 0;
+    uint64_t daddr = 0, dtag = 0, depoch = 0;
     int dwords = 0, di = 0;
     uint64_t dwait = 0;
     uint64_t ddata[256];
@@ -264,13 +270,21 @@ static bool dma_write(Device& d) {
 }
 
 // The DMA answer is known: wait the latency (HostBFM's io.wait), then answer.
+static void dma_waited(Device& d) {
+    // A reset of the device since the request: nobody waits for this answer any more.
+    if (d.resets != d.depoch)
+        d.ds = D_HDR;
+    else
+        d.ds = d.dwrite ? D_PUT_W : D_PUT_R;
+}
+
 static void dma_answered(Device& d, uint32_t latency) {
     d.di = 0;
     if (latency) {
         d.dwait = latency;
         d.ds = D_WAIT;
     } else {
-        d.ds = d.dwrite ? D_PUT_W : D_PUT_R;
+        dma_waited(d);
     }
 }
 
@@ -280,6 +294,27 @@ static void dma_request_done(Device& d, uint64_t cycle) {
         dma_answered(d, d.dma_latency);
     else
         d.ds = D_PENDING;
+}
+
+// A request's first beat moved.
+static void dma_header(Device& d, const Beat& b, uint64_t now) {
+    d.depoch = d.resets;
+    d.daddr = FIELD(b, DMA_REQ, ADDR);
+    d.dwords = (int)FIELD(b, DMA_REQ, COUNT) + 1;
+    d.dwrite = FIELD(b, DMA_REQ, WRITE);
+    d.dtag = FIELD(b, DMA_REQ, TAG);
+    stamp(d, now, EV_DMA_REQ_FIRST, d.dwrite ? OP_WRITE : OP_READ);
+    if (d.dwrite) {
+        d.ddata[0] = FIELD(b, DMA_REQ, DATA);
+        d.dbe[0] = (uint32_t)FIELD(b, DMA_REQ, BE);
+        d.di = 1;
+        if (d.dwords == 1)
+            dma_request_done(d, now);
+        else
+            d.ds = D_DATA;
+    } else {
+        dma_request_done(d, now);
+    }
 }
 
 // Drive point: every BFM sets what it drives this cycle.
@@ -304,6 +339,7 @@ static void drive(Sim* s) {
             SET_FIELD(b, DMA_RSP, DATA, d.ds == D_PUT_R ? d.ddata[d.di] : 0);
             SET_FIELD(b, DMA_RSP, ERR, !d.dok);
             SET_FIELD(b, DMA_RSP, LAST, last);
+            SET_FIELD(b, DMA_RSP, TAG, d.dtag);
             b.store(d.dma_rsp);
             *d.dma_rsp.valid = d.dtry.start(d.draws[CH_DMA_RSP]);
         } else {
@@ -375,15 +411,25 @@ static void cycle(Sim* s) {
         switch (d.cs) {
             case C_GET:
                 if (d.ctry.end(p.ctl_req_valid[i])) {
+                    int op = (int)FIELD(ctl[i], CTL_REQ, OP);
                     if (d.cfirst) {
-                        d.cop = (int)FIELD(ctl[i], CTL_REQ, OP);
+                        d.cop = op;
+                        d.creset = false;
                         d.name.clear();
-                        stamp(d, now, EV_CTL_REQ_FIRST, d.cop);
+                        if (op != OP_RESET) stamp(d, now, EV_CTL_REQ_FIRST, d.cop);
                         d.cfirst = false;
                     }
+                    d.creset |= op == OP_RESET;
                     d.name.push_back((uint8_t)FIELD(ctl[i], CTL_REQ, DATA));
                     if (FIELD(ctl[i], CTL_REQ, LAST)) {
-                        stamp(d, now, EV_CTL_REQ_LAST, d.cop);
+                        d.ctag = FIELD(ctl[i], CTL_REQ, TAG);
+                        if (d.creset) {
+                            // Python releases the object (HostModel.reset); no answer.
+                            d.resets++;
+                            stamp(d, now, EV_RESET, OP_RESET);
+                        } else {
+                            stamp(d, now, EV_CTL_REQ_LAST, d.cop);
+                        }
                         d.cs = C_PENDING;
                     }
                 }
@@ -404,33 +450,23 @@ static void cycle(Sim* s) {
         // The DMA process.
         switch (d.ds) {
             case D_HDR:
-                if (d.dtry.end(p.dma_req_valid[i])) {
-                    d.daddr = FIELD(dma[i], DMA_REQ, ADDR);
-                    d.dwords = (int)FIELD(dma[i], DMA_REQ, COUNT) + 1;
-                    d.dwrite = FIELD(dma[i], DMA_REQ, WRITE);
-                    stamp(d, now, EV_DMA_REQ_FIRST, d.dwrite ? OP_WRITE : OP_READ);
-                    if (d.dwrite) {
-                        d.ddata[0] = FIELD(dma[i], DMA_REQ, DATA);
-                        d.dbe[0] = (uint32_t)FIELD(dma[i], DMA_REQ, BE);
-                        d.di = 1;
-                        if (d.dwords == 1)
-                            dma_request_done(d, now);
-                        else
-                            d.ds = D_DATA;
-                    } else {
-                        dma_request_done(d, now);
-                    }
-                }
+                if (d.dtry.end(p.dma_req_valid[i])) dma_header(d, dma[i], now);
                 break;
             case D_DATA:
                 if (d.dtry.end(p.dma_req_valid[i])) {
+                    if (d.resets != d.depoch) {
+                        // The write was cut off by a reset of the device: this beat starts
+                        // the next request.
+                        dma_header(d, dma[i], now);
+                        break;
+                    }
                     d.ddata[d.di] = FIELD(dma[i], DMA_REQ, DATA);
                     d.dbe[d.di] = (uint32_t)FIELD(dma[i], DMA_REQ, BE);
                     if (++d.di == d.dwords) dma_request_done(d, now);
                 }
                 break;
             case D_WAIT:
-                if (--d.dwait == 0) d.ds = d.dwrite ? D_PUT_W : D_PUT_R;
+                if (--d.dwait == 0) dma_waited(d);
                 break;
             case D_PUT_W:
                 if (d.dtry.end(p.dma_rsp_ready[i])) {
@@ -644,21 +680,32 @@ int vm_result(void* h, uint64_t* out, int* status) {
     return s->gj;
 }
 
-//! Device `i`'s pending control request: its name bytes and length; return its op.
+//! Device `i`'s pending control request: its name bytes and length; return its op (RESET for a
+//! packet holding a RESET beat: answer it with vm_ctl_drop).
 int vm_ctl_request(void* h, int i, uint8_t* name, int* len) {
     Device& d = ((Sim*)h)->dev[i];
     int n = (int)d.name.size() < *len ? (int)d.name.size() : *len;
     memcpy(name, d.name.data(), n);
     *len = (int)d.name.size();
-    return d.cop;
+    return d.creset ? OP_RESET : d.cop;
 }
 
+//! Device `i`'s pending control request gets no answer (a RESET): take the next one.
+void vm_ctl_drop(void* h, int i) {
+    Device& d = ((Sim*)h)->dev[i];
+    d.cs = C_GET;
+    d.cfirst = true;
+}
+
+//! Answer device `i`'s pending control request (echoing its op and tag) after `latency` cycles.
 void vm_ctl_answer(void* h, int i, int status, uint64_t size, uint64_t addr, uint32_t latency) {
     Device& d = ((Sim*)h)->dev[i];
     d.crsp.clear();
     SET_FIELD(d.crsp, CTL_RSP, STATUS, status);
     SET_FIELD(d.crsp, CTL_RSP, SIZE, size);
     SET_FIELD(d.crsp, CTL_RSP, ADDR, addr);
+    SET_FIELD(d.crsp, CTL_RSP, OP, d.cop);
+    SET_FIELD(d.crsp, CTL_RSP, TAG, d.ctag);
     if (latency) {
         d.cwait = latency;
         d.cs = C_WAIT;
