@@ -46,8 +46,9 @@ def add_arguments(p):
                    help="create NAME with this size if it does not exist (never resized)")
     p.add_argument("--run", metavar="FILE.c", help="compile this C program (static, with the "
                    "host's gcc) and run it in the guest instead of the example; ARGS after --")
-    p.add_argument("--backend", default="amaranth", metavar="B",
-                   help="simulation backend serving the device: amaranth (default) or native")
+    p.add_argument("--backend", default=None, metavar="B",
+                   help="simulation backend serving the device: native (the default where "
+                        "Verilator is installed, else amaranth) or amaranth")
     p.add_argument("--kernel", metavar="PATH", help="the guest kernel (a bzImage); default: "
                    "Debian's linux-image found in /usr/local/lib/vmshm/kernel or /boot")
     p.add_argument("--headers", metavar="DIR", help="kernel headers matching --kernel")
@@ -63,7 +64,7 @@ def add_arguments(p):
 
 
 def _check_args(args):
-    from vmshm.backends import BACKENDS
+    from vmshm.backends import BACKENDS, backend_missing
     from vmshm.checks import check_object_size
     from vmshm.host_model import check_name
 
@@ -74,9 +75,9 @@ def _check_args(args):
         raise ValueError(f"--shm must be a name the device accepts: {exc.strerror}") from None
     if args.create is not None:
         check_object_size(args.create, "--create")
-    if args.backend not in BACKENDS:
+    if args.backend is not None and args.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
-    if args.backend not in ("amaranth", "native"):
+    if args.backend not in (None, "amaranth", "native"):
         raise ValueError(f"--backend {args.backend}: only the amaranth and native backends serve "
                          f"QEMU so far (the device side is a guest-bus function; the cocotb ones "
                          f"run it in another process, which cannot take QEMU's socket yet)")
@@ -86,6 +87,26 @@ def _check_args(args):
         raise ValueError("--bench runs its own program in the guest; leave out --run")
     if not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+    if args.backend == "native":
+        missing = backend_missing("native")
+        if missing:
+            raise ValueError(f"--backend native: {missing}")
+
+
+def choose_backend(args, console):
+    """Settle ``args.backend``: native by default, amaranth (with a note) where it cannot run.
+
+    The native backend serves a guest access about a hundred times faster, which is what a
+    booted guest waits for; an explicit ``--backend`` is kept as given.
+    """
+    from vmshm.backends import backend_missing
+
+    if args.backend is None:
+        missing = backend_missing("native")
+        args.backend = "amaranth" if missing else "native"
+        if missing:
+            console.print(f"note: serving with the amaranth backend (native cannot run here: "
+                          f"{missing})", highlight=False, markup=False)
 
 
 def bar_bases(accesses):
@@ -157,6 +178,7 @@ def run(args, console):
     refusal = proxy_refusal(function)
     if refusal:
         raise ValueError(refusal)
+    choose_backend(args, console)
     try:
         parts = image.find_parts(args.kernel, args.headers)
     except image.Missing as exc:

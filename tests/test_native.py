@@ -124,3 +124,27 @@ def test_function_reset_equals_amaranths(shm_objects):
     assert after == before + 1 and back == b"before reset"
     assert ours.value == ref.value and ours.records == ref.records and ours.events == ref.events
     assert [h["is_open"] for h in ours.hosts] == [False]
+
+
+def test_resets_reach_the_host_unanswered_as_on_amaranth(shm_objects):
+    """Every reset sends RESET to the host, which releases the object and never answers it."""
+    require_backend("native")
+    name = shm_objects.create(4096, tag="rst")
+    ref, ours = [run_function("native_guests:reset_midway", backend=b, kwargs={"name": name},
+                              timing=HostTiming()) for b in ("amaranth", "native")]
+    resets = [e for e in ours.events[0] if e.kind == "reset"]
+    # One out of the power-on reset, one out of the guest's function reset.
+    assert [e.op for e in resets] == ["RESET", "RESET"]
+    assert not [e for e in ours.events[0] if e.kind == "ctl_rsp" and e.op == "RESET"]
+    assert ours.events == ref.events and ours.records == ref.records
+
+
+def test_host_faults_are_refused_in_one_line():
+    """The C++ host cannot misbehave as HostFaults say: a run asked to is refused, not faked."""
+    from vmshm.host_model import Fault, HostFaults
+
+    timing = HostTiming(faults=HostFaults((Fault("dma", "drop"),)))
+    with pytest.raises(ValueError, match="native backend cannot play HostTiming.faults") as info:
+        run_function("vmshm.bench:workload", backend="native", kwargs={"name": "/x", "size": 8},
+                     timing=timing)
+    assert "\n" not in str(info.value)
