@@ -148,3 +148,32 @@ def test_host_faults_are_refused_in_one_line():
         run_function("vmshm.bench:workload", backend="native", kwargs={"name": "/x", "size": 8},
                      timing=timing)
     assert "\n" not in str(info.value)
+
+
+def test_qemu_serves_with_native_by_default(monkeypatch):
+    """`vmshm qemu` picks native where it runs, else amaranth with a note; a choice is kept."""
+    import argparse
+    import io
+
+    from rich.console import Console
+
+    from vmshm.qemu.command import _check_args, add_arguments, choose_backend
+
+    require_backend("native")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+
+    def chosen(*argv):
+        args = parser.parse_args(["--shm", "/vmshm-x", *argv])
+        _check_args(args)
+        out = io.StringIO()
+        choose_backend(args, Console(file=out, width=200))
+        return args.backend, out.getvalue()
+
+    assert chosen() == ("native", "")
+    assert chosen("--backend", "amaranth") == ("amaranth", "")
+    monkeypatch.setenv("PATH", "/nonexistent")     # no Verilator, no compiler
+    backend, note = chosen()
+    assert backend == "amaranth" and note.startswith("note: serving with the amaranth backend")
+    with pytest.raises(ValueError, match="^--backend native: "):
+        chosen("--backend", "native")
