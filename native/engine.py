@@ -17,7 +17,7 @@ from functools import cache
 from vmshm.bfm import HostBFM, HostEvent, bus_timeout
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.regmap import CtlOp, Status
+from vmshm.regmap import CtlOp
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 from vmshm.sim.harness import SimResult, per_device
@@ -133,9 +133,12 @@ class NativeSim:
         self.compiled_s = 0.0
         self._mapped = [None] * devices
         self._gates = []
+        # HostBFM's own rules answer the control channel (HostBFM.control, device_reset).
+        self._bfms = []
         for i, (host, timing) in enumerate(zip(hosts, timings)):
             # HostBFM decides which channels draw, once per process, as its processes do.
             bfm = HostBFM(None, self.data_width, host, timing)
+            self._bfms.append(bfm)
             gates = bfm._gates("ctl_ready", "rsp_valid") + bfm._gates("dma_ready", "rsp_valid")
             self._gates.append(gates)
             lib.vm_set_fast(self._h, i, _serves_dma_as_plain(host))
@@ -234,7 +237,7 @@ class NativeSim:
 
     def _serve_ctl(self, i):
         # As HostBFM.ctl_process: the host model decides, its timing says when.
-        host, timing = self.hosts[i], self.timings[i]
+        timing = self.timings[i]
         size = ctypes.c_int(4096)
         buf = ctypes.create_string_buffer(size.value)
         op = self._lib.vm_ctl_request(self._h, i, buf, ctypes.byref(size))
@@ -244,17 +247,11 @@ class NativeSim:
         name = buf.raw[:size.value]
         if op == CtlOp.RESET:
             # The device was reset (or gave up on the packet): release, and never answer.
-            host.reset()
+            self._bfms[i].device_reset()
             self._lib.vm_ctl_drop(self._h, i)
             self._sync()
             return
-        addr = 0
-        if op == CtlOp.OPEN:
-            status, size = host.open(name)
-        elif op == CtlOp.CLOSE:
-            status, size = host.close(), 0
-        else:
-            status, size = Status.EIO, 0
+        status, size, addr = self._bfms[i].control(op, name)
         self._lib.vm_ctl_answer(self._h, i, status, size, addr, timing.ctl_latency)
         self._sync()
 

@@ -274,6 +274,24 @@ class HostBFM:
             for beat in beats:
                 await io.put(stream, beat, valid_gate=gate)
 
+    def device_reset(self):
+        """Take a RESET packet: the device was reset (or gave up on the packet), so nothing
+        stays open for it and DMA from before it is not answered."""
+        self._resets += 1
+        self.host.reset()
+
+    def control(self, op, name):
+        """Return the host's ``(status, size, addr)`` answer to control packet ``op`` ``name``.
+
+        The rules of every backend's control channel (the native one calls this too).
+        """
+        if op == CtlOp.OPEN:
+            status, size = self.host.open(name)
+            return status, size, self.bus_address if status == Status.OK else 0
+        if op == CtlOp.CLOSE:
+            return self.host.close(), 0, 0
+        return Status.EIO, 0, 0
+
     async def ctl_process(self, io):
         """Answer OPEN and CLOSE for ever on ``io``: run in the background.
 
@@ -301,21 +319,11 @@ class HostBFM:
             faults = self._faults("ctl", exchange)
             exchange += 1
             if reset:
-                # The device was reset (or gave up on this packet): nothing stays open for it.
-                self._resets += 1
-                self.host.reset()
+                self.device_reset()
                 self._stamp(io, "reset", "RESET")
                 continue
             self._stamp(io, "ctl_req_last", what)
-            addr = 0
-            if op == CtlOp.OPEN:
-                status, size = self.host.open(bytes(name))
-                if status == Status.OK:
-                    addr = self.bus_address
-            elif op == CtlOp.CLOSE:
-                status, size = self.host.close(), 0
-            else:
-                status, size = Status.EIO, 0
+            status, size, addr = self.control(op, bytes(name))
             await io.wait(t.ctl_latency + (faults["late"].cycles if "late" in faults else 0))
             answer = {"status": status, "size": size, "addr": addr, "op": op, "tag": tag}
             bogus = {**answer, "status": Status.OK, "size": 1 << 20,
