@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from vmshm.regmap import NAME_MAX, Status
 
+from .faults import Fault, HostFaults
 from .shm import RegionError, ShmRegion
 
 __all__ = ["HostModel", "HostTiming", "HostStalls"]
@@ -35,6 +36,8 @@ class HostTiming:
         Probability that the host offers a response beat on a given cycle.
     seed : int
         Seed of the pseudo-random draws, so a run can be repeated exactly.
+    faults : HostFaults, optional
+        How the host misbehaves (:mod:`vmshm.host_model.faults`); None for a host that does not.
     """
 
     ctl_latency: int = 0
@@ -43,8 +46,15 @@ class HostTiming:
     dma_ready: float = 1.0
     rsp_valid: float = 1.0
     seed: int = 0
+    faults: HostFaults = None
 
     def __post_init__(self):
+        if isinstance(self.faults, dict):
+            # dataclasses.asdict() of a HostTiming, as a cocotb job carries it: rebuild.
+            self.faults = HostFaults(tuple(Fault(**f) for f in self.faults["faults"]))
+        if self.faults is not None and not isinstance(self.faults, HostFaults):
+            raise ValueError(f"HostTiming.faults must be a HostFaults, not "
+                             f"{type(self.faults).__name__} ({self.faults!r})")
         for name in ("ctl_latency", "dma_latency", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -249,6 +259,17 @@ class HostModel:
             region.close()
             self._say(f"host: CLOSE {region.name!r}")
         return Status.OK
+
+    def reset(self):
+        """Forget everything the device asked before it was reset: release the open object.
+
+        Called when the device says it was reset (a RESET on the control channel). Like
+        :meth:`close`, never unlinks; unlike it, it is not a request of the guest.
+        """
+        region, self._region = self._region, None
+        if region is not None:
+            region.close()
+            self._say(f"host: RESET released {region.name!r}")
 
     def _clip(self, offset, n):
         """Return the end of the real bytes of ``[offset, offset + n)``, or None if refused."""

@@ -129,6 +129,9 @@ class VMShmPCI(wiring.Component):
             "host": Out(self._core.signature.members["host"].signature),
         })
 
+    #: Where the PCI Express capability sits, after VMShm's own: it carries Initiate FLR.
+    EXP_CAP_OFFSET = 0x60
+
     @property
     def core(self):
         return self._core
@@ -151,7 +154,7 @@ class VMShmPCI(wiring.Component):
         bar_of = {b.function: b.index for b in self._bars}
         return capability_bytes(window_size=self.window_size, name_size=self.name_size,
                                 regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
-                                name_bar=bar_of[BAR_NAME])
+                                name_bar=bar_of[BAR_NAME], next_ptr=self.EXP_CAP_OFFSET)
 
     @property
     def window_size(self):
@@ -167,7 +170,11 @@ class VMShmPCI(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = self._core
+        core = self._core
+        # A Function Level Reset resets the core as its `rst` would; the front end finishes the
+        # configuration write that asked for it, then forgets its command register and BARs.
+        flr = Signal()
+        m.submodules.core = ResetInserter(flr)(core)
         wiring.connect(m, wiring.flipped(self.host), core.host)
 
         W = self.data_width
@@ -208,6 +215,10 @@ class VMShmPCI(wiring.Component):
         cap_bytes = self.capability()
         for i in range(0, CAP_LEN, 4):
             dwords[CAP_OFFSET + i] = C(int.from_bytes(cap_bytes[i:i + 4], "little"), 32)
+        # The PCI Express capability: only what a driver needs to reset the function (FLR).
+        exp = self.EXP_CAP_OFFSET
+        dwords[exp] = C(P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16, 32)
+        dwords[exp + P.PCI_EXP_DEVCAP] = C(P.PCI_EXP_DEVCAP_FLR, 32)
 
         cfg_addr = Signal(12)       # byte offset of the current word in configuration space
         cfg_word = Signal(W)
@@ -233,6 +244,9 @@ class VMShmPCI(wiring.Component):
                     m.d.sync += cache_line.eq(d[:8])
                 with m.If((off == P.PCI_INTERRUPT_LINE) & e[0]):
                     m.d.sync += int_line.eq(d[:8])
+                with m.If((off == self.EXP_CAP_OFFSET + P.PCI_EXP_DEVCTL) & e[1] &
+                          d[15]):
+                    m.d.sync += flr.eq(1)
                 for b in self._bars:
                     base, mask = bases[b.index], bar_mask(b)
                     regs = [(P.PCI_BASE_ADDRESS_0 + 4 * b.index, 0)]
@@ -270,6 +284,9 @@ class VMShmPCI(wiring.Component):
         is_cfg = req.space == Space.CFG
         cfg_ok = is_cfg & req.sel & (req.count == 0) & (req.addr[12:] == 0)
 
+        # The reset lasts one cycle, while the write's completion goes out.
+        with m.If(flr):
+            m.d.sync += [flr.eq(0), command.eq(0)] + [base.eq(0) for base in bases.values()]
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 with m.If(self.req.valid):

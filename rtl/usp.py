@@ -815,12 +815,16 @@ class USPRequester(wiring.Component):
                 m.d.sync += timer.eq(timer + 1)
 
         resolved = (outstanding == 0) | timed_out | given_up | fail
+        # The core pairs answers with requests by tag: every answer beat echoes the request's.
+        tag = Signal(len(dma_req.payload.tag))
+        m.d.comb += dma_rsp.payload.tag.eq(tag)
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 m.d.comb += dma_req.ready.eq(~dma_req.payload.write)
                 m.d.sync += [timer.eq(0), flushing.eq(0)]
                 with m.If(dma_req.valid):
                     m.d.sync += [
+                        tag.eq(dma_req.payload.tag),
                         addr.eq(self.host_base + dma_req.payload.addr),
                         count.eq(dma_req.payload.count),
                         is_write.eq(dma_req.payload.write),

@@ -20,7 +20,10 @@ __all__ = ["main", "parse_size"]
 
 def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
+    from types import SimpleNamespace
+
     from vmshm import bench, demo, regmap
+    from vmshm.formal import run as formal_run
     from vmshm.fpga import board, generate, synth
     from vmshm.scenarios import command as scenario
     from vmshm.timing import command as timing     # no matplotlib until a plot is drawn
@@ -66,6 +69,11 @@ def _commands():
                         "and a block-RAM host; the result on the LEDs) for an amaranth-boards "
                         "platform: a bitstream for an ECP5 board, with the open toolchain from "
                         "PyPI; the vendor tools' build plan for any other.")),
+        ("formal", SimpleNamespace(add_arguments=formal_run.add_arguments,
+                                   run=formal_run.run_cli), dict(
+            help="prove the device's properties with SymbiYosys (never wedges, ...)",
+            description="Check the formal properties of formal/props.py and print one line each: "
+                        "proved, bounded to N cycles, or FAILED with the counterexample's VCD.")),
         ("timing", timing, dict(
             help="study the cycles of OPEN, CLOSE and window accesses, phase by phase",
             description="Run ioctl (name write + OPEN read), a window read and write, and CLOSE "

@@ -50,6 +50,14 @@ PCI_CAP_LIST_ID = 0
 PCI_CAP_LIST_NEXT = 1
 PCI_CAP_FLAGS = 2
 PCI_CAP_ID_VNDR = 0x09          # vendor-specific capability
+PCI_CAP_ID_EXP = 0x10           # PCI Express capability
+PCI_EXP_FLAGS = 2               # PCI Express Capabilities register (version, port type)
+PCI_EXP_FLAGS_VERS2 = 0x0002    # capability version 2
+PCI_EXP_DEVCAP = 4              # Device Capabilities
+PCI_EXP_DEVCAP_FLR = 0x10000000  # Function Level Reset capable
+PCI_EXP_DEVCTL = 8              # Device Control
+PCI_EXP_DEVCTL_BCR_FLR = 0x8000  # Initiate Function Level Reset (reads 0)
+PCI_EXP_CAP_SIZEOF = 0x3C       # a version 2 capability for an endpoint
 
 PCI_CLASS_MEMORY_RAM = 0x0500   # base class 0x05 (memory controller), sub-class 0x00 (RAM)
 

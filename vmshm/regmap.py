@@ -25,7 +25,7 @@ __all__ = [
 #: ``ID`` register value: ASCII "VMSH".
 DEVICE_ID = 0x564D5348
 #: ABI version: major in bits 31:16, minor in bits 15:0. Bump minor for additions.
-ABI_VERSION = (1 << 16) | 0
+ABI_VERSION = (1 << 16) | 1
 
 BAR_REGS = 0    #: BAR0: the register file.
 BAR_WINDOW = 1  #: BAR1: the window into the host object.
@@ -136,9 +136,15 @@ STATUS_TEXT = {
 
 
 class CtlOp:
-    """Operations on the host control channel."""
+    """Operations on the host control channel.
+
+    ``RESET`` tells the host that the device was reset, or that it gave up on the packet it was
+    sending: the host drops the packet it was receiving, releases any open object and answers
+    nothing (see docs/timing.md, "What the device does when the host misbehaves").
+    """
     OPEN = 1
     CLOSE = 2
+    RESET = 3
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,10 @@ REGISTERS = (
              "Held until the host answers."),
     Register("WINDOW_SIZE", 0x24, "C", None, "Size of BAR1 in bytes (a build parameter)."),
     Register("NAME_SIZE", 0x28, "C", None, "Size of BAR2 in bytes (a build parameter)."),
+    Register("TIMEOUTS", 0x2C, "RC", 0,
+             "Waits on the host that timed out (an OPEN or CLOSE answered ETIMEDOUT, a window "
+             "read answered all ones, a window write dropped); saturates. Writing any value "
+             "clears it. Added in ABI 1.1."),
 )
 
 #: Registers by name.
