@@ -247,10 +247,15 @@ class VMShmCore(wiring.Component):
         m.d.comb += dma_match.eq(dma_rsp.payload.tag == dma_tag)
 
         name_ptr = Signal(range(self._name_size))
-        # While OPEN streams the name out, the read port follows the name pointer instead.
-        m.d.comb += name_rd.addr.eq(Mux(busy, name_ptr[wshift:], waddr))
+        # The name byte on offer comes from a register, and the word it is taken from too: a
+        # block RAM's clock-to-output is slow (4.3 ns on an ECP5 DP16KD), and it would otherwise
+        # run on through the byte select and the end-of-name test into the state machine.
+        # OPEN-FETCH loads both from the read port, whose address OPEN-START and OPEN-NAME set
+        # one cycle ahead; the cycle counts stay those of a combinational byte select.
+        m.d.comb += name_rd.addr.eq(waddr)
+        name_rest = Signal(self._data_width - 8)     # the word's bytes after its first
         name_byte = Signal(8)
-        m.d.comb += name_byte.eq(name_rd.data.word_select(name_ptr[:wshift], 8))
+        name_lane = name_ptr[:wshift]
 
         # The host's answers are taken whenever the core is idle or waiting for one (control:
         # the states that set ctl_rsp.ready; DMA: always); those for no request waited on are
@@ -298,7 +303,9 @@ class VMShmCore(wiring.Component):
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
-                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1)]
+                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1),
+                             # A name-buffer read's first word, for READ-FETCH to register.
+                             name_rd.addr.eq(hdr_waddr)]
                 start_timer()
                 with m.If(self.req.valid):
                     m.d.sync += [
@@ -359,8 +366,10 @@ class VMShmCore(wiring.Component):
 
             # -- reads of registers and the name RAM ------------------------------------------------
             with m.State("READ-FETCH"):
-                # The name RAM's read port is synchronous: its data is valid in READ-SEND.
-                m.d.sync += rd_data.eq(reg_word)
+                # The name RAM's read port, addressed a cycle ahead, holds this beat's word: both
+                # sources are registered, so the completion starts at a register (a block RAM's
+                # output is slow).
+                m.d.sync += rd_data.eq(Mux(bar == BAR_NAME, name_rd.data, reg_word))
                 with m.If(hits_open):
                     m.d.sync += [busy.eq(1), pending_op.eq(CtlOp.OPEN)]
                     start_timer()
@@ -375,9 +384,11 @@ class VMShmCore(wiring.Component):
             with m.State("READ-SEND"):
                 m.d.comb += [
                     self.cpl.valid.eq(1),
-                    self.cpl.payload.data.eq(Mux(bar == BAR_NAME, name_rd.data, rd_data)),
+                    self.cpl.payload.data.eq(rd_data),
                     self.cpl.payload.status.eq(CplStatus.SC),
                     self.cpl.payload.last.eq(remaining == 0),
+                    # The next beat's word, for READ-FETCH.
+                    name_rd.addr.eq(waddr + 1),
                 ]
                 with m.If(self.cpl.ready):
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1), first.eq(0)]
@@ -401,6 +412,8 @@ class VMShmCore(wiring.Component):
 
             # -- OPEN ------------------------------------------------------------------------------
             with m.State("OPEN-START"):
+                # The name's first word, for OPEN-FETCH to take its first byte from.
+                m.d.comb += name_rd.addr.eq(0)
                 # Owed DMA beats go out first too: none may reach the object opened next.
                 with m.If(ctl_stale | ctl_owed | ~dma_free):
                     m.next = "CTL-DRAIN"
@@ -411,18 +424,22 @@ class VMShmCore(wiring.Component):
                     finish_op(C(Status.EPERM, 8))
                     m.next = "READ-SEND"
                 with m.Else():
-                    # The name RAM follows name_ptr while busy; waddr keeps pointing at OPEN so
+                    # The name RAM follows name_ptr from here on; waddr keeps pointing at OPEN so
                     # the rest of the completion (ID in a 64-bit word, later beats of a burst)
                     # reads the right registers.
                     m.d.sync += [name_ptr.eq(0), ctl_tag.eq(ctl_tag + 1)]
                     m.next = "OPEN-FETCH"
 
             with m.State("OPEN-FETCH"):
+                # Entered at the start of a word, which the read port holds now.
                 run_timer()
+                m.d.sync += [name_rest.eq(name_rd.data[8:]), name_byte.eq(name_rd.data[:8])]
                 m.next = "OPEN-NAME"
 
             with m.State("OPEN-NAME"):
                 run_timer()
+                # The port reads the next word, for OPEN-FETCH to take after the last byte.
+                m.d.comb += name_rd.addr.eq(name_ptr[wshift:] + 1)
                 last = (name_byte == 0) | (name_ptr == self._name_size - 1)
                 m.d.comb += [
                     ctl_req.valid.eq(1),
@@ -432,7 +449,11 @@ class VMShmCore(wiring.Component):
                     ctl_req.payload.tag.eq(ctl_tag),
                 ]
                 with m.If(ctl_req.ready):
-                    m.d.sync += name_ptr.eq(name_ptr + 1)
+                    m.d.sync += [
+                        name_ptr.eq(name_ptr + 1),
+                        # After the word's last byte OPEN-FETCH loads the next: no byte here.
+                        name_byte.eq(name_rest.word_select(name_lane, 8)),
+                    ]
                     with m.If(last):
                         m.next = "CTL-WAIT"
                     with m.Elif(name_ptr[:wshift] == wb - 1):

@@ -399,9 +399,12 @@ class VMShmSelfTest(wiring.Component):
         m.d.comb += [rom_rd.addr.eq(pc), self.step.eq(pc)]
 
         watchdog = Signal(range(STEP_TIMEOUT + 1))
-        cpl = pci.cpl.payload
-        wrong = ((cpl.status != CplStatus.SC) |
-                 (~step.write & ((cpl.data ^ step.data) & step.mask).any()))
+        # Each completion is registered before it is checked: its data may come straight from
+        # a block RAM (the name buffer's or the host's), whose slow output would otherwise run
+        # on through the comparison into the sequencer's state.
+        got_data = Signal(pci.data_width)
+        got_ok = Signal()
+        wrong = ~got_ok | (~step.write & ((got_data ^ step.data) & step.mask).any())
 
         def watch():
             # A device that never answers must not leave the LEDs dark for ever.
@@ -433,15 +436,19 @@ class VMShmSelfTest(wiring.Component):
                 watch()
                 m.d.comb += pci.cpl.ready.eq(1)
                 with m.If(pci.cpl.valid):
-                    with m.If(wrong):
-                        m.d.sync += self.failed.eq(1)
-                        m.next = "DONE"
-                    with m.Elif(pc == len(self._steps) - 1):
-                        m.d.sync += self.passed.eq(1)
-                        m.next = "DONE"
-                    with m.Else():
-                        m.d.sync += pc.eq(pc + 1)
-                        m.next = "FETCH"
+                    m.d.sync += [got_data.eq(pci.cpl.payload.data),
+                                 got_ok.eq(pci.cpl.payload.status == CplStatus.SC)]
+                    m.next = "CHECK"
+            with m.State("CHECK"):
+                with m.If(wrong):
+                    m.d.sync += self.failed.eq(1)
+                    m.next = "DONE"
+                with m.Elif(pc == len(self._steps) - 1):
+                    m.d.sync += self.passed.eq(1)
+                    m.next = "DONE"
+                with m.Else():
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
             with m.State("DONE"):
                 m.d.comb += self.done.eq(1)
         return m
