@@ -27,7 +27,6 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
 
 from amaranth.asserts import AnySeq
 from amaranth.hdl import *
-from amaranth.lib import wiring
 
 from vmshm.bounds import FRONT_END_CYCLES, core_bound
 from vmshm.regmap import BAR_REGS, REG, CtlOp

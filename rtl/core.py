@@ -364,7 +364,7 @@ class VMShmCore(wiring.Component):
                 with m.If(self.cpl.ready):
                     m.next = "IDLE"
 
-            # -- reads of registers and the name RAM ------------------------------------------------
+            # -- reads of registers and the name RAM -----------------------------------------------
             with m.State("READ-FETCH"):
                 # The name RAM's read port, addressed a cycle ahead, holds this beat's word: both
                 # sources are registered, so the completion starts at a register (a block RAM's

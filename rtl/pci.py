@@ -56,7 +56,10 @@ class VMShmPCI(wiring.Component):
     that also takes BAR2's register), and the next free BAR the name buffer (BAR2, or BAR3 with a
     64-bit window). A vendor-specific capability at 0x40 tells the driver the indices and sizes.
     Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
-    ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR.
+    ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR. A PCI
+    Express capability at 0x60 offers Function Level Reset: setting Initiate FLR in its Device
+    Control register resets the core as ``rst`` does (the host hears of it as a RESET) and
+    clears the command register and the BARs.
 
     Parameters
     ----------

@@ -216,8 +216,14 @@ async def pci_config_header(bus, env):
     # Every dword the function does not implement reads 0, as the spec asks of reserved ones.
     offsets = range(0, P.PCI_CFG_SPACE_SIZE, DWORD)
     state = {off: await read(off) for off in offsets}
+    # A PCI Express capability after VMShm's, if any, offers Function Level Reset.
+    exp = await read(cap + P.PCI_CAP_LIST_NEXT, 1)
     implemented = {0x00, 0x04, 0x08, 0x0C, *BAR_OFFSETS, 0x2C, 0x34, 0x3C,
                    *range(cap, cap + CAP_LEN, DWORD)}
+    if exp:
+        expect(state[exp] & 0xFF, P.PCI_CAP_ID_EXP, "the capability after VMShm's")
+        implemented |= {exp, exp + P.PCI_EXP_DEVCAP}
+    at_reset = dict(state)
     for off in sorted(set(offsets) - implemented):
         expect(state[off], 0, field_name(off, cap))
     rw = writable_bits(env)
@@ -229,10 +235,17 @@ async def pci_config_header(bus, env):
 
     def model(offset, data):
         # The spec's write rule, byte by byte: read-only bits ignore the write.
+        flr = False
         for i, byte in enumerate(data):
             off, lane = (offset + i) & ~3, 8 * ((offset + i) & 3)
             bits = (rw.get(off, 0) >> lane) & 0xFF
             state[off] = (state[off] & ~(bits << lane)) | ((byte & bits) << lane)
+            flr |= bool(exp) and off + lane // 8 == exp + P.PCI_EXP_DEVCTL + 1 and byte & 0x80
+        if flr:
+            # Initiate FLR: the command register and the BARs are back at their reset values.
+            state[P.PCI_COMMAND] = at_reset[P.PCI_COMMAND]
+            for off in BAR_OFFSETS:
+                state[off] = at_reset[off]
 
     async def check(offs, what):
         for off in offs:

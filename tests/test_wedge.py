@@ -17,9 +17,9 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
+from vmshm import pci_regs as P
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.bounds import request_bound
-from vmshm import pci_regs as P
 from vmshm.driver_model import vmshm_probe
 from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model import Fault, HostFaults, HostModel, HostTiming, ShmRegion
@@ -483,3 +483,22 @@ def test_demo_against_a_host_that_never_answers(shm_objects, option):
     assert "Traceback" not in out and "stream.Interface" not in out and "View(" not in out
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert content(name)[:11] == b"left alone\0"
+
+
+def test_faults_cross_to_cocotb_jobs():
+    """A cocotb job carries HostTiming as plain data: the faults come back whole."""
+    from dataclasses import asdict
+    timing = faults(Fault("ctl", "stall", exchange=1, beat=3, cycles=10), Fault("dma", "double"))
+    again = HostTiming(**asdict(timing))
+    assert again == timing and again.faults.stall("ctl", 1, 3) == 10
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(channel="pcie", kind="drop"), "Fault.channel must be one of ctl, dma"),
+    (dict(channel="ctl", kind="explode"), "Fault.kind must be one of"),
+    (dict(channel="dma", kind="late"), "needs cycles"),
+    (dict(channel="dma", kind="stall", beat=-1), "Fault.beat must be a non-negative int"),
+])
+def test_bad_faults_say_what_is_wrong(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Fault(**kwargs)

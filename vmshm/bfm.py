@@ -18,8 +18,8 @@ from vmshm.regmap import CtlOp, Status
 from vmshm.rtl.layouts import TAG_BITS, CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 
-__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT", "bus_timeout",
-           "pack_payload"]
+__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT",
+           "bus_timeout", "pack_payload"]
 
 #: Cycles a guest BFM waits for any beat before it calls the device hung.
 DEFAULT_BUS_TIMEOUT = 1 << 18
