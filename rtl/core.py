@@ -200,13 +200,22 @@ class VMShmCore(wiring.Component):
         hdr_waddr = req.addr[wshift:]
         hdr_end = Signal(max(self._addr_width, 8 + wshift) + 2)   # first byte past the burst
         m.d.comb += hdr_end.eq((hdr_waddr + req.count + 1) << wshift)
-        map_limit = Signal(range(self._window_size + wb + 1))   # map_size rounded up to a word
-        m.d.comb += map_limit.eq(((map_size + wb - 1) >> wshift) << wshift)
+        # map_size rounded up to a word: a register set with map_size, so the decode compares
+        # against it without an adder in front.
+        map_limit = Signal(range(self._window_size + wb + 1))
         in_regs = (req.bar == BAR_REGS) & (hdr_end <= self._regs_size)
         in_name = (req.bar == BAR_NAME) & (hdr_end <= self._name_size)
         in_window = (req.bar == BAR_WINDOW) & (hdr_end <= self._window_size)
         window_ok = in_window & is_open & self.dma_enable & (hdr_end <= map_limit)
         rejected = (req.bar == BAR_WINDOW) & ~window_ok
+
+        # A rejected window access is counted the cycle after its decode, from a register: the
+        # counter's 32 enables then do not hang on the decode's adders and comparators. No read
+        # of REJECTS can come sooner.
+        count_reject = Signal()
+        m.d.sync += count_reject.eq(0)
+        with m.If(count_reject):
+            m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
 
         # -- host timeout ------------------------------------------------------------------------
         timer = Signal(range(max(self._host_timeout, 1) + 1))
@@ -262,6 +271,8 @@ class VMShmCore(wiring.Component):
         # dropped.
         m.d.comb += dma_rsp.ready.eq(1)
         rsp = ctl_rsp.payload
+        rsp_map = Signal.like(map_size)         # what an OPEN success maps: at most the window
+        m.d.comb += rsp_map.eq(Mux(rsp.size > self._window_size, self._window_size, rsp.size))
         ctl_match = Signal()
         m.d.comb += ctl_match.eq(ctl_rsp.valid & (rsp.tag == ctl_tag))
 
@@ -294,29 +305,37 @@ class VMShmCore(wiring.Component):
                 pending_op.eq(0),
             ]
 
-        def count_timeout():
+        # Counted the cycle after, from a register, like REJECTS: the timer's compare then
+        # does not reach the counter's enables.
+        timeout_now = Signal()
+        m.d.sync += timeout_now.eq(0)
+        with m.If(timeout_now):
             m.d.sync += timeouts.eq(timeouts + (timeouts != 0xFFFF_FFFF))
 
+        def count_timeout():
+            m.d.sync += timeout_now.eq(1)
+
         def close_window():
-            m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
+            m.d.sync += [is_open.eq(0), map_size.eq(0), map_limit.eq(0), obj_size.eq(0)]
 
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
-                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1),
-                             # A name-buffer read's first word, for READ-FETCH to register.
-                             name_rd.addr.eq(hdr_waddr)]
+                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1)]
                 start_timer()
+                # The header is latched every idle cycle, not only with `valid`: until a request
+                # comes nothing reads it, and the wide enable would otherwise hang on the
+                # request's handshake (a slow, high-fanout path from the front end).
+                m.d.sync += [
+                    bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
+                    count.eq(req.count),
+                    rd_be.eq(req.be), first.eq(1),
+                    cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
+                                      CplStatus.SC, CplStatus.UR)),
+                ]
                 with m.If(self.req.valid):
-                    m.d.sync += [
-                        bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
-                        count.eq(req.count),
-                        rd_be.eq(req.be), first.eq(1),
-                        cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
-                                          CplStatus.SC, CplStatus.UR)),
-                    ]
                     with m.If(rejected):
-                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
+                        m.d.sync += count_reject.eq(1)
                     with m.If(window_ok):
                         m.d.sync += dma_tag.eq(dma_tag + 1)
                     with m.If(req.write):
@@ -366,10 +385,8 @@ class VMShmCore(wiring.Component):
 
             # -- reads of registers and the name RAM -----------------------------------------------
             with m.State("READ-FETCH"):
-                # The name RAM's read port, addressed a cycle ahead, holds this beat's word: both
-                # sources are registered, so the completion starts at a register (a block RAM's
-                # output is slow).
-                m.d.sync += rd_data.eq(Mux(bar == BAR_NAME, name_rd.data, reg_word))
+                # The name RAM's read port is synchronous: its data is valid in READ-SEND.
+                m.d.sync += rd_data.eq(reg_word)
                 with m.If(hits_open):
                     m.d.sync += [busy.eq(1), pending_op.eq(CtlOp.OPEN)]
                     start_timer()
@@ -384,11 +401,9 @@ class VMShmCore(wiring.Component):
             with m.State("READ-SEND"):
                 m.d.comb += [
                     self.cpl.valid.eq(1),
-                    self.cpl.payload.data.eq(rd_data),
+                    self.cpl.payload.data.eq(Mux(bar == BAR_NAME, name_rd.data, rd_data)),
                     self.cpl.payload.status.eq(CplStatus.SC),
                     self.cpl.payload.last.eq(remaining == 0),
-                    # The next beat's word, for READ-FETCH.
-                    name_rd.addr.eq(waddr + 1),
                 ]
                 with m.If(self.cpl.ready):
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1), first.eq(0)]
@@ -506,8 +521,8 @@ class VMShmCore(wiring.Component):
                             is_open.eq(1),
                             obj_size.eq(rsp.size),
                             self.host_base.eq(rsp.addr),
-                            map_size.eq(Mux(rsp.size > self._window_size,
-                                            self._window_size, rsp.size)),
+                            map_size.eq(rsp_map),
+                            map_limit.eq(((rsp_map + wb - 1) >> wshift) << wshift),
                         ]
                     finish_op(rsp.status)
                     m.next = "READ-SEND"

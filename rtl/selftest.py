@@ -170,13 +170,23 @@ class OnChipHost(wiring.Component):
         tag = Signal(len(req.tag))
         m.d.comb += dma_rsp.payload.tag.eq(tag)
 
+        # Whether the burst reaches past the object: its first word past the end, or its last
+        # word's index (the word-aligned offset plus count: one narrow adder) past the last.
+        obj_bits = exact_log2(self._size)
+        past_end = Signal()
+        m.d.comb += past_end.eq(req.addr[obj_bits:].any() |
+                                ((req.addr[wshift:obj_bits] + req.count) >> (obj_bits - wshift))
+                                .any())
+
         with m.FSM(name="dma_fsm"):
             with m.State("IDLE"):
+                # The header is latched every idle cycle, not only with `valid`: the enables
+                # then do not hang on the device's request handshake.
+                m.d.sync += [tag.eq(req.tag),
+                             ptr.eq(req.addr[wshift:wshift + ceil_log2(depth)]),
+                             left.eq(req.count),
+                             oob.eq(past_end)]
                 with m.If(dma_req.valid):
-                    m.d.sync += [tag.eq(req.tag),
-                                 ptr.eq(req.addr[wshift:wshift + ceil_log2(depth)]),
-                                 left.eq(req.count),
-                                 oob.eq(req.addr + ((req.count + 1) << wshift) > self._size)]
                     with m.If(req.write):
                         # The first beat carries data too: WRITE takes it.
                         m.next = "WRITE"
@@ -413,6 +423,18 @@ class VMShmSelfTest(wiring.Component):
                 m.d.sync += self.failed.eq(1)
                 m.next = "DONE"
 
+        # The request is the step, whatever the state: only `valid` waits for ISSUE, so this
+        # state machine is not in front of the function's address decode.
+        m.d.comb += [
+            pci.req.payload.space.eq(step.space),
+            pci.req.payload.write.eq(step.write),
+            pci.req.payload.sel.eq(1),
+            pci.req.payload.addr.eq(step.addr),
+            pci.req.payload.count.eq(0),
+            pci.req.payload.data.eq(step.data),
+            pci.req.payload.be.eq(step.be),
+        ]
+
         with m.FSM(name="seq_fsm"):
             with m.State("FETCH"):
                 # The ROM's read port is synchronous: the step is valid in ISSUE.
@@ -420,16 +442,7 @@ class VMShmSelfTest(wiring.Component):
                 m.next = "ISSUE"
             with m.State("ISSUE"):
                 watch()
-                m.d.comb += [
-                    pci.req.valid.eq(1),
-                    pci.req.payload.space.eq(step.space),
-                    pci.req.payload.write.eq(step.write),
-                    pci.req.payload.sel.eq(1),
-                    pci.req.payload.addr.eq(step.addr),
-                    pci.req.payload.count.eq(0),
-                    pci.req.payload.data.eq(step.data),
-                    pci.req.payload.be.eq(step.be),
-                ]
+                m.d.comb += pci.req.valid.eq(1)
                 with m.If(pci.req.ready):
                     m.next = "WAIT"
             with m.State("WAIT"):
