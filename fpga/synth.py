@@ -8,9 +8,9 @@ The tops are placed and routed *out of context* (``nextpnr-ecp5 --out-of-context
 buffers, ports left as internal nets. The core's ports are about 300 signals and the PCI
 function's more, past the 197 user I/Os of a CABGA381 package; out of context the numbers are
 those of the function itself, as it would sit inside a larger design (behind a PCIe hard IP),
-not of a pin-limited toy wrapper. Clocks are not promoted to global nets in that mode; placing the
-32-bit core with its I/O on a 756-ball package, where it fits, gave 101 MHz against 95 to 98 MHz
-out of context, on the same critical path.
+not of a pin-limited toy wrapper. Clocks are not promoted to global nets in that mode; before the
+timing work of issue 13, placing the 32-bit core with its I/O on a 756-ball package, where it
+fits, gave 101 MHz against 95 to 98 MHz out of context, on the same critical path.
 """
 
 import argparse
