@@ -226,6 +226,8 @@ def _parser():
                     "--out.")
     _add_core_args(tim)
     timing.add_arguments(tim)
+    from vmshm.fuzz.cli import add_parser as add_fuzz_parser    # `vmshm fuzz` (issue 17)
+    add_fuzz_parser(sub)
     return parser
 
 
@@ -481,6 +483,8 @@ def main(argv=None):
     commands = {"demo": _cmd_demo, "generate": _cmd_generate, "regs": _cmd_regs,
                 "bench": _cmd_bench, "scenario": _cmd_scenario, "synth": _cmd_synth,
                 "build": _cmd_build, "timing": _cmd_timing}
+    from vmshm.fuzz.cli import run as _cmd_fuzz
+    commands["fuzz"] = _cmd_fuzz
     try:
         return commands[args.command](args, console)
     except UsageError as exc:
