@@ -79,7 +79,8 @@ def run(args, console=None):
                         name_size=args.name_size, host_timeout=args.host_timeout)
     try:
         # Refuse a configuration the RTL refuses before anything is created.
-        VMShmPCI(**config.params())._MustUse__silence = True
+        pci = VMShmPCI(**config.params())
+        pci._MustUse__silence = pci.core._MustUse__silence = True
     except ValueError as exc:
         print(f"vmshm fuzz: {exc}", file=sys.stderr)
         return 2

@@ -293,16 +293,16 @@ class Fuzzer:
     def _name_choice(self):
         n, r = self.names, self.rng.random()
         size = self.cfg.name_size
-        if r < 0.45:
+        if r < 0.6:
             return self.rng.choice(n["objects"]).encode(), "good"
-        if r < 0.55:
+        if r < 0.67:
             return f"{n['prefix']}-missing-{self.rng.randrange(1000)}".encode(), "missing"
-        if r < 0.62 and n.get("empty"):
+        if r < 0.72 and n.get("empty"):
             return n["empty"].encode(), "empty object"
-        if r < 0.72 and size >= 258:
+        if r < 0.8 and size >= 258:
             return b"/" + b"x" * self.rng.randint(NAME_LONG, min(size - 2, NAME_LONG + 40)), \
                 "too long"
-        if r < 0.82:
+        if r < 0.88:
             return None, "no NUL"
         return self.rng.choice([b"", b"noslash", b"/a/b", b"/", b"//x"]), "malformed"
 
@@ -360,8 +360,9 @@ class Fuzzer:
         limit = m.map_limit // wb
         r = self.rng.random()
         if limit and r < 0.85:
-            long = self.rng.random() < 0.25
-            w0 = self.rng.randrange(limit)
+            long = self.rng.random() < 0.4
+            # A long burst starts early, so it has room to be long.
+            w0 = self.rng.randrange(max(1, limit // 8) if long else limit)
             room = limit - w0
             if r < 0.1:
                 w0 = max(0, limit - self.rng.randint(1, 4))    # the object's last words
@@ -514,6 +515,8 @@ class Fuzzer:
         await self.enumerate()
         kinds = [k for k in KINDS if k != "reset" or self.probe is not None]
         weights = [KINDS[k] for k in kinds]
+        # While an object is open the window gets most of the traffic, so long bursts happen.
+        open_weights = [w * 4 if k.startswith("win_") else w for k, w in zip(kinds, weights)]
         for self.index in range(transactions):
             m = self.model
             if m.stale is not None and self.bus.now() >= self.stale_safe:
@@ -523,7 +526,7 @@ class Fuzzer:
                 if self.rng.random() < 0.3:
                     await self.cfg_write_reg(4, 0x6, 0x3, "enable")
                     continue
-            kind = self.rng.choices(kinds, weights)[0]
+            kind = self.rng.choices(kinds, open_weights if m.is_open else weights)[0]
             self.counts[kind] = self.counts.get(kind, 0) + 1
             await getattr(self, f"do_{kind}")()
             if check_every and (self.index + 1) % check_every == 0:

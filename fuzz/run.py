@@ -187,6 +187,7 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
     if reason:
         raise RuntimeError(f"backend {backend} cannot run here: {reason}")
     timing = timing or host_timing(seed)
+    drawn = asdict(timing)       # the host changes its latencies as the run goes
     names, regions = make_objects(config, seed)
     kwargs = {"seed": seed, "transactions": transactions, "config": asdict(config),
               "names": names, "behaviours": behaviours, "history": history,
@@ -205,6 +206,6 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
         for r in regions:
             r.unlink()
             r.close()
-    value.update(seed=seed, backend=backend, config=asdict(config), timing=asdict(timing),
+    value.update(seed=seed, backend=backend, config=asdict(config), timing=drawn,
                  cycles=cycles, wall=time.perf_counter() - t0, behaviours=behaviours)
     return value
