@@ -239,9 +239,11 @@ class Fuzzer:
                     self.host.plan("ctl", latency)
                     if fate == "late":
                         late = (latency, bound)
-                    if op == "OPEN" and self.probe is not None:
+                    if op == "OPEN":
+                        # Drawn on every backend, so the traffic does not depend on the probe.
                         m.next_host_base = self.rng.randrange(1 << 52) << 12
-                        self.probe.set_bus_address(m.next_host_base)
+                        if self.probe is not None:
+                            self.probe.set_bus_address(m.next_host_base)
                     fates = [fate]
                 else:
                     fates = ["fast"]
@@ -513,7 +515,7 @@ class Fuzzer:
 
     async def run(self, transactions, check_every):
         await self.enumerate()
-        kinds = [k for k in KINDS if k != "reset" or self.probe is not None]
+        kinds = list(KINDS)
         weights = [KINDS[k] for k in kinds]
         # While an object is open the window gets most of the traffic, so long bursts happen.
         open_weights = [w * 4 if k.startswith("win_") else w for k, w in zip(kinds, weights)]
