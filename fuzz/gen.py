@@ -80,6 +80,7 @@ class Fuzzer:
         self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
                       "object checks": 0, "resets": 0}
         self.index = 0
+        self.current = ""           # the transaction on the bus, for a report if it never ends
         self.stale_earliest = self.stale_safe = 0
         self.dma_safe = 0
 
@@ -105,8 +106,8 @@ class Fuzzer:
         exp_status, exp_words = self.model.mem_read(addr, count, be, fates=fates,
                                                     dma_late=dma_late)
         start = self.bus.now()
+        text = self.current = f"{what} mem {addr:#x} x{count + 1} be {be:#x}"
         words, status = await self._read(Space.MEM, None, addr, count, be)
-        text = f"{what} mem {addr:#x} x{count + 1} be {be:#x}"
         self._record("R", addr, count, status, words, start)
         self._log(start, text, f"{status} {_words(words)}")
         if (status, words) != (exp_status, exp_words):
@@ -116,10 +117,10 @@ class Fuzzer:
     async def mem_write(self, addr, beats, *, what="write"):
         exp = self.model.mem_write(addr, beats)
         start = self.bus.now()
+        text = self.current = (f"{what} mem {addr:#x} x{len(beats)} "
+                               f"{' '.join(f'{d:0{2 * self.wb}x}/{e:x}' for d, e in beats[:8])}"
+                               f"{' ...' if len(beats) > 8 else ''}")
         status = await self._write(Space.MEM, None, addr, beats)
-        text = (f"{what} mem {addr:#x} x{len(beats)} "
-                f"{' '.join(f'{d:0{2 * self.wb}x}/{e:x}' for d, e in beats[:8])}"
-                f"{' ...' if len(beats) > 8 else ''}")
         self._record("W", addr, len(beats) - 1, status, None, start)
         self._log(start, text, status)
         if status != exp:
@@ -128,8 +129,8 @@ class Fuzzer:
     async def cfg_read(self, dev, addr, count, be, what="cfg read"):
         exp = self.model.cfg_read(dev, addr, count)
         start = self.bus.now()
+        text = self.current = f"{what} dev {dev} {addr:#x} x{count + 1} be {be:#x}"
         words, status = await self._read(Space.CFG, dev, addr, count, be)
-        text = f"{what} dev {dev} {addr:#x} x{count + 1} be {be:#x}"
         self._record("CR", addr, count, status, words, start)
         self._log(start, text, f"{status} {_words(words)}")
         if (status, words) != exp:
@@ -139,9 +140,9 @@ class Fuzzer:
     async def cfg_write(self, dev, addr, beats, what="cfg write"):
         exp = self.model.cfg_write(dev, addr, beats)
         start = self.bus.now()
-        status = await self._write(Space.CFG, dev, addr, beats)
-        text = f"{what} dev {dev} {addr:#x} x{len(beats)} " + \
+        text = self.current = f"{what} dev {dev} {addr:#x} x{len(beats)} " + \
             " ".join(f"{d:x}/{e:x}" for d, e in beats[:4])
+        status = await self._write(Space.CFG, dev, addr, beats)
         self._record("CW", addr, len(beats) - 1, status, None, start)
         self._log(start, text, status)
         if status != exp:
@@ -582,7 +583,10 @@ async def fuzz_guest(bus, *, seed, transactions, config, names, behaviours=DEFAU
     except BusTimeout as exc:
         # The device never completed a request: a mismatch too (the model always answers).
         try:
-            fz._fail("no completion", "a completion", f"none ({exc})")
+            # Its message names the stream by its repr: say what a person needs instead.
+            del exc
+            fz._fail(f"no completion for: {fz.current}", "a completion",
+                     "none within the bus timeout (the device hung)")
         except Mismatch as inner:
             mismatch = str(inner)
     return {"transactions": fz.index + 1 if mismatch is None else fz.index,
