@@ -21,7 +21,7 @@ from collections import deque
 
 from vmshm.driver_model.bus import BusTimeout, Space
 from vmshm.host_model import ShmRegion
-from vmshm.regmap import BAR0_SIZE, REG
+from vmshm.regmap import BAR0_SIZE, BAR_WINDOW, REG
 
 from .host import ACTIVE, DEFAULT_BEHAVIOURS
 from .model import CLOSE_OFF, OPEN_OFF, DeviceModel, FuzzConfig
@@ -380,8 +380,9 @@ class Fuzzer:
 
     def _dma_plan(self, off, count):
         """Plan the host's latency for a window access; return whether it answers late."""
-        if not self.model.window_ok(off, count):
-            return False
+        hit = self.model.decode(self.bar_base(1) + off, count)
+        if hit is None or hit[0].function != BAR_WINDOW or not self.model.window_ok(off, count):
+            return False        # it never reaches the host: nothing to plan
         T = self.cfg.host_timeout
         slack = T - self.gb_rsp - 16 if T else 1 << 30
         late = (T and "late-dma" in self.behaviours and
@@ -532,6 +533,13 @@ class Fuzzer:
             kind = self.rng.choices(kinds, open_weights if m.is_open else weights)[0]
             self.counts[kind] = self.counts.get(kind, 0) + 1
             await getattr(self, f"do_{kind}")()
+            # Every planned answer is used by the time its access completes; one left over means
+            # the device and the model disagree on which accesses reach the host.
+            for channel in ("ctl", "dma"):
+                if self.host.pending(channel):
+                    self._fail(f"the host's {channel} requests after {self.current}",
+                               "every planned request sent to the host",
+                               f"{self.host.pending(channel)} planned request(s) never sent")
             if check_every and (self.index + 1) % check_every == 0:
                 self.check_objects()
         self.check_objects()
