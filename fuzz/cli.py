@@ -32,7 +32,8 @@ def _nonneg(text):
 
 def add_parser(sub):
     """Add the ``fuzz`` subcommand to ``sub`` (an argparse subparsers object)."""
-    names = ", ".join(f"{b.name}{'' if b.enabled else ' (off)'}" for b in BEHAVIOURS)
+    names = ", ".join(f"{b.name}{'' if b.enabled else ' (off)'}" for b in BEHAVIOURS
+                      if b.implemented)
     p = sub.add_parser(
         "fuzz", help="random guest traffic and host decisions, checked against a golden model",
         description="Draw random guest transactions and host behaviours from SEED, run them on "
@@ -75,6 +76,11 @@ def run(args, console=None):
         print(f"vmshm fuzz: unknown behaviour {unknown[0]!r}; choose from "
               f"{', '.join(sorted(known))}", file=sys.stderr)
         return 2
+    for b in BEHAVIOURS:
+        if b.name in behaviours and not b.implemented:
+            print(f"vmshm fuzz: behaviour {b.name!r} is not drawn yet: it needs {b.needs}",
+                  file=sys.stderr)
+            return 2
     config = FuzzConfig(data_width=args.data_width, window_size=args.window_size,
                         name_size=args.name_size, host_timeout=args.host_timeout)
     try:

@@ -264,7 +264,7 @@ class Fuzzer:
             if got != m.host_base:
                 self._fail("host_base after OPEN", f"{m.host_base:#x}", f"{got:#x}")
 
-    # -- the kinds -----------------------------------------------------------------------------------
+    # -- the kinds ------------------------------------------------------------------------------
 
     def _rand_word(self):
         return self.rng.getrandbits(8 * self.wb)

@@ -6,8 +6,9 @@ latency from the shared :class:`~vmshm.host_model.HostTiming` after calling the 
 for :class:`vmshm.scenarios.LateHost`. Back-pressure comes from the timing's probabilities.
 
 :data:`BEHAVIOURS` lists every host behaviour the fuzzer knows. Those today's RTL survives are
-enabled by default; the others need the host-fault API and the never-wedge fixes of issue 17
-(items 1 and 2) and are named here so they can be switched on once those land.
+enabled by default; the others need the never-wedge fixes of issue 17 (items 1 and 2), and all but
+``reset-open`` also the host-fault API the generator will draw them through: they are named here
+(``implemented`` false) so they can be switched on once those land.
 """
 
 from collections import deque
@@ -29,6 +30,7 @@ class Behaviour:
     doc: str
     enabled: bool
     needs: str = ""
+    implemented: bool = True
 
 
 BEHAVIOURS = (
@@ -46,15 +48,16 @@ BEHAVIOURS = (
               "open and the next OPEN gets EBUSY", False,
               "issue 17 item 2 (resets reach the host)"),
     Behaviour("reset-in-flight", "reset during OPEN, CLOSE or a window access: a stale answer "
-              "is taken for a later request", False, "issue 17 item 2"),
+              "is taken for a later request", False, "issue 17 item 2", implemented=False),
     Behaviour("never-accept", "never take a control or DMA request", False,
-              "issue 17 item 1 (timeout on host-port accept) and the host-fault API"),
+              "issue 17 item 1 (timeout on host-port accept) and the host-fault API",
+              implemented=False),
     Behaviour("stop-mid-packet", "take part of OPEN's name or of a DMA write, then stop", False,
-              "issue 17 item 1 and the host-fault API"),
+              "issue 17 item 1 and the host-fault API", implemented=False),
     Behaviour("never-answer", "take a request and never answer it (the DMA port then "
-              "blocks every later window access)", False, "issue 17 item 1"),
+              "blocks every later window access)", False, "issue 17 item 1", implemented=False),
     Behaviour("answer-twice", "answer a request twice, or answer one never asked", False,
-              "issue 17 item 1 (tagged exchanges) and the host-fault API"),
+              "issue 17 item 1 (tagged exchanges) and the host-fault API", implemented=False),
 )
 #: Names of the behaviours drawn by default.
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)

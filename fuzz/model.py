@@ -344,7 +344,7 @@ class DeviceModel:
                     obj[a] = data >> (8 * i) & 0xFF
         return "SC"
 
-    # -- configuration space ------------------------------------------------------------------------
+    # -- configuration space -----------------------------------------------------------------------
 
     def cfg_dword(self, off):
         """Return the configuration dword at ``off`` (a multiple of 4)."""

@@ -113,5 +113,7 @@ def test_cli_prints_seed_counts_and_result(capsys):
 def test_cli_refuses_bad_arguments(capsys):
     assert main(["fuzz", "--behaviours", "fast,wedge-me"]) == 2
     assert "unknown behaviour 'wedge-me'" in capsys.readouterr().err
+    assert main(["fuzz", "--behaviours", "fast,answer-twice"]) == 2
+    assert "'answer-twice' is not drawn yet: it needs issue 17" in capsys.readouterr().err
     assert main(["fuzz", "--window-size", "1000"]) == 2
     assert "window_size must be a power of two" in capsys.readouterr().err
