@@ -22,6 +22,21 @@ Sources, rule by rule:
   one-dword request to the function): the PCI spec as ``docs/registers.md`` and README describe.
 
 Where the docs say nothing the RTL was read to decide, and the choice is marked ``RTL:`` below.
+None of these looked like a bug, so the model follows the RTL on each:
+
+- a window burst that runs past MAP_SIZE (rounded up to a word) is rejected whole and counted
+  once in REJECTS, not cut at MAP_SIZE ("accesses to words at or past this offset are
+  rejected" could be read either way);
+- OPEN while open is EBUSY even with Bus Master Enable clear (EBUSY before EPERM);
+- an OPEN or CLOSE read while a timed-out one's answer is still owed first waits for that answer
+  under its own timeout, so it returns ETIMEDOUT even where it would have been EBUSY or EPERM;
+- a window write whose acknowledgement times out still completes SC, and the host has the data;
+- window and name-buffer reads return whole words whatever their byte enables; only a BAR0 read's
+  first-beat byte enables matter (whether it touches OPEN's or CLOSE's lane); later beats of a
+  burst count as touching every lane, so a burst through 0x20 triggers CLOSE;
+- Interrupt Pin reads 0 (no INTx); ARCHITECTURE.md's QEMU notes speak of Interrupt Pin 1, which is
+  what QEMU's proxy expects of a whole Type-0 header: worth a look when the QEMU server lands;
+- the name buffer keeps its bytes across a reset of the function (a RAM has no reset).
 """
 
 from dataclasses import dataclass
