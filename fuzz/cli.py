@@ -100,7 +100,7 @@ def run(args, console=None):
     try:
         result = run_fuzz(transactions=args.transactions, seed=args.seed, backend=args.backend,
                           config=config, behaviours=behaviours, history=args.history,
-                          waves=args.vcd)
+                          waves=args.vcd, progress=args.transactions >= 5000)
     except RuntimeError as exc:
         print(f"vmshm fuzz: {exc}", file=sys.stderr)
         return 2

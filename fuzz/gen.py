@@ -17,6 +17,7 @@ once it has surely been drained.
 
 import math
 import random
+import sys
 from collections import deque
 
 from vmshm.driver_model.bus import BusTimeout, Space
@@ -80,6 +81,7 @@ class Fuzzer:
         self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
                       "object checks": 0, "resets": 0}
         self.index = 0
+        self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
         self.stale_earliest = self.stale_safe = 0
         self.dma_safe = 0
@@ -542,6 +544,9 @@ class Fuzzer:
                                f"{self.host.pending(channel)} planned request(s) never sent")
             if check_every and (self.index + 1) % check_every == 0:
                 self.check_objects()
+                if self.progress:
+                    print(f"vmshm fuzz: {self.index + 1} transactions, cycle {self.bus.now()}",
+                          file=sys.stderr, flush=True)
         self.check_objects()
 
 
@@ -556,7 +561,7 @@ def _words(words):
 
 
 async def fuzz_guest(bus, *, seed, transactions, config, names, behaviours=DEFAULT_BEHAVIOURS,
-                     history=20, check_every=500):
+                     history=20, check_every=500, progress=False):
     """Run a fuzz campaign on ``bus`` and return its outcome as plain data.
 
     Parameters
@@ -572,6 +577,8 @@ async def fuzz_guest(bus, *, seed, transactions, config, names, behaviours=DEFAU
         ``prefix`` (for names of objects that do not exist).
     behaviours : sequence of str
         Names from :data:`~vmshm.fuzz.host.BEHAVIOURS` to draw.
+    progress : bool
+        Print a line on stderr every ``check_every`` transactions.
 
     Returns
     -------
@@ -583,6 +590,7 @@ async def fuzz_guest(bus, *, seed, transactions, config, names, behaviours=DEFAU
     host = ACTIVE["hosts"][0]
     fz = Fuzzer(bus, host, ACTIVE.get("probe"), cfg, seed=seed, behaviours=behaviours,
                 names=names, history=history)
+    fz.progress = progress
     mismatch = None
     try:
         await fz.run(transactions, check_every)

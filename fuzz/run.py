@@ -172,7 +172,7 @@ def _run_amaranth(kwargs, timing, config, waves=None):
 
 
 def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=None,
-             history=20, check_every=500, timing=None, waves=None):
+             history=20, check_every=500, timing=None, waves=None, progress=False):
     """Run one campaign and return its outcome (see :func:`vmshm.fuzz.gen.fuzz_guest`).
 
     The outcome gains ``seed``, ``backend``, ``config``, ``timing``, ``cycles`` and ``wall``
@@ -191,7 +191,7 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
     names, regions = make_objects(config, seed)
     kwargs = {"seed": seed, "transactions": transactions, "config": asdict(config),
               "names": names, "behaviours": behaviours, "history": history,
-              "check_every": check_every}
+              "check_every": check_every, "progress": progress}
     t0 = time.perf_counter()
     try:
         if backend == "amaranth":
