@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
 from vmshm.backends import backend_missing
-from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.bfm import HostBFM, StreamGuestBus
 from vmshm.host_model import HostTiming, ShmRegion
 from vmshm.rtl import VMShmSystem
 from vmshm.sim.bfm import CLOCK_PERIOD, AmaranthIO
@@ -130,6 +130,18 @@ def make_objects(config, seed):
     return names, regions
 
 
+def guest_timeout(config):
+    """Return the cycles the guest waits for a beat before it calls the device hung.
+
+    Past the longest wait the generator plans (a name streamed under back-pressure and a late
+    answer; a window access queued behind a late 256-beat one), and much shorter than
+    :func:`vmshm.bfm.bus_timeout`'s 2**18: every wait leaves a timer in Amaranth's simulator
+    until it expires, and the simulator scans all of them at every step, so a long campaign with
+    2**18-cycle timers runs about five times slower once they pile up.
+    """
+    return 4 * config.host_timeout + 16 * config.name_size + 256 * 48 + 4096
+
+
 def _run_amaranth(kwargs, timing, config, waves=None):
     top = FuzzTop(**config.params())
     host = FuzzHost(timing)
@@ -142,7 +154,7 @@ def _run_amaranth(kwargs, timing, config, waves=None):
         from .gen import fuzz_guest
         io = AmaranthIO(ctx, top.cycle)
         bus = StreamGuestBus(io, top.req, top.cpl, config.data_width,
-                             timeout=bus_timeout(config.host_timeout))
+                             timeout=guest_timeout(config))
         ACTIVE["probe"] = Probe(ctx, io, top, bfm)
         out["value"] = await fuzz_guest(bus, **kwargs)
         io.settle()
