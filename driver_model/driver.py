@@ -15,7 +15,7 @@ from vmshm.regmap import (CAP, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR
 from .pci import (MemAllocator, pci_assign_resources, pci_enable_device, pci_find_capability,
                   pci_iomap, pci_scan_bus, pci_set_master)
 
-__all__ = ["VMSHM_IOCTL_OPEN", "VMSHM_IDS", "VMShmDriver", "Mapping", "vmshm_probe"]
+__all__ = ["VMSHM_IOCTL_OPEN", "VMSHM_IDS", "PAGE_SIZE", "VMShmDriver", "Mapping", "vmshm_probe"]
 
 #: The IDs the driver binds to, as its ``pci_device_id`` table.
 VMSHM_IDS = ((PCI_VENDOR_ID, PCI_DEVICE_ID),)
@@ -23,12 +23,25 @@ VMSHM_IDS = ((PCI_VENDOR_ID, PCI_DEVICE_ID),)
 #: The one ioctl the original driver knows: open the object named by the argument.
 VMSHM_IOCTL_OPEN = 0
 
+#: The guest's page size: ``mmap`` offsets are multiples of it (x86-64 and arm64 defaults).
+PAGE_SIZE = 4096
+
+#: Linux's MAX_ERRNO: a status at or above it is no errno.
+MAX_ERRNO = 4095
+
 
 def _err(code, detail=None, filename=None):
     msg = os.strerror(code)
     if detail:
         msg = f"{msg} ({detail})"
     return OSError(code, msg, filename) if filename is not None else OSError(code, msg)
+
+
+def _int_arg(value, what):
+    """Return `value` as an int; a C argument of another type is ``EINVAL``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _err(errno.EINVAL, f"{what} must be an int, not {type(value).__name__}")
+    return value
 
 
 class Mapping:
@@ -51,6 +64,7 @@ class Mapping:
         self.mapped = True
 
     def _check(self, offset, n):
+        offset, n = _int_arg(offset, "offset"), _int_arg(n, "length")
         if not self.mapped:
             raise _err(errno.EFAULT, "the mapping was unmapped")
         if offset < 0 or n < 0 or offset + n > self.length:
@@ -138,12 +152,22 @@ class VMShmDriver:
     async def ioctl(self, fd, cmd, name):
         """Open the host object ``name``: write it into BAR2 and read OPEN.
 
-        ``name`` is ``str`` or ``bytes``; as in C, it ends at its first NUL.
+        ``name`` is the string the C argument points to: ``str`` or a bytes-like object, which
+        ends at its first NUL as in C. Anything else is ``EFAULT``, as a pointer to memory the
+        caller does not have would be (``strncpy_from_user`` fails). A name that does not fit
+        the name buffer with its NUL is ``ENAMETOOLONG`` and nothing is written.
         """
         self._file(fd)
-        if cmd != VMSHM_IOCTL_OPEN:
+        if isinstance(cmd, bool) or not isinstance(cmd, int) or cmd != VMSHM_IOCTL_OPEN:
             raise _err(errno.ENOTTY, f"unknown ioctl {cmd!r}")
-        raw = os.fsencode(name) if isinstance(name, str) else bytes(name)
+        if isinstance(name, str):
+            raw = os.fsencode(name)
+        elif isinstance(name, (bytes, bytearray, memoryview)):
+            raw = bytes(name)
+        else:
+            # bytes(12345) would be 12345 NULs: an int is an address, not a string.
+            raise _err(errno.EFAULT, f"the name argument is {type(name).__name__}, not a "
+                                     f"string in the caller's memory")
         raw = raw.split(b"\0", 1)[0]
         if len(raw) + 1 > self.name_size:
             # Nothing is written: the name and its NUL would not fit in BAR2.
@@ -152,16 +176,38 @@ class VMShmDriver:
         await self.names.write(0, raw + b"\0")
         status = await self.regs.read32(REG["OPEN"].offset)
         if status:
+            if status >= MAX_ERRNO:
+                # Not an errno at all: the kernel module answers EIO, and so does this.
+                raise _err(errno.EIO, f"OPEN returned {status:#x}", os.fsdecode(raw))
             raise _err(status, STATUS_TEXT.get(status), os.fsdecode(raw))
         return 0
 
     async def mmap(self, fd, length, offset=0):
-        """Map ``length`` bytes of the window at ``offset``; ``EINVAL`` past the mapped object."""
+        """Map ``length`` bytes of the window at ``offset``.
+
+        As Linux's ``mmap`` with the checks of ``guest/vmshm.c``: ``EINVAL`` for a length that
+        is not positive, an offset that is negative or not a multiple of the page size
+        (:data:`PAGE_SIZE`), or a range past the bytes of the object the window holds
+        (``MAP_SIZE``, also 0 when nothing is open) rounded up to a page, as
+        ``vm_iomap_memory`` maps whole pages; ``EIO`` if MAP_SIZE exceeds the window (a broken
+        device). Loads and stores in the rest of the last page reach the device, which refuses
+        them (all ones, stores dropped).
+        """
         self._file(fd)
+        length, offset = _int_arg(length, "length"), _int_arg(offset, "offset")
+        if offset % PAGE_SIZE:
+            raise _err(errno.EINVAL, f"offset {offset:#x} is not a multiple of the "
+                                     f"{PAGE_SIZE}-byte page")
         map_size = await self.regs.read32(REG["MAP_SIZE"].offset)
-        if length <= 0 or offset < 0 or offset + length > map_size:
+        if map_size > self.window_size:
+            raise _err(errno.EIO, f"MAP_SIZE reads {map_size:#x}, more than the "
+                                  f"{self.window_size:#x}-byte window")
+        # Whole pages, but never past the window BAR itself (one smaller than a page).
+        pages = min(-(-map_size // PAGE_SIZE) * PAGE_SIZE, self.window_size)
+        if length <= 0 or offset < 0 or offset + length > pages:
             raise _err(errno.EINVAL, f"cannot map {length:#x} bytes at {offset:#x}: the window "
-                                     f"holds {map_size:#x} bytes of the object")
+                                     f"holds {map_size:#x} bytes of the object ({pages:#x} in "
+                                     f"whole pages)")
         mapping = Mapping(self, offset, length)
         self._mappings.append(mapping)
         return mapping

@@ -15,7 +15,7 @@ from .bus import BarWindow
 
 __all__ = ["Resource", "PciDev", "MemAllocator", "pci_scan_bus", "pci_assign_resources",
            "pci_enable_device", "pci_disable_device", "pci_set_master", "pci_clear_master",
-           "pci_find_capability",
+           "pci_find_capability", "pcie_flr",
            "pci_iomap"]
 
 #: Slots on one bus (device numbers 0..31).
@@ -215,3 +215,16 @@ def pci_iomap(dev, index):
     if res is None or res.start is None:
         raise OSError(errno.ENODEV, f"{dev.name} has no assigned BAR{index}")
     return BarWindow(dev.bus, res.start, res.size)
+
+
+async def pcie_flr(dev):
+    """Reset ``dev`` with a Function Level Reset, as Linux's ``pcie_flr`` does.
+
+    Sets Initiate FLR in the PCI Express capability's Device Control register. The function
+    forgets its command register and BARs: probe it again afterwards. Raises ``OSError(ENOTTY)``
+    if the function has no PCI Express capability or does not offer FLR.
+    """
+    pos = await pci_find_capability(dev, P.PCI_CAP_ID_EXP)
+    if not pos or not await dev.read_config(pos + P.PCI_EXP_DEVCAP, 4) & P.PCI_EXP_DEVCAP_FLR:
+        raise OSError(errno.ENOTTY, f"{dev.name} cannot do a Function Level Reset")
+    await dev.write_config(pos + P.PCI_EXP_DEVCTL, 2, P.PCI_EXP_DEVCTL_BCR_FLR)

@@ -9,8 +9,10 @@ import logging
 import random
 from dataclasses import dataclass
 
-from vmshm.regmap import NAME_MAX, Status
+from vmshm.regmap import Status
 
+from .faults import Fault, HostFaults
+from .names import name_problem
 from .shm import RegionError, ShmRegion
 
 __all__ = ["HostModel", "HostTiming", "HostStalls"]
@@ -35,6 +37,8 @@ class HostTiming:
         Probability that the host offers a response beat on a given cycle.
     seed : int
         Seed of the pseudo-random draws, so a run can be repeated exactly.
+    faults : HostFaults, optional
+        How the host misbehaves (:mod:`vmshm.host_model.faults`); None for a host that does not.
     """
 
     ctl_latency: int = 0
@@ -43,8 +47,15 @@ class HostTiming:
     dma_ready: float = 1.0
     rsp_valid: float = 1.0
     seed: int = 0
+    faults: HostFaults = None
 
     def __post_init__(self):
+        if isinstance(self.faults, dict):
+            # dataclasses.asdict() of a HostTiming, as a cocotb job carries it: rebuild.
+            self.faults = HostFaults(tuple(Fault(**f) for f in self.faults["faults"]))
+        if self.faults is not None and not isinstance(self.faults, HostFaults):
+            raise ValueError(f"HostTiming.faults must be a HostFaults, not "
+                             f"{type(self.faults).__name__} ({self.faults!r})")
         for name in ("ctl_latency", "dma_latency", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -128,6 +139,11 @@ class HostModel:
         The timing given, or the default (no delay, no back-pressure).
     last_error : str or None
         Why the last :meth:`open` failed, for people; ``None`` after a successful one.
+    dma_errors : int
+        DMA reads and writes the host refused since the model was made (nothing open, past
+        the object's end, or the object could not be stored): each was an error answer.
+    last_dma_error : str or None
+        Why the last one was refused, for people.
     """
 
     def __init__(self, timing=None, *, log=None):
@@ -141,6 +157,8 @@ class HostModel:
         self._log = log
         self._region = None
         self.last_error = None
+        self.dma_errors = 0
+        self.last_dma_error = None
 
     @property
     def is_open(self):
@@ -193,18 +211,9 @@ class HostModel:
             return self._fail(Status.ENAMETOOLONG, f"the name buffer's {len(raw)} bytes hold no "
                               f"NUL, so the name has no end")
         raw = raw[:nul]
-        if not raw:
-            return self._fail(Status.EINVAL, "the name is empty")
-        if not raw.startswith(b"/"):
-            return self._fail(Status.EINVAL, f"the name {_show(raw)} does not start with '/'")
-        if b"/" in raw[1:]:
-            return self._fail(Status.EINVAL, f"the name {_show(raw)} holds a '/' after the "
-                              f"leading one")
-        if len(raw) == 1:
-            return self._fail(Status.EINVAL, "the name '/' names no object")
-        if len(raw) - 1 > NAME_MAX:
-            return self._fail(Status.ENAMETOOLONG, f"the name is {len(raw) - 1} bytes long "
-                              f"after its '/', more than NAME_MAX ({NAME_MAX})")
+        problem = name_problem(raw)
+        if problem is not None:
+            return self._fail(*problem)
         shown = _show(raw)
         try:
             region = ShmRegion.attach(raw)
@@ -230,10 +239,11 @@ class HostModel:
     def state(self):
         """Return what a caller may ask of this host after a run, as plain data.
 
-        ``is_open``, ``last_error`` and ``ops`` (the requests a subclass that counts them saw,
-        else empty): picklable, so it crosses from a simulator process back to the caller.
+        ``is_open``, ``last_error``, ``dma_errors``, ``last_dma_error`` and ``ops`` (the
+        requests a subclass that counts them saw, else empty): picklable, so it crosses from a simulator process back to the caller.
         """
         return {"is_open": self.is_open, "last_error": self.last_error,
+                "dma_errors": self.dma_errors, "last_dma_error": self.last_dma_error,
                 "ops": list(getattr(self, "ops", []))}
 
     def close(self):
@@ -250,6 +260,17 @@ class HostModel:
             self._say(f"host: CLOSE {region.name!r}")
         return Status.OK
 
+    def reset(self):
+        """Forget everything the device asked before it was reset: release the open object.
+
+        Called when the device says it was reset (a RESET on the control channel). Like
+        :meth:`close`, never unlinks; unlike it, it is not a request of the guest.
+        """
+        region, self._region = self._region, None
+        if region is not None:
+            region.close()
+            self._say(f"host: RESET released {region.name!r}")
+
     def _clip(self, offset, n):
         """Return the end of the real bytes of ``[offset, offset + n)``, or None if refused."""
         region = self._region
@@ -264,6 +285,23 @@ class HostModel:
         if end > current:
             return None
         return end
+
+    def _why_clipped(self):
+        if self._region is None:
+            return "nothing is open"
+        return (f"past the end of the object ({self._region.size} bytes at OPEN, "
+                f"{self._current_or_gone()} now)")
+
+    def _current_or_gone(self):
+        try:
+            return self._region.current_size()
+        except OSError:
+            return "unknown"
+
+    def _refuse(self, what, offset, n, why):
+        self.dma_errors += 1
+        self.last_dma_error = f"DMA {what} of {n} bytes at {offset:#x} refused: {why}"
+        self._say(f"host: {self.last_dma_error}")
 
     def dma_read(self, offset, n):
         """Read `n` bytes of the open object at `offset` for the device; never raise.
@@ -285,11 +323,13 @@ class HostModel:
         """
         end = self._clip(offset, n)
         if end is None:
+            self._refuse("read", offset, n, self._why_clipped())
             return b"\xff" * max(n, 0), False
         try:
             data = self._region.read(offset, end - offset)
-        except RegionError:
-            # The object shrank between the check and the read.
+        except OSError as exc:
+            # The object shrank between the check and the read, or the host cannot read it.
+            self._refuse("read", offset, n, exc.strerror or str(exc))
             return b"\xff" * n, False
         return data + b"\xff" * (offset + n - end), True
 
@@ -310,18 +350,25 @@ class HostModel:
         bool
             False, with nothing stored, if nothing is open, `offset` is at or past the object's
             end, another process shrank the object below the bytes written, or `mask` does not
-            hold one enable per byte of `data`.
+            hold one enable per byte of `data`. Also False if the host cannot store the bytes
+            (``ENOSPC``: an object someone else made sparse on a full tmpfs); then a leading
+            part of them may have been stored. Every refusal counts in :attr:`dma_errors`.
         """
         data = bytes(data)
         n = len(data)
         if mask is not None and len(mask) != n:
+            self._refuse("write", offset, n, f"{len(mask)} byte enables for {n} bytes")
             return False
         end = self._clip(offset, n)
         if end is None:
+            self._refuse("write", offset, n, self._why_clipped())
             return False
         keep = end - offset
         try:
             self._region.write(offset, data[:keep], None if mask is None else list(mask)[:keep])
-        except RegionError:
+        except OSError as exc:
+            # RegionError: the object shrank meanwhile. ENOSPC: someone else made it sparse on a
+            # full tmpfs, so the page cannot be stored. The bytes before it may have been.
+            self._refuse("write", offset, n, exc.strerror or str(exc))
             return False
         return True

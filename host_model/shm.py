@@ -1,19 +1,25 @@
 """POSIX shared-memory regions: the host side of the VMShm window.
 
-:class:`ShmRegion` opens an object with the C library's ``shm_open`` and maps all of it. It is
-deliberately not :class:`multiprocessing.shared_memory.SharedMemory`: on Python 3.11 that class
-registers every object it touches with the resource tracker, which unlinks them when the process
-exits. A VMShm object belongs to whoever created it and must outlive the simulator.
+:class:`ShmRegion` opens an object with the C library's ``shm_open`` and serves reads and writes
+of all of it. It is deliberately not :class:`multiprocessing.shared_memory.SharedMemory`: on
+Python 3.11 that class registers every object it touches with the resource tracker, which unlinks
+them when the process exits. A VMShm object belongs to whoever created it and must outlive the
+simulator.
 
-Another process may shrink an object while it is mapped here. Touching a mapping past the end of
-its object raises SIGBUS, which kills the process, so every access is checked against the object's
-current size first and refused with :class:`RegionError` instead.
+Accesses go through ``pread``/``pwrite`` on the object's descriptor, not through a mapping: a
+load or store into a mapping raises SIGBUS, which kills the process, whenever the kernel cannot
+back the page, and that happens in two ways a host cannot prevent. Another process may shrink the
+object past the page (so every access is also checked against the object's current size and
+refused with :class:`RegionError`), or the object may be sparse (someone else made it with
+``ftruncate`` alone) on a tmpfs that is full, where even *reading* a hole through a mapping needs
+a page. ``pwrite`` answers that with ``ENOSPC`` and ``pread`` reads holes as zeros. Objects this
+module creates reserve their space up front (``posix_fallocate``), so a full tmpfs is ``ENOSPC``
+at creation rather than later.
 """
 
 import ctypes
 import errno
 import functools
-import mmap
 import operator
 import os
 
@@ -22,6 +28,9 @@ import _posixshmem
 __all__ = ["ShmRegion", "RegionError"]
 
 _CREATE_MODE = 0o600
+
+#: The largest size an object can have: Linux's off_t is a signed 64-bit number.
+_MAX_SIZE = (1 << 63) - 1
 
 
 class RegionError(OSError):
@@ -110,6 +119,29 @@ def _shm_unlink(name):
         _libc_call("shm_unlink", name)
 
 
+def _reserve(fd, name, size):
+    """Allocate the `size` bytes of the new object on `fd`, or raise ``OSError`` saying why."""
+    def no_room():
+        free = os.fstatvfs(fd)
+        return OSError(errno.ENOSPC, f"no room for {size} bytes in the shared-memory file "
+                       f"system ({free.f_bavail * free.f_frsize} bytes free)", name)
+
+    stats = os.fstatvfs(fd)
+    if stats.f_blocks and size > stats.f_bavail * stats.f_frsize:
+        # Refused before allocating: a tmpfs fills page by page, taking memory from everyone
+        # until it fails.
+        raise no_room()
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise no_room() from None
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS):
+            # A file system without fallocate still works; its objects may be sparse.
+            return
+        raise OSError(exc.errno, exc.strerror, name) from None
+
+
 def _check_int(value, what):
     """Return `value` as a non-negative ``int``, or raise naming `what`."""
     try:
@@ -125,9 +157,10 @@ class ShmRegion:
     """Map a POSIX shared-memory object into this process for reading and writing.
 
     Build one with :meth:`attach`, :meth:`create` or :meth:`open_or_create`, not directly. The
-    whole object is mapped, shared, at the size it had when it was opened; later growth is not
-    seen and accesses past :attr:`size` are refused. Closing a region never removes its object;
-    only :meth:`unlink` does, and only for an object this region created.
+    region covers the object at the size it had when it was opened; later growth is not seen and
+    accesses past :attr:`size` are refused. Reads and writes reach the object itself (other
+    processes' mappings see them at once). Closing a region never removes its object; only
+    :meth:`unlink` does, and only for an object this region created.
 
     Parameters
     ----------
@@ -143,20 +176,9 @@ class ShmRegion:
         self._name = name
         self._fd = fd
         self._created = created
-        self._mm = None
         self._size = 0
         try:
             self._size = os.fstat(fd).st_size
-            if self._size:
-                # mmap cannot map zero bytes; an empty region simply has no mapping.
-                self._mm = mmap.mmap(fd, self._size, flags=mmap.MAP_SHARED,
-                                     prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        except ValueError:
-            # mmap refuses a length past the end of the file: the object shrank since fstat.
-            os.close(fd)
-            self._fd = None
-            raise RegionError(f"shared-memory object {name!r} shrank while it was being "
-                              f"mapped (it held {self._size} bytes a moment before)") from None
         except BaseException:
             os.close(fd)
             self._fd = None
@@ -179,7 +201,7 @@ class ShmRegion:
         Raises
         ------
         OSError
-            With the real errno of ``shm_open`` or ``mmap``: ``ENOENT`` (FileNotFoundError) if
+            With the real errno of ``shm_open``: ``ENOENT`` (FileNotFoundError) if
             there is no such object, ``EACCES`` (PermissionError) if it may not be opened
             read-write, ``EINVAL`` for a name ``shm_open`` rejects, ...
         """
@@ -187,7 +209,7 @@ class ShmRegion:
         return cls(name, _shm_open(name, os.O_RDWR, 0), created=False)
 
     @classmethod
-    def create(cls, name, size):
+    def create(cls, name, size, *, reserve=True):
         """Create a new object of `size` zero bytes, readable and writable by its owner only.
 
         Parameters
@@ -195,7 +217,11 @@ class ShmRegion:
         name : str or bytes
             The new object's name.
         size : int
-            Its size in bytes; 0 makes an empty object with nothing mapped.
+            Its size in bytes; 0 makes an empty object.
+        reserve : bool
+            Allocate all of its memory now (``posix_fallocate``), so that a tmpfs without room
+            for it is ``ENOSPC`` here rather than a write the host cannot store later. Only an
+            object meant to be sparse (a test of sizes beyond the memory at hand) skips it.
 
         Returns
         -------
@@ -207,14 +233,22 @@ class ShmRegion:
         FileExistsError
             If an object of that name already exists; it is left untouched.
         OSError
-            If the object cannot be created, sized or mapped; it is removed again.
+            If the object cannot be created or sized: ``ENOSPC`` if its file system has no room
+            for `size` bytes, ``EFBIG`` if `size` is beyond what it can hold. The object is
+            removed again.
         """
         name = _fsname(name)
         size = _check_int(size, "shared-memory object size")
+        if size > _MAX_SIZE:
+            raise OSError(errno.EFBIG, f"{size} bytes is more than any object can hold "
+                          f"({_MAX_SIZE}, the largest off_t)", name)
         fd = _shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, _CREATE_MODE)
         try:
             os.ftruncate(fd, size)
+            if size and reserve:
+                _reserve(fd, name, size)
         except BaseException:
+            # The object is ours (O_EXCL made it), so removing it again takes nothing from anyone.
             os.close(fd)
             _shm_unlink(name)
             raise
@@ -225,7 +259,7 @@ class ShmRegion:
             raise
 
     @classmethod
-    def open_or_create(cls, name, size):
+    def open_or_create(cls, name, size, *, reserve=True):
         """Attach to the object `name` if it exists, else create it with `size` bytes.
 
         An existing object keeps its size, whatever `size` says.
@@ -236,6 +270,8 @@ class ShmRegion:
             The object's name.
         size : int
             Size to give the object if it has to be created.
+        reserve : bool
+            As for :meth:`create`.
 
         Returns
         -------
@@ -253,7 +289,7 @@ class ShmRegion:
             except FileNotFoundError:
                 pass
             try:
-                return cls.create(name, size), True
+                return cls.create(name, size, reserve=reserve), True
             except FileExistsError:
                 if attempt == 7:
                     raise
@@ -265,7 +301,7 @@ class ShmRegion:
 
     @property
     def size(self):
-        """int: Bytes mapped: the object's size when it was opened."""
+        """int: The object's size when it was opened: the bytes this region serves."""
         return self._size
 
     @property
@@ -279,7 +315,7 @@ class ShmRegion:
         return self._fd is None
 
     def current_size(self):
-        """Return the object's size now; another process may have resized it since it was mapped.
+        """Return the object's size now; another process may have resized it since it was opened.
 
         Raises
         ------
@@ -302,14 +338,21 @@ class ShmRegion:
         Raises
         ------
         RegionError
-            If the range reaches past the mapping or past the object's current end.
+            If the range reaches past :attr:`size` or past the object's current end.
         ValueError
             If the region is closed or `offset` or `n` is negative.
         """
         offset, end = self._check_range(offset, n, "read")
-        if end == offset:
-            return b""
-        return self._mm[offset:end]
+        data = b""
+        while len(data) < end - offset:
+            # pread reads a hole as zeros without allocating it, where a mapping would need a
+            # page (and die of SIGBUS on a full tmpfs).
+            chunk = os.pread(self._fd, end - offset - len(data), offset + len(data))
+            if not chunk:
+                raise RegionError(f"cannot read {n} bytes at offset {offset:#x} of "
+                                  f"{self._name!r}: another process shrank it meanwhile")
+            data += chunk
+        return data
 
     def write(self, offset, data, mask=None):
         """Store `data` into the object at `offset`, only the bytes that `mask` enables.
@@ -327,7 +370,7 @@ class ShmRegion:
         Raises
         ------
         RegionError
-            If the range reaches past the mapping or past the object's current end.
+            If the range reaches past :attr:`size` or past the object's current end.
         ValueError
             If the region is closed, `offset` is negative or `mask` is not as long as `data`.
         """
@@ -341,8 +384,7 @@ class ShmRegion:
                                  f"bytes; give exactly one per byte")
         offset, end = self._check_range(offset, n, "write")
         if enables is None or all(enables):
-            if n:
-                self._mm[offset:end] = data
+            self._pwrite(offset, data)
             return
         i = 0
         while i < n:
@@ -352,29 +394,35 @@ class ShmRegion:
             j = i
             while j < n and enables[j]:
                 j += 1
-            # Store each enabled run as one slice so a mostly-enabled write stays a few copies.
-            self._mm[offset + i:offset + j] = data[i:j]
+            # Store each enabled run with one call so a mostly-enabled write stays a few calls.
+            self._pwrite(offset + i, data[i:j])
             i = j
 
+    def _pwrite(self, offset, data):
+        """Store `data` at `offset` with ``pwrite``; ``ENOSPC`` where the host cannot store it."""
+        view = memoryview(data)
+        while view:
+            try:
+                done = os.pwrite(self._fd, view, offset)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot store {len(view)} bytes at offset "
+                              f"{offset:#x}: {exc.strerror}", self._name) from None
+            view, offset = view[done:], offset + done
+
     def close(self):
-        """Unmap the object and close its descriptor, leaving the object itself in place.
+        """Close the object's descriptor, leaving the object itself in place.
 
         Closing twice is harmless.
         """
         if self._fd is None:
             return
-        try:
-            if self._mm is not None:
-                self._mm.close()
-        finally:
-            self._mm = None
-            fd, self._fd = self._fd, None
-            os.close(fd)
+        fd, self._fd = self._fd, None
+        os.close(fd)
 
     def unlink(self):
         """Remove the object's name from the system; allowed only if this region created it.
 
-        The mapping stays usable until :meth:`close`.
+        The region stays usable until :meth:`close`.
 
         Raises
         ------
@@ -416,12 +464,14 @@ class ShmRegion:
         end = offset + n
         if end > self._size:
             raise RegionError(f"cannot {what} {n} bytes at offset {offset:#x} of {self._name!r}: "
-                              f"past the end of its {self._size}-byte mapping")
+                              f"past the end of the {self._size} bytes it had when opened")
         if n:
-            # A remote shrink is only visible through fstat; the access must not race past it.
+            # A remote shrink is only visible through fstat. A shrink between this check and the
+            # pwrite would let the write grow the object back: a window of a few microseconds
+            # that no file API closes, and a stored byte, not a signal, when it is hit.
             current = os.fstat(self._fd).st_size
             if end > current:
                 raise RegionError(f"cannot {what} {n} bytes at offset {offset:#x} of "
                                   f"{self._name!r}: another process shrank it to {current} bytes "
-                                  f"after it was mapped with {self._size}")
+                                  f"after it was opened with {self._size}")
         return offset, end

@@ -14,12 +14,15 @@ from amaranth.utils import ceil_log2, exact_log2
 from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
                           DEFAULT_WINDOW_SIZE, REG, REGISTERS, CtlOp, Status)
 
-from .layouts import CplStatus, cpl_layout, guest_req_layout, host_signature
+from .layouts import (MAX_BURST, TAG_BITS, CplStatus, cpl_layout, guest_req_layout,
+                      host_signature)
 
 __all__ = ["VMShmCore", "DEFAULT_HOST_TIMEOUT"]
 
-#: Cycles the core waits for a host answer before it gives up (ETIMEDOUT, or all ones for DMA).
-DEFAULT_HOST_TIMEOUT = 65535
+#: Cycles the core waits on the host before it gives up (ETIMEDOUT, or all ones for DMA): an OPEN
+#: that times out completes after 5619 + 6 cycles, 45 µs at 125 MHz, within 90 % of a PCIe root
+#: port's shortest default completion timeout (50 µs). See docs/timing.md.
+DEFAULT_HOST_TIMEOUT = 5619
 
 
 def _check_pow2(name, value, minimum):
@@ -42,9 +45,13 @@ class VMShmCore(wiring.Component):
         Size of the register BAR in bytes: 256 (the original's), or up to 4 KiB for guests that
         map whole pages. Offsets past the register map read 0.
     host_timeout : int
-        Cycles to wait for a host answer (control or DMA) before completing the guest's access
-        anyway: OPEN and CLOSE return ``ETIMEDOUT``, a window read returns all ones. A late OPEN
-        success is closed again. 0 waits for ever.
+        Cycles to wait on the host (for it to take a request beat, or to answer) before
+        completing the guest's access anyway: OPEN and CLOSE return ``ETIMEDOUT``, a window read
+        returns all ones, a window write is dropped. The timer covers a whole OPEN or CLOSE, and
+        each beat of a window burst. Beats the host had been offered stay owed and go out when
+        it takes them (a write's rest with no byte enabled, an OPEN's rest as one RESET beat);
+        late answers are dropped by tag, a late OPEN success is closed again. 0 waits for ever.
+        docs/timing.md states the bound on every access.
 
     Members
     -------
@@ -59,6 +66,9 @@ class VMShmCore(wiring.Component):
     dma_enable : ``In(1)``
         Bus Master Enable. While it is low OPEN fails with ``EPERM`` and window accesses are
         rejected.
+    cpl_error : ``Out(1)``
+        With a ``cpl`` beat: its data never came, the host failed it (an error answer or none in
+        time). The beat reads all ones; a PCIe front end answers Completer Abort instead.
     host_base : ``Out(64)``
         The host bus address of the open object (``ctl_rsp.payload.addr`` of the last successful
         OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
@@ -68,6 +78,10 @@ class VMShmCore(wiring.Component):
                  data_width=32, regs_size=BAR0_SIZE, host_timeout=DEFAULT_HOST_TIMEOUT):
         try:
             _check_pow2("window_size", window_size, 64)
+            if window_size > 1 << 31:
+                # WINDOW_SIZE and MAP_SIZE are 32-bit registers: 4 GiB would read as 0.
+                raise ValueError(f"window_size must be at most 2 GiB (1 << 31), what the 32-bit "
+                                 f"WINDOW_SIZE register can say, not {window_size!r}")
             _check_pow2("name_size", name_size, 8)
             _check_pow2("regs_size", regs_size, BAR0_SIZE)
             if regs_size > 4096:
@@ -96,6 +110,7 @@ class VMShmCore(wiring.Component):
             "host":    Out(host_signature(self._addr_width, data_width)),
             # Bus Master Enable from the PCI front end: no OPEN and no DMA without it.
             "dma_enable": In(1, init=1),
+            "cpl_error": Out(1),
             # Where the host put the object on its bus, for a front end whose DMA is addressed.
             "host_base": Out(64),
         })
@@ -150,6 +165,9 @@ class VMShmCore(wiring.Component):
         obj_size = Signal(64)
         map_size = Signal(range(self._window_size + 1))
         rejects = Signal(32)
+        dma_error = Signal()        # sticky: a window access failed at the host
+        host_failed = Signal()      # the all-ones beats being sent stand for a failed DMA
+        timeouts = Signal(32)
 
         # -- name RAM ---------------------------------------------------------------------------
         m.submodules.name_ram = name_ram = Memory(
@@ -161,9 +179,9 @@ class VMShmCore(wiring.Component):
         reg_value = {
             "OPEN": C(0, 32), "CLOSE": C(0, 32),
             "ID": C(REG["ID"].reset, 32), "VERSION": C(REG["VERSION"].reset, 32),
-            "STATUS": Cat(is_open, busy, C(0, 6), last_error),
+            "STATUS": Cat(is_open, busy, dma_error, C(0, 5), last_error),
             "MAP_SIZE": map_size, "OBJ_SIZE_LO": obj_size[:32], "OBJ_SIZE_HI": obj_size[32:],
-            "REJECTS": rejects,
+            "REJECTS": rejects, "TIMEOUTS": timeouts,
             "WINDOW_SIZE": C(self._window_size, 32), "NAME_SIZE": C(self._name_size, 32),
         }
         assert set(reg_value) == {r.name for r in REGISTERS}, "register file and map disagree"
@@ -200,17 +218,55 @@ class VMShmCore(wiring.Component):
         window_ok = in_window & is_open & self.dma_enable & (hdr_end <= map_limit)
         rejected = (req.bar == BAR_WINDOW) & ~window_ok
 
+        # -- the object's last word, when MAP_SIZE ends inside it --------------------------------
+        # Its bytes past the object read all ones and are never written, whatever the host does:
+        # the front end sees byte enables without them. Only a burst's last beat can hold it.
+        clip = Signal()             # the burst at hand ends in that word
+        tail_be = Signal(wb)        # the enables of its bytes inside the object
+        with m.If(map_size[:wshift] == 0):
+            m.d.comb += tail_be.eq((1 << wb) - 1)
+        with m.Else():
+            m.d.comb += tail_be.eq(Cat(*[map_size[:wshift] > i for i in range(wb - 1)]))
+        last_be = Mux(clip & (remaining == 0), tail_be, (1 << wb) - 1)
+        tail_ones = Cat(*[Mux(last_be[i], 0, 0xFF) for i in range(wb)])
+
         # -- host timeout ------------------------------------------------------------------------
         timer = Signal(range(max(self._host_timeout, 1) + 1))
         timed_out = Signal()
         if self._host_timeout:
             m.d.comb += timed_out.eq(timer == self._host_timeout)
-        dma_drain = Signal(16)      # DMA response beats still owed to a timed-out access
-        ctl_stale = Signal()        # a control answer is owed to a timed-out OPEN or CLOSE
-        ctl_stale_op = Signal(2)
-        pending_op = Signal(2)      # the guest's OPEN or CLOSE waiting behind a stale answer
         op_status = Signal(8)
         rd_data = Signal(self._data_width)
+        pending_op = Signal(2)      # the guest's OPEN or CLOSE being served
+
+        # -- control channel bookkeeping ---------------------------------------------------------
+        # Every packet carries a tag; the host echoes it and the op, so an answer is only taken
+        # for the request the core is waiting for. At most one of ctl_owed and ctl_stale is set.
+        ctl_tag = Signal(TAG_BITS)              # tag of the newest packet
+        # A beat the core must still send: the beat on offer when a wait timed out (a stream
+        # source may not take back a beat it offered), then RESET to end a cut-off OPEN. Out of
+        # reset the owed beat is a RESET: the host learns of every reset of the device.
+        ctl_owed = Signal(init=1)
+        ctl_owed_op = Signal(2, init=CtlOp.RESET)
+        ctl_owed_data = Signal(8)
+        ctl_owed_last = Signal(init=1)
+        ctl_stale = Signal()        # the host owes an answer to a packet the guest gave up on
+        ctl_stale_op = Signal(2)
+
+        # -- DMA bookkeeping ---------------------------------------------------------------------
+        dma_tag = Signal(TAG_BITS)              # tag of the newest DMA request
+        # Beats of a request the core gave up on while it was on offer: the beat itself, then
+        # (for a write) the rest of the burst with no byte enabled, so the host's packet ends.
+        dma_owed = Signal(range(MAX_BURST + 1))
+        dma_owed_write = Signal()
+        dma_owed_addr = Signal(self._addr_width)
+        dma_owed_count = Signal(8)
+        dma_owed_data = Signal(self._data_width)
+        dma_owed_be = Signal(wb)
+        dma_free = Signal()
+        m.d.comb += dma_free.eq(dma_owed == 0)
+        dma_match = Signal()
+        m.d.comb += dma_match.eq(dma_rsp.payload.tag == dma_tag)
 
         name_ptr = Signal(range(self._name_size))
         # While OPEN streams the name out, the read port follows the name pointer instead.
@@ -218,13 +274,25 @@ class VMShmCore(wiring.Component):
         name_byte = Signal(8)
         m.d.comb += name_byte.eq(name_rd.data.word_select(name_ptr[:wshift], 8))
 
-        # DMA responses owed to a timed-out access are swallowed whenever they arrive.
-        drain_now = Signal()
-        m.d.comb += drain_now.eq(dma_drain != 0)
-        with m.If(drain_now):
-            m.d.comb += dma_rsp.ready.eq(1)
-            with m.If(dma_rsp.valid):
-                m.d.sync += dma_drain.eq(dma_drain - 1)
+        # The host's answers are taken whenever the core is idle or waiting for one (control:
+        # the states that set ctl_rsp.ready; DMA: always); those for no request waited on are
+        # dropped.
+        m.d.comb += dma_rsp.ready.eq(1)
+        rsp = ctl_rsp.payload
+        ctl_match = Signal()
+        m.d.comb += ctl_match.eq(ctl_rsp.valid & (rsp.tag == ctl_tag))
+
+        def owe_cleanup():
+            # The host may hold an object the guest was told is not open: CLOSE it. CLOSE is
+            # harmless if nothing is open, and the host serves its channel in order.
+            m.d.sync += [ctl_tag.eq(ctl_tag + 1), ctl_owed.eq(1), ctl_owed_op.eq(CtlOp.CLOSE),
+                         ctl_owed_data.eq(0), ctl_owed_last.eq(1)]
+
+        # A late answer to an OPEN or CLOSE the guest gave up on; a late OPEN success is closed.
+        with m.If(ctl_rsp.ready & ctl_stale & ctl_match & (rsp.op == ctl_stale_op)):
+            m.d.sync += ctl_stale.eq(0)
+            with m.If((ctl_stale_op == CtlOp.OPEN) & (rsp.status == Status.OK)):
+                owe_cleanup()
 
         def start_timer():
             m.d.sync += timer.eq(0)
@@ -243,20 +311,29 @@ class VMShmCore(wiring.Component):
                 pending_op.eq(0),
             ]
 
+        def count_timeout():
+            m.d.sync += timeouts.eq(timeouts + (timeouts != 0xFFFF_FFFF))
+
+        def close_window():
+            m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
+
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
-                m.d.comb += self.req.ready.eq(~req.write)
+                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1)]
+                start_timer()
                 with m.If(self.req.valid):
                     m.d.sync += [
                         bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
                         count.eq(req.count),
-                        rd_be.eq(req.be), first.eq(1),
+                        rd_be.eq(req.be), first.eq(1), clip.eq(hdr_end > map_size),
                         cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
                                           CplStatus.SC, CplStatus.UR)),
                     ]
                     with m.If(rejected):
                         m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
+                    with m.If(window_ok):
+                        m.d.sync += dma_tag.eq(dma_tag + 1)
                     with m.If(req.write):
                         with m.If(window_ok):
                             m.next = "DMA-WRITE"
@@ -269,9 +346,6 @@ class VMShmCore(wiring.Component):
                             m.next = "READ-FETCH"
                         with m.Else():
                             m.next = "READ-ONES"
-                with m.Elif(ctl_stale & ctl_rsp.valid):
-                    # A late answer arrived while idle: deal with it now, not at the next OPEN.
-                    m.next = "CTL-DRAIN"
 
             # -- writes to registers and the name RAM, and dropped writes --------------------------
             with m.State("WRITE"):
@@ -288,6 +362,15 @@ class VMShmCore(wiring.Component):
                                   (byte_offset == REG["REJECTS"].offset & ~(wb - 1)) &
                                   req.be.word_select((REG["REJECTS"].offset % wb) // 4, 4).any()):
                             m.d.sync += rejects.eq(0)
+                        status_lane = (REG["STATUS"].offset % wb) // 4
+                        with m.If((bar == BAR_REGS) &
+                                  (byte_offset == REG["STATUS"].offset & ~(wb - 1)) &
+                                  req.be[status_lane * 4] & req.data[status_lane * 32 + 2]):
+                            m.d.sync += dma_error.eq(0)     # write 1 to clear
+                        with m.If((bar == BAR_REGS) &
+                                  (byte_offset == REG["TIMEOUTS"].offset & ~(wb - 1)) &
+                                  req.be.word_select((REG["TIMEOUTS"].offset % wb) // 4, 4).any()):
+                            m.d.sync += timeouts.eq(0)
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1)]
                     with m.If(remaining == 0):
                         m.next = "WRITE-ACK"
@@ -301,7 +384,7 @@ class VMShmCore(wiring.Component):
                 with m.If(self.cpl.ready):
                     m.next = "IDLE"
 
-            # -- reads of registers and the name RAM ------------------------------------------------
+            # -- reads of registers and the name RAM -----------------------------------------------
             with m.State("READ-FETCH"):
                 # The name RAM's read port is synchronous: its data is valid in READ-SEND.
                 m.d.sync += rd_data.eq(reg_word)
@@ -337,15 +420,18 @@ class VMShmCore(wiring.Component):
                     self.cpl.payload.data.eq(ones),
                     self.cpl.payload.status.eq(cpl_status),
                     self.cpl.payload.last.eq(remaining == 0),
+                    self.cpl_error.eq(host_failed),
                 ]
                 with m.If(self.cpl.ready):
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 0):
+                        m.d.sync += host_failed.eq(0)
                         m.next = "IDLE"
 
             # -- OPEN ------------------------------------------------------------------------------
             with m.State("OPEN-START"):
-                with m.If(ctl_stale):
+                # Owed DMA beats go out first too: none may reach the object opened next.
+                with m.If(ctl_stale | ctl_owed | ~dma_free):
                     m.next = "CTL-DRAIN"
                 with m.Elif(is_open):
                     finish_op(C(Status.EBUSY, 8))
@@ -357,7 +443,7 @@ class VMShmCore(wiring.Component):
                     # The name RAM follows name_ptr while busy; waddr keeps pointing at OPEN so
                     # the rest of the completion (ID in a 64-bit word, later beats of a burst)
                     # reads the right registers.
-                    m.d.sync += name_ptr.eq(0)
+                    m.d.sync += [name_ptr.eq(0), ctl_tag.eq(ctl_tag + 1)]
                     m.next = "OPEN-FETCH"
 
             with m.State("OPEN-FETCH"):
@@ -372,6 +458,7 @@ class VMShmCore(wiring.Component):
                     ctl_req.payload.op.eq(CtlOp.OPEN),
                     ctl_req.payload.data.eq(name_byte),
                     ctl_req.payload.last.eq(last),
+                    ctl_req.payload.tag.eq(ctl_tag),
                 ]
                 with m.If(ctl_req.ready):
                     m.d.sync += name_ptr.eq(name_ptr + 1)
@@ -379,12 +466,21 @@ class VMShmCore(wiring.Component):
                         m.next = "CTL-WAIT"
                     with m.Elif(name_ptr[:wshift] == wb - 1):
                         m.next = "OPEN-FETCH"
+                with m.Elif(timed_out):
+                    # The byte on offer stays owed; a RESET after it ends the packet unless it
+                    # was the last, in which case its answer is owed like a timed-out one.
+                    m.d.sync += [ctl_owed.eq(1), ctl_owed_op.eq(CtlOp.OPEN),
+                                 ctl_owed_data.eq(name_byte), ctl_owed_last.eq(last)]
+                    finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
+                    m.next = "READ-SEND"
 
             # -- CLOSE -----------------------------------------------------------------------------
             with m.State("CLOSE-START"):
-                with m.If(ctl_stale):
+                with m.If(ctl_stale | ctl_owed):
                     m.next = "CTL-DRAIN"
                 with m.Else():
+                    m.d.sync += ctl_tag.eq(ctl_tag + 1)
                     m.next = "CLOSE-SEND"
 
             with m.State("CLOSE-SEND"):
@@ -393,19 +489,26 @@ class VMShmCore(wiring.Component):
                     ctl_req.valid.eq(1),
                     ctl_req.payload.op.eq(CtlOp.CLOSE),
                     ctl_req.payload.last.eq(1),
+                    ctl_req.payload.tag.eq(ctl_tag),
                 ]
+                # The window closes as soon as CLOSE is sent, or given up on: no access reaches
+                # a released object, whatever the host answers.
                 with m.If(ctl_req.ready):
-                    # The window closes as soon as CLOSE is sent: no access reaches a released
-                    # object, whatever the host answers.
-                    m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
+                    close_window()
                     m.next = "CTL-WAIT"
+                with m.Elif(timed_out):
+                    close_window()
+                    m.d.sync += [ctl_owed.eq(1), ctl_owed_op.eq(CtlOp.CLOSE),
+                                 ctl_owed_data.eq(0), ctl_owed_last.eq(1)]
+                    finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
+                    m.next = "READ-SEND"
 
             # -- the host's answer -----------------------------------------------------------------
             with m.State("CTL-WAIT"):
                 run_timer()
                 m.d.comb += ctl_rsp.ready.eq(1)
-                rsp = ctl_rsp.payload
-                with m.If(ctl_rsp.valid):
+                with m.If(ctl_match & (rsp.op == pending_op)):
                     with m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK)):
                         m.d.sync += [
                             is_open.eq(1),
@@ -419,105 +522,166 @@ class VMShmCore(wiring.Component):
                 with m.Elif(timed_out):
                     m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(pending_op)]
                     finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
                     m.next = "READ-SEND"
 
-            # A timed-out OPEN or CLOSE is still owed an answer. Take it before anything else goes
-            # out on the control channel; a late OPEN success is closed again at once.
+            # Before a new OPEN or CLOSE goes out, the owed beats go and the owed answer comes
+            # (the host serves its channel in order). A host that never does gives ETIMEDOUT;
+            # an answer given up on is forgotten, and a forgotten OPEN is closed to be sure.
             with m.State("CTL-DRAIN"):
                 run_timer()
                 m.d.comb += ctl_rsp.ready.eq(1)
-                with m.If(ctl_rsp.valid):
-                    m.d.sync += ctl_stale.eq(0)
-                    with m.If((ctl_stale_op == CtlOp.OPEN) &
-                              (ctl_rsp.payload.status == Status.OK)):
-                        m.next = "CTL-CLEANUP"
-                    with m.Elif(pending_op == CtlOp.OPEN):
+                with m.If(~ctl_stale & ~ctl_owed & (dma_free | (pending_op == CtlOp.CLOSE))):
+                    with m.If(pending_op == CtlOp.OPEN):
                         m.next = "OPEN-START"
-                    with m.Elif(pending_op == CtlOp.CLOSE):
+                    with m.Else():
                         m.next = "CLOSE-START"
-                    with m.Else():
-                        m.next = "IDLE"
-                with m.Elif(timed_out & (pending_op != 0)):
+                with m.Elif(timed_out):
+                    m.d.sync += ctl_stale.eq(0)
+                    # A CLOSE given up on still shuts the window, and is owed to the host if the
+                    # channel has room (an owed RESET or CLOSE releases the object anyway).
+                    with m.If(pending_op == CtlOp.CLOSE):
+                        close_window()
+                    with m.If(~ctl_owed & ((ctl_stale & (ctl_stale_op == CtlOp.OPEN)) |
+                                           (pending_op == CtlOp.CLOSE))):
+                        owe_cleanup()
                     finish_op(C(Status.ETIMEDOUT, 8))
+                    count_timeout()
                     m.next = "READ-SEND"
-
-            with m.State("CTL-CLEANUP"):
-                run_timer()
-                m.d.comb += [
-                    ctl_req.valid.eq(1),
-                    ctl_req.payload.op.eq(CtlOp.CLOSE),
-                    ctl_req.payload.last.eq(1),
-                ]
-                with m.If(ctl_req.ready):
-                    m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(CtlOp.CLOSE)]
-                    # With no guest OPEN or CLOSE waiting, the answer to this CLOSE is taken in
-                    # IDLE whenever it comes: waiting for it here would hold up every guest
-                    # access for as long as the host takes, past the timeout.
-                    with m.If(pending_op != 0):
-                        m.next = "CTL-DRAIN"
-                    with m.Else():
-                        m.next = "IDLE"
 
             # -- window: DMA -----------------------------------------------------------------------
             with m.State("DMA-READ-REQ"):
+                run_timer()
                 m.d.comb += [
-                    dma_req.valid.eq(1),
+                    dma_req.valid.eq(dma_free),
                     dma_req.payload.write.eq(0),
                     dma_req.payload.addr.eq(byte_offset),
                     dma_req.payload.count.eq(remaining),
+                    # A read's enables: those of its last word, for a front end that asks the
+                    # host for bytes (PCIe's last BE).
+                    dma_req.payload.be.eq(Mux(clip, tail_be, (1 << wb) - 1)),
+                    dma_req.payload.tag.eq(dma_tag),
                 ]
-                with m.If(dma_req.ready):
+                with m.If(dma_free & dma_req.ready):
                     start_timer()
                     m.next = "DMA-READ-DATA"
+                with m.Elif(timed_out):
+                    with m.If(dma_free):
+                        m.d.sync += [dma_owed.eq(1), dma_owed_write.eq(0),
+                                     dma_owed_addr.eq(byte_offset), dma_owed_count.eq(remaining),
+                                     dma_owed_be.eq(Mux(clip, tail_be, (1 << wb) - 1))]
+                    count_timeout()
+                    m.d.sync += [dma_error.eq(1), host_failed.eq(1)]
+                    m.next = "READ-ONES"
 
             with m.State("DMA-READ-DATA"):
-                run_timer()
                 took = Signal()
-                with m.If(~drain_now):
-                    m.d.comb += [
-                        self.cpl.valid.eq(dma_rsp.valid),
-                        self.cpl.payload.data.eq(Mux(dma_rsp.payload.err, ones,
-                                                     dma_rsp.payload.data)),
-                        self.cpl.payload.status.eq(CplStatus.SC),
-                        self.cpl.payload.last.eq(remaining == 0),
-                        dma_rsp.ready.eq(self.cpl.ready),
-                        took.eq(dma_rsp.valid & self.cpl.ready),
-                    ]
+                m.d.comb += [
+                    self.cpl.valid.eq(dma_rsp.valid & dma_match),
+                    self.cpl.payload.data.eq(Mux(dma_rsp.payload.err, ones,
+                                                 dma_rsp.payload.data | tail_ones)),
+                    self.cpl.payload.status.eq(CplStatus.SC),
+                    self.cpl.payload.last.eq(remaining == 0),
+                    self.cpl_error.eq(dma_rsp.payload.err),
+                    dma_rsp.ready.eq(~dma_match | self.cpl.ready),
+                    took.eq(dma_rsp.valid & dma_match & self.cpl.ready),
+                ]
+                with m.If(took & dma_rsp.payload.err):
+                    m.d.sync += dma_error.eq(1)
+                # Each beat has its own timeout: a long burst with gaps still completes.
                 with m.If(took):
                     start_timer()
                     m.d.sync += remaining.eq(remaining - 1)
+                    # The host refused the access (it could not read the object): count it once.
+                    with m.If(dma_rsp.payload.err & (remaining == count)):
+                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
                     with m.If(remaining == 0):
                         m.next = "IDLE"
-                with m.Elif(timed_out):
-                    # The host owes the rest of the burst; swallow it when it comes.
-                    m.d.sync += dma_drain.eq(dma_drain + remaining + 1 -
-                                             (drain_now & dma_rsp.valid))
-                    m.next = "READ-ONES"
+                with m.Elif(~(dma_rsp.valid & dma_match)):
+                    run_timer()
+                    with m.If(timed_out):
+                        # The rest of the burst is all ones; its late beats are dropped by tag.
+                        count_timeout()
+                        m.d.sync += [dma_error.eq(1), host_failed.eq(1)]
+                        m.next = "READ-ONES"
 
             with m.State("DMA-WRITE"):
                 m.d.comb += [
-                    dma_req.valid.eq(self.req.valid),
+                    dma_req.valid.eq(self.req.valid & dma_free),
                     dma_req.payload.write.eq(1),
                     dma_req.payload.addr.eq(byte_offset),
                     dma_req.payload.count.eq(count),
                     dma_req.payload.data.eq(req.data),
-                    dma_req.payload.be.eq(req.be),
-                    self.req.ready.eq(dma_req.ready),
+                    dma_req.payload.be.eq(req.be & last_be),
+                    dma_req.payload.tag.eq(dma_tag),
+                    self.req.ready.eq(dma_req.ready & dma_free),
                 ]
-                with m.If(self.req.valid & dma_req.ready):
+                with m.If(self.req.valid & dma_free & dma_req.ready):
+                    start_timer()
                     m.d.sync += remaining.eq(remaining - 1)
                     with m.If(remaining == 0):
-                        start_timer()
                         m.next = "DMA-WRITE-ACK"
+                with m.Elif(self.req.valid):
+                    # Only a host that does not take the beat runs the timer, not a slow guest.
+                    run_timer()
+                    with m.If(timed_out):
+                        with m.If(dma_free):
+                            # The host's packet is finished with the beat on offer, then beats
+                            # that write nothing; the guest's beats are taken and dropped.
+                            m.d.sync += [dma_owed.eq(remaining + 1), dma_owed_write.eq(1),
+                                         dma_owed_addr.eq(byte_offset), dma_owed_count.eq(count),
+                                         dma_owed_data.eq(req.data),
+                                         dma_owed_be.eq(req.be & last_be)]
+                        count_timeout()
+                        m.d.sync += dma_error.eq(1)
+                        m.next = "WRITE"
 
             with m.State("DMA-WRITE-ACK"):
                 run_timer()
-                with m.If(~drain_now):
-                    m.d.comb += dma_rsp.ready.eq(1)
-                with m.If(~drain_now & dma_rsp.valid):
+                with m.If(dma_rsp.valid & dma_match):
+                    m.d.sync += dma_error.eq(dma_error | dma_rsp.payload.err)
+                    # A write is posted, so this count is all the guest learns of a write the
+                    # host could not store (a full tmpfs, an object shrunk under it).
+                    with m.If(dma_rsp.payload.err):
+                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
                     m.next = "WRITE-ACK"
                 with m.Elif(timed_out):
-                    m.d.sync += dma_drain.eq(dma_drain + 1 - (drain_now & dma_rsp.valid))
+                    count_timeout()
+                    m.d.sync += dma_error.eq(1)
                     m.next = "WRITE-ACK"
 
+        # -- owed beats: sent whenever the host takes them, whatever the FSM is doing --------------
+        with m.If(ctl_owed):
+            m.d.comb += [
+                ctl_req.valid.eq(1),
+                ctl_req.payload.op.eq(ctl_owed_op),
+                ctl_req.payload.data.eq(ctl_owed_data),
+                ctl_req.payload.last.eq(ctl_owed_last),
+                ctl_req.payload.tag.eq(ctl_tag),
+            ]
+            with m.If(ctl_req.ready):
+                with m.If(ctl_owed_last):
+                    m.d.sync += ctl_owed.eq(0)
+                    with m.If(ctl_owed_op != CtlOp.RESET):
+                        # A whole OPEN or CLOSE went out after all: its answer is owed.
+                        m.d.sync += [ctl_stale.eq(1), ctl_stale_op.eq(ctl_owed_op)]
+                with m.Else():
+                    m.d.sync += [ctl_owed_op.eq(CtlOp.RESET), ctl_owed_data.eq(0),
+                                 ctl_owed_last.eq(1)]
+        with m.If(~dma_free):
+            m.d.comb += [
+                dma_req.valid.eq(1),
+                dma_req.payload.write.eq(dma_owed_write),
+                dma_req.payload.addr.eq(dma_owed_addr),
+                dma_req.payload.count.eq(dma_owed_count),
+                dma_req.payload.data.eq(dma_owed_data),
+                dma_req.payload.be.eq(dma_owed_be),
+                dma_req.payload.tag.eq(dma_tag),
+            ]
+            with m.If(dma_req.ready):
+                m.d.sync += [dma_owed.eq(dma_owed - 1), dma_owed_be.eq(0)]
+
+        # What the formal properties (formal/) look at inside; not ports, changes nothing.
+        self._probe = {"is_open": is_open, "map_limit": map_limit, "dma_free": dma_free,
+                       "ctl_owed": ctl_owed, "ctl_stale": ctl_stale}
         return m

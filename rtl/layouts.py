@@ -10,9 +10,12 @@ import enum
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["CplStatus", "Space", "MAX_BURST", "guest_req_layout", "cpl_layout",
+__all__ = ["CplStatus", "Space", "MAX_BURST", "TAG_BITS", "guest_req_layout", "cpl_layout",
            "ctl_req_layout", "ctl_rsp_layout", "dma_req_layout", "dma_rsp_layout",
            "pci_req_layout", "bus_req_layout", "host_signature"]
+
+#: Width of the tags that pair a host's answers with the device's requests (see ``tag`` below).
+TAG_BITS = 8
 
 #: Most beats one guest request or one DMA request may carry (``count`` is beats - 1).
 MAX_BURST = 256
@@ -63,11 +66,15 @@ def ctl_req_layout():
 
     OPEN streams the name one byte a beat, up to and including its NUL (``last`` on the NUL), or
     the whole name buffer with ``last`` on its final byte if there is no NUL. CLOSE is one beat.
+    RESET is one beat, sent after a reset of the device; it also ends (``last``) an OPEN the
+    device gave up on half-way, in place of the rest of the name. ``tag`` numbers the packet:
+    the host echoes it, with ``op``, in its answer. RESET is never answered.
     """
     return data.StructLayout({
         "op":   2,
         "data": 8,
         "last": 1,
+        "tag":  TAG_BITS,
     })
 
 
@@ -77,11 +84,15 @@ def ctl_rsp_layout():
     ``addr`` is the host bus address of the object's first byte, for a device whose DMA goes out
     as bus-addressed requests (the UltraScale+ shim's memory reads and writes); 0 where DMA is
     addressed by offset into the object. Only a successful OPEN's answer is looked at.
+    ``op`` and ``tag`` repeat the request's: the device takes an answer only for the request it
+    is waiting for, and drops any other (late, doubled or never asked for).
     """
     return data.StructLayout({
         "status": 8,
         "size":   64,
         "addr":   64,
+        "op":     2,
+        "tag":    TAG_BITS,
     })
 
 
@@ -90,6 +101,8 @@ def dma_req_layout(addr_width, data_width):
 
     A read is one beat asking for ``count`` + 1 words at byte offset ``addr`` of the object. A
     write is ``count`` + 1 beats with data and byte enables; the header repeats on every beat.
+    ``tag`` numbers the request; the host echoes it on every answer beat. A write the device gave
+    up on is still finished: its remaining beats go out with no byte enabled.
     """
     return data.StructLayout({
         "write": 1,
@@ -97,6 +110,7 @@ def dma_req_layout(addr_width, data_width):
         "count": 8,
         "data":  data_width,
         "be":    data_width // 8,
+        "tag":   TAG_BITS,
     })
 
 
@@ -104,11 +118,13 @@ def dma_rsp_layout(data_width):
     """Return the layout of one DMA response beat: ``count`` + 1 beats for a read, one for a write.
 
     ``err`` marks a beat the host could not serve (the object shrank, or nothing is open).
+    ``tag`` is the request's: beats of any other tag are dropped by the device.
     """
     return data.StructLayout({
         "data": data_width,
         "err":  1,
         "last": 1,
+        "tag":  TAG_BITS,
     })
 
 

@@ -56,7 +56,10 @@ class VMShmPCI(wiring.Component):
     that also takes BAR2's register), and the next free BAR the name buffer (BAR2, or BAR3 with a
     64-bit window). A vendor-specific capability at 0x40 tells the driver the indices and sizes.
     Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
-    ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR.
+    ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR. A PCI
+    Express capability at 0x60 offers Function Level Reset: setting Initiate FLR in its Device
+    Control register resets the core as ``rst`` does (the host hears of it as a RESET) and
+    clears the command register and the BARs.
 
     Parameters
     ----------
@@ -129,6 +132,9 @@ class VMShmPCI(wiring.Component):
             "host": Out(self._core.signature.members["host"].signature),
         })
 
+    #: Where the PCI Express capability sits, after VMShm's own: it carries Initiate FLR.
+    EXP_CAP_OFFSET = 0x60
+
     @property
     def core(self):
         return self._core
@@ -151,7 +157,7 @@ class VMShmPCI(wiring.Component):
         bar_of = {b.function: b.index for b in self._bars}
         return capability_bytes(window_size=self.window_size, name_size=self.name_size,
                                 regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
-                                name_bar=bar_of[BAR_NAME])
+                                name_bar=bar_of[BAR_NAME], next_ptr=self.EXP_CAP_OFFSET)
 
     @property
     def window_size(self):
@@ -167,7 +173,11 @@ class VMShmPCI(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = self._core
+        core = self._core
+        # A Function Level Reset resets the core as its `rst` would; the front end finishes the
+        # configuration write that asked for it, then forgets its command register and BARs.
+        flr = Signal()
+        m.submodules.core = ResetInserter(flr)(core)
         wiring.connect(m, wiring.flipped(self.host), core.host)
 
         W = self.data_width
@@ -182,6 +192,14 @@ class VMShmPCI(wiring.Component):
         int_line = Signal(8)
         mse = command[1]
         m.d.comb += core.dma_enable.eq(command[2])
+        # Status: Signaled Target Abort, set when the function answers a read with data the
+        # host failed to give (the guest reads all ones), cleared by writing 1 (RW1C).
+        target_abort = Signal()
+        with m.If(core.cpl.valid & core.cpl.ready & core.cpl_error):
+            m.d.sync += target_abort.eq(1)
+        status = Signal(16)
+        m.d.comb += status.eq(P.PCI_STATUS_CAP_LIST |
+                              Mux(target_abort, P.PCI_STATUS_SIG_TARGET_ABORT, 0))
 
         # -- BAR registers: the stored base keeps only the bits the BAR's size lets software set.
         bases = {b.index: Signal(64 if b.is64 else 32, name=f"bar{b.index}_base")
@@ -193,7 +211,7 @@ class VMShmPCI(wiring.Component):
         # -- configuration space, one 32-bit dword at a time -------------------------------------
         dwords = {
             0x00: C(ids["vendor_id"] | ids["device_id"] << 16, 32),
-            0x04: Cat(command, C(P.PCI_STATUS_CAP_LIST, 16)),
+            0x04: Cat(command, status),
             0x08: C(ids["revision"] | ids["class_code"] << 8, 32),
             0x0C: Cat(cache_line, C(0, 8), C(P.PCI_HEADER_TYPE_NORMAL, 8), C(0, 8)),
             0x2C: C(ids["subsystem_vendor_id"] | ids["subsystem_id"] << 16, 32),
@@ -208,6 +226,10 @@ class VMShmPCI(wiring.Component):
         cap_bytes = self.capability()
         for i in range(0, CAP_LEN, 4):
             dwords[CAP_OFFSET + i] = C(int.from_bytes(cap_bytes[i:i + 4], "little"), 32)
+        # The PCI Express capability: only what a driver needs to reset the function (FLR).
+        exp = self.EXP_CAP_OFFSET
+        dwords[exp] = C(P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16, 32)
+        dwords[exp + P.PCI_EXP_DEVCAP] = C(P.PCI_EXP_DEVCAP_FLR, 32)
 
         cfg_addr = Signal(12)       # byte offset of the current word in configuration space
         cfg_word = Signal(W)
@@ -229,10 +251,15 @@ class VMShmPCI(wiring.Component):
                         m.d.sync += command[:8].eq(d[:8] & (COMMAND_WRITABLE & 0xFF))
                     with m.If(e[1]):
                         m.d.sync += command[8:].eq(d[8:16] & (COMMAND_WRITABLE >> 8))
+                    with m.If(e[3] & d[16 + P.PCI_STATUS_SIG_TARGET_ABORT.bit_length() - 1]):
+                        m.d.sync += target_abort.eq(0)
                 with m.If((off == P.PCI_CACHE_LINE_SIZE) & e[0]):
                     m.d.sync += cache_line.eq(d[:8])
                 with m.If((off == P.PCI_INTERRUPT_LINE) & e[0]):
                     m.d.sync += int_line.eq(d[:8])
+                with m.If((off == self.EXP_CAP_OFFSET + P.PCI_EXP_DEVCTL) & e[1] &
+                          d[15]):
+                    m.d.sync += flr.eq(1)
                 for b in self._bars:
                     base, mask = bases[b.index], bar_mask(b)
                     regs = [(P.PCI_BASE_ADDRESS_0 + 4 * b.index, 0)]
@@ -270,6 +297,9 @@ class VMShmPCI(wiring.Component):
         is_cfg = req.space == Space.CFG
         cfg_ok = is_cfg & req.sel & (req.count == 0) & (req.addr[12:] == 0)
 
+        # The reset lasts one cycle, while the write's completion goes out.
+        with m.If(flr):
+            m.d.sync += [flr.eq(0), command.eq(0)] + [base.eq(0) for base in bases.values()]
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 with m.If(self.req.valid):

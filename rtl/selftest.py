@@ -118,11 +118,19 @@ class OnChipHost(wiring.Component):
         # wake it (Verilator's ALWNEVER).
         base = Signal(64)
 
+        # The answer echoes the request's op and tag; a RESET packet is dropped, unanswered.
+        rsp_op = Signal(2)
+        rsp_tag = Signal(len(ctl_req.payload.tag))
+
         with m.FSM(name="ctl_fsm"):
             with m.State("IDLE"):
                 m.d.comb += ctl_req.ready.eq(1)
                 with m.If(ctl_req.valid):
-                    with m.If(ctl_req.payload.op == CtlOp.OPEN):
+                    m.d.sync += [rsp_op.eq(ctl_req.payload.op), rsp_tag.eq(ctl_req.payload.tag)]
+                    with m.If(ctl_req.payload.op == CtlOp.RESET):
+                        with m.If(ctl_req.payload.last):
+                            m.d.sync += [idx.eq(0), match.eq(1)]
+                    with m.Elif(ctl_req.payload.op == CtlOp.OPEN):
                         m.d.sync += [idx.eq(Mux(idx == len(expected), idx, idx + 1)),
                                      match.eq(match & byte_ok)]
                         with m.If(ctl_req.payload.last):
@@ -142,6 +150,8 @@ class OnChipHost(wiring.Component):
                     ctl_rsp.valid.eq(1),
                     ctl_rsp.payload.status.eq(status),
                     ctl_rsp.payload.size.eq(size),
+                    ctl_rsp.payload.op.eq(rsp_op),
+                    ctl_rsp.payload.tag.eq(rsp_tag),
                 ]
                 if "addr" in dict(iter(ctl_rsp.payload.shape())):
                     m.d.comb += ctl_rsp.payload.addr.eq(base)
@@ -157,11 +167,14 @@ class OnChipHost(wiring.Component):
         primed = Signal()       # the read port holds the word at ptr
         oob = Signal()          # the burst reaches past the object
         req = dma_req.payload
+        tag = Signal(len(req.tag))
+        m.d.comb += dma_rsp.payload.tag.eq(tag)
 
         with m.FSM(name="dma_fsm"):
             with m.State("IDLE"):
                 with m.If(dma_req.valid):
-                    m.d.sync += [ptr.eq(req.addr[wshift:wshift + ceil_log2(depth)]),
+                    m.d.sync += [tag.eq(req.tag),
+                                 ptr.eq(req.addr[wshift:wshift + ceil_log2(depth)]),
                                  left.eq(req.count),
                                  oob.eq(req.addr + ((req.count + 1) << wshift) > self._size)]
                     with m.If(req.write):

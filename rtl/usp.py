@@ -18,7 +18,11 @@ to flush the writes before them into host memory.
 
 Inside, every stream is handled one DWORD a cycle (:class:`AxisToDwords`,
 :class:`DwordsToAxis`): TLP fields are DWORD-based, the core's data path is 32 bits, and the
-simulated root complex is far slower than that anyway.
+simulated root complex is far slower than that anyway. PG213 is stricter than a plain AXI
+stream: CC and RQ hold each TLP until its last DWORD is in, then send it back to back
+(``tvalid`` never drops inside a packet); CQ takes whole TLPs into a buffer (:class:`CqBuffer`),
+so a TLP marked discontinued is dropped whole and posted writes keep flowing while a read waits
+for the host. ``testbench/pcie_rules.py`` checks these rules on every simulated run.
 """
 
 import enum
@@ -38,8 +42,10 @@ from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
                       dma_rsp_layout, guest_req_layout)
 from .pci import BarDef
+from .pg213 import CC_DESCRIPTOR, CQ_DESCRIPTOR, RC_DESCRIPTOR, RQ_DESCRIPTOR
 
-__all__ = ["AXIS_WIDTHS", "CQ_USER_WIDTH", "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
+__all__ = ["AXIS_WIDTHS", "TX_BUFFER_DWORDS", "PacketFifo", "CqBuffer", "CQ_USER_WIDTH",
+           "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
            "DEFAULT_CPL_TIMEOUT", "ReqType", "axis_signature", "AxisToDwords", "DwordsToAxis",
            "USPCompleter", "USPRequester", "VMShmUSP"]
 
@@ -52,10 +58,20 @@ RQ_USER_WIDTH = 62
 RC_USER_WIDTH = 75
 #: CQ ``tuser`` bits: first and last DWORD byte enables (valid at the first beat), discontinue.
 CQ_FIRST_BE, CQ_LAST_BE, CQ_DISCONTINUE = slice(0, 4), slice(4, 8), 41
+#: The CQ ``tuser`` bits the completer keeps: first and last byte enables.
+CQ_BE_WIDTH = 8
+#: RC ``tuser`` discontinue bit.
+RC_DISCONTINUE = 42
+#: DWORDs the CQ buffer holds: a write of Max_Payload_Size and its descriptor with room to spare,
+#: so posted writes keep flowing while a window read waits for the host.
+CQ_BUFFER_DWORDS = 512
 
 #: Cycles the requester waits for a read's completions before it fails the missing DWORDs. The
 #: hard IP reports its own completion timeout (error code 0b1001) long before that on hardware.
 DEFAULT_CPL_TIMEOUT = 1 << 16
+
+#: Completion status Completer Abort (PCIe; the core's own statuses are SC and UR).
+CplStatus_CA = 0b100
 
 #: Most DWORDs the reorder buffer holds: one core DMA request (``count`` is 8 bits).
 _BUF_DWORDS = 256
@@ -174,12 +190,90 @@ class AxisToDwords(wiring.Component):
         return m
 
 
-class DwordsToAxis(wiring.Component):
-    """Gather a stream of DWORDs into hard-IP AXI beats.
+class PacketFifo(wiring.Component):
+    """Hold whole packets: a packet leaves only once its last entry is in, and is dropped whole
+    if the writer says so at its last entry.
 
-    A beat goes out when it is full or holds a packet's last DWORD; ``tkeep`` marks its DWORDs.
-    A packet's ``user`` (the byte enables of RQ) goes into the low ``tuser`` bits of its first
-    beat; every other ``tuser`` bit is 0.
+    Used in front of CC and RQ, where PG213 wants ``tvalid`` high from a packet's first beat to
+    its last, and behind CQ, where a TLP the hard IP marks discontinued must have no effect.
+    Entries leave one a cycle for as long as the reader takes them.
+
+    Parameters
+    ----------
+    width : int
+        Bits of one entry.
+    depth : int
+        Entries, a power of two: no packet may be longer.
+
+    Members
+    -------
+    w : ``In(stream.Signature(...))``
+        ``data``, ``last`` (the packet's last entry) and ``drop`` (with ``last``: forget it).
+    r : ``Out(stream.Signature(width))``
+        The packets that were kept, in order.
+    clear : ``In(1)``
+        Forget the packet being written (a function reset): whole packets still leave whole.
+    """
+
+    def __init__(self, width, depth):
+        self._depth = depth
+        exact_log2(depth)
+        super().__init__({
+            "w": In(stream.Signature(data.StructLayout({"data": width, "last": 1, "drop": 1}))),
+            "r": Out(stream.Signature(width)),
+            "clear": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        depth = self._depth
+        bits = exact_log2(depth)
+        m.submodules.mem = mem = Memory(shape=len(self.r.payload), depth=depth, init=[])
+        wr = mem.write_port()
+        # Transparent: a packet may be committed in the cycle after its last entry was written.
+        rd = mem.read_port(transparent_for=(wr,))
+        wp = Signal(bits + 1)       # next entry to write
+        cp = Signal(bits + 1)       # end of the last whole packet
+        rp = Signal(bits + 1)       # next entry to read
+        took = Signal()
+        m.d.comb += [
+            self.w.ready.eq((wp - rp) != depth),
+            wr.addr.eq(wp[:bits]),
+            wr.data.eq(self.w.payload.data),
+            wr.en.eq(self.w.valid & self.w.ready),
+            self.r.valid.eq(cp != rp),
+            self.r.payload.eq(rd.data),
+            took.eq(self.r.valid & self.r.ready),
+            rd.addr.eq(Mux(took, rp + 1, rp)[:bits]),
+        ]
+        with m.If(took):
+            m.d.sync += rp.eq(rp + 1)
+        with m.If(self.w.valid & self.w.ready):
+            with m.If(self.w.payload.last & self.w.payload.drop):
+                m.d.sync += wp.eq(cp)
+            with m.Elif(self.w.payload.last):
+                m.d.sync += [wp.eq(wp + 1), cp.eq(wp + 1)]
+            with m.Else():
+                m.d.sync += wp.eq(wp + 1)
+        with m.If(self.clear):
+            m.d.sync += wp.eq(cp)   # forget the packet being written; the whole ones still go
+        return m
+
+
+#: DWORDs each transmit buffer holds: a TLP of Max_Payload_Size (at most 1024 bytes) plus its
+#: descriptor fits with room for the next one to be gathered while it goes out.
+TX_BUFFER_DWORDS = 512
+
+
+class DwordsToAxis(wiring.Component):
+    """Gather a stream of DWORDs into hard-IP AXI beats, and send each packet back to back.
+
+    A beat is complete when it is full or holds a packet's last DWORD; ``tkeep`` marks its
+    DWORDs. Beats wait in a :class:`PacketFifo` until their packet's last one is in, so ``tvalid``
+    never drops inside a packet as PG213 requires of CC and RQ: a packet costs its length in
+    DWORDs of latency, and a packet may be at most ``TX_BUFFER_DWORDS`` long. A packet's ``user``
+    (the byte enables of RQ) goes into the low ``tuser`` bits of its first beat; every other
+    ``tuser`` bit is 0.
 
     Parameters
     ----------
@@ -195,6 +289,8 @@ class DwordsToAxis(wiring.Component):
     dw : ``In(stream.Signature(...))``
         ``data``, ``last`` and, if ``sop_user_width``, ``user``.
     axis : ``Out(axis_signature(width, user_width))``
+    clear : ``In(1)``
+        Forget the packet being gathered (a function reset); whole packets still leave whole.
     """
 
     def __init__(self, width, user_width, sop_user_width=0):
@@ -203,45 +299,132 @@ class DwordsToAxis(wiring.Component):
         super().__init__({
             "dw":   In(stream.Signature(_dw_out_layout(sop_user_width))),
             "axis": Out(axis_signature(width, user_width)),
+            "clear": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         axis, dw = self.axis, self.dw
         n = self._lanes
-        beat = Signal(len(axis.tdata))
+        W = len(axis.tdata)
+        uw = self._sop_user_width
+        fields = {"tdata": W, "tkeep": n, "tlast": 1}
+        if uw:
+            fields["tuser"] = uw     # no field nobody drives (see _dw_out_layout)
+        entry = data.StructLayout(fields)
+        m.submodules.fifo = fifo = PacketFifo(entry.size, TX_BUFFER_DWORDS // n)
+        beat = Signal(W)
         keep = Signal(n)
-        last = Signal()
-        full = Signal()
         idx = Signal(range(n))
-        sop = Signal(init=1)    # the beat being filled is a packet's first
-        if self._sop_user_width:
-            user = Signal(self._sop_user_width)
-            m.d.comb += axis.tuser.eq(Mux(sop, user, 0))
+        sop = Signal(init=1)        # the beat being filled is a packet's first
+        user = Signal(max(uw, 1))
+        ends_beat = dw.payload.last | (idx == n - 1)
+        out = Signal(entry)
+        m.d.comb += [
+            out.tdata.eq(beat),
+            out.tkeep.eq(keep),
+            out.tlast.eq(dw.payload.last),
+        ]
+        m.d.comb += out.tdata.word_select(idx, 32).eq(dw.payload.data)
+        m.d.comb += out.tkeep.bit_select(idx, 1).eq(1)
+        if uw:
+            m.d.comb += out.tuser.eq(Mux(sop, Mux(idx == 0, dw.payload.user, user), 0))
+        m.d.comb += [
+            fifo.w.payload.data.eq(out),
+            fifo.w.payload.last.eq(dw.payload.last),
+            fifo.w.valid.eq(dw.valid & ends_beat),
+            dw.ready.eq(~ends_beat | fifo.w.ready),
+        ]
+        with m.If(dw.valid & dw.ready):
+            with m.If(ends_beat):
+                m.d.sync += [keep.eq(0), idx.eq(0), sop.eq(dw.payload.last)]
+            with m.Else():
+                m.d.sync += [beat.word_select(idx, 32).eq(dw.payload.data),
+                             keep.bit_select(idx, 1).eq(1), idx.eq(idx + 1)]
+                if uw:
+                    with m.If(sop & (idx == 0)):
+                        m.d.sync += user.eq(dw.payload.user)
+        m.d.comb += fifo.clear.eq(self.clear)
+        with m.If(self.clear):
+            m.d.sync += [keep.eq(0), idx.eq(0), sop.eq(1)]
+        got = Signal(entry)
+        m.d.comb += [
+            got.eq(fifo.r.payload),
+            axis.tdata.eq(got.tdata),
+            axis.tkeep.eq(got.tkeep),
+            axis.tlast.eq(got.tlast),
+            axis.tvalid.eq(fifo.r.valid),
+            fifo.r.ready.eq(axis.tready),
+        ]
+        if uw:
+            m.d.comb += axis.tuser.eq(got.tuser)
         else:
             m.d.comb += axis.tuser.eq(0)
+        return m
+
+
+class CqBuffer(wiring.Component):
+    """Take whole CQ TLPs as fast as the hard IP gives them; drop the discontinued ones whole.
+
+    PG213 marks a TLP discontinued on its last beat and asks the user logic to discard all of
+    it: nothing of a TLP reaches the completer before its last DWORD is in. The buffer also
+    keeps CQ flowing while the completer waits on a window read: PCIe lets posted writes pass
+    the read's completion only if the device keeps taking them, and they are applied in order,
+    after the read, as they arrived. Only the byte enables of ``tuser`` are kept.
+
+    Members
+    -------
+    i : ``In(stream.Signature(_dw_in_layout(CQ_USER_WIDTH)))``
+    o : ``Out(stream.Signature(_dw_in_layout(CQ_BE_WIDTH)))``
+    np_dropped : ``Out(1)``
+        A non-posted TLP was dropped: the credit it used is spent.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "i": In(stream.Signature(_dw_in_layout(CQ_USER_WIDTH))),
+            "o": Out(stream.Signature(_dw_in_layout(CQ_BE_WIDTH))),
+            "np_dropped": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        layout = _dw_in_layout(CQ_BE_WIDTH)
+        m.submodules.fifo = fifo = PacketFifo(layout.size, CQ_BUFFER_DWORDS)
+        i = self.i.payload
+        cut = Signal()              # an earlier beat of this TLP was marked discontinued
+        drop = cut | i.user[CQ_DISCONTINUE]
+        # After a reset (FLR) in the middle of a TLP, its rest is swallowed: a packet starts at
+        # a first DWORD.
+        synced = Signal()
+        take = Signal()
+        m.d.comb += take.eq(synced | i.first)
+        entry = Signal(layout)
         m.d.comb += [
-            axis.tdata.eq(beat),
-            axis.tkeep.eq(keep),
-            axis.tlast.eq(last),
-            axis.tvalid.eq(full),
-            # AXI wants the beat held while tvalid is high: fill only an empty one.
-            dw.ready.eq(~full),
+            entry.data.eq(i.data), entry.first.eq(i.first), entry.last.eq(i.last),
+            entry.user.eq(i.user[:CQ_BE_WIDTH]),
+            fifo.w.payload.data.eq(entry),
+            fifo.w.payload.last.eq(i.last),
+            fifo.w.payload.drop.eq(drop),
+            fifo.w.valid.eq(self.i.valid & take),
+            self.i.ready.eq(fifo.w.ready | ~take),
+            self.o.valid.eq(fifo.r.valid),
+            self.o.payload.eq(fifo.r.payload),
+            fifo.r.ready.eq(self.o.ready),
         ]
-        with m.If(full & axis.tready):
-            m.d.sync += [full.eq(0), keep.eq(0), sop.eq(last)]
-        with m.If(dw.valid & ~full):
-            m.d.sync += [
-                beat.word_select(idx, 32).eq(dw.payload.data),
-                keep.bit_select(idx, 1).eq(1),
-            ]
-            if self._sop_user_width:
-                with m.If(sop & (idx == 0)):
-                    m.d.sync += user.eq(dw.payload.user)
-            with m.If(dw.payload.last | (idx == n - 1)):
-                m.d.sync += [full.eq(1), last.eq(dw.payload.last), idx.eq(0)]
-            with m.Else():
-                m.d.sync += idx.eq(idx + 1)
+        idx = Signal(2)             # DWORD of the descriptor at hand
+        req_type = Signal(4)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += synced.eq(take & ~i.last)
+        with m.If(self.i.valid & self.i.ready & take):
+            m.d.sync += cut.eq(drop & ~i.last)
+            m.d.sync += idx.eq(Mux(i.last, 0, Mux(idx == 3, 3, Mux(i.first, 1, idx + 1))))
+            with m.If(idx == 2):
+                m.d.sync += req_type.eq(i.data[11:15])
+            with m.If(i.last & drop):
+                # The hard IP spent a non-posted credit on it: the completer must know.
+                typ = Mux(idx == 2, i.data[11:15], req_type)
+                m.d.comb += self.np_dropped.eq(~typ.matches(*_POSTED) & (idx >= 2))
         return m
 
 
@@ -280,11 +463,15 @@ class USPCompleter(wiring.Component):
     Writes are posted: the core's acknowledgement is swallowed here. A read's completions follow
     the core's data and are split at Max_Payload_Size boundaries (which are also Read Completion
     Boundaries), with the lower address and remaining byte count the specification asks for.
+    A DWORD the host failed to give (the core's ``cpl_error``) ends the read with a Completer
+    Abort: the completion it would have been part of is dropped before it leaves (CC holds whole
+    TLPs), the ones already sent were whole and good.
     Everything else that needs a completion (I/O, atomics, locked reads, configuration requests
     that reach the user, unknown BARs or apertures, requests running off their BAR, anything
     while Memory Space Enable is off, malformed requests) gets an Unsupported Request
     completion; posted requests that are not supported (messages, writes to unknown BARs) are
-    dropped. A TLP marked discontinued is dropped without a completion, as PG213 asks. A
+    dropped. (TLPs the hard IP marks discontinued never get here: :class:`CqBuffer` drops them
+    whole.) A
     zero-length read (a flush) is answered here, once every earlier write has been handed on.
 
     Non-posted requests are flow-controlled with ``pcie_cq_np_req``: one credit is granted at a
@@ -312,6 +499,13 @@ class USPCompleter(wiring.Component):
         ``pcie_cq_np_req``.
     np_req_count : ``In(6)``
         ``pcie_cq_np_req_count``.
+    np_dropped : ``In(1)``
+        A non-posted TLP was dropped before it got here (:class:`CqBuffer`): its credit is spent.
+    cpl_error : ``In(1)``
+        The core's ``cpl_error``: the beat on ``cpl`` stands for data the host failed to give.
+    cc_clear : ``Out(1)``
+        Forget the completion being gathered on CC (:class:`DwordsToAxis` ``clear``): it is
+        replaced by a Completer Abort.
     memory_enable : ``In(1)``
         Memory Space Enable: without it every memory request is unsupported, whether or not the
         hard IP filtered it already.
@@ -320,14 +514,17 @@ class USPCompleter(wiring.Component):
     def __init__(self, bars, addr_width):
         self._bars = tuple(bars)
         super().__init__({
-            "cq":           In(stream.Signature(_dw_in_layout(CQ_USER_WIDTH))),
+            "cq":           In(stream.Signature(_dw_in_layout(CQ_BE_WIDTH))),
             "cc":           Out(stream.Signature(_dw_out_layout(0))),
             "req":          Out(stream.Signature(guest_req_layout(addr_width, 32))),
             "cpl":          In(stream.Signature(cpl_layout(32))),
             "max_payload":  In(2),
             "np_req":       Out(2),
             "np_req_count": In(6),
+            "np_dropped":   In(1),
             "memory_enable": In(1),
+            "cpl_error":    In(1),
+            "cc_clear":     Out(1),
         })
 
     def elaborate(self, platform):
@@ -336,23 +533,17 @@ class USPCompleter(wiring.Component):
         addr_width = len(req.payload.addr)
 
         # -- the descriptor of the TLP at hand -----------------------------------------------------
-        d = [Signal(32, name=f"desc{i}") for i in range(4)]
+        desc = Signal(CQ_DESCRIPTOR)
         first_be = Signal(4)
         last_be = Signal(4)
-        discard = Signal()          # the hard IP marked the TLP discontinued
         hdr_last = Signal()         # the descriptor was the whole packet: no payload
         hdr_idx = Signal(2)
 
-        address = Cat(C(0, 2), d[0][2:], d[1])
-        dwc = d[2][0:11]
-        req_type = d[2][11:15]
-        requester_id = d[2][16:32]
-        tag = d[3][0:8]
-        function = d[3][8:16]
-        bar_id = d[3][16:19]
-        aperture = d[3][19:25]
-        tc = d[3][25:28]
-        attr = d[3][28:31]
+        address = Cat(C(0, 2), desc.address)
+        dwc = desc.dword_count
+        req_type = desc.request_type
+        bar_id = desc.bar_id
+        aperture = desc.bar_aperture
 
         # -- BAR map: hard-IP BAR index to core BAR, checked against aperture and size -------------
         bar_ok = Signal()
@@ -377,7 +568,7 @@ class USPCompleter(wiring.Component):
         zero_len = is_read & (dwc == 1) & (first_be == 0)
         posted = req_type.matches(*_POSTED)
         supported = Signal()
-        m.d.comb += supported.eq(bar_ok & self.memory_enable & (dwc != 0) & ~discard &
+        m.d.comb += supported.eq(bar_ok & self.memory_enable & (dwc != 0) &
                                  ((is_read & hdr_last) | (is_write & ~hdr_last)))
 
         # Byte count and lower address of a memory read (PCIe base spec, 2.3.1.1).
@@ -389,7 +580,7 @@ class USPCompleter(wiring.Component):
             m.d.comb += bc_total.eq((dwc << 2) - _trailing_zeros(first_be) -
                                     _leading_zeros(last_be))
         la_first = Signal(7)
-        m.d.comb += la_first.eq(Cat(C(0, 2), d[0][2:7]) +
+        m.d.comb += la_first.eq(Cat(C(0, 2), desc.address[:5]) +
                                 Mux(first_be == 0, 0, _trailing_zeros(first_be)))
 
         # -- progress through the TLP --------------------------------------------------------------
@@ -431,22 +622,35 @@ class USPCompleter(wiring.Component):
         m.d.sync += np_pulse.eq(want)
         m.d.comb += self.np_req.eq(Cat(np_pulse, C(0, 1)))
         # A request the IP had a credit for from before our reset saturates at 0 here.
-        m.d.sync += np_granted.eq(np_granted + want - (np_used & (np_granted != 0)))
+        spent = Signal(2)
+        m.d.comb += spent.eq(np_used + self.np_dropped)
+        m.d.sync += np_granted.eq(Mux(np_granted > spent, np_granted - spent, 0) + want)
 
         # -- completion descriptors ----------------------------------------------------------------
         cc_status = Signal(3)
         cc_dwc = Signal(11)
         cc_bc = Signal(13)
         cc_la = Signal(7)
-        cc_desc = Array([
-            Cat(cc_la, C(0, 9), cc_bc, req_type == ReqType.MEM_READ_LOCKED, C(0, 2)),
-            Cat(cc_dwc, cc_status, C(0, 2), requester_id),
+        tlp_bc = Signal(13)         # byte count and lower address of the completion at hand
+        tlp_la = Signal(7)
+        cc_desc = Signal(CC_DESCRIPTOR)
+        m.d.comb += [
+            cc_desc.lower_address.eq(cc_la),
+            cc_desc.byte_count.eq(cc_bc),
+            cc_desc.locked_read_completion.eq(req_type == ReqType.MEM_READ_LOCKED),
+            cc_desc.dword_count.eq(cc_dwc),
+            cc_desc.completion_status.eq(cc_status),
+            cc_desc.requester_id.eq(desc.requester_id),
+            cc_desc.tag.eq(desc.tag),
             # Completer ID: the function from the request; the IP fills in the bus number.
-            Cat(tag, function, C(0, 8), C(0, 1), tc, attr, C(0, 1)),
-        ])
+            cc_desc.completer_id.eq(desc.target_function),
+            cc_desc.transaction_class.eq(desc.transaction_class),
+            cc_desc.attributes.eq(desc.attributes),
+        ]
 
         def send_desc(last):
-            m.d.comb += [cc.valid.eq(1), cc.payload.data.eq(cc_desc[desc_idx]),
+            m.d.comb += [cc.valid.eq(1),
+                         cc.payload.data.eq(cc_desc.as_value().word_select(desc_idx, 32)),
                          cc.payload.last.eq(last & (desc_idx == 2))]
             done = Signal()
             m.d.comb += done.eq(cc.ready & (desc_idx == 2))
@@ -459,18 +663,12 @@ class USPCompleter(wiring.Component):
                 m.d.comb += cq.ready.eq(1)
                 with m.If(cq.valid):
                     idx = Mux(cq.payload.first, 0, hdr_idx)
-                    with m.Switch(idx):
-                        for i in range(4):
-                            with m.Case(i):
-                                m.d.sync += d[i].eq(cq.payload.data)
+                    m.d.sync += desc.as_value().word_select(idx, 32).eq(cq.payload.data)
                     with m.If(cq.payload.first):
                         m.d.sync += [
                             first_be.eq(cq.payload.user[CQ_FIRST_BE]),
                             last_be.eq(cq.payload.user[CQ_LAST_BE]),
-                            discard.eq(cq.payload.user[CQ_DISCONTINUE]),
                         ]
-                    with m.Else():
-                        m.d.sync += discard.eq(discard | cq.payload.user[CQ_DISCONTINUE])
                     m.d.sync += hdr_idx.eq(idx + 1)
                     with m.If(idx == 3):
                         m.d.sync += [hdr_idx.eq(0), hdr_last.eq(cq.payload.last)]
@@ -484,10 +682,10 @@ class USPCompleter(wiring.Component):
                 m.d.sync += [
                     tot_rem.eq(dwc), core_off.eq(bar_offset), first_dw.eq(1),
                     first_chunk.eq(1), first_cpl.eq(1), resume_data.eq(0),
-                    pa_lo.eq(Cat(C(0, 2), d[0][2:12])), bc_rem.eq(bc_total),
+                    pa_lo.eq(Cat(C(0, 2), desc.address[:10])), bc_rem.eq(bc_total),
                     chunk_len.eq(Mux(dwc > 256, 256, dwc)),
                     chunk_rem.eq(Mux(dwc > 256, 256, dwc)),
-                    ur_after_drain.eq(~posted & ~discard),
+                    ur_after_drain.eq(~posted),
                 ]
                 with m.If(supported & is_write):
                     m.next = "WRITE"
@@ -497,7 +695,7 @@ class USPCompleter(wiring.Component):
                     m.next = "RD-REQ"
                 with m.Elif(~hdr_last):
                     m.next = "DRAIN"
-                with m.Elif(~posted & ~discard):
+                with m.Elif(~posted):
                     m.next = "UR-DESC"
                 with m.Else():
                     m.next = "HDR"
@@ -505,7 +703,6 @@ class USPCompleter(wiring.Component):
             # -- posted writes: payload DWORDs straight into core write requests -------------------
             with m.State("WRITE"):
                 be = Mux(first_dw, first_be, Mux(tot_rem == 1, last_be, 0xF))
-                cut = discard | cq.payload.user[CQ_DISCONTINUE]
                 m.d.comb += [
                     req.valid.eq(cq.valid),
                     req.payload.bar.eq(core_bar),
@@ -513,13 +710,12 @@ class USPCompleter(wiring.Component):
                     req.payload.write.eq(1),
                     req.payload.count.eq(chunk_len - 1),
                     req.payload.data.eq(cq.payload.data),
-                    # A discontinued TLP's remaining bytes are written with no byte enabled.
-                    req.payload.be.eq(Mux(cut, 0, be)),
+                    req.payload.be.eq(be),
                     cq.ready.eq(req.ready),
                 ]
                 with m.If(cq.valid & req.ready):
                     m.d.sync += [first_dw.eq(0), tot_rem.eq(tot_rem - 1),
-                                 chunk_rem.eq(chunk_rem - 1), discard.eq(cut)]
+                                 chunk_rem.eq(chunk_rem - 1)]
                     with m.If(chunk_rem == 1):
                         m.d.comb += ack_made.eq(1)
                         m.d.sync += [
@@ -565,8 +761,22 @@ class USPCompleter(wiring.Component):
                 with m.If(~swallow & cpl.valid):
                     with m.If(cpl.payload.status == CplStatus.UR):
                         m.next = "UR-DESC"
+                    with m.Elif(self.cpl_error):
+                        m.d.sync += [bc_rem.eq(bc_total), pa_lo.eq(la_first), first_cpl.eq(0)]
+                        m.next = "CA-DESC"
                     with m.Else():
                         m.next = "CPL-DESC"
+
+            with m.State("CA-DESC"):
+                # Completer Abort (PCIe 2.3.1): no data, the byte count and lower address of
+                # the bytes it stands for; the core's beats still owed are drained after it.
+                m.d.comb += [cc_status.eq(CplStatus_CA), cc_dwc.eq(0), cc_bc.eq(bc_rem),
+                             cc_la.eq(pa_lo[:7])]
+                with m.If(send_desc(last=True)):
+                    with m.If(chunk_rem == 0):
+                        m.next = "HDR"
+                    with m.Else():
+                        m.next = "RD-DRAIN"
 
             with m.State("CPL-DESC"):
                 m.d.comb += [
@@ -574,19 +784,29 @@ class USPCompleter(wiring.Component):
                     cc_la.eq(Mux(first_cpl, la_first, pa_lo[:7])),
                 ]
                 with m.If(send_desc(last=False)):
+                    m.d.sync += [tlp_bc.eq(cc_bc), tlp_la.eq(cc_la)]
                     sent = (cpl_len << 2) - Mux(first_cpl, la_first[:2], 0)
                     m.d.sync += [cpl_rem.eq(cpl_len), bc_rem.eq(bc_rem - sent), first_cpl.eq(0)]
                     m.next = "CPL-DATA"
 
             with m.State("CPL-DATA"):
-                with m.If(~swallow):
+                with m.If(~swallow & self.cpl_error):
+                    # The host failed this DWORD: the completion gathered so far never leaves
+                    # (CC holds whole TLPs), and a Completer Abort ends the request instead.
+                    # The completions already sent were whole and good.
+                    m.d.comb += [cpl.ready.eq(cpl.valid), self.cc_clear.eq(cpl.valid)]
+                    with m.If(cpl.valid):
+                        m.d.sync += [chunk_rem.eq(chunk_rem - 1), bc_rem.eq(tlp_bc),
+                                     pa_lo.eq(tlp_la), first_cpl.eq(0)]
+                        m.next = "CA-DESC"
+                with m.Elif(~swallow):
                     m.d.comb += [
                         cc.valid.eq(cpl.valid),
                         cc.payload.data.eq(cpl.payload.data),
                         cc.payload.last.eq(cpl_rem == 1),
                         cpl.ready.eq(cc.ready),
                     ]
-                with m.If(~swallow & cpl.valid & cc.ready):
+                with m.If(~swallow & ~self.cpl_error & cpl.valid & cc.ready):
                     m.d.sync += [tot_rem.eq(tot_rem - 1), chunk_rem.eq(chunk_rem - 1),
                                  cpl_rem.eq(cpl_rem - 1), pa_lo.eq(pa_lo + 4)]
                     with m.If(tot_rem == 1):
@@ -656,8 +876,10 @@ class USPRequester(wiring.Component):
     put in place by their lower address, then handed to the core in order. A completion error
     (non-SC status, poisoned data, or an error code from the hard IP) or no progress within
     ``cpl_timeout`` cycles fails the DWORDs it should have brought: they go to the core as
-    errors, which the guest reads as all ones. A tag whose completions are still owed after that
-    is not used again until the hard IP reports it complete.
+    errors, which the completer answers with Completer Abort. A completion the hard IP marks
+    discontinued is dropped whole: its DWORDs count as arrived only at its last beat. A tag
+    whose completions are still owed after that is not used again until the hard IP reports it
+    complete.
 
     Parameters
     ----------
@@ -718,6 +940,7 @@ class USPRequester(wiring.Component):
         wr = buf.write_port()
         rd = buf.read_port()
         have = Signal(_BUF_DWORDS)      # DWORDs of the current read that have arrived
+        pend = Signal(_BUF_DWORDS)      # ... in the completion at hand, not yet known good
 
         # -- tags ----------------------------------------------------------------------------------
         outstanding = Signal(_TAGS)     # the current read's tags still owed completions
@@ -775,29 +998,35 @@ class USPRequester(wiring.Component):
         with m.If(flushing):
             pass                    # a zero-length read: no byte enabled
         with m.Elif(~is_write):
-            m.d.comb += [tlp_first_be.eq(0xF), tlp_last_be.eq(Mux(tlp_len == 1, 0, 0xF))]
+            # The request's last DWORD carries the core's enables: none past the object.
+            ends_read = rem == tlp_len
+            with m.If(tlp_len == 1):
+                m.d.comb += tlp_first_be.eq(Mux(ends_read, last_be, 0xF))
+            with m.Else():
+                m.d.comb += [tlp_first_be.eq(0xF), tlp_last_be.eq(Mux(ends_read, last_be, 0xF))]
         with m.Elif(tlp_len == 1):
             m.d.comb += tlp_first_be.eq(Mux(ptr == 0, first_be, Mux(ends_request, last_be, 0xF)))
         with m.Else():
             m.d.comb += [tlp_first_be.eq(Mux(ptr == 0, first_be, 0xF)),
                          tlp_last_be.eq(Mux(ends_request, last_be, 0xF))]
 
-        tag = Cat(Mux(is_write, 0, next_tag), C(0, 3))
-        rq_desc = Array([
-            Cat(C(0, 2), addr[2:32]),
-            addr[32:64],
-            # Requester ID 0 with Requester ID Enable clear: the IP puts in the function's own.
-            Cat(tlp_len, Mux(is_write, C(ReqType.MEM_WRITE, 4), C(ReqType.MEM_READ, 4)),
-                C(0, 1), C(0, 16)),
-            Cat(tag, C(0, 16), C(0, 1), C(0, 3), C(0, 3), C(0, 1)),
-        ])
+        # Requester ID 0 with Requester ID Enable clear: the IP puts in the function's own.
+        # Everything not set here is 0: address type untranslated, TC 0, no attributes.
+        rq_desc = Signal(RQ_DESCRIPTOR)
+        m.d.comb += [
+            rq_desc.address.eq(addr[2:]),
+            rq_desc.dword_count.eq(tlp_len),
+            rq_desc.request_type.eq(Mux(is_write, ReqType.MEM_WRITE, ReqType.MEM_READ)),
+            rq_desc.tag.eq(Mux(is_write, 0, next_tag)),
+        ]
         # RQ tuser: byte enables, and the sequence number the IP reports once the TLP is on its
         # way (bits 27:24 and 61:60); address offset, discontinue, TPH and parity stay 0.
         rq_user = Cat(tlp_first_be, tlp_last_be, C(0, 16), seq[:4], C(0, 32), seq[4:6])
 
         def send_desc():
             # A read is its descriptor alone; a write's payload follows.
-            m.d.comb += [rq.valid.eq(1), rq.payload.data.eq(rq_desc[desc_idx]),
+            m.d.comb += [rq.valid.eq(1),
+                         rq.payload.data.eq(rq_desc.as_value().word_select(desc_idx, 32)),
                          rq.payload.last.eq(~is_write & (desc_idx == 3)),
                          rq.payload.user.eq(rq_user)]
             done = Signal()
@@ -815,23 +1044,37 @@ class USPRequester(wiring.Component):
                 m.d.sync += timer.eq(timer + 1)
 
         resolved = (outstanding == 0) | timed_out | given_up | fail
+        # The core pairs answers with requests by tag: every answer beat echoes the request's.
+        tag = Signal(len(dma_req.payload.tag))
+        m.d.comb += dma_rsp.payload.tag.eq(tag)
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 m.d.comb += dma_req.ready.eq(~dma_req.payload.write)
                 m.d.sync += [timer.eq(0), flushing.eq(0)]
                 with m.If(dma_req.valid):
                     m.d.sync += [
+                        tag.eq(dma_req.payload.tag),
                         addr.eq(self.host_base + dma_req.payload.addr),
                         count.eq(dma_req.payload.count),
                         is_write.eq(dma_req.payload.write),
                         fail.eq(~self.bus_master),
                         ptr.eq(0), desc_idx.eq(0),
                     ]
+                    with m.If(~dma_req.payload.write):
+                        m.d.sync += last_be.eq(dma_req.payload.be)
                     with m.If(dma_req.payload.write):
-                        m.d.sync += flush_addr.eq(self.host_base + dma_req.payload.addr)
+                        # Pending from now on, not from when it leaves: a control request
+                        # the core makes meanwhile (after giving up on the acknowledgement)
+                        # must wait for this write and its flush.
+                        m.d.sync += [flush_addr.eq(self.host_base + dma_req.payload.addr),
+                                     dirty.eq(self.bus_master | dirty)]
                         m.next = "W-COLLECT"
                     with m.Else():
                         m.next = "R-START"
+                with m.Elif(self.flush & dirty & ~self.bus_master):
+                    # Without Bus Master Enable the function may send nothing, a flush
+                    # included: the writes already sent are ordered only by the link.
+                    m.d.sync += dirty.eq(0)
                 with m.Elif(self.flush & dirty):
                     m.d.sync += [addr.eq(flush_addr), is_write.eq(0), flushing.eq(1),
                                  desc_idx.eq(0)]
@@ -871,7 +1114,7 @@ class USPRequester(wiring.Component):
                     m.d.sync += [ptr.eq(ptr + 1), tlp_rem.eq(tlp_rem - 1), addr.eq(addr + 4)]
                     with m.If(tlp_rem == 1):
                         with m.If(rem == 0):
-                            m.d.sync += [dirty.eq(1), timer.eq(0)]
+                            m.d.sync += timer.eq(0)
                             m.next = "W-SEQ"
                         with m.Else():
                             m.next = "W-TLP"
@@ -979,21 +1222,25 @@ class USPRequester(wiring.Component):
                     with m.Elif(idx == 1):
                         m.d.sync += [r1.eq(rc.payload.data), rc_idx.eq(2)]
                     with m.Else():
-                        tag8 = rc.payload.data[0:8]
-                        lower_addr = r0[0:12]
-                        error_code = r0[12:16]
-                        completed = r0[30]
-                        status = r1[11:14]
-                        poisoned = r1[14]
+                        rcd = RC_DESCRIPTOR(Cat(r0, r1, rc.payload.data))
+                        tag8 = rcd.tag
+                        lower_addr = rcd.lower_address
+                        error_code = rcd.error_code
+                        completed = rcd.request_completed
+                        status = rcd.completion_status
+                        poisoned = rcd.poisoned_completion
                         in_range = tag8 < _TAGS
                         known = in_range & outstanding.bit_select(tag8[:5], 1)
-                        ok = known & (error_code == 0) & (status == 0) & ~poisoned
+                        # A discontinued completion without payload is known so at once.
+                        cut = rc.payload.last & rc.payload.user[RC_DISCONTINUE]
+                        ok = known & (error_code == 0) & (status == 0) & ~poisoned & ~cut
                         # A bad completion ends what this read waits for; a tag the IP still
-                        # tracks is parked until the IP says it is done.
+                        # tracks is parked until the IP says it is done. A discontinued one's
+                        # descriptor is not to be trusted: its tag is parked for good.
                         release = known & (completed | ~ok)
-                        with m.If(known & ~ok & ~completed):
+                        with m.If(known & ~ok & (~completed | cut)):
                             m.d.comb += set_stale.bit_select(tag8[:5], 1).eq(1)
-                        with m.If(in_range & ~known & completed):
+                        with m.If(in_range & ~known & completed & ~cut):
                             m.d.comb += clr_stale.bit_select(tag8[:5], 1).eq(1)
                         m.d.comb += progress.eq(known)
                         m.d.sync += [
@@ -1013,16 +1260,30 @@ class USPRequester(wiring.Component):
                 m.d.comb += rc.ready.eq(1)
                 with m.If(rc.valid):
                     m.d.comb += progress.eq(rc_known)
+                    fresh = Signal(_BUF_DWORDS)
                     with m.If(rc_ok & (rc_epoch == epoch) & (widx <= count)):
-                        m.d.comb += [wr.addr.eq(widx), wr.data.eq(rc.payload.data), wr.en.eq(1)]
-                        m.d.sync += have.bit_select(widx[:8], 1).eq(1)
+                        m.d.comb += [wr.addr.eq(widx), wr.data.eq(rc.payload.data), wr.en.eq(1),
+                                     fresh.bit_select(widx[:8], 1).eq(1)]
                     m.d.sync += widx.eq(widx + 1)
                     with m.If(rc.payload.last):
-                        # Released only now, with its data in place, so the read side never
-                        # sees a resolved tag whose DWORDs are still on their way.
-                        with m.If(rc_release):
-                            m.d.comb += clr_out.bit_select(rc_tag, 1).eq(1)
+                        m.d.sync += pend.eq(0)
+                        with m.If(rc.payload.user[RC_DISCONTINUE]):
+                            # PG213: discard all of it. Its DWORDs never count as arrived, so
+                            # the read fails them; its tag is parked for good.
+                            with m.If(rc_known):
+                                m.d.comb += [clr_out.bit_select(rc_tag, 1).eq(1),
+                                             set_stale.bit_select(rc_tag, 1).eq(1)]
+                        with m.Else():
+                            # Its DWORDs count only now, all at once, and its tag is released
+                            # with them, so the read side never sees a resolved tag whose
+                            # DWORDs are still on their way.
+                            with m.If(rc_epoch == epoch):
+                                m.d.sync += have.eq(have | pend | fresh)
+                            with m.If(rc_release):
+                                m.d.comb += clr_out.bit_select(rc_tag, 1).eq(1)
                         m.next = "HDR"
+                    with m.Else():
+                        m.d.sync += pend.eq(pend | fresh)
 
         return m
 
@@ -1048,7 +1309,11 @@ class VMShmUSP(wiring.Component):
     data_width : int
         The core's data width: 32, one DWORD a beat, as TLPs count them.
     window_64bit : bool
-        Make the window a 64-bit BAR (and the name buffer BAR3).
+        Make the window a 64-bit prefetchable BAR (and the name buffer BAR3), as PCIe asks of
+        an endpoint's prefetchable BARs (the default); ``False`` makes it a 32-bit
+        non-prefetchable BAR (BAR1, the name buffer BAR2), which is what QEMU's PCI proxy can
+        carry. ``regs_size=4096, name_size=4096`` make the register and name BARs a page each,
+        so a hypervisor can pass them through to a guest.
     cpl_timeout : int
         Cycles the requester waits for read completions before failing them.
     vendor_id, device_id, subsystem_vendor_id, subsystem_id, revision, class_code
@@ -1058,7 +1323,7 @@ class VMShmUSP(wiring.Component):
 
     def __init__(self, *, axis_width=64, window_size=DEFAULT_WINDOW_SIZE,
                  name_size=DEFAULT_NAME_SIZE, data_width=32, regs_size=BAR0_SIZE,
-                 window_64bit=False, host_timeout=DEFAULT_HOST_TIMEOUT,
+                 window_64bit=True, host_timeout=DEFAULT_HOST_TIMEOUT,
                  cpl_timeout=DEFAULT_CPL_TIMEOUT, vendor_id=PCI_VENDOR_ID,
                  device_id=PCI_DEVICE_ID, subsystem_vendor_id=PCI_SUBSYSTEM_VENDOR_ID,
                  subsystem_id=PCI_SUBSYSTEM_ID, revision=PCI_REVISION,
@@ -1091,7 +1356,7 @@ class VMShmUSP(wiring.Component):
         # The soft front end's layout (VMShmPCI), so one driver finds both the same way.
         self._bars = (
             BarDef(BAR_REGS, 0, regs_size),
-            BarDef(BAR_WINDOW, 1, window_size, is64=window_64bit, prefetch=True),
+            BarDef(BAR_WINDOW, 1, window_size, is64=window_64bit, prefetch=window_64bit),
             BarDef(BAR_NAME, 3 if window_64bit else 2, name_size),
         )
         W = axis_width
@@ -1114,6 +1379,8 @@ class VMShmUSP(wiring.Component):
             "cfg_max_payload":      In(2),
             "cfg_max_read_req":     In(3),
             "cfg_function_status":  In(16),
+            "cfg_flr_in_process":   In(4),
+            "cfg_flr_done":         Out(4),
             "ctl_req":              Out(stream.Signature(ctl_req_layout())),
             "ctl_rsp":              In(stream.Signature(ctl_rsp_layout())),
         })
@@ -1181,16 +1448,33 @@ class VMShmUSP(wiring.Component):
         m.domains.sync = cd_sync = ClockDomain("sync")
         m.d.comb += [cd_sync.clk.eq(self.user_clk), cd_sync.rst.eq(self.user_reset)]
 
+        # Function Level Reset (PF0): the IP holds cfg_flr_in_process until the user logic says
+        # it is done. The function's logic is reset for one cycle, then done is pulsed once.
+        # The streams' converters are not reset: a whole TLP already buffered for CC or RQ
+        # still leaves whole, and the IP frames CQ and RC across the reset.
+        # Physical functions 1 to 3 have no logic here: theirs is done at once.
+        flr = self.cfg_flr_in_process
+        flr_start = Signal(4)
+        flr_seen = Signal(4)
+        m.d.comb += flr_start.eq(flr & ~flr_seen)
+        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_start)), self.cfg_flr_done.eq(flr_start)]
+        flr_reset = Signal()
+        m.d.comb += flr_reset.eq(flr_start[0])
+        function = ResetInserter(flr_reset)
+
         W = self._axis_width
-        m.submodules.core = core = self._core
+        m.submodules.core = function(self._core)
+        core = self._core
         m.submodules.cq_rx = cq_rx = AxisToDwords(W, CQ_USER_WIDTH)
         m.submodules.cc_tx = cc_tx = DwordsToAxis(W, CC_USER_WIDTH)
         m.submodules.rq_tx = rq_tx = DwordsToAxis(W, RQ_USER_WIDTH,
                                                   sop_user_width=RQ_USER_WIDTH)
         m.submodules.rc_rx = rc_rx = AxisToDwords(W, RC_USER_WIDTH)
-        m.submodules.completer = completer = USPCompleter(self._bars, core.addr_width)
-        m.submodules.requester = requester = USPRequester(core.addr_width,
-                                                          cpl_timeout=self._cpl_timeout)
+        completer = USPCompleter(self._bars, self._core.addr_width)
+        requester = USPRequester(self._core.addr_width, cpl_timeout=self._cpl_timeout)
+        m.submodules.completer = function(completer)
+        m.submodules.requester = function(requester)
+        m.d.comb += rq_tx.clear.eq(flr_reset)
 
         def wire(prefix, axis, sink):
             for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
@@ -1204,7 +1488,13 @@ class VMShmUSP(wiring.Component):
         wire("m_axis_rq", rq_tx.axis, sink=False)
         wire("s_axis_rc", rc_rx.axis, sink=True)
 
-        wiring.connect(m, cq_rx.dw, completer.cq)
+        cq_buf = CqBuffer()
+        m.submodules.cq_buf = function(cq_buf)
+        wiring.connect(m, cq_rx.dw, cq_buf.i)
+        wiring.connect(m, cq_buf.o, completer.cq)
+        m.d.comb += [completer.np_dropped.eq(cq_buf.np_dropped),
+                     completer.cpl_error.eq(core.cpl_error),
+                     cc_tx.clear.eq(flr_reset | completer.cc_clear)]
         wiring.connect(m, completer.cc, cc_tx.dw)
         wiring.connect(m, completer.req, core.req)
         wiring.connect(m, core.cpl, completer.cpl)

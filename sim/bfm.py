@@ -27,7 +27,7 @@ async def wait_cycles(ctx, n):
     await ctx.tick()
 
 
-async def _idle_until(ctx, stream, signal, timeout):
+async def _idle_until(ctx, stream, signal, timeout, what):
     # Sleep until `signal` may be high instead of waking at every edge; the timeout bounds a wait
     # on a device that never answers.
     if ctx.get(signal):
@@ -37,7 +37,7 @@ async def _idle_until(ctx, stream, signal, timeout):
         return
     _, expired = await ctx.changed(signal).delay(timeout * CLOCK_PERIOD)
     if expired and not ctx.get(signal):
-        raise BusTimeout(f"nothing happened on {stream!r} for {timeout} cycles")
+        raise BusTimeout(f"the device is hung: {what} for {timeout} cycles")
 
 
 class Deferred:
@@ -91,7 +91,7 @@ async def stream_put(ctx, stream, payload, *, valid_gate=None, timeout=None, def
         else:
             ctx.set(stream.valid, offer)
         if offer:
-            await _idle_until(ctx, stream, stream.ready, timeout)
+            await _idle_until(ctx, stream, stream.ready, timeout, "it took no request beat")
         _, _, ready = await ctx.tick().sample(stream.ready)
         if offer and ready:
             break
@@ -118,7 +118,7 @@ async def stream_get(ctx, stream, *, ready_gate=None, timeout=None, deferred=Non
             ctx.set(stream.ready, ready)
         still_ready = False
         if ready:
-            await _idle_until(ctx, stream, stream.valid, timeout)
+            await _idle_until(ctx, stream, stream.valid, timeout, "no completion beat came")
         _, _, valid, payload = await ctx.tick().sample(stream.valid, stream.payload)
         if ready and valid:
             break

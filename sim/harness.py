@@ -2,12 +2,13 @@
 
 from dataclasses import dataclass, field
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 from amaranth.sim import Simulator
 
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.checks import check_output_file
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.rtl import VMShmSystem
 
@@ -40,6 +41,8 @@ class SimTop(wiring.Component):
     def __init__(self, devices=1, **params):
         self._system = VMShmSystem(devices, **params)
         self._devices = devices
+        # Driven only by a testbench (simulate's reset hook); 0 in generated Verilog.
+        self._reset_request = Signal(name="reset_request")
         super().__init__({
             **{name: member for name, member in self._system.signature.members.items()},
             "cycle": Out(64),
@@ -61,13 +64,19 @@ class SimTop(wiring.Component):
     def host_timeout(self):
         return self._system.functions[0].host_timeout
 
+    @property
+    def reset_request(self):
+        """Signal that resets the system (not the cycle counter) while high."""
+        return self._reset_request
+
     def host(self, i):
         """Return device ``i``'s host side."""
         return getattr(self, f"host{i}")
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.system = system = self._system
+        system = self._system
+        m.submodules.system = ResetInserter(self._reset_request)(system)
         wiring.connect(m, wiring.flipped(self.req), system.req)
         wiring.connect(m, system.cpl, wiring.flipped(self.cpl))
         for i in range(self._devices):
@@ -118,6 +127,10 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
     **params
         Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
     """
+    if vcd is not None:
+        # Before the testbenches exist: a file that cannot be written is its own error, not a
+        # failed run (nor coroutines that were never awaited).
+        check_output_file(vcd)
     top = SimTop(devices, **params)
     hosts = per_device(hosts, devices, HostModel, "hosts")
     timings = per_device(timing, devices, HostTiming, "timing")
@@ -126,8 +139,20 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
 
     async def testbench(ctx):
         io = AmaranthIO(ctx, top.cycle)
+
+        async def reset():
+            # A function reset: the devices go back to their reset state, and so does the host
+            # side, which releases any object left open.
+            io.settle()
+            ctx.set(top.reset_request, 1)
+            await ctx.tick()
+            ctx.set(top.reset_request, 0)
+            for host in hosts:
+                if host.is_open:
+                    host.close()
+
         bus = StreamGuestBus(io, top.req, top.cpl, top.data_width,
-                             timeout=bus_timeout(top.host_timeout))
+                             timeout=bus_timeout(top.host_timeout), reset=reset)
         bus_box.append(bus)
         result.value = await scenario(bus)
         io.settle()

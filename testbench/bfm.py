@@ -75,7 +75,7 @@ class CocotbIO(StreamIO):
         self._clk = clk
         self._cycle = cycle
 
-    async def _settle_until(self, signal, stream, timeout):
+    async def _settle_until(self, signal, stream, timeout, what):
         # Poll once a cycle in ReadOnly: the settled value is what the next edge samples.
         waited = 0
         while True:
@@ -85,7 +85,7 @@ class CocotbIO(StreamIO):
             await FallingEdge(self._clk)
             waited += 1
             if timeout is not None and waited >= timeout:
-                raise BusTimeout(f"nothing happened on {stream!r} for {timeout} cycles")
+                raise BusTimeout(f"the device is hung: {what} for {timeout} cycles")
 
     async def put(self, stream, payload, *, valid_gate=None, timeout=None):
         stream.payload.value = stream.pack(payload)
@@ -93,7 +93,8 @@ class CocotbIO(StreamIO):
             offer = valid_gate() if valid_gate is not None else True
             stream.valid.value = int(offer)
             if offer:
-                await self._settle_until(stream.ready, stream, timeout)
+                await self._settle_until(stream.ready, stream, timeout,
+                                         "it took no request beat")
                 taken = True
             else:
                 await ReadOnly()
@@ -108,7 +109,8 @@ class CocotbIO(StreamIO):
             ready = ready_gate() if ready_gate is not None else True
             stream.ready.value = int(ready)
             if ready:
-                await self._settle_until(stream.valid, stream, timeout)
+                await self._settle_until(stream.valid, stream, timeout,
+                                         "no completion beat came")
                 beat = stream.unpack(int(stream.payload.value))
             else:
                 await ReadOnly()

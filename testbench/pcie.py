@@ -23,8 +23,11 @@ from vmshm.host_model import HostModel, HostTiming
 from .outcome import CocotbError, load, to_result
 from .runner import _runner, available, build_source
 
-__all__ = ["TOPLEVEL", "DEFAULT_HOST_ADDR", "PcieJob", "build_usp", "run_pcie",
-           "run_pcie_scenario", "PCIE_SCENARIOS", "SKIPPED_SCENARIOS"]
+__all__ = ["TOPLEVEL", "DEFAULT_HOST_ADDR", "PCIE_BACKENDS", "PcieJob", "build_usp", "run_pcie",
+           "run_pcie_function", "run_pcie_scenario", "PCIE_SCENARIOS", "SKIPPED_SCENARIOS"]
+
+#: Simulators the UltraScale+ top runs on: cocotbext-pcie's root complex needs cocotb.
+PCIE_BACKENDS = ("icarus", "verilator")
 
 TOPLEVEL = "vmshm_usp"
 #: Bus address where the host object is placed: above 4 GiB, so the device's requests need
@@ -97,6 +100,9 @@ class PcieJob:
         the shim, so every request to one must be refused.
     timeout_ns : int
         How long a request may wait for its completion.
+    rules : str
+        ``"fail"``: a breach of PG213's rules (:mod:`.pcie_rules`) fails the run; ``"record"``:
+        breaches are only listed in ``result.stats["pg213_violations"]``.
     """
     params: dict = field(default_factory=dict)
     scenario: str = None
@@ -112,6 +118,7 @@ class PcieJob:
     mrrs: int = None
     extra_bars: dict = field(default_factory=dict)
     timeout_ns: int = 2_000_000
+    rules: str = "fail"
     result_path: str = None
 
     def make_hosts(self):
@@ -177,11 +184,35 @@ def run_pcie(job, sim, *, waves=None):
     return to_result(outcome, enumerated="enumerated", stats="stats")
 
 
-def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, **job_args):
+def _check_backend(sim, waves):
+    if sim not in PCIE_BACKENDS:
+        raise ValueError(f"the UltraScale+ top runs on {' or '.join(PCIE_BACKENDS)} "
+                         f"(cocotbext-pcie's root complex runs under cocotb), not {sim}")
+    if waves and sim != "icarus":
+        raise ValueError("a waveform of the UltraScale+ top needs icarus")
+
+
+def run_pcie_function(fn, sim, *, kwargs=None, timing=None, waves=None, **params):
+    """Run ``fn`` (``"module:name"``, an ``async def fn(bus, **kwargs)``) through the root
+    complex on the UltraScale+ top built with ``params``; return its result.
+
+    ``timing`` is the host's :class:`~vmshm.host_model.HostTiming`; ``waves`` names a VCD of
+    the whole run (Icarus only).
+    """
+    from dataclasses import asdict
+    _check_backend(sim, waves)
+    job = PcieJob(params=params, fn=fn, kwargs=dict(kwargs or {}),
+                  timing=asdict(timing) if timing is not None else {})
+    return run_pcie(job, sim, waves=waves)
+
+
+def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, waves=None,
+                      **job_args):
     """Run the registered scenario ``name`` through the root complex and return its result.
 
     The scenario's object is made fresh (and removed afterwards) unless ``shm_name`` names one
-    the caller made. ``job_args`` are further :class:`PcieJob` fields (``pause``, ``mps``, ...).
+    the caller made. ``waves`` names a VCD of the whole run (Icarus only). ``job_args`` are
+    further :class:`PcieJob` fields (``pause``, ``mps``, ...).
     """
     from dataclasses import asdict
     from uuid import uuid4
@@ -189,18 +220,22 @@ def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, **job_
     from vmshm.host_model import ShmRegion
     from vmshm.scenarios import SCENARIOS
 
+    _check_backend(sim, waves)
     scn = SCENARIOS[name]
     if scn.devices != 1:
         raise ValueError(f"scenario {name!r} needs {scn.devices} devices; a root port has one")
     region = None
     if shm_name is None:
         shm_name = f"/vmshm-pcie-{name[:20]}-{os.getpid()}-{uuid4().hex[:8]}"
-        region = ShmRegion.create(shm_name, scn.shm_size)
+        # Sparse: a scenario tests sizes (one is over 4 GiB), not the memory behind them.
+        region = ShmRegion.create(shm_name, scn.shm_size, reserve=False)
     try:
         env = scn.env(shm_name, seed=seed, data_width=32)
-        params = {**scn.core_args_for(32), "axis_width": axis_width}
+        # The scenario's BAR layout, not this top's default (a 64-bit window).
+        params = {**scn.core_args_for(32), "axis_width": axis_width,
+                  "window_64bit": env.window_64bit}
         job = PcieJob(params=params, scenario=name, env=asdict(env), seed=seed, **job_args)
-        return run_pcie(job, sim)
+        return run_pcie(job, sim, waves=waves)
     finally:
         if region is not None:
             region.unlink()

@@ -35,6 +35,7 @@ from vmshm.rtl.usp import VMShmUSP
 
 from .bfm import CocotbIO, CocotbStream
 from .outcome import release_hosts, save
+from .pcie_rules import PG213Checker
 
 __all__ = ["VMShmCapability", "HostObjectRegion", "RootComplexBus", "PcieTB"]
 
@@ -341,7 +342,8 @@ class PcieTB:
         dut.user_reset.value = 1
         for name in ("pcie_cq_np_req_count", "pcie_rq_seq_num0", "pcie_rq_seq_num_vld0",
                      "cfg_max_payload", "cfg_max_read_req",
-                     "cfg_function_status", "s_axis_cq_tvalid", "s_axis_rc_tvalid",
+                     "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid",
+                     "s_axis_rc_tvalid",
                      "m_axis_cc_tready", "m_axis_rq_tready", "ctl_req__ready", "ctl_rsp__valid"):
             getattr(dut, name).value = 0
         await Timer(2, "ns")
@@ -351,6 +353,8 @@ class PcieTB:
         await Timer(400, "ns")
         while int(dut.user_reset.value):
             await Timer(10, "ns")
+        # PG213's rules on the four streams, from the first cycle after reset to the end.
+        self.rules = PG213Checker(dut, self.period_ns, self._object_range).start()
         await self.rc.enumerate()
         self.enumerated = self._enumeration()
         await self._open_windows()
@@ -364,6 +368,12 @@ class PcieTB:
         self._start_pauses()
         self.bus = RootComplexBus(self.rc, self.port.sec_bus_num, self.period_ns,
                                   self.job.timeout_ns)
+
+    def _object_range(self):
+        # The bus addresses the device may touch: the object the host has mapped, if any.
+        if not self.host.is_open:
+            return None
+        return self.job.host_addr, self.host.region.size
 
     def _enumeration(self):
         # What the root complex found, as plain data for the test to check.
@@ -406,8 +416,11 @@ class PcieTB:
 
     def stats(self):
         """Return counters of the run as plain data."""
+        rules = getattr(self, "rules", None)
         return {"host_reads": self.region.reads, "host_writes": self.region.writes,
-                "np_credits_now": int(self.dut.pcie_cq_np_req_count.value)}
+                "np_credits_now": int(self.dut.pcie_cq_np_req_count.value),
+                "pg213_violations": [str(v) for v in rules.violations] if rules else [],
+                "pg213_tlps": dict(rules.counts) if rules else {}}
 
 
 class _Cycles:
@@ -450,9 +463,18 @@ async def run_pcie_job(dut):
         try:
             outcome["value"] = await job.call(tb.bus, tb)
             outcome["error"] = None
+            if job.rules == "fail":
+                tb.rules.check()
         except Exception as exc:  # noqa: BLE001 -- carried back to the pytest process
+            if tb.rules.violations and job.rules == "fail" and \
+                    not isinstance(exc, AssertionError):
+                # A hang or a model error after a breach: the breach is the news.
+                exc = AssertionError(f"{exc}; before it: {tb.rules.violations[0]}")
+            # Whatever failed, the breaches travel with it.
+            exc.pg213_violations = [str(v) for v in tb.rules.violations]
             outcome["error"] = exc
             outcome["traceback"] = traceback.format_exc()
+        tb.rules.stop()
         outcome["records"] = tb.bus.records
         outcome["cycles"] = tb.bus.now()
         outcome["stats"] = tb.stats()

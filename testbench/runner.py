@@ -16,9 +16,11 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vmshm.checks import check_output_file
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.sim.harness import SimTop, per_device
-from vmshm.tools import VERILATOR_WAIVERS, missing_reason, verilator_env
+from vmshm.fpga.lint import VERILATOR_WAIVERS
+from vmshm.tools import missing_reason, verilator_env
 
 from .outcome import CocotbError, load, to_result
 
@@ -215,8 +217,11 @@ def run(job, sim, *, waves=None):
 
     The job's own failure (an assertion, an ``OSError``) is raised again here, as it would be
     from :func:`vmshm.sim.simulate`; the hosts' final state is in ``result.hosts``. ``waves``
-    names a file for a VCD waveform of the run.
+    names a file for a VCD waveform of the run; one that cannot be written is refused before
+    anything is built or simulated.
     """
+    if waves is not None:
+        check_output_file(waves)
     build_dir = build(sim, job.devices, waves=waves is not None, **job.params)
     with tempfile.TemporaryDirectory(prefix="vmshm-cocotb-") as tmp:
         tmp = Path(tmp)

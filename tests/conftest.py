@@ -25,7 +25,7 @@ class ShmObjects:
             A word in the name, so a leftover object says which test made it.
         """
         name = f"/vmshm-{tag}-{os.getpid()}-{uuid4().hex[:10]}"
-        self._regions.append(ShmRegion.create(name, size))
+        self._regions.append(ShmRegion.create(name, size, reserve=False))
         return name
 
     def cleanup(self):
@@ -60,3 +60,27 @@ def require_backend(backend):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{backend} must run under CI: {reason}")
         pytest.skip(reason)
+
+
+#: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs), the
+#: FPGA flow (synthesis, place and route) and a Linux guest booted in QEMU.
+SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py", "test_ivshmem_qemu.py"}
+#: Words in a test function's name that mean it runs an external tool on generated Verilog.
+SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` what builds or runs Verilog, synthesizes, runs the PCIe model or boots QEMU.
+
+    ``pytest -m "not slow"`` is then the daily subset: the RTL on Amaranth's simulator, the
+    models, the CLI and the fault catalogue. A test parametrized with a cocotb backend
+    (``"verilator"``, ``"icarus"``) is slow on that backend only.
+    """
+    slow = pytest.mark.slow
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if (item.path.name in SLOW_FILES
+                or any(word in item.originalname for word in SLOW_WORDS)
+                or any(v in ("verilator", "icarus") for v in params.values()
+                       if isinstance(v, str))):
+            item.add_marker(slow)

@@ -15,7 +15,8 @@ import pytest
 from amaranth.sim import Simulator
 
 from vmshm.rtl.selftest import OnChipHost, SelfTestBoard, VMShmSelfTest
-from vmshm.synth import DEFAULT_TARGET, ECP5Target, ecp5_target, synthesize, toolchain_missing
+from vmshm.fpga.synth import DEFAULT_TARGET, ECP5Target, ecp5_target, synthesize
+from vmshm.fpga.toolchain import toolchain_missing
 
 #: The smallest core there is: what the synthesis test builds.
 SMALLEST = ["--top", "core", "--data-width", "32", "--window-size", "64", "--name-size", "8",

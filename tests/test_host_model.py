@@ -169,7 +169,7 @@ def test_mask_writes_store_only_enabled_bytes(shm):
 
 def test_region_refuses_out_of_range_and_negative_accesses(shm):
     region = shm.create(100)
-    with pytest.raises(RegionError, match="past the end of its 100-byte mapping") as info:
+    with pytest.raises(RegionError, match="past the end of the 100 bytes it had when opened") as info:
         region.read(98, 4)
     assert info.value.errno == errno.EFAULT and isinstance(info.value, OSError)
     with pytest.raises(RegionError):

@@ -127,3 +127,40 @@ def test_identity_parameters_reach_the_header(data_width):
     assert (default, found, custom) == (0, 1, 1), \
         "expected one function, bound only by a driver whose table names its IDs"
     assert ident == DEVICE_ID, "expected the ID register through the custom function's BAR0"
+
+
+def test_failed_window_read_sets_signaled_target_abort(shm_objects):
+    """A window read the host fails sets Status' Signaled Target Abort and STATUS.DMA_ERROR;
+    writing 1 clears each."""
+    import os
+
+    name = shm_objects.create(4096, tag="sta")
+
+    async def guest(bus):
+        drvs, _ = await vmshm_probe(bus)
+        drv = drvs[0]
+        fd = await drv.open()
+        await drv.ioctl(fd, 0, name)
+        before = await bus.cfg_read_int(0, P.PCI_STATUS, 2)
+        fd_obj = os.open(f"/dev/shm{name}", os.O_RDWR)
+        try:
+            os.ftruncate(fd_obj, 1024)      # another process shrinks it: the host refuses
+            data = await drv.window.read(2048, 4)
+        finally:
+            os.ftruncate(fd_obj, 4096)
+            os.close(fd_obj)
+        after = await bus.cfg_read_int(0, P.PCI_STATUS, 2)
+        dma_error = await drv.regs.read32(REG["STATUS"].offset) >> 2 & 1
+        await bus.cfg_write_int(0, P.PCI_STATUS, 2, P.PCI_STATUS_SIG_TARGET_ABORT)
+        await drv.regs.write32(REG["STATUS"].offset, 1 << 2)
+        cleared = (await bus.cfg_read_int(0, P.PCI_STATUS, 2),
+                   await drv.regs.read32(REG["STATUS"].offset) >> 2 & 1)
+        await drv.close(fd)
+        return before, data, after, dma_error, cleared
+
+    before, data, after, dma_error, cleared = simulate(guest).value
+    assert data == b"\xff" * 4
+    assert before == P.PCI_STATUS_CAP_LIST
+    assert after == P.PCI_STATUS_CAP_LIST | P.PCI_STATUS_SIG_TARGET_ABORT
+    assert dma_error == 1
+    assert cleared == (P.PCI_STATUS_CAP_LIST, 0)

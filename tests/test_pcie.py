@@ -7,6 +7,7 @@ complex's memory space. PCIe-level payloads stay at kilobytes: the model moves h
 a second.
 """
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -70,7 +71,8 @@ def test_ports_carry_the_hard_ip_names():
                for s in ("tdata", "tuser", "tlast", "tkeep", "tvalid", "tready")}
     ip = streams | {"pcie_cq_np_req", "pcie_cq_np_req_count", "pcie_rq_seq_num0",
                     "pcie_rq_seq_num_vld0", "cfg_max_payload", "cfg_max_read_req",
-                    "cfg_function_status", "user_clk", "user_reset"}
+                    "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
+                    "user_clk", "user_reset"}
     host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp") for s in ("valid", "ready", "payload")}
     assert ports == ip | host
     for port, width in (("s_axis_cq_tdata", 256), ("s_axis_cq_tuser", 88),
@@ -87,12 +89,21 @@ def _built(cls, **kw):
 
 
 def test_bars_and_capability_match_the_soft_front_end():
-    for kw in ({}, {"window_64bit": True, "regs_size": 4096, "window_size": 1 << 16}):
-        assert _built(VMShmUSP, **kw).bars == _built(VMShmPCI, **kw).bars
+    # The same BARs as the soft front end, but a prefetchable window only when it is 64-bit.
+    for kw in ({"window_64bit": False},
+               {"window_64bit": True, "regs_size": 4096, "window_size": 1 << 16}):
+        usp, pci = _built(VMShmUSP, **kw).bars, _built(VMShmPCI, **kw).bars
+        assert [dataclasses.replace(b, prefetch=None) for b in usp] == \
+            [dataclasses.replace(b, prefetch=None) for b in pci]
+        assert usp[1].prefetch == kw["window_64bit"]
+    # By default a 64-bit prefetchable window, as PCIe asks of an endpoint.
     cfg = _built(VMShmUSP).hard_ip_config()
     assert cfg["bars"] == {0: {"size": 256, "64bit": False, "prefetchable": False},
-                           1: {"size": DEFAULT_WINDOW_SIZE, "64bit": False, "prefetchable": True},
-                           2: {"size": 1024, "64bit": False, "prefetchable": False}}
+                           1: {"size": DEFAULT_WINDOW_SIZE, "64bit": True, "prefetchable": True},
+                           3: {"size": 1024, "64bit": False, "prefetchable": False}}
+    # Page-sized register and name BARs, for a hypervisor to pass through.
+    cfg = _built(VMShmUSP, regs_size=4096, name_size=4096).hard_ip_config()
+    assert cfg["bars"][0]["size"] == cfg["bars"][3]["size"] == 4096
     cap = cfg["capability"]
     assert cap[0] == P.PCI_CAP_ID_VNDR and int.from_bytes(cap[4:8], "little") == ABI_VERSION
     assert CAP_OFFSET == 0x40   # where the soft front end keeps the same bytes
@@ -105,6 +116,8 @@ def test_bad_parameters_are_refused():
         VMShmUSP(data_width=64)
     with pytest.raises(ValueError, match="regs_size must be 256 or 4096"):
         VMShmUSP(regs_size=512)
+    with pytest.raises(ValueError, match=r"window_size must be at most 2 GiB"):
+        VMShmUSP(window_size=1 << 32)
 
 
 def test_cli_generates_usp(tmp_path):
@@ -136,7 +149,7 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
     assert sorted(bars) == [0, 1, name_bar]
     assert bars[0]["size"] == 256 and bars[0]["raw"] & 0xF == 0
     assert bars[1]["size"] == DEFAULT_WINDOW_SIZE
-    assert bars[1]["raw"] & 0xF == (0xC if window_64bit else 0x8)    # prefetchable, 64/32-bit
+    assert bars[1]["raw"] & 0xF == (0xC if window_64bit else 0x0)    # 64-bit prefetchable or not
     assert bars[name_bar]["size"] == 1024
     assert (P.PCI_CAP_ID_VNDR, 0xB0) in found["capabilities"]
     # The unchanged driver model re-sizes and re-assigns them, and finds its capability.
@@ -144,7 +157,7 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
     assert probe["ident"] == DEVICE_ID
     assert probe["sizes"] == (DEFAULT_WINDOW_SIZE, 1024, ABI_VERSION)
     sizes = {i: r[:3] for i, r in probe["resources"].items()}
-    assert sizes == {0: (256, False, False), 1: (DEFAULT_WINDOW_SIZE, window_64bit, True),
+    assert sizes == {0: (256, False, False), 1: (DEFAULT_WINDOW_SIZE, window_64bit, window_64bit),
                      name_bar: (1024, False, False)}
 
 
@@ -251,3 +264,120 @@ def test_np_flow_control(sim, shm_objects):
     result, _ = check("np_flow_control", sim, 256, shm_objects, pause={"cc": 0.5, "rq": 0.5})
     assert result.value["max_count"] <= 1
     assert result.value["pulses"] > 12
+
+
+# -- PG213 findings (issue 16) ---------------------------------------------------------------
+# Each failed on the top before its fix: by the rule checker (pcie_rules) or by what it reads.
+
+@pytest.mark.parametrize("sim,width", PAIRS)
+def test_discontinued_requests_are_dropped_whole(sim, width, shm_objects):
+    check("discontinued_requests", sim, width, shm_objects)
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_discontinued_completion_is_dropped_whole(sim, width, shm_objects):
+    check("discontinued_completion", sim, width, shm_objects, params={"cpl_timeout": 2000})
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 256)])
+def test_posted_writes_pass_a_waiting_read(sim, width, shm_objects):
+    check("writes_pass_a_waiting_read", sim, width, shm_objects)
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_close_without_bus_master_sends_no_flush(sim, width, shm_objects):
+    result, _ = check("close_without_bus_master", sim, width, shm_objects)
+    assert result.value["close_cycles"] < 2000, "CLOSE waited for a flush that never came"
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_close_waits_for_a_timed_out_write(sim, width, shm_objects):
+    check("close_after_write_timeout", sim, width, shm_objects,
+          params={"host_timeout": 1000})
+
+
+@pytest.mark.parametrize("sim,width", PAIRS)
+def test_last_word_is_masked(sim, width, shm_objects):
+    check("last_word_masked", sim, width, shm_objects, size=4094)
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_function_level_reset_resets_the_function(sim, width, shm_objects):
+    result, _ = check("function_level_reset", sim, width, shm_objects)
+    assert result.value["done_after"] <= 4
+
+
+# -- the command line reaches this top ----------------------------------------------------------
+
+def _tvalid_drops_inside_packets(vcd_path, prefix):
+    """Return the times at which ``{prefix}_tvalid`` was low inside a packet, from a VCD.
+
+    Sampled at each rising edge of ``user_clk`` with the values from before the edge, as the
+    hard IP samples them; a packet runs from its first accepted beat to its accepted ``tlast``.
+    """
+    from vcd.reader import TokenKind, tokenize
+    names = {"user_clk": "clk", f"{prefix}_tvalid": "valid", f"{prefix}_tready": "ready",
+             f"{prefix}_tlast": "last"}
+    ids, state = {}, {}
+    drops, in_packet, rose, pre, now = [], False, False, {}, 0
+    with open(vcd_path, "rb") as f:
+        for tok in tokenize(f):
+            if tok.kind is TokenKind.VAR and tok.data.reference in names and \
+                    names[tok.data.reference] not in ids.values():
+                ids[tok.data.id_code] = names[tok.data.reference]
+            elif tok.kind is TokenKind.CHANGE_TIME:
+                if rose and pre.get("valid") is not None:
+                    valid, ready = pre["valid"] == "1", pre.get("ready") == "1"
+                    if in_packet and not valid:
+                        drops.append(now)
+                    if valid and ready:
+                        in_packet = pre.get("last") != "1"
+                now, rose, pre = tok.data, False, dict(state)
+            elif tok.kind is TokenKind.CHANGE_SCALAR and tok.data.id_code in ids:
+                which = ids[tok.data.id_code]
+                if which == "clk" and tok.data.value == "1" and state.get("clk") == "0":
+                    rose = True
+                state[which] = tok.data.value
+    assert set(ids.values()) == set(names.values()), f"signals missing from {vcd_path}"
+    return drops
+
+
+def test_cli_demo_runs_through_the_root_complex(tmp_path, shm_objects):
+    require_pcie("icarus")
+    from vmshm.host_model import ShmRegion
+    name = shm_objects.create(4096, tag="pcie-cli")
+    vcd = tmp_path / "run.vcd"
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "demo", "--shm", name, "--top", "usp",
+                        "--backend", "icarus", "--vcd", str(vcd)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "BAR1 [mem 0x8000000000-0x80000fffff 64-bit prefetchable]" in r.stdout
+    with ShmRegion.attach(name) as region:
+        assert region.read(0, 11) == b"I was here:"
+    for prefix in ("m_axis_cc", "m_axis_rq"):
+        assert _tvalid_drops_inside_packets(vcd, prefix) == [], f"{prefix}_tvalid dropped"
+
+
+def test_cli_scenario_runs_on_usp():
+    require_pcie("icarus")
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "scenario", "regs_constants",
+                        "--top", "usp", "--backend", "icarus"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "regs_constants passed on icarus" in r.stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--shm", "/x", "--top", "usp"], "--top usp runs on --backend icarus or verilator"),
+    (["demo", "--shm", "/x", "--top", "usp", "--backend", "verilator", "--vcd", "a.vcd"],
+     "--vcd with --top usp needs --backend icarus"),
+    (["demo", "--shm", "/x", "--top", "usp", "--backend", "icarus", "--devices", "2"],
+     "--devices must be 1"),
+    (["scenario", "pci_two_devices", "--top", "usp", "--backend", "icarus"],
+     "does not run on --top usp: one endpoint per root port here"),
+])
+def test_cli_refuses_what_usp_cannot_do(argv, message):
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", *argv], capture_output=True,
+                       text=True)
+    assert r.returncode != 0
+    assert message in r.stdout + r.stderr
+    assert "Traceback" not in r.stderr

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from vmshm.tools import (VERILATOR_WAIVERS, Waiver, iverilog, missing_reason, verilator_config,
-                         verilator_env, verilator_lint)
+from vmshm.fpga.lint import VERILATOR_WAIVERS, Waiver, verilator_config, verilator_lint
+from vmshm.tools import iverilog, missing_reason, verilator_env
 from vmshm.verilog import TOPS, generate, module_name, top_parameters
 
 CONFIGS = {

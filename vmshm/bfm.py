@@ -13,13 +13,13 @@ call returns at the drive point after that edge. ``now()`` is the number of edge
 import abc
 from typing import NamedTuple
 
-from vmshm.driver_model.bus import GuestBus, Space
+from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.regmap import CtlOp, Status
-from vmshm.rtl.layouts import CplStatus
+from vmshm.rtl.layouts import TAG_BITS, CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 
-__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT", "bus_timeout",
-           "pack_payload"]
+__all__ = ["StreamIO", "StreamGuestBus", "HostBFM", "HostEvent", "DEFAULT_BUS_TIMEOUT",
+           "bus_timeout", "pack_payload"]
 
 #: Cycles a guest BFM waits for any beat before it calls the device hung.
 DEFAULT_BUS_TIMEOUT = 1 << 18
@@ -104,10 +104,13 @@ class StreamGuestBus(GuestBus):
     timeout : int
         Cycles without progress after which the device is called hung
         (:exc:`~vmshm.driver_model.bus.BusTimeout`).
+    reset : async callable, optional
+        Resets the devices and their host side; what :meth:`reset` awaits.
     """
 
-    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT):
+    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT, reset=None):
         super().__init__()
+        self._reset = reset
         self._io = io
         self._req = req
         self._cpl = cpl
@@ -118,8 +121,23 @@ class StreamGuestBus(GuestBus):
     def data_width(self):
         return self._data_width
 
+    @property
+    def timeout(self):
+        """Cycles without progress before a wait gives up (``None``: wait for ever)."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, cycles):
+        self._timeout = cycles
+
     def now(self):
         return self._io.now()
+
+    async def reset(self):
+        """Reset every device on the bus and its host side, as a PCI function reset does."""
+        if self._reset is None:
+            raise NotImplementedError("this backend has no way to reset the device")
+        await self._reset()
 
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass, one wake-up each: the backend's bare cost per cycle."""
@@ -132,6 +150,24 @@ class StreamGuestBus(GuestBus):
                 "dev": dev or 0, "addr": addr, "write": write, "count": count}
 
     async def _burst_read(self, space, dev, addr, words, be):
+        try:
+            return await self._burst_read_now(space, dev, addr, words, be)
+        except BusTimeout:
+            raise self._hung("read", space, addr) from None
+
+    async def _burst_write(self, space, dev, addr, beats):
+        try:
+            return await self._burst_write_now(space, dev, addr, beats)
+        except BusTimeout:
+            raise self._hung("write", space, addr) from None
+
+    def _hung(self, what, space, addr):
+        where = "configuration space" if space is Space.CFG else "memory"
+        return BusTimeout(f"the device did not answer a {where} {what} at {addr:#x} within "
+                          f"{self._timeout} cycles: it has stopped answering, a hardware bug "
+                          f"(every request must be answered in bounded time)")
+
+    async def _burst_read_now(self, space, dev, addr, words, be):
         io = self._io
         await io.put(self._req, {**self._header(space, dev, addr, 0, words - 1),
                                  "data": 0, "be": be}, timeout=self._timeout)
@@ -142,7 +178,7 @@ class StreamGuestBus(GuestBus):
             status = max(status, CplStatus(beat.status))
         return out, status.name
 
-    async def _burst_write(self, space, dev, addr, beats):
+    async def _burst_write_now(self, space, dev, addr, beats):
         io = self._io
         header = self._header(space, dev, addr, 1, len(beats) - 1)
         for data, be in beats:
@@ -195,6 +231,8 @@ class HostBFM:
         self.bus_address = bus_address
         # Stamps only: appending never waits, so every backend keeps the same handshakes.
         self.events = []
+        # RESETs seen on the control channel: the DMA process drops work from before one.
+        self._resets = 0
 
     def _stamp(self, io, kind, op):
         self.events.append(HostEvent(io.now(), kind, op))
@@ -206,18 +244,68 @@ class HostBFM:
         return [getattr(stalls, ch) if getattr(self.timing, ch) < 1 else None
                 for ch in channels]
 
+    def _faults(self, channel, exchange):
+        faults = self.timing.faults
+        return faults.of(channel, exchange) if faults else {}
+
+    async def _stall(self, io, channel, exchange, beat):
+        faults = self.timing.faults
+        cycles = faults.stall(channel, exchange, beat) if faults else 0
+        if cycles:
+            await io.wait(cycles)
+
+    async def _answer(self, io, stream, beats, faults, gate, *, unasked):
+        """Offer the answer ``beats`` (payload dicts) on ``stream`` as ``faults`` say.
+
+        Yields ``"first"`` after the first beat moved and ``"last"`` after the last, for the
+        caller's stamps; a dropped answer yields nothing.
+        """
+        if "unasked" in faults:
+            for beat in unasked:
+                await io.put(stream, beat, valid_gate=gate)
+        if "drop" in faults:
+            return
+        for i, beat in enumerate(beats):
+            await io.put(stream, beat, valid_gate=gate)
+            if i == 0:
+                yield "first"
+        yield "last"
+        if "double" in faults:
+            for beat in beats:
+                await io.put(stream, beat, valid_gate=gate)
+
     async def ctl_process(self, io):
-        """Answer OPEN and CLOSE for ever on ``io``: run in the background."""
+        """Answer OPEN and CLOSE for ever on ``io``: run in the background.
+
+        A packet holding a RESET beat (the device was reset, or gave up on the packet half-way)
+        is dropped, releases the open object and gets no answer. Answers echo the request's
+        ``op`` and ``tag``. ``timing.faults`` may make the host misbehave.
+        """
         port, t = self._port, self.timing
         gate, rsp_gate = self._gates("ctl_ready", "rsp_valid")
+        exchange = 0
         while True:
+            await self._stall(io, "ctl", exchange, 0)
             beat = await io.get(port.ctl_req, ready_gate=gate)
             op, name = int(beat.op), bytearray([int(beat.data)])
+            reset = op == CtlOp.RESET
             what = _CTL_OPS.get(op, f"op{op}")
-            self._stamp(io, "ctl_req_first", what)
+            if not reset:
+                self._stamp(io, "ctl_req_first", what)
             while not beat.last:
+                await self._stall(io, "ctl", exchange, len(name))
                 beat = await io.get(port.ctl_req, ready_gate=gate)
                 name.append(int(beat.data))
+                reset |= int(beat.op) == CtlOp.RESET
+            tag = int(beat.tag)
+            faults = self._faults("ctl", exchange)
+            exchange += 1
+            if reset:
+                # The device was reset (or gave up on this packet): nothing stays open for it.
+                self._resets += 1
+                self.host.reset()
+                self._stamp(io, "reset", "RESET")
+                continue
             self._stamp(io, "ctl_req_last", what)
             addr = 0
             if op == CtlOp.OPEN:
@@ -228,44 +316,70 @@ class HostBFM:
                 status, size = self.host.close(), 0
             else:
                 status, size = Status.EIO, 0
-            await io.wait(t.ctl_latency)
-            await io.put(port.ctl_rsp, {"status": status, "size": size, "addr": addr},
-                         valid_gate=rsp_gate)
-            self._stamp(io, "ctl_rsp", what)
+            await io.wait(t.ctl_latency + (faults["late"].cycles if "late" in faults else 0))
+            answer = {"status": status, "size": size, "addr": addr, "op": op, "tag": tag}
+            bogus = {**answer, "status": Status.OK, "size": 1 << 20,
+                     "tag": (tag + (1 << (TAG_BITS - 1))) % (1 << TAG_BITS)}
+            async for point in self._answer(io, port.ctl_rsp, [answer], faults, rsp_gate,
+                                            unasked=[bogus]):
+                if point == "last":
+                    self._stamp(io, "ctl_rsp", what)
 
     async def dma_process(self, io):
-        """Serve window reads and writes for ever on ``io``: run in the background."""
+        """Serve window reads and writes for ever on ``io``: run in the background.
+
+        Answer beats echo the request's ``tag``. A write cut off by a reset of the device (the
+        control channel saw RESET since its first beat) is dropped, and the next beat starts a
+        new request; nothing is answered to a request from before a reset.
+        """
         port, t, wb = self._port, self.timing, self._wb
         gate, rsp_gate = self._gates("dma_ready", "rsp_valid")
+        exchange = 0
+        beat = None
         while True:
-            beat = await io.get(port.dma_req, ready_gate=gate)
-            addr, words = int(beat.addr), int(beat.count) + 1
+            if beat is None:
+                await self._stall(io, "dma", exchange, 0)
+                beat = await io.get(port.dma_req, ready_gate=gate)
+            epoch = self._resets
+            addr, words, tag = int(beat.addr), int(beat.count) + 1, int(beat.tag)
             what = "WRITE" if beat.write else "READ"
             self._stamp(io, "dma_req_first", what)
+            faults = self._faults("dma", exchange)
+            exchange += 1
             if beat.write:
                 data, mask = bytearray(), []
+                cut = None
                 for i in range(words):
                     if i:
+                        await self._stall(io, "dma", exchange - 1, i)
                         beat = await io.get(port.dma_req, ready_gate=gate)
+                        if self._resets != epoch:
+                            cut = beat
+                            break
                     data += int(beat.data).to_bytes(wb, "little")
                     be = int(beat.be)
                     mask += [bool(be >> b & 1) for b in range(wb)]
+                beat = cut
+                if cut is not None:
+                    continue
                 self._stamp(io, "dma_req_last", what)
                 ok = self.host.dma_write(addr, bytes(data), mask)
-                await io.wait(t.dma_latency)
-                await io.put(port.dma_rsp, {"data": 0, "err": not ok, "last": 1},
-                             valid_gate=rsp_gate)
-                self._stamp(io, "dma_rsp_first", what)
-                self._stamp(io, "dma_rsp_last", what)
+                await io.wait(t.dma_latency + (faults["late"].cycles if "late" in faults else 0))
+                if self._resets != epoch:
+                    continue
+                answer = [{"data": 0, "err": not ok, "last": 1, "tag": tag}]
             else:
+                beat = None
                 self._stamp(io, "dma_req_last", what)
                 data, ok = self.host.dma_read(addr, words * wb)
-                await io.wait(t.dma_latency)
-                for i in range(words):
-                    word = int.from_bytes(data[i * wb:(i + 1) * wb], "little")
-                    await io.put(port.dma_rsp,
-                                 {"data": word, "err": not ok, "last": i == words - 1},
-                                 valid_gate=rsp_gate)
-                    if i == 0:
-                        self._stamp(io, "dma_rsp_first", what)
-                self._stamp(io, "dma_rsp_last", what)
+                await io.wait(t.dma_latency + (faults["late"].cycles if "late" in faults else 0))
+                if self._resets != epoch:
+                    continue
+                answer = [{"data": int.from_bytes(data[i * wb:(i + 1) * wb], "little"),
+                           "err": not ok, "last": i == words - 1, "tag": tag}
+                          for i in range(words)]
+            bogus = [{**a, "data": (1 << (8 * wb)) - 1,
+                      "tag": (tag + (1 << (TAG_BITS - 1))) % (1 << TAG_BITS)} for a in answer]
+            async for point in self._answer(io, port.dma_rsp, answer, faults, rsp_gate,
+                                            unasked=bogus):
+                self._stamp(io, f"dma_rsp_{point}", what)

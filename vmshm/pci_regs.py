@@ -18,6 +18,7 @@ PCI_COMMAND_INTX_DISABLE = 0x400
 PCI_STATUS = 0x06               # 16 bits
 PCI_STATUS_INTERRUPT = 0x08
 PCI_STATUS_CAP_LIST = 0x10      # a capability list is present
+PCI_STATUS_SIG_TARGET_ABORT = 0x800     # the function answered a request with an abort
 PCI_CLASS_REVISION = 0x08       # high 24 bits are class, low 8 revision
 PCI_REVISION_ID = 0x08
 PCI_CLASS_PROG = 0x09
@@ -50,6 +51,14 @@ PCI_CAP_LIST_ID = 0
 PCI_CAP_LIST_NEXT = 1
 PCI_CAP_FLAGS = 2
 PCI_CAP_ID_VNDR = 0x09          # vendor-specific capability
+PCI_CAP_ID_EXP = 0x10           # PCI Express capability
+PCI_EXP_FLAGS = 2               # PCI Express Capabilities register (version, port type)
+PCI_EXP_FLAGS_VERS2 = 0x0002    # capability version 2
+PCI_EXP_DEVCAP = 4              # Device Capabilities
+PCI_EXP_DEVCAP_FLR = 0x10000000  # Function Level Reset capable
+PCI_EXP_DEVCTL = 8              # Device Control
+PCI_EXP_DEVCTL_BCR_FLR = 0x8000  # Initiate Function Level Reset (reads 0)
+PCI_EXP_CAP_SIZEOF = 0x3C       # a version 2 capability for an endpoint
 
 PCI_CLASS_MEMORY_RAM = 0x0500   # base class 0x05 (memory controller), sub-class 0x00 (RAM)
 

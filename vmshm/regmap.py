@@ -25,7 +25,7 @@ __all__ = [
 #: ``ID`` register value: ASCII "VMSH".
 DEVICE_ID = 0x564D5348
 #: ABI version: major in bits 31:16, minor in bits 15:0. Bump minor for additions.
-ABI_VERSION = (1 << 16) | 0
+ABI_VERSION = (1 << 16) | 1
 
 BAR_REGS = 0    #: BAR0: the register file.
 BAR_WINDOW = 1  #: BAR1: the window into the host object.
@@ -136,9 +136,15 @@ STATUS_TEXT = {
 
 
 class CtlOp:
-    """Operations on the host control channel."""
+    """Operations on the host control channel.
+
+    ``RESET`` tells the host that the device was reset, or that it gave up on the packet it was
+    sending: the host drops the packet it was receiving, releases any open object and answers
+    nothing (see docs/timing.md, "What the device does when the host misbehaves").
+    """
     OPEN = 1
     CLOSE = 2
+    RESET = 3
 
 
 @dataclass(frozen=True)
@@ -182,9 +188,13 @@ REGISTERS = (
     Register("VERSION", 0x08, "C", ABI_VERSION,
              "ABI version of this register map.",
              (Field("MINOR", 0, 16, "additions only"), Field("MAJOR", 16, 16, "incompatible changes"))),
-    Register("STATUS", 0x0C, "R", 0, "Device state.",
+    Register("STATUS", 0x0C, "R", 0, "Device state. Read-only but for DMA_ERROR, which a "
+             "write with bit 2 set clears.",
              (Field("OPEN", 0, 1, "an object is mapped into BAR1"),
               Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress"),
+              Field("DMA_ERROR", 2, 1, "sticky: a window access failed at the host (an error "
+                    "answer, or none in time); the guest read all ones, or a PCIe front end "
+                    "answered Completer Abort. Write 1 to clear"),
               Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE"))),
     Register("MAP_SIZE", 0x10, "R", 0,
              "Bytes of BAR1 backed by the object: min(object size, window size); 0 when closed. "
@@ -193,13 +203,19 @@ REGISTERS = (
     Register("OBJ_SIZE_LO", 0x14, "R", 0, "Size of the open object in bytes, bits 31:0."),
     Register("OBJ_SIZE_HI", 0x18, "R", 0, "Size of the open object in bytes, bits 63:32."),
     Register("REJECTS", 0x1C, "RC", 0,
-             "Window accesses rejected (nothing open, or past MAP_SIZE); saturates. "
+             "Window accesses rejected (nothing open, or past MAP_SIZE) or refused by the "
+             "host (an error answer to the DMA: a read then returns all ones, a write is lost); "
+             "saturates. "
              "Writing any value clears it."),
     Register("CLOSE", 0x20, "RT", 0,
              "Read to unmap and release the object. Returns 0 (also when nothing was open). "
              "Held until the host answers."),
     Register("WINDOW_SIZE", 0x24, "C", None, "Size of BAR1 in bytes (a build parameter)."),
     Register("NAME_SIZE", 0x28, "C", None, "Size of BAR2 in bytes (a build parameter)."),
+    Register("TIMEOUTS", 0x2C, "RC", 0,
+             "Waits on the host that timed out (an OPEN or CLOSE answered ETIMEDOUT, a window "
+             "read answered all ones, a window write dropped); saturates. Writing any value "
+             "clears it. Added in ABI 1.1."),
 )
 
 #: Registers by name.
@@ -256,3 +272,4 @@ def render_markdown():
 
 if __name__ == "__main__":
     print(render_markdown(), end="")
+

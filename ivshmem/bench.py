@@ -1,0 +1,183 @@
+"""``vmshm channel --bench``: messages and bytes per second through the channel.
+
+The same loop (``ivshmem/channel_peer.c``: ``vmshm_channel.h``, one-value messages, their ends
+checked, eventfd doorbells) runs on both ends of each row. The floor row is two host processes
+over a plain POSIX mapping, peers of one ivshmem group; the guest rows put one end in a TCG guest
+(``ivshmem/ivshmem_peer.c bench`` on QEMU's ``ivshmem-doorbell``) and the other on the host. Each
+figure is the receiver's: from its first message to its last, so start-up is not counted.
+"""
+
+import os
+import queue
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from .channel import Channel
+from .client import IvshmemPeer
+from .server import IvshmemServer
+
+__all__ = ["host_program", "floor", "guest", "SLOT"]
+
+HERE = Path(__file__).resolve().parent
+SLOT = 0x10000
+DIR_MAGIC = 0x21214F47
+
+
+def host_program():
+    """Compile ``channel_peer.c`` for the host once (cached by its sources); return its path."""
+    from vmshm.qemu.image import BuildError, GUEST_DIR, Missing, _file_digest, cache_dir
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise Missing("a C compiler is needed for the bench: apt-get install gcc")
+    src, header = HERE / "channel_peer.c", GUEST_DIR / "vmshm_channel.h"
+    key = (_file_digest(src) + _file_digest(header))[:16]
+    exe = cache_dir() / f"channel_peer-{key}"
+    if not exe.exists():
+        tmp = exe.with_suffix(".tmp")
+        r = subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-I", str(GUEST_DIR),
+                            "-o", str(tmp), str(src), "-lrt"], capture_output=True, text=True)
+        if r.returncode:
+            raise BuildError(f"compiling {src} failed:\n{r.stderr[-2000:]}")
+        tmp.replace(exe)
+    return exe
+
+
+def _run_end(exe, role, name, offset, count, length, ring_fd, wait_fd):
+    return subprocess.Popen([str(exe), role, name, hex(offset), str(SLOT), str(count),
+                             str(ring_fd), str(wait_fd), "attach", str(length)],
+                            stdout=subprocess.PIPE, text=True, pass_fds=(ring_fd, wait_fd))
+
+
+def _seconds(proc, what, timeout=120):
+    out, _ = proc.communicate(timeout=timeout)
+    m = re.search(r"^ok (\d+) (\d+) (\d+) ([\d.]+)$", out, re.M)
+    if proc.returncode or not m:
+        raise RuntimeError(f"{what}: {out.strip() or f'exit status {proc.returncode}'}")
+    return float(m.group(4))
+
+
+class _Group:
+    """A temporary ivshmem group: its own server, socket and object (removed afterwards)."""
+
+    def __init__(self, size):
+        self.dir = tempfile.TemporaryDirectory(prefix="vmshm-channel-")
+        self.sock = str(Path(self.dir.name) / "ivshmem.sock")
+        self.name = f"/vmshm-channel-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.server = IvshmemServer(self.sock, self.name, size=size).start()
+
+    def close(self):
+        self.server.stop()
+        if self.server.created:
+            os.unlink(f"/dev/shm{self.name}")     # the bench's own object, made for this run
+        self.dir.cleanup()
+
+
+def _row(direction, length, count, seconds):
+    per = (count - 1) / seconds if seconds > 0 else float("inf")
+    return {"direction": direction, "bytes": length, "count": count, "seconds": seconds,
+            "messages_per_s": per, "bytes_per_s": per * length}
+
+
+def floor(count, sizes):
+    """Return rows for host process to host process over a plain shared mapping."""
+    exe = host_program()
+    group = _Group(SLOT * (1 + len(sizes)))
+    rows = []
+    try:
+        with IvshmemPeer.connect(group.sock) as a, IvshmemPeer.connect(group.sock) as b:
+            a.wait_for_peers(1)
+            b.wait_for_peers(1)
+            for k, length in enumerate(sizes):
+                offset = SLOT * (1 + k)
+                Channel.init(a.shm, offset, SLOT).close()
+                rx = _run_end(exe, "recv", group.name, offset, count, length,
+                              b.peer_fileno(a.id), b.fileno())
+                tx = _run_end(exe, "send", group.name, offset, count, length,
+                              a.peer_fileno(b.id), a.fileno())
+                _seconds(tx, "the floor's sender")
+                rows.append(_row("host → host (floor)", length, count,
+                                 _seconds(rx, "the floor's receiver")))
+    finally:
+        group.close()
+    return rows
+
+
+def guest(count, sizes, timeout=180, echo=None):
+    """Return rows for a TCG guest on QEMU's ivshmem-doorbell and a host peer, both ways."""
+    from vmshm.qemu import image
+    from vmshm.qemu.boot import boot
+    parts = image.find_parts()
+    exe = host_program()
+    initrd = image.build_image(parts, {"ivshmem_peer": HERE / "ivshmem_peer.c"})
+    init = image.init_archive("ivshmem_peer", ["bench", str(count), *map(str, sizes)],
+                              load_module=False)
+    # The program checks 5 slots for 2 peers; QEMU's BAR2 must be a power of two.
+    group = _Group(1 << (SLOT * (6 + 2 * len(sizes)) - 1).bit_length())
+    lines = queue.Queue()
+    result = {}
+    rows = []
+    try:
+        host = IvshmemPeer.connect(group.sock)
+        args = ["-chardev", f"socket,path={group.sock},id=ivs",
+                "-device", "ivshmem-doorbell,chardev=ivs,vectors=1"]
+
+        def run():
+            result["boot"] = boot(parts, initrd, init, timeout=timeout, device=False,
+                                  qemu_args=args, echo=lines.put)
+            lines.put(None)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        end = time.monotonic() + timeout
+
+        def expect(pattern):
+            while True:
+                try:
+                    line = lines.get(timeout=max(0.1, end - time.monotonic()))
+                except queue.Empty:
+                    line = None
+                if line is None:
+                    b = result.get("boot")
+                    last = b.console[-1] if b and b.console else "no more output"
+                    raise RuntimeError(f"the guest stopped before {pattern!r}: "
+                                       f"{(b.error if b else None) or last}")
+                if echo:
+                    echo(line)
+                if line.startswith("error"):
+                    raise RuntimeError(f"the guest: {line}")
+                m = re.fullmatch(pattern, line.strip())
+                if m:
+                    return m
+
+        guest_id = int(expect(r"id (\d+)").group(1))
+        expect("ready")
+        host.wait_for_peers(1)
+        for k in range(len(sizes)):
+            Channel.init(host.shm, SLOT * (1 + 2 * k), SLOT).close()
+            Channel.init(host.shm, SLOT * (2 + 2 * k), SLOT).close()
+        words = memoryview(host.shm)[:16].cast("I")
+        words[1], words[2], words[3] = 2, host.id, guest_id
+        words[0] = DIR_MAGIC
+        words.release()
+        for k, length in enumerate(sizes):
+            rx = _run_end(exe, "recv", group.name, SLOT * (1 + 2 * k), count, length,
+                          host.peer_fileno(guest_id), host.fileno())
+            rows.append(_row("guest → host", length, count, _seconds(rx, "the host's receiver")))
+            expect(rf"tx {length} {count} [\d.]+")
+            tx = _run_end(exe, "send", group.name, SLOT * (2 + 2 * k), count, length,
+                          host.peer_fileno(guest_id), host.fileno())
+            _seconds(tx, "the host's sender")
+            m = expect(rf"rx {length} {count} ([\d.]+)")
+            rows.append(_row("host → guest", length, count, float(m.group(1))))
+        expect("done")
+        thread.join(timeout=30)
+        host.close()
+    finally:
+        group.close()
+    return rows

@@ -1,0 +1,222 @@
+"""``vmshm qemu``: boot a Linux guest in QEMU whose VMShm device is the simulated RTL.
+
+QEMU runs the guest under TCG with an ``x-pci-proxy-dev`` whose socket this process serves: the
+device side (:mod:`.device`) answers each request with the simulated :class:`~vmshm.rtl.VMShmPCI`
+backed by the real host object. The guest loads ``vmshm.ko`` and runs the example, or the user's
+own program, and this command prints what it printed, the device's cycle table, and exits with
+the program's exit status.
+"""
+
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from . import image
+from .boot import boot
+from .device import proxy_refusal
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+#: Bound of a whole run (boot, program, power-off) in seconds, unless --timeout says otherwise.
+DEFAULT_TIMEOUT = 300
+#: Guest console lines worth showing besides the program's own output.
+_KERNEL_TROUBLE = re.compile(r"vmshm|BUG:|Oops|Kernel panic|Call Trace|segfault")
+
+
+#: ``vmshm qemu``'s entry in the command table (:func:`vmshm.cli._commands`).
+HELP = dict(
+    help="run the example (or your C program) in a Linux guest against the RTL",
+    description="Boot a Linux guest in QEMU (TCG) whose VMShm device is the simulated RTL, "
+                "served through QEMU's PCI proxy; load vmshm.ko and run the seed's example (or "
+                "--run FILE.c) in it against the host object NAME. Prints the guest's output and "
+                "the device's cycle table; exits with the program's status.")
+
+
+def add_arguments(p):
+    """Add ``vmshm qemu``'s options to the parser ``p``."""
+    from vmshm.options import add_core_args, parse_size
+
+    p.add_argument("--shm", required=True, metavar="NAME",
+                   help="the host's POSIX shared-memory object, e.g. /shared-with-qemu")
+    p.add_argument("--create", type=parse_size, metavar="SIZE",
+                   help="create NAME with this size if it does not exist (never resized)")
+    p.add_argument("--run", metavar="FILE.c", help="compile this C program (static, with the "
+                   "host's gcc) and run it in the guest instead of the example; ARGS after --")
+    p.add_argument("--backend", default="amaranth", metavar="B",
+                   help="simulation backend serving the device (amaranth)")
+    p.add_argument("--kernel", metavar="PATH", help="the guest kernel (a bzImage); default: "
+                   "Debian's linux-image found in /usr/local/lib/vmshm/kernel or /boot")
+    p.add_argument("--headers", metavar="DIR", help="kernel headers matching --kernel")
+    p.add_argument("--bench", action="store_true",
+                   help="measure register and window read latency in the guest, beside a floor "
+                        "device with no simulation")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
+                   help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
+    p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
+    p.add_argument("args", nargs="*", metavar="ARGS",
+                   help="arguments of the program (after --); by default NAME")
+    add_core_args(p)
+
+
+def _check_args(args):
+    from vmshm.backends import BACKENDS
+    from vmshm.checks import check_object_size
+    from vmshm.host_model import check_name
+
+    # The device's own rule for names (and the name buffer's size), before anything is made.
+    try:
+        check_name(args.shm, args.name_size)
+    except OSError as exc:
+        raise ValueError(f"--shm must be a name the device accepts: {exc.strerror}") from None
+    if args.create is not None:
+        check_object_size(args.create, "--create")
+    if args.backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
+    if args.backend != "amaranth":
+        raise ValueError(f"--backend {args.backend}: only the amaranth backend serves QEMU so "
+                         f"far (the device side is a guest-bus function; the cocotb backends run "
+                         f"it in another process, which cannot take QEMU's socket yet)")
+    if args.run is not None and not Path(args.run).is_file():
+        raise ValueError(f"--run {args.run}: no such file")
+    if args.run is not None and args.bench:
+        raise ValueError("--bench runs its own program in the guest; leave out --run")
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+
+
+def bar_bases(accesses):
+    """Return ``{bar: base}`` as the guest left the BARs, from its configuration writes.
+
+    Sizing writes all ones and then the base back, so the last other 4-byte write to a BAR
+    register is where the firmware or the kernel put it.
+    """
+    bases = {}
+    for a in accesses:
+        if (a.kind == "cfg_write" and a.size == 4 and 0x10 <= a.addr < 0x28 and not a.addr % 4
+                and a.value != 0xFFFFFFFF):
+            bases[(a.addr - 0x10) // 4] = a.value & ~0xF
+    return {bar: base for bar, base in bases.items() if base}
+
+
+def _where(addr, bases, sizes):
+    from vmshm.regmap import REGISTERS
+    names = {r.offset: r.name for r in REGISTERS}
+    for bar, base in bases.items():
+        if base <= addr < base + sizes.get(bar, 0):
+            off = addr - base
+            name = names.get(off, "") if bar == 0 else ""
+            return f"BAR{bar}+{off:#x} {name}".rstrip()
+    return ""
+
+
+def _access_table(accesses, title, bases=None, sizes=None):
+    table = Table(title=title, title_justify="left")
+    for col in ("start", "end", "cycles", "request", "address", "where", "size", "value"):
+        table.add_column(col, justify="left" if col in ("request", "where") else "right")
+    for a in accesses:
+        table.add_row(str(a.start), str(a.end), str(a.cycles), a.kind, f"{a.addr:#010x}",
+                      _where(a.addr, bases or {}, sizes or {}), str(a.size), f"{a.value:#x}")
+    return table
+
+
+def _summary_table(accesses):
+    table = Table(title="all requests QEMU sent the device (boot included)", title_justify="left")
+    for col in ("request", "count", "min cycles", "median", "max"):
+        table.add_column(col, justify="right" if col != "request" else "left")
+    kinds = {}
+    for a in accesses:
+        kinds.setdefault(a.kind, []).append(a.cycles)
+    for kind, cyc in sorted(kinds.items()):
+        table.add_row(kind, str(len(cyc)), str(min(cyc)), f"{statistics.median(cyc):g}",
+                      str(max(cyc)))
+    return table
+
+
+def _report(boot_, args):
+    return {"status": boot_.status, "error": boot_.error, "boot_seconds": boot_.boot_seconds,
+            "seconds": boot_.seconds, "cycles": boot_.cycles, "output": boot_.output,
+            "console": boot_.console, "host_log": boot_.host_log,
+            "accesses": [vars(a) for a in boot_.accesses]}
+
+
+def run(args, console):
+    """Run ``vmshm qemu`` with parsed ``args``; return the exit status."""
+    from vmshm.host_model import ShmRegion
+    from vmshm.options import core_args
+    from vmshm.rtl import VMShmPCI
+
+    _check_args(args)
+    params = core_args(args)
+    function = VMShmPCI(**params)       # checks the parameters before anything is made
+    # Only asked for its BARs, never elaborated (the simulation builds its own).
+    function._MustUse__silence = function.core._MustUse__silence = True
+    refusal = proxy_refusal(function)
+    if refusal:
+        raise ValueError(refusal)
+    try:
+        parts = image.find_parts(args.kernel, args.headers)
+    except image.Missing as exc:
+        print(f"vmshm qemu: {exc}", file=sys.stderr)
+        return 2
+    if args.create is not None:
+        region, created = ShmRegion.open_or_create(args.shm, args.create)
+        if not created and region.size != args.create:
+            console.print(f"{args.shm} exists with {region.size} bytes: using it as it "
+                          f"is (not resized to {args.create})")
+        region.close()
+
+    if args.bench:
+        from .bench import run_bench
+        return run_bench(args, console, parts, params)
+
+    if args.run:
+        program, src = "program", Path(args.run)
+    else:
+        program, src = "vmshm_example", image.GUEST_DIR / "vmshm_example.c"
+    argv = args.args or [args.shm]
+    programs = {"vmshm_example": image.GUEST_DIR / "vmshm_example.c", program: src}
+    try:
+        initrd = image.build_image(parts, programs)
+    except image.BuildError as exc:
+        console.print(f"vmshm qemu: {exc}", style="red")
+        return 1
+    console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
+                  f"simulated RTL ({args.backend})")
+    result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
+                  params=params, echo=lambda line: console.print(f"guest| {line}",
+                                                                highlight=False))
+    for line in result.host_log:
+        console.print(line, highlight=False)
+    if result.status is None:
+        for line in result.console[-15:]:
+            console.print(f"console| {line}", highlight=False)
+    else:
+        trouble = [ln for ln in result.console if _KERNEL_TROUBLE.search(ln)
+                   and not ln.startswith(image.MARK) and ln not in result.output]
+        for line in trouble[:20]:
+            console.print(f"kernel| {line}", highlight=False)
+    bar = [a for a in result.accesses if a.kind.startswith(("mem_", "io_"))]
+    if bar:
+        sizes = {b.index: b.size for b in function.bars}
+        shown = bar[-60:]
+        console.print(_access_table(shown, f"BAR accesses of the guest ({len(bar)}"
+                                           f"{', last 60 shown' if len(bar) > 60 else ''})",
+                                    bar_bases(result.accesses), sizes))
+    if result.accesses:
+        console.print(_summary_table(result.accesses))
+    boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds else "-"
+    console.print(f"boot (QEMU start to /init): {boot_s}; whole run {result.seconds:.1f} s; "
+                  f"{result.cycles} cycles simulated")
+    if args.json:
+        Path(args.json).write_text(json.dumps(_report(result, args), indent=1))
+    if result.error:
+        print(f"vmshm qemu: {result.error}", file=sys.stderr)
+        return 1
+    if result.status is None:
+        print("vmshm qemu: the guest stopped before the program finished", file=sys.stderr)
+        return 1
+    return result.status

@@ -1,0 +1,219 @@
+"""The device side: answer the proxy's requests with the simulated RTL of a PCI function.
+
+:func:`serve` is a guest function (``async def fn(bus)``): it runs inside a simulation backend
+(:func:`vmshm.backends.run_function` or :func:`vmshm.sim.harness.simulate`) and blocks on the
+transport between requests, so simulated time stands still while the guest is idle. Each request
+becomes accesses on the guest bus: configuration reads and writes go to the function's
+configuration space, BAR accesses (absolute bus addresses) become memory requests that the
+function decodes with its own BAR registers, and a device reset resets the RTL and its host side.
+
+:class:`FloorDevice` answers the same requests from plain bytes, with no simulation: what the
+transport and the guest cost on their own (``vmshm qemu --bench``).
+"""
+
+import struct
+import time
+from dataclasses import dataclass
+
+from vmshm import pci_regs as P
+from vmshm.driver_model.bus import BusTimeout
+from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
+                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
+
+__all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor"]
+
+
+class DeviceHung(RuntimeError):
+    """The simulated device did not complete a request: the guest cannot go on."""
+
+
+@dataclass
+class Access:
+    """One request from the guest as the device served it, with the simulated cycles it took."""
+    kind: str       # cfg_read, cfg_write, mem_read, mem_write, io_read, io_write, reset
+    addr: int
+    size: int
+    value: int      # what was written, or what the read returned
+    start: int      # simulated cycle the request entered the bus
+    end: int        # simulated cycle its completion left it
+
+    @property
+    def cycles(self):
+        return self.end - self.start
+
+
+def proxy_refusal(function):
+    """Return why QEMU's PCI proxy cannot carry ``function`` (a VMShmPCI), or ``None``.
+
+    The proxy forwards 32-bit memory BARs and I/O BARs only; a 64-bit BAR would need the two
+    halves of its register and an address above 4 GiB, which it does not carry.
+    """
+    for bar in function.bars:
+        if bar.is64:
+            return (f"BAR{bar.index} (the window) is a 64-bit BAR, and QEMU's PCI proxy "
+                    f"(x-pci-proxy-dev) carries only 32-bit memory BARs: build the device "
+                    f"without window_64bit")
+    return None
+
+
+def _ones(size):
+    return (1 << 8 * size) - 1
+
+
+async def serve(bus, *, link, log, dev=0, watch=None):
+    """Answer ``link``'s requests on ``bus`` until QEMU closes its end; return how many.
+
+    Parameters
+    ----------
+    bus : GuestBus
+        The simulation's guest bus (the function sits in slot ``dev``).
+    link
+        The transport: ``next()`` blocks for a :class:`~vmshm.qemu.mpqemu.Request` (``None`` at
+        the end), ``reply(request, value)`` completes it.
+    log : list
+        Receives one :class:`Access` per request, as it is served.
+    watch : dict, optional
+        Holds ``"in_flight"``: ``(kind, addr, time.monotonic())`` of the request being served,
+        or ``None``: how a watchdog in another thread sees a device that stopped answering.
+    """
+    watch = {} if watch is None else watch
+    served = 0
+    if hasattr(bus, "timeout"):
+        # Each bounded wait leaves a timer in the simulator until its deadline, and simulated
+        # time barely moves between requests, so over a boot they pile up and slow every
+        # step. The caller bounds a hang by the wall clock instead (``link.in_flight``).
+        bus.timeout = None
+    while True:
+        req = link.next()
+        if req is None:
+            return served
+        kind, addr, size, value = req.kind, req.addr, req.size, req.value
+        start = bus.now()
+        watch["in_flight"] = (kind, addr, time.monotonic())
+        bus.label = kind
+        try:
+            if kind == "cfg_read":
+                value = (await bus.cfg_read_int(dev, addr, size)
+                         if size in (1, 2, 4) and addr + size <= P.PCI_CFG_SPACE_SIZE
+                         else _ones(4))
+            elif kind == "cfg_write":
+                if size in (1, 2, 4) and addr + size <= P.PCI_CFG_SPACE_SIZE:
+                    await bus.cfg_write_int(dev, addr, size, value)
+            elif kind == "mem_read":
+                # An 8-byte access on a 32-bit device is one burst of two words.
+                value = int.from_bytes(await bus.mem_read(addr, size), "little")
+            elif kind == "mem_write":
+                await bus.mem_write(addr, (value & _ones(size)).to_bytes(size, "little"))
+            elif kind == "io_read":
+                value = _ones(size)    # VMShm has no I/O BARs: nobody claims these
+            elif kind == "reset":
+                await bus.reset()
+        except BusTimeout as exc:
+            raise DeviceHung(f"the simulated device did not answer the guest's {kind} at "
+                             f"{addr:#x}: {exc}") from None
+        finally:
+            bus.label = ""
+        watch["in_flight"] = None
+        log.append(Access(kind, addr, size, value, start, bus.now()))
+        link.reply(req, value)
+        served += 1
+
+
+class FloorDevice:
+    """A VMShm-shaped PCI function made of plain bytes: no simulation, no host object.
+
+    It has the same identity, capability and BARs as the default device so the guest finds it
+    the same way; its registers read their constants (OPEN and CLOSE read 0), the window and the
+    name buffer are byte arrays. What it costs is the floor any simulation adds to.
+    """
+
+    #: Subsystem ID that tells the floor from the simulated device in the guest.
+    SUBSYSTEM_ID = 0xF100
+
+    def __init__(self, *, window_size, name_size, regs_size=0x100):
+        self.sizes = {0: regs_size, 1: window_size, 2: name_size}
+        self.bars = {i: 0 for i in self.sizes}
+        self.command = 0
+        self.regs = bytearray(regs_size)
+        for name, value in (("ID", DEVICE_ID), ("WINDOW_SIZE", window_size),
+                            ("NAME_SIZE", name_size), ("MAP_SIZE", window_size)):
+            struct.pack_into("<I", self.regs, REG[name].offset, value)
+        self.window = bytearray(window_size)
+        self.names = bytearray(name_size)
+        cfg = bytearray(P.PCI_CFG_SPACE_SIZE)
+        struct.pack_into("<HH", cfg, P.PCI_VENDOR_ID, PCI_VENDOR_ID, PCI_DEVICE_ID)
+        struct.pack_into("<H", cfg, P.PCI_STATUS, P.PCI_STATUS_CAP_LIST)
+        struct.pack_into("<I", cfg, P.PCI_CLASS_REVISION,
+                         PCI_REVISION | P.PCI_CLASS_MEMORY_RAM << 16)
+        struct.pack_into("<HH", cfg, P.PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBSYSTEM_VENDOR_ID,
+                         self.SUBSYSTEM_ID)
+        cfg[P.PCI_CAPABILITY_LIST] = CAP_OFFSET
+        cap = capability_bytes(window_size=window_size, name_size=name_size, regs_bar=0,
+                               window_bar=1, name_bar=2)
+        cfg[CAP_OFFSET:CAP_OFFSET + len(cap)] = cap
+        self.cfg = cfg
+
+    def _cfg_dword(self, off):
+        if off == P.PCI_COMMAND:
+            return struct.unpack_from("<I", self.cfg, off)[0] & 0xFFFF0000 | self.command
+        bar = (off - P.PCI_BASE_ADDRESS_0) // 4
+        if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
+            return self.bars[bar] | (P.PCI_BASE_ADDRESS_MEM_PREFETCH if bar == 1 else 0)
+        return struct.unpack_from("<I", self.cfg, off)[0]
+
+    def cfg_read(self, addr, size):
+        raw = b"".join(self._cfg_dword(d).to_bytes(4, "little")
+                       for d in range(addr & ~3, addr + size, 4))
+        return int.from_bytes(raw[addr & 3:(addr & 3) + size], "little")
+
+    def cfg_write(self, addr, size, value):
+        for i in range(size):
+            off, byte = addr + i, value >> 8 * i & 0xFF
+            if off in (P.PCI_COMMAND, P.PCI_COMMAND + 1):
+                shift = 8 * (off - P.PCI_COMMAND)
+                self.command = (self.command & ~(0xFF << shift)) | (byte << shift)
+            bar = (off - P.PCI_BASE_ADDRESS_0) // 4
+            if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
+                shift = 8 * (off & 3)
+                mask = ~(self.sizes[bar] - 1) & 0xFFFFFFFF
+                self.bars[bar] = ((self.bars[bar] & ~(0xFF << shift)) | (byte << shift)) & mask
+
+    def _target(self, addr, size):
+        if not self.command & P.PCI_COMMAND_MEMORY:
+            return None, 0
+        for bar, buf in ((0, self.regs), (1, self.window), (2, self.names)):
+            base = self.bars[bar]
+            if base and base <= addr and addr + size <= base + self.sizes[bar]:
+                return buf, addr - base
+        return None, 0
+
+    def mem_read(self, addr, size):
+        buf, off = self._target(addr, size)
+        return int.from_bytes(buf[off:off + size], "little") if buf is not None else _ones(size)
+
+    def mem_write(self, addr, size, value):
+        buf, off = self._target(addr, size)
+        if buf is not None and buf is not self.regs:
+            buf[off:off + size] = (value & _ones(size)).to_bytes(size, "little")
+
+
+def serve_floor(device, link, log):
+    """Answer ``link``'s requests from ``device`` (a :class:`FloorDevice`) until QEMU goes."""
+    while True:
+        req = link.next()
+        if req is None:
+            return
+        t0 = time.perf_counter_ns()
+        value = 0
+        if req.kind == "cfg_read":
+            value = device.cfg_read(req.addr, req.size)
+        elif req.kind == "cfg_write":
+            device.cfg_write(req.addr, req.size, req.value)
+        elif req.kind == "mem_read":
+            value = device.mem_read(req.addr, req.size)
+        elif req.kind == "mem_write":
+            device.mem_write(req.addr, req.size, req.value)
+        elif req.kind == "io_read":
+            value = _ones(req.size)
+        log.append(Access(req.kind, req.addr, req.size, value, t0, time.perf_counter_ns()))
+        link.reply(req, value)

@@ -1,0 +1,82 @@
+"""The ``vmshm scenario`` command: list the suite, or run one scenario on a backend."""
+
+from vmshm.options import UsageError
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser):
+    """Add ``vmshm scenario``'s options to ``parser``."""
+    parser.add_argument("name", nargs="?", metavar="NAME", help="scenario to run")
+    parser.add_argument("--backend", choices=("amaranth", "verilator", "icarus"),
+                        default="amaranth", help="simulator (default amaranth)")
+    parser.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
+                        help="data path width in bits (default 32)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the scenario's random choices")
+    parser.add_argument("--waves", nargs="?", const="", metavar="FILE",
+                        help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
+    parser.add_argument("--top", choices=("pci", "usp"), default="pci",
+                        help="the device: the soft PCI function (default), or the UltraScale+ "
+                             "PCIe top behind cocotbext-pcie's root complex (icarus, verilator)")
+    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=64, metavar="W",
+                        help="--top usp: the AXI-stream width, 64 (default) or 256")
+
+
+def _run_usp(args, waves):
+    from vmshm.testbench.pcie import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
+    if args.backend not in ("icarus", "verilator"):
+        raise UsageError("--top usp runs on --backend icarus or verilator (cocotbext-pcie's "
+                         "root complex runs under cocotb)")
+    if waves and args.backend != "icarus":
+        raise UsageError("--waves with --top usp needs --backend icarus")
+    if args.data_width != 32:
+        raise UsageError("--top usp has a 32-bit data path: --data-width must be 32")
+    if args.name not in PCIE_SCENARIOS:
+        raise UsageError(f"{args.name} does not run on --top usp: {SKIPPED_SCENARIOS[args.name]}")
+    return run_pcie_scenario(args.name, args.backend, axis_width=args.axis_width, seed=args.seed,
+                             waves=waves)
+
+
+def run(args, console):
+    """Run ``vmshm scenario`` with parsed ``args`` and return the exit status."""
+    from rich.table import Table
+
+    from vmshm.backends import backend_missing
+    from vmshm.scenarios import SCENARIOS
+
+    if args.name is None:
+        table = Table(title=f"{len(SCENARIOS)} scenarios (scenarios/)")
+        table.add_column("name")
+        table.add_column("object")
+        table.add_column("needs")
+        table.add_column("what it checks")
+        for scn in SCENARIOS.values():
+            needs = ", ".join(f"{k}={v}" for k, v in scn.core_args.items())
+            table.add_row(scn.name, f"{scn.shm_size} B", needs, scn.doc)
+        console.print(table)
+        return 0
+    if args.name not in SCENARIOS:
+        raise UsageError(f"no scenario named {args.name!r}; `vmshm scenario` lists them")
+    reason = backend_missing(args.backend)
+    if reason:
+        raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
+    from vmshm.backends import run_scenario
+    from vmshm.checks import check_output_file
+    waves = args.waves
+    if waves == "":
+        waves = f"{args.name}-{args.backend}-{args.data_width}.vcd"
+    if waves:
+        check_output_file(waves)
+    if args.top == "usp":
+        result = _run_usp(args, waves)
+    else:
+        result = run_scenario(args.name, backend=args.backend, data_width=args.data_width,
+                              seed=args.seed, waves=waves)
+    console.print("   start      end cycles  access where              words status step")
+    for rec in result.records:
+        console.print(str(rec))
+    console.print(f"{args.name} passed on {args.backend} ({args.data_width}-bit) in "
+                  f"{result.cycles} cycles")
+    if waves:
+        console.print(f"waveform written to {waves}")
+    return 0

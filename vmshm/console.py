@@ -1,0 +1,47 @@
+"""The one rule for everything ``vmshm`` prints: text is text.
+
+Names, object content, paths, scenario names and exception messages come from a user or from the
+host. Rich would read ``[/]`` in them as a closing tag (a ``MarkupError``), ``[bold red]`` as a
+style and ``:smile:`` as an emoji, and drop ``[test]`` from ``pip install 'vmshm[test]'``. So
+every console the command prints through is made here, with markup and emoji codes off; the
+command's own styling is passed as ``style=`` or built with :func:`styled`, never written
+inline.
+"""
+
+import sys
+
+from rich.console import Console
+from rich.text import Text
+
+__all__ = ["make_console", "styled", "note"]
+
+
+def make_console(*, stderr=False, width=None, **kwargs):
+    """Return a :class:`rich.console.Console` that prints every string as it is.
+
+    Parameters
+    ----------
+    stderr : bool
+        Print to standard error.
+    width : int, optional
+        Columns. By default the terminal's, or 132 when the output is not a terminal (a file,
+        a CI log), so wide tables are not squeezed into 80.
+    **kwargs
+        Further :class:`~rich.console.Console` arguments (``record``, ``file``, ...).
+    """
+    if width is None:
+        stream = sys.stderr if stderr else sys.stdout
+        width = None if stream.isatty() else 132
+    return Console(stderr=stderr, width=width, markup=False, emoji=False, highlight=False,
+                   soft_wrap=True, **kwargs)
+
+
+def styled(*parts):
+    """Return a :class:`rich.text.Text` of `parts`: strings as they are, ``(text, style)`` pairs
+    styled; nothing in any of them is read as markup."""
+    return Text.assemble(*parts)
+
+
+def note(text):
+    """Return ``note: TEXT`` with the word ``note:`` in yellow, `text` as it is."""
+    return styled(("note:", "yellow"), " ", text)
