@@ -79,12 +79,14 @@ class Fuzzer:
         self.records = []
         self.counts = {}
         self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
-                      "object checks": 0, "resets": 0}
+                      "object checks": 0, "resets": 0, "late": 0, "never-answer": 0,
+                      "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0}
         self.index = 0
         self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
         self.stale_earliest = self.stale_safe = 0
         self.dma_safe = 0
+        self.dma_busy = False
 
     # -- carrying out one transaction -------------------------------------------------------------
 
@@ -104,9 +106,8 @@ class Fuzzer:
     def _log(self, start, text, result):
         self.history.append(f"{self.index:>7} {start:>9} {self.bus.now():>9}: {text} -> {result}")
 
-    async def mem_read(self, addr, count, be, *, fates=(), dma_late=False, what="read"):
-        exp_status, exp_words = self.model.mem_read(addr, count, be, fates=fates,
-                                                    dma_late=dma_late)
+    async def mem_read(self, addr, count, be, *, fates=(), fate=None, what="read"):
+        exp_status, exp_words = self.model.mem_read(addr, count, be, fates=fates, dma_fate=fate)
         start = self.bus.now()
         text = self.current = f"{what} mem {addr:#x} x{count + 1} be {be:#x}"
         words, status = await self._read(Space.MEM, None, addr, count, be)
@@ -116,8 +117,8 @@ class Fuzzer:
             self._fail(text, f"{exp_status} {_words(exp_words)}", f"{status} {_words(words)}")
         return words
 
-    async def mem_write(self, addr, beats, *, what="write"):
-        exp = self.model.mem_write(addr, beats)
+    async def mem_write(self, addr, beats, *, fate=None, what="write"):
+        exp = self.model.mem_write(addr, beats, dma_fate=fate)
         start = self.bus.now()
         text = self.current = (f"{what} mem {addr:#x} x{len(beats)} "
                                f"{' '.join(f'{d:0{2 * self.wb}x}/{e:x}' for d, e in beats[:8])}"
@@ -193,10 +194,12 @@ class Fuzzer:
         bound = self._stream_bound(nbytes)
         slack = T - bound - self.gb_rsp - 24 if T else 1 << 30
         late_ok = T and "late-ctl" in self.behaviours
-        if slack >= 0 and not (late_ok and self.rng.random() < 0.12):
-            return "fast", self.rng.randint(0, min(64, slack)), bound
-        if not late_ok:
+        if slack < 0:
+            # The timer may run out while the name is streamed: whether the beat on offer is cut
+            # off then depends on the very cycle the host takes it (timing.md), so not drawn.
             return None
+        if not (late_ok and self.rng.random() < 0.12):
+            return "fast", self.rng.randint(0, min(64, slack)), bound
         return "late", bound + 2 * T + 64 + self.rng.randint(0, T // 2), bound
 
     async def _wait_until(self, cycle):
@@ -226,6 +229,7 @@ class Fuzzer:
         """Read BAR0 at ``off`` (one word) whose lane 0 is OPEN or CLOSE."""
         m = self.model
         op = "OPEN" if off == OPEN_OFF else "CLOSE"
+        await self._dma_settle()
         triggers = m.triggers(off, 0, be) if m.decode(self.bar_base(0) + off, 0) else []
         fates = []
         late = None
@@ -380,11 +384,17 @@ class Fuzzer:
             count = self.rng.randint(0, min(15, words - w0 - 1))
         return w0 * wb, count
 
-    def _dma_plan(self, off, count):
-        """Plan the host's latency for a window access; return whether it answers late."""
+    def _dma_plan(self, off, count, write):
+        """Plan the host's latency and fault for a window access; return its fate.
+
+        ``"fast"``: answered in time; ``"late"``: answered after the timeout; ``"never-answer"``,
+        ``"answer-twice"``, ``"unasked"``, ``"stop-mid-packet"``: the host faults of the same
+        names (:data:`~vmshm.fuzz.host.BEHAVIOURS`); None: the access never reaches the host.
+        """
+        self.host.fault(None)
         hit = self.model.decode(self.bar_base(1) + off, count)
         if hit is None or hit[0].function != BAR_WINDOW or not self.model.window_ok(off, count):
-            return False        # it never reaches the host: nothing to plan
+            return None         # it never reaches the host: nothing to plan
         T = self.cfg.host_timeout
         slack = T - self.gb_rsp - 16 if T else 1 << 30
         late = (T and "late-dma" in self.behaviours and
@@ -394,28 +404,73 @@ class Fuzzer:
         else:
             latency = self.rng.randint(0, max(0, min(64, slack)))
         self.host.plan("dma", latency)
+        # How long the host's answer beats take at worst.
+        beats = (count + 1) * (self.gb_rsp + 1)
         # When the late host is done with this access, at the latest (for resets).
-        self.dma_pending = latency + (count + 1) * (self.gb_rsp + 1) + self.gb_dma * (count + 1)
-        return bool(late)
+        self.dma_pending = latency + beats + self.gb_dma * (count + 1)
+        if late:
+            return "late"
+        faults = [f for f in ("never-answer", "answer-twice", "unasked", "stop-mid-packet")
+                  if f in self.behaviours and T]
+        if not (faults and self.rng.random() < 0.08):
+            return "fast"
+        fate = self.rng.choice(faults)
+        if fate == "never-answer":
+            self.host.fault("drop")
+        elif fate == "answer-twice":
+            self.host.fault("double")
+            self.dma_pending += beats
+            # The second answer occupies the answer channel: the next access waits it out.
+            self.dma_busy = True
+        elif fate == "unasked" and latency + beats + self.gb_rsp + 16 < T:
+            self.host.fault("unasked")
+            self.dma_pending += beats
+        elif fate == "stop-mid-packet" and write and count:
+            cycles = T + 32 + self.rng.randint(0, T // 2)
+            beat = self.rng.randint(1, count)
+            self.host.fault("stall", beat=beat, cycles=cycles)
+            self.dma_pending += cycles
+            self.dma_busy = True
+            return ("stop-mid-packet", beat)
+        else:
+            return "fast"
+        return fate
+
+    async def _dma_settle(self):
+        """Wait until a faulted window access's extra answer or owed beats have surely gone.
+
+        A new OPEN and a new window request wait for owed beats on their own timer, so the next
+        access is predictable only after them (docs/timing.md).
+        """
+        if self.dma_busy:
+            await self._wait_until(self.dma_safe)
+            self.dma_busy = False
+
+    async def _window_access(self, write):
+        off, count = self._window_target()
+        await self._dma_settle()
+        self.dma_pending = 0
+        fate = self._dma_plan(off, count, write)
+        name = fate if fate is None or isinstance(fate, str) else fate[0]
+        label = "" if name in (None, "fast") else f" ({name})"
+        if name in self.stats:
+            self.stats[name] += 1
+        if write:
+            full = (1 << self.wb) - 1
+            beats = [(self._rand_word(), full if self.rng.random() < 0.6 else self._rand_be())
+                     for _ in range(count + 1)]
+            await self.mem_write(self.bar_base(1) + off, beats, fate=fate,
+                                 what="window write" + label)
+        else:
+            await self.mem_read(self.bar_base(1) + off, count, self._rand_be(), fate=fate,
+                                what="window read" + label)
+        self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
 
     async def do_win_read(self):
-        off, count = self._window_target()
-        self.dma_pending = 0
-        late = self._dma_plan(off, count)
-        await self.mem_read(self.bar_base(1) + off, count, self._rand_be(), dma_late=late,
-                            what="window read" + (" (late host)" if late else ""))
-        self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
+        await self._window_access(False)
 
     async def do_win_write(self):
-        off, count = self._window_target()
-        self.dma_pending = 0
-        late = self._dma_plan(off, count)
-        full = (1 << self.wb) - 1
-        beats = [(self._rand_word(), full if self.rng.random() < 0.6 else self._rand_be())
-                 for _ in range(count + 1)]
-        await self.mem_write(self.bar_base(1) + off, beats,
-                             what="window write" + (" (late host)" if late else ""))
-        self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
+        await self._window_access(True)
 
     async def do_cfg_read(self):
         off = self.rng.choice([self.rng.randrange(0, 0x60, self.wb),
@@ -538,7 +593,8 @@ class Fuzzer:
             # Every planned answer is used by the time its access completes; one left over means
             # the device and the model disagree on which accesses reach the host.
             for channel in ("ctl", "dma"):
-                if self.host.pending(channel):
+                # A write the host stopped taking reaches it once the stall ends.
+                if self.host.pending(channel) and not (channel == "dma" and self.dma_busy):
                     self._fail(f"the host's {channel} requests after {self.current}",
                                "every planned request sent to the host",
                                f"{self.host.pending(channel)} planned request(s) never sent")

@@ -6,15 +6,16 @@ latency from the shared :class:`~vmshm.host_model.HostTiming` after calling the 
 for :class:`vmshm.scenarios.LateHost`. Back-pressure comes from the timing's probabilities.
 
 :data:`BEHAVIOURS` lists every host behaviour the fuzzer knows. Those today's RTL survives are
-enabled by default; the others need the never-wedge fixes of issue 17 (items 1 and 2), and all but
-``reset-open`` also the host-fault API the generator will draw them through: they are named here
-(``implemented`` false) so they can be switched on once those land.
+enabled by default; window faults are drawn through the host-fault API
+(:mod:`vmshm.host_model.faults`), set per exchange. Those not drawn yet are named here
+(``implemented`` false) with what they wait for.
 """
 
 from collections import deque
 from dataclasses import dataclass
 
 from vmshm.host_model import HostModel
+from vmshm.host_model.faults import Fault, HostFaults
 
 __all__ = ["Behaviour", "BEHAVIOURS", "DEFAULT_BEHAVIOURS", "FuzzHost", "ACTIVE"]
 
@@ -44,20 +45,28 @@ BEHAVIOURS = (
               "(EINVAL, ENAMETOOLONG), already open (EBUSY)", True),
     Behaviour("reset-idle", "reset the function while nothing is open and nothing is in "
               "flight (Amaranth backend only: the cocotb benches hold rst themselves)", True),
-    Behaviour("reset-open", "reset the function while an object is open: the host keeps it "
-              "open and the next OPEN gets EBUSY", False,
-              "issue 17 item 2 (resets reach the host)"),
+    Behaviour("reset-open", "reset the function while an object is open: the core's RESET "
+              "makes the host release it, and the next OPEN behaves as after power-on", True),
     Behaviour("reset-in-flight", "reset during OPEN, CLOSE or a window access: a stale answer "
-              "is taken for a later request", False, "issue 17 item 2", implemented=False),
-    Behaviour("never-accept", "never take a control or DMA request", False,
-              "issue 17 item 1 (timeout on host-port accept) and the host-fault API",
-              implemented=False),
-    Behaviour("stop-mid-packet", "take part of OPEN's name or of a DMA write, then stop", False,
-              "issue 17 item 1 and the host-fault API", implemented=False),
-    Behaviour("never-answer", "take a request and never answer it (the DMA port then "
-              "blocks every later window access)", False, "issue 17 item 1", implemented=False),
-    Behaviour("answer-twice", "answer a request twice, or answer one never asked", False,
-              "issue 17 item 1 (tagged exchanges) and the host-fault API", implemented=False),
+              "is taken for a later request", False, "a model of which beats the host took "
+              "before the reset", implemented=False),
+    Behaviour("never-answer", "take a window read or write and never answer it: the read "
+              "returns all ones, the write's data stays, TIMEOUTS counts it and DMA_ERROR is set",
+              True),
+    Behaviour("answer-twice", "answer a window access twice: the second answer is dropped by "
+              "its tag", True),
+    Behaviour("unasked", "before answering a window access, send an answer with a tag no "
+              "request had: it is dropped", True),
+    Behaviour("stop-mid-packet", "take part of a window write, then stop for longer than the "
+              "timeout: the beats taken before stay written, the rest arrive with no byte "
+              "enabled, TIMEOUTS counts it", True),
+    Behaviour("never-accept", "never take a window request", False,
+              "a fault decided before the request exists: the host BFM reads a stall of a "
+              "packet's first beat as soon as the previous exchange ends (tests/test_wedge.py "
+              "plays it)", implemented=False),
+    Behaviour("ctl-faults", "never answer, answer twice or unasked, stop mid-name on OPEN and "
+              "CLOSE", False, "counting the control channel's exchanges with the device's own "
+              "RESET and CLOSE packets (tests/test_wedge.py plays them)", implemented=False),
 )
 #: Names of the behaviours drawn by default.
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
@@ -85,6 +94,20 @@ class FuzzHost(HostModel):
         super().__init__(timing, **kwargs)
         self._plan = {"ctl": deque(), "dma": deque()}
         self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0}
+
+    @property
+    def dma_exchanges(self):
+        """Return how many window requests the host has taken: the next one's exchange number."""
+        return self.counts["READ"] + self.counts["WRITE"]
+
+    def fault(self, kind, **kwargs):
+        """Make the host's next window exchange misbehave as ``kind`` (``None``: behave).
+
+        The shared host BFM reads ``timing.faults`` per exchange (:mod:`vmshm.host_model.faults`).
+        """
+        self.timing.faults = (None if kind is None else
+                              HostFaults([Fault("dma", kind, exchange=self.dma_exchanges,
+                                                **kwargs)]))
 
     def plan(self, channel, latency):
         """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""

@@ -50,6 +50,11 @@ __all__ = ["FuzzConfig", "DeviceModel", "OPEN_OFF", "CLOSE_OFF"]
 
 OPEN_OFF = REG["OPEN"].offset
 CLOSE_OFF = REG["CLOSE"].offset
+#: Where VMShmPCI's docstring puts the PCI Express capability (with FLR).
+EXP_CAP_OFFSET = 0x60
+_DMA_ERROR_BIT = next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
+#: Window fates whose wait on the host times out.
+_TIMED_OUT = ("late", "never-answer")
 _CMD_WRITABLE = P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER | P.PCI_COMMAND_INTX_DISABLE
 
 
@@ -108,8 +113,9 @@ class DeviceModel:
         self.bars = [Bar(BAR_REGS, 0, config.regs_size, 0),
                      Bar(BAR_WINDOW, 1, config.window_size, P.PCI_BASE_ADDRESS_MEM_PREFETCH),
                      Bar(BAR_NAME, 2, config.name_size, 0)]
+        # The vendor capability chains to the PCI Express capability (VMShmPCI's docstring).
         self.cap = capability_bytes(window_size=config.window_size, name_size=config.name_size,
-                                    regs_bar=0, window_bar=1, name_bar=2)
+                                    regs_bar=0, window_bar=1, name_bar=2, next_ptr=EXP_CAP_OFFSET)
         self.reset()
 
     # -- state ----------------------------------------------------------------------------------
@@ -117,8 +123,8 @@ class DeviceModel:
     def reset(self):
         """Apply a reset of the function: registers and configuration space to their reset values.
 
-        The host is not told (today's RTL has no way to): a caller resets only while nothing is
-        open and nothing is in flight, unless it fuzzes that bug on purpose.
+        docs/timing.md, "Resets reach the host": the core's first control beat out of reset is a
+        RESET, and the host releases its object, so the next OPEN behaves as after power-on.
         """
         self.is_open = False
         self.last_error = 0
@@ -126,10 +132,11 @@ class DeviceModel:
         self.obj_size = 0
         self.map_size = 0
         self.rejects = 0
+        self.timeouts = 0
+        self.dma_error = False
+        self.target_abort = False
         self.command = 0
         self.host_base = 0
-        # The docs promise a reset reaches the host: no object stays open (today's RTL does not
-        # tell the host; the generator resets only while the host holds nothing, unless asked).
         self.host_open = None
         self.stale = None
         self.cache_line = 0
@@ -201,13 +208,15 @@ class DeviceModel:
     def _reg(self, off):
         values = {
             REG["ID"].offset: DEVICE_ID, REG["VERSION"].offset: ABI_VERSION,
-            REG["STATUS"].offset: int(self.is_open) | (self.last_error & 0xFF) << 8,
+            REG["STATUS"].offset: (int(self.is_open) | int(self.dma_error) << _DMA_ERROR_BIT |
+                                   (self.last_error & 0xFF) << 8),
             REG["MAP_SIZE"].offset: self.map_size,
             REG["OBJ_SIZE_LO"].offset: self.obj_size & 0xFFFF_FFFF,
             REG["OBJ_SIZE_HI"].offset: self.obj_size >> 32,
             REG["REJECTS"].offset: self.rejects,
             REG["WINDOW_SIZE"].offset: self.cfg.window_size,
             REG["NAME_SIZE"].offset: self.cfg.name_size,
+            REG["TIMEOUTS"].offset: self.timeouts,
         }
         return values.get(off, 0)
 
@@ -268,8 +277,16 @@ class DeviceModel:
             if fate == "late":
                 self.stale = ("CLOSE", status)
                 status = Status.ETIMEDOUT
+        if status == Status.ETIMEDOUT:
+            self.count_timeout()
         self.last_error = status
         return status
+
+    def count_timeout(self, *, window=False):
+        """Count a wait on the host that timed out (TIMEOUTS); a window's sets DMA_ERROR."""
+        self.timeouts = min(self.timeouts + 1, 0xFFFF_FFFF)
+        if window:
+            self.dma_error = True
 
     #: The host bus address the host gives with its next OPEN success (set by the generator).
     next_host_base = 0
@@ -285,11 +302,13 @@ class DeviceModel:
                 self.host_open = None
             self.stale = None
 
-    def mem_read(self, addr, count, be, fates=(), dma_late=False):
+    def mem_read(self, addr, count, be, fates=(), dma_fate=None):
         """Return ``(status, words)`` of a memory read burst of ``count + 1`` words.
 
         ``fates`` holds one fate (``"fast"``, ``"late"``, ``"blocked"``) per OPEN or CLOSE the
-        burst triggers; ``dma_late`` says the host answers a window read after the timeout.
+        burst triggers; ``dma_fate`` says what the host does with a window read: ``"late"``
+        (answers after the timeout) and ``"never-answer"`` time out; ``"answer-twice"``,
+        ``"unasked"`` (extra answers dropped by their tags) and ``"fast"`` do not.
         """
         n = count + 1
         hit = self.decode(addr, count)
@@ -315,7 +334,11 @@ class DeviceModel:
         if not self.window_ok(off, count):
             self.rejects = min(self.rejects + 1, 0xFFFF_FFFF)
             return "SC", [self.ones] * n
-        if dma_late:
+        if dma_fate in _TIMED_OUT:
+            # docs/timing.md: all ones, counted in TIMEOUTS, DMA_ERROR set; the soft front end
+            # signals a Target Abort in its Status register (VMShmPCI's docstring).
+            self.count_timeout(window=True)
+            self.target_abort = True
             return "SC", [self.ones] * n
         obj = self.objects[self.obj_name]
         raw = bytes(obj[off:off + n * wb])
@@ -327,19 +350,29 @@ class DeviceModel:
         end = off + (count + 1) * self.wb
         return self.is_open and self.bme and end <= self.map_limit
 
-    def mem_write(self, addr, beats):
-        """Return the status of a memory write burst of ``beats`` (``(data, be)`` pairs)."""
+    def mem_write(self, addr, beats, dma_fate=None):
+        """Return the status of a memory write burst of ``beats`` (``(data, be)`` pairs).
+
+        ``dma_fate`` as for :meth:`mem_read`; besides, ``("stop-mid-packet", b)``: the host
+        stops before beat ``b`` for longer than the timeout.
+        """
         hit = self.decode(addr, len(beats) - 1)
         if hit is None:
             return "UR"
         bar, off = hit
         wb = self.wb
         if bar.function == BAR_REGS:
-            rej = REG["REJECTS"].offset
-            for k, (_, be) in enumerate(beats):
+            rej, tmo, st = (REG[r].offset for r in ("REJECTS", "TIMEOUTS", "STATUS"))
+            for k, (data, be) in enumerate(beats):
                 o = off + k * wb
                 if o == rej & ~(wb - 1) and (be >> (rej % wb)) & 0xF:
                     self.rejects = 0
+                if o == tmo & ~(wb - 1) and (be >> (tmo % wb)) & 0xF:
+                    self.timeouts = 0
+                # STATUS is read-only but for DMA_ERROR: a write with its bit set clears it.
+                if (o == st & ~(wb - 1) and be >> (st % wb) & 1 and
+                        data >> (8 * (st % wb) + _DMA_ERROR_BIT) & 1):
+                    self.dma_error = False
             return "SC"
         if bar.function == BAR_NAME:
             for k, (data, be) in enumerate(beats):
@@ -350,9 +383,18 @@ class DeviceModel:
         if not self.window_ok(off, len(beats) - 1):
             self.rejects = min(self.rejects + 1, 0xFFFF_FFFF)
             return "SC"
-        # The host stores the data whether or not it acknowledges in time.
+        # "late", "never-answer": the host took every beat and stores the data; only its
+        # acknowledgement does not come in time, and that wait timing out counts like any other.
+        # "stop-mid-packet" before beat b: the beat on offer then stays owed and goes out as it
+        # is; the rest are finished with no byte enabled (docs/timing.md).
+        keep = len(beats)
+        if isinstance(dma_fate, tuple) and dma_fate[0] == "stop-mid-packet":
+            keep = dma_fate[1] + 1
+            self.count_timeout(window=True)
+        elif dma_fate in _TIMED_OUT:
+            self.count_timeout(window=True)
         obj = self.objects[self.obj_name]
-        for k, (data, be) in enumerate(beats):
+        for k, (data, be) in enumerate(beats[:keep]):
             for i in range(wb):
                 a = off + k * wb + i
                 if be >> i & 1 and a < len(obj):
@@ -370,9 +412,16 @@ class DeviceModel:
             return 0
         if CAP_OFFSET <= off < CAP_OFFSET + len(self.cap):
             return int.from_bytes(self.cap[off - CAP_OFFSET:off - CAP_OFFSET + 4], "little")
+        if EXP_CAP_OFFSET <= off < EXP_CAP_OFFSET + P.PCI_EXP_CAP_SIZEOF:
+            # Only what FLR needs: the header (version 2, end of list) and Device Capabilities'
+            # FLR bit; Device Control's Initiate FLR reads 0 and the rest is zero.
+            return {EXP_CAP_OFFSET: P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16,
+                    EXP_CAP_OFFSET + P.PCI_EXP_DEVCAP: P.PCI_EXP_DEVCAP_FLR}.get(off, 0)
+        status = P.PCI_STATUS_CAP_LIST | (P.PCI_STATUS_SIG_TARGET_ABORT if self.target_abort
+                                          else 0)
         return {
             0x00: PCI_VENDOR_ID | PCI_DEVICE_ID << 16,
-            0x04: self.command | P.PCI_STATUS_CAP_LIST << 16,
+            0x04: self.command | status << 16,
             0x08: PCI_REVISION | (P.PCI_CLASS_MEMORY_RAM << 8) << 8,
             0x0C: self.cache_line | P.PCI_HEADER_TYPE_NORMAL << 16,
             0x2C: PCI_SUBSYSTEM_VENDOR_ID | PCI_SUBSYSTEM_ID << 16,
@@ -410,6 +459,9 @@ class DeviceModel:
                     self.command = (self.command & 0xFF00) | (d & _CMD_WRITABLE & 0xFF)
                 if e & 2:
                     self.command = (self.command & 0xFF) | (d & _CMD_WRITABLE & 0xFF00)
+                # Signaled Target Abort is RW1C.
+                if e & 8 and d >> 16 & P.PCI_STATUS_SIG_TARGET_ABORT:
+                    self.target_abort = False
             elif off == P.PCI_CACHE_LINE_SIZE and e & 1:
                 self.cache_line = d & 0xFF
             elif off == P.PCI_INTERRUPT_LINE and e & 1:
