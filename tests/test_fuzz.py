@@ -37,7 +37,7 @@ def wide():
 
 @pytest.fixture(scope="module")
 def short():
-    return run_fuzz(transactions=500, seed=3, config=SHORT, timing=SHORT_TIMING)
+    return run_fuzz(transactions=500, seed=4, config=SHORT, timing=SHORT_TIMING)
 
 
 def test_wide_matches_the_model(wide):
@@ -70,6 +70,15 @@ def test_short_timeout_long_bursts(short):
     assert any(r[6] - r[5] > SHORT.host_timeout for r in long_reads), \
         "no long read took longer than the host timeout in all"
     assert short["stats"]["ETIMEDOUT-drain"] > 0
+
+
+def test_host_faults_reached(short):
+    """Every window fault drawn by default happens, and the device matches the model through it:
+    all ones, dropped extra answers, the beats taken before a stop, TIMEOUTS and DMA_ERROR."""
+    _ok(short)
+    for fault in ("late", "never-answer", "answer-twice", "unasked", "stop-mid-packet"):
+        assert fault in DEFAULT_BEHAVIOURS or fault == "late"
+        assert short["stats"][fault] > 0, f"no window access met a host that does {fault}"
 
 
 def test_same_seed_same_run():
