@@ -16,10 +16,15 @@ Sources, rule by rule:
   0xff and ignore writes, nothing leaves while closed or with Bus Master Enable clear): the
   MAP_SIZE and REJECTS rows and ARCHITECTURE.md;
 - timeouts (ETIMEDOUT, all ones for a timed-out read, a late OPEN success closed again, the
-  stale answer drained before the next OPEN or CLOSE): ``VMShmCore``'s documented
-  ``host_timeout`` and ``docs/timing.md``;
+  stale answer drained before the next OPEN or CLOSE, TIMEOUTS counting each, the sticky
+  DMA_ERROR bit of STATUS for a window's), what a misbehaving host's extra answers do (dropped by
+  tag), a write cut off half-way (the beat on offer goes as it is, the rest with no byte
+  enabled), resets reaching the host (it releases its object): ``docs/timing.md``, "The host
+  timeout" and "What the device does when the host misbehaves", and ``docs/registers.md``;
 - configuration space (IDs, command register, BAR sizing, the capability, UR for anything not a
-  one-dword request to the function): the PCI spec as ``docs/registers.md`` and README describe.
+  one-dword request to the function): the PCI spec as ``docs/registers.md`` and README describe;
+  Signaled Target Abort (RW1C) after a window read the host failed, and the PCI Express
+  capability at 0x60 with FLR: ``VMShmPCI``'s docstring.
 
 Where the docs say nothing the RTL was read to decide, and the choice is marked ``RTL:`` below.
 None of these looked like a bug, so the model follows the RTL on each:
@@ -30,7 +35,9 @@ None of these looked like a bug, so the model follows the RTL on each:
 - OPEN while open is EBUSY even with Bus Master Enable clear (EBUSY before EPERM);
 - an OPEN or CLOSE read while a timed-out one's answer is still owed first waits for that answer
   under its own timeout, so it returns ETIMEDOUT even where it would have been EBUSY or EPERM;
-- a window write whose acknowledgement times out still completes SC, and the host has the data;
+- a window write whose acknowledgement times out (late, or never answered) completes SC and the
+  host has the data: it took every beat before answering (docs/timing.md's "dropped" is about
+  the beats a host never took);
 - window and name-buffer reads return whole words whatever their byte enables; only a BAR0 read's
   first-beat byte enables matter (whether it touches OPEN's or CLOSE's lane); later beats of a
   burst count as touching every lane, so a burst through 0x20 triggers CLOSE;
