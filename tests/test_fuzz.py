@@ -125,5 +125,8 @@ def test_cli_refuses_bad_arguments(capsys):
     assert "unknown behaviour 'wedge-me'" in capsys.readouterr().err
     assert main(["fuzz", "--behaviours", "fast,never-accept"]) == 2
     assert "'never-accept' is not drawn yet: it needs a fault decided" in capsys.readouterr().err
+    # The user's text is printed as it is, never read as console markup.
+    assert main(["fuzz", "--behaviours", "[/]x"]) == 2
+    assert "unknown behaviour '[/]x'" in capsys.readouterr().err
     assert main(["fuzz", "--window-size", "1000"]) == 2
     assert "window_size must be a power of two" in capsys.readouterr().err
