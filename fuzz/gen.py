@@ -194,12 +194,14 @@ class Fuzzer:
         bound = self._stream_bound(nbytes)
         slack = T - bound - self.gb_rsp - 24 if T else 1 << 30
         late_ok = T and "late-ctl" in self.behaviours
-        if slack < 0:
+        if T and bound + 16 > T:
             # The timer may run out while the name is streamed: whether the beat on offer is cut
             # off then depends on the very cycle the host takes it (timing.md), so not drawn.
             return None
-        if not (late_ok and self.rng.random() < 0.12):
+        if slack >= 0 and not (late_ok and self.rng.random() < 0.12):
             return "fast", self.rng.randint(0, min(64, slack)), bound
+        if not late_ok:
+            return None
         return "late", bound + 2 * T + 64 + self.rng.randint(0, T // 2), bound
 
     async def _wait_until(self, cycle):
@@ -412,7 +414,7 @@ class Fuzzer:
             return "late"
         faults = [f for f in ("never-answer", "answer-twice", "unasked", "stop-mid-packet")
                   if f in self.behaviours and T]
-        if not (faults and self.rng.random() < 0.08):
+        if not (faults and self.rng.random() < 0.15):
             return "fast"
         fate = self.rng.choice(faults)
         if fate == "never-answer":

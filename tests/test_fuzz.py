@@ -32,7 +32,7 @@ def _ok(result):
 
 @pytest.fixture(scope="module")
 def wide():
-    return run_fuzz(transactions=700, seed=3, config=WIDE)
+    return run_fuzz(transactions=700, seed=1, config=WIDE)
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +72,13 @@ def test_short_timeout_long_bursts(short):
     assert short["stats"]["ETIMEDOUT-drain"] > 0
 
 
-def test_host_faults_reached(short):
+def test_host_faults_reached(wide):
     """Every window fault drawn by default happens, and the device matches the model through it:
     all ones, dropped extra answers, the beats taken before a stop, TIMEOUTS and DMA_ERROR."""
-    _ok(short)
+    _ok(wide)
     for fault in ("late", "never-answer", "answer-twice", "unasked", "stop-mid-packet"):
         assert fault in DEFAULT_BEHAVIOURS or fault == "late"
-        assert short["stats"][fault] > 0, f"no window access met a host that does {fault}"
+        assert wide["stats"][fault] > 0, f"no window access met a host that does {fault}"
 
 
 def test_same_seed_same_run():
