@@ -22,6 +22,7 @@ from pathlib import Path
 
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, parse_size
 
+from .paths import critical_paths, describe, sets_fmax
 from .platforms import _builds_bitstream, list_boards, resolve_board
 from .toolchain import (RESOURCES, ToolchainMissing, ToolFailed, _clock_name, require_toolchain,
                         tool_path)
@@ -44,6 +45,15 @@ class BuildResult:
     resources: dict = field(default_factory=dict)
     fmax_mhz: dict = field(default_factory=dict)
     seconds: float = 0.0
+    critical_paths: list = field(default_factory=list)
+
+    @property
+    def timing_met(self):
+        """Whether every clock reaches the board clock; ``None`` when there is nothing to judge
+        (a plan, or a build without nextpnr's report)."""
+        if self.clock_mhz is None or not self.fmax_mhz:
+            return None
+        return all(f >= self.clock_mhz for f in self.fmax_mhz.values())
 
 
 def build(board, params=None, build_dir=None, *, plan_only=False, progress=None):
@@ -137,6 +147,7 @@ def build(board, params=None, build_dir=None, *, plan_only=False, progress=None)
             result.resources[name] = {"used": entry["used"], "available": entry["available"]}
         for clock, entry in report.get("fmax", {}).items():
             result.fmax_mhz[_clock_name(clock)] = round(entry["achieved"], 2)
+        result.critical_paths = critical_paths(report, _clock_name)
     return result
 
 
@@ -200,13 +211,28 @@ def build_command(args, console, params):
     table = Table(title=f"{result.board} ({result.device}): the self-test, built in "
                         f"{result.seconds:.0f} s")
     for col in ("LUT4", "FF", "DP16KD", *(f"Fmax {c} MHz" for c in result.fmax_mhz),
-                "board clock MHz"):
+                "board clock MHz", "met"):
         table.add_column(col, justify="right")
     res = result.resources
+    met = result.timing_met
     table.add_row(*(str(res.get(k, {}).get("used", "-")) for k in ("LUT4", "FF", "DP16KD")),
                   *(f"{f:.1f}" for f in result.fmax_mhz.values()),
-                  "-" if result.clock_mhz is None else f"{result.clock_mhz:g}")
+                  "-" if result.clock_mhz is None else f"{result.clock_mhz:g}",
+                  {True: "yes", False: "no", None: "-"}[met])
     console.print(table)
+    if met is None:
+        console.print("timing: not checked (no board clock or no timing report)")
+    else:
+        fmax = ", ".join(f"{c} {f:.1f} MHz" for c, f in result.fmax_mhz.items())
+        if met:
+            console.print(f"timing: met ({fmax} against the {result.clock_mhz:g} MHz board "
+                          f"clock)", style="green", markup=False)
+        else:
+            console.print(f"timing: NOT met ({fmax} against the {result.clock_mhz:g} MHz board "
+                          f"clock): the bitstream may not work on the board", style="red",
+                          markup=False)
+    for path in filter(sets_fmax, result.critical_paths):
+        console.print(f"critical path, {describe(path)}", markup=False)
     console.print(f"bitstream: {result.bitstream}")
     console.print("After loading it: LED 0 (green) lights when the self-test passed, LED 1 "
                   "(red) when it failed, LED 2 (blue) blinks while the clock runs.")

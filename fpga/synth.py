@@ -8,9 +8,9 @@ The tops are placed and routed *out of context* (``nextpnr-ecp5 --out-of-context
 buffers, ports left as internal nets. The core's ports are about 300 signals and the PCI
 function's more, past the 197 user I/Os of a CABGA381 package; out of context the numbers are
 those of the function itself, as it would sit inside a larger design (behind a PCIe hard IP),
-not of a pin-limited toy wrapper. Clocks are not promoted to global nets in that mode; placing the
-32-bit core with its I/O on a 756-ball package, where it fits, gave 101 MHz against 95 to 98 MHz
-out of context, on the same critical path.
+not of a pin-limited toy wrapper. Clocks are not promoted to global nets in that mode; before the
+timing work of issue 13, placing the 32-bit core with its I/O on a 756-ball package, where it
+fits, gave 101 MHz against 95 to 98 MHz out of context, on the same critical path.
 """
 
 import argparse
@@ -23,6 +23,7 @@ from pathlib import Path
 
 from vmshm.options import TOP_OPTIONS, UsageError, add_core_args, add_pci_args, core_args
 
+from .paths import critical_paths, describe, sets_fmax
 from .platforms import resolve_board
 from .toolchain import (RESOURCES, ToolchainMissing, _clock_name, _run_tool, require_toolchain,
                         tool_versions)
@@ -113,6 +114,8 @@ class SynthResult:
     fmax_mhz: dict = field(default_factory=dict)      # clock -> achieved MHz
     seconds: dict = field(default_factory=dict)       # stage -> wall seconds
     out_of_context: bool = True
+    # What sets each clock's Fmax: see vmshm.fpga.paths.critical_paths.
+    critical_paths: list = field(default_factory=list)
 
     @property
     def timing_met(self):
@@ -128,7 +131,7 @@ class SynthResult:
 
 
 def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, seed=1,
-               workdir=None, progress=None):
+               workdir=None, progress=None, verilog=None):
     """Synthesize, place and route ``top`` out of context and return a :class:`SynthResult`.
 
     Parameters
@@ -149,6 +152,8 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
         is removed afterwards.
     progress : callable, optional
         Called with a line of text as each stage starts.
+    verilog : str, optional
+        The top's Verilog, if it was already generated from ``params``.
 
     Raises
     ------
@@ -175,7 +180,8 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
         if progress is not None:
             progress(f"generating the Verilog of {module}")
         start = time.monotonic()
-        (work / f"{module}.v").write_text(generate(top, **params))
+        (work / f"{module}.v").write_text(generate(top, **params) if verilog is None
+                                          else verilog)
         result.seconds["generate"] = round(time.monotonic() - start, 2)
 
         # File names are relative to the work folder: YoWASP maps its own folder over /tmp.
@@ -197,6 +203,7 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
         result.resources[name] = {"used": entry["used"], "available": entry["available"]}
     for clock, entry in report.get("fmax", {}).items():
         result.fmax_mhz[_clock_name(clock)] = round(entry["achieved"], 2)
+    result.critical_paths = critical_paths(report, _clock_name)
     return result
 
 
@@ -219,6 +226,8 @@ def add_arguments(parser):
                                             f"(default core)")
     parser.add_argument("--data-width", nargs="+", type=int, choices=(32, 64), default=[32],
                         metavar="W", help="data path widths: 32, 64 or both (default 32)")
+    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
+                        help="AXI4-Stream width of --top usp: 64 (default) or 256")
     where = parser.add_argument_group("device (default: LFE5U-85F, CABGA381, speed 8)")
     where.add_argument("--board", metavar="NAME",
                        help="take device, package and speed from an amaranth-boards platform, "
@@ -277,11 +286,15 @@ def run(args, console):
 
 
 def synthesize_all(args, console, params_for):
-    """Synthesize every ``--top`` at every ``--data-width`` and print the table.
+    """Synthesize every ``--top`` at every ``--data-width`` and print the tables.
 
-    ``params_for(top, data_width)`` gives each configuration's parameters. Return the exit
-    status.
+    ECP5 tops are placed and routed (:func:`synthesize`); the UltraScale+ top is only sized
+    (:func:`vmshm.fpga.xilinx.synthesize_xilinx`). ``params_for(top, data_width)`` gives each
+    configuration's parameters. Return the exit status.
     """
+    from .verilog import generate
+    from .xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
+
     if args.json and os.path.isdir(args.json):
         raise ValueError(f"--json needs a file name, not the folder {args.json!r}")
     require_toolchain(boards=args.board is not None)
@@ -289,24 +302,70 @@ def synthesize_all(args, console, params_for):
                          speed=args.speed)
     configs = [(top, w, params_for(top, w)) for top in dict.fromkeys(args.top)
                for w in dict.fromkeys(args.data_width)]
-    results = []
+    if all(top in XILINX_TOPS for top, _, _ in configs) and any(
+            v is not None for v in (args.board, args.device, args.package, args.speed)):
+        raise UsageError("--board, --device, --package and --speed choose an ECP5 device; "
+                         f"--top {' '.join(args.top)} is sized for UltraScale+ only")
+    # Every configuration is built before any tool runs: a parameter a top refuses (the
+    # UltraScale+ shim takes 32-bit data only) is one line, not a failure halfway through.
+    verilog = {}
+    for top, width, params in configs:
+        try:
+            verilog[top, width] = generate(top, **params)
+        except ValueError as exc:
+            raise UsageError(f"--top {top} --data-width {width}: {exc}") from None
+    results, xresults = [], []
     with console.status("starting") as status:
         for i, (top, width, params) in enumerate(configs, start=1):
             def progress(text, i=i):
                 status.update(f"[{i}/{len(configs)}] {text}")
             keep = None if args.keep is None else Path(args.keep) / f"{top}-{width}"
-            results.append(synthesize(top, params, target=target, freq=args.freq,
-                                      seed=args.seed, workdir=keep, progress=progress))
-    console.print(_table(results, target, args.freq, args.seed))
-    console.print("LUT4: logic cells (TRELLIS_COMB: LUT4s and carry-chain halves) after packing; "
-                  "FF: TRELLIS_FF; DP16KD: 18 Kib block RAMs; Fmax from nextpnr's timing "
-                  "analysis after routing.")
+            if top in XILINX_TOPS:
+                xresults.append(synthesize_xilinx(top, params, workdir=keep, progress=progress,
+                                                  verilog=verilog[top, width]))
+            else:
+                results.append(synthesize(top, params, target=target, freq=args.freq,
+                                          seed=args.seed, workdir=keep, progress=progress,
+                                          verilog=verilog[top, width]))
+    if results:
+        console.print(_table(results, target, args.freq, args.seed))
+        console.print("LUT4: logic cells (TRELLIS_COMB: LUT4s and carry-chain halves) after "
+                      "packing; FF: TRELLIS_FF; DP16KD: 18 Kib block RAMs; Fmax from nextpnr's "
+                      "timing analysis after routing.")
+        console.print("Critical paths (what sets Fmax):")
+        for r in results:
+            for path in filter(sets_fmax, r.critical_paths):
+                console.print(f"  {r.module} {r.params.get('data_width', 32)}, "
+                              f"{describe(path)}", markup=False)
+    if xresults:
+        console.print(_xilinx_table(xresults))
+        console.print(XILINX_NOTE)
     if args.json:
         doc = {"target": asdict(target), "freq_mhz": args.freq, "seed": args.seed,
                "out_of_context": True, "tools": tool_versions(),
                "results": [r.as_dict() for r in results]}
+        if xresults:
+            doc["xilinx"] = [r.as_dict() for r in xresults]
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        console.print(f"wrote {args.json}")
+        console.print(f"wrote {args.json}", markup=False)
     if args.keep:
-        console.print(f"kept the work files in {args.keep}")
+        console.print(f"kept the work files in {args.keep}", markup=False)
     return 0
+
+
+def _xilinx_table(results):
+    from rich.table import Table
+
+    table = Table(title="UltraScale+ (Yosys synth_xilinx -family xcup), out of context: size "
+                        "only")
+    for col in ("top", "width", "AXIS", "LUT", "FF", "CARRY", "LUTRAM/SRL", "RAMB36E2",
+                "RAMB18E2", "Fmax", "seconds"):
+        table.add_column(col, justify="left" if col == "top" else "right")
+    for r in results:
+        res = r.resources
+        table.add_row(r.module, str(r.params.get("data_width", 32)),
+                      str(r.params.get("axis_width", 64)),
+                      *(str(res[k]) for k in ("LUT", "FF", "CARRY", "LUTRAM/SRL", "RAMB36E2",
+                                              "RAMB18E2")),
+                      "Vivado", f"{r.seconds.get('yosys', 0):.1f}")
+    return table

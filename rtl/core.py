@@ -210,8 +210,9 @@ class VMShmCore(wiring.Component):
         hdr_waddr = req.addr[wshift:]
         hdr_end = Signal(max(self._addr_width, 8 + wshift) + 2)   # first byte past the burst
         m.d.comb += hdr_end.eq((hdr_waddr + req.count + 1) << wshift)
-        map_limit = Signal(range(self._window_size + wb + 1))   # map_size rounded up to a word
-        m.d.comb += map_limit.eq(((map_size + wb - 1) >> wshift) << wshift)
+        # map_size rounded up to a word: a register set with map_size, so the decode compares
+        # against it without an adder in front.
+        map_limit = Signal(range(self._window_size + wb + 1))
         in_regs = (req.bar == BAR_REGS) & (hdr_end <= self._regs_size)
         in_name = (req.bar == BAR_NAME) & (hdr_end <= self._name_size)
         in_window = (req.bar == BAR_WINDOW) & (hdr_end <= self._window_size)
@@ -229,6 +230,14 @@ class VMShmCore(wiring.Component):
             m.d.comb += tail_be.eq(Cat(*[map_size[:wshift] > i for i in range(wb - 1)]))
         last_be = Mux(clip & (remaining == 0), tail_be, (1 << wb) - 1)
         tail_ones = Cat(*[Mux(last_be[i], 0, 0xFF) for i in range(wb)])
+
+        # A rejected window access is counted the cycle after its decode, from a register: the
+        # counter's 32 enables then do not hang on the decode's adders and comparators. No read
+        # of REJECTS can come sooner.
+        count_reject = Signal()
+        m.d.sync += count_reject.eq(0)
+        with m.If(count_reject):
+            m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
 
         # -- host timeout ------------------------------------------------------------------------
         timer = Signal(range(max(self._host_timeout, 1) + 1))
@@ -269,16 +278,23 @@ class VMShmCore(wiring.Component):
         m.d.comb += dma_match.eq(dma_rsp.payload.tag == dma_tag)
 
         name_ptr = Signal(range(self._name_size))
-        # While OPEN streams the name out, the read port follows the name pointer instead.
-        m.d.comb += name_rd.addr.eq(Mux(busy, name_ptr[wshift:], waddr))
+        # The name byte on offer comes from a register, and the word it is taken from too: a
+        # block RAM's clock-to-output is slow (4.3 ns on an ECP5 DP16KD), and it would otherwise
+        # run on through the byte select and the end-of-name test into the state machine.
+        # OPEN-FETCH loads both from the read port, whose address OPEN-START and OPEN-NAME set
+        # one cycle ahead; the cycle counts stay those of a combinational byte select.
+        m.d.comb += name_rd.addr.eq(waddr)
+        name_rest = Signal(self._data_width - 8)     # the word's bytes after its first
         name_byte = Signal(8)
-        m.d.comb += name_byte.eq(name_rd.data.word_select(name_ptr[:wshift], 8))
+        name_lane = name_ptr[:wshift]
 
         # The host's answers are taken whenever the core is idle or waiting for one (control:
         # the states that set ctl_rsp.ready; DMA: always); those for no request waited on are
         # dropped.
         m.d.comb += dma_rsp.ready.eq(1)
         rsp = ctl_rsp.payload
+        rsp_map = Signal.like(map_size)         # what an OPEN success maps: at most the window
+        m.d.comb += rsp_map.eq(Mux(rsp.size > self._window_size, self._window_size, rsp.size))
         ctl_match = Signal()
         m.d.comb += ctl_match.eq(ctl_rsp.valid & (rsp.tag == ctl_tag))
 
@@ -311,27 +327,37 @@ class VMShmCore(wiring.Component):
                 pending_op.eq(0),
             ]
 
-        def count_timeout():
+        # Counted the cycle after, from a register, like REJECTS: the timer's compare then
+        # does not reach the counter's enables.
+        timeout_now = Signal()
+        m.d.sync += timeout_now.eq(0)
+        with m.If(timeout_now):
             m.d.sync += timeouts.eq(timeouts + (timeouts != 0xFFFF_FFFF))
 
+        def count_timeout():
+            m.d.sync += timeout_now.eq(1)
+
         def close_window():
-            m.d.sync += [is_open.eq(0), map_size.eq(0), obj_size.eq(0)]
+            m.d.sync += [is_open.eq(0), map_size.eq(0), map_limit.eq(0), obj_size.eq(0)]
 
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
                 m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1)]
                 start_timer()
+                # The header is latched every idle cycle, not only with `valid`: until a request
+                # comes nothing reads it, and the wide enable would otherwise hang on the
+                # request's handshake (a slow, high-fanout path from the front end).
+                m.d.sync += [
+                    bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
+                    count.eq(req.count),
+                    rd_be.eq(req.be), first.eq(1), clip.eq(hdr_end > map_size),
+                    cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
+                                      CplStatus.SC, CplStatus.UR)),
+                ]
                 with m.If(self.req.valid):
-                    m.d.sync += [
-                        bar.eq(req.bar), waddr.eq(hdr_waddr), remaining.eq(req.count),
-                        count.eq(req.count),
-                        rd_be.eq(req.be), first.eq(1), clip.eq(hdr_end > map_size),
-                        cpl_status.eq(Mux((req.bar == BAR_WINDOW) | in_regs | in_name,
-                                          CplStatus.SC, CplStatus.UR)),
-                    ]
                     with m.If(rejected):
-                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
+                        m.d.sync += count_reject.eq(1)
                     with m.If(window_ok):
                         m.d.sync += dma_tag.eq(dma_tag + 1)
                     with m.If(req.write):
@@ -430,6 +456,8 @@ class VMShmCore(wiring.Component):
 
             # -- OPEN ------------------------------------------------------------------------------
             with m.State("OPEN-START"):
+                # The name's first word, for OPEN-FETCH to take its first byte from.
+                m.d.comb += name_rd.addr.eq(0)
                 # Owed DMA beats go out first too: none may reach the object opened next.
                 with m.If(ctl_stale | ctl_owed | ~dma_free):
                     m.next = "CTL-DRAIN"
@@ -440,18 +468,22 @@ class VMShmCore(wiring.Component):
                     finish_op(C(Status.EPERM, 8))
                     m.next = "READ-SEND"
                 with m.Else():
-                    # The name RAM follows name_ptr while busy; waddr keeps pointing at OPEN so
+                    # The name RAM follows name_ptr from here on; waddr keeps pointing at OPEN so
                     # the rest of the completion (ID in a 64-bit word, later beats of a burst)
                     # reads the right registers.
                     m.d.sync += [name_ptr.eq(0), ctl_tag.eq(ctl_tag + 1)]
                     m.next = "OPEN-FETCH"
 
             with m.State("OPEN-FETCH"):
+                # Entered at the start of a word, which the read port holds now.
                 run_timer()
+                m.d.sync += [name_rest.eq(name_rd.data[8:]), name_byte.eq(name_rd.data[:8])]
                 m.next = "OPEN-NAME"
 
             with m.State("OPEN-NAME"):
                 run_timer()
+                # The port reads the next word, for OPEN-FETCH to take after the last byte.
+                m.d.comb += name_rd.addr.eq(name_ptr[wshift:] + 1)
                 last = (name_byte == 0) | (name_ptr == self._name_size - 1)
                 m.d.comb += [
                     ctl_req.valid.eq(1),
@@ -461,7 +493,11 @@ class VMShmCore(wiring.Component):
                     ctl_req.payload.tag.eq(ctl_tag),
                 ]
                 with m.If(ctl_req.ready):
-                    m.d.sync += name_ptr.eq(name_ptr + 1)
+                    m.d.sync += [
+                        name_ptr.eq(name_ptr + 1),
+                        # After the word's last byte OPEN-FETCH loads the next: no byte here.
+                        name_byte.eq(name_rest.word_select(name_lane, 8)),
+                    ]
                     with m.If(last):
                         m.next = "CTL-WAIT"
                     with m.Elif(name_ptr[:wshift] == wb - 1):
@@ -514,8 +550,8 @@ class VMShmCore(wiring.Component):
                             is_open.eq(1),
                             obj_size.eq(rsp.size),
                             self.host_base.eq(rsp.addr),
-                            map_size.eq(Mux(rsp.size > self._window_size,
-                                            self._window_size, rsp.size)),
+                            map_size.eq(rsp_map),
+                            map_limit.eq(((rsp_map + wb - 1) >> wshift) << wshift),
                         ]
                     finish_op(rsp.status)
                     m.next = "READ-SEND"
@@ -594,7 +630,7 @@ class VMShmCore(wiring.Component):
                     m.d.sync += remaining.eq(remaining - 1)
                     # The host refused the access (it could not read the object): count it once.
                     with m.If(dma_rsp.payload.err & (remaining == count)):
-                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
+                        m.d.sync += count_reject.eq(1)
                     with m.If(remaining == 0):
                         m.next = "IDLE"
                 with m.Elif(~(dma_rsp.valid & dma_match)):
@@ -643,7 +679,7 @@ class VMShmCore(wiring.Component):
                     # A write is posted, so this count is all the guest learns of a write the
                     # host could not store (a full tmpfs, an object shrunk under it).
                     with m.If(dma_rsp.payload.err):
-                        m.d.sync += rejects.eq(rejects + (rejects != 0xFFFF_FFFF))
+                        m.d.sync += count_reject.eq(1)
                     m.next = "WRITE-ACK"
                 with m.Elif(timed_out):
                     count_timeout()

@@ -300,6 +300,18 @@ class VMShmPCI(wiring.Component):
         # The reset lasts one cycle, while the write's completion goes out.
         with m.If(flr):
             m.d.sync += [flr.eq(0), command.eq(0)] + [base.eq(0) for base in bases.values()]
+        # The core's request payload comes straight from registers (and the bus), whatever the
+        # state: only `valid` waits for FORWARD. Gated by the state, it would put this state
+        # machine in front of the core's decode adders, the slowest path of the function.
+        m.d.comb += [
+            core.req.payload.bar.eq(tgt_bar),
+            core.req.payload.addr.eq(tgt_off),
+            core.req.payload.write.eq(req.write),
+            core.req.payload.count.eq(count),
+            core.req.payload.data.eq(req.data),
+            core.req.payload.be.eq(req.be),
+        ]
+
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 with m.If(self.req.valid):
@@ -327,12 +339,6 @@ class VMShmPCI(wiring.Component):
             with m.State("FORWARD"):
                 m.d.comb += [
                     core.req.valid.eq(self.req.valid),
-                    core.req.payload.bar.eq(tgt_bar),
-                    core.req.payload.addr.eq(tgt_off),
-                    core.req.payload.write.eq(req.write),
-                    core.req.payload.count.eq(count),
-                    core.req.payload.data.eq(req.data),
-                    core.req.payload.be.eq(req.be),
                     self.req.ready.eq(core.req.ready),
                 ]
                 with m.If(self.req.valid & core.req.ready):

@@ -15,12 +15,15 @@ import pytest
 from amaranth.sim import Simulator
 
 from vmshm.rtl.selftest import OnChipHost, SelfTestBoard, VMShmSelfTest
+from vmshm.fpga.paths import critical_paths, describe, sets_fmax, signal_of
 from vmshm.fpga.synth import DEFAULT_TARGET, ECP5Target, ecp5_target, synthesize
 from vmshm.fpga.toolchain import toolchain_missing
 
 #: The smallest core there is: what the synthesis test builds.
 SMALLEST = ["--top", "core", "--data-width", "32", "--window-size", "64", "--name-size", "8",
             "--host-timeout", "0"]
+#: The clock it must meet, with vmshm synth's fixed seed: a PCIe core's user clock.
+SMALLEST_FREQ = 125
 
 
 def _need(reason):
@@ -173,8 +176,8 @@ def test_missing_extra_is_one_line(args, tmp_path):
 def synth_run(tmp_path_factory):
     _need(toolchain_missing())
     work = tmp_path_factory.mktemp("synth")
-    r = vmshm("synth", *SMALLEST, "--freq", "50", "--json", "synth.json", "--keep", "keep",
-              cwd=work)
+    r = vmshm("synth", *SMALLEST, "--freq", str(SMALLEST_FREQ), "--json", "synth.json",
+              "--keep", "keep", cwd=work)
     return r, work
 
 
@@ -192,16 +195,40 @@ def test_synth_writes_json(synth_run):
     doc = json.loads((work / "synth.json").read_text())
     assert doc["target"] == {"device": "LFE5U-85F", "package": "CABGA381", "speed": 8,
                              "board": None}
-    assert doc["out_of_context"] and doc["freq_mhz"] == 50
+    assert doc["out_of_context"] and doc["freq_mhz"] == SMALLEST_FREQ
     (result,) = doc["results"]
     assert result["module"] == "vmshm_core" and result["params"]["window_size"] == 64
     res = result["resources"]
     assert 100 < res["LUT4"]["used"] < res["LUT4"]["available"]
     assert 50 < res["FF"]["used"] < res["FF"]["available"]
     assert res["DP16KD"]["used"] <= 1
-    assert result["fmax_mhz"]["clk"] > 20
-    assert result["timing_met"] == (result["fmax_mhz"]["clk"] >= 50)
+    assert result["timing_met"] == (result["fmax_mhz"]["clk"] >= SMALLEST_FREQ)
     assert set(result["seconds"]) == {"generate", "yosys", "nextpnr"}
+    (path,) = result["critical_paths"]
+    assert path["from_clock"] == path["to_clock"] == "clk"
+    # The path's delay is the clock period Fmax stands for.
+    assert abs(1000 / path["delay_ns"] - result["fmax_mhz"]["clk"]) < 1
+    assert path["logic_levels"] >= 1 and 0 < path["routing_share"] < 1
+    assert path["end"]["signal"] and path["end"]["cell"].startswith(path["end"]["signal"])
+
+
+def test_synth_meets_timing(synth_run):
+    # A change that slows the design down past the clock a PCIe core hands its user logic
+    # fails here, with the path that limits it in the message.
+    r, work = synth_run
+    assert r.returncode == 0, r.stderr
+    (result,) = json.loads((work / "synth.json").read_text())["results"]
+    assert result["fmax_mhz"]["clk"] >= SMALLEST_FREQ, \
+        "missed timing: " + describe(result["critical_paths"][0])
+    assert result["timing_met"]
+
+
+def test_synth_prints_the_critical_path(synth_run):
+    r, work = synth_run
+    (result,) = json.loads((work / "synth.json").read_text())["results"]
+    (path,) = result["critical_paths"]
+    assert "Critical paths (what sets Fmax):" in r.stdout
+    assert f"vmshm_core 32, {describe(path)}" in " ".join(r.stdout.split())
 
 
 def test_synth_keeps_its_work(synth_run):
@@ -210,6 +237,78 @@ def test_synth_keeps_its_work(synth_run):
     kept = work / "keep" / "core-32"
     for name in ("vmshm_core.v", "vmshm_core.json", "yosys.log", "nextpnr.log", "report.json"):
         assert (kept / name).is_file(), name
+
+
+# -- critical paths, from a report of the shape nextpnr-ecp5 writes --------------------------------
+
+def _segment(kind, delay, src, dst, src_port="F", dst_port="A"):
+    return {"type": kind, "delay": delay, "from": {"cell": src, "port": src_port},
+            "to": {"cell": dst, "port": dst_port}}
+
+
+def test_signal_names_come_back_from_cell_names():
+    assert signal_of("fsm_state_TRELLIS_FF_Q_2") == "fsm_state"
+    assert signal_of("name_ram.0.0") == "name_ram"
+    assert signal_of("name_ram.1.0_DOB10_LUT4_Z") == "name_ram"
+    assert signal_of("host__ctl_req__ready_LUT4_B_Z_LUT4_Z_3_B_PFUMX_Z") == "host.ctl_req.ready"
+    assert signal_of("core.waddr_CCU2C_A0") == "core.waddr"
+    assert signal_of("$abc$1234$auto$blifparse.cc:396:parse_blif$1235") is None
+
+
+def test_critical_path_summary():
+    report = {"critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": [
+        _segment("clk-to-q", 4.0, "name_ram.0.0", "name_ram.0.0", "DOB1", "DOB1"),
+        _segment("routing", 1.0, "name_ram.0.0", "name_byte_LUT4_Z", "DOB1", "C"),
+        _segment("logic", 0.5, "name_byte_LUT4_Z", "name_byte_LUT4_Z", "C", "F"),
+        _segment("routing", 3.0, "name_byte_LUT4_Z", "fsm_state_TRELLIS_FF_Q", "F", "DI"),
+        _segment("setup", 1.5, "fsm_state_TRELLIS_FF_Q", "fsm_state_TRELLIS_FF_Q", "DI", "DI"),
+    ]}]}
+    (path,) = critical_paths(report, lambda net: net.upper())
+    assert path["from_clock"] == path["to_clock"] == "CLK"
+    assert path["delay_ns"] == 10.0 and path["routing_ns"] == 4.0
+    assert path["routing_share"] == 0.4 and path["logic_levels"] == 1
+    assert path["start"] == {"cell": "name_ram.0.0", "port": "DOB1", "signal": "name_ram",
+                             "clk_to_q_ns": 4.0}
+    assert path["end"]["signal"] == "fsm_state" and path["through"] == ["name_byte"]
+    text = describe(path)
+    assert text.startswith("CLK: 10.00 ns from name_ram (name_ram.0.0.DOB1)")
+    assert "1 logic levels" in text and "40 % of the path" in text
+    assert text.endswith("through name_byte")
+    assert critical_paths({}) == []
+    assert sets_fmax(path)
+    io = dict(path, to_clock="<async>")
+    assert not sets_fmax(io)
+
+
+# -- the UltraScale+ top: size only ---------------------------------------------------------------
+
+def test_synth_usp_reports_its_size(tmp_path):
+    _need(toolchain_missing())
+    r = vmshm("synth", "--top", "usp", "--json", "usp.json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "synth_xilinx -family xcup" in out
+    assert "Fmax needs the vendor's tools (Vivado), which are not part of the open flow" in out
+    doc = json.loads((tmp_path / "usp.json").read_text())
+    assert doc["results"] == []
+    (result,) = doc["xilinx"]
+    assert result["module"] == "vmshm_usp" and result["family"] == "xcup"
+    res = result["resources"]
+    # The core's name RAM is a block RAM; the shim's TLP logic is logic and registers.
+    assert res["LUT"] > 500 and res["FF"] > 300
+    assert res["RAMB18E2"] + 2 * res["RAMB36E2"] >= 1
+    assert result["fmax_mhz"] is None
+    assert all(t.startswith(("LUT", "FD", "RAMB", "CARRY", "MUXF", "INV", "$scopeinfo"))
+               for t in result["cells"]), result["cells"]
+
+
+def test_synth_usp_refuses_what_it_cannot_build(tmp_path):
+    # Checked before any tool runs: the core's 64-bit run would otherwise be wasted.
+    r = vmshm("synth", "--top", "core", "usp", "--data-width", "32", "64", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "--top usp --data-width 64: data_width must be 32" in r.stderr
+    r = vmshm("synth", "--top", "usp", "--board", "ulx3s-85f", cwd=tmp_path)
+    assert r.returncode == 2 and "sized for UltraScale+ only" in r.stderr
 
 
 def test_synth_refuses_options_no_top_takes(tmp_path):
@@ -230,6 +329,9 @@ def test_board_build_makes_a_bitstream(tmp_path):
     for led in ("led_0__io", "led_1__io", "led_2__io"):
         assert led in lpf
     assert "bitstream:" in r.stdout and "ULX3S_85F_Platform" in r.stdout
+    # The ULX3S runs the design at 25 MHz, far below what it reaches.
+    assert "timing: met (" in r.stdout and "against the 25 MHz board clock" in r.stdout
+    assert "critical path, " in r.stdout and " logic levels " in r.stdout
     # The script reruns by hand with the same tools.
     assert "YOSYS=" in (out / "yowasp_env.sh").read_text()
 

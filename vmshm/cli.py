@@ -72,6 +72,11 @@ def _commands():
                         "and a block-RAM host; the result on the LEDs) for an amaranth-boards "
                         "platform: a bitstream for an ECP5 board, with the open toolchain from "
                         "PyPI; the vendor tools' build plan for any other.")),
+        ("formal", SimpleNamespace(add_arguments=formal_run.add_arguments,
+                                   run=formal_run.run_cli), dict(
+            help="prove the device's properties with SymbiYosys (never wedges, ...)",
+            description="Check the formal properties of formal/props.py and print one line each: "
+                        "proved, bounded to N cycles, or FAILED with the counterexample's VCD.")),
         ("timing", timing, dict(
             help="study the cycles of OPEN, CLOSE and window accesses, phase by phase",
             description="Run ioctl (name write + OPEN read), a window read and write, and CLOSE "
@@ -79,11 +84,6 @@ def _commands():
                         "and print them beside the model of docs/timing.md; --sweep varies one "
                         "parameter. Writes table.txt, timing.csv, timing.json and timing.png "
                         "into --out.")),
-        ("formal", SimpleNamespace(add_arguments=formal_run.add_arguments,
-                                   run=formal_run.run_cli), dict(
-            help="prove the device's properties with SymbiYosys (never wedges, ...)",
-            description="Check the formal properties of formal/props.py and print one line each: "
-                        "proved, bounded to N cycles, or FAILED with the counterexample's VCD.")),
         ("qemu", qemu, qemu.HELP),
         ("ivshmem-server", ivshmem_server, ivshmem_server.HELP),
         ("channel", channel, channel.HELP),
