@@ -601,10 +601,12 @@ class Fuzzer:
                                "every planned request sent to the host",
                                f"{self.host.pending(channel)} planned request(s) never sent")
             if check_every and (self.index + 1) % check_every == 0:
+                await self._dma_settle()    # a write the host stopped taking lands first
                 self.check_objects()
                 if self.progress:
                     print(f"vmshm fuzz: {self.index + 1} transactions, cycle {self.bus.now()}",
                           file=sys.stderr, flush=True)
+        await self._dma_settle()
         self.check_objects()
 
 
