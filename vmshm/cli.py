@@ -24,6 +24,7 @@ def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
     from vmshm import bench, demo, regs
     from vmshm.formal import run as formal_run
+    from vmshm.fuzz import cli as fuzz
     from vmshm.fpga import board, generate, synth
     from vmshm.ivshmem import channel_command as channel, command as ivshmem_server
     from vmshm.qemu import command as qemu
@@ -86,6 +87,7 @@ def _commands():
         ("qemu", qemu, qemu.HELP),
         ("ivshmem-server", ivshmem_server, ivshmem_server.HELP),
         ("channel", channel, channel.HELP),
+        ("fuzz", fuzz, fuzz.HELP),
     ]
 
 

@@ -1,0 +1,115 @@
+"""``vmshm fuzz``: a random differential campaign against the golden model, on any backend."""
+
+import argparse
+
+from vmshm.backends import BACKENDS
+from vmshm.options import UsageError
+
+from .host import BEHAVIOURS, DEFAULT_BEHAVIOURS
+
+__all__ = ["HELP", "add_arguments", "run"]
+
+HELP = dict(
+    help="random guest traffic and host decisions, checked against a golden model",
+    description="Draw random guest transactions and host behaviours from SEED, run them on the "
+                "device and compare every completion and every byte of the host's objects with "
+                "a model written from the register map and the docs. Prints the seed and the "
+                "counts; on a mismatch, the first one with the transactions before it, and "
+                "exits 1. The same seed replays exactly.")
+
+
+def _positive(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
+def _nonneg(text):
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {value}")
+    return value
+
+
+def add_arguments(p):
+    """Add ``vmshm fuzz``'s arguments to the parser `p`."""
+    names = ", ".join(f"{b.name}{'' if b.enabled else ' (off)'}" for b in BEHAVIOURS
+                      if b.implemented)
+    p.add_argument("--transactions", "-n", type=_positive, default=1000, metavar="N",
+                   help="guest transactions to draw (default 1000)")
+    p.add_argument("--seed", type=_nonneg, default=1, metavar="S", help="seed (default 1)")
+    p.add_argument("--backend", choices=BACKENDS, default="amaranth")
+    p.add_argument("--data-width", type=int, choices=(32, 64), default=32)
+    p.add_argument("--window-size", type=_positive, default=4096, metavar="BYTES",
+                   help="BAR1 size (default 4096; the host objects are sized from it)")
+    p.add_argument("--name-size", type=_positive, default=512, metavar="BYTES",
+                   help="BAR2 size (default 512)")
+    p.add_argument("--host-timeout", type=_positive, default=1024, metavar="CYCLES",
+                   help="the device's host timeout (default 1024)")
+    p.add_argument("--behaviours", default=",".join(DEFAULT_BEHAVIOURS), metavar="LIST",
+                   help=f"comma-separated host behaviours to draw, of: {names} "
+                        f"(default: those not marked off)")
+    p.add_argument("--history", type=_positive, default=20, metavar="K",
+                   help="transactions shown before a mismatch (default 20)")
+    p.add_argument("--vcd", metavar="FILE", help="write the run as a VCD waveform")
+
+
+def run(args, console):
+    """Run ``vmshm fuzz`` with parsed ``args``, printing through `console`; return the exit
+    status."""
+    from vmshm.rtl import VMShmPCI
+
+    from .model import FuzzConfig
+    from .run import run_fuzz
+
+    known = {b.name for b in BEHAVIOURS}
+    behaviours = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+    unknown = [b for b in behaviours if b not in known]
+    if unknown:
+        raise UsageError(f"unknown behaviour {unknown[0]!r}; choose from "
+                         f"{', '.join(sorted(known))}")
+    for b in BEHAVIOURS:
+        if b.name in behaviours and not b.implemented:
+            raise UsageError(f"behaviour {b.name!r} is not drawn yet: it needs {b.needs}")
+    if args.name_size < 64 or args.window_size < 256:
+        raise UsageError("--name-size must be at least 64 and --window-size at least 256 (the "
+                         "host objects' names and sizes need them)")
+    config = FuzzConfig(data_width=args.data_width, window_size=args.window_size,
+                        name_size=args.name_size, host_timeout=args.host_timeout)
+    # Refuse a configuration the RTL refuses (a ValueError: one line) before anything is created.
+    pci = VMShmPCI(**config.params())
+    pci._MustUse__silence = pci.core._MustUse__silence = True
+    console.print(f"vmshm fuzz: seed {args.seed}, {args.transactions} transactions on "
+                  f"{args.backend}, {args.data_width}-bit, window {args.window_size}, name "
+                  f"buffer {args.name_size}, host timeout {args.host_timeout}")
+    result = run_fuzz(transactions=args.transactions, seed=args.seed, backend=args.backend,
+                      config=config, behaviours=behaviours, history=args.history,
+                      waves=args.vcd, progress=args.transactions >= 5000)
+    t = result["timing"]
+    console.print(f"host: ctl_ready {t['ctl_ready']}, dma_ready {t['dma_ready']}, rsp_valid "
+                  f"{t['rsp_valid']}; behaviours: {', '.join(result['behaviours'])}")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result["counts"].items()))
+    stats = ", ".join(f"{k} {v}" for k, v in result["stats"].items())
+    wall = result["wall"]
+    console.print(f"transactions {result['transactions']}, bus requests {result['requests']}, "
+                  f"cycles {result['cycles']}, wall {wall:.1f} s, "
+                  f"{result['transactions'] / wall:.0f} transactions/s")
+    console.print(f"kinds: {counts}")
+    console.print(f"checks: {stats}")
+    if result["mismatch"]:
+        console.print(f"mismatches 1 (the run stops at the first)\n{result['mismatch']}")
+        console.print(f"replay: vmshm fuzz --seed {args.seed} --transactions "
+                      f"{args.transactions} --backend {args.backend} --data-width "
+                      f"{args.data_width} --window-size {args.window_size} --name-size "
+                      f"{args.name_size} --host-timeout {args.host_timeout} --behaviours "
+                      f"{','.join(behaviours)}")
+        return 1
+    console.print("mismatches 0")
+    return 0

@@ -1,0 +1,670 @@
+"""Random guest traffic and host decisions from one seed, checked against the golden model.
+
+:func:`fuzz_guest` is the guest function the backends run (``"vmshm.fuzz.gen:fuzz_guest"``): it
+enumerates the function, then draws transactions one at a time, asks the model what the device
+must answer, plans the host's latency for the accesses that reach it, carries the transaction out
+on the guest bus and compares status and every data word. Every so often, and at the end, it
+compares every byte of the host's objects with the model. Same seed, same traffic, same host
+decisions: a failing seed replays exactly.
+
+Host decisions are kept clear of the timeout: an answer "in time" is planned so that it comes well
+before ``host_timeout`` even under the worst back-pressure the seed may draw (a bound with a
+failure probability below 1e-9 per access), and a "late" one well after it, so that the model
+never has to guess a race. After a late OPEN or CLOSE the next control access is either issued
+while the stale answer surely cannot arrive in time (the drain path must answer ETIMEDOUT) or
+once it has surely been drained.
+"""
+
+import math
+import random
+import sys
+from collections import deque
+
+from vmshm.driver_model.bus import BusTimeout, Space
+from vmshm.host_model import ShmRegion
+from vmshm.regmap import BAR0_SIZE, BAR_WINDOW, REG
+
+from .host import ACTIVE, DEFAULT_BEHAVIOURS
+from .model import CLOSE_OFF, OPEN_OFF, DeviceModel, FuzzConfig
+
+__all__ = ["KINDS", "fuzz_guest", "Mismatch"]
+
+#: Transaction kinds and their weights.
+KINDS = {
+    "reg_read": 8, "reg_write": 3, "name_write": 6, "name_bytes": 5, "name_read": 4,
+    "open": 7, "close": 4, "win_read": 12, "win_write": 12, "cfg_read": 3, "cfg_write": 2,
+    "cfg_bad": 2, "bar_size": 1, "mem_bad": 3, "reset": 1, "idle": 1,
+}
+#: Bases the BARs are placed at: slots of 1 MiB (at least one BAR's size) from 2 GiB up.
+_SLOT_BASE = 0x8000_0000
+
+
+class Mismatch(AssertionError):
+    """The device and the model disagree."""
+
+
+def _gate_bound(p):
+    """Return cycles a handshake gated with probability ``p`` waits at worst (P < 1e-12)."""
+    if p >= 1:
+        return 0
+    return math.ceil(math.log(1e-12) / math.log(1 - p))
+
+
+class Fuzzer:
+    """Draw, run and check transactions on one device; see :func:`fuzz_guest`."""
+
+    def __init__(self, bus, host, probe, cfg, *, seed, behaviours, names, history):
+        self.bus = bus
+        self.host = host
+        self.probe = probe
+        self.cfg = cfg
+        self.wb = cfg.wb
+        self.rng = random.Random(f"vmshm-fuzz:{seed}")
+        self.behaviours = set(behaviours)
+        self.names = names
+        objects = {}
+        for name in names["objects"] + ([names["empty"]] if names.get("empty") else []):
+            region = ShmRegion.attach(name)
+            try:
+                objects[name.encode()] = bytearray(region.read(0, region.size))
+            finally:
+                region.close()
+        self.model = DeviceModel(cfg, objects)
+        t = host.timing
+        self.gb_ctl = _gate_bound(t.ctl_ready)
+        self.gb_dma = _gate_bound(t.dma_ready)
+        self.gb_rsp = _gate_bound(t.rsp_valid)
+        self.p_ctl = t.ctl_ready
+        self.history = deque(maxlen=history)
+        self.records = []
+        self.counts = {}
+        self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
+                      "object checks": 0, "resets": 0, "late": 0, "never-answer": 0,
+                      "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0}
+        self.index = 0
+        self.progress = False       # a line on stderr at every object check
+        self.current = ""           # the transaction on the bus, for a report if it never ends
+        self.stale_earliest = self.stale_safe = 0
+        self.dma_safe = 0
+        self.dma_busy = False
+
+    # -- carrying out one transaction -------------------------------------------------------------
+
+    async def _read(self, space, dev, addr, count, be):
+        return await self.bus._burst_read(space, dev, addr, count + 1, be)
+
+    async def _write(self, space, dev, addr, beats):
+        return await self.bus._burst_write(space, dev, addr, beats)
+
+    def _fail(self, what, expected, got):
+        lines = [f"mismatch in transaction {self.index}: {what}",
+                 f"  expected {expected}", f"  got      {got}",
+                 f"last {len(self.history)} transactions (index start end: what -> result):"]
+        lines += [f"  {h}" for h in self.history]
+        raise Mismatch("\n".join(lines))
+
+    def _log(self, start, text, result):
+        self.history.append(f"{self.index:>7} {start:>9} {self.bus.now():>9}: {text} -> {result}")
+
+    async def mem_read(self, addr, count, be, *, fates=(), fate=None, what="read"):
+        exp_status, exp_words = self.model.mem_read(addr, count, be, fates=fates, dma_fate=fate)
+        start = self.bus.now()
+        text = self.current = f"{what} mem {addr:#x} x{count + 1} be {be:#x}"
+        words, status = await self._read(Space.MEM, None, addr, count, be)
+        self._record("R", addr, count, status, words, start)
+        self._log(start, text, f"{status} {_words(words)}")
+        if (status, words) != (exp_status, exp_words):
+            self._fail(text, f"{exp_status} {_words(exp_words)}", f"{status} {_words(words)}")
+        return words
+
+    async def mem_write(self, addr, beats, *, fate=None, what="write"):
+        exp = self.model.mem_write(addr, beats, dma_fate=fate)
+        start = self.bus.now()
+        text = self.current = (f"{what} mem {addr:#x} x{len(beats)} "
+                               f"{' '.join(f'{d:0{2 * self.wb}x}/{e:x}' for d, e in beats[:8])}"
+                               f"{' ...' if len(beats) > 8 else ''}")
+        status = await self._write(Space.MEM, None, addr, beats)
+        self._record("W", addr, len(beats) - 1, status, None, start)
+        self._log(start, text, status)
+        if status != exp:
+            self._fail(text, exp, status)
+
+    async def cfg_read(self, dev, addr, count, be, what="cfg read"):
+        exp = self.model.cfg_read(dev, addr, count)
+        start = self.bus.now()
+        text = self.current = f"{what} dev {dev} {addr:#x} x{count + 1} be {be:#x}"
+        words, status = await self._read(Space.CFG, dev, addr, count, be)
+        self._record("CR", addr, count, status, words, start)
+        self._log(start, text, f"{status} {_words(words)}")
+        if (status, words) != exp:
+            self._fail(text, f"{exp[0]} {_words(exp[1])}", f"{status} {_words(words)}")
+        return words
+
+    async def cfg_write(self, dev, addr, beats, what="cfg write"):
+        exp = self.model.cfg_write(dev, addr, beats)
+        start = self.bus.now()
+        text = self.current = f"{what} dev {dev} {addr:#x} x{len(beats)} " + \
+            " ".join(f"{d:x}/{e:x}" for d, e in beats[:4])
+        status = await self._write(Space.CFG, dev, addr, beats)
+        self._record("CW", addr, len(beats) - 1, status, None, start)
+        self._log(start, text, status)
+        if status != exp:
+            self._fail(text, exp, status)
+
+    def _record(self, kind, addr, count, status, words, start):
+        self.records.append((kind, addr, count, status, None if words is None else tuple(words),
+                             start, self.bus.now()))
+
+    # -- the device's setup, as a driver's probe does it -------------------------------------------
+
+    def bar_base(self, function):
+        for b in self.model.bars:
+            if b.function == function:
+                return b.base
+        raise KeyError(function)
+
+    async def enumerate(self):
+        """Place the three BARs in distinct random slots and enable memory and bus mastering."""
+        slot = max(1 << 20, self.cfg.window_size)
+        slots = self.rng.sample(range(16), 3)
+        for b, s in zip(self.model.bars, slots):
+            base = _SLOT_BASE + s * slot
+            await self.cfg_write_reg(0x10 + 4 * b.index, base, 0xF, "assign BAR")
+        await self.cfg_write_reg(4, 0x6, 0x3, "enable")
+
+    def _cfg_beat(self, off, value, be):
+        lane = (off % self.wb) // 4
+        return (value << (32 * lane), be << (4 * lane))
+
+    async def cfg_write_reg(self, off, value, be, what):
+        """Write the configuration dword at ``off`` (``be`` its byte enables)."""
+        await self.cfg_write(0, off & ~(self.wb - 1), [self._cfg_beat(off, value, be)], what)
+
+    # -- timing plans ------------------------------------------------------------------------------
+
+    def _stream_bound(self, nbytes):
+        p = self.p_ctl
+        return math.ceil(nbytes / p + 8 * math.sqrt(nbytes * (1 - p)) / p + self.gb_ctl +
+                         2 * (nbytes // self.wb + 1) + 8)
+
+    def _ctl_fate(self, op):
+        """Return ``(fate, latency)`` for an OPEN or CLOSE that reaches the host, or None."""
+        T = self.cfg.host_timeout
+        nbytes = len(self.model.streamed_name()) if op == "OPEN" else 1
+        bound = self._stream_bound(nbytes)
+        slack = T - bound - self.gb_rsp - 24 if T else 1 << 30
+        late_ok = T and "late-ctl" in self.behaviours
+        if T and bound + 16 > T:
+            # The timer may run out while the name is streamed: whether the beat on offer is cut
+            # off then depends on the very cycle the host takes it (timing.md), so not drawn.
+            return None
+        if slack >= 0 and not (late_ok and self.rng.random() < 0.12):
+            return "fast", self.rng.randint(0, min(64, slack)), bound
+        if not late_ok:
+            return None
+        return "late", bound + 2 * T + 64 + self.rng.randint(0, T // 2), bound
+
+    async def _wait_until(self, cycle):
+        now = self.bus.now()
+        if cycle > now:
+            await self.probe_wait(cycle - now)
+
+    async def probe_wait(self, cycles):
+        # The bus's idle() wakes once a cycle; the backend's wait() sleeps through them all.
+        await self.bus._io.wait(cycles)
+
+    async def _prepare_ctl(self, n_ops):
+        """Before a read that triggers OPEN or CLOSE: return the fate of each, or None to skip."""
+        m = self.model
+        if m.stale is not None:
+            now = self.bus.now()
+            T = self.cfg.host_timeout
+            if n_ops == 1 and now + T + 32 <= self.stale_earliest:
+                return ["blocked"]
+            await self._wait_until(self.stale_safe)
+            m.settle()
+        if n_ops != 1:
+            return None
+        return []
+
+    async def ctl_read(self, off, be, what):
+        """Read BAR0 at ``off`` (one word) whose lane 0 is OPEN or CLOSE."""
+        m = self.model
+        op = "OPEN" if off == OPEN_OFF else "CLOSE"
+        await self._dma_settle()
+        triggers = m.triggers(off, 0, be) if m.decode(self.bar_base(0) + off, 0) else []
+        fates = []
+        late = None
+        if triggers:
+            fates = await self._prepare_ctl(1)
+            if fates is None:
+                return
+            if not fates:
+                if m.op_reaches_host(op):
+                    plan = self._ctl_fate(op)
+                    if plan is None:
+                        return
+                    fate, latency, bound = plan
+                    self.host.plan("ctl", latency)
+                    if fate == "late":
+                        late = (latency, bound)
+                    if op == "OPEN":
+                        # Drawn on every backend, so the traffic does not depend on the probe.
+                        m.next_host_base = self.rng.randrange(1 << 52) << 12
+                        if self.probe is not None:
+                            self.probe.set_bus_address(m.next_host_base)
+                    fates = [fate]
+                else:
+                    fates = ["fast"]
+        start = self.bus.now()
+        if fates == ["blocked"]:
+            self.stats["ETIMEDOUT-drain"] += 1
+        await self.mem_read(self.bar_base(0) + off, 0, be, fates=fates, what=what)
+        if late is not None:
+            latency, bound = late
+            self.stats["ETIMEDOUT-late"] += 1
+            self.stale_earliest = start + latency
+            self.stale_safe = (start + bound + latency + self.gb_rsp + 2 * self.gb_ctl +
+                               3 * self.gb_rsp + 64)
+        if triggers and op == "OPEN" and m.is_open and self.probe is not None:
+            got = self.probe.host_base()
+            self.stats["host_base checks"] += 1
+            if got != m.host_base:
+                self._fail("host_base after OPEN", f"{m.host_base:#x}", f"{got:#x}")
+
+    # -- the kinds ------------------------------------------------------------------------------
+
+    def _rand_word(self):
+        return self.rng.getrandbits(8 * self.wb)
+
+    def _rand_be(self):
+        return self.rng.getrandbits(self.wb)
+
+    async def do_reg_read(self):
+        wb, m = self.wb, self.model
+        off = self.rng.randrange(0, BAR0_SIZE if self.rng.random() < 0.9 else self.cfg.regs_size,
+                                 wb)
+        count = self.rng.choice([0, 0, 0, 1, 2, 5])
+        count = min(count, self.cfg.regs_size // wb - off // wb - 1)
+        be = self._rand_be() if self.rng.random() < 0.5 else (1 << wb) - 1
+        if m.decode(self.bar_base(0) + off, count) and m.triggers(off, count, be):
+            # A burst that triggers OPEN or CLOSE is an OPEN or CLOSE: drawn as such instead.
+            return await self.do_open() if self.rng.random() < 0.5 else await self.do_close()
+        await self.mem_read(self.bar_base(0) + off, count, be, what="reg read")
+
+    async def do_reg_write(self):
+        wb = self.wb
+        off = self.rng.randrange(0, BAR0_SIZE, wb)
+        if self.rng.random() < 0.3:
+            off = REG["REJECTS"].offset & ~(wb - 1)
+        count = min(self.rng.choice([0, 0, 1, 3]), self.cfg.regs_size // wb - off // wb - 1)
+        beats = [(self._rand_word(), self._rand_be()) for _ in range(count + 1)]
+        await self.mem_write(self.bar_base(0) + off, beats, what="reg write")
+
+    def _name_choice(self):
+        n, r = self.names, self.rng.random()
+        size = self.cfg.name_size
+        if r < 0.6:
+            return self.rng.choice(n["objects"]).encode(), "good"
+        if r < 0.67:
+            return f"{n['prefix']}-missing-{self.rng.randrange(1000)}".encode(), "missing"
+        if r < 0.72 and n.get("empty"):
+            return n["empty"].encode(), "empty object"
+        if r < 0.8 and size >= 258:
+            return b"/" + b"x" * self.rng.randint(NAME_LONG, min(size - 2, NAME_LONG + 40)), \
+                "too long"
+        if r < 0.88:
+            return None, "no NUL"
+        return self.rng.choice([b"", b"noslash", b"/a/b", b"/", b"//x"]), "malformed"
+
+    async def do_name_write(self):
+        """Write a whole name and its NUL at offset 0, as the driver's ioctl does."""
+        name, cls = self._name_choice()
+        wb = self.wb
+        if name is None:
+            data = bytes(self.rng.randrange(1, 256) for _ in range(self.cfg.name_size))
+        else:
+            data = name[:self.cfg.name_size - 1] + b"\0"
+        nwords = (len(data) + wb - 1) // wb
+        raw = data + bytes(nwords * wb - len(data))
+        beats = []
+        for k in range(nwords):
+            chunk = raw[k * wb:(k + 1) * wb]
+            valid = min(wb, len(data) - k * wb)
+            beats.append((int.from_bytes(chunk, "little"), (1 << valid) - 1))
+        await self.mem_write(self.bar_base(2), beats, what=f"name ({cls})")
+
+    async def do_name_bytes(self):
+        """Write random bytes with random, often non-contiguous, byte enables into BAR2."""
+        wb = self.wb
+        words = self.cfg.name_size // wb
+        # Mostly where names live, so the bytes land on a buffer that holds one.
+        w0 = self.rng.randrange(min(words, 1 + 40 // wb) if self.rng.random() < 0.7 else words)
+        count = self.rng.randint(0, min(7, words - w0 - 1))
+        beats = []
+        for _ in range(count + 1):
+            data = bytes(self.rng.choice([0, self.rng.randrange(32, 127),
+                                          self.rng.randrange(256)]) for _ in range(wb))
+            beats.append((int.from_bytes(data, "little"), self._rand_be()))
+        await self.mem_write(self.bar_base(2) + w0 * wb, beats, what="name bytes")
+
+    async def do_name_read(self):
+        wb = self.wb
+        words = self.cfg.name_size // wb
+        w0 = self.rng.randrange(words)
+        count = self.rng.randint(0, min(15, words - w0 - 1))
+        await self.mem_read(self.bar_base(2) + w0 * wb, count, self._rand_be(), what="name read")
+
+    async def do_open(self):
+        be = 0xF
+        if self.wb == 8 and self.rng.random() < 0.2:
+            be = self.rng.choice([0xF0, 0x01, 0xFF, 0x30])
+        await self.ctl_read(OPEN_OFF, be, "OPEN")
+
+    async def do_close(self):
+        be = 0xF if self.rng.random() < 0.8 else (1 << self.wb) - 1
+        await self.ctl_read(CLOSE_OFF & ~(self.wb - 1), be << (CLOSE_OFF % self.wb), "CLOSE")
+
+    def _window_target(self):
+        wb, m = self.wb, self.model
+        words = self.cfg.window_size // wb
+        limit = m.map_limit // wb
+        r = self.rng.random()
+        if limit and r < 0.85:
+            long = self.rng.random() < 0.4
+            # A long burst starts early, so it has room to be long.
+            w0 = self.rng.randrange(max(1, limit // 8) if long else limit)
+            room = limit - w0
+            if r < 0.1:
+                w0 = max(0, limit - self.rng.randint(1, 4))    # the object's last words
+                room = limit - w0
+            count = self.rng.randint(0, min(255, room - 1) if long else min(7, room - 1))
+            if self.rng.random() < 0.05:
+                count = min(255, words - w0 - 1)                # may run past MAP_SIZE
+        else:
+            w0 = self.rng.randrange(words)
+            count = self.rng.randint(0, min(15, words - w0 - 1))
+        return w0 * wb, count
+
+    def _dma_plan(self, off, count, write):
+        """Plan the host's latency and fault for a window access; return its fate.
+
+        ``"fast"``: answered in time; ``"late"``: answered after the timeout; ``"never-answer"``,
+        ``"answer-twice"``, ``"unasked"``, ``"stop-mid-packet"``: the host faults of the same
+        names (:data:`~vmshm.fuzz.host.BEHAVIOURS`); None: the access never reaches the host.
+        """
+        self.host.fault(None)
+        hit = self.model.decode(self.bar_base(1) + off, count)
+        if hit is None or hit[0].function != BAR_WINDOW or not self.model.window_ok(off, count):
+            return None         # it never reaches the host: nothing to plan
+        T = self.cfg.host_timeout
+        slack = T - self.gb_rsp - 16 if T else 1 << 30
+        late = (T and "late-dma" in self.behaviours and
+                (slack < 0 or self.rng.random() < 0.05))
+        if late:
+            latency = T + 32 + self.rng.randint(0, T // 4)
+        else:
+            latency = self.rng.randint(0, max(0, min(64, slack)))
+        self.host.plan("dma", latency)
+        # How long the host's answer beats take at worst.
+        beats = (count + 1) * (self.gb_rsp + 1)
+        # When the late host is done with this access, at the latest (for resets).
+        self.dma_pending = latency + beats + self.gb_dma * (count + 1)
+        if late:
+            return "late"
+        faults = [f for f in ("never-answer", "answer-twice", "unasked", "stop-mid-packet")
+                  if f in self.behaviours and T]
+        if not (faults and self.rng.random() < 0.15):
+            return "fast"
+        fate = self.rng.choice(faults)
+        if fate == "never-answer":
+            self.host.fault("drop")
+        elif fate == "answer-twice":
+            self.host.fault("double")
+            self.dma_pending += beats
+            # The second answer occupies the answer channel: the next access waits it out.
+            self.dma_busy = True
+        elif fate == "unasked" and latency + beats + self.gb_rsp + 16 < T:
+            self.host.fault("unasked")
+            self.dma_pending += beats
+        elif fate == "stop-mid-packet" and write and count:
+            cycles = T + 32 + self.rng.randint(0, T // 2)
+            beat = self.rng.randint(1, count)
+            self.host.fault("stall", beat=beat, cycles=cycles)
+            self.dma_pending += cycles
+            self.dma_busy = True
+            return ("stop-mid-packet", beat)
+        else:
+            return "fast"
+        return fate
+
+    async def _dma_settle(self):
+        """Wait until a faulted window access's extra answer or owed beats have surely gone.
+
+        A new OPEN and a new window request wait for owed beats on their own timer, so the next
+        access is predictable only after them (docs/timing.md).
+        """
+        if self.dma_busy:
+            await self._wait_until(self.dma_safe)
+            self.dma_busy = False
+
+    async def _window_access(self, write):
+        off, count = self._window_target()
+        await self._dma_settle()
+        self.dma_pending = 0
+        fate = self._dma_plan(off, count, write)
+        name = fate if fate is None or isinstance(fate, str) else fate[0]
+        label = "" if name in (None, "fast") else f" ({name})"
+        if name in self.stats:
+            self.stats[name] += 1
+        if write:
+            full = (1 << self.wb) - 1
+            beats = [(self._rand_word(), full if self.rng.random() < 0.6 else self._rand_be())
+                     for _ in range(count + 1)]
+            await self.mem_write(self.bar_base(1) + off, beats, fate=fate,
+                                 what="window write" + label)
+        else:
+            await self.mem_read(self.bar_base(1) + off, count, self._rand_be(), fate=fate,
+                                what="window read" + label)
+        self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
+
+    async def do_win_read(self):
+        await self._window_access(False)
+
+    async def do_win_write(self):
+        await self._window_access(True)
+
+    async def do_cfg_read(self):
+        off = self.rng.choice([self.rng.randrange(0, 0x60, self.wb),
+                               self.rng.randrange(0, 0x1000, self.wb)])
+        await self.cfg_read(0, off, 0, self._rand_be())
+
+    async def do_cfg_write(self):
+        r = self.rng.random()
+        if r < 0.6:
+            # The command register: now and then without Memory Space or Bus Master Enable.
+            value = self.rng.choice([0x6, 0x6, 0x6, 0x2, 0x406, 0x4, self.rng.getrandbits(16)])
+            await self.cfg_write_reg(4, value, 0x3, "command")
+        else:
+            off = self.rng.choice([0x0C, 0x3C, 0x00, 0x08, 0x2C, 0x34, 0x40, 0x44, 0x80])
+            await self.cfg_write_reg(off, self.rng.getrandbits(32), self.rng.getrandbits(4),
+                                     "cfg write")
+
+    async def do_cfg_bad(self):
+        """Configuration requests the function must refuse: more than one word, another slot."""
+        r = self.rng.random()
+        wb = self.wb
+        off = self.rng.randrange(0, 0x40, wb)
+        if r < 0.5:
+            count = self.rng.randint(1, 3)
+            if self.rng.random() < 0.5:
+                await self.cfg_read(0, off, count, (1 << wb) - 1, what="multi-word cfg read")
+            else:
+                # Were it taken, its words would change the command register and the BARs.
+                beats = [(self._rand_word(), (1 << wb) - 1) for _ in range(count + 1)]
+                await self.cfg_write(0, self.rng.choice([0, 0x10]), beats,
+                                     what="multi-word cfg write")
+        elif r < 0.8:
+            await self.cfg_read(self.rng.randint(1, 31), off, 0, 0xF, what="cfg read, empty slot")
+        else:
+            await self.cfg_read(0, 0x1000 * self.rng.randint(1, 15) + off, 0, 0xF,
+                                what="cfg read past 4 KiB")
+
+    async def do_bar_size(self):
+        """Size a BAR the way a PCI core does: write all ones, read the mask, restore."""
+        b = self.rng.choice(self.model.bars)
+        off = 0x10 + 4 * b.index
+        base = b.base
+        await self.cfg_write_reg(off, 0xFFFF_FFFF, 0xF, f"size BAR{b.index}")
+        await self.cfg_read(0, off & ~(self.wb - 1), 0, 0xF << (4 * ((off % self.wb) // 4)),
+                            what=f"size BAR{b.index}")
+        await self.cfg_write_reg(off, base, 0xF, f"restore BAR{b.index}")
+
+    async def do_mem_bad(self):
+        """Memory bursts no BAR claims: across a BAR's end, or at an address nobody decodes."""
+        wb = self.wb
+        b = self.rng.choice(self.model.bars)
+        if self.rng.random() < 0.7:
+            words = b.size // wb
+            w0 = words - self.rng.randint(1, min(8, words))
+            count = words - w0 + self.rng.randint(0, 4)
+            addr = b.base + w0 * wb
+        else:
+            addr = self.rng.choice([0x1000, 0x7000_0000, 1 << 33]) + self.rng.randrange(0, 64, wb)
+            count = self.rng.randint(0, 3)
+        if self.rng.random() < 0.5:
+            await self.mem_read(addr, count, self._rand_be(), what="unclaimed read")
+        else:
+            await self.mem_write(addr, [(self._rand_word(), self._rand_be())
+                                        for _ in range(count + 1)], what="unclaimed write")
+
+    async def do_reset(self):
+        m = self.model
+        if self.probe is None or "reset-idle" not in self.behaviours:
+            return await self.do_idle()
+        if m.is_open and "reset-open" not in self.behaviours:
+            return await self.do_close()
+        await self._wait_until(max(self.stale_safe, self.dma_safe))
+        m.settle()
+        start = self.bus.now()
+        await self.probe.reset()
+        m.reset()
+        self.stats["resets"] += 1
+        self.records.append(("RESET", 0, 0, "", None, start, self.bus.now()))
+        self._log(start, "reset", "")
+        await self.enumerate()
+
+    async def do_idle(self):
+        await self.probe_wait(self.rng.randint(1, 40))
+
+    # -- the run ---------------------------------------------------------------------------------
+
+    def check_objects(self):
+        """Compare every byte of every host object with the model."""
+        self.stats["object checks"] += 1
+        for name, expected in self.model.objects.items():
+            region = ShmRegion.attach(name)
+            try:
+                got = region.read(0, region.size)
+            finally:
+                region.close()
+            if got != expected:
+                i = next(i for i in range(min(len(got), len(expected)))
+                         if got[i] != expected[i]) if len(got) == len(expected) else 0
+                self._fail(f"host object {name.decode()!r} byte {i:#x}",
+                           f"{bytes(expected[i:i + 8]).hex()}", f"{bytes(got[i:i + 8]).hex()}")
+
+    async def run(self, transactions, check_every):
+        await self.enumerate()
+        kinds = list(KINDS)
+        weights = [KINDS[k] for k in kinds]
+        # While an object is open the window gets most of the traffic, so long bursts happen.
+        open_weights = [w * 4 if k.startswith("win_") else w for k, w in zip(kinds, weights)]
+        for self.index in range(transactions):
+            m = self.model
+            if m.stale is not None and self.bus.now() >= self.stale_safe:
+                m.settle()
+            if not m.mse or not m.bme:
+                # Do not stay disabled for long: a driver enables the device again.
+                if self.rng.random() < 0.3:
+                    await self.cfg_write_reg(4, 0x6, 0x3, "enable")
+                    continue
+            kind = self.rng.choices(kinds, open_weights if m.is_open else weights)[0]
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            await getattr(self, f"do_{kind}")()
+            # Every planned answer is used by the time its access completes; one left over means
+            # the device and the model disagree on which accesses reach the host.
+            for channel in ("ctl", "dma"):
+                # A write the host stopped taking reaches it once the stall ends.
+                if self.host.pending(channel) and not (channel == "dma" and self.dma_busy):
+                    self._fail(f"the host's {channel} requests after {self.current}",
+                               "every planned request sent to the host",
+                               f"{self.host.pending(channel)} planned request(s) never sent")
+            if check_every and (self.index + 1) % check_every == 0:
+                await self._dma_settle()    # a write the host stopped taking lands first
+                self.check_objects()
+                if self.progress:
+                    print(f"vmshm fuzz: {self.index + 1} transactions, cycle {self.bus.now()}",
+                          file=sys.stderr, flush=True)
+        await self._dma_settle()
+        self.check_objects()
+
+
+#: Shortest name the "too long" class writes, counting its '/': one past NAME_MAX.
+NAME_LONG = 256
+
+
+def _words(words):
+    if len(words) > 6:
+        return " ".join(f"{w:x}" for w in words[:6]) + f" ... ({len(words)} words)"
+    return " ".join(f"{w:x}" for w in words)
+
+
+async def fuzz_guest(bus, *, seed, transactions, config, names, behaviours=DEFAULT_BEHAVIOURS,
+                     history=20, check_every=500, progress=False):
+    """Run a fuzz campaign on ``bus`` and return its outcome as plain data.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the traffic and the host's decisions.
+    transactions : int
+        Guest transactions to draw (enumeration and the BAR sizing's extra accesses not counted).
+    config : dict
+        :class:`~vmshm.fuzz.model.FuzzConfig` fields: the device's build parameters.
+    names : dict
+        ``objects`` (names of the host objects), ``empty`` (an empty object's name, or None),
+        ``prefix`` (for names of objects that do not exist).
+    behaviours : sequence of str
+        Names from :data:`~vmshm.fuzz.host.BEHAVIOURS` to draw.
+    progress : bool
+        Print a line on stderr every ``check_every`` transactions.
+
+    Returns
+    -------
+    dict
+        ``transactions``, ``records`` (one tuple per bus request), ``counts`` per kind, ``stats``
+        and ``mismatch`` (None, or the first mismatch with its history).
+    """
+    cfg = FuzzConfig(**config)
+    host = ACTIVE["hosts"][0]
+    fz = Fuzzer(bus, host, ACTIVE.get("probe"), cfg, seed=seed, behaviours=behaviours,
+                names=names, history=history)
+    fz.progress = progress
+    mismatch = None
+    try:
+        await fz.run(transactions, check_every)
+    except Mismatch as exc:
+        mismatch = str(exc)
+    except BusTimeout as exc:
+        # The device never completed a request: a mismatch too (the model always answers).
+        try:
+            # Its message names the stream by its repr: say what a person needs instead.
+            del exc
+            fz._fail(f"no completion for: {fz.current}", "a completion",
+                     "none within the bus timeout (the device hung)")
+        except Mismatch as inner:
+            mismatch = str(inner)
+    return {"transactions": fz.index + 1 if mismatch is None else fz.index,
+            "requests": len(fz.records), "records": fz.records, "counts": fz.counts,
+            "stats": fz.stats, "mismatch": mismatch}

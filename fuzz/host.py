@@ -1,0 +1,142 @@
+"""The fuzzer's host: today's :class:`~vmshm.host_model.HostModel`, told per request how late to be.
+
+The generator decides, before each guest access that will reach the host, how the host behaves
+for it, and queues that decision here; the host BFM (:class:`vmshm.bfm.HostBFM`) reads the
+latency from the shared :class:`~vmshm.host_model.HostTiming` after calling the model, as it does
+for :class:`vmshm.scenarios.LateHost`. Back-pressure comes from the timing's probabilities.
+
+:data:`BEHAVIOURS` lists every host behaviour the fuzzer knows. Those today's RTL survives are
+enabled by default; window faults are drawn through the host-fault API
+(:mod:`vmshm.host_model.faults`), set per exchange. Those not drawn yet are named here
+(``implemented`` false) with what they wait for.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+from vmshm.host_model import HostModel
+from vmshm.host_model.faults import Fault, HostFaults
+
+__all__ = ["Behaviour", "BEHAVIOURS", "DEFAULT_BEHAVIOURS", "FuzzHost", "ACTIVE"]
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """One way the host may act, as the generator draws it.
+
+    ``enabled`` says whether ``vmshm fuzz`` draws it by default; ``needs`` says what it waits on
+    when it is not.
+    """
+    name: str
+    doc: str
+    enabled: bool
+    needs: str = ""
+    implemented: bool = True
+
+
+BEHAVIOURS = (
+    Behaviour("fast", "answer within the host timeout (latency 0..64 cycles, and random "
+              "back-pressure on every host handshake)", True),
+    Behaviour("late-ctl", "answer OPEN or CLOSE after host_timeout: the device says ETIMEDOUT, "
+              "drains the stale answer and closes a late OPEN success again", True),
+    Behaviour("late-dma", "answer a window read or write after host_timeout: the read returns "
+              "all ones, the write is acknowledged; the late beats are drained", True),
+    Behaviour("refuse", "refuse OPEN: missing object (ENOENT), empty object, bad or long name "
+              "(EINVAL, ENAMETOOLONG), already open (EBUSY)", True),
+    Behaviour("reset-idle", "reset the function while nothing is open and nothing is in "
+              "flight (Amaranth backend only: the cocotb benches hold rst themselves)", True),
+    Behaviour("reset-open", "reset the function while an object is open: the core's RESET "
+              "makes the host release it, and the next OPEN behaves as after power-on", True),
+    Behaviour("reset-in-flight", "reset during OPEN, CLOSE or a window access: a stale answer "
+              "is taken for a later request", False, "a model of which beats the host took "
+              "before the reset", implemented=False),
+    Behaviour("never-answer", "take a window read or write and never answer it: the read "
+              "returns all ones, the write's data stays, TIMEOUTS counts it and DMA_ERROR is set",
+              True),
+    Behaviour("answer-twice", "answer a window access twice: the second answer is dropped by "
+              "its tag", True),
+    Behaviour("unasked", "before answering a window access, send an answer with a tag no "
+              "request had: it is dropped", True),
+    Behaviour("stop-mid-packet", "take part of a window write, then stop for longer than the "
+              "timeout: the beats taken before stay written, the rest arrive with no byte "
+              "enabled, TIMEOUTS counts it", True),
+    Behaviour("never-accept", "never take a window request", False,
+              "a fault decided before the request exists: the host BFM reads a stall of a "
+              "packet's first beat as soon as the previous exchange ends (tests/test_wedge.py "
+              "plays it)", implemented=False),
+    Behaviour("ctl-faults", "never answer, answer twice or unasked, stop mid-name on OPEN and "
+              "CLOSE", False, "counting the control channel's exchanges with the device's own "
+              "RESET and CLOSE packets (tests/test_wedge.py plays them)", implemented=False),
+)
+#: Names of the behaviours drawn by default.
+DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
+
+#: The hosts of the run in progress in this process, for the guest function to find: the backend
+#: makes them (see :class:`vmshm.fuzz.run.FuzzJob`), the guest function plans their answers.
+ACTIVE = {}
+
+
+class FuzzHost(HostModel):
+    """A host model whose latency is chosen per request by the fuzzer.
+
+    Parameters
+    ----------
+    timing : HostTiming
+        Shared with the host BFM; its ``ctl_latency`` and ``dma_latency`` are set per request.
+
+    Attributes
+    ----------
+    counts : dict
+        How many OPEN, CLOSE, READ and WRITE requests reached the host.
+    """
+
+    def __init__(self, timing, **kwargs):
+        super().__init__(timing, **kwargs)
+        self._plan = {"ctl": deque(), "dma": deque()}
+        self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0}
+
+    @property
+    def dma_exchanges(self):
+        """Return how many window requests the host has taken: the next one's exchange number."""
+        return self.counts["READ"] + self.counts["WRITE"]
+
+    def fault(self, kind, **kwargs):
+        """Make the host's next window exchange misbehave as ``kind`` (``None``: behave).
+
+        The shared host BFM reads ``timing.faults`` per exchange (:mod:`vmshm.host_model.faults`).
+        """
+        self.timing.faults = (None if kind is None else
+                              HostFaults([Fault("dma", kind, exchange=self.dma_exchanges,
+                                                **kwargs)]))
+
+    def plan(self, channel, latency):
+        """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""
+        self._plan[channel].append(latency)
+
+    def pending(self, channel):
+        """Return how many planned answers on ``channel`` no request has used yet."""
+        return len(self._plan[channel])
+
+    def _take(self, op, channel):
+        self.counts[op] += 1
+        plan = self._plan[channel]
+        # A request the fuzzer did not plan (the device's own CLOSE after a late OPEN success)
+        # is answered at once.
+        latency = plan.popleft() if plan else 0
+        setattr(self.timing, f"{channel}_latency", latency)
+
+    def open(self, name):
+        self._take("OPEN", "ctl")
+        return super().open(name)
+
+    def close(self):
+        self._take("CLOSE", "ctl")
+        return super().close()
+
+    def dma_read(self, offset, n):
+        self._take("READ", "dma")
+        return super().dma_read(offset, n)
+
+    def dma_write(self, offset, data, mask=None):
+        self._take("WRITE", "dma")
+        return super().dma_write(offset, data, mask)

@@ -1,0 +1,482 @@
+"""The golden model: what VMShm answers, written from the register map and the docs, not the RTL.
+
+:class:`DeviceModel` takes guest transactions at the PCI function (memory bursts with byte
+enables, configuration requests, resets) together with what the host did for each one (answered
+in time, late, or never asked), and returns the completion the device must give: its status and
+every data word. It also holds every byte of the host's objects, so a run can compare them whole.
+
+Sources, rule by rule:
+
+- BARs, registers, reset values, access types, status codes: ``vmshm/regmap.py`` and
+  ``docs/registers.md`` (OPEN and CLOSE read-to-trigger on the lane that holds them, unknown
+  offsets read 0 and ignore writes, REJECTS cleared by any write, MAP_SIZE rounding);
+- the name the host sees (bytes up to the first NUL, or the whole buffer) and its errno:
+  the status-code table and the ``HostModel.open`` contract;
+- the window (words past MAP_SIZE rounded up to a word are rejected, bytes past the object read
+  0xff and ignore writes, nothing leaves while closed or with Bus Master Enable clear): the
+  MAP_SIZE and REJECTS rows and ARCHITECTURE.md;
+- timeouts (ETIMEDOUT, all ones for a timed-out read, a late OPEN success closed again, the
+  stale answer drained before the next OPEN or CLOSE, TIMEOUTS counting each, the sticky
+  DMA_ERROR bit of STATUS for a window's), what a misbehaving host's extra answers do (dropped by
+  tag), a write cut off half-way (the beat on offer goes as it is, the rest with no byte
+  enabled), resets reaching the host (it releases its object): ``docs/timing.md``, "The host
+  timeout" and "What the device does when the host misbehaves", and ``docs/registers.md``;
+- configuration space (IDs, command register, BAR sizing, the capability, UR for anything not a
+  one-dword request to the function): the PCI spec as ``docs/registers.md`` and README describe;
+  Signaled Target Abort (RW1C) after a window read the host failed, and the PCI Express
+  capability at 0x60 with FLR: ``VMShmPCI``'s docstring.
+
+Where the docs say nothing the RTL was read to decide, and the choice is marked ``RTL:`` below.
+None of these looked like a bug, so the model follows the RTL on each:
+
+- a window burst that runs past MAP_SIZE (rounded up to a word) is rejected whole and counted
+  once in REJECTS, not cut at MAP_SIZE ("accesses to words at or past this offset are
+  rejected" could be read either way);
+- OPEN while open is EBUSY even with Bus Master Enable clear (EBUSY before EPERM);
+- an OPEN or CLOSE read while a timed-out one's answer is still owed first waits for that answer
+  under its own timeout, so it returns ETIMEDOUT even where it would have been EBUSY or EPERM;
+- a window write whose acknowledgement times out (late, or never answered) completes SC and the
+  host has the data: it took every beat before answering (docs/timing.md's "dropped" is about
+  the beats a host never took);
+- window and name-buffer reads return whole words whatever their byte enables; only a BAR0 read's
+  first-beat byte enables matter (whether it touches OPEN's or CLOSE's lane); later beats of a
+  burst count as touching every lane, so a burst through 0x20 triggers CLOSE;
+- Interrupt Pin reads 0 (no INTx); ARCHITECTURE.md's QEMU notes speak of Interrupt Pin 1, which is
+  what QEMU's proxy expects of a whole Type-0 header: worth a look when the QEMU server lands;
+- the name buffer keeps its bytes across a reset of the function (a RAM has no reset).
+"""
+
+from dataclasses import dataclass
+
+from vmshm import pci_regs as P
+from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_OFFSET,
+                          DEVICE_ID, NAME_MAX, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, Status, capability_bytes)
+
+__all__ = ["FuzzConfig", "DeviceModel", "OPEN_OFF", "CLOSE_OFF"]
+
+OPEN_OFF = REG["OPEN"].offset
+CLOSE_OFF = REG["CLOSE"].offset
+#: Where VMShmPCI's docstring puts the PCI Express capability (with FLR).
+EXP_CAP_OFFSET = 0x60
+_DMA_ERROR_BIT = next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
+#: Window fates whose wait on the host times out.
+_TIMED_OUT = ("late", "never-answer")
+_CMD_WRITABLE = P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER | P.PCI_COMMAND_INTX_DISABLE
+
+
+@dataclass(frozen=True)
+class FuzzConfig:
+    """The device a campaign builds: the build parameters the model needs."""
+    data_width: int = 32
+    window_size: int = 4096
+    name_size: int = 512
+    regs_size: int = BAR0_SIZE
+    host_timeout: int = 1024
+
+    @property
+    def wb(self):
+        return self.data_width // 8
+
+    def params(self):
+        """Return the build parameters of :class:`~vmshm.rtl.VMShmPCI`."""
+        return {"data_width": self.data_width, "window_size": self.window_size,
+                "name_size": self.name_size, "regs_size": self.regs_size,
+                "host_timeout": self.host_timeout}
+
+
+@dataclass
+class Bar:
+    function: int
+    index: int
+    size: int
+    flags: int
+    base: int = 0
+
+    @property
+    def mask(self):
+        return 0xFFFF_FFFF & ~(self.size - 1)
+
+
+class DeviceModel:
+    """Predict VMShm's completions and the host's objects, one transaction at a time.
+
+    Parameters
+    ----------
+    config : FuzzConfig
+    objects : dict
+        ``{name (bytes, with the '/'): bytearray}``: the host's objects and their contents; the
+        model changes them as the device's DMA would.
+    """
+
+    def __init__(self, config, objects):
+        self.cfg = config
+        self.wb = config.wb
+        self.ones = (1 << config.data_width) - 1
+        self.objects = objects
+        # RTL: the name buffer is a RAM without reset; it powers up zero and keeps its bytes
+        # across a reset of the function (the docs do not say).
+        self.name_ram = bytearray(config.name_size)
+        self.bars = [Bar(BAR_REGS, 0, config.regs_size, 0),
+                     Bar(BAR_WINDOW, 1, config.window_size, P.PCI_BASE_ADDRESS_MEM_PREFETCH),
+                     Bar(BAR_NAME, 2, config.name_size, 0)]
+        # The vendor capability chains to the PCI Express capability (VMShmPCI's docstring).
+        self.cap = capability_bytes(window_size=config.window_size, name_size=config.name_size,
+                                    regs_bar=0, window_bar=1, name_bar=2, next_ptr=EXP_CAP_OFFSET)
+        self.reset()
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def reset(self):
+        """Apply a reset of the function: registers and configuration space to their reset values.
+
+        docs/timing.md, "Resets reach the host": the core's first control beat out of reset is a
+        RESET, and the host releases its object, so the next OPEN behaves as after power-on.
+        """
+        self.is_open = False
+        self.last_error = 0
+        self.obj_name = None
+        self.obj_size = 0
+        self.map_size = 0
+        self.rejects = 0
+        self.timeouts = 0
+        self.dma_error = False
+        self.target_abort = False
+        self.command = 0
+        self.host_base = 0
+        self.host_open = None
+        self.stale = None
+        self.cache_line = 0
+        self.int_line = 0
+        for b in self.bars:
+            b.base = 0
+
+    @property
+    def mse(self):
+        return bool(self.command & P.PCI_COMMAND_MEMORY)
+
+    @property
+    def bme(self):
+        return bool(self.command & P.PCI_COMMAND_MASTER)
+
+    @property
+    def map_limit(self):
+        wb = self.wb
+        return (self.map_size + wb - 1) // wb * wb
+
+    # -- the host, as the status-code table describes it ------------------------------------------
+
+    def streamed_name(self):
+        """Return the bytes OPEN streams to the host: up to and including the first NUL."""
+        nul = self.name_ram.find(b"\0")
+        return bytes(self.name_ram if nul < 0 else self.name_ram[:nul + 1])
+
+    def host_answer_open(self):
+        """Return ``(status, size)`` the host answers to OPEN with the name buffer as it is."""
+        raw = self.streamed_name()
+        if self.host_open is not None:
+            return Status.EBUSY, 0
+        if not raw.endswith(b"\0"):
+            return Status.ENAMETOOLONG, 0
+        name = raw[:-1]
+        if not name or not name.startswith(b"/") or b"/" in name[1:] or name == b"/":
+            return Status.EINVAL, 0
+        if len(name) - 1 > NAME_MAX:
+            return Status.ENAMETOOLONG, 0
+        if name not in self.objects:
+            return Status.ENOENT, 0
+        if not self.objects[name]:
+            return Status.EINVAL, 0
+        return Status.OK, len(self.objects[name])
+
+    # -- what a guest access does -----------------------------------------------------------------
+
+    def decode(self, addr, count):
+        """Return the BAR a memory burst of ``count + 1`` words at ``addr`` hits, or None (UR)."""
+        if not self.mse:
+            return None
+        hits = []
+        for b in self.bars:
+            if addr >> 32 or (addr & b.mask) != b.base:
+                continue
+            off = addr & (b.size - 1)
+            if off // self.wb + count + 1 <= b.size // self.wb:
+                hits.append((b, off))
+        assert len(hits) <= 1, "the generator placed BARs that overlap"
+        return hits[0] if hits else None
+
+    def reg_word(self, off):
+        """Return the register-file word at byte offset ``off`` of BAR0 (OPEN and CLOSE read 0)."""
+        word = 0
+        for lane in range(self.wb // 4):
+            word |= self._reg(off + 4 * lane) << (32 * lane)
+        return word
+
+    def _reg(self, off):
+        values = {
+            REG["ID"].offset: DEVICE_ID, REG["VERSION"].offset: ABI_VERSION,
+            REG["STATUS"].offset: (int(self.is_open) | int(self.dma_error) << _DMA_ERROR_BIT |
+                                   (self.last_error & 0xFF) << 8),
+            REG["MAP_SIZE"].offset: self.map_size,
+            REG["OBJ_SIZE_LO"].offset: self.obj_size & 0xFFFF_FFFF,
+            REG["OBJ_SIZE_HI"].offset: self.obj_size >> 32,
+            REG["REJECTS"].offset: self.rejects,
+            REG["WINDOW_SIZE"].offset: self.cfg.window_size,
+            REG["NAME_SIZE"].offset: self.cfg.name_size,
+            REG["TIMEOUTS"].offset: self.timeouts,
+        }
+        return values.get(off, 0)
+
+    def triggers(self, off, count, be):
+        """Return the ops (``"OPEN"``, ``"CLOSE"``) a BAR0 read burst triggers, in order."""
+        ops = []
+        for k in range(count + 1):
+            o = off + k * self.wb
+            # A read triggers when its byte enables touch the register's lane (lane 0 of the
+            # word); beats after the first carry no byte enables and read whole words.
+            if k == 0 and not be & 0xF:
+                continue
+            if o == OPEN_OFF:
+                ops.append("OPEN")
+            elif o == CLOSE_OFF:
+                ops.append("CLOSE")
+        return ops
+
+    def op_reaches_host(self, op):
+        """Return whether OPEN or CLOSE, read now, will send a request to the host."""
+        if self.stale is not None:
+            return False        # the caller decides whether the stale answer comes in time
+        if op == "OPEN":
+            return not self.is_open and self.bme
+        return True
+
+    def _do_op(self, op, fate):
+        """Carry out OPEN or CLOSE; ``fate`` says what the host did. Return the status."""
+        if self.stale is not None:
+            # The device first waits for the stale answer; the caller issued this op only where
+            # that answer cannot come before the timeout.
+            assert fate == "blocked", fate
+            status = Status.ETIMEDOUT
+        elif op == "OPEN" and self.is_open:
+            status = Status.EBUSY
+        elif op == "OPEN" and not self.bme:
+            status = Status.EPERM
+        elif op == "OPEN":
+            status, size = self.host_answer_open()
+            if status == Status.OK:
+                self.host_open = self.streamed_name()[:-1]
+            if fate == "late":
+                self.stale = ("OPEN", status)
+                status = Status.ETIMEDOUT
+            elif status == Status.OK:
+                self.is_open = True
+                self.obj_name = self.host_open
+                self.obj_size = size
+                self.map_size = min(size, self.cfg.window_size)
+                self.host_base = self.next_host_base
+        else:
+            # CLOSE leaves the window closed whatever the host answers.
+            self.is_open = False
+            self.obj_name = None
+            self.obj_size = self.map_size = 0
+            self.host_open = None
+            status = Status.OK
+            if fate == "late":
+                self.stale = ("CLOSE", status)
+                status = Status.ETIMEDOUT
+        if status == Status.ETIMEDOUT:
+            self.count_timeout()
+        self.last_error = status
+        return status
+
+    def count_timeout(self, *, window=False):
+        """Count a wait on the host that timed out (TIMEOUTS); a window's sets DMA_ERROR."""
+        self.timeouts = min(self.timeouts + 1, 0xFFFF_FFFF)
+        if window:
+            self.dma_error = True
+
+    #: The host bus address the host gives with its next OPEN success (set by the generator).
+    next_host_base = 0
+
+    def settle(self):
+        """Take the stale answer of a timed-out OPEN or CLOSE, once it has certainly come.
+
+        A late OPEN success is closed again by the device, so the host ends up holding nothing.
+        """
+        if self.stale is not None:
+            op, status = self.stale
+            if op == "OPEN" and status == Status.OK:
+                self.host_open = None
+            self.stale = None
+
+    def mem_read(self, addr, count, be, fates=(), dma_fate=None):
+        """Return ``(status, words)`` of a memory read burst of ``count + 1`` words.
+
+        ``fates`` holds one fate (``"fast"``, ``"late"``, ``"blocked"``) per OPEN or CLOSE the
+        burst triggers; ``dma_fate`` says what the host does with a window read: ``"late"``
+        (answers after the timeout) and ``"never-answer"`` time out; ``"answer-twice"``,
+        ``"unasked"`` (extra answers dropped by their tags) and ``"fast"`` do not.
+        """
+        n = count + 1
+        hit = self.decode(addr, count)
+        if hit is None:
+            return "UR", [self.ones] * n
+        bar, off = hit
+        wb = self.wb
+        if bar.function == BAR_REGS:
+            fates = list(fates)
+            words = []
+            for k in range(n):
+                o = off + k * wb
+                word = self.reg_word(o)
+                if (o in (OPEN_OFF, CLOSE_OFF)) and (k > 0 or be & 0xF):
+                    op = "OPEN" if o == OPEN_OFF else "CLOSE"
+                    status = self._do_op(op, fates.pop(0))
+                    word = (word & ~0xFFFF_FFFF) | status
+                words.append(word)
+            return "SC", words
+        if bar.function == BAR_NAME:
+            return "SC", [int.from_bytes(self.name_ram[off + k * wb:off + (k + 1) * wb],
+                                         "little") for k in range(n)]
+        if not self.window_ok(off, count):
+            self.rejects = min(self.rejects + 1, 0xFFFF_FFFF)
+            return "SC", [self.ones] * n
+        if dma_fate in _TIMED_OUT:
+            # docs/timing.md: all ones, counted in TIMEOUTS, DMA_ERROR set; the soft front end
+            # signals a Target Abort in its Status register (VMShmPCI's docstring).
+            self.count_timeout(window=True)
+            self.target_abort = True
+            return "SC", [self.ones] * n
+        obj = self.objects[self.obj_name]
+        raw = bytes(obj[off:off + n * wb])
+        raw += b"\xff" * (n * wb - len(raw))
+        return "SC", [int.from_bytes(raw[k * wb:(k + 1) * wb], "little") for k in range(n)]
+
+    def window_ok(self, off, count):
+        """Return whether a window burst at ``off`` reaches the host."""
+        end = off + (count + 1) * self.wb
+        return self.is_open and self.bme and end <= self.map_limit
+
+    def mem_write(self, addr, beats, dma_fate=None):
+        """Return the status of a memory write burst of ``beats`` (``(data, be)`` pairs).
+
+        ``dma_fate`` as for :meth:`mem_read`; besides, ``("stop-mid-packet", b)``: the host
+        stops before beat ``b`` for longer than the timeout.
+        """
+        hit = self.decode(addr, len(beats) - 1)
+        if hit is None:
+            return "UR"
+        bar, off = hit
+        wb = self.wb
+        if bar.function == BAR_REGS:
+            rej, tmo, st = (REG[r].offset for r in ("REJECTS", "TIMEOUTS", "STATUS"))
+            for k, (data, be) in enumerate(beats):
+                o = off + k * wb
+                if o == rej & ~(wb - 1) and (be >> (rej % wb)) & 0xF:
+                    self.rejects = 0
+                if o == tmo & ~(wb - 1) and (be >> (tmo % wb)) & 0xF:
+                    self.timeouts = 0
+                # STATUS is read-only but for DMA_ERROR: a write with its bit set clears it.
+                if (o == st & ~(wb - 1) and be >> (st % wb) & 1 and
+                        data >> (8 * (st % wb) + _DMA_ERROR_BIT) & 1):
+                    self.dma_error = False
+            return "SC"
+        if bar.function == BAR_NAME:
+            for k, (data, be) in enumerate(beats):
+                for i in range(wb):
+                    if be >> i & 1:
+                        self.name_ram[off + k * wb + i] = data >> (8 * i) & 0xFF
+            return "SC"
+        if not self.window_ok(off, len(beats) - 1):
+            self.rejects = min(self.rejects + 1, 0xFFFF_FFFF)
+            return "SC"
+        # "late", "never-answer": the host took every beat and stores the data; only its
+        # acknowledgement does not come in time, and that wait timing out counts like any other.
+        # "stop-mid-packet" before beat b: the beat on offer then stays owed and goes out as it
+        # is; the rest are finished with no byte enabled (docs/timing.md).
+        keep = len(beats)
+        if isinstance(dma_fate, tuple) and dma_fate[0] == "stop-mid-packet":
+            keep = dma_fate[1] + 1
+            self.count_timeout(window=True)
+        elif dma_fate in _TIMED_OUT:
+            self.count_timeout(window=True)
+        obj = self.objects[self.obj_name]
+        for k, (data, be) in enumerate(beats[:keep]):
+            for i in range(wb):
+                a = off + k * wb + i
+                if be >> i & 1 and a < len(obj):
+                    obj[a] = data >> (8 * i) & 0xFF
+        return "SC"
+
+    # -- configuration space -----------------------------------------------------------------------
+
+    def cfg_dword(self, off):
+        """Return the configuration dword at ``off`` (a multiple of 4)."""
+        if 0x10 <= off < 0x28:
+            for b in self.bars:
+                if off == 0x10 + 4 * b.index:
+                    return b.base | b.flags
+            return 0
+        if CAP_OFFSET <= off < CAP_OFFSET + len(self.cap):
+            return int.from_bytes(self.cap[off - CAP_OFFSET:off - CAP_OFFSET + 4], "little")
+        if EXP_CAP_OFFSET <= off < EXP_CAP_OFFSET + P.PCI_EXP_CAP_SIZEOF:
+            # Only what FLR needs: the header (version 2, end of list) and Device Capabilities'
+            # FLR bit; Device Control's Initiate FLR reads 0 and the rest is zero.
+            return {EXP_CAP_OFFSET: P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16,
+                    EXP_CAP_OFFSET + P.PCI_EXP_DEVCAP: P.PCI_EXP_DEVCAP_FLR}.get(off, 0)
+        status = P.PCI_STATUS_CAP_LIST | (P.PCI_STATUS_SIG_TARGET_ABORT if self.target_abort
+                                          else 0)
+        return {
+            0x00: PCI_VENDOR_ID | PCI_DEVICE_ID << 16,
+            0x04: self.command | status << 16,
+            0x08: PCI_REVISION | (P.PCI_CLASS_MEMORY_RAM << 8) << 8,
+            0x0C: self.cache_line | P.PCI_HEADER_TYPE_NORMAL << 16,
+            0x2C: PCI_SUBSYSTEM_VENDOR_ID | PCI_SUBSYSTEM_ID << 16,
+            0x34: CAP_OFFSET,
+            # RTL: Interrupt Pin reads 0 (no INTx); ARCHITECTURE.md's QEMU notes say 1.
+            0x3C: self.int_line,
+        }.get(off, 0)
+
+    def _cfg_ok(self, dev, addr, count):
+        # Only a one-word request to this function's slot, inside 4 KiB, is served.
+        return dev == 0 and count == 0 and addr < 4096
+
+    def cfg_read(self, dev, addr, count):
+        """Return ``(status, words)`` of a configuration read."""
+        if not self._cfg_ok(dev, addr, count):
+            return "UR", [self.ones] * (count + 1)
+        word = 0
+        base = addr & ~(self.wb - 1)
+        for lane in range(self.wb // 4):
+            word |= self.cfg_dword(base + 4 * lane) << (32 * lane)
+        return "SC", [word]
+
+    def cfg_write(self, dev, addr, beats):
+        """Return the status of a configuration write."""
+        if not self._cfg_ok(dev, addr, len(beats) - 1):
+            return "UR"
+        data, be = beats[0]
+        base = addr & ~(self.wb - 1)
+        for lane in range(self.wb // 4):
+            off = base + 4 * lane
+            d = data >> (32 * lane) & 0xFFFF_FFFF
+            e = be >> (4 * lane) & 0xF
+            if off == P.PCI_COMMAND:
+                if e & 1:
+                    self.command = (self.command & 0xFF00) | (d & _CMD_WRITABLE & 0xFF)
+                if e & 2:
+                    self.command = (self.command & 0xFF) | (d & _CMD_WRITABLE & 0xFF00)
+                # Signaled Target Abort is RW1C.
+                if e & 8 and d >> 16 & P.PCI_STATUS_SIG_TARGET_ABORT:
+                    self.target_abort = False
+            elif off == P.PCI_CACHE_LINE_SIZE and e & 1:
+                self.cache_line = d & 0xFF
+            elif off == P.PCI_INTERRUPT_LINE and e & 1:
+                self.int_line = d & 0xFF
+            for b in self.bars:
+                if off == 0x10 + 4 * b.index:
+                    for byte in range(4):
+                        if e >> byte & 1:
+                            m = 0xFF << (8 * byte)
+                            b.base = (b.base & ~m) | (d & m & b.mask)
+        return "SC"

@@ -1,0 +1,132 @@
+"""Random differential testing (issue 17, item 5): the device against the golden model.
+
+CI depth: a few hundred transactions per configuration on Amaranth's simulator, and a short run on
+Verilator and Icarus whose records must equal Amaranth's for the same seed. `vmshm fuzz
+--transactions 100000` is the full depth.
+"""
+
+from dataclasses import asdict
+
+import pytest
+
+from vmshm.cli import main
+from vmshm.fuzz.host import BEHAVIOURS, DEFAULT_BEHAVIOURS
+from vmshm.fuzz.model import FuzzConfig
+from vmshm.fuzz.run import host_timing, run_fuzz
+from vmshm.host_model import HostTiming
+from vmshm.regmap import Status
+
+from conftest import require_backend
+
+#: 32-bit, a roomy name buffer (names past NAME_MAX fit) and a timeout OPEN fits in.
+WIDE = FuzzConfig(data_width=32, window_size=4096, name_size=512, host_timeout=1024)
+#: 64-bit with a short timeout: a long burst under a slow host takes many timeouts in all, but
+#: never between two beats.
+SHORT = FuzzConfig(data_width=64, window_size=1024, name_size=64, host_timeout=128)
+SHORT_TIMING = HostTiming(ctl_ready=1.0, dma_ready=0.75, rsp_valid=0.5, seed=11)
+
+
+def _ok(result):
+    assert result["mismatch"] is None, result["mismatch"]
+
+
+@pytest.fixture(scope="module")
+def wide():
+    return run_fuzz(transactions=700, seed=1, config=WIDE)
+
+
+@pytest.fixture(scope="module")
+def short():
+    return run_fuzz(transactions=500, seed=4, config=SHORT, timing=SHORT_TIMING)
+
+
+def test_wide_matches_the_model(wide):
+    """Names, OPEN and CLOSE, the window, configuration space and resets: no mismatch."""
+    _ok(wide)
+    stats, counts = wide["stats"], wide["counts"]
+    # Every class the issue names is reached, not only drawn.
+    assert stats["ETIMEDOUT-drain"] > 0, "no OPEN or CLOSE behind a stale answer"
+    assert stats["ETIMEDOUT-late"] > 0
+    assert stats["host_base checks"] > 0, "no successful OPEN to check host_base after"
+    assert stats["resets"] > 0
+    assert counts["name_bytes"] > 20 and counts["cfg_bad"] > 5 and counts["mem_bad"] > 5
+    statuses = {r[4][0] for r in wide["records"] if r[0] == "R" and r[4] and len(r[4]) == 1}
+    for code in (Status.OK, Status.ENOENT, Status.EINVAL, Status.ENAMETOOLONG, Status.EBUSY,
+                 Status.ETIMEDOUT):
+        assert code in statuses, f"no transaction completed with {code}"
+    assert any(r[0] == "CR" and r[2] > 0 and r[3] == "UR" for r in wide["records"]), \
+        "no multi-word configuration request"
+    assert any(r[0] in ("R", "W") and r[3] == "UR" and r[2] > 0 for r in wide["records"]), \
+        "no burst across a BAR's end"
+
+
+def test_short_timeout_long_bursts(short):
+    """Long window bursts under a host slower than the timeout in all, never between beats."""
+    _ok(short)
+    ones = (1 << 64) - 1
+    long_reads = [r for r in short["records"] if r[0] == "R" and r[2] >= 48 and
+                  r[3] == "SC" and any(w != ones for w in r[4])]
+    assert long_reads, "no long window read came back with data"
+    assert any(r[6] - r[5] > SHORT.host_timeout for r in long_reads), \
+        "no long read took longer than the host timeout in all"
+    assert short["stats"]["ETIMEDOUT-drain"] > 0
+
+
+def test_host_faults_reached(wide):
+    """Every window fault drawn by default happens, and the device matches the model through it:
+    all ones, dropped extra answers, the beats taken before a stop, TIMEOUTS and DMA_ERROR."""
+    _ok(wide)
+    for fault in ("late", "never-answer", "answer-twice", "unasked", "stop-mid-packet"):
+        assert fault in DEFAULT_BEHAVIOURS or fault == "late"
+        assert wide["stats"][fault] > 0, f"no window access met a host that does {fault}"
+
+
+def test_same_seed_same_run():
+    """A seed replays exactly: the same traffic, the same host decisions, the same records."""
+    a = run_fuzz(transactions=150, seed=21, config=SHORT)
+    b = run_fuzz(transactions=150, seed=21, config=SHORT)
+    _ok(a)
+    assert a["records"] == b["records"]
+    assert a["timing"] == b["timing"] == asdict(host_timing(21))
+    c = run_fuzz(transactions=150, seed=22, config=SHORT)
+    assert c["records"] != a["records"]
+
+
+def test_behaviours_documented():
+    """Every behaviour the generator knows is listed, and those off by default say why."""
+    assert {"fast", "late-ctl", "late-dma", "refuse", "reset-idle", "reset-open"} <= \
+        set(DEFAULT_BEHAVIOURS)
+    for b in BEHAVIOURS:
+        assert b.enabled or b.needs, f"{b.name} is off without saying what it waits for"
+
+
+@pytest.mark.parametrize("backend", ["verilator", "icarus"])
+def test_cocotb_records_equal_amaranth(backend):
+    """The generated Verilog gives the same records as Amaranth's simulator for one seed."""
+    require_backend(backend)
+    behaviours = [b for b in DEFAULT_BEHAVIOURS if not b.startswith("reset")]
+    ref = run_fuzz(transactions=120, seed=5, config=SHORT, behaviours=behaviours)
+    got = run_fuzz(transactions=120, seed=5, config=SHORT, backend=backend)
+    _ok(ref)
+    _ok(got)
+    assert got["records"] == ref["records"]
+
+
+def test_cli_prints_seed_counts_and_result(capsys):
+    assert main(["fuzz", "-n", "60", "--seed", "4", "--data-width", "64", "--window-size",
+                 "1024", "--name-size", "64", "--host-timeout", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 4, 60 transactions on amaranth" in out
+    assert "transactions 60," in out and "mismatches 0" in out
+
+
+def test_cli_refuses_bad_arguments(capsys):
+    assert main(["fuzz", "--behaviours", "fast,wedge-me"]) == 2
+    assert "unknown behaviour 'wedge-me'" in capsys.readouterr().err
+    assert main(["fuzz", "--behaviours", "fast,never-accept"]) == 2
+    assert "'never-accept' is not drawn yet: it needs a fault decided" in capsys.readouterr().err
+    # The user's text is printed as it is, never read as console markup.
+    assert main(["fuzz", "--behaviours", "[/]x"]) == 2
+    assert "unknown behaviour '[/]x'" in capsys.readouterr().err
+    assert main(["fuzz", "--window-size", "1000"]) == 2
+    assert "window_size must be a power of two" in capsys.readouterr().err
