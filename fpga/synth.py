@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from vmshm.options import TOP_OPTIONS, UsageError, add_core_args, add_pci_args, 
 from .paths import critical_paths, describe, sets_fmax
 from .platforms import resolve_board
 from .toolchain import (RESOURCES, ToolchainMissing, _clock_name, _run_tool, require_toolchain,
-                        tool_versions)
+                        tool_versions, write_verilog)
 
 __all__ = ["ECP5Target", "SynthResult", "DEFAULT_TARGET", "ecp5_target", "synthesize",
            "add_arguments", "run", "synthesize_all"]
@@ -162,7 +161,7 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
     ToolFailed
         Yosys or nextpnr failed; the message holds the end of its log.
     """
-    from .verilog import generate, module_name
+    from .verilog import module_name
 
     require_toolchain()
     if not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
@@ -177,12 +176,7 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
     with tempfile.TemporaryDirectory(prefix="vmshm-synth-") as scratch:
         work = Path(workdir) if workdir is not None else Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        if progress is not None:
-            progress(f"generating the Verilog of {module}")
-        start = time.monotonic()
-        (work / f"{module}.v").write_text(generate(top, **params) if verilog is None
-                                          else verilog)
-        result.seconds["generate"] = round(time.monotonic() - start, 2)
+        result.seconds["generate"] = write_verilog(work, top, params, verilog, progress)
 
         # File names are relative to the work folder: YoWASP maps its own folder over /tmp.
         result.seconds["yosys"] = round(_run_tool(

@@ -146,3 +146,19 @@ def _run_tool(tool, args, cwd, log_name, progress, what):
 def _clock_name(net):
     # nextpnr names a promoted clock "$glbnet$clk"; show the design's name for it.
     return net.rsplit("$", 1)[-1] if net.startswith("$glbnet$") else net
+
+
+def write_verilog(work, top, params, verilog=None, progress=None):
+    """Write ``top``'s Verilog (or ``verilog``, if given) into ``work``; return the seconds taken.
+
+    The file is named after the module, which is what the synthesis scripts read.
+    """
+    from .verilog import generate, module_name
+
+    module = module_name(top)
+    if progress is not None:
+        progress(f"generating the Verilog of {module}")
+    start = time.monotonic()
+    (Path(work) / f"{module}.v").write_text(generate(top, **params) if verilog is None
+                                            else verilog)
+    return round(time.monotonic() - start, 2)

@@ -10,11 +10,10 @@ Verilog (``vmshm generate --top usp``).
 
 import json
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .toolchain import _run_tool, require_toolchain
+from .toolchain import _run_tool, require_toolchain, write_verilog
 
 __all__ = ["XILINX_TOPS", "XILINX_FAMILY", "XILINX_NOTE", "XilinxResult", "synthesize_xilinx"]
 
@@ -93,7 +92,7 @@ def synthesize_xilinx(top="usp", params=None, *, family=XILINX_FAMILY, workdir=N
     ToolFailed
         Yosys failed; the message holds the end of its log.
     """
-    from .verilog import generate, module_name
+    from .verilog import module_name
 
     require_toolchain()
     params = dict(params or {})
@@ -102,12 +101,7 @@ def synthesize_xilinx(top="usp", params=None, *, family=XILINX_FAMILY, workdir=N
     with tempfile.TemporaryDirectory(prefix="vmshm-synth-") as scratch:
         work = Path(workdir) if workdir is not None else Path(scratch)
         work.mkdir(parents=True, exist_ok=True)
-        if progress is not None:
-            progress(f"generating the Verilog of {module}")
-        start = time.monotonic()
-        (work / f"{module}.v").write_text(generate(top, **params) if verilog is None
-                                          else verilog)
-        result.seconds["generate"] = round(time.monotonic() - start, 2)
+        result.seconds["generate"] = write_verilog(work, top, params, verilog, progress)
         # Out of context, like the ECP5 tops: no I/O buffers, no clock buffer on clk.
         result.seconds["yosys"] = round(_run_tool(
             "yosys", ["-q", "-l", "yosys.log", "-p",

@@ -1,9 +1,8 @@
 """``vmshm fuzz``: a random differential campaign against the golden model, on any backend."""
 
-import argparse
 
 from vmshm.backends import BACKENDS
-from vmshm.options import UsageError
+from vmshm.options import UsageError, integer
 
 from .host import BEHAVIOURS, DEFAULT_BEHAVIOURS
 
@@ -18,24 +17,8 @@ HELP = dict(
                 "exits 1. The same seed replays exactly.")
 
 
-def _positive(text):
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
-    return value
-
-
-def _nonneg(text):
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, not {value}")
-    return value
+_positive = integer(1)
+_nonneg = integer(0)
 
 
 def add_arguments(p):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from vmshm.checks import check_output_file
 from vmshm.console import note
-from vmshm.options import add_core_args, core_args
+from vmshm.options import add_core_args, core_args, integer
 
 from .model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams, _fmt_time, _with,
                     parse_sweep, pcie_flags, recommend_host_timeout, total)
@@ -27,15 +27,7 @@ def _probability(text):
     return value
 
 
-def _count(text):
-    import argparse
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, not {value}")
-    return value
+_count = integer(0)
 
 
 def add_arguments(p):

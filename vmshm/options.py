@@ -9,7 +9,7 @@ module; it imports none of them.
 import argparse
 import re
 
-__all__ = ["UsageError", "parse_size", "cycles", "hex16", "hex_bits", "add_core_args",
+__all__ = ["UsageError", "parse_size", "integer", "cycles", "hex16", "hex_bits", "add_core_args",
            "add_pci_args", "TOP_OPTIONS", "core_args"]
 
 _UNITS = {"": 1, "k": 1 << 10, "ki": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mi": 1 << 20,
@@ -27,6 +27,20 @@ def parse_size(text):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a size: use bytes, or a number with K, M or G (e.g. 1M)")
     return int(m.group(1), 0) * _UNITS[m.group(2).lower()]
+
+
+def integer(minimum=0):
+    """Return an argparse type taking a whole number (decimal, or ``0x`` hex) of at least
+    ``minimum``."""
+    def parse(text):
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
 
 
 def cycles(text):
