@@ -15,8 +15,9 @@ import time
 from functools import cache
 
 from vmshm.bfm import HostBFM, HostEvent, bus_timeout
-from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
+from vmshm.driver_model.bus import MAX_BURST, Access, BusTimeout, GuestBus, Space, Transaction
 from vmshm.host_model import HostModel, HostTiming
+from vmshm.host_model.faults import FAULT_KINDS, FOREVER
 from vmshm.regmap import CtlOp
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
@@ -35,9 +36,27 @@ _KINDS = ("ctl_req_first", "ctl_req_last", "ctl_rsp", "dma_req_first", "dma_req_
 _DMA_OPS = {100: "READ", 101: "WRITE"}
 _CTL_OPS = {CtlOp.OPEN: "OPEN", CtlOp.CLOSE: "CLOSE", CtlOp.RESET: "RESET"}
 _MAX_BURST = 256
+#: The harness's FaultChannel and FaultKind orders.
+_FAULT_CHANNELS = ("ctl", "dma")
+_FAULT_KINDS = ("stall", "drop", "late", "double", "unasked")
+assert set(_FAULT_KINDS) == set(FAULT_KINDS), "a fault kind the harness does not know"
 #: Completion status names by value: an enum lookup per burst costs more than the burst's C++.
 _STATUS_NAMES = {int(s): s.name for s in CplStatus}
 _SPACES = {Space.MEM: int(RtlSpace.MEM), Space.CFG: int(RtlSpace.CFG)}
+#: The harness's Shared block, by 64-bit word (harness.cpp's ``struct Shared``).
+(_CYCLE, _START, _DATA, _STATUS, _SPACE, _DEV, _ADDR, _WRITE, _WDATA, _BE,
+ _TIMEOUT) = range(11)
+_SHARED_WORDS = 11
+_FIELDS = tuple(Transaction.__dataclass_fields__)
+
+
+def _record(*values):
+    # A Transaction without the frozen dataclass's __init__ (one object.__setattr__ per field):
+    # half the cost, on the path of every access a QEMU guest waits for. Equal to one made the
+    # usual way (tests/test_native.py checks).
+    record = object.__new__(Transaction)
+    record.__dict__.update(zip(_FIELDS, values))
+    return record
 
 
 class NativeError(RuntimeError):
@@ -55,6 +74,8 @@ def _load(path):
             ("vm_new", vp, [ctypes.c_char_p]),
             ("vm_free", None, [vp]),
             ("vm_now", u64, [vp]),
+            ("vm_shared", vp, [vp]),
+            ("vm_word", i32, [vp, pi32]),
             ("vm_set_timing", None, [vp, i32, u32, i32]),
             ("vm_add_draws", None, [vp, i32, i32, ctypes.c_char_p, i32]),
             ("vm_set_fast", None, [vp, i32, i32]),
@@ -70,18 +91,21 @@ def _load(path):
             ("vm_ctl_drop", None, [vp, i32]),
             ("vm_dma_request", i32, [vp, i32, pu64, pi32, pu64, pu32]),
             ("vm_dma_answer", None, [vp, i32, i32, pu64, u32]),
-            ("vm_events", i32, [vp, i32, pu64, pu8, pu8, i32])):
+            ("vm_events", i32, [vp, i32, pu64, pu8, pu8, i32]),
+            ("vm_set_faults", None, [vp, i32, i32, pu64])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     return lib
 
 
-def _check_faults(timing):
-    # HostBFM plays HostFaults (stalls, late, dropped, doubled and unasked answers); the C++
-    # host does not, and a run that ignored them would pass for one that survived them.
-    if timing.faults:
-        raise ValueError("the native backend cannot play HostTiming.faults (a misbehaving host); "
-                         "run it on the amaranth, verilator or icarus backend")
+def _fault_rows(faults):
+    # HostFaults as the harness's rows: (channel, kind, exchange, beat, cycles) each.
+    rows = []
+    for f in faults.faults if faults else ():
+        cycles = f.cycles if f.cycles is not None else FOREVER if f.kind == "stall" else 0
+        rows += [_FAULT_CHANNELS.index(f.channel), _FAULT_KINDS.index(f.kind), f.exchange,
+                 f.beat, cycles]
+    return (ctypes.c_uint64 * len(rows))(*rows), len(rows) // 5
 
 
 def _serves_dma_as_plain(host):
@@ -108,8 +132,6 @@ class NativeSim:
     """
 
     def __init__(self, devices, hosts, timings, *, waves=None, **params):
-        for timing in timings:
-            _check_faults(timing)
         self._model = build(devices, waves=waves is not None, **params)
         self._lib = lib = _load(self._model.path)
         self.data_width = self._model.data_width
@@ -128,7 +150,12 @@ class NativeSim:
         self._which_ref = ctypes.byref(self._which)
         self._status = ctypes.c_int()
         self._status_ref = ctypes.byref(self._status)
+        # The harness's Shared block, read and written in place: no call, no conversions.
+        block = (ctypes.c_uint64 * _SHARED_WORDS).from_address(lib.vm_shared(self._h))
+        self._pub = memoryview(block).cast("B").cast("Q")
         self._told = [None] * devices
+        self._faults_told = [None] * devices
+        self._pairs = list(zip(range(devices), hosts, timings))
         #: Seconds spent running cycles in C++ (the rest of a run's wall time is Python's).
         self.compiled_s = 0.0
         self._mapped = [None] * devices
@@ -147,31 +174,42 @@ class NativeSim:
     def close(self):
         """Free the model (and close its waveform); the hosts are the caller's."""
         if self._h:
+            # The block goes with the model; the cycle count stays readable.
+            self._pub = list(self._pub)
             self._lib.vm_free(self._h)
             self._h = None
 
     def now(self):
         """Return the number of clock edges since reset."""
-        return self._lib.vm_now(self._h)
+        return self._pub[_CYCLE]
 
     def _sync(self):
         # Latencies may change between bursts (a LateHost changes them), and so may the object
-        # open on each host: hand both over before running cycles.
+        # open on each host and its faults (the fuzzer sets them per access): hand over what
+        # changed before running cycles. Checked before every burst, so kept to one test each.
+        for i, host, timing in self._pairs:
+            if (timing.dma_latency != self._told[i] or host.region is not self._mapped[i]
+                    or timing.faults is not self._faults_told[i]):
+                self._hand_over(i, host, timing)
+
+    def _hand_over(self, i, host, timing):
         lib = self._lib
-        for i, (host, timing) in enumerate(zip(self.hosts, self.timings)):
-            _check_faults(timing)
-            if timing.dma_latency != self._told[i]:
-                mask = sum(1 << c for c, g in enumerate(self._gates[i]) if g is not None)
-                lib.vm_set_timing(self._h, i, timing.dma_latency, mask)
-                self._told[i] = timing.dma_latency
-            region = host.region
-            if region is not self._mapped[i]:
-                err = (lib.vm_set_region(self._h, i, region.fileno(), region.size)
-                       if region is not None else lib.vm_set_region(self._h, i, -1, 0))
-                if err:
-                    raise NativeError(f"cannot use the object {region.name!r} for the native "
-                                      f"model: errno {err}")
-                self._mapped[i] = region
+        if timing.dma_latency != self._told[i]:
+            mask = sum(1 << c for c, g in enumerate(self._gates[i]) if g is not None)
+            lib.vm_set_timing(self._h, i, timing.dma_latency, mask)
+            self._told[i] = timing.dma_latency
+        region = host.region
+        if region is not self._mapped[i]:
+            err = (lib.vm_set_region(self._h, i, region.fileno(), region.size)
+                   if region is not None else lib.vm_set_region(self._h, i, -1, 0))
+            if err:
+                raise NativeError(f"cannot use the object {region.name!r} for the native "
+                                  f"model: errno {err}")
+            self._mapped[i] = region
+        if timing.faults is not self._faults_told[i]:
+            rows, n = _fault_rows(timing.faults)
+            lib.vm_set_faults(self._h, i, n, rows)
+            self._faults_told[i] = timing.faults
 
     def transact(self, space, dev, addr, write, count, datas, bes, timeout):
         """Run one guest burst to its end; return ``(data words, worst status)``."""
@@ -187,6 +225,27 @@ class NativeSim:
             self._run(timeout, status)
         words = self._lib.vm_result(self._h, self._out, self._status_ref)
         return self._out[:words], self._status.value
+
+    def word(self, space, dev, addr, write, data, be, timeout):
+        """Run a one-beat burst to its end; return ``(data word, worst status, start cycle)``.
+
+        :meth:`transact` for one word, with its arguments handed over in the Shared block.
+        """
+        self._sync()
+        pub = self._pub
+        pub[_SPACE] = space
+        pub[_DEV] = dev
+        pub[_ADDR] = addr
+        pub[_WRITE] = write
+        pub[_WDATA] = data
+        pub[_BE] = be
+        pub[_TIMEOUT] = timeout or 0
+        t0 = time.perf_counter()
+        status = self._lib.vm_word(self._h, self._which_ref)
+        self.compiled_s += time.perf_counter() - t0
+        if status != _DONE:
+            self._run(timeout, status)
+        return pub[_DATA], pub[_STATUS], pub[_START]
 
     def reset(self):
         """Reset every function for one clock edge, then release what the hosts hold open.
@@ -318,6 +377,34 @@ class NativeGuestBus(GuestBus):
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""
         self._sim.idle(cycles)
+
+    async def _read(self, space, dev, offset, size, max_words=MAX_BURST):
+        # The common case (a register, a guest's load): one word, one call into C++. The same
+        # burst and record as GuestBus._read makes.
+        wb = self._sim._wb
+        lo = offset % wb
+        if not 0 < size <= wb - lo:
+            return await super()._read(space, dev, offset, size, max_words)
+        sim, addr = self._sim, offset - lo
+        word, status, start = sim.word(_SPACES[space], dev or 0, addr, 0, 0,
+                                       ((1 << size) - 1) << lo, self._timeout)
+        self.records.append(_record(Access.READ, space, dev, addr, 1, start, sim.now(),
+                                    _STATUS_NAMES[status], self.label))
+        return (word >> 8 * lo & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+
+    async def _write(self, space, dev, offset, data, max_words=MAX_BURST):
+        data = bytes(data)
+        wb = self._sim._wb
+        lo = offset % wb
+        size = len(data)
+        if not 0 < size <= wb - lo:
+            return await super()._write(space, dev, offset, data, max_words)
+        sim, addr = self._sim, offset - lo
+        _, status, start = sim.word(_SPACES[space], dev or 0, addr, 1,
+                                    int.from_bytes(data, "little") << 8 * lo,
+                                    ((1 << size) - 1) << lo, self._timeout)
+        self.records.append(_record(Access.WRITE, space, dev, addr, 1, start, sim.now(),
+                                    _STATUS_NAMES[status], self.label))
 
     async def _burst_read(self, space, dev, addr, words, be):
         out, status = self._sim.transact(_SPACES[space], dev or 0, addr, 0, words - 1, (0,),

@@ -137,12 +137,34 @@ struct Event {
     uint8_t kind, op;
 };
 
-enum CtlState { C_GET, C_PENDING, C_WAIT, C_PUT };
-enum DmaState { D_HDR, D_DATA, D_PENDING, D_WAIT, D_PUT_W, D_PUT_R };
+enum CtlState { C_GET, C_PENDING, C_WAIT, C_PUT, C_STALL };
+enum DmaState { D_HDR, D_DATA, D_PENDING, D_WAIT, D_PUT_W, D_PUT_R, D_STALL };
+
+// HostFaults (vmshm.host_model.faults), handed over by Python: what goes wrong with which
+// exchange on which channel. HostBFM's _answer and _stall are the specification.
+enum FaultChannel { FC_CTL = 0, FC_DMA = 1 };
+enum FaultKind { F_STALL, F_DROP, F_LATE, F_DOUBLE, F_UNASKED };
+struct Fault {
+    uint64_t channel, kind, exchange, beat, cycles;
+};
+// An answer's beats go out in up to three rounds: one nobody asked for, the answer, again.
+enum Round { R_UNASKED, R_ANSWER, R_DOUBLE, R_DONE };
 
 struct Device {
     Stream ctl_req, ctl_rsp, dma_req, dma_rsp;
     Draws draws[CHANNELS];
+    std::vector<Fault> faults;
+    // Exchanges taken on each channel, counted as HostBFM counts them (RESET packets too).
+    uint64_t exchanges[2] = {0, 0};
+    // Whether the stall before the next request beat was looked up (once per beat, at the
+    // drive point its get starts, as HostBFM's _stall), and where a stall goes back to.
+    bool cchecked = false, dchecked = false;
+    uint64_t cstall = 0, dstall = 0;
+    DmaState dresume = D_HDR;
+    // The faults of the exchange being answered: bit k is FaultKind k; and its late cycles.
+    int cfaults = 0, dfaults = 0;
+    uint64_t clate = 0, dlate = 0;
+    Round cround = R_DONE, dround = R_DONE;
     uint32_t dma_latency = 0;
     bool fast = false;  // DMA served here from the mapping, else by Python
     // The open object: our own copy of the host model's descriptor, and its size at OPEN.
@@ -174,6 +196,17 @@ struct Device {
 
 enum GuestState { G_IDLE, G_PUT, G_GET, G_WAIT, G_RESET, G_DONE };
 
+// Read and written by Python through a memoryview (vm_shared), so that a one-word access costs
+// one call with no argument conversions: the QEMU guest waits for every one of them.
+struct Shared {
+    uint64_t cycle;  // the current cycle
+    uint64_t start;  // the cycle the last burst was submitted on
+    uint64_t data;   // the last completed burst's first data word
+    uint64_t status; // and its worst completion status
+    // vm_word's one-beat request
+    uint64_t space, dev, addr, write, wdata, be, timeout;
+};
+
 struct Sim {
     Top* top;
     VerilatedContext* ctx;
@@ -190,7 +223,9 @@ struct Sim {
     uint64_t out[256];
     int status = 0;
     uint64_t waited = 0, timeout = 0, idle_left = 0;
-    uint64_t cycle = 0;
+    Shared pub = {};
+    // A clock edge has run since vm_new: the first drive point is the BFM processes' start.
+    bool edged = false;
     // The top's counter restarts at a function reset (rst resets it too); the cycle number
     // does not, as in Amaranth's simulator, whose reset spares the counter.
     uint64_t offset = 0;
@@ -219,6 +254,44 @@ static bool clip(Device& d, uint64_t off, uint64_t n, uint64_t& end) {
 }
 
 static const int WB = VMSHM_DATA_WIDTH / 8;
+
+// HostFaults.of: the kinds (a bit each) naming this exchange, the last of a kind winning.
+static int faults_of(const Device& d, int channel, uint64_t exchange, uint64_t* late) {
+    int kinds = 0;
+    for (const Fault& f : d.faults) {
+        if (f.channel != (uint64_t)channel || f.exchange != exchange) continue;
+        kinds |= 1 << f.kind;
+        if (f.kind == F_LATE) *late = f.cycles;
+    }
+    return kinds;
+}
+
+// HostFaults.stall: cycles to wait before taking request beat `beat` of the exchange.
+static uint64_t stall_of(const Device& d, int channel, uint64_t exchange, uint64_t beat) {
+    const Fault* last = nullptr;
+    for (const Fault& f : d.faults)
+        if (f.channel == (uint64_t)channel && f.exchange == exchange && f.kind == F_STALL)
+            last = &f;
+    return last && last->beat == beat ? last->cycles : 0;
+}
+
+// The first round of an answer: the unasked one, the answer, or none (dropped).
+static Round first_round(int kinds) {
+    if (kinds >> F_UNASKED & 1) return R_UNASKED;
+    return kinds >> F_DROP & 1 ? R_DONE : R_ANSWER;
+}
+
+// The round after `r`, all its beats gone.
+static Round next_round(Round r, int kinds) {
+    if (r == R_UNASKED) return kinds >> F_DROP & 1 ? R_DONE : R_ANSWER;
+    if (r == R_ANSWER && kinds >> F_DOUBLE & 1) return R_DOUBLE;
+    return R_DONE;
+}
+
+// A tag no request had: the request's, half the tag space away.
+static uint64_t other_tag(uint64_t tag, int width) {
+    return (tag + (1ull << (width - 1))) % (1ull << width);
+}
 
 // Read the request's bytes; return false (nothing decided) if Python must serve it.
 static bool dma_read(Device& d) {
@@ -270,18 +343,25 @@ static bool dma_write(Device& d) {
 }
 
 // The DMA answer is known: wait the latency (HostBFM's io.wait), then answer.
+static void dma_next(Device& d) {
+    d.ds = D_HDR;
+    d.dchecked = false;
+}
+
 static void dma_waited(Device& d) {
     // A reset of the device since the request: nobody waits for this answer any more.
-    if (d.resets != d.depoch)
-        d.ds = D_HDR;
+    d.dround = first_round(d.dfaults);
+    if (d.resets != d.depoch || d.dround == R_DONE)
+        dma_next(d);
     else
         d.ds = d.dwrite ? D_PUT_W : D_PUT_R;
 }
 
 static void dma_answered(Device& d, uint32_t latency) {
     d.di = 0;
-    if (latency) {
-        d.dwait = latency;
+    uint64_t wait = latency + (d.dfaults >> F_LATE & 1 ? d.dlate : 0);
+    if (wait) {
+        d.dwait = wait;
         d.ds = D_WAIT;
     } else {
         dma_waited(d);
@@ -299,6 +379,9 @@ static void dma_request_done(Device& d, uint64_t cycle) {
 // A request's first beat moved.
 static void dma_header(Device& d, const Beat& b, uint64_t now) {
     d.depoch = d.resets;
+    d.dchecked = false;
+    d.dlate = 0;
+    d.dfaults = faults_of(d, FC_DMA, d.exchanges[FC_DMA]++, &d.dlate);
     d.daddr = FIELD(b, DMA_REQ, ADDR);
     d.dwords = (int)FIELD(b, DMA_REQ, COUNT) + 1;
     d.dwrite = FIELD(b, DMA_REQ, WRITE);
@@ -317,15 +400,60 @@ static void dma_header(Device& d, const Beat& b, uint64_t now) {
     }
 }
 
+// The control process takes the next packet (HostBFM.ctl_process's loop).
+static void ctl_next(Device& d) {
+    d.cs = C_GET;
+    d.cfirst = true;
+    d.cchecked = false;
+}
+
+// The control answer's latency is over: its rounds go out, if any.
+static void ctl_waited(Device& d) {
+    d.cround = first_round(d.cfaults);
+    if (d.cround == R_DONE)
+        ctl_next(d);
+    else
+        d.cs = C_PUT;
+}
+
+// A stall begun at the processes' start lasts one edge more: Amaranth's wait from time 0, which
+// is not just after an edge, lands on an edge and takes the next (vmshm.sim.bfm.wait_cycles),
+// and Amaranth's records are the reference.
+static uint64_t stall_from(const Sim* s, uint64_t cycles) {
+    return cycles && !s->edged ? cycles + 1 : cycles;
+}
+
 // Drive point: every BFM sets what it drives this cycle.
 static void drive(Sim* s) {
     *s->req.valid = s->gs == G_PUT;
     if (s->gs == G_PUT) s->beats[s->gi].store(s->req);
     *s->cpl.ready = s->gs == G_GET;
     for (Device& d : s->dev) {
+        if (d.cs == C_GET && !d.cchecked) {
+            d.cchecked = true;
+            uint64_t beat = d.cfirst ? 0 : d.name.size();
+            d.cstall = stall_from(s, stall_of(d, FC_CTL, d.exchanges[FC_CTL], beat));
+            if (d.cstall) d.cs = C_STALL;
+        }
+        if ((d.ds == D_HDR || d.ds == D_DATA) && !d.dchecked) {
+            d.dchecked = true;
+            bool hdr = d.ds == D_HDR;
+            d.dstall = stall_from(s, stall_of(d, FC_DMA, d.exchanges[FC_DMA] - !hdr,
+                                              hdr ? 0 : d.di));
+            if (d.dstall) {
+                d.dresume = d.ds;
+                d.ds = D_STALL;
+            }
+        }
         *d.ctl_req.ready = d.cs == C_GET ? d.ctry.start(d.draws[CH_CTL_READY]) : 0;
         if (d.cs == C_PUT) {
-            d.crsp.store(d.ctl_rsp);
+            Beat b = d.crsp;
+            if (d.cround == R_UNASKED) {
+                SET_FIELD(b, CTL_RSP, STATUS, 0);  // Status.OK
+                SET_FIELD(b, CTL_RSP, SIZE, 1ull << 20);
+                SET_FIELD(b, CTL_RSP, TAG, other_tag(d.ctag, CTL_RSP_TAG_W));
+            }
+            b.store(d.ctl_rsp);
             *d.ctl_rsp.valid = d.ctry.start(d.draws[CH_CTL_RSP]);
         } else {
             *d.ctl_rsp.valid = 0;
@@ -336,10 +464,12 @@ static void drive(Sim* s) {
             Beat b;
             b.clear();
             bool last = d.ds == D_PUT_W || d.di == d.dwords - 1;
-            SET_FIELD(b, DMA_RSP, DATA, d.ds == D_PUT_R ? d.ddata[d.di] : 0);
+            bool unasked = d.dround == R_UNASKED;
+            uint64_t ones = WB == 8 ? ~0ull : (1ull << (8 * WB)) - 1;
+            SET_FIELD(b, DMA_RSP, DATA, unasked ? ones : d.ds == D_PUT_R ? d.ddata[d.di] : 0);
             SET_FIELD(b, DMA_RSP, ERR, !d.dok);
             SET_FIELD(b, DMA_RSP, LAST, last);
-            SET_FIELD(b, DMA_RSP, TAG, d.dtag);
+            SET_FIELD(b, DMA_RSP, TAG, unasked ? other_tag(d.dtag, DMA_RSP_TAG_W) : d.dtag);
             b.store(d.dma_rsp);
             *d.dma_rsp.valid = d.dtry.start(d.draws[CH_DMA_RSP]);
         } else {
@@ -376,8 +506,9 @@ static void cycle(Sim* s) {
     }
     s->top->clk = 1;
     eval(s);
+    s->edged = true;
     uint64_t now = s->top->cycle + s->offset;
-    s->cycle = now;
+    s->pub.cycle = now;
     // The guest.
     switch (s->gs) {
         case G_PUT:
@@ -421,8 +552,11 @@ static void cycle(Sim* s) {
                     }
                     d.creset |= op == OP_RESET;
                     d.name.push_back((uint8_t)FIELD(ctl[i], CTL_REQ, DATA));
+                    d.cchecked = false;
                     if (FIELD(ctl[i], CTL_REQ, LAST)) {
                         d.ctag = FIELD(ctl[i], CTL_REQ, TAG);
+                        d.clate = 0;
+                        d.cfaults = faults_of(d, FC_CTL, d.exchanges[FC_CTL]++, &d.clate);
                         if (d.creset) {
                             // Python releases the object (HostModel.reset); no answer.
                             d.resets++;
@@ -435,13 +569,16 @@ static void cycle(Sim* s) {
                 }
                 break;
             case C_WAIT:
-                if (--d.cwait == 0) d.cs = C_PUT;
+                if (--d.cwait == 0) ctl_waited(d);
+                break;
+            case C_STALL:
+                if (--d.cstall == 0) d.cs = C_GET;
                 break;
             case C_PUT:
                 if (d.ctry.end(p.ctl_rsp_ready[i])) {
-                    stamp(d, now, EV_CTL_RSP, d.cop);
-                    d.cs = C_GET;
-                    d.cfirst = true;
+                    if (d.cround == R_ANSWER) stamp(d, now, EV_CTL_RSP, d.cop);
+                    d.cround = next_round(d.cround, d.cfaults);
+                    if (d.cround == R_DONE) ctl_next(d);
                 }
                 break;
             default:
@@ -462,25 +599,27 @@ static void cycle(Sim* s) {
                     }
                     d.ddata[d.di] = FIELD(dma[i], DMA_REQ, DATA);
                     d.dbe[d.di] = (uint32_t)FIELD(dma[i], DMA_REQ, BE);
+                    d.dchecked = false;
                     if (++d.di == d.dwords) dma_request_done(d, now);
                 }
                 break;
             case D_WAIT:
                 if (--d.dwait == 0) dma_waited(d);
                 break;
-            case D_PUT_W:
-                if (d.dtry.end(p.dma_rsp_ready[i])) {
-                    stamp(d, now, EV_DMA_RSP_FIRST, OP_WRITE);
-                    stamp(d, now, EV_DMA_RSP_LAST, OP_WRITE);
-                    d.ds = D_HDR;
-                }
+            case D_STALL:
+                if (--d.dstall == 0) d.ds = d.dresume;
                 break;
+            case D_PUT_W:
             case D_PUT_R:
                 if (d.dtry.end(p.dma_rsp_ready[i])) {
-                    if (d.di == 0) stamp(d, now, EV_DMA_RSP_FIRST, OP_READ);
-                    if (++d.di == d.dwords) {
-                        stamp(d, now, EV_DMA_RSP_LAST, OP_READ);
-                        d.ds = D_HDR;
+                    bool answer = d.dround == R_ANSWER;
+                    int op = d.dwrite ? OP_WRITE : OP_READ;
+                    if (answer && d.di == 0) stamp(d, now, EV_DMA_RSP_FIRST, op);
+                    if (++d.di == (d.dwrite ? 1 : d.dwords)) {
+                        if (answer) stamp(d, now, EV_DMA_RSP_LAST, op);
+                        d.di = 0;
+                        d.dround = next_round(d.dround, d.dfaults);
+                        if (d.dround == R_DONE) dma_next(d);
                     }
                 }
                 break;
@@ -533,7 +672,7 @@ void* vm_new(const char* vcd) {
         eval(s);
     }
     s->top->rst = 0;
-    s->cycle = s->top->cycle;
+    s->pub.cycle = s->top->cycle;
     return s;
 }
 
@@ -552,7 +691,10 @@ void vm_free(void* h) {
     delete s;
 }
 
-uint64_t vm_now(void* h) { return ((Sim*)h)->cycle; }
+uint64_t vm_now(void* h) { return ((Sim*)h)->pub.cycle; }
+
+//! The address of the Shared block Python reads and writes in place (vm_word, vm_now).
+uint64_t* vm_shared(void* h) { return &((Sim*)h)->pub.cycle; }
 
 //! Set device `i`'s DMA latency (for DMA served here) and which back-pressure channels draw
 //! (bit c: channel c). The control channel's latency comes with each answer.
@@ -605,6 +747,7 @@ void vm_submit(void* h, int space, int devno, uint64_t addr, int write, int coun
     s->waited = 0;
     s->timeout = timeout;
     s->gs = G_PUT;
+    s->pub.start = s->pub.cycle;
 }
 
 //! Let the guest idle for `cycles` cycles (run by vm_run).
@@ -637,6 +780,8 @@ int vm_run(void* h, int* which) {
         }
         if (s->gs == G_DONE) {
             s->gs = G_IDLE;
+            s->pub.data = s->gj ? s->out[0] : 0;
+            s->pub.status = (uint64_t)s->status;
             return ST_DONE;
         }
         if (s->timeout && s->waited >= s->timeout && (s->gs == G_PUT || s->gs == G_GET)) {
@@ -654,7 +799,7 @@ int vm_run(void* h, int* which) {
         }
         if (s->gs == G_RESET) {
             // One edge with the function reset high; the host processes run on through it.
-            s->offset = s->cycle + 1;
+            s->offset = s->pub.cycle + 1;
             s->top->rst = 1;
             cycle(s);
             s->top->rst = 0;
@@ -669,6 +814,15 @@ int vm_run(void* h, int* which) {
 int vm_go(void* h, int space, int devno, uint64_t addr, int write, int count, int nbeats,
           const uint64_t* data, const uint32_t* be, uint64_t timeout, int* which) {
     vm_submit(h, space, devno, addr, write, count, nbeats, data, be, timeout);
+    return vm_run(h, which);
+}
+
+//! Submit the one-beat burst in the Shared block and run it: as vm_go, without arguments.
+int vm_word(void* h, int* which) {
+    Shared& p = ((Sim*)h)->pub;
+    uint64_t data = p.wdata;
+    uint32_t be = (uint32_t)p.be;
+    vm_submit(h, (int)p.space, (int)p.dev, p.addr, (int)p.write, 0, 1, &data, &be, p.timeout);
     return vm_run(h, which);
 }
 
@@ -691,11 +845,7 @@ int vm_ctl_request(void* h, int i, uint8_t* name, int* len) {
 }
 
 //! Device `i`'s pending control request gets no answer (a RESET): take the next one.
-void vm_ctl_drop(void* h, int i) {
-    Device& d = ((Sim*)h)->dev[i];
-    d.cs = C_GET;
-    d.cfirst = true;
-}
+void vm_ctl_drop(void* h, int i) { ctl_next(((Sim*)h)->dev[i]); }
 
 //! Answer device `i`'s pending control request (echoing its op and tag) after `latency` cycles.
 void vm_ctl_answer(void* h, int i, int status, uint64_t size, uint64_t addr, uint32_t latency) {
@@ -706,11 +856,23 @@ void vm_ctl_answer(void* h, int i, int status, uint64_t size, uint64_t addr, uin
     SET_FIELD(d.crsp, CTL_RSP, ADDR, addr);
     SET_FIELD(d.crsp, CTL_RSP, OP, d.cop);
     SET_FIELD(d.crsp, CTL_RSP, TAG, d.ctag);
-    if (latency) {
-        d.cwait = latency;
+    uint64_t wait = latency + (d.cfaults >> F_LATE & 1 ? d.clate : 0);
+    if (wait) {
+        d.cwait = wait;
         d.cs = C_WAIT;
     } else {
-        d.cs = C_PUT;
+        ctl_waited(d);
+    }
+}
+
+//! Device `i`'s host faults: `n` rows of (channel, kind, exchange, beat, cycles), FaultKind
+//! order; a stall for ever has a cycle count past any run.
+void vm_set_faults(void* h, int i, int n, const uint64_t* rows) {
+    Device& d = ((Sim*)h)->dev[i];
+    d.faults.clear();
+    for (int k = 0; k < n; k++) {
+        const uint64_t* r = rows + 5 * k;
+        d.faults.push_back(Fault{r[0], r[1], r[2], r[3], r[4]});
     }
 }
 

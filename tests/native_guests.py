@@ -3,6 +3,7 @@
 import os
 
 from vmshm.driver_model import vmshm_probe
+from vmshm.regmap import REG
 
 
 async def awaits_sleep(bus):
@@ -74,3 +75,52 @@ async def writes_to_a_slow_host(bus, name):
     with open(f"/dev/shm{name}", "rb") as f:
         held = f.read(512)
     return said, held
+
+
+async def opens_and_closes(bus, name, rounds, pause):
+    """OPEN and CLOSE ``rounds`` times, ``pause`` cycles apart; return what each said.
+
+    Under host faults some time out; whatever each says, the backends must say it alike.
+    """
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    said = []
+    for _ in range(rounds):
+        try:
+            await drv.ioctl(fd, 0, name)
+            said.append("open")
+        except OSError as exc:
+            said.append(exc.errno)
+        said.append(await drv.regs.read32(REG["CLOSE"].offset))
+        said.append(await drv.regs.read32(REG["STATUS"].offset))
+        await bus.idle(pause)
+    await drv.close(fd)
+    return said
+
+
+async def window_accesses(bus, name, rounds, pause):
+    """Read and write 16 bytes through the window ``rounds`` times each, ``pause`` cycles
+    apart; return what the reads got and what each access said."""
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    mapping = await drv.mmap(fd, 4096)
+    said = []
+    for k in range(rounds):
+        for what in ("read", "write"):
+            try:
+                if what == "read":
+                    said.append(await mapping.read(64 * k, 16))
+                else:
+                    await mapping.write(64 * k + 8, bytes([0x30 + k]) * 16)
+                    said.append("written")
+            except OSError as exc:
+                said.append(exc.errno)
+            await bus.idle(pause)
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    with open(f"/dev/shm{name}", "rb") as f:
+        said.append(f.read(64 * rounds + 32))
+    return said
