@@ -210,8 +210,10 @@ class Fuzzer:
             await self.probe_wait(cycle - now)
 
     async def probe_wait(self, cycles):
-        # The bus's idle() wakes once a cycle; the backend's wait() sleeps through them all.
-        await self.bus._io.wait(cycles)
+        # A stream bus's idle() wakes once a cycle; its backend's wait() sleeps through them all.
+        # The native bus has no such backend: its idle() is one call into C++ already.
+        io = getattr(self.bus, "_io", None)
+        await (io.wait(cycles) if io is not None else self.bus.idle(cycles))
 
     async def _prepare_ctl(self, n_ops):
         """Before a read that triggers OPEN or CLOSE: return the fate of each, or None to skip."""

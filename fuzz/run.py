@@ -5,7 +5,9 @@ input for the function) and gets a :class:`Probe`: resets of the function, and t
 ``host_base`` output read after each OPEN, with a random bus address in the host's answer. The
 cocotb benches (Verilator, Icarus) run the same guest function through a :class:`FuzzJob`; their
 bench holds ``rst`` itself and answers OPEN with bus address 0, so resets and ``host_base`` checks
-are Amaranth-only (the traffic is otherwise the same, and so are the records).
+are Amaranth-only (the traffic is otherwise the same, and so are the records). The native backend
+runs the guest function in this process on the Verilated model, the host faults played by its C++
+host; like the cocotb benches it has no probe (``host_base`` is internal to the core there).
 """
 
 import os
@@ -183,6 +185,28 @@ def _run_amaranth(kwargs, timing, config, waves=None):
     return out["value"], out["cycles"]
 
 
+def _run_native(kwargs, timing, config, waves=None):
+    from vmshm.native.engine import simulate
+
+    from .gen import fuzz_guest
+
+    host = FuzzHost(timing)
+    ACTIVE.clear()
+    ACTIVE["hosts"] = [host]
+
+    async def guest(bus):
+        bus.timeout = guest_timeout(config)
+        return await fuzz_guest(bus, **kwargs)
+
+    try:
+        result = simulate(guest, hosts=[host], timing=timing, vcd=waves, **config.params())
+    finally:
+        ACTIVE.clear()
+        if host.is_open:
+            host.close()
+    return result.value, result.cycles
+
+
 def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=None,
              history=20, check_every=500, timing=None, waves=None, progress=False):
     """Run one campaign and return its outcome (see :func:`vmshm.fuzz.gen.fuzz_guest`).
@@ -193,7 +217,8 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
     config = config or FuzzConfig()
     behaviours = list(DEFAULT_BEHAVIOURS if behaviours is None else behaviours)
     if backend != "amaranth":
-        # Their benches drive rst and answer OPEN with bus address 0 themselves.
+        # Their benches drive rst and answer OPEN with bus address 0 themselves; native has
+        # no probe either.
         behaviours = [b for b in behaviours if not b.startswith("reset")]
     reason = backend_missing(backend)
     if reason:
@@ -208,6 +233,8 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
     try:
         if backend == "amaranth":
             value, cycles = _run_amaranth(kwargs, timing, config, waves)
+        elif backend == "native":
+            value, cycles = _run_native(kwargs, timing, config, waves)
         else:
             from vmshm.testbench.runner import run
             job = FuzzJob(devices=1, params=config.params(), timing=[asdict(timing)], fn=GUEST,

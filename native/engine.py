@@ -47,16 +47,22 @@ _SPACES = {Space.MEM: int(RtlSpace.MEM), Space.CFG: int(RtlSpace.CFG)}
 (_CYCLE, _START, _DATA, _STATUS, _SPACE, _DEV, _ADDR, _WRITE, _WDATA, _BE,
  _TIMEOUT) = range(11)
 _SHARED_WORDS = 11
-_FIELDS = tuple(Transaction.__dataclass_fields__)
 
 
-def _record(*values):
+def _record(access, space, dev, addr, words, start, end, status, label):
     # A Transaction without the frozen dataclass's __init__ (one object.__setattr__ per field):
     # half the cost, on the path of every access a QEMU guest waits for. Equal to one made the
     # usual way (tests/test_native.py checks).
     record = object.__new__(Transaction)
-    record.__dict__.update(zip(_FIELDS, values))
+    record.__dict__.update(access=access, space=space, dev=dev, addr=addr, words=words,
+                           start=start, end=end, status=status, label=label)
     return record
+
+
+if tuple(Transaction.__dataclass_fields__) != ("access", "space", "dev", "addr", "words",
+                                               "start", "end", "status", "label"):
+    # Transaction has changed: its own constructor, defaults and all, until _record follows.
+    _record = Transaction  # noqa: F811
 
 
 class NativeError(RuntimeError):

@@ -1,7 +1,7 @@
 """Random differential testing (issue 17, item 5): the device against the golden model.
 
 CI depth: a few hundred transactions per configuration on Amaranth's simulator, and a short run on
-Verilator and Icarus whose records must equal Amaranth's for the same seed. `vmshm fuzz
+Verilator, Icarus and native whose records must equal Amaranth's for the same seed. `vmshm fuzz
 --transactions 100000` is the full depth.
 """
 
@@ -109,6 +109,27 @@ def test_cocotb_records_equal_amaranth(backend):
     got = run_fuzz(transactions=120, seed=5, config=SHORT, backend=backend)
     _ok(ref)
     _ok(got)
+    assert got["records"] == ref["records"]
+
+
+@pytest.mark.parametrize("config,seed", [(SHORT, 5), (WIDE, 1)], ids=["short-64", "wide-32"])
+def test_native_records_equal_amaranth(config, seed, monkeypatch):
+    """The native backend, its C++ host playing the host faults, gives Amaranth's records."""
+    require_backend("native")
+    import uuid
+
+    import vmshm.fuzz.run as run
+    # The same object names in both runs: the name buffer's bytes are in the records.
+    monkeypatch.setattr(run, "uuid4", lambda: uuid.UUID(int=0x5eed << 112))
+    behaviours = [b for b in DEFAULT_BEHAVIOURS if not b.startswith("reset")]
+    ref = run_fuzz(transactions=300, seed=seed, config=config, behaviours=behaviours)
+    got = run_fuzz(transactions=300, seed=seed, config=config, backend="native")
+    _ok(ref)
+    _ok(got)
+    assert got["behaviours"] == behaviours
+    faulted = sum(got["stats"][k] for k in ("never-answer", "answer-twice", "unasked",
+                                              "stop-mid-packet"))
+    assert faulted > 0 and got["stats"]["late"] > 0, got["stats"]
     assert got["records"] == ref["records"]
 
 
