@@ -243,13 +243,17 @@ static void stamp(Device& d, uint64_t cycle, int kind, int op) {
     d.events.push_back(Event{cycle, (uint8_t)kind, (uint8_t)op});
 }
 
-// HostModel._clip: the end of the real bytes of [off, off + n), or false if refused.
-static bool clip(Device& d, uint64_t off, uint64_t n, uint64_t& end) {
+// HostModel._clip: the end of the real bytes of [off, off + n), or false if refused. A read
+// need not ask the object's current size (a system call on the path of every guest load): if
+// it shrank below `end`, pread comes back short and the request goes to Python, which refuses.
+// A write must ask, or pwrite would grow the object.
+static bool clip(Device& d, uint64_t off, uint64_t n, uint64_t& end, bool sized) {
     if (d.fd < 0 || off >= d.size) return false;
     end = off + n < d.size ? off + n : d.size;
+    if (!sized) return true;
     struct stat st;
     if (fstat(d.fd, &st) != 0) return false;
-    // The object shrank under us: touching the vanished part would raise SIGBUS.
+    // The object shrank under us: writing there would make it larger again.
     return end <= (uint64_t)st.st_size;
 }
 
@@ -297,7 +301,7 @@ static uint64_t other_tag(uint64_t tag, int width) {
 static bool dma_read(Device& d) {
     uint64_t n = (uint64_t)d.dwords * WB, end;
     uint8_t bytes[256 * 8];
-    if (!clip(d, d.daddr, n, end)) return false;
+    if (!clip(d, d.daddr, n, end, false)) return false;
     memset(bytes, 0xff, n);  // bytes past the object's end
     for (uint64_t got = 0; got < end - d.daddr;) {
         ssize_t r = pread(d.fd, bytes + got, end - d.daddr - got, d.daddr + got);
@@ -324,7 +328,7 @@ static bool store(Device& d, uint64_t off, const uint8_t* bytes, uint64_t n) {
 // Store the request's enabled bytes, each run of them at once, as ShmRegion.write does.
 static bool dma_write(Device& d) {
     uint64_t n = (uint64_t)d.dwords * WB, end;
-    if (!clip(d, d.daddr, n, end)) return false;
+    if (!clip(d, d.daddr, n, end, true)) return false;
     uint8_t bytes[256 * 8];
     for (int i = 0; i < d.dwords; i++) memcpy(bytes + i * WB, &d.ddata[i], WB);
     uint64_t keep = end - d.daddr, b = 0;

@@ -14,7 +14,7 @@ async def awaits_sleep(bus):
 
 async def shrink_then_read(bus, name):
     """Store 16 bytes at 4 KiB, read them back, shrink the object to 4 KiB as another process
-    could, and read them again: the host must refuse, not fault."""
+    could, then read them again and write there: the host must refuse both, not fault."""
     drivers, _ = await vmshm_probe(bus)
     drv = drivers[0]
     fd = await drv.open()
@@ -27,9 +27,15 @@ async def shrink_then_read(bus, name):
         after = await mapping.read(4096, 16)
     except OSError as exc:
         after = exc.errno
+    try:
+        # A write there must be refused too, not grow the object again.
+        await mapping.write(4100, b"\xa5" * 8)
+        wrote = "written"
+    except OSError as exc:
+        wrote = exc.errno
     await drv.munmap(mapping)
     await drv.close(fd)
-    return before, after
+    return before, after, wrote
 
 
 async def reset_midway(bus, name):
