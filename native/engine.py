@@ -7,7 +7,11 @@ cycle and comes back to Python only when a burst completes or it needs the host 
 CLOSE always (their rules live in :class:`~vmshm.host_model.HostModel`), DMA only for a host model
 that overrides HostModel's DMA or that HostModel would refuse (the rest is served in C++ on the
 object's descriptor), and back-pressure draws, which come from the same
-:class:`~vmshm.host_model.HostStalls` generators the Python BFMs use.
+:class:`~vmshm.host_model.HostStalls` generators the Python BFMs use. A misbehaving host's
+:class:`~vmshm.host_model.HostFaults` are handed over when they change and played in C++ as
+:class:`~vmshm.bfm.HostBFM` plays them. A one-word access (what a QEMU guest's load or store is)
+takes a short path: its request and answer go through a block of the harness's memory, so it
+costs one call with no argument conversions.
 """
 
 import ctypes
