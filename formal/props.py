@@ -257,7 +257,12 @@ class PCIProperties(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fn = fn = VMShmPCI(**PCI_PARAMS)
+        fn = VMShmPCI(**PCI_PARAMS)
+        fn._MustUse__silence = True     # elaborated by hand below, for its probe
+        m.submodules.fn = fn.elaborate(platform)
+        # A Function Level Reset withdraws the doorbell and the MSI message on offer, as any
+        # reset of the function does (the host hears of it as a RESET).
+        flr = fn._probe["flr"]
         _any_source(m, fn.host.ctl_rsp)
         _any_source(m, fn.host.dma_rsp)
         _any_source(m, fn.host.ring)
@@ -306,7 +311,7 @@ class PCIProperties(Elaboratable):
             m.d.comb += [_stable_sink(m, cpl, "cpl", C(0)),
                          _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
                          _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
-                         _stable_sink(m, fn.host.db, "db", C(0)),
-                         _stable_sink(m, fn.msi, "msi", C(0))]
+                         _stable_sink(m, fn.host.db, "db", flr),
+                         _stable_sink(m, fn.msi, "msi", flr)]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m
