@@ -446,7 +446,9 @@ class NativeGuestBus(GuestBus):
         """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""
         self._sim.idle(cycles)
 
-<<<<<<< HEAD
+    def intx(self, dev=0):
+        return self._sim.intx(dev)
+
     async def _read(self, space, dev, offset, size, max_words=MAX_BURST):
         # The common case (a register, a guest's load): one word, one call into C++. The same
         # burst and record as GuestBus._read makes.
@@ -474,10 +476,6 @@ class NativeGuestBus(GuestBus):
                                     ((1 << size) - 1) << lo, self._timeout)
         self.records.append(_record(Access.WRITE, space, dev, addr, 1, start, sim.now(),
                                     _STATUS_NAMES[status], self.label))
-=======
-    def intx(self, dev=0):
-        return self._sim.intx(dev)
->>>>>>> dbrtl
 
     async def _burst_read(self, space, dev, addr, words, be):
         out, status = self._sim.transact(_SPACES[space], dev or 0, addr, 0, words - 1, (0,),
