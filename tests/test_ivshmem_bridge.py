@@ -1,0 +1,184 @@
+"""A simulated VMShm device in an ivshmem group, and the channel's figures on the RTL.
+
+The device (its host model bridged by :class:`~vmshm.ivshmem.IvshmemBridge`) joins a real
+``vmshm ivshmem-server`` process; a second host program joins as an :class:`IvshmemPeer`. Guest
+DOORBELL writes must reach that peer's eventfd, its rings the device's INTR_STATUS, and IVPOSITION
+must read the ID the server gave. The channel rows run the guest's side of ``docs/channel.md``
+through the window and check the bytes per simulated cycle against the datapath's limit.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from conftest import require_backend
+from vmshm.backends import simulator
+from vmshm.driver_model import vmshm_probe
+from vmshm.host_model import HostModel, ShmRegion
+from vmshm.ivshmem import HostDoorbell, IvshmemBridge, IvshmemPeer
+from vmshm.ivshmem import bench
+from vmshm.regmap import REG
+
+NOT_YET = 0xFFFF_FFFF
+
+
+@pytest.fixture
+def group(tmp_path):
+    """A ``vmshm ivshmem-server`` process (2 vectors a peer) with an object of this test's own."""
+    sock = str(tmp_path / "ivshmem.sock")
+    name = f"/vmshm-bridge-{os.getpid()}-{uuid4().hex[:8]}"
+    proc = subprocess.Popen([sys.executable, "-m", "vmshm.cli", "ivshmem-server", "-S", sock,
+                             "-M", name, "-l", "64K", "-n", "2", "-F"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        end = time.monotonic() + 30
+        while not os.path.exists(sock):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < end, "the server did not listen within 30 s"
+            time.sleep(0.05)
+        yield sock, name
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        try:
+            os.unlink(f"/dev/shm{name}")
+        except FileNotFoundError:
+            pass
+
+
+def _object(size=64 << 10):
+    name = f"/vmshm-brobj-{os.getpid()}-{uuid4().hex[:8]}"
+    return name, ShmRegion.create(name, size)
+
+
+async def _regs(bus):
+    drivers, _ = await vmshm_probe(bus)
+    return drivers[0].regs
+
+
+async def _wait_status(bus, regs, bit, cycles=400_000, step=200):
+    """Idle until INTR_STATUS has ``bit`` (rings come from another thread, in wall time)."""
+    end = bus.now() + cycles
+    while bus.now() < end:
+        status = await regs.read32(REG["INTR_STATUS"].offset)
+        if status & bit:
+            return status
+        await bus.idle(step)
+        time.sleep(0.001)                  # let the bridge's thread run
+    return await regs.read32(REG["INTR_STATUS"].offset)
+
+
+def test_a_device_is_a_peer_of_an_ivshmem_group(group):
+    sock, _ = group
+    host = HostModel()
+    logged = []
+    with IvshmemBridge.connect(host, sock, vectors=2, log=logged.append) as bridge, \
+            IvshmemPeer.connect(sock, vectors=2) as other:
+        other.wait_for_peers(1)
+        bridge.peer.wait_for_peers(1)
+        assert host.peer_id == bridge.id != other.id
+        woke = {}
+        # The second host program blocks on its eventfd before the guest rings it.
+        waiter = threading.Thread(target=lambda: woke.setdefault("n", other.wait(1, 20.0)))
+        waiter.start()
+
+        async def guest(bus):
+            regs = await _regs(bus)
+            out = {"ivposition": await regs.read32(REG["IVPOSITION"].offset)}
+            await regs.write32(REG["INTR_MASK"].offset, 0b10)
+            await regs.write32(REG["DOORBELL"].offset, other.id << 16 | 1)
+            out["forwarded"] = bridge.forwarded
+            # Bad doorbells: no such peer, no such vector. Dropped; the device goes on.
+            await regs.write32(REG["DOORBELL"].offset, 4321 << 16 | 0)
+            await regs.write32(REG["DOORBELL"].offset, other.id << 16 | 7)
+            out["before"] = await regs.read32(REG["INTR_STATUS"].offset)
+            other.ring(bridge.id, 1)
+            out["after"] = await _wait_status(bus, regs, 0b10)
+            await regs.write32(REG["INTR_STATUS"].offset, 0b10)
+            out["cleared"] = await regs.read32(REG["INTR_STATUS"].offset)
+            return out
+
+        got = simulator("amaranth")(guest, hosts=[host]).value
+        waiter.join(timeout=20)
+        assert got["ivposition"] == bridge.id
+        assert woke.get("n") == 1 and got["forwarded"] == 1
+        assert bridge.dropped == 2 and len(logged) == 2
+        assert "4321" in logged[0] and "not in the group" in logged[0]
+        assert "vectors 0..1, not 7" in logged[1]
+        assert got["before"] == 0 and got["after"] == 0b10 and got["cleared"] == 0
+        assert host.doorbells[:3] == [(other.id, 1), (4321, 0), (other.id, 7)]
+        assert bridge.delivered >= 1
+
+        # A peer that leaves: its doorbells are dropped from then on.
+        gone = other.id
+        other.close()
+        end = time.monotonic() + 10
+        while gone in bridge.peer.peers:
+            assert time.monotonic() < end, "the server did not say the peer left"
+            time.sleep(0.01)
+
+        async def after_leave(bus):
+            regs = await _regs(bus)
+            await regs.write32(REG["DOORBELL"].offset, gone << 16 | 0)
+            return await regs.read32(REG["IVPOSITION"].offset)
+
+        assert simulator("amaranth")(after_leave, hosts=[host]).value == bridge.id
+        assert bridge.dropped == 3 and f"peer {gone} is not in the group" in logged[-1]
+    # Closed: the device has no ID again.
+    assert host.peer_id is None
+
+    async def ivposition(bus):
+        return await (await _regs(bus)).read32(REG["IVPOSITION"].offset)
+
+    assert simulator("amaranth")(ivposition, hosts=[host]).value == NOT_YET
+
+
+def test_a_host_program_rings_the_device_without_a_server():
+    host = HostModel()
+    bell = HostDoorbell(host, vector=3)
+    woke = {}
+    waiter = threading.Thread(target=lambda: woke.setdefault("got", bell.wait(20.0)))
+    waiter.start()
+
+    async def guest(bus):
+        regs = await _regs(bus)
+        await regs.write32(REG["DOORBELL"].offset, 9 << 16 | 2)
+        bell.ring()
+        await bus.idle(2)
+        return (await regs.read32(REG["INTR_STATUS"].offset),
+                await regs.read32(REG["IVPOSITION"].offset))
+
+    status, ivposition = simulator("amaranth")(guest, hosts=[host]).value
+    waiter.join(timeout=20)
+    assert woke.get("got") is True and host.doorbells == [(9, 2)]
+    assert status == 1 << 3 and ivposition == NOT_YET
+    assert not bell.wait(0.01)            # nothing new since the last wait
+    bell.close()
+    assert host.on_doorbell is None
+
+
+@pytest.mark.parametrize("backend", ["amaranth", "native"])
+def test_channel_rtl_rows_reach_the_datapath_limit(backend):
+    """Five messages of 64 B and 4 KiB each way: at least 0.8 of one word a cycle, from simulated cycles."""
+    if backend == "native":
+        require_backend("native")
+    widths = (32,) if backend == "amaranth" else (32, 64)
+    for width in widths:
+        rows = bench.rtl(5, [64, 4096], data_width=width, backend=backend)
+        assert [(r["direction"], r["bytes"]) for r in rows] == [
+            ("guest → host", 64), ("host → guest", 64),
+            ("guest → host", 4096), ("host → guest", 4096)]
+        for r in rows:
+            assert r["limit"] == width // 8 and r["backend"] == backend
+            assert r["data"] + r["indices"] + r["registers"] <= r["cycles"]
+            if r["bytes"] == 4096:
+                assert r["ratio"] >= 0.8, r
+        # The guest rang the host for each message it sent (the host sleeps on an empty ring)
+        # and the host rang it back when it had filled the ring and slept.
+        assert rows[2]["rings"] == 5 and rows[3]["rings"] >= 1
