@@ -181,3 +181,82 @@ def test_channel_rtl_rows_reach_the_datapath_limit(backend):
         # The guest rang the host for each message it sent (the host sleeps on an empty ring)
         # and the host rang it back when it had filled the ring and slept.
         assert rows[2]["rings"] == 5 and rows[3]["rings"] >= 1
+
+
+def test_channel_sleeps_and_wakes_between_a_guest_and_a_host_thread():
+    """The host program of the README: a thread with Channel and HostDoorbell, no server.
+
+    It starts each way only once the guest's side says it sleeps (its waiting flag: on the full
+    ring, then on the empty one), so both sleeps happen and only the host program's rings (through
+    INTR_STATUS) can end them.
+    """
+    import mmap
+
+    from vmshm.ivshmem.channel import OFF_CONS_WAITING, OFF_PROD_WAITING, Channel
+    from vmshm.ivshmem.window_channel import GuestDoorbell, WindowChannel
+    name, region = _object()
+    host = HostModel()
+    bell = HostDoorbell(host, vector=0)
+    mm = mmap.mmap(region.fileno(), region.size)
+    up, down = Channel.init(mm, 0, 0x8000), Channel.init(mm, 0x8000, 0x8000)
+    count, length = 6, 4096
+    got, errors = [], []
+
+    def message(i):
+        return bytes([i]) * length
+
+    def sleeping(ch, flag):
+        end = time.monotonic() + 60
+        while not ch._w(flag):
+            if time.monotonic() > end:
+                raise TimeoutError(f"the guest never set the flag at {flag:#x}")
+            time.sleep(0.01)
+        # The flag is set before the guest's last look at the ring: give that look time to
+        # find the ring still full (empty), so the guest is waiting on INTR_STATUS when rung.
+        time.sleep(1.0)
+
+    def host_program():
+        try:
+            sleeping(up, OFF_PROD_WAITING)          # the guest filled the ring and sleeps
+            for _ in range(count):
+                got.append(up.recv(bell, timeout=60))
+            sleeping(down, OFF_CONS_WAITING)        # the guest found this one empty and sleeps
+            for i in range(count):
+                down.send(message(100 + i), bell, timeout=60)
+        except Exception as exc:            # the test thread reports it
+            errors.append(exc)
+
+    async def guest(bus):
+        drivers, _ = await vmshm_probe(bus)
+        drv = drivers[0]
+        fd = await drv.open()
+        await drv.ioctl(fd, 0, name)
+        mapping = await drv.mmap(fd, region.size)
+        db = GuestDoorbell(drv.regs, bus, target=0)
+        await db.enable()
+        tx = await WindowChannel.attach(mapping, 0)
+        rx = await WindowChannel.attach(mapping, 0x8000)
+        for i in range(count):
+            await tx.send(message(i), db, cycles=50_000)
+        waits = db.wakes
+        back = [await rx.recv(db, cycles=50_000) for _ in range(count)]
+        await drv.munmap(mapping)
+        await drv.close(fd)
+        return waits, db.wakes - waits, back
+
+    thread = threading.Thread(target=host_program)
+    thread.start()
+    try:
+        full_waits, empty_waits, back = simulator("amaranth")(guest, hosts=[host]).value
+    finally:
+        thread.join(timeout=120)
+        up.close()
+        down.close()
+        mm.close()
+        region.unlink()
+        region.close()
+    assert not errors, errors
+    assert got == [message(i) for i in range(count)]
+    assert back == [message(100 + i) for i in range(count)]
+    assert full_waits >= 1 and empty_waits >= 1
+    assert bell.wakes >= 1 and bell.rings >= 2
