@@ -3,8 +3,9 @@
 :class:`WindowChannel` is the ring of :mod:`.channel` (and ``guest/vmshm_channel.h``) reached
 through a guest mapping of the device's window (``VMShmDriver.mmap``: ``await read(offset, n)``,
 ``await write(offset, data)``), so every load and store is a bus transaction the simulation
-counts in cycles. :class:`GuestDoorbell` rings a peer through the DOORBELL register and waits for
-the device's INTR_STATUS bit. Both run in a guest function on any backend.
+counts in cycles. :class:`GuestDoorbell` rings a peer (DOORBELL) and waits for the device's
+interrupt through the driver model's ioctl and blocking read. Both run in a guest function on
+any backend.
 
 Same bytes, same protocol as the C header; what differs is only which loads are made, since each
 one is a round trip over the bus: a side keeps its own index (it is the only writer) instead of
@@ -14,7 +15,7 @@ one store (one burst). The bus completes requests in order, one at a time, so a 
 object before the next access starts: that is the store-load fence the sleep protocol needs.
 """
 
-from vmshm.regmap import REG
+from vmshm.driver_model.driver import VMSHM_IOCTL_RING
 
 from .channel import (HEADER, MAGIC, MAX_CAPACITY, MIN_CAPACITY, OFF_CAPACITY, OFF_CONS_WAITING,
                       OFF_HEAD, OFF_MAGIC, OFF_PROD_WAITING, OFF_TAIL, OFF_VERSION, VERSION,
@@ -30,51 +31,41 @@ def _u32(raw):
 
 
 class GuestDoorbell:
-    """Ring ``target``'s ``vector`` through DOORBELL; wait for this device's INTR_STATUS bit.
+    """Ring ``target``'s ``vector`` and wait for this device's interrupt, through the driver.
+
+    As a Linux guest program on ``/dev/vmshm0`` does: ``ioctl(VMSHM_IOCTL_RING, target << 16 |
+    vector)`` writes DOORBELL, and a blocking ``read`` returns once the device has interrupted
+    (the driver's handler acknowledges INTR_STATUS). Any vector wakes it; the channel looks at
+    its ring again after every wake, so a wake meant for another channel costs one look.
 
     Parameters
     ----------
-    regs : BarWindow
-        The device's register BAR (``VMShmDriver.regs``).
-    bus : GuestBus
-        The bus, to let cycles pass between looks at INTR_STATUS.
+    driver : VMShmDriver
+    fd : int
+        The driver's open file.
     target : int
         The peer rung (0..65535).
     vector : int
-        The vector rung on ``target``, and this device's vector waited on (0..31).
-    poll : int
-        Cycles between two reads of INTR_STATUS while waiting.
+        The vector rung on ``target`` (0..65535).
     """
 
-    def __init__(self, regs, bus, target, vector=0, *, poll=16):
-        if not 0 <= target <= 0xFFFF or not 0 <= vector < 32:
-            raise ValueError(f"a doorbell rings a peer 0..65535 on a vector 0..31, not peer "
+    def __init__(self, driver, fd, target, vector=0):
+        if not 0 <= target <= 0xFFFF or not 0 <= vector <= 0xFFFF:
+            raise ValueError(f"a doorbell rings a peer 0..65535 on a vector 0..65535, not peer "
                              f"{target} vector {vector}")
-        self.regs, self.bus, self.target, self.vector, self.poll = regs, bus, target, vector, poll
+        self.driver, self.fd, self.target, self.vector = driver, fd, target, vector
         self.rings = self.wakes = 0
 
-    async def enable(self):
-        """Unmask this doorbell's vector in INTR_MASK (the interrupt line follows the bit)."""
-        mask = await self.regs.read32(REG["INTR_MASK"].offset)
-        await self.regs.write32(REG["INTR_MASK"].offset, mask | 1 << self.vector)
-
     async def ring(self):
-        """Write ``target << 16 | vector`` to DOORBELL."""
+        """Write ``target << 16 | vector`` to DOORBELL (``VMSHM_IOCTL_RING``)."""
         self.rings += 1
-        await self.regs.write32(REG["DOORBELL"].offset, self.target << 16 | self.vector)
+        await self.driver.ioctl(self.fd, VMSHM_IOCTL_RING, self.target << 16 | self.vector)
 
     async def wait(self, cycles):
-        """Wait up to ``cycles`` for the vector's INTR_STATUS bit; clear it; return whether set."""
-        bit = 1 << self.vector
-        end = self.bus.now() + cycles
-        while True:
-            if await self.regs.read32(REG["INTR_STATUS"].offset) & bit:
-                await self.regs.write32(REG["INTR_STATUS"].offset, bit)      # W1C
-                self.wakes += 1
-                return True
-            if self.bus.now() >= end:
-                return False
-            await self.bus.idle(self.poll)
+        """Wait up to ``cycles`` for an interrupt; return whether one came."""
+        woke = await self.driver.read(self.fd, timeout=cycles) > 0
+        self.wakes += woke
+        return woke
 
 
 class WindowChannel:
