@@ -263,3 +263,25 @@ def test_channel_sleeps_and_wakes_between_a_guest_and_a_host_thread():
     assert back == [message(100 + i) for i in range(count)]
     assert full_waits >= 1 and empty_waits >= 1
     assert bell.wakes >= 1 and bell.rings >= 2
+
+
+def test_channel_bench_prints_the_rtl_table_and_checks_its_arguments():
+    cli = [sys.executable, "-m", "vmshm.cli", "channel", "--bench", "--no-guest"]
+    r = subprocess.run([*cli, "--count", "2", "--rtl-count", "3", "--sizes", "64,4096",
+                        "--data-width", "32", "--backend", "amaranth"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "vmshm_channel on the RTL (amaranth backend): 3 messages a row" in r.stdout
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in r.stdout.splitlines()
+            if line.startswith("│") and ("guest → host" in line or "host → guest" in line)]
+    assert [(row[0], row[1], row[2], row[4]) for row in rows] == [
+        ("guest → host", "32", "64", "4"), ("host → guest", "32", "64", "4"),
+        ("guest → host", "32", "4096", "4"), ("host → guest", "32", "4096", "4")]
+    assert all(float(row[5]) >= 0.8 for row in rows[2:])
+    assert "host → host (floor)" in r.stdout             # the other table still comes
+    for args, words in [(["--data-width", "48"], "--data-width '48': 32, 64 or 32,64"),
+                        (["--rtl-count", "0"], "--rtl-count 0: 1..1000000"),
+                        (["--backend", "icarus"], "invalid choice: 'icarus'")]:
+        r = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert words in r.stderr.strip().splitlines()[-1], r.stderr      # one line says why
