@@ -145,7 +145,7 @@ class WindowChannel:
         return await self._load(OFF_CONS_WAITING) != 0
 
     async def send(self, message, doorbell, *, cycles=1 << 20):
-        """Send ``message``, sleeping on ``doorbell`` while the ring is full (``cycles`` at most)."""
+        """Send ``message``, sleeping on ``doorbell`` while the ring is full (``cycles`` a sleep)."""
         need = _record(len(message))
         while True:
             ring = await self.try_send(message)
