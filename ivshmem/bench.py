@@ -5,6 +5,9 @@ checked, eventfd doorbells) runs on both ends of each row. The floor row is two 
 over a plain POSIX mapping, peers of one ivshmem group; the guest rows put one end in a TCG guest
 (``ivshmem/ivshmem_peer.c bench`` on QEMU's ``ivshmem-doorbell``) and the other on the host. Each
 figure is the receiver's: from its first message to its last, so start-up is not counted.
+
+The RTL rows (:func:`rtl`) put the guest's end on the simulated device (a guest function through
+the window) and the host's end on the object, and count simulated cycles instead of seconds.
 """
 
 import os
@@ -302,8 +305,8 @@ def rtl_backend(backend=None):
 def rtl(count, sizes, *, data_width=32, backend=None):
     """Return rows of the channel on the simulated device, both ways, in simulated cycles.
 
-    The guest side (:class:`~.window_channel.WindowChannel` through the window, DOORBELL to ring,
-    INTR_STATUS to wait) is a guest function on ``backend``; the host side is
+    The guest side (:class:`~.window_channel.WindowChannel` through the window, the driver
+    model's ring ioctl and blocking read) is a guest function on ``backend``; the host side is
     :class:`~.channel.Channel` on the host's own mapping of the object, run when the guest rings
     (``host.on_doorbell``) and ringing back with ``host.ring``. Each row's figure is the guest's:
     from the start of its first send or receive to the end of its last.
@@ -319,16 +322,15 @@ def rtl(count, sizes, *, data_width=32, backend=None):
     region = ShmRegion.create(name, size)
     host = HostModel()
     vector = 0
+    mm = mmap.mmap(region.fileno(), size)
+    ends, plan = [], []
     try:
-        mm = mmap.mmap(region.fileno(), size)
-        ends, plan = [], []
         for k, length in enumerate(sizes):
             for j, (direction, role) in enumerate((("guest → host", "recv"),
                                                     ("host → guest", "send"))):
                 offset = RTL_SLOT * (2 * k + j)
-                end = _HostEnd(host, Channel.init(mm, offset, RTL_SLOT), role, length, count,
-                               vector)
-                ends.append(end)
+                ends.append(_HostEnd(host, Channel.init(mm, offset, RTL_SLOT), role, length,
+                                     count, vector))
                 plan.append((direction, offset, length, count))
         for end in ends:
             end.pump()
@@ -349,20 +351,20 @@ def rtl(count, sizes, *, data_width=32, backend=None):
             if end.done != count:
                 raise AssertionError(f"the host's {end.role} end moved {end.done} of {count} "
                                      f"messages")
-            end.ch.close()
-        rows = []
-        wb = data_width // 8
-        for (direction, _, length, _), got in zip(plan, result.value):
-            per_cycle = count * length / got["cycles"]
-            rows.append({**got, "direction": direction, "bytes": length, "count": count,
-                         "data_width": data_width, "backend": backend,
-                         "bytes_per_cycle": per_cycle, "limit": wb, "ratio": per_cycle / wb})
-        del ends
-        mm.close()
     finally:
         host.on_doorbell = None
         if host.is_open:
             host.close()
+        for end in ends:
+            end.ch.close()
+        mm.close()
         region.unlink()
         region.close()
+    rows = []
+    wb = data_width // 8
+    for (direction, _, length, _), got in zip(plan, result.value):
+        per_cycle = count * length / got["cycles"]
+        rows.append({**got, "direction": direction, "bytes": length, "count": count,
+                     "data_width": data_width, "backend": backend,
+                     "bytes_per_cycle": per_cycle, "limit": wb, "ratio": per_cycle / wb})
     return rows
