@@ -83,7 +83,12 @@ class USPInterrupts(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        msi_enable = self.cfg_interrupt_msi_enable[0]
+        # Whole copies of the IP's per-function outputs: PF0's bits are the ones used.
+        msi_enables = Signal(4)
+        msi_data = Signal(32)
+        m.d.comb += [msi_enables.eq(self.cfg_interrupt_msi_enable),
+                     msi_data.eq(self.cfg_interrupt_msi_data)]
+        msi_enable = msi_enables[0]
 
         # -- INTx ----------------------------------------------------------------------------
         level = Signal()
@@ -108,7 +113,7 @@ class USPInterrupts(wiring.Component):
         busy = Signal()             # one asked for; neither sent nor fail seen yet
         fire = Signal()
         pulse = Signal()
-        masked = self.cfg_interrupt_msi_data[0]     # PF0's mask bits (select 0)
+        masked = msi_data[0]        # PF0's mask bits (select 0)
         add = Signal()
         m.d.comb += [
             msi_on.eq(msi_enable & self.bus_master),

@@ -35,6 +35,8 @@ from vmshm.rtl.usp import VMShmUSP
 
 from .bfm import CocotbIO, CocotbStream
 from .outcome import release_hosts, save
+from .pcie_irq import (HardIpIntx, RootComplexInterrupts, configure_interrupts,
+                       interrupt_options)
 from .pcie_rules import PG213Checker
 
 __all__ = ["VMShmCapability", "HostObjectRegion", "RootComplexBus", "PcieTB"]
@@ -45,6 +47,18 @@ DRIVER_MEM32 = (0xE000_0000, 0xF000_0000)
 DRIVER_MEM64 = (0x80_0000_0000, 0x90_0000_0000)
 #: Offset in dwords of VMShm's capability: after the model's PM (0x40) and PCIe (0x70) ones.
 CAP_DWORD = 0xB0 // 4
+
+
+#: The top's MSI ports the hard-IP model drives or reads (INTx is :class:`HardIpIntx`'s).
+_MODEL_MSI_PORTS = ("cfg_interrupt_msi_enable", "cfg_interrupt_msi_int", "cfg_interrupt_msi_sent",
+                    "cfg_interrupt_msi_fail", "cfg_interrupt_msi_function_number",
+                    "cfg_interrupt_msi_attr", "cfg_interrupt_msi_select",
+                    "cfg_interrupt_msi_data", "cfg_interrupt_msi_pending_status",
+                    "cfg_interrupt_msi_pending_status_data_enable",
+                    "cfg_interrupt_msi_pending_status_function_num")
+#: Of those, the ones the model drives: settled before its first clock edge.
+_MODEL_MSI_INPUTS = ("cfg_interrupt_msi_enable", "cfg_interrupt_msi_sent",
+                     "cfg_interrupt_msi_fail", "cfg_interrupt_msi_data")
 
 
 class VMShmCapability(PciCap):
@@ -310,6 +324,7 @@ class PcieTB:
             alignment="dword", cq_straddle=False, cc_straddle=False, rq_straddle=False,
             rc_straddle=False, rc_4tlp_straddle=False, max_payload_size=job.mps,
             enable_client_tag=True, enable_extended_tag=False,
+            **interrupt_options(cfg["interrupts"]),
             user_clk=dut.user_clk, user_reset=dut.user_reset,
             rq_bus=AxiStreamBus.from_prefix(dut, "m_axis_rq"),
             rc_bus=AxiStreamBus.from_prefix(dut, "s_axis_rc"),
@@ -318,7 +333,8 @@ class PcieTB:
             pcie_cq_np_req=dut.pcie_cq_np_req, pcie_cq_np_req_count=dut.pcie_cq_np_req_count,
             pcie_rq_seq_num0=dut.pcie_rq_seq_num0, pcie_rq_seq_num_vld0=dut.pcie_rq_seq_num_vld0,
             cfg_max_payload=dut.cfg_max_payload, cfg_max_read_req=dut.cfg_max_read_req,
-            cfg_function_status=dut.cfg_function_status)
+            cfg_function_status=dut.cfg_function_status,
+            **{name: getattr(dut, name) for name in _MODEL_MSI_PORTS})
         # The hard IP's configuration, as the top says it must be.
         fn = self.dev.functions[0]
         ids = cfg["ids"]
@@ -330,6 +346,7 @@ class PcieTB:
         for index, size in job.extra_bars.items():
             fn.configure_bar(int(index), size)     # BARs the top does not know: must answer UR
         fn.register_capability(VMShmCapability(cfg["capability"]), offset=CAP_DWORD)
+        configure_interrupts(fn, cfg["interrupts"])
         self.port = self.rc.make_port()
         self.port.connect(self.dev)
 
@@ -343,6 +360,7 @@ class PcieTB:
         for name in ("pcie_cq_np_req_count", "pcie_rq_seq_num0", "pcie_rq_seq_num_vld0",
                      "cfg_max_payload", "cfg_max_read_req",
                      "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid",
+                     "cfg_interrupt_sent", *_MODEL_MSI_INPUTS,
                      "s_axis_rc_tvalid",
                      "m_axis_cc_tready", "m_axis_rq_tready", "ctl_req__ready", "ctl_rsp__valid"):
             getattr(dut, name).value = 0
@@ -355,6 +373,8 @@ class PcieTB:
             await Timer(10, "ns")
         # PG213's rules on the four streams, from the first cycle after reset to the end.
         self.rules = PG213Checker(dut, self.period_ns, self._object_range).start()
+        self.intx = HardIpIntx(dut, self.dev.functions[0]).start()
+        self.interrupts = RootComplexInterrupts(self.port, self.period_ns)
         await self.rc.enumerate()
         self.enumerated = self._enumeration()
         await self._open_windows()
@@ -420,7 +440,9 @@ class PcieTB:
         return {"host_reads": self.region.reads, "host_writes": self.region.writes,
                 "np_credits_now": int(self.dut.pcie_cq_np_req_count.value),
                 "pg213_violations": [str(v) for v in rules.violations] if rules else [],
-                "pg213_tlps": dict(rules.counts) if rules else {}}
+                "pg213_tlps": dict(rules.counts) if rules else {},
+                "intx": list(self.interrupts.intx) if hasattr(self, "interrupts") else [],
+                "msi": list(self.interrupts.msi) if hasattr(self, "interrupts") else []}
 
 
 class _Cycles:

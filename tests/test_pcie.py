@@ -18,6 +18,7 @@ import pytest
 from vmshm import pci_regs as P
 from vmshm.regmap import ABI_VERSION, CAP_OFFSET, DEFAULT_WINDOW_SIZE, DEVICE_ID
 from vmshm.rtl import VMShmPCI, VMShmUSP
+from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import SCENARIOS
 from vmshm.testbench.pcie import (DEFAULT_HOST_ADDR, PCIE_SCENARIOS, SKIPPED_SCENARIOS, PcieJob,
                                   run_pcie, run_pcie_scenario)
@@ -32,6 +33,8 @@ WIDTHS = (64, 256)
 PAIRS = [("icarus", 64), ("verilator", 256)]
 OTHER_PAIRS = [("icarus", 256), ("verilator", 64)]
 CHECKS = "vmshm.testbench.pcie_checks"
+#: Cycles from a host ring's beat on the ring port to the shim's MSI request to the hard IP.
+RING_TO_MSI_REQUEST = 3
 #: Random back-pressure: each of CQ, CC, RQ and RC paused in this share of cycles.
 PAUSE = {"cq": 0.35, "cc": 0.35, "rq": 0.35, "rc": 0.35}
 
@@ -73,11 +76,14 @@ def test_ports_carry_the_hard_ip_names():
                     "pcie_rq_seq_num_vld0", "cfg_max_payload", "cfg_max_read_req",
                     "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
                     "user_clk", "user_reset"}
+    ip |= set(INTX_PORTS) | set(MSI_PORTS)
     host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp") for s in ("valid", "ready", "payload")}
     assert ports == ip | host
     for port, width in (("s_axis_cq_tdata", 256), ("s_axis_cq_tuser", 88),
                         ("m_axis_cc_tuser", 33), ("m_axis_rq_tuser", 62),
-                        ("s_axis_rc_tuser", 75), ("s_axis_rc_tkeep", 8)):
+                        ("s_axis_rc_tuser", 75), ("s_axis_rc_tkeep", 8),
+                        ("cfg_interrupt_int", 4), ("cfg_interrupt_msi_int", 32),
+                        ("cfg_interrupt_msi_enable", 4)):
         assert f"[{width - 1}:0] {port};" in text, port
 
 
@@ -305,6 +311,45 @@ def test_last_word_is_masked(sim, width, shm_objects):
 def test_function_level_reset_resets_the_function(sim, width, shm_objects):
     result, _ = check("function_level_reset", sim, width, shm_objects)
     assert result.value["done_after"] <= 4
+
+
+# -- interrupts and doorbells (issue 14) ---------------------------------------------------------
+# The host model rings; the root complex sees what the hard-IP model sends for the shim's
+# requests. PG213's interrupt rules (pcie_rules) hold on every cycle of these runs.
+
+@pytest.mark.parametrize("sim,width", PAIRS)
+def test_ring_sends_one_msi_per_unmasked_vector(sim, width):
+    result, _ = check("msi_on_ring", sim, width)
+    # Three rings, and the unmasking of a pending vector; nothing for the rest.
+    assert len(result.value["msi"]) == 4
+    assert result.stats["pg213_tlps"]["msi"] == 4
+    assert result.stats["intx"] == []
+
+
+@pytest.mark.parametrize("delay", [0, 400], ids=["prompt-ip", "slow-ip"])
+def test_ring_asserts_intx_with_msi_off(delay):
+    result, _ = check("intx_on_ring", "icarus", 64, kwargs={"delay": delay})
+    assert [what for what, _ in result.value["levels"]] == [
+        "ring", "W1C", "unmask", "mask", "unmask again", "Interrupt Disable",
+        "Interrupt Disable cleared", "ring then W1C"]
+    assert [k for _, k in result.value["intx"]][:2] == ["assert", "deassert"]
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_guest_doorbell_reaches_the_host(sim, width):
+    result, _ = check("doorbell_to_host", sim, width)
+    assert result.value["doorbells"] == [(3, 5), (0, 31), (0xFFFF, 0xFFFF)]
+    assert result.value["ivposition"] == 0xFFFF_FFFF      # the host has no peer ID
+
+
+def test_ring_to_msi_latency():
+    result, _ = check("ring_to_msi_latency", "icarus", 64)
+    lat = result.value
+    print(f"ring to MSI on the UltraScale+ top: {lat['ring_to_request']} cycles to the hard "
+          f"IP's request, {lat['ring_to_rc']} cycles to the root complex")
+    # The device's part is fixed: the ring port's beat to cfg_interrupt_msi_int.
+    assert lat["ring_to_request"] == RING_TO_MSI_REQUEST
+    assert 0 < lat["request_to_rc"] < 100
 
 
 # -- the command line reaches this top ----------------------------------------------------------
