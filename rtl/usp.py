@@ -39,8 +39,8 @@ from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAM
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
-from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
-                      dma_rsp_layout, guest_req_layout)
+from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, db_layout,
+                      dma_req_layout, dma_rsp_layout, guest_req_layout, ring_layout)
 from .pci import BarDef
 from .pg213 import CC_DESCRIPTOR, CQ_DESCRIPTOR, RC_DESCRIPTOR, RQ_DESCRIPTOR
 from .usp_irq import INTX_PORTS, MSI_PORTS, USPInterrupts
@@ -1297,7 +1297,8 @@ class VMShmUSP(wiring.Component):
     client tags and no extended tags. Ports carry the hard IP's user-interface names, seen
     from the user logic (``s_axis_cq_*`` is the IP's ``m_axis_cq_*``), so each wires straight
     to the instance; ``ctl_req`` and ``ctl_rsp`` are VMShm's own control channel to the host
-    (OPEN with the name, CLOSE; the answer carries the object's size and host address). A
+    (OPEN with the name, CLOSE; the answer carries the object's size and host address), and
+    ``db``, ``ring``, ``peer_valid``, ``peer_id`` its doorbell ports, as the core's. A
     control request leaves only after the DMA writes before it have been flushed to the host.
     ``cfg_function_status`` is registered inside (PF0's Memory Space and Bus Master Enable,
     Interrupt Disable). The core's interrupts reach the IP's legacy and MSI interrupt ports
@@ -1387,6 +1388,10 @@ class VMShmUSP(wiring.Component):
             "cfg_flr_done":         Out(4),
             "ctl_req":              Out(stream.Signature(ctl_req_layout())),
             "ctl_rsp":              In(stream.Signature(ctl_rsp_layout())),
+            "db":                   Out(stream.Signature(db_layout())),
+            "ring":                 In(stream.Signature(ring_layout())),
+            "peer_valid":           In(1),
+            "peer_id":              In(16),
         })
         for name, (direction, width) in {**INTX_PORTS, **MSI_PORTS}.items():
             members[name] = direction(width)
@@ -1513,6 +1518,10 @@ class VMShmUSP(wiring.Component):
         wiring.connect(m, core.host.dma_req, requester.dma_req)
         wiring.connect(m, requester.dma_rsp, core.host.dma_rsp)
         wiring.connect(m, core.host.ctl_rsp, wiring.flipped(self.ctl_rsp))
+        wiring.connect(m, core.host.db, wiring.flipped(self.db))
+        wiring.connect(m, core.host.ring, wiring.flipped(self.ring))
+        m.d.comb += [core.host.peer_valid.eq(self.peer_valid),
+                     core.host.peer_id.eq(self.peer_id)]
         # A control request waits until the writes before it have reached host memory: the
         # host may unmap the object the moment it sees CLOSE.
         ctl = core.host.ctl_req

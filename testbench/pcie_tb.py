@@ -19,7 +19,7 @@ import warnings
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Timer
+from cocotb.triggers import Event, FallingEdge, Timer
 from cocotbext.axi import AxiStreamBus
 from cocotbext.axi.address_space import Region
 from cocotbext.pcie.core import RootComplex
@@ -30,7 +30,7 @@ from cocotbext.pcie.xilinx.us import UltraScalePlusPcieDevice
 
 from vmshm.bfm import HostBFM
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
-from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout
+from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
 from vmshm.rtl.usp import VMShmUSP
 
 from .bfm import CocotbIO, CocotbStream
@@ -360,7 +360,8 @@ class PcieTB:
         for name in ("pcie_cq_np_req_count", "pcie_rq_seq_num0", "pcie_rq_seq_num_vld0",
                      "cfg_max_payload", "cfg_max_read_req",
                      "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid",
-                     "cfg_interrupt_sent", *_MODEL_MSI_INPUTS,
+                     "cfg_interrupt_sent", *_MODEL_MSI_INPUTS, "db__ready", "ring__valid",
+                     "peer_valid", "peer_id",
                      "s_axis_rc_tvalid",
                      "m_axis_cc_tready", "m_axis_rq_tready", "ctl_req__ready", "ctl_rsp__valid"):
             getattr(dut, name).value = 0
@@ -381,13 +382,41 @@ class PcieTB:
         if self.job.mrrs is not None:
             pdev = self.rc.find_device(self.dev.functions[0].pcie_id)
             await pdev.set_readrq((self.job.mrrs // 128).bit_length() - 1)
-        port = _CtlPort(CocotbStream(dut, "ctl_req", ctl_req_layout()),
-                        CocotbStream(dut, "ctl_rsp", ctl_rsp_layout()))
+        port = _HostPort(CocotbStream(dut, "ctl_req", ctl_req_layout()),
+                         CocotbStream(dut, "ctl_rsp", ctl_rsp_layout()),
+                         CocotbStream(dut, "db", db_layout()),
+                         CocotbStream(dut, "ring", ring_layout()))
         bfm = HostBFM(port, 32, self.host, self.timing, bus_address=self.job.host_addr)
         cocotb.start_soon(bfm.ctl_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns))))
+        cocotb.start_soon(bfm.db_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns))))
+        rings = Event()
+        cocotb.start_soon(self._host_ports(rings))
+
+        async def wake():
+            await rings.wait()
+            rings.clear()
+        cocotb.start_soon(bfm.ring_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns)),
+                                           wake))
         self._start_pauses()
         self.bus = RootComplexBus(self.rc, self.port.sec_bus_num, self.period_ns,
                                   self.job.timeout_ns)
+
+    async def _host_ports(self, rings):
+        # Each cycle, at the BFMs' drive point (the falling edge), the host's peer ID onto the
+        # ports and the ring process woken if the host queued rings: the root complex's bus has
+        # no drive point of its own to do it at, and a ring may come from any coroutine (or
+        # thread) at any time.
+        dut, host = self.dut, self.host
+        edge = FallingEdge(dut.user_clk)
+        peer = None
+        while True:
+            await edge
+            if host.peer_id != peer:
+                peer = host.peer_id
+                dut.peer_valid.value = int(peer is not None)
+                dut.peer_id.value = peer or 0
+            if host.pending_rings():
+                rings.set()
 
     def _object_range(self):
         # The bus addresses the device may touch: the object the host has mapped, if any.
@@ -456,10 +485,12 @@ class _Cycles:
         return int(get_sim_time("ns") // self._period)
 
 
-class _CtlPort:
-    def __init__(self, ctl_req, ctl_rsp):
+class _HostPort:
+    def __init__(self, ctl_req, ctl_rsp, db, ring):
         self.ctl_req = ctl_req
         self.ctl_rsp = ctl_rsp
+        self.db = db
+        self.ring = ring
 
 
 @cocotb.test()

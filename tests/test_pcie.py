@@ -34,7 +34,7 @@ PAIRS = [("icarus", 64), ("verilator", 256)]
 OTHER_PAIRS = [("icarus", 256), ("verilator", 64)]
 CHECKS = "vmshm.testbench.pcie_checks"
 #: Cycles from a host ring's beat on the ring port to the shim's MSI request to the hard IP.
-RING_TO_MSI_REQUEST = 3
+RING_TO_MSI_REQUEST = 2
 #: Random back-pressure: each of CQ, CC, RQ and RC paused in this share of cycles.
 PAUSE = {"cq": 0.35, "cc": 0.35, "rq": 0.35, "rc": 0.35}
 
@@ -77,7 +77,8 @@ def test_ports_carry_the_hard_ip_names():
                     "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
                     "user_clk", "user_reset"}
     ip |= set(INTX_PORTS) | set(MSI_PORTS)
-    host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp") for s in ("valid", "ready", "payload")}
+    host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp", "db", "ring")
+            for s in ("valid", "ready", "payload")} | {"peer_valid", "peer_id"}
     assert ports == ip | host
     for port, width in (("s_axis_cq_tdata", 256), ("s_axis_cq_tuser", 88),
                         ("m_axis_cc_tuser", 33), ("m_axis_rq_tuser", 62),
