@@ -128,6 +128,10 @@ class USPInterrupts(wiring.Component):
             m.d.sync += busy.eq(1)
         with m.Elif(busy & (self.cfg_interrupt_msi_sent | self.cfg_interrupt_msi_fail)):
             m.d.sync += busy.eq(0)
+        with m.Elif(~msi_enable):
+            # MSI turned off under a request: PG213 does not say the IP still answers it, and
+            # the shim must not wait for ever; a late answer is then ignored.
+            m.d.sync += busy.eq(0)
         m.d.sync += owed.eq(Mux(~msi_on, 0, Mux(total > OWED_LIMIT, OWED_LIMIT, total)))
         m.d.comb += [
             self.cfg_interrupt_msi_int.eq(pulse),

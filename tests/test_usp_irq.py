@@ -13,11 +13,12 @@ from vmshm.rtl.usp_irq import OWED_LIMIT, USPInterrupts
 LATENCY = 3     # cycles the responder takes to send a message
 
 
-def _run(stimulus, *, fail_first=0, cycles=200):
+def _run(stimulus, *, fail_first=0, cycles=200, silent_when_disabled=False):
     """Run ``stimulus(ctx, dut)`` against a PG213-like responder; return what it sent.
 
     Returns a list of ``(cycle, message)`` with message ``"assert"``, ``"deassert"`` or
-    ``"msi"``; every breach of the handshakes raises :exc:`AssertionError`.
+    ``"msi"``; every breach of the handshakes raises :exc:`AssertionError`. With
+    ``silent_when_disabled``, a request whose answer falls due while MSI is off gets none.
     """
     dut = USPInterrupts()
     sent = []
@@ -52,6 +53,9 @@ def _run(stimulus, *, fail_first=0, cycles=200):
                 if not ctx.get(dut.cfg_interrupt_msi_enable) & 1:
                     raise AssertionError(f"cycle {now}: MSI asked with MSI disabled")
                 msi_due = now + LATENCY
+            if msi_due == now and silent_when_disabled and \
+                    not ctx.get(dut.cfg_interrupt_msi_enable) & 1:
+                msi_due = None
             if msi_due == now:
                 if fails:
                     fails -= 1
@@ -168,3 +172,21 @@ def test_pulses_beyond_the_limit_are_folded():
         ctx.set(dut.cfg_interrupt_msi_data, 0)
     sent = _run(stim, cycles=(OWED_LIMIT + 5) * (LATENCY + 3))
     assert [k for _, k in sent] == ["msi"] * OWED_LIMIT
+
+
+def test_msi_turned_off_under_a_request_does_not_wedge():
+    async def stim(ctx, dut):
+        ctx.set(dut.bus_master, 1)
+        ctx.set(dut.cfg_interrupt_msi_enable, 1)
+        await ctx.tick().repeat(2)
+        await _pulse(ctx, dut.irq_msg)
+        await ctx.tick()
+        ctx.set(dut.cfg_interrupt_msi_enable, 0)    # before the responder answers
+        await ctx.tick().repeat(20)
+        ctx.set(dut.cfg_interrupt_msi_enable, 1)
+        await ctx.tick().repeat(2)
+        await _pulse(ctx, dut.irq_msg)
+
+    # The responder answers neither while MSI is off: the first request is lost with it.
+    sent = _run(stim, silent_when_disabled=True)
+    assert [k for _, k in sent] == ["msi"]
