@@ -9,6 +9,7 @@ writes enabled MSI) or INTx messages (:mod:`.pcie_irq`). Every wait is bounded i
 import cocotb
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import RisingEdge
+from cocotbext.pcie.core.caps import PciCapId
 
 from vmshm import pci_regs as P
 from vmshm.regmap import REG
@@ -48,7 +49,8 @@ async def _status(drv):
 
 async def msi_on_ring(bus, tb, vectors=(0, 5, 31)):
     """One MSI per ring of an unmasked vector; none for a pending, masked or unknown vector;
-    one on unmasking a pending vector; INTR_STATUS bits set by rings and cleared by W1C."""
+    one on unmasking a pending vector; INTR_STATUS bits set by rings and cleared by W1C; a
+    message held by the MSI capability's mask until it is unmasked."""
     drv, pdev = await _irq_driver(bus, tb, msi=True)
     irq, regs, host = tb.interrupts, drv.regs, tb.host
     mask = 0
@@ -73,6 +75,19 @@ async def msi_on_ring(bus, tb, vectors=(0, 5, 31)):
     host.ring(40)
     await _quiet(tb, "a ring of vector 40")
     expect(await _status(drv), 0, "INTR_STATUS after a ring of vector 40")
+    # The capability's per-vector mask, set by the root complex: the message waits, shown in
+    # the capability's Pending bit, and goes when unmasked.
+    dev = drv.pdev
+    cap = pdev.get_capability_offset(PciCapId.MSI)
+    mask_reg, pending_reg = cap + 0x10, cap + 0x14      # 64-bit address, per-vector masking
+    await dev.write_config(mask_reg, 4, 1)
+    n = len(irq.msi)
+    host.ring(vectors[1])
+    await _quiet(tb, "a ring while the MSI vector is masked")
+    expect(await dev.read_config(pending_reg, 4), 1, "MSI Pending bits while masked")
+    await dev.write_config(mask_reg, 4, 0)
+    await irq.wait(lambda: len(irq.msi) > n, IRQ_WAIT)
+    expect(await dev.read_config(pending_reg, 4), 0, "MSI Pending bits once sent")
     expect(irq.intx, [], "INTx messages while MSI is enabled")
     return {"msi": list(irq.msi)}
 
