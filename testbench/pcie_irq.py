@@ -14,10 +14,14 @@ PG213 and the PCIe base specification describe them:
   only for an assertion that was. ``cfg_interrupt_pending[0]`` drives the function's Interrupt
   Status bit.
 - :class:`RootComplexInterrupts`, what the root complex saw: INTx messages and MSI writes, each
-  stamped with the user-clock cycle it arrived in, and the INTx line's level. INTx messages
-  are routed "terminate at receiver": the root port takes them (and would raise the system
-  interrupt its INTx line maps to); the model's root port has no route for messages, so this
-  class takes them at its downstream port, before its routing.
+  stamped with the user-clock cycle it arrived in, and the INTx line's level; also as the guest
+  bus's :class:`~vmshm.driver_model.bus.Interrupt` records. INTx messages are routed
+  "terminate at receiver": the root port takes them (and would raise the system interrupt its
+  INTx line maps to); the model's root port has no route for messages, so this class takes them
+  at its downstream port, before its routing. There too it takes memory writes to x86's
+  interrupt window (0xfee00000, where the driver model points MSI), as a root complex whose
+  interrupt controller claims that range; MSI writes to the root complex's own MSI region (its
+  ``enable_msi_range``) reach it through memory as before.
 """
 
 import cocotb
@@ -25,9 +29,13 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import Event, First, RisingEdge, Timer
 from cocotbext.pcie.core.tlp import Tlp, TlpType
 
+from vmshm.driver_model.bus import Interrupt
+
 __all__ = ["ASSERT_INTA", "DEASSERT_INTA", "message_code", "HardIpIntx",
            "RootComplexInterrupts", "interrupt_options", "configure_interrupts"]
 
+#: x86's interrupt message window: memory writes here are interrupts, not memory.
+MSI_WINDOW = (0xFEE0_0000, 0xFEF0_0000)
 #: PCIe message codes of INTA's virtual wire.
 ASSERT_INTA = 0x20
 DEASSERT_INTA = 0x24
@@ -127,18 +135,29 @@ class HardIpIntx:
 class RootComplexInterrupts:
     """Record the interrupts a root port receives from its device, by user-clock cycle.
 
+    Parameters
+    ----------
+    root_port
+        The model's root port the device hangs off.
+    period_ns : float
+        The user clock's period.
+    bus : GuestBus, optional
+        Whose ``interrupts`` list gets an :class:`~vmshm.driver_model.bus.Interrupt` per INTx
+        assertion and per MSI write (slot 0, the root port's one device).
+
     Attributes
     ----------
     intx : list of (int, str)
         ``(cycle, "assert" | "deassert")`` per INTx message.
     msi : list of int
-        The cycle of each MSI write to the device's vector 0.
+        The cycle of each MSI write.
     changed : Event
         Set at each arrival (cleared by :meth:`wait`).
     """
 
-    def __init__(self, root_port, period_ns):
+    def __init__(self, root_port, period_ns, bus=None):
         self._period = period_ns
+        self._bus = bus
         self.intx = []
         self.msi = []
         self.changed = Event()
@@ -149,6 +168,10 @@ class RootComplexInterrupts:
             if tlp.fmt_type is TlpType.MSG_LOCAL:
                 tlp.release_fc()
                 self._message(tlp)
+            elif tlp.fmt_type in (TlpType.MEM_WRITE, TlpType.MEM_WRITE_64) and \
+                    MSI_WINDOW[0] <= tlp.address < MSI_WINDOW[1]:
+                tlp.release_fc()
+                self._msi(tlp.address, int.from_bytes(bytes(tlp.get_data()[:4]), "little"))
             else:
                 await route(tlp)
         port.rx_handler = receive
@@ -165,22 +188,43 @@ class RootComplexInterrupts:
         code = message_code(tlp)
         if code not in (ASSERT_INTA, DEASSERT_INTA):
             raise AssertionError(f"an unexpected message, code {code:#04x}: {tlp!r}")
-        self.intx.append((self.cycle(), "assert" if code == ASSERT_INTA else "deassert"))
+        now = self.cycle()
+        self.intx.append((now, "assert" if code == ASSERT_INTA else "deassert"))
+        if code == ASSERT_INTA and self._bus is not None:
+            self._bus.interrupts.append(Interrupt(now, 0, "intx"))
+        self.changed.set()
+
+    def _msi(self, addr, data):
+        now = self.cycle()
+        self.msi.append(now)
+        if self._bus is not None:
+            self._bus.interrupts.append(Interrupt(now, 0, "msi", addr, data))
         self.changed.set()
 
     def attach_msi(self, pdev):
-        """Count the MSI writes to ``pdev``'s vector 0 (after the driver enabled MSI)."""
+        """Count the MSI writes to ``pdev``'s vector 0, once the root complex's own MSI set-up
+        (``enable_msi_range``) pointed the function at its MSI region."""
+        vector = pdev.msi_vectors[0]
+
         async def arrived():
-            self.msi.append(self.cycle())
-            self.changed.set()
+            self._msi(vector.addr, vector.data)
         pdev.request_irq(0, arrived)
 
     async def wait(self, check, timeout_cycles):
         """Wait until ``check()`` is true; raise :exc:`TimeoutError` after ``timeout_cycles``."""
-        deadline = self.cycle() + timeout_cycles
+        if not await self.wait_until(check, timeout_cycles):
+            raise TimeoutError(f"no interrupt within {timeout_cycles} cycles")
+
+    async def wait_until(self, check, timeout_cycles=None):
+        """Wait until ``check()`` is true or ``timeout_cycles`` passed; return ``check()``."""
+        deadline = None if timeout_cycles is None else self.cycle() + timeout_cycles
         while not check():
+            self.changed.clear()
+            if deadline is None:
+                await self.changed.wait()
+                continue
             left = deadline - self.cycle()
             if left <= 0:
-                raise TimeoutError(f"no interrupt within {timeout_cycles} cycles")
-            self.changed.clear()
+                return False
             await First(self.changed.wait(), Timer(int(left * self._period) + 1, "ns"))
+        return True

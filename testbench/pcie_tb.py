@@ -19,7 +19,7 @@ import warnings
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Event, FallingEdge, Timer
+from cocotb.triggers import Event, FallingEdge, RisingEdge, Timer
 from cocotbext.axi import AxiStreamBus
 from cocotbext.axi.address_space import Region
 from cocotbext.pcie.core import RootComplex
@@ -150,6 +150,14 @@ class RootComplexBus(GuestBus):
         self.bus_num = bus_num
         self._period = period_ns
         self._timeout = timeout_ns
+        #: The root port's :class:`~vmshm.testbench.pcie_irq.RootComplexInterrupts`, which
+        #: fills :attr:`interrupts`.
+        self.irq = None
+        # Through the hard-IP model an INTx message reaches the root port some 20 cycles after
+        # the ring, an MSI some 10 (test_pcie.py measures them): room to spare.
+        self.interrupt_latency = 64
+        #: A coroutine function that resets the function (an FLR, played as the IP would).
+        self.function_reset = None
 
     @property
     def data_width(self):
@@ -158,6 +166,29 @@ class RootComplexBus(GuestBus):
     def now(self):
         # From simulated time: counting edges would wake Python every cycle.
         return int(get_sim_time("ns") // self._period)
+
+    async def reset(self):
+        """Reset the function, as a Function Level Reset does (the IP's FLR handshake)."""
+        if self.function_reset is None:
+            raise NotImplementedError("this bus has no way to reset the function")
+        await self.function_reset()
+
+    def intx(self, dev=0):
+        """Return slot ``dev``'s INTx level as the root port's messages say (1: asserted)."""
+        return int(dev == 0 and self.irq is not None and self.irq.intx_level)
+
+    async def idle(self, cycles):
+        """Let ``cycles`` cycles of the user clock pass."""
+        if cycles > 0:
+            await Timer(round(cycles * self._period), "ns")
+
+    async def wait_interrupt(self, dev, since, timeout=None):
+        """Wait until slot ``dev`` raised more than ``since`` interrupts (or ``timeout``
+        cycles passed); return the count. Woken by arrivals, not every cycle."""
+        def count():
+            return sum(1 for i in self.interrupts if i.dev == dev)
+        await self.irq.wait_until(lambda: count() > since, timeout)
+        return count()
 
     @property
     def max_payload(self):
@@ -375,7 +406,6 @@ class PcieTB:
         # PG213's rules on the four streams, from the first cycle after reset to the end.
         self.rules = PG213Checker(dut, self.period_ns, self._object_range).start()
         self.intx = HardIpIntx(dut, self.dev.functions[0]).start()
-        self.interrupts = RootComplexInterrupts(self.port, self.period_ns)
         await self.rc.enumerate()
         self.enumerated = self._enumeration()
         await self._open_windows()
@@ -398,8 +428,30 @@ class PcieTB:
         cocotb.start_soon(bfm.ring_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns)),
                                            wake))
         self._start_pauses()
+        # The root port's secondary bus is known once enumerated.
         self.bus = RootComplexBus(self.rc, self.port.sec_bus_num, self.period_ns,
                                   self.job.timeout_ns)
+        self.bus.hosts = [self.host]
+        self.bus.function_reset = self.function_level_reset
+        self.interrupts = self.bus.irq = RootComplexInterrupts(self.port, self.period_ns,
+                                                               self.bus)
+
+    async def function_level_reset(self, limit=64):
+        """Play the hard IP's side of a Function Level Reset of PF0 (the model has none): hold
+        ``cfg_flr_in_process[0]`` until the top answers ``cfg_flr_done[0]``; return the cycles
+        that took. Raises :exc:`AssertionError` if no answer comes within ``limit`` cycles."""
+        dut = self.dut
+        edge = RisingEdge(dut.user_clk)
+        await edge
+        dut.cfg_flr_in_process.value = 1
+        try:
+            for cycle in range(limit):
+                await edge
+                if int(dut.cfg_flr_done.value) & 1:
+                    return cycle
+        finally:
+            dut.cfg_flr_in_process.value = 0
+        raise AssertionError("cfg_flr_done never came while cfg_flr_in_process was high")
 
     async def _host_ports(self, rings):
         # Each cycle, at the BFMs' drive point (the falling edge), the host's peer ID onto the
