@@ -17,7 +17,7 @@ from vmshm.scenarios import expect
 
 from .pcie_checks import _driver, _wait_cycles
 
-__all__ = ["msi_on_ring", "intx_on_ring", "doorbell_to_host", "ring_to_msi_latency"]
+__all__ = ["msi_on_ring", "intx_on_ring", "doorbell_to_host", "ring_latency"]
 
 #: Cycles an interrupt may take to reach the root complex once it is due.
 IRQ_WAIT = 3000
@@ -161,12 +161,9 @@ async def doorbell_to_host(bus, tb, rings=((3, 5), (0, 31), (0xFFFF, 0xFFFF))):
     return {"doorbells": list(host.doorbells), "ivposition": (without, with_peer)}
 
 
-async def ring_to_msi_latency(bus, tb, vector=2):
-    """Measure, in user-clock cycles, a host ring to the MSI: the ring port's beat, the shim's
-    request to the hard IP (``cfg_interrupt_msi_int``), the write's arrival at the root
-    complex. The bus is idle, so the figures are the device's and the model's own."""
-    drv, pdev = await _irq_driver(bus, tb, msi=True)
-    await drv.regs.write32(REG["INTR_MASK"].offset, 1 << vector)
+async def _ring_latency(tb, vector, request_port, arrived):
+    # One ring on an idle bus: the cycles of the ring port's beat, of the shim's request to the
+    # hard IP on `request_port`, and of the interrupt's arrival at the root port.
     dut, irq = tb.dut, tb.interrupts
     stamps = {}
 
@@ -178,13 +175,32 @@ async def ring_to_msi_latency(bus, tb, vector=2):
             if "ring" not in stamps and int(dut.ring__valid.value) and \
                     int(dut.ring__ready.value):
                 stamps["ring"] = cycle
-            if int(dut.cfg_interrupt_msi_int.value):
+            if int(getattr(dut, request_port).value) & 1:
                 stamps["request"] = cycle
     watcher = cocotb.start_soon(watch())
     await _wait_cycles(tb, 20)
     tb.host.ring(vector)
-    await irq.wait(lambda: irq.msi, IRQ_WAIT)
+    await irq.wait(arrived, IRQ_WAIT)
     await watcher
-    ring, request, arrival = stamps["ring"], stamps["request"], irq.msi[0]
-    return {"ring_to_request": request - ring, "request_to_rc": arrival - request,
-            "ring_to_rc": arrival - ring}
+    ring, request = stamps["ring"], stamps["request"]
+    return ring, request
+
+
+async def ring_latency(bus, tb, vector=2):
+    """Measure, in user-clock cycles, a host ring to INTx (MSI off) and to an MSI (MSI on): the
+    ring port's beat, the shim's request to the hard IP (``cfg_interrupt_int`` rising,
+    ``cfg_interrupt_msi_int``), the message's arrival at the root port. The bus is idle, so
+    the figures are the device's and the model's own."""
+    drv, pdev = await _irq_driver(bus, tb, msi=False)
+    irq = tb.interrupts
+    await drv.regs.write32(REG["INTR_MASK"].offset, 1 << vector)
+    ring, request = await _ring_latency(tb, vector, "cfg_interrupt_int",
+                                        lambda: irq.intx_level)
+    out = {"intx": {"ring_to_request": request - ring, "ring_to_rc": irq.intx[-1][0] - ring}}
+    await drv.regs.write32(REG["INTR_STATUS"].offset, 1 << vector)
+    await irq.wait(lambda: not irq.intx_level, IRQ_WAIT)
+    expect(await pdev.enable_msi_range(1, 1), 1, "MSI vectors the root complex enabled")
+    irq.attach_msi(pdev)
+    ring, request = await _ring_latency(tb, vector, "cfg_interrupt_msi_int", lambda: irq.msi)
+    out["msi"] = {"ring_to_request": request - ring, "ring_to_rc": irq.msi[0] - ring}
+    return out

@@ -153,8 +153,8 @@ class RootComplexBus(GuestBus):
         #: The root port's :class:`~vmshm.testbench.pcie_irq.RootComplexInterrupts`, which
         #: fills :attr:`interrupts`.
         self.irq = None
-        # Through the hard-IP model an INTx message reaches the root port some 20 cycles after
-        # the ring, an MSI some 10 (test_pcie.py measures them): room to spare.
+        # Through the hard-IP model an INTx message or an MSI reaches the root port 8 cycles
+        # after the ring on an idle link (test_pcie.py measures it): room to spare.
         self.interrupt_latency = 64
         #: A coroutine function that resets the function (an FLR, played as the IP would).
         self.function_reset = None
