@@ -27,6 +27,8 @@
 #define VMSHM_CAP_ID_VNDR               0x09	/* PCI_CAP_ID_VNDR */
 #define VMSHM_CAP_LENGTH                0x14	/* the value of CAP_LEN */
 #define VMSHM_CAP_LAYOUT                1	/* the value of CAP_VERSION */
+#define VMSHM_MSI_CAP_OFFSET            0xa0	/* the soft front end's MSI capability (one message, 64-bit) */
+#define VMSHM_VECTORS                   32	/* interrupt vectors: bits of INTR_MASK, INTR_STATUS */
 #define VMSHM_CAP_ID                    0x00	/* 1 byte: 0x09, vendor-specific */
 #define VMSHM_CAP_NEXT                  0x01	/* 1 byte: next capability (0: end of list) */
 #define VMSHM_CAP_LEN                   0x02	/* 1 byte: length of this capability in bytes */

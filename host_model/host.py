@@ -338,8 +338,8 @@ class HostModel:
         """Return what a caller may ask of this host after a run, as plain data.
 
         ``is_open``, ``last_error``, ``dma_errors``, ``last_dma_error``, ``doorbells`` and
-        ``ops`` (the
-        requests a subclass that counts them saw, else empty): picklable, so it crosses from a simulator process back to the caller.
+        ``ops`` (the requests a subclass that counts them saw, else empty): picklable, so it
+        crosses from a simulator process back to the caller.
         """
         return {"is_open": self.is_open, "last_error": self.last_error,
                 "dma_errors": self.dma_errors, "last_dma_error": self.last_dma_error,

@@ -6,9 +6,9 @@ prints it, and the test suite checks the committed copy is fresh.
 
 from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_ID_VNDR,
                           CAP_LEN, CAP_OFFSET, CAP_VERSION, CAPABILITY, DEFAULT_NAME_SIZE,
-                          DEFAULT_WINDOW_SIZE, DEVICE_ID, NAME_MAX, PCI_DEVICE_ID,
+                          DEFAULT_WINDOW_SIZE, DEVICE_ID, MSI_CAP_OFFSET, NAME_MAX, PCI_DEVICE_ID,
                           PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REGISTERS,
-                          Status)
+                          VECTORS, Status)
 
 __all__ = ["render_c_header"]
 
@@ -50,7 +50,10 @@ def render_c_header():
            _define("VMSHM_CAP_OFFSET", f"0x{CAP_OFFSET:02x}", "where the soft front end puts it"),
            _define("VMSHM_CAP_ID_VNDR", f"0x{CAP_ID_VNDR:02x}", "PCI_CAP_ID_VNDR"),
            _define("VMSHM_CAP_LENGTH", f"0x{CAP_LEN:02x}", "the value of CAP_LEN"),
-           _define("VMSHM_CAP_LAYOUT", CAP_VERSION, "the value of CAP_VERSION")]
+           _define("VMSHM_CAP_LAYOUT", CAP_VERSION, "the value of CAP_VERSION"),
+           _define("VMSHM_MSI_CAP_OFFSET", f"0x{MSI_CAP_OFFSET:02x}",
+                   "the soft front end's MSI capability (one message, 64-bit)"),
+           _define("VMSHM_VECTORS", VECTORS, "interrupt vectors: bits of INTR_MASK, INTR_STATUS")]
     for f in CAPABILITY:
         out.append(_define(f"VMSHM_CAP_{f.name.removeprefix('CAP_')}", f"0x{f.offset:02x}",
                            f"{f.size} byte{'s' if f.size > 1 else ''}: {f.doc}"))
