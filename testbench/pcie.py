@@ -43,7 +43,6 @@ PCIE_SCENARIOS = (
     "names_buffer_limits_small", "driver_file_semantics", "driver_release_with_live_mapping",
     "window_random_integrity", "window_short_object", "window_closed",
     "doorbell_guest_rings", "doorbell_msi", "doorbell_wait_interrupt", "doorbell_ivposition",
-    "doorbell_reset",
 )
 #: The others, and why they do not apply here.
 SKIPPED_SCENARIOS = {
@@ -70,6 +69,9 @@ SKIPPED_SCENARIOS = {
                                 "the soft function's pin follows it; on PCIe the Deassert_INTA "
                                 "message comes after the write's completion (test_pcie.py's "
                                 "INTx checks wait for it)",
+    "doorbell_reset": "turns MSI off at the soft function's MSI capability offset (0xa0; the "
+                      "IP has its own) and starts an FLR the model does not carry out "
+                      "(test_function_level_reset plays the IP's FLR)",
     "doorbell_host_never_takes": "bounds each DOORBELL write to 16 cycles past the timeout, "
                                  "calibrated for a bus without latency; a PCIe write and its "
                                  "flush read take longer",

@@ -19,7 +19,7 @@ import warnings
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Event, FallingEdge, RisingEdge, Timer
+from cocotb.triggers import Event, FallingEdge, Timer
 from cocotbext.axi import AxiStreamBus
 from cocotbext.axi.address_space import Region
 from cocotbext.pcie.core import RootComplex
@@ -156,8 +156,6 @@ class RootComplexBus(GuestBus):
         # Through the hard-IP model an INTx message or an MSI reaches the root port 8 cycles
         # after the ring on an idle link (test_pcie.py measures it): room to spare.
         self.interrupt_latency = 64
-        #: A coroutine function that resets the function (an FLR, played as the IP would).
-        self.function_reset = None
 
     @property
     def data_width(self):
@@ -166,12 +164,6 @@ class RootComplexBus(GuestBus):
     def now(self):
         # From simulated time: counting edges would wake Python every cycle.
         return int(get_sim_time("ns") // self._period)
-
-    async def reset(self):
-        """Reset the function, as a Function Level Reset does (the IP's FLR handshake)."""
-        if self.function_reset is None:
-            raise NotImplementedError("this bus has no way to reset the function")
-        await self.function_reset()
 
     def intx(self, dev=0):
         """Return slot ``dev``'s INTx level as the root port's messages say (1: asserted)."""
@@ -432,26 +424,8 @@ class PcieTB:
         self.bus = RootComplexBus(self.rc, self.port.sec_bus_num, self.period_ns,
                                   self.job.timeout_ns)
         self.bus.hosts = [self.host]
-        self.bus.function_reset = self.function_level_reset
         self.interrupts = self.bus.irq = RootComplexInterrupts(self.port, self.period_ns,
                                                                self.bus)
-
-    async def function_level_reset(self, limit=64):
-        """Play the hard IP's side of a Function Level Reset of PF0 (the model has none): hold
-        ``cfg_flr_in_process[0]`` until the top answers ``cfg_flr_done[0]``; return the cycles
-        that took. Raises :exc:`AssertionError` if no answer comes within ``limit`` cycles."""
-        dut = self.dut
-        edge = RisingEdge(dut.user_clk)
-        await edge
-        dut.cfg_flr_in_process.value = 1
-        try:
-            for cycle in range(limit):
-                await edge
-                if int(dut.cfg_flr_done.value) & 1:
-                    return cycle
-        finally:
-            dut.cfg_flr_in_process.value = 0
-        raise AssertionError("cfg_flr_done never came while cfg_flr_in_process was high")
 
     async def _host_ports(self, rings):
         # Each cycle, at the BFMs' drive point (the falling edge), the host's peer ID onto the
