@@ -77,6 +77,13 @@ def _run(stimulus, *, fail_first=0, cycles=200, silent_when_disabled=False):
     return sent
 
 
+async def _msi_on(ctx, dut):
+    # What a driver's MSI set-up leaves: MSI Enable and Bus Master Enable set.
+    ctx.set(dut.bus_master, 1)
+    ctx.set(dut.cfg_interrupt_msi_enable, 1)
+    await ctx.tick().repeat(2)
+
+
 async def _pulse(ctx, sig):
     ctx.set(sig, 1)
     await ctx.tick()
@@ -105,9 +112,7 @@ def test_intx_follows_the_level_with_each_change_held_until_sent():
 
 def test_one_msi_per_pulse_none_before_sent():
     async def stim(ctx, dut):
-        ctx.set(dut.bus_master, 1)
-        ctx.set(dut.cfg_interrupt_msi_enable, 1)
-        await ctx.tick().repeat(2)
+        await _msi_on(ctx, dut)
         for _ in range(3):          # back to back, faster than the IP sends
             await _pulse(ctx, dut.irq_msg)
         ctx.set(dut.irq, 1)         # the level does not reach INTx while MSI is on
@@ -117,9 +122,7 @@ def test_one_msi_per_pulse_none_before_sent():
 
 def test_failed_msi_is_asked_again():
     async def stim(ctx, dut):
-        ctx.set(dut.bus_master, 1)
-        ctx.set(dut.cfg_interrupt_msi_enable, 1)
-        await ctx.tick().repeat(2)
+        await _msi_on(ctx, dut)
         await _pulse(ctx, dut.irq_msg)
     assert [k for _, k in _run(stim, fail_first=2)] == ["msi"]
 
@@ -128,10 +131,8 @@ def test_masked_msi_waits_and_shows_pending():
     seen = {}
 
     async def stim(ctx, dut):
-        ctx.set(dut.bus_master, 1)
-        ctx.set(dut.cfg_interrupt_msi_enable, 1)
         ctx.set(dut.cfg_interrupt_msi_data, 1)      # vector 0 masked
-        await ctx.tick().repeat(2)
+        await _msi_on(ctx, dut)
         await _pulse(ctx, dut.irq_msg)
         await ctx.tick().repeat(30)
         seen["pending"] = ctx.get(dut.cfg_interrupt_msi_pending_status)
@@ -163,10 +164,8 @@ def test_no_msi_without_msi_enable_or_bus_master():
 
 def test_pulses_beyond_the_limit_are_folded():
     async def stim(ctx, dut):
-        ctx.set(dut.bus_master, 1)
-        ctx.set(dut.cfg_interrupt_msi_enable, 1)
         ctx.set(dut.cfg_interrupt_msi_data, 1)      # held back while they pile up
-        await ctx.tick().repeat(2)
+        await _msi_on(ctx, dut)
         for _ in range(OWED_LIMIT + 5):
             await _pulse(ctx, dut.irq_msg)
         ctx.set(dut.cfg_interrupt_msi_data, 0)
@@ -176,9 +175,7 @@ def test_pulses_beyond_the_limit_are_folded():
 
 def test_msi_turned_off_under_a_request_does_not_wedge():
     async def stim(ctx, dut):
-        ctx.set(dut.bus_master, 1)
-        ctx.set(dut.cfg_interrupt_msi_enable, 1)
-        await ctx.tick().repeat(2)
+        await _msi_on(ctx, dut)
         await _pulse(ctx, dut.irq_msg)
         await ctx.tick()
         ctx.set(dut.cfg_interrupt_msi_enable, 0)    # before the responder answers
