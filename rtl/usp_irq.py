@@ -16,7 +16,9 @@ and sends the messages itself when asked. :class:`USPInterrupts` asks:
   for one cycle and waits for ``cfg_interrupt_msi_sent`` or ``cfg_interrupt_msi_fail`` before the
   next; a failed message is asked again, a message masked by the capability's per-vector mask
   waits (and shows in its Pending bit) until it is unmasked, and pulses that come while one is
-  in flight are counted and sent after it, one message each. Messages owed when MSI is turned off are
+  in flight or held fold into one more message (a Pending bit is one bit; the driver reads
+  INTR_STATUS on each message and sees every vector), as the soft PCI function merges a message
+  still on offer. Messages owed when MSI is turned off are
   dropped: the level, on INTx, carries the state from then on.
 """
 
@@ -24,11 +26,7 @@ from amaranth.hdl import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["USPInterrupts", "INTX_PORTS", "MSI_PORTS", "OWED_LIMIT"]
-
-#: Most MSI messages the shim owes at once; pulses beyond it are folded into the last one (the
-#: driver reads INTR_STATUS on each message, so none is lost).
-OWED_LIMIT = 63
+__all__ = ["USPInterrupts", "INTX_PORTS", "MSI_PORTS"]
 
 #: The hard IP's legacy interrupt ports: name -> (direction from the user logic, width).
 INTX_PORTS = {
@@ -109,7 +107,7 @@ class USPInterrupts(wiring.Component):
 
         # -- MSI -----------------------------------------------------------------------------
         msi_on = Signal()
-        owed = Signal(range(OWED_LIMIT + 1))    # messages owed and not yet asked for
+        owed = Signal()             # a message is owed and not yet asked for
         busy = Signal()             # one asked for; neither sent nor fail seen yet
         fire = Signal()
         pulse = Signal()
@@ -118,28 +116,29 @@ class USPInterrupts(wiring.Component):
         m.d.comb += [
             msi_on.eq(msi_enable & self.bus_master),
             add.eq(self.irq_msg & msi_on),
-            fire.eq(((owed != 0) | add) & msi_on & ~busy & ~masked),
+            fire.eq((owed | add) & msi_on & ~busy & ~masked),
         ]
-        retry = busy & self.cfg_interrupt_msi_fail
-        total = Signal(range(OWED_LIMIT + 3))
-        m.d.comb += total.eq(owed + add + retry - fire)
         m.d.sync += pulse.eq(fire)
         with m.If(fire):
-            m.d.sync += busy.eq(1)
+            m.d.sync += [busy.eq(1), owed.eq(0)]
         with m.Elif(busy & (self.cfg_interrupt_msi_sent | self.cfg_interrupt_msi_fail)):
-            m.d.sync += busy.eq(0)
+            # A failed message is still owed; a pulse meanwhile folds into it.
+            m.d.sync += [busy.eq(0), owed.eq(owed | add | self.cfg_interrupt_msi_fail)]
         with m.Elif(~msi_enable):
             # MSI turned off under a request: PG213 does not say the IP still answers it, and
             # the shim must not wait for ever; a late answer is then ignored.
             m.d.sync += busy.eq(0)
-        m.d.sync += owed.eq(Mux(~msi_on, 0, Mux(total > OWED_LIMIT, OWED_LIMIT, total)))
+        with m.Elif(add):
+            m.d.sync += owed.eq(1)
+        with m.If(~msi_on):
+            m.d.sync += owed.eq(0)
         m.d.comb += [
             self.cfg_interrupt_msi_int.eq(pulse),
             self.cfg_interrupt_msi_function_number.eq(0),
             self.cfg_interrupt_msi_attr.eq(0),
             self.cfg_interrupt_msi_select.eq(0),
             # The capability's Pending bit shows a message held back by its mask.
-            self.cfg_interrupt_msi_pending_status.eq(owed != 0),
+            self.cfg_interrupt_msi_pending_status.eq(owed),
             self.cfg_interrupt_msi_pending_status_data_enable.eq(1),
             self.cfg_interrupt_msi_pending_status_function_num.eq(0),
         ]
