@@ -611,3 +611,57 @@ def test_host_model_takes_timing_and_rejects_junk():
     assert HostModel().timing == HostTiming()
     with pytest.raises(TypeError, match="timing must be a HostTiming"):
         HostModel({"ctl_latency": 3})
+
+
+def test_doorbells_are_recorded_and_passed_on():
+    host = HostModel()
+    seen = []
+    host.doorbell(3, 1)
+    host.on_doorbell = lambda peer, vector: seen.append((peer, vector))
+    host.doorbell(0xFFFF, 31)
+    assert host.doorbells == [(3, 1), (0xFFFF, 31)]
+    assert seen == [(0xFFFF, 31)]
+    assert host.state()["doorbells"] == [(3, 1), (0xFFFF, 31)]
+
+
+def test_rings_queue_in_order_and_wake_the_eventfd():
+    import select
+    host = HostModel()
+    host.ring(5)
+    fd = host.ring_fd           # made after a ring: readable at once
+    assert select.select([fd], [], [], 0)[0] == [fd]
+    host.ring(0)
+    assert host.pending_rings()
+    assert host.take_rings() == [5, 0]
+    assert not host.pending_rings()
+    assert select.select([fd], [], [], 0)[0] == []
+    host.ring(65535)
+    assert select.select([fd], [], [], 0)[0] == [fd]
+    host.close_ring_fd()
+    assert host.take_rings() == [65535]
+
+
+def test_rings_from_threads_are_all_delivered():
+    import threading
+    host = HostModel()
+    threads = [threading.Thread(target=lambda k=k: [host.ring(k) for _ in range(200)])
+               for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rings = host.take_rings()
+    assert sorted(rings) == sorted([k for k in range(4) for _ in range(200)])
+
+
+@pytest.mark.parametrize("vector", [-1, 1 << 16, 1.0, "1", True, None])
+def test_ring_refuses_what_the_port_cannot_carry(vector):
+    with pytest.raises(ValueError, match="vector must be an integer from 0 to 65535"):
+        HostModel().ring(vector)
+
+
+def test_a_doorbell_fault_is_a_stall_only():
+    from vmshm.host_model.faults import Fault
+    Fault("db", "stall", exchange=2, cycles=10)
+    with pytest.raises(ValueError, match="can only be a 'stall'"):
+        Fault("db", "drop")

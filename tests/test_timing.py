@@ -334,3 +334,9 @@ def test_doorbell_latencies_match_the_model(data_width, backend):
                    "doorbell_to_host": T.doorbell_to_host_cycles(),
                    "ring_to_intx": T.ring_to_intx_cycles(),
                    "ring_to_msi": T.ring_to_msi_cycles()}
+
+
+def test_cli_prints_doorbell_latencies(capsys):
+    assert main(["timing", "--doorbells"]) == 0
+    out = capsys.readouterr().out
+    assert "HostModel.ring -> MSI message taken" in out and "doorbell latencies" in out

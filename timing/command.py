@@ -72,6 +72,9 @@ def add_arguments(p):
     p.add_argument("--waveform", action="store_true",
                    help="single run only: also write a VCD and WaveDrom diagrams (JSON, SVG) "
                         "of one OPEN and one CLOSE")
+    p.add_argument("--doorbells", action="store_true",
+                   help="measure the doorbell's way out and a ring's way in (INTx, MSI) in "
+                        "cycles beside the model, print them and write nothing")
     p.add_argument("--out", default="vmshm-timing", metavar="DIR",
                    help="where to write the outputs (default ./vmshm-timing)")
 
@@ -111,6 +114,31 @@ def _report_clock(points, base, clock_hz, console):
             "recommendation": rec}
 
 
+def _doorbells(args, console, core):
+    # The latencies of docs/timing.md's "Doorbells and interrupts", measured and modelled.
+    from rich.table import Table
+
+    from vmshm.backends import run_function
+
+    from .model import (doorbell_to_host_cycles, doorbell_write_cycles, ring_to_intx_cycles,
+                        ring_to_msi_cycles)
+    with console.status(f"measuring doorbells on {args.backend}..."):
+        got = run_function("vmshm.timing.runs:measure_doorbells", backend=args.backend,
+                           **core).value
+    rows = (("DOORBELL write, offer to completion", "doorbell_write", doorbell_write_cycles()),
+            ("DOORBELL write offered -> host takes db", "doorbell_to_host",
+             doorbell_to_host_cycles()),
+            ("HostModel.ring -> INTx rises", "ring_to_intx", ring_to_intx_cycles()),
+            ("HostModel.ring -> MSI message taken", "ring_to_msi", ring_to_msi_cycles()))
+    table = Table(title=f"doorbell latencies ({args.backend}, {core['data_width']}-bit)")
+    for column in ("path", "measured cycles", "model cycles"):
+        table.add_column(column)
+    for label, key, model in rows:
+        table.add_row(label, str(got[key]), str(model))
+    console.print(table)
+    return 0 if all(got[key] == model for _, key, model in rows) else 1
+
+
 def run(args, console):
     """Run ``vmshm timing`` with parsed ``args`` and return the exit status."""
     return run_cli(args, console, core_args(args))
@@ -141,6 +169,8 @@ def run_cli(args, console, core):
     if reason:
         raise ValueError(f"--backend {args.backend} cannot run here: {reason}")
     clock_hz = args.clock * 1e6 if args.clock else None
+    if args.doorbells:
+        return _doorbells(args, console, core)
 
     extra = {}
     host_latency = args.host_latency
