@@ -549,4 +549,3 @@ async def function_level_reset(bus, tb, name):
     expect(await drv.regs.read32(REG["MAP_SIZE"].offset), 0, "MAP_SIZE after the FLR")
     expect(await drv.regs.read32(REG["ID"].offset), DEVICE_ID, "ID after the FLR")
     return {"done_after": done_after}
-
