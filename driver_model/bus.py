@@ -119,6 +119,9 @@ class GuestBus(abc.ABC):
         #: The host models behind the devices, for a program that plays the host too (a
         #: scenario ringing the device); set by backends that have them in this process.
         self.hosts = []
+        #: Cycles an interrupt takes beyond the function's pins to reach what :attr:`interrupts`
+        #: records: 0 where the bus watches the pins; a PCIe link's messages take longer.
+        self.interrupt_latency = 0
 
     # -- what a backend implements ------------------------------------------------------------
 

@@ -39,10 +39,11 @@ from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAM
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
-from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, dma_req_layout,
-                      dma_rsp_layout, guest_req_layout)
+from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, db_layout,
+                      dma_req_layout, dma_rsp_layout, guest_req_layout, ring_layout)
 from .pci import BarDef
 from .pg213 import CC_DESCRIPTOR, CQ_DESCRIPTOR, RC_DESCRIPTOR, RQ_DESCRIPTOR
+from .usp_irq import INTX_PORTS, MSI_PORTS, USPInterrupts
 
 __all__ = ["AXIS_WIDTHS", "TX_BUFFER_DWORDS", "PacketFifo", "CqBuffer", "CQ_USER_WIDTH",
            "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
@@ -1296,9 +1297,13 @@ class VMShmUSP(wiring.Component):
     client tags and no extended tags. Ports carry the hard IP's user-interface names, seen
     from the user logic (``s_axis_cq_*`` is the IP's ``m_axis_cq_*``), so each wires straight
     to the instance; ``ctl_req`` and ``ctl_rsp`` are VMShm's own control channel to the host
-    (OPEN with the name, CLOSE; the answer carries the object's size and host address). A
+    (OPEN with the name, CLOSE; the answer carries the object's size and host address), and
+    ``db``, ``ring``, ``peer_valid``, ``peer_id`` its doorbell ports, as the core's. A
     control request leaves only after the DMA writes before it have been flushed to the host.
-    ``cfg_function_status`` is registered inside (PF0's Memory Space and Bus Master Enable).
+    ``cfg_function_status`` is registered inside (PF0's Memory Space and Bus Master Enable,
+    Interrupt Disable). The core's interrupts reach the IP's legacy and MSI interrupt ports
+    through :class:`~vmshm.rtl.usp_irq.USPInterrupts` (INTA, or one MSI vector; see
+    :meth:`hard_ip_config`).
 
     Parameters
     ----------
@@ -1383,7 +1388,13 @@ class VMShmUSP(wiring.Component):
             "cfg_flr_done":         Out(4),
             "ctl_req":              Out(stream.Signature(ctl_req_layout())),
             "ctl_rsp":              In(stream.Signature(ctl_rsp_layout())),
+            "db":                   Out(stream.Signature(db_layout())),
+            "ring":                 In(stream.Signature(ring_layout())),
+            "peer_valid":           In(1),
+            "peer_id":              In(16),
         })
+        for name, (direction, width) in {**INTX_PORTS, **MSI_PORTS}.items():
+            members[name] = direction(width)
         super().__init__(members)
 
     @property
@@ -1431,7 +1442,9 @@ class VMShmUSP(wiring.Component):
 
         ``bars`` maps each BAR index to ``{"size", "64bit", "prefetchable"}`` (memory BARs; the
         others disabled); ``ids`` the identity; ``interface`` the user-interface options;
-        ``capability`` the vendor-specific capability's bytes.
+        ``interrupts`` the legacy Interrupt Pin (1, INTA) and the MSI capability (one vector,
+        64-bit address, per-vector masking; no MSI-X); ``capability`` the vendor-specific
+        capability's bytes.
         """
         return {
             "bars": {b.index: {"size": b.size, "64bit": b.is64, "prefetchable": b.prefetch}
@@ -1439,6 +1452,8 @@ class VMShmUSP(wiring.Component):
             "ids": self.ids,
             "interface": {"axis_width": self._axis_width, "alignment": "dword",
                           "straddle": False, "client_tag": True, "extended_tag": False},
+            "interrupts": {"intx_pin": 1, "msi_vectors": 1, "msi_64bit": True,
+                           "msi_per_vector_mask": True, "msix": False},
             "capability": self.capability(),
         }
 
@@ -1503,6 +1518,10 @@ class VMShmUSP(wiring.Component):
         wiring.connect(m, core.host.dma_req, requester.dma_req)
         wiring.connect(m, requester.dma_rsp, core.host.dma_rsp)
         wiring.connect(m, core.host.ctl_rsp, wiring.flipped(self.ctl_rsp))
+        wiring.connect(m, core.host.db, wiring.flipped(self.db))
+        wiring.connect(m, core.host.ring, wiring.flipped(self.ring))
+        m.d.comb += [core.host.peer_valid.eq(self.peer_valid),
+                     core.host.peer_id.eq(self.peer_id)]
         # A control request waits until the writes before it have reached host memory: the
         # host may unmap the object the moment it sees CLOSE.
         ctl = core.host.ctl_req
@@ -1532,4 +1551,18 @@ class VMShmUSP(wiring.Component):
             requester.seq_num_valid.eq(self.pcie_rq_seq_num_vld0),
             self.pcie_cq_np_req.eq(completer.np_req),
         ]
+
+        # Interrupts: not reset by FLR, so a message the IP is sending is still answered; the
+        # core's reset drops its level, which the INTx handshake then follows, and the IP's
+        # own reset clears MSI Enable, which drops what is owed.
+        m.submodules.interrupts = irq = USPInterrupts()
+        m.d.comb += [
+            irq.irq.eq(core.irq),
+            irq.irq_msg.eq(core.irq_msg),
+            irq.bus_master.eq(bus_master),
+            irq.intx_disable.eq(status[3]),
+        ]
+        for name, (direction, _) in {**INTX_PORTS, **MSI_PORTS}.items():
+            port, inner = getattr(self, name), getattr(irq, name)
+            m.d.comb += port.eq(inner) if direction is Out else inner.eq(port)
         return m

@@ -30,8 +30,9 @@ def _intx_count(bus, dev=0):
 
 
 async def _settle(bus, cycles=8):
-    # Long enough for any ring to reach INTR_STATUS and the line (docs/timing.md: a few cycles).
-    await bus.idle(cycles)
+    # Long enough for any ring to reach INTR_STATUS and the line (docs/timing.md: a few cycles),
+    # and the interrupt to travel as far as the bus watches (a PCIe link's messages take longer).
+    await bus.idle(cycles + bus.interrupt_latency)
 
 
 @scenario(shm_size=4096)

@@ -45,6 +45,22 @@ The rules (:data:`RULES`):
 ``rc-discontinue``
     RC: no data of a discontinued completion reaches a CC completion (checked by the test
     that injects it: data is not visible here).
+``intx-handshake``
+    ``cfg_interrupt_int`` changes only once the change before it was answered by
+    ``cfg_interrupt_sent``: an assertion is held until its message is sent, and so is a
+    deassertion (PG213, legacy interrupt mode).
+``intx-pending``
+    ``cfg_interrupt_pending`` is high for every function whose ``cfg_interrupt_int`` is (else
+    the Status register's Interrupt Status is wrong).
+``msi-request``
+    ``cfg_interrupt_msi_int`` has at most one bit set, is high for one cycle per request, and no
+    new request comes before ``cfg_interrupt_msi_sent`` or ``cfg_interrupt_msi_fail`` answered the
+    last one.
+``msi-enable``
+    No MSI request while the function's MSI Enable (``cfg_interrupt_msi_enable``) is clear: in
+    legacy mode the interface sends only INTx messages.
+``bus-master``
+    (also) no MSI request while Bus Master Enable is clear: an MSI is a memory write.
 """
 
 from dataclasses import dataclass
@@ -56,7 +72,8 @@ from cocotb.triggers import RisingEdge
 __all__ = ["RULES", "Violation", "PG213Checker", "PG213Error"]
 
 RULES = ("axi-hold", "tvalid-continuous", "tkeep", "length", "cc-descriptor", "rq-descriptor",
-         "rq-tag", "bus-master", "host-object", "cq-discontinue", "rc-discontinue")
+         "rq-tag", "bus-master", "host-object", "cq-discontinue", "rc-discontinue",
+         "intx-handshake", "intx-pending", "msi-request", "msi-enable")
 
 #: ``tuser`` bits below 512 bits (PG213, "Completer Request", "Requester Completion", ...).
 CQ_DISCONTINUE = 41
@@ -107,6 +124,23 @@ class _Stream:
                 int(s["tuser"].value))
 
 
+class _Interrupts:
+    """What the checker remembers of the interrupt interface between cycles."""
+
+    def __init__(self, dut):
+        self.name = "cfg_interrupt"
+        self.sig = {s: getattr(dut, f"cfg_interrupt_{s}") for s in
+                    ("int", "pending", "sent", "msi_enable", "msi_int", "msi_sent", "msi_fail",
+                     "msi_function_number")}
+        self.reset()
+
+    def reset(self):
+        self.intx = 0               # the last value of cfg_interrupt_int
+        self.intx_waiting = None    # cycle of a change not yet answered by sent
+        self.msi_prev = 0
+        self.msi_waiting = None     # cycle of an MSI request not yet answered
+
+
 def _contiguous(be):
     return be in (0x1, 0x3, 0x7, 0xF, 0x2, 0x6, 0xE, 0x4, 0xC, 0x8)
 
@@ -129,11 +163,12 @@ class PG213Checker:
         self._period = period_ns
         self._object_range = object_range
         self.violations = []
-        self.counts = {"cq": 0, "cc": 0, "rq": 0, "rc": 0}
+        self.counts = {"cq": 0, "cc": 0, "rq": 0, "rc": 0, "intx": 0, "msi": 0}
         self.cq = _Stream(dut, "s_axis_cq", "CQ")
         self.cc = _Stream(dut, "m_axis_cc", "CC")
         self.rq = _Stream(dut, "m_axis_rq", "RQ")
         self.rc = _Stream(dut, "s_axis_rc", "RC")
+        self.irq = _Interrupts(dut)
         self.owed_cq = {}           # (requester id, tag) -> bytes still to complete, or None
         self.discontinued = {}      # (requester id, tag) of dropped requests -> cycle
         self.owed_tags = set()      # RQ read tags not yet completed
@@ -171,10 +206,56 @@ class PG213Checker:
             if int(self.dut.user_reset.value):
                 for s in (self.cq, self.cc, self.rq, self.rc):
                     s.prev, s.in_packet, s.dwords = None, False, []
+                self.irq.reset()
                 continue
             for stream, is_source in ((self.cq, False), (self.cc, True), (self.rq, True),
                                       (self.rc, False)):
                 self._step(stream, is_source)
+            self._interrupts(self.irq)
+
+    # -- the interrupt interface ----------------------------------------------------------------
+
+    def _interrupts(self, s):
+        v = {k: int(sig.value) for k, sig in s.sig.items()}
+        now = self.cycle()
+        # INTx: a change answered in this cycle frees the next one from the cycle after.
+        answered = s.intx_waiting is not None and v["sent"]
+        if v["int"] != s.intx:
+            if s.intx_waiting is not None:
+                self.report("intx-handshake", s, f"cfg_interrupt_int {s.intx:#x} -> "
+                                                 f"{v['int']:#x} before the change at cycle "
+                                                 f"{s.intx_waiting} was sent")
+            s.intx_waiting = now
+            s.intx = v["int"]
+            self.counts["intx"] += 1
+        elif answered:
+            s.intx_waiting = None
+        if v["int"] & ~v["pending"] & 0xF:
+            self.report("intx-pending", s, f"cfg_interrupt_int {v['int']:#x} with "
+                                           f"cfg_interrupt_pending {v['pending']:#x}")
+        # MSI: one-cycle requests, one at a time, only where MSI and bus mastering are on.
+        if s.msi_waiting is not None and (v["msi_sent"] or v["msi_fail"]):
+            s.msi_waiting = None
+        msi = v["msi_int"]
+        if msi and msi & (msi - 1):
+            self.report("msi-request", s, f"cfg_interrupt_msi_int {msi:#x}: more than one vector")
+        if msi and s.msi_prev:
+            self.report("msi-request", s, "cfg_interrupt_msi_int high two cycles in a row")
+        elif msi:
+            if s.msi_waiting is not None:
+                self.report("msi-request", s, f"a new request before the one at cycle "
+                                              f"{s.msi_waiting} was sent or failed")
+            fn = v["msi_function_number"]
+            if not v["msi_enable"] >> fn & 1:
+                self.report("msi-enable", s, f"an MSI request for function {fn} with MSI "
+                                             f"Enable clear")
+            status = int(self.dut.cfg_function_status.value)
+            if not status >> (4 * fn + 2) & 1:
+                self.report("bus-master", s, f"an MSI request for function {fn} with Bus "
+                                             f"Master Enable clear")
+            s.msi_waiting = now
+            self.counts["msi"] += 1
+        s.msi_prev = msi
 
     # -- per beat -------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ import warnings
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Timer
+from cocotb.triggers import Event, FallingEdge, Timer
 from cocotbext.axi import AxiStreamBus
 from cocotbext.axi.address_space import Region
 from cocotbext.pcie.core import RootComplex
@@ -30,11 +30,13 @@ from cocotbext.pcie.xilinx.us import UltraScalePlusPcieDevice
 
 from vmshm.bfm import HostBFM
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
-from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout
+from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
 from vmshm.rtl.usp import VMShmUSP
 
 from .bfm import CocotbIO, CocotbStream
 from .outcome import release_hosts, save
+from .pcie_irq import (HardIpIntx, RootComplexInterrupts, configure_interrupts,
+                       interrupt_options)
 from .pcie_rules import PG213Checker
 
 __all__ = ["VMShmCapability", "HostObjectRegion", "RootComplexBus", "PcieTB"]
@@ -45,6 +47,18 @@ DRIVER_MEM32 = (0xE000_0000, 0xF000_0000)
 DRIVER_MEM64 = (0x80_0000_0000, 0x90_0000_0000)
 #: Offset in dwords of VMShm's capability: after the model's PM (0x40) and PCIe (0x70) ones.
 CAP_DWORD = 0xB0 // 4
+
+
+#: The top's MSI ports the hard-IP model drives or reads (INTx is :class:`HardIpIntx`'s).
+_MODEL_MSI_PORTS = ("cfg_interrupt_msi_enable", "cfg_interrupt_msi_int", "cfg_interrupt_msi_sent",
+                    "cfg_interrupt_msi_fail", "cfg_interrupt_msi_function_number",
+                    "cfg_interrupt_msi_attr", "cfg_interrupt_msi_select",
+                    "cfg_interrupt_msi_data", "cfg_interrupt_msi_pending_status",
+                    "cfg_interrupt_msi_pending_status_data_enable",
+                    "cfg_interrupt_msi_pending_status_function_num")
+#: Of those, the ones the model drives: settled before its first clock edge.
+_MODEL_MSI_INPUTS = ("cfg_interrupt_msi_enable", "cfg_interrupt_msi_sent",
+                     "cfg_interrupt_msi_fail", "cfg_interrupt_msi_data")
 
 
 class VMShmCapability(PciCap):
@@ -136,6 +150,12 @@ class RootComplexBus(GuestBus):
         self.bus_num = bus_num
         self._period = period_ns
         self._timeout = timeout_ns
+        #: The root port's :class:`~vmshm.testbench.pcie_irq.RootComplexInterrupts`, which
+        #: fills :attr:`interrupts`.
+        self.irq = None
+        # Through the hard-IP model an INTx message or an MSI reaches the root port 8 cycles
+        # after the ring on an idle link (test_pcie.py measures it): room to spare.
+        self.interrupt_latency = 64
 
     @property
     def data_width(self):
@@ -144,6 +164,23 @@ class RootComplexBus(GuestBus):
     def now(self):
         # From simulated time: counting edges would wake Python every cycle.
         return int(get_sim_time("ns") // self._period)
+
+    def intx(self, dev=0):
+        """Return slot ``dev``'s INTx level as the root port's messages say (1: asserted)."""
+        return int(dev == 0 and self.irq is not None and self.irq.intx_level)
+
+    async def idle(self, cycles):
+        """Let ``cycles`` cycles of the user clock pass."""
+        if cycles > 0:
+            await Timer(round(cycles * self._period), "ns")
+
+    async def wait_interrupt(self, dev, since, timeout=None):
+        """Wait until slot ``dev`` raised more than ``since`` interrupts (or ``timeout``
+        cycles passed); return the count. Woken by arrivals, not every cycle."""
+        def count():
+            return sum(1 for i in self.interrupts if i.dev == dev)
+        await self.irq.wait_until(lambda: count() > since, timeout)
+        return count()
 
     @property
     def max_payload(self):
@@ -310,6 +347,7 @@ class PcieTB:
             alignment="dword", cq_straddle=False, cc_straddle=False, rq_straddle=False,
             rc_straddle=False, rc_4tlp_straddle=False, max_payload_size=job.mps,
             enable_client_tag=True, enable_extended_tag=False,
+            **interrupt_options(cfg["interrupts"]),
             user_clk=dut.user_clk, user_reset=dut.user_reset,
             rq_bus=AxiStreamBus.from_prefix(dut, "m_axis_rq"),
             rc_bus=AxiStreamBus.from_prefix(dut, "s_axis_rc"),
@@ -318,7 +356,8 @@ class PcieTB:
             pcie_cq_np_req=dut.pcie_cq_np_req, pcie_cq_np_req_count=dut.pcie_cq_np_req_count,
             pcie_rq_seq_num0=dut.pcie_rq_seq_num0, pcie_rq_seq_num_vld0=dut.pcie_rq_seq_num_vld0,
             cfg_max_payload=dut.cfg_max_payload, cfg_max_read_req=dut.cfg_max_read_req,
-            cfg_function_status=dut.cfg_function_status)
+            cfg_function_status=dut.cfg_function_status,
+            **{name: getattr(dut, name) for name in _MODEL_MSI_PORTS})
         # The hard IP's configuration, as the top says it must be.
         fn = self.dev.functions[0]
         ids = cfg["ids"]
@@ -330,6 +369,7 @@ class PcieTB:
         for index, size in job.extra_bars.items():
             fn.configure_bar(int(index), size)     # BARs the top does not know: must answer UR
         fn.register_capability(VMShmCapability(cfg["capability"]), offset=CAP_DWORD)
+        configure_interrupts(fn, cfg["interrupts"])
         self.port = self.rc.make_port()
         self.port.connect(self.dev)
 
@@ -343,6 +383,8 @@ class PcieTB:
         for name in ("pcie_cq_np_req_count", "pcie_rq_seq_num0", "pcie_rq_seq_num_vld0",
                      "cfg_max_payload", "cfg_max_read_req",
                      "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid",
+                     "cfg_interrupt_sent", *_MODEL_MSI_INPUTS, "db__ready", "ring__valid",
+                     "peer_valid", "peer_id",
                      "s_axis_rc_tvalid",
                      "m_axis_cc_tready", "m_axis_rq_tready", "ctl_req__ready", "ctl_rsp__valid"):
             getattr(dut, name).value = 0
@@ -355,19 +397,52 @@ class PcieTB:
             await Timer(10, "ns")
         # PG213's rules on the four streams, from the first cycle after reset to the end.
         self.rules = PG213Checker(dut, self.period_ns, self._object_range).start()
+        self.intx = HardIpIntx(dut, self.dev.functions[0]).start()
         await self.rc.enumerate()
         self.enumerated = self._enumeration()
         await self._open_windows()
         if self.job.mrrs is not None:
             pdev = self.rc.find_device(self.dev.functions[0].pcie_id)
             await pdev.set_readrq((self.job.mrrs // 128).bit_length() - 1)
-        port = _CtlPort(CocotbStream(dut, "ctl_req", ctl_req_layout()),
-                        CocotbStream(dut, "ctl_rsp", ctl_rsp_layout()))
+        port = _HostPort(CocotbStream(dut, "ctl_req", ctl_req_layout()),
+                         CocotbStream(dut, "ctl_rsp", ctl_rsp_layout()),
+                         CocotbStream(dut, "db", db_layout()),
+                         CocotbStream(dut, "ring", ring_layout()))
         bfm = HostBFM(port, 32, self.host, self.timing, bus_address=self.job.host_addr)
         cocotb.start_soon(bfm.ctl_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns))))
+        cocotb.start_soon(bfm.db_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns))))
+        rings = Event()
+        cocotb.start_soon(self._host_ports(rings))
+
+        async def wake():
+            await rings.wait()
+            rings.clear()
+        cocotb.start_soon(bfm.ring_process(CocotbIO(dut.user_clk, _Cycles(self.period_ns)),
+                                           wake))
         self._start_pauses()
+        # The root port's secondary bus is known once enumerated.
         self.bus = RootComplexBus(self.rc, self.port.sec_bus_num, self.period_ns,
                                   self.job.timeout_ns)
+        self.bus.hosts = [self.host]
+        self.interrupts = self.bus.irq = RootComplexInterrupts(self.port, self.period_ns,
+                                                               self.bus)
+
+    async def _host_ports(self, rings):
+        # Each cycle, at the BFMs' drive point (the falling edge), the host's peer ID onto the
+        # ports and the ring process woken if the host queued rings: the root complex's bus has
+        # no drive point of its own to do it at, and a ring may come from any coroutine (or
+        # thread) at any time.
+        dut, host = self.dut, self.host
+        edge = FallingEdge(dut.user_clk)
+        peer = None
+        while True:
+            await edge
+            if host.peer_id != peer:
+                peer = host.peer_id
+                dut.peer_valid.value = int(peer is not None)
+                dut.peer_id.value = peer or 0
+            if host.pending_rings():
+                rings.set()
 
     def _object_range(self):
         # The bus addresses the device may touch: the object the host has mapped, if any.
@@ -420,7 +495,9 @@ class PcieTB:
         return {"host_reads": self.region.reads, "host_writes": self.region.writes,
                 "np_credits_now": int(self.dut.pcie_cq_np_req_count.value),
                 "pg213_violations": [str(v) for v in rules.violations] if rules else [],
-                "pg213_tlps": dict(rules.counts) if rules else {}}
+                "pg213_tlps": dict(rules.counts) if rules else {},
+                "intx": list(self.interrupts.intx) if hasattr(self, "interrupts") else [],
+                "msi": list(self.interrupts.msi) if hasattr(self, "interrupts") else []}
 
 
 class _Cycles:
@@ -434,10 +511,12 @@ class _Cycles:
         return int(get_sim_time("ns") // self._period)
 
 
-class _CtlPort:
-    def __init__(self, ctl_req, ctl_rsp):
+class _HostPort:
+    def __init__(self, ctl_req, ctl_rsp, db, ring):
         self.ctl_req = ctl_req
         self.ctl_rsp = ctl_rsp
+        self.db = db
+        self.ring = ring
 
 
 @cocotb.test()

@@ -18,6 +18,7 @@ import pytest
 from vmshm import pci_regs as P
 from vmshm.regmap import ABI_VERSION, CAP_OFFSET, DEFAULT_WINDOW_SIZE, DEVICE_ID
 from vmshm.rtl import VMShmPCI, VMShmUSP
+from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import SCENARIOS
 from vmshm.testbench.pcie import (DEFAULT_HOST_ADDR, PCIE_SCENARIOS, SKIPPED_SCENARIOS, PcieJob,
                                   run_pcie, run_pcie_scenario)
@@ -32,6 +33,11 @@ WIDTHS = (64, 256)
 PAIRS = [("icarus", 64), ("verilator", 256)]
 OTHER_PAIRS = [("icarus", 256), ("verilator", 64)]
 CHECKS = "vmshm.testbench.pcie_checks"
+IRQ_CHECKS = "vmshm.testbench.pcie_irq_checks"
+#: Cycles from a host ring's beat on the ring port to the shim's INTx and MSI requests to the
+#: hard IP (``cfg_interrupt_int`` rising, ``cfg_interrupt_msi_int``).
+RING_TO_INTX_REQUEST = 2
+RING_TO_MSI_REQUEST = 2
 #: Random back-pressure: each of CQ, CC, RQ and RC paused in this share of cycles.
 PAUSE = {"cq": 0.35, "cc": 0.35, "rq": 0.35, "rc": 0.35}
 
@@ -56,7 +62,8 @@ def check(fn, sim, width, shm_objects=None, size=16 << 10, **job_args):
         name = shm_objects.create(size, tag="pcie")
         kwargs["name"] = name
     params = {"axis_width": width, **job_args.pop("params", {})}
-    job = PcieJob(params=params, fn=f"{CHECKS}:{fn}", kwargs=kwargs, **job_args)
+    job = PcieJob(params=params, fn=fn if ":" in fn else f"{CHECKS}:{fn}", kwargs=kwargs,
+                  **job_args)
     return run_pcie(job, sim), name
 
 
@@ -73,11 +80,15 @@ def test_ports_carry_the_hard_ip_names():
                     "pcie_rq_seq_num_vld0", "cfg_max_payload", "cfg_max_read_req",
                     "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
                     "user_clk", "user_reset"}
-    host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp") for s in ("valid", "ready", "payload")}
+    ip |= set(INTX_PORTS) | set(MSI_PORTS)
+    host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp", "db", "ring")
+            for s in ("valid", "ready", "payload")} | {"peer_valid", "peer_id"}
     assert ports == ip | host
     for port, width in (("s_axis_cq_tdata", 256), ("s_axis_cq_tuser", 88),
                         ("m_axis_cc_tuser", 33), ("m_axis_rq_tuser", 62),
-                        ("s_axis_rc_tuser", 75), ("s_axis_rc_tkeep", 8)):
+                        ("s_axis_rc_tuser", 75), ("s_axis_rc_tkeep", 8),
+                        ("cfg_interrupt_int", 4), ("cfg_interrupt_msi_int", 32),
+                        ("cfg_interrupt_msi_enable", 4)):
         assert f"[{width - 1}:0] {port};" in text, port
 
 
@@ -305,6 +316,48 @@ def test_last_word_is_masked(sim, width, shm_objects):
 def test_function_level_reset_resets_the_function(sim, width, shm_objects):
     result, _ = check("function_level_reset", sim, width, shm_objects)
     assert result.value["done_after"] <= 4
+
+
+# -- interrupts and doorbells (issue 14) ---------------------------------------------------------
+# The host model rings; the root complex sees what the hard-IP model sends for the shim's
+# requests. PG213's interrupt rules (pcie_rules) hold on every cycle of these runs.
+
+@pytest.mark.parametrize("sim,width", PAIRS)
+def test_ring_sends_one_msi_per_unmasked_vector(sim, width):
+    result, _ = check(f"{IRQ_CHECKS}:msi_on_ring", sim, width)
+    # Three rings, the unmasking of a pending vector, a ring held by the MSI mask; nothing else.
+    assert len(result.value["msi"]) == 5
+    assert result.stats["pg213_tlps"]["msi"] == 5
+    assert result.stats["intx"] == []
+
+
+@pytest.mark.parametrize("delay", [0, 400], ids=["prompt-ip", "slow-ip"])
+def test_ring_asserts_intx_with_msi_off(delay):
+    result, _ = check(f"{IRQ_CHECKS}:intx_on_ring", "icarus", 64, kwargs={"delay": delay})
+    assert [what for what, _ in result.value["levels"]] == [
+        "ring", "W1C", "unmask", "mask", "unmask again", "Interrupt Disable",
+        "Interrupt Disable cleared", "ring then W1C"]
+    assert [k for _, k in result.value["intx"]][:2] == ["assert", "deassert"]
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_guest_doorbell_reaches_the_host(sim, width):
+    result, _ = check(f"{IRQ_CHECKS}:doorbell_to_host", sim, width)
+    assert result.value["doorbells"] == [(3, 5), (0, 31), (0xFFFF, 0xFFFF)]
+    assert result.value["ivposition"] == (0xFFFF_FFFF, 0x1234)   # no peer ID, then one
+
+
+def test_ring_to_interrupt_latency():
+    result, _ = check(f"{IRQ_CHECKS}:ring_latency", "icarus", 64)
+    lat = result.value
+    for kind in ("intx", "msi"):
+        print(f"ring to {kind} on the UltraScale+ top: {lat[kind]['ring_to_request']} cycles to "
+              f"the hard IP's request, {lat[kind]['ring_to_rc']} to the root port")
+    # The device's part is fixed: the ring port's beat to the request on the IP's ports.
+    assert lat["intx"]["ring_to_request"] == RING_TO_INTX_REQUEST
+    assert lat["msi"]["ring_to_request"] == RING_TO_MSI_REQUEST
+    for kind in ("intx", "msi"):
+        assert lat[kind]["ring_to_request"] < lat[kind]["ring_to_rc"] < 100
 
 
 # -- the command line reaches this top ----------------------------------------------------------
