@@ -30,7 +30,7 @@ if not (GUEST_DIR / "vmshm.c").exists():
 
 #: Where ``.ci/run`` (and the README's set-up) put the Debian kernel image it extracted.
 KERNEL_DIRS = ("/usr/local/lib/vmshm/kernel", "/boot")
-MODULE_SOURCES = ("vmshm.c", "vmshm_regs.h", "Kbuild", "Makefile")
+MODULE_SOURCES = ("vmshm.c", "vmshm_regs.h", "vmshm_ioctl.h", "Kbuild", "Makefile")
 
 
 class Missing(RuntimeError):
