@@ -7,10 +7,17 @@ becomes accesses on the guest bus: configuration reads and writes go to the func
 configuration space, BAR accesses (absolute bus addresses) become memory requests that the
 function decodes with its own BAR registers, and a device reset resets the RTL and its host side.
 
+Interrupts: after each request the function's INTx line is compared with what the guest's
+interrupt controller last heard, and a change is forwarded (:class:`~vmshm.qemu.irq.QtestIrq`)
+before the request completes, so a handler's write-1-to-clear lowers the line before the guest
+can see it again. A host that rings while the guest is idle wakes the server through its
+``ring_fd``: the clock runs until the ring reaches the interrupt line, which is forwarded.
+
 :class:`FloorDevice` answers the same requests from plain bytes, with no simulation: what the
 transport and the guest cost on their own (``vmshm qemu --bench``).
 """
 
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -20,7 +27,12 @@ from vmshm.driver_model.bus import BusTimeout
 from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
 
-__all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor"]
+__all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor",
+           "RING_CYCLES"]
+
+#: Most cycles the clock runs for a host's ring to reach the interrupt line while the guest is
+#: idle; the core takes a few, so this only bounds a ring of a masked vector (no line to wait for).
+RING_CYCLES = 16
 
 
 class DeviceHung(RuntimeError):
@@ -30,7 +42,7 @@ class DeviceHung(RuntimeError):
 @dataclass
 class Access:
     """One request from the guest as the device served it, with the simulated cycles it took."""
-    kind: str       # cfg_read, cfg_write, mem_read, mem_write, io_read, io_write, reset
+    kind: str       # cfg_read, cfg_write, mem_read, mem_write, io_read, io_write, reset, ring
     addr: int
     size: int
     value: int      # what was written, or what the read returned
@@ -60,7 +72,14 @@ def _ones(size):
     return (1 << 8 * size) - 1
 
 
-async def serve(bus, *, link, log, dev=0, watch=None):
+def _drain(fd):
+    try:
+        os.read(fd, 8)
+    except BlockingIOError:
+        pass
+
+
+async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
     """Answer ``link``'s requests on ``bus`` until QEMU closes its end; return how many.
 
     Parameters
@@ -75,18 +94,45 @@ async def serve(bus, *, link, log, dev=0, watch=None):
     watch : dict, optional
         Holds ``"in_flight"``: ``(kind, addr, time.monotonic())`` of the request being served,
         or ``None``: how a watchdog in another thread sees a device that stopped answering.
+    host : HostModel, optional
+        The function's host; its ``ring_fd`` wakes the server between requests.
+    irq : QtestIrq, optional
+        Where the function's INTx line goes; routed here from its Interrupt Pin register.
+        Without it the guest gets no interrupt (and rings wait for its next request).
     """
     watch = {} if watch is None else watch
     served = 0
+    wake = None
+    if irq is not None:
+        irq.route(await bus.cfg_read_int(dev, P.PCI_INTERRUPT_PIN, 1))
+        wake = getattr(host, "ring_fd", None)
+
+    def forward(*, wait=True):
+        if irq is not None:
+            level = bus.intx(dev)
+            if level != irq.level:
+                irq.set(level, wait=wait)
+
     if hasattr(bus, "timeout"):
         # Each bounded wait leaves a timer in the simulator until its deadline, and simulated
         # time barely moves between requests, so over a boot they pile up and slow every
         # step. The caller bounds a hang by the wall clock instead (``link.in_flight``).
         bus.timeout = None
     while True:
-        req = link.next()
+        req = link.next(wake=wake)
         if req is None:
             return served
+        if req.kind == "wake":
+            _drain(wake)
+            # Run the clock until the ring raises the line, then tell the guest.
+            start, level = bus.now(), irq.level
+            for _ in range(RING_CYCLES):
+                await bus.idle(1)
+                if bus.intx(dev) != level:
+                    break
+            forward()
+            log.append(Access("ring", 0, 0, irq.level, start, bus.now()))
+            continue
         kind, addr, size, value = req.kind, req.addr, req.size, req.value
         start = bus.now()
         watch["in_flight"] = (kind, addr, time.monotonic())
@@ -113,6 +159,8 @@ async def serve(bus, *, link, log, dev=0, watch=None):
                              f"{addr:#x}: {exc}") from None
         finally:
             bus.label = ""
+        # QEMU's main thread sends the reset and waits for it: it cannot answer qtest meanwhile.
+        forward(wait=kind != "reset")
         watch["in_flight"] = None
         log.append(Access(kind, addr, size, value, start, bus.now()))
         link.reply(req, value)
