@@ -71,14 +71,17 @@ def _server_thread(sock, log, host, errors, params, watch, backend, irq):
     return t
 
 
-def _floor_thread(sock, log, params):
+def _floor_thread(sock, log, params, dev, irq, errors):
     link = MpqemuLink(sock)
-    dev = FloorDevice(window_size=params.get("window_size", 1 << 20),
-                      name_size=params.get("name_size", 1 << 10))
+    if dev is None:
+        dev = FloorDevice(window_size=params.get("window_size", 1 << 20),
+                          name_size=params.get("name_size", 1 << 10))
 
     def run():
         try:
-            serve_floor(dev, link, log)
+            serve_floor(dev, link, log, irq)
+        except IrqError as exc:       # the guest's interrupts stopped: say so
+            errors.append(("error", exc))
         except Exception:
             pass
         finally:
@@ -103,7 +106,8 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
     the simulated VMShm device; ``qemu_args`` are added to QEMU's command line (other devices).
     ``host`` is the device's :class:`~vmshm.host_model.HostModel` (one that logs into
     ``Boot.host_log`` by default): a caller that rings the guest or takes its doorbells passes
-    its own.
+    its own. ``floor`` is True or a :class:`FloorDevice` to serve; without the simulated device
+    the floor takes its slot and its interrupt.
     """
     from vmshm.host_model import HostModel
     params = params or {}
@@ -122,11 +126,15 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
             if host is None:
                 host = HostModel(log=result.host_log.append)
             irq = QtestIrq(SLOT)
-        floor_pair = None
+        floor_pair = floor_irq = None
         if floor:
             floor_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds.append(floor_pair[1].fileno())
-            devices.append(f"x-pci-proxy-dev,id=floor0,fd={floor_pair[1].fileno()}")
+            spec = f"x-pci-proxy-dev,id=floor0,fd={floor_pair[1].fileno()}"
+            if not device:
+                spec += f",addr={SLOT:#x}"
+                irq = floor_irq = QtestIrq(SLOT)
+            devices.append(spec)
         cmd = [parts.qemu, "-nodefaults", "-no-user-config", "-display", "none",
                "-accel", "tcg", "-smp", "1", "-m", "256M",
                "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
@@ -145,15 +153,18 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
                                 preexec_fn=_die_with_parent)
         watch = {"in_flight": None}
         server = None
-        if device:
-            theirs.close()
+        if irq is not None:
             try:
                 irq.accept()
             except IrqError as exc:
                 errors.append(("error", exc))
+        if device:
+            theirs.close()
             server = _server_thread(ours, result.accesses, host, errors, params, watch,
                                     backend, irq)
-        floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
+        floor_server = (_floor_thread(floor_pair[0], result.floor, params,
+                                      None if floor is True else floor, floor_irq, errors)
+                        if floor else None)
         if floor_pair:
             floor_pair[1].close()
         in_program = False

@@ -167,18 +167,36 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
         served += 1
 
 
+#: The doorbell registers' offsets in BAR0 (issue 14's interface, ABI 1.2).
+_INTR_MASK, _INTR_STATUS, _IVPOSITION, _DOORBELL = 0x30, 0x34, 0x38, 0x3C
+
+
 class FloorDevice:
     """A VMShm-shaped PCI function made of plain bytes: no simulation, no host object.
 
     It has the same identity, capability and BARs as the default device so the guest finds it
     the same way; its registers read their constants (OPEN and CLOSE read 0), the window and the
     name buffer are byte arrays. What it costs is the floor any simulation adds to.
+
+    Its doorbell registers behave as the device's do, with the host's side in Python:
+    :meth:`ring` (thread-safe, wakes :func:`serve_floor` through :attr:`ring_fd`) sets
+    INTR_STATUS, a DOORBELL write lands in :attr:`doorbells` and calls :attr:`on_doorbell`,
+    :attr:`peer_id` is what IVPOSITION reads, and :attr:`intx` is the INTx line (Interrupt Pin
+    1, the Command register's Interrupt Disable honoured).
     """
 
     #: Subsystem ID that tells the floor from the simulated device in the guest.
     SUBSYSTEM_ID = 0xF100
 
     def __init__(self, *, window_size, name_size, regs_size=0x100):
+        import threading
+        self.intr_mask = self.intr_status = 0
+        self.peer_id = None
+        self.doorbells = []
+        self.on_doorbell = None
+        self.ring_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._rings = []
+        self._lock = threading.Lock()
         self.sizes = {0: regs_size, 1: window_size, 2: name_size}
         self.bars = {i: 0 for i in self.sizes}
         self.command = 0
@@ -196,14 +214,37 @@ class FloorDevice:
         struct.pack_into("<HH", cfg, P.PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBSYSTEM_VENDOR_ID,
                          self.SUBSYSTEM_ID)
         cfg[P.PCI_CAPABILITY_LIST] = CAP_OFFSET
+        cfg[P.PCI_INTERRUPT_PIN] = 1
         cap = capability_bytes(window_size=window_size, name_size=name_size, regs_bar=0,
                                window_bar=1, name_bar=2)
         cfg[CAP_OFFSET:CAP_OFFSET + len(cap)] = cap
         self.cfg = cfg
 
+    def ring(self, vector):
+        """Queue a ring of ``vector`` (what a host does); thread-safe."""
+        with self._lock:
+            self._rings.append(vector)
+        os.eventfd_write(self.ring_fd, 1)
+
+    def take_rings(self):
+        """Apply the queued rings to INTR_STATUS (vectors >= 32 are ignored, as the device's)."""
+        with self._lock:
+            rings, self._rings = self._rings, []
+        for v in rings:
+            if v < 32:
+                self.intr_status |= 1 << v
+
+    @property
+    def intx(self):
+        """int: The INTx line: a pending unmasked vector, unless Interrupt Disable is set."""
+        return int(bool(self.intr_status & self.intr_mask)
+                    and not self.command & P.PCI_COMMAND_INTX_DISABLE)
+
     def _cfg_dword(self, off):
         if off == P.PCI_COMMAND:
-            return struct.unpack_from("<I", self.cfg, off)[0] & 0xFFFF0000 | self.command
+            status = P.PCI_STATUS_INTERRUPT if self.intr_status & self.intr_mask else 0
+            return ((struct.unpack_from("<I", self.cfg, off)[0] | status << 16) & 0xFFFF0000
+                    | self.command)
         bar = (off - P.PCI_BASE_ADDRESS_0) // 4
         if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
             return self.bars[bar] | (P.PCI_BASE_ADDRESS_MEM_PREFETCH if bar == 1 else 0)
@@ -220,6 +261,8 @@ class FloorDevice:
             if off in (P.PCI_COMMAND, P.PCI_COMMAND + 1):
                 shift = 8 * (off - P.PCI_COMMAND)
                 self.command = (self.command & ~(0xFF << shift)) | (byte << shift)
+            if off == P.PCI_INTERRUPT_LINE:
+                self.cfg[off] = byte
             bar = (off - P.PCI_BASE_ADDRESS_0) // 4
             if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
                 shift = 8 * (off & 3)
@@ -237,21 +280,59 @@ class FloorDevice:
 
     def mem_read(self, addr, size):
         buf, off = self._target(addr, size)
+        if buf is self.regs and size == 4:
+            if off == _INTR_MASK:
+                return self.intr_mask
+            if off == _INTR_STATUS:
+                return self.intr_status
+            if off == _IVPOSITION:
+                return 0xFFFFFFFF if self.peer_id is None else self.peer_id
+            if off == _DOORBELL:
+                return 0
         return int.from_bytes(buf[off:off + size], "little") if buf is not None else _ones(size)
 
     def mem_write(self, addr, size, value):
         buf, off = self._target(addr, size)
-        if buf is not None and buf is not self.regs:
+        if buf is self.regs and size == 4:
+            if off == _INTR_MASK:
+                self.intr_mask = value & 0xFFFFFFFF
+            elif off == _INTR_STATUS:
+                self.intr_status &= ~value
+            elif off == _DOORBELL:
+                peer, vector = value >> 16 & 0xFFFF, value & 0xFFFF
+                self.doorbells.append((peer, vector))
+                if self.on_doorbell is not None:
+                    self.on_doorbell(peer, vector)
+        elif buf is not None and buf is not self.regs:
             buf[off:off + size] = (value & _ones(size)).to_bytes(size, "little")
 
 
-def serve_floor(device, link, log):
-    """Answer ``link``'s requests from ``device`` (a :class:`FloorDevice`) until QEMU goes."""
+def serve_floor(device, link, log, irq=None):
+    """Answer ``link``'s requests from ``device`` (a :class:`FloorDevice`) until QEMU goes.
+
+    With ``irq`` (a :class:`~vmshm.qemu.irq.QtestIrq`), its INTx line reaches the guest as the
+    simulated device's does, and :meth:`FloorDevice.ring` wakes the loop.
+    """
+    wake = None
+    if irq is not None:
+        irq.route(device.cfg[P.PCI_INTERRUPT_PIN])
+        wake = device.ring_fd
+
+    def forward(*, wait=True):
+        device.take_rings()
+        if irq is not None and device.intx != irq.level:
+            irq.set(device.intx, wait=wait)
+
     while True:
-        req = link.next()
+        req = link.next(wake=wake)
         if req is None:
             return
         t0 = time.perf_counter_ns()
+        if req.kind == "wake":
+            _drain(wake)
+            forward()
+            log.append(Access("ring", 0, 0, irq.level, t0, time.perf_counter_ns()))
+            continue
         value = 0
         if req.kind == "cfg_read":
             value = device.cfg_read(req.addr, req.size)
@@ -263,5 +344,8 @@ def serve_floor(device, link, log):
             device.mem_write(req.addr, req.size, req.value)
         elif req.kind == "io_read":
             value = _ones(req.size)
+        elif req.kind == "reset":
+            device.intr_mask = device.intr_status = 0
+        forward(wait=req.kind != "reset")
         log.append(Access(req.kind, req.addr, req.size, value, t0, time.perf_counter_ns()))
         link.reply(req, value)
