@@ -69,6 +69,7 @@ struct vmshm_dev {
 	unsigned long busy;		/* bit 0: the file is open */
 	struct mutex lock;		/* serialises OPEN, CLOSE and removal */
 	bool gone;			/* the function was removed */
+	bool has_irq;			/* the function has an interrupt */
 	u32 mask;			/* INTR_MASK, as the handler sees it */
 	atomic_t count;			/* interrupts since the last read */
 	wait_queue_head_t wait;		/* readers and pollers */
@@ -162,6 +163,8 @@ static ssize_t vmshm_read(struct file *file, char __user *buf, size_t count,
 
 	if (count != sizeof(n))
 		return -EINVAL;
+	if (!vdev->has_irq)
+		return -EOPNOTSUPP;
 	for (;;) {
 		n = atomic_xchg(&vdev->count, 0);
 		if (n)
@@ -191,7 +194,7 @@ static __poll_t vmshm_poll(struct file *file, poll_table *wait)
 	poll_wait(file, &vdev->wait, wait);
 	if (atomic_read(&vdev->count))
 		return EPOLLIN | EPOLLRDNORM;
-	if (READ_ONCE(vdev->gone))
+	if (READ_ONCE(vdev->gone) || !vdev->has_irq)
 		return EPOLLERR | EPOLLHUP;
 	return 0;
 }
@@ -397,14 +400,16 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	vmshm_set_mask(vdev, 0);
 	ret = pci_alloc_irq_vectors(pdev, 1, 1, msi ? PCI_IRQ_ALL_TYPES :
 				    PCI_IRQ_LEGACY);
-	if (ret < 0) {
-		dev_err(dev, "no interrupt: %d\n", ret);
-		return ret;
+	if (ret > 0) {
+		ret = devm_request_irq(dev, pci_irq_vector(pdev, 0), vmshm_irq,
+				       IRQF_SHARED, "vmshm", vdev);
+		if (ret)
+			return ret;
+		vdev->has_irq = true;
+	} else {
+		/* A device before ABI 1.2 has none: the window still works. */
+		dev_warn(dev, "no interrupt (%d): read and poll fail\n", ret);
 	}
-	ret = devm_request_irq(dev, pci_irq_vector(pdev, 0), vmshm_irq,
-			       IRQF_SHARED, "vmshm", vdev);
-	if (ret)
-		return ret;
 
 	vdev->id = ida_alloc(&vmshm_ida, GFP_KERNEL);
 	if (vdev->id < 0)
@@ -421,8 +426,10 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	dev_info(dev, "/dev/%s: window %u bytes at %pa, name buffer %u bytes\n",
 		 vdev->devname, vdev->window_size, &vdev->window_start,
 		 vdev->name_size);
-	dev_info(dev, "/dev/%s: %s, irq %d\n", vdev->devname,
-		 pdev->msi_enabled ? "MSI" : "INTx", pci_irq_vector(pdev, 0));
+	if (vdev->has_irq)
+		dev_info(dev, "/dev/%s: %s, irq %d\n", vdev->devname,
+			 pdev->msi_enabled ? "MSI" : "INTx",
+			 pci_irq_vector(pdev, 0));
 	return 0;
 
 err_ida:

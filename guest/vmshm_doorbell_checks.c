@@ -1,14 +1,15 @@
 // SPDX-License-Identifier: MIT
 /*
- * vmshm_doorbell_checks: the guest side of tests/test_qemu_doorbell.py, in one
- * boot: interrupts and doorbells through /dev/vmshm0.
+ * vmshm_doorbell_checks: interrupts and doorbells through /dev/vmshm0, in one
+ * boot: the guest side of tests/test_qemu_doorbell.py and of
+ * `vmshm qemu --doorbell-bench` (vmshm/qemu/doorbell.py is the host side).
  *
  *   vmshm_doorbell_checks PEER_ID ROUNDS
  *
  * Prints "CHECK <name> ok|FAIL <why>" per check, "WAIT <what>" when it is
  * about to block for the host (the test rings then), "IRQ <dev> <irq>"
- * and "INTERRUPTS <its /proc/interrupts line>" for the interrupt the kernel
- * gave the function, and "RTT ..." for ROUNDS
+ * and at the end "INTERRUPTS <its /proc/interrupts line>" for the interrupt
+ * the kernel gave the function, and "RTT ..." for ROUNDS
  * round trips: ring the host (vector 9), whose answer is a ring back, and
  * wait in read().  The exit status is the number of failed checks.
  */
@@ -65,10 +66,10 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* Print the function's PCI address and interrupt, and how it is wired. */
+/* Print the function's PCI address and the interrupt the kernel gave it. */
 static void show_irq(void)
 {
-	char path[300], line[256] = "";
+	char path[300];
 	struct dirent *e;
 	DIR *d = opendir(DRIVER);
 	FILE *f;
@@ -90,8 +91,15 @@ static void show_irq(void)
 		printf("IRQ %s %d\n", e->d_name, irq);
 	}
 	closedir(d);
-	/* The kernel's own line: IO-APIC (level) or PCI-MSI. */
-	f = fopen("/proc/interrupts", "r");
+	fflush(stdout);
+}
+
+/* The kernel's own line for the function: IO-APIC (level) or PCI-MSI. */
+static void show_interrupts(void)
+{
+	char line[256];
+	FILE *f = fopen("/proc/interrupts", "r");
+
 	while (f && fgets(line, sizeof(line), f))
 		if (strstr(line, "vmshm"))
 			printf("INTERRUPTS %s", line);
@@ -196,6 +204,7 @@ int main(int argc, char **argv)
 	}
 	free(rtt);
 	close(fd);
+	show_interrupts();
 	fflush(stdout);
 	return failures;
 }
