@@ -8,6 +8,7 @@ the program's exit status.
 """
 
 import json
+import os
 import re
 import statistics
 import sys
@@ -55,6 +56,12 @@ def add_arguments(p):
     p.add_argument("--bench", action="store_true",
                    help="measure register and window read latency in the guest, beside a floor "
                         "device with no simulation")
+    p.add_argument("--ivshmem", metavar="SOCKET", help="join the ivshmem group served at "
+                   "SOCKET (vmshm ivshmem-server, or QEMU's): IVPOSITION is the ID it gives, "
+                   "DOORBELL rings its peers, their rings interrupt the guest")
+    p.add_argument("--doorbell-bench", action="store_true",
+                   help="time doorbell round trips in the guest (ring the host, which rings "
+                        "back; the guest's read returns), on the RTL and on a floor device")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
@@ -85,6 +92,20 @@ def _check_args(args):
         raise ValueError(f"--run {args.run}: no such file")
     if args.run is not None and args.bench:
         raise ValueError("--bench runs its own program in the guest; leave out --run")
+    if args.ivshmem is not None:
+        import stat
+        try:
+            mode = os.stat(args.ivshmem).st_mode
+        except OSError as exc:
+            raise ValueError(f"--ivshmem {args.ivshmem}: {exc.strerror}") from None
+        if not stat.S_ISSOCK(mode):
+            raise ValueError(f"--ivshmem {args.ivshmem}: not a socket (give the server's -S)")
+        if args.bench or args.doorbell_bench:
+            raise ValueError("--ivshmem is for the example or --run; the benches have their own "
+                             "host side")
+    if args.doorbell_bench and (args.run is not None or args.bench):
+        raise ValueError("--doorbell-bench runs its own program in the guest; leave out --run "
+                         "and --bench")
     if not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     if args.backend == "native":
@@ -194,6 +215,9 @@ def run(args, console):
     if args.bench:
         from .bench import run_bench
         return run_bench(args, console, parts, params)
+    if args.doorbell_bench:
+        from .doorbell import run_bench
+        return run_bench(args, console, parts, params)
 
     if args.run:
         program, src = "program", Path(args.run)
@@ -206,13 +230,39 @@ def run(args, console):
     except image.BuildError as exc:
         console.print(f"vmshm qemu: {exc}", style="red")
         return 1
+    from vmshm.host_model import HostModel
+    host_log = []
+    host = HostModel(log=host_log.append)
+    bridge = None
+    if args.ivshmem is not None:
+        from vmshm.ivshmem import IvshmemBridge
+        from vmshm.ivshmem.client import ProtocolError
+        try:
+            bridge = IvshmemBridge.connect(host, args.ivshmem, log=host_log.append)
+        except (OSError, ProtocolError) as exc:
+            print(f"vmshm qemu: --ivshmem {args.ivshmem}: cannot join the group: "
+                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+        console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
+                      highlight=False, markup=False)
     console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
-    result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
-                  params=params, backend=args.backend,
-                  echo=lambda line: console.print(f"guest| {line}", highlight=False))
+    try:
+        result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
+                      params=params, backend=args.backend, host=host,
+                      echo=lambda line: console.print(f"guest| {line}", highlight=False,
+                                                      markup=False))
+    finally:
+        if bridge is not None:
+            bridge.close()
+        host.close_ring_fd()
+    result.host_log = host_log + result.host_log
     for line in result.host_log:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
+    if bridge is not None:
+        console.print(f"ivshmem: {bridge.forwarded} doorbell(s) forwarded to peers, "
+                      f"{bridge.delivered} ring(s) delivered, {bridge.dropped} dropped",
+                      highlight=False, markup=False)
     if result.status is None:
         for line in result.console[-15:]:
             console.print(f"console| {line}", highlight=False)

@@ -267,7 +267,8 @@ def init_archive(program, args, *, load_module=True, before=()):
              f"echo '{MARK} init'",
              *before]
     if load_module:
-        lines += [f"insmod /vmshm.ko || echo '{MARK} insmod failed'",
+        # The proxy carries no MSI: the server forwards the function's INTx line (qemu/irq.py).
+        lines += [f"insmod /vmshm.ko msi=0 || echo '{MARK} insmod failed'",
                   # devtmpfs makes the node asynchronously: wait a moment for it.
                   "i=0; while [ ! -e /dev/vmshm0 ] && [ $i -lt 50 ]; do sleep 0.1; "
                   "i=$((i+1)); done"]
