@@ -141,6 +141,10 @@ class DeviceModel:
         self.rejects = 0
         self.timeouts = 0
         self.dma_error = False
+        # Doorbells (ABI 1.2): the fuzzer's host never rings and has no peer ID, so INTR_STATUS
+        # stays 0 and IVPOSITION reads 0xffffffff; the host takes every doorbell at once.
+        self.intr_mask = 0
+        self.intr_status = 0
         self.target_abort = False
         self.command = 0
         self.host_base = 0
@@ -224,6 +228,9 @@ class DeviceModel:
             REG["WINDOW_SIZE"].offset: self.cfg.window_size,
             REG["NAME_SIZE"].offset: self.cfg.name_size,
             REG["TIMEOUTS"].offset: self.timeouts,
+            REG["INTR_MASK"].offset: self.intr_mask,
+            REG["INTR_STATUS"].offset: self.intr_status,
+            REG["IVPOSITION"].offset: 0xFFFF_FFFF,
         }
         return values.get(off, 0)
 
@@ -380,6 +387,18 @@ class DeviceModel:
                 if (o == st & ~(wb - 1) and be >> (st % wb) & 1 and
                         data >> (8 * (st % wb) + _DMA_ERROR_BIT) & 1):
                     self.dma_error = False
+                # INTR_MASK: read-write byte by byte; INTR_STATUS: write 1 to clear.
+                for name in ("INTR_MASK", "INTR_STATUS"):
+                    r = REG[name].offset
+                    if o != r & ~(wb - 1):
+                        continue
+                    lane_be = be >> (r % wb) & 0xF
+                    bits = sum(0xFF << (8 * i) for i in range(4) if lane_be >> i & 1)
+                    value = data >> (8 * (r % wb)) & 0xFFFF_FFFF & bits
+                    if name == "INTR_MASK":
+                        self.intr_mask = self.intr_mask & ~bits | value
+                    else:
+                        self.intr_status &= ~value
             return "SC"
         if bar.function == BAR_NAME:
             for k, (data, be) in enumerate(beats):

@@ -52,16 +52,24 @@
 #define VMSHM_REG_WINDOW_SIZE           0x24	/* C */
 #define VMSHM_REG_NAME_SIZE             0x28	/* C */
 #define VMSHM_REG_TIMEOUTS              0x2c	/* RC */
+#define VMSHM_REG_INTR_MASK             0x30	/* RW */
+#define VMSHM_REG_INTR_STATUS           0x34	/* W1C */
+#define VMSHM_REG_IVPOSITION            0x38	/* R */
+#define VMSHM_REG_DOORBELL              0x3c	/* W */
 #define VMSHM_VERSION_MINOR             0x0000ffff	/* additions only */
 #define VMSHM_VERSION_MAJOR             0xffff0000	/* incompatible changes */
 #define VMSHM_STATUS_OPEN               0x00000001	/* an object is mapped into BAR1 */
 #define VMSHM_STATUS_BUSY               0x00000002	/* an OPEN or CLOSE is in progress */
 #define VMSHM_STATUS_DMA_ERROR          0x00000004	/* sticky: a window access failed at the host (an error answer, or none in time); the guest read all ones, or a PCIe front end answered Completer Abort. Write 1 to clear */
 #define VMSHM_STATUS_LAST_ERROR         0x0000ff00	/* status code of the last OPEN or CLOSE */
+#define VMSHM_IVPOSITION_PEER           0x0000ffff	/* the peer ID */
+#define VMSHM_IVPOSITION_NONE           0xffff0000	/* 0xffff while there is no peer ID, else 0 */
+#define VMSHM_DOORBELL_VECTOR           0x0000ffff	/* the vector to ring */
+#define VMSHM_DOORBELL_PEER             0xffff0000	/* the peer to ring */
 
 /* Constant register values */
 #define VMSHM_DEVICE_ID                 0x564d5348	/* ASCII "VMSH" */
-#define VMSHM_ABI_VERSION               0x00010001
+#define VMSHM_ABI_VERSION               0x00010002
 
 /* Status codes read from OPEN and CLOSE: Linux errno numbers */
 #define VMSHM_CODE_OK                   0

@@ -9,7 +9,7 @@ the same cycles. The host model itself (:class:`~vmshm.host_model.HostModel`) st
 Exchanges are counted per channel from 0, in the order the host takes their first beat: on
 ``"ctl"`` every packet, the RESET the device sends out of reset included (so after power-on
 exchange 0 is that RESET and the first OPEN is exchange 1), on ``"dma"`` every window read and
-write.
+write, on ``"db"`` every doorbell (only a ``"stall"``: a host that does not take it).
 
 Examples
 --------
@@ -36,7 +36,7 @@ FAULT_KINDS = {
     "unasked": "before the answer, send an answer to a request that was never made (a tag no "
                "request had)",
 }
-_CHANNELS = ("ctl", "dma")
+_CHANNELS = ("ctl", "dma", "db")
 #: Cycles of a stall that never ends (longer than any simulation here).
 FOREVER = 1 << 40
 
@@ -48,7 +48,8 @@ class Fault:
     Attributes
     ----------
     channel : str
-        ``"ctl"`` (OPEN and CLOSE) or ``"dma"`` (window reads and writes).
+        ``"ctl"`` (OPEN and CLOSE), ``"dma"`` (window reads and writes) or ``"db"`` (the
+        guest's doorbells; a stall only).
     kind : str
         One of :data:`FAULT_KINDS`.
     exchange : int
@@ -79,6 +80,9 @@ class Fault:
                                         not isinstance(self.cycles, int) or self.cycles < 0):
             raise ValueError(f"Fault.cycles must be a non-negative int or None, "
                              f"not {self.cycles!r}")
+        if self.channel == "db" and self.kind != "stall":
+            raise ValueError(f"a doorbell is never answered: a 'db' Fault can only be a "
+                             f"'stall', not {self.kind!r}")
         if self.kind == "late" and self.cycles is None:
             raise ValueError("a 'late' Fault needs cycles: how much later the answer comes")
 

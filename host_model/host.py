@@ -6,7 +6,10 @@ functional models) call it and add the cycles and back-pressure described by :cl
 
 import errno
 import logging
+import os
 import random
+import threading
+from collections import deque
 from dataclasses import dataclass
 
 from vmshm.regmap import Status
@@ -144,6 +147,14 @@ class HostModel:
         the object's end, or the object could not be stored): each was an error answer.
     last_dma_error : str or None
         Why the last one was refused, for people.
+    peer_id : int or None
+        This device's peer ID in its ivshmem group (0 to 65535), what IVPOSITION reads; None
+        while it has none (IVPOSITION reads 0xffffffff). Backends drive the host port's
+        ``peer_valid``/``peer_id`` from it when they next run the clock.
+    doorbells : list of (int, int)
+        ``(peer, vector)`` of every doorbell the device rang (a guest's DOORBELL write), in order.
+    on_doorbell : callable or None
+        Called as ``on_doorbell(peer, vector)`` for each doorbell, after it is recorded.
     """
 
     def __init__(self, timing=None, *, log=None):
@@ -159,6 +170,93 @@ class HostModel:
         self.last_error = None
         self.dma_errors = 0
         self.last_dma_error = None
+        self.peer_id = None
+        self.doorbells = []
+        self.on_doorbell = None
+        # Rings may come from another thread (a server's peer connection); the lock covers the
+        # queue and the eventfd together, so a reader never sees one without the other.
+        self._rings = deque()
+        self._ring_lock = threading.Lock()
+        self._ring_fd = None
+
+    # -- doorbells -----------------------------------------------------------------------------
+
+    def doorbell(self, peer, vector):
+        """Take a doorbell the device rang: record ``(peer, vector)`` and call :attr:`on_doorbell`.
+
+        Backends call it for each beat they take from the host port's ``db``.
+        """
+        self.doorbells.append((int(peer), int(vector)))
+        if self.on_doorbell is not None:
+            self.on_doorbell(int(peer), int(vector))
+
+    def ring(self, vector):
+        """Queue a ring of the device's ``vector``; thread-safe.
+
+        Backends deliver queued rings on the host port's ``ring`` (one a cycle) when they next
+        run the clock. A vector of 32 or more reaches the device, which ignores it.
+
+        Raises
+        ------
+        ValueError
+            ``vector`` is not an integer from 0 to 65535 (the port's width).
+        """
+        if isinstance(vector, bool) or not isinstance(vector, int) or not 0 <= vector < 1 << 16:
+            raise ValueError(f"vector must be an integer from 0 to 65535, not {vector!r}")
+        with self._ring_lock:
+            self._rings.append(vector)
+            if self._ring_fd is not None:
+                os.eventfd_write(self._ring_fd, 1)
+
+    def pending_rings(self):
+        """Return whether rings are queued that no backend has taken yet."""
+        return bool(self._rings)
+
+    def take_rings(self):
+        """Return the queued rings, oldest first, and forget them: a backend's call.
+
+        :attr:`ring_fd` reads as not ready again afterwards.
+        """
+        with self._ring_lock:
+            rings = list(self._rings)
+            self._rings.clear()
+            if self._ring_fd is not None and rings:
+                try:
+                    os.eventfd_read(self._ring_fd)
+                except BlockingIOError:
+                    pass
+        return rings
+
+    @property
+    def ring_fd(self):
+        """int: An eventfd that is readable while rings are queued (made at the first use).
+
+        A server that blocks between guest requests selects on it, then runs the clock so the
+        rings are delivered. The model owns it: :meth:`close_ring_fd` closes it.
+        """
+        with self._ring_lock:
+            if self._ring_fd is None:
+                self._ring_fd = os.eventfd(len(self._rings),
+                                           os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            return self._ring_fd
+
+    def close_ring_fd(self):
+        """Close :attr:`ring_fd` if it was made; a later use makes a new one."""
+        with self._ring_lock:
+            if self._ring_fd is not None:
+                os.close(self._ring_fd)
+                self._ring_fd = None
+
+    def __getstate__(self):
+        # A host crosses to a simulator process as its settings; a lock and an fd do not.
+        state = dict(self.__dict__)
+        state["_ring_lock"] = None
+        state["_ring_fd"] = None
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._ring_lock = threading.Lock()
 
     @property
     def is_open(self):
@@ -239,12 +337,13 @@ class HostModel:
     def state(self):
         """Return what a caller may ask of this host after a run, as plain data.
 
-        ``is_open``, ``last_error``, ``dma_errors``, ``last_dma_error`` and ``ops`` (the
+        ``is_open``, ``last_error``, ``dma_errors``, ``last_dma_error``, ``doorbells`` and
+        ``ops`` (the
         requests a subclass that counts them saw, else empty): picklable, so it crosses from a simulator process back to the caller.
         """
         return {"is_open": self.is_open, "last_error": self.last_error,
                 "dma_errors": self.dma_errors, "last_dma_error": self.last_dma_error,
-                "ops": list(getattr(self, "ops", []))}
+                "ops": list(getattr(self, "ops", [])), "doorbells": list(self.doorbells)}
 
     def close(self):
         """Release the open object, if any, without unlinking it.

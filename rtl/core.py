@@ -14,6 +14,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
                           DEFAULT_WINDOW_SIZE, REG, REGISTERS, CtlOp, Status)
 
+from .doorbell import Doorbells
 from .layouts import (MAX_BURST, TAG_BITS, CplStatus, cpl_layout, guest_req_layout,
                       host_signature)
 
@@ -51,7 +52,9 @@ class VMShmCore(wiring.Component):
         each beat of a window burst. Beats the host had been offered stay owed and go out when
         it takes them (a write's rest with no byte enabled, an OPEN's rest as one RESET beat);
         late answers are dropped by tag, a late OPEN success is closed again. 0 waits for ever.
-        docs/timing.md states the bound on every access.
+        docs/timing.md states the bound on every access. A DOORBELL write waits on the host
+        only while the previous doorbell is still on offer, for at most this long; it is then
+        dropped (and counted in TIMEOUTS).
 
     Members
     -------
@@ -62,7 +65,9 @@ class VMShmCore(wiring.Component):
     host : ``Out(host_signature(...))``
         The host side: ``ctl_req`` (OPEN with the name, CLOSE), ``ctl_rsp`` (the host's
         answers), ``dma_req`` (window reads and writes at an offset into the object) and
-        ``dma_rsp`` (read data and write acknowledgements).
+        ``dma_rsp`` (read data and write acknowledgements), ``db`` (the guest's doorbells),
+        ``ring`` (the host's rings of the device's vectors), ``peer_valid``/``peer_id`` (what
+        IVPOSITION reads).
     dma_enable : ``In(1)``
         Bus Master Enable. While it is low OPEN fails with ``EPERM`` and window accesses are
         rejected.
@@ -72,6 +77,11 @@ class VMShmCore(wiring.Component):
     host_base : ``Out(64)``
         The host bus address of the open object (``ctl_rsp.payload.addr`` of the last successful
         OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
+    irq : ``Out(1)``
+        The interrupt, as a level: ``(INTR_STATUS & INTR_MASK) != 0``.
+    irq_msg : ``Out(1)``
+        A one-cycle pulse each time ``INTR_STATUS & INTR_MASK`` gains a bit: a message-signalled
+        front end sends one message per pulse (see :class:`~vmshm.rtl.doorbell.Doorbells`).
     """
 
     def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
@@ -113,6 +123,8 @@ class VMShmCore(wiring.Component):
             "cpl_error": Out(1),
             # Where the host put the object on its bus, for a front end whose DMA is addressed.
             "host_base": Out(64),
+            "irq": Out(1),
+            "irq_msg": Out(1),
         })
 
     @property
@@ -175,8 +187,25 @@ class VMShmCore(wiring.Component):
         name_rd = name_ram.read_port()
         name_wr = name_ram.write_port(granularity=8)
 
+        # -- doorbells and interrupts: their registers live in their own component -------------
+        m.submodules.doorbells = bells = Doorbells()
+        m.d.comb += [
+            self.host.db.valid.eq(bells.db.valid),
+            self.host.db.payload.eq(bells.db.payload),
+            bells.db.ready.eq(self.host.db.ready),
+            bells.ring.valid.eq(self.host.ring.valid),
+            bells.ring.payload.eq(self.host.ring.payload),
+            self.host.ring.ready.eq(bells.ring.ready),
+            bells.peer_valid.eq(self.host.peer_valid),
+            bells.peer_id.eq(self.host.peer_id),
+            self.irq.eq(bells.irq),
+            self.irq_msg.eq(bells.irq_msg),
+        ]
+
         # -- register file: each register's read value, from the one register map --------------
         reg_value = {
+            "INTR_MASK": bells.mask, "INTR_STATUS": bells.status,
+            "IVPOSITION": bells.ivposition, "DOORBELL": C(0, 32),
             "OPEN": C(0, 32), "CLOSE": C(0, 32),
             "ID": C(REG["ID"].reset, 32), "VERSION": C(REG["VERSION"].reset, 32),
             "STATUS": Cat(is_open, busy, dma_error, C(0, 5), last_error),
@@ -340,6 +369,29 @@ class VMShmCore(wiring.Component):
         def close_window():
             m.d.sync += [is_open.eq(0), map_size.eq(0), map_limit.eq(0), obj_size.eq(0)]
 
+        # -- the doorbell registers' writes, decoded for the WRITE state -------------------------
+        def reg_lane(name):
+            # Whether the beat at hand is in the register's word, and its lane's enables and data.
+            r = REG[name]
+            lane = (r.offset % wb) // 4
+            return ((bar == BAR_REGS) & (waddr == r.offset >> wshift) &
+                    (cpl_status == CplStatus.SC),
+                    req.be.word_select(lane, 4), req.data.word_select(lane, 32))
+
+        def bytes_of(be):
+            return Cat(*[be[i].replicate(8) for i in range(4)])
+
+        db_word, db_be, db_data = reg_lane("DOORBELL")
+
+        def reg_writes():
+            hit, be, value = reg_lane("INTR_MASK")
+            m.d.comb += [bells.mask_we.eq(Mux(hit, be, 0)), bells.mask_data.eq(value)]
+            hit, be, value = reg_lane("INTR_STATUS")
+            with m.If(hit):
+                m.d.comb += bells.clear.eq(value & bytes_of(be))
+            with m.If(db_word & db_be.any() & ~bells.full):
+                m.d.comb += [bells.ring_we.eq(1), bells.ring_data.eq(db_data & bytes_of(db_be))]
+
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
@@ -375,9 +427,19 @@ class VMShmCore(wiring.Component):
 
             # -- writes to registers and the name RAM, and dropped writes --------------------------
             with m.State("WRITE"):
-                m.d.comb += self.req.ready.eq(1)
-                with m.If(self.req.valid):
+                # A DOORBELL write waits while the previous doorbell is on offer, at most the
+                # host timeout; then it is taken and dropped. The wait depends on registers
+                # only (the word's address, the slot), not on the beat's byte enables.
+                db_wait = Signal()
+                m.d.comb += db_wait.eq(db_word & bells.full & ~timed_out)
+                m.d.comb += self.req.ready.eq(~db_wait)
+                with m.If(self.req.valid & db_wait):
+                    run_timer()
+                with m.If(self.req.valid & db_word & db_be.any() & bells.full & timed_out):
+                    count_timeout()
+                with m.If(self.req.valid & ~db_wait):
                     with m.If(cpl_status == CplStatus.SC):
+                        reg_writes()
                         with m.If(bar == BAR_NAME):
                             m.d.comb += [
                                 name_wr.addr.eq(waddr),

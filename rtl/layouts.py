@@ -12,7 +12,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["CplStatus", "Space", "MAX_BURST", "TAG_BITS", "guest_req_layout", "cpl_layout",
            "ctl_req_layout", "ctl_rsp_layout", "dma_req_layout", "dma_rsp_layout",
-           "pci_req_layout", "bus_req_layout", "host_signature"]
+           "pci_req_layout", "bus_req_layout", "db_layout", "ring_layout", "msi_layout",
+           "host_signature"]
 
 #: Width of the tags that pair a host's answers with the device's requests (see ``tag`` below).
 TAG_BITS = 8
@@ -159,14 +160,40 @@ def bus_req_layout(data_width):
     })
 
 
+def db_layout():
+    """Return the layout of one doorbell beat to the host: a guest's DOORBELL write.
+
+    ``peer`` and ``vector`` are the written value's high and low halves (ivshmem's layout).
+    """
+    return data.StructLayout({"peer": 16, "vector": 16})
+
+
+def ring_layout():
+    """Return the layout of one ring from the host: the vector to raise (>= 32 is ignored)."""
+    return data.StructLayout({"vector": 16})
+
+
+def msi_layout():
+    """Return the layout of one MSI message a PCI function sends: a 32-bit write of ``data``
+    to bus address ``addr``."""
+    return data.StructLayout({"addr": 64, "data": 32})
+
+
 def host_signature(addr_width, data_width):
     """Return the signature of a device's host side, from the device's point of view.
 
     ``ctl_req``/``ctl_rsp`` carry OPEN and CLOSE; ``dma_req``/``dma_rsp`` carry window data.
+    ``db`` carries the guest's doorbells to the host, one beat per DOORBELL write; ``ring``
+    carries the host's rings to the device, which is always ready. ``peer_valid`` and
+    ``peer_id`` are what IVPOSITION reads (0xffffffff while ``peer_valid`` is low).
     """
     return wiring.Signature({
         "ctl_req": Out(stream.Signature(ctl_req_layout())),
         "ctl_rsp": In(stream.Signature(ctl_rsp_layout())),
         "dma_req": Out(stream.Signature(dma_req_layout(addr_width, data_width))),
         "dma_rsp": In(stream.Signature(dma_rsp_layout(data_width))),
+        "db": Out(stream.Signature(db_layout())),
+        "ring": In(stream.Signature(ring_layout())),
+        "peer_valid": In(1),
+        "peer_id": In(16),
     })

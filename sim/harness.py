@@ -153,6 +153,8 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
 
         bus = StreamGuestBus(io, top.req, top.cpl, top.data_width,
                              timeout=bus_timeout(top.host_timeout), reset=reset)
+        bus.hosts = hosts
+        bus.before_clock = lambda: host_ports_now(ctx)
         bus_box.append(bus)
         result.value = await scenario(bus)
         io.settle()
@@ -164,13 +166,44 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
             await process(AmaranthIO(ctx, top.cycle))
         return testbench
 
+    # Testbench-only signals, one per host: toggled when its rings are waiting, to wake the
+    # ring process without a wake-up every cycle.
+    kicks = [Signal(name=f"ring_kick{i}") for i in range(devices)]
+    peers = [None] * devices
+
+    def host_ports_now(ctx):
+        # At the guest's drive point, before it runs the clock: the host's peer ID onto the
+        # port, and the ring processes woken if the host queued rings.
+        for i, host in enumerate(hosts):
+            if host.peer_id != peers[i]:
+                peers[i] = host.peer_id
+                port = top.host(i)
+                ctx.set(port.peer_valid, host.peer_id is not None)
+                ctx.set(port.peer_id, host.peer_id or 0)
+            if host.pending_rings():
+                ctx.set(kicks[i], ~ctx.get(kicks[i]))
+
+    def ring_waker(i):
+        async def testbench(ctx):
+            io = AmaranthIO(ctx, top.cycle)
+
+            async def wake():
+                io.settle()
+                await ctx.changed(kicks[i])
+            await bfms[i].ring_process(io, wake)
+        return testbench
+
     sim = Simulator(top)
     sim.add_clock(CLOCK_PERIOD)
+    bfms = []
     for i, (host, t) in enumerate(zip(hosts, timings)):
         bfm = HostBFM(top.host(i), top.data_width, host, t)
+        bfms.append(bfm)
         result.events.append(bfm.events)
         sim.add_testbench(background(bfm.ctl_process), background=True)
         sim.add_testbench(background(bfm.dma_process), background=True)
+        sim.add_testbench(background(bfm.db_process), background=True)
+        sim.add_testbench(ring_waker(i), background=True)
     sim.add_testbench(testbench)
     try:
         if vcd is not None:

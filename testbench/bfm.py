@@ -57,7 +57,9 @@ def host_port(dut, top, index):
     port = top.host(index)
     return SimpleNamespace(**{
         name: CocotbStream(dut, f"host{index}__{name}", getattr(port, name).payload.shape())
-        for name in ("ctl_req", "ctl_rsp", "dma_req", "dma_rsp")})
+        for name in ("ctl_req", "ctl_rsp", "dma_req", "dma_rsp", "db", "ring")},
+        peer_valid=getattr(dut, f"host{index}__peer_valid"),
+        peer_id=getattr(dut, f"host{index}__peer_id"))
 
 
 class CocotbIO(StreamIO):

@@ -11,7 +11,7 @@ import traceback
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge
+from cocotb.triggers import Event, FallingEdge
 
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.sim.harness import SimTop
@@ -50,6 +50,10 @@ class TB:
             port.dma_req.ready.value = 0
             port.ctl_rsp.valid.value = 0
             port.dma_rsp.valid.value = 0
+            port.db.ready.value = 0
+            port.ring.valid.value = 0
+            port.peer_valid.value = 0
+            port.peer_id.value = 0
         for _ in range(RESET_CYCLES):
             await FallingEdge(dut.clk)
         # Released at a falling edge: the cycle counter reads 0 here, as at the start of an
@@ -58,12 +62,38 @@ class TB:
 
     def start_hosts(self, hosts, timings):
         self.events = []
+        ports = [host_port(self.dut, self.top, i) for i in range(len(hosts))]
+        kicks = [Event() for _ in hosts]
+        peers = [None] * len(hosts)
+
+        def host_ports_now():
+            # As the Amaranth harness: peer IDs onto the ports and the ring processes woken, at
+            # the guest's drive point before it runs the clock.
+            for i, host in enumerate(hosts):
+                if host.peer_id != peers[i]:
+                    peers[i] = host.peer_id
+                    ports[i].peer_valid.value = int(host.peer_id is not None)
+                    ports[i].peer_id.value = host.peer_id or 0
+                if host.pending_rings():
+                    kicks[i].set()
+
+        def waker(kick):
+            async def wake():
+                await kick.wait()
+                kick.clear()
+            return wake
+
+        self.bus.hosts = hosts
+        self.bus.before_clock = host_ports_now
         for i, (host, timing) in enumerate(zip(hosts, timings)):
-            bfm = HostBFM(host_port(self.dut, self.top, i), self.top.data_width, host, timing)
+            bfm = HostBFM(ports[i], self.top.data_width, host, timing)
             self.events.append(bfm.events)
             # Each process has its own IO, as each Amaranth testbench has its own context.
             cocotb.start_soon(bfm.ctl_process(CocotbIO(self.dut.clk, self.dut.cycle)))
             cocotb.start_soon(bfm.dma_process(CocotbIO(self.dut.clk, self.dut.cycle)))
+            cocotb.start_soon(bfm.db_process(CocotbIO(self.dut.clk, self.dut.cycle)))
+            cocotb.start_soon(bfm.ring_process(CocotbIO(self.dut.clk, self.dut.cycle),
+                                               waker(kicks[i])))
 
 
 @cocotb.test()

@@ -42,6 +42,8 @@ class HostEvent(NamedTuple):
     of CLOSE), ``"ctl_rsp"`` (the host's answer taken), ``"dma_req_first"``, ``"dma_req_last"``
     (a read's one request beat is both; a write's first and last data beats), ``"dma_rsp_first"``
     or ``"dma_rsp_last"`` (a read's first and last data beats; a write's one ack is both).
+    ``"db"`` is a doorbell taken (op ``"DOORBELL"``), ``"ring"`` a ring the device took (op
+    ``"RING"``).
     ``op`` is ``"OPEN"``, ``"CLOSE"``, ``"READ"`` or ``"WRITE"``. The timing study
     (:mod:`vmshm.timing`) splits each guest transaction into phases at these stamps.
     """
@@ -110,6 +112,9 @@ class StreamGuestBus(GuestBus):
 
     def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT, reset=None):
         super().__init__()
+        #: Called (no arguments) before each operation runs the clock: the harness drives the
+        #: host ports' peer IDs and wakes its ring processes there (:meth:`HostBFM.ring_process`).
+        self.before_clock = None
         self._reset = reset
         self._io = io
         self._req = req
@@ -139,8 +144,13 @@ class StreamGuestBus(GuestBus):
             raise NotImplementedError("this backend has no way to reset the device")
         await self._reset()
 
+    def _before_clock(self):
+        if self.before_clock is not None:
+            self.before_clock()
+
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass, one wake-up each: the backend's bare cost per cycle."""
+        self._before_clock()
         for _ in range(cycles):
             await self._io.wait(1)
 
@@ -169,6 +179,7 @@ class StreamGuestBus(GuestBus):
 
     async def _burst_read_now(self, space, dev, addr, words, be):
         io = self._io
+        self._before_clock()
         await io.put(self._req, {**self._header(space, dev, addr, 0, words - 1),
                                  "data": 0, "be": be}, timeout=self._timeout)
         out, status = [], CplStatus.SC
@@ -180,6 +191,7 @@ class StreamGuestBus(GuestBus):
 
     async def _burst_write_now(self, space, dev, addr, beats):
         io = self._io
+        self._before_clock()
         header = self._header(space, dev, addr, 1, len(beats) - 1)
         for data, be in beats:
             await io.put(self._req, {**header, "data": data, "be": be}, timeout=self._timeout)
@@ -391,3 +403,34 @@ class HostBFM:
             async for point in self._answer(io, port.dma_rsp, answer, faults, rsp_gate,
                                             unasked=bogus):
                 self._stamp(io, f"dma_rsp_{point}", what)
+
+    async def db_process(self, io):
+        """Take the device's doorbells for ever on ``io``: run in the background.
+
+        Always ready, unless ``timing.faults`` stalls a doorbell (channel ``"db"``); each one
+        taken goes to :meth:`HostModel.doorbell <vmshm.host_model.HostModel.doorbell>`.
+        """
+        port = self._port
+        exchange = 0
+        while True:
+            await self._stall(io, "db", exchange, 0)
+            beat = await io.get(port.db)
+            exchange += 1
+            self._stamp(io, "db", "DOORBELL")
+            self.host.doorbell(int(beat.peer), int(beat.vector))
+
+    async def ring_process(self, io, wake):
+        """Deliver the host's queued rings on the device's ``ring`` port for ever: background.
+
+        One ring a cycle (the device is always ready). ``wake`` is an async callable that
+        returns once rings may have been queued: the harness makes it return when its guest bus
+        next runs the clock with rings pending (:attr:`StreamGuestBus.before_clock`), so a ring
+        queued at a drive point moves at the next edge on every backend.
+        """
+        while True:
+            rings = self.host.take_rings()
+            for vector in rings:
+                await io.put(self._port.ring, {"vector": vector})
+                self._stamp(io, "ring", "RING")
+            if not rings:
+                await wake()

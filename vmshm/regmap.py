@@ -14,18 +14,18 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "ABI_VERSION", "DEVICE_ID", "BAR_REGS", "BAR_WINDOW", "BAR_NAME", "BAR_NAMES",
-    "Field", "Register", "REGISTERS", "REG", "Status", "STATUS_TEXT", "CtlOp",
+    "ACCESS", "Field", "Register", "REGISTERS", "REG", "Status", "STATUS_TEXT", "CtlOp",
     "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
     "PCI_VENDOR_ID", "PCI_DEVICE_ID", "PCI_SUBSYSTEM_VENDOR_ID", "PCI_SUBSYSTEM_ID",
     "PCI_REVISION", "CAP_OFFSET", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
-    "CAP_ID_VNDR", "capability_bytes",
+    "CAP_ID_VNDR", "capability_bytes", "MSI_CAP_OFFSET", "VECTORS",
     "render_markdown",
 ]
 
 #: ``ID`` register value: ASCII "VMSH".
 DEVICE_ID = 0x564D5348
 #: ABI version: major in bits 31:16, minor in bits 15:0. Bump minor for additions.
-ABI_VERSION = (1 << 16) | 1
+ABI_VERSION = (1 << 16) | 2
 
 BAR_REGS = 0    #: BAR0: the register file.
 BAR_WINDOW = 1  #: BAR1: the window into the host object.
@@ -78,6 +78,12 @@ CAP_LEN = 0x14
 CAP_VERSION = 1
 #: PCI's capability ID of a vendor-specific capability (PCI_CAP_ID_VNDR).
 CAP_ID_VNDR = 0x09
+#: Where the soft front end's MSI capability sits: past the PCI Express capability (0x60 to
+#: 0x9B), since a 64-bit MSI capability (14 bytes) does not fit between 0x54 and 0x60. In the
+#: capability list it still comes between the two: 0x40 -> MSI -> 0x60.
+MSI_CAP_OFFSET = 0xA0
+#: Interrupt vectors of the doorbell registers: INTR_MASK and INTR_STATUS have one bit each.
+VECTORS = 32
 
 
 def capability_bytes(*, window_size, name_size, regs_bar, window_bar, name_bar, next_ptr=0):
@@ -156,13 +162,26 @@ class Field:
     doc: str
 
 
+#: Access types of a register, and what each means (docs/registers.md lists them).
+ACCESS = {
+    "RT": "read-to-trigger (the completion is held until the action is done)",
+    "R": "read-only",
+    "RC": "read-only and any write clears it",
+    "C": "constant",
+    "RW": "read-write (each byte enable writes its byte)",
+    "W1C": "read-only, and writing 1 to a bit clears it; reading has no side effect",
+    "W": "write-only: a write acts, a read returns 0",
+}
+
+
 @dataclass(frozen=True)
 class Register:
     """A 32-bit register in BAR0.
 
     ``access`` is one of ``"R"`` (read-only), ``"RT"`` (read-to-trigger: the read starts an action
     and its completion is held until the action is done), ``"RC"`` (read-only, any write clears
-    it), ``"C"`` (a constant).
+    it), ``"C"`` (a constant), ``"RW"`` (read-write, byte by byte), ``"W1C"`` (read-only, writing
+    1 to a bit clears it) or ``"W"`` (write-only: a write acts, a read returns 0).
     """
     name: str
     offset: int
@@ -175,9 +194,9 @@ class Register:
         if self.offset % 4 or not 0 <= self.offset < BAR0_SIZE:
             raise ValueError(f"register {self.name} offset must be a multiple of 4 below "
                              f"{BAR0_SIZE:#x}, not {self.offset:#x}")
-        if self.access not in ("R", "RT", "RC", "C"):
-            raise ValueError(f"register {self.name} access must be R, RT, RC or C, "
-                             f"not {self.access!r}")
+        if self.access not in ACCESS:
+            raise ValueError(f"register {self.name} access must be one of "
+                             f"{', '.join(ACCESS)}, not {self.access!r}")
 
 
 REGISTERS = (
@@ -215,7 +234,29 @@ REGISTERS = (
     Register("TIMEOUTS", 0x2C, "RC", 0,
              "Waits on the host that timed out (an OPEN or CLOSE answered ETIMEDOUT, a window "
              "read answered all ones, a window write dropped); saturates. Writing any value "
-             "clears it. Added in ABI 1.1."),
+             "clears it. Added in ABI 1.1; in ABI 1.2 also a DOORBELL write dropped because "
+             "the host had not taken the previous one within the host timeout."),
+    Register("INTR_MASK", 0x30, "RW", 0,
+             "Bit v enables the interrupt of vector v (v < 32): INTx, or one MSI message each "
+             "time INTR_STATUS & INTR_MASK gains a bit. ivshmem's Interrupt Mask. Added in "
+             "ABI 1.2."),
+    Register("INTR_STATUS", 0x34, "W1C", 0,
+             "Bit v is set when the host rings vector v (rings of vectors >= 32 are ignored); "
+             "write 1s to clear. Unlike ivshmem's Interrupt Status, a read does not clear it. "
+             "The interrupt (INTx level) is asserted while INTR_STATUS & INTR_MASK is non-zero. "
+             "Added in ABI 1.2."),
+    Register("IVPOSITION", 0x38, "R", 0xFFFF_FFFF,
+             "This device's peer ID in its ivshmem group (0 to 65535), or 0xffffffff while the "
+             "host has given it none. ivshmem's IVPosition. Added in ABI 1.2.",
+             (Field("PEER", 0, 16, "the peer ID"),
+              Field("NONE", 16, 16, "0xffff while there is no peer ID, else 0"))),
+    Register("DOORBELL", 0x3C, "W", 0,
+             "Write `peer << 16 | vector` to ring vector `vector` of peer `peer` (ivshmem's "
+             "Doorbell); the host takes it on its `db` port. Reads 0. The write completes at "
+             "once; while the host has not taken the previous doorbell it waits for it, at most "
+             "the host timeout, and is then dropped and counted in TIMEOUTS. Added in ABI 1.2.",
+             (Field("VECTOR", 0, 16, "the vector to ring"),
+              Field("PEER", 16, 16, "the peer to ring"))),
 )
 
 #: Registers by name.
@@ -236,10 +277,10 @@ def render_markdown():
            f"| BAR2 | {DEFAULT_NAME_SIZE} B | the name buffer: a NUL-terminated POSIX shm name "
            "such as `/shared-with-qemu` |", "",
            "## BAR0 registers", "",
-           "Access: `RT` read-to-trigger (the completion is held until the action is done), "
-           "`R` read-only, `RC` read-only and any write clears it, `C` constant. Offsets not "
+           "Access: " + ", ".join(f"`{k}` {v}" for k, v in ACCESS.items()) + ". Offsets not "
            "listed read 0 and ignore writes. With a 64-bit data path one access covers two "
-           "registers; a read triggers OPEN or CLOSE when its byte enables touch that register.",
+           "registers; a read triggers OPEN or CLOSE when its byte enables touch that register, "
+           "and a write acts on a register when its byte enables touch it.",
            "",
            "| offset | name | access | reset | meaning |", "|---|---|---|---|---|"]
     for r in REGISTERS:
@@ -261,6 +302,34 @@ def render_markdown():
             "| offset | size | field | meaning |", "|---|---|---|---|"]
     for f in CAPABILITY:
         out.append(f"| +{f.offset:#04x} | {f.size} | {f.name} | {f.doc} |")
+    out += ["", "## Interrupts", "",
+            "The host rings a vector on the device's host port (`ring`); that sets its bit in "
+            "INTR_STATUS. While INTR_STATUS & INTR_MASK is non-zero the core's `irq` is high, "
+            "and each time it gains a bit (a ring of an unmasked vector not already pending, "
+            "or an unmask of a pending one) `irq_msg` pulses for one cycle. The soft PCI "
+            "function presents them as the PCI specification has it:", "",
+            "| where | what |", "|---|---|",
+            "| Interrupt Pin (0x3D) | 1: INTA# |",
+            "| Interrupt Line (0x3C) | read-write, for the guest's bookkeeping; reset 0 |",
+            "| Command bit 10 (Interrupt Disable) | set: INTx is not asserted |",
+            "| Status bit 3 (Interrupt Status) | `irq`, whatever Interrupt Disable says |",
+            "| INTx (the function's `intx` output) | `irq` and not Interrupt Disable and not "
+            "MSI Enable |",
+            f"| MSI capability ({MSI_CAP_OFFSET:#04x}) | ID 0x05, single message, 64-bit "
+            "address, no per-vector masking; in the capability list between the vendor "
+            "capability and the PCI Express capability (0x60) |",
+            "| MSI message (the function's `msi` output) | one write of Message Data to Message "
+            "Address per `irq_msg` pulse while MSI Enable and Bus Master Enable are set |", "",
+            "The MSI capability's registers, as offsets from its start:", "",
+            "| offset | size | register | access |", "|---|---|---|---|",
+            "| +0x00 | 1 | Capability ID (0x05) | constant |",
+            "| +0x01 | 1 | Next pointer (0x60) | constant |",
+            "| +0x02 | 2 | Message Control: bit 0 MSI Enable (RW), bits 3:1 Multiple Message "
+            "Capable (0: one), bits 6:4 Multiple Message Enable (reads 0), bit 7 64-bit "
+            "capable (1) | RW bit 0 |",
+            "| +0x04 | 4 | Message Address, bits 31:2 (bits 1:0 read 0) | RW |",
+            "| +0x08 | 4 | Message Upper Address | RW |",
+            "| +0x0C | 2 | Message Data | RW |"]
     out += ["", "## Status codes", "",
             "`OPEN` and `CLOSE` return Linux errno numbers; the driver model raises them as "
             "`OSError(errno, ...)`.", "",

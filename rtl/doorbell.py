@@ -1,0 +1,107 @@
+"""Doorbells: VMShm's ivshmem-style interrupt registers, the doorbell to the host and the rings.
+
+:class:`Doorbells` holds INTR_MASK, INTR_STATUS and the one doorbell beat on offer to the host;
+:class:`~vmshm.rtl.core.VMShmCore` decodes the guest's register writes into its strobes and reads
+its registers back. It is a component of its own so its rules sit in one place (and the proofs in
+``formal/`` can look at them): every new output is a register or a few gates past one.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from vmshm.regmap import VECTORS
+
+from .layouts import db_layout, ring_layout
+
+__all__ = ["Doorbells"]
+
+
+class Doorbells(wiring.Component):
+    """Keep the interrupt mask and status, offer the guest's doorbells, take the host's rings.
+
+    Members
+    -------
+    mask_we : ``In(4)``
+        Byte enables of a write to INTR_MASK this cycle, with its value in ``mask_data``.
+    mask_data : ``In(32)``
+    clear : ``In(32)``
+        INTR_STATUS bits the guest clears this cycle (a W1C write's ones under its byte enables).
+    ring_we : ``In(1)``
+        A DOORBELL write is taken this cycle, with its value in ``ring_data``; only while
+        ``full`` is low (the core holds or drops the write otherwise).
+    ring_data : ``In(32)``
+    full : ``Out(1)``
+        A doorbell is on offer on ``db`` and the host has not taken it yet.
+    mask, status, ivposition : ``Out(32)``
+        What INTR_MASK, INTR_STATUS and IVPOSITION read.
+    db : ``Out(stream.Signature(db_layout()))``
+        The doorbell to the host. A beat once offered stays on offer until taken (or a reset).
+    ring : ``In(stream.Signature(ring_layout()))``
+        The host's rings; always ready. A ring of vector v < 32 sets INTR_STATUS bit v on the
+        next edge; a ring of a larger vector is ignored.
+    peer_valid, peer_id : ``In(1)``, ``In(16)``
+        The host's peer ID for IVPOSITION.
+    irq : ``Out(1)``
+        ``(INTR_STATUS & INTR_MASK) != 0``.
+    irq_msg : ``Out(1)``
+        A one-cycle pulse, on the cycle ``irq``'s cause changes, when ``INTR_STATUS &
+        INTR_MASK`` gained a bit: a ring of an unmasked vector that was not pending (or that the
+        guest cleared on the same edge), or an unmask of a pending one.
+    """
+
+    mask_we: In(4)
+    mask_data: In(32)
+    clear: In(32)
+    ring_we: In(1)
+    ring_data: In(32)
+    full: Out(1)
+    mask: Out(VECTORS)
+    status: Out(VECTORS)
+    ivposition: Out(32)
+    db: Out(stream.Signature(db_layout()))
+    ring: In(stream.Signature(ring_layout()))
+    peer_valid: In(1)
+    peer_id: In(16)
+    irq: Out(1)
+    irq_msg: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # -- rings and the guest's writes: the next mask and status -------------------------------
+        m.d.comb += self.ring.ready.eq(1)
+        rung = Signal(VECTORS)
+        with m.If(self.ring.valid & (self.ring.payload.vector < VECTORS)):
+            m.d.comb += rung.eq(C(1, VECTORS) << self.ring.payload.vector[:5])
+        mask_next = Signal(VECTORS)
+        m.d.comb += mask_next.eq(Cat(*[
+            Mux(self.mask_we[i], self.mask_data[8 * i:8 * i + 8], self.mask[8 * i:8 * i + 8])
+            for i in range(4)]))
+        kept = Signal(VECTORS)      # pending bits the guest does not clear on this edge
+        m.d.comb += kept.eq(self.status & ~self.clear)
+        # A ring wins over a clear of the same bit on the same edge: the ring is news.
+        status_next = kept | rung
+        m.d.sync += [
+            self.mask.eq(mask_next),
+            self.status.eq(status_next),
+            # Registered, so it pulses on the edge irq rises (or a new bit joins): a message
+            # for every bit that is now pending and enabled and was not before (cleared bits
+            # count as not pending).
+            self.irq_msg.eq((status_next & mask_next & ~(kept & self.mask)).any()),
+        ]
+        m.d.comb += self.irq.eq((self.status & self.mask).any())
+
+        # -- the doorbell on offer -----------------------------------------------------------------
+        with m.If(self.db.ready):
+            m.d.sync += self.db.valid.eq(0)
+        with m.If(self.ring_we):
+            m.d.sync += [
+                self.db.valid.eq(1),
+                self.db.payload.vector.eq(self.ring_data[:16]),
+                self.db.payload.peer.eq(self.ring_data[16:]),
+            ]
+        m.d.comb += self.full.eq(self.db.valid)
+
+        m.d.comb += self.ivposition.eq(Mux(self.peer_valid, self.peer_id, 0xFFFF_FFFF))
+        return m
