@@ -104,8 +104,12 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
     served = 0
     wake = None
     if irq is not None:
-        irq.route(await bus.cfg_read_int(dev, P.PCI_INTERRUPT_PIN, 1))
-        wake = getattr(host, "ring_fd", None)
+        pin = await bus.cfg_read_int(dev, P.PCI_INTERRUPT_PIN, 1)
+        if pin:
+            irq.route(pin)
+            wake = getattr(host, "ring_fd", None)
+        else:
+            irq = None          # a function without INTx: nothing to forward
 
     def forward(*, wait=True):
         if irq is not None:
