@@ -10,7 +10,8 @@ function decodes with its own BAR registers, and a device reset resets the RTL a
 Interrupts: after each request the function's INTx line is compared with what the guest's
 interrupt controller last heard, and a change is forwarded (:class:`~vmshm.qemu.irq.QtestIrq`)
 before the request completes, so a handler's write-1-to-clear lowers the line before the guest
-can see it again. A host that rings while the guest is idle wakes the server through its
+can see it again. MSI messages the function sends are forwarded the same way, as the memory
+writes they are. A host that rings while the guest is idle wakes the server through its
 ``ring_fd``: the clock runs until the ring reaches the interrupt line, which is forwarded.
 
 :class:`FloorDevice` answers the same requests from plain bytes, with no simulation: what the
@@ -111,11 +112,21 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
         else:
             irq = None          # a function without INTx: nothing to forward
 
+    taken = len(getattr(bus, "interrupts", ()))
+
     def forward(*, wait=True):
-        if irq is not None:
-            level = bus.intx(dev)
-            if level != irq.level:
-                irq.set(level, wait=wait)
+        nonlocal taken
+        if irq is None:
+            return
+        level = bus.intx(dev)
+        if level != irq.level:
+            irq.set(level, wait=wait)
+        # The MSI messages the function sent meanwhile (the backend took them off its stream).
+        seen = getattr(bus, "interrupts", ())
+        for message in seen[taken:]:
+            if message.kind == "msi" and message.dev == dev:
+                irq.msi(message.addr, message.data, wait=wait)
+        taken = len(seen)
 
     if hasattr(bus, "timeout"):
         # Each bounded wait leaves a timer in the simulator until its deadline, and simulated
@@ -130,12 +141,18 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
             _drain(wake)
             # Run the clock until the ring raises the line, then tell the guest.
             start, level = bus.now(), irq.level
+            before = len(getattr(bus, "interrupts", ()))
+            raised = False
             for _ in range(RING_CYCLES):
                 await bus.idle(1)
-                if bus.intx(dev) != level:
+                raised = (bus.intx(dev) != level
+                          or len(getattr(bus, "interrupts", ())) > before)
+                if raised:
                     break
+            end = bus.now()
             forward()
-            log.append(Access("ring", 0, 0, irq.level, start, bus.now()))
+            # value: whether the ring raised an interrupt (a masked vector's does not)
+            log.append(Access("ring", 0, 0, int(raised), start, end))
             continue
         kind, addr, size, value = req.kind, req.addr, req.size, req.value
         start = bus.now()

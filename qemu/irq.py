@@ -6,6 +6,10 @@ unix:PATH`` and this side sends ``set_irq_in /machine/q35/ioapic unnamed-gpio-in
 (level-triggered, as INTx is). The GSI is where q35's ACPI routing table (QEMU's
 ``build_q35_routing_table``, what Linux follows in APIC mode) sends the function's pin. The qtest
 socket controls the whole VM, so it lives in a private 0700 directory.
+
+The proxy carries no MSI either; an MSI message is a memory write, and :meth:`QtestIrq.msi` makes
+it one (``writel ADDR DATA``): on x86 a write to 0xFEExxxxx lands in the local APIC's MSI region,
+which delivers it as the message it is.
 """
 
 import os
@@ -63,6 +67,7 @@ class QtestIrq:
         self.slot = slot
         self.gsi = None
         self.level = 0
+        self.messages = 0           # MSI messages delivered
         self.changes = 0            # commands sent
         self._dir = tempfile.mkdtemp(prefix="vmshm-qtest-")    # mode 0700: only this user
         self.path = Path(self._dir) / "qtest.sock"
@@ -115,17 +120,13 @@ class QtestIrq:
         line, self._buf = self._buf.split(b"\n", 1)
         return line.decode("ascii", "replace")
 
-    def set(self, level, *, wait=True):
-        """Drive the line to ``level`` (0 or 1); with ``wait``, return once QEMU has done it."""
-        level = 1 if level else 0
-        if self._sock is None or self.gsi is None:
-            raise IrqError("the qtest interrupt line is not connected or not routed yet")
+    def _command(self, text, wait):
+        if self._sock is None:
+            raise IrqError("QEMU is not connected to the qtest socket yet")
         try:
-            self._sock.sendall(f"set_irq_in {IOAPIC} unnamed-gpio-in {self.gsi} {level}\n"
-                               .encode())
+            self._sock.sendall(f"{text}\n".encode())
         except OSError as exc:
             raise IrqError(f"QEMU's qtest socket: {exc}") from None
-        self.level = level
         self.changes += 1
         self._unanswered += 1
         if wait:
@@ -133,7 +134,20 @@ class QtestIrq:
                 answer = self._answer()
                 self._unanswered -= 1
                 if not answer.startswith("OK"):
-                    raise IrqError(f"QEMU refused set_irq_in {self.gsi} {level}: {answer}")
+                    raise IrqError(f"QEMU refused {text}: {answer}")
+
+    def set(self, level, *, wait=True):
+        """Drive the line to ``level`` (0 or 1); with ``wait``, return once QEMU has done it."""
+        level = 1 if level else 0
+        if self.gsi is None:
+            raise IrqError("the qtest interrupt line is not routed yet")
+        self.level = level
+        self._command(f"set_irq_in {IOAPIC} unnamed-gpio-in {self.gsi} {level}", wait)
+
+    def msi(self, addr, data, *, wait=True):
+        """Deliver an MSI message: write the 32-bit ``data`` to the guest address ``addr``."""
+        self.messages += 1
+        self._command(f"writel {addr:#x} {data & 0xFFFFFFFF:#x}", wait)
 
     def close(self):
         for s in (self._sock, self._listen):

@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from vmshm.qemu.irq import QtestIrq, q35_gsi
+from vmshm.qemu.irq import IrqError, QtestIrq, q35_gsi
 
 ROUNDS = 10
 
@@ -111,15 +111,17 @@ def test_qtest_socket_is_private_and_answers_are_checked():
         qemu.connect(str(irq.path))
         irq.accept(timeout=5)
         assert not irq.path.exists()
-        qemu.sendall(b"OK\nFAIL no such gpio\n")
+        qemu.sendall(b"OK\nOK\nFAIL no such gpio\n")
         irq.set(1)
         assert irq.level == 1
-        with pytest.raises(Exception, match="refused set_irq_in 23 0: FAIL no such gpio"):
+        irq.msi(0xFEE00000, 0x4021)        # an MSI message: the memory write it is
+        with pytest.raises(IrqError, match="refused set_irq_in .* 23 0: FAIL no such gpio"):
             irq.set(0)
         got = ""
-        while got.count("\n") < 2:
+        while got.count("\n") < 3:
             got += qemu.recv(4096).decode()
         assert got == ("set_irq_in /machine/q35/ioapic unnamed-gpio-in 23 1\n"
+                       "writel 0xfee00000 0x4021\n"
                        "set_irq_in /machine/q35/ioapic unnamed-gpio-in 23 0\n")
         qemu.close()
     finally:
