@@ -112,9 +112,14 @@ static irqreturn_t vmshm_irq(int irq, void *data)
 	return IRQ_HANDLED;
 }
 
-/* Write INTR_MASK; the handler must see the new mask before the line can. */
+/*
+ * Write INTR_MASK; the handler must see the new mask before the line can.
+ * A device without an interrupt (before ABI 1.2) has no such register.
+ */
 static void vmshm_set_mask(struct vmshm_dev *vdev, u32 mask)
 {
+	if (!vdev->has_irq)
+		return;
 	WRITE_ONCE(vdev->mask, mask);
 	iowrite32(mask, vdev->regs + VMSHM_REG_INTR_MASK);
 }
@@ -131,7 +136,9 @@ static int vmshm_open(struct inode *inode, struct file *file)
 	file->private_data = vdev;
 	/* Interrupts count from here: what rang while closed is cleared. */
 	mutex_lock(&vdev->lock);
-	iowrite32(VMSHM_ALL_VECTORS, vdev->regs + VMSHM_REG_INTR_STATUS);
+	if (vdev->has_irq)
+		iowrite32(VMSHM_ALL_VECTORS,
+			  vdev->regs + VMSHM_REG_INTR_STATUS);
 	atomic_set(&vdev->count, 0);
 	vmshm_set_mask(vdev, VMSHM_ALL_VECTORS);
 	mutex_unlock(&vdev->lock);
@@ -394,10 +401,9 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 
 	/*
-	 * Masked until a file is open.  The vectors and the handler are the
-	 * binding's (pcim, devm), so an unbound function leaves none behind.
+	 * The vectors and the handler are the binding's (pcim, devm), so an
+	 * unbound function leaves none behind.
 	 */
-	vmshm_set_mask(vdev, 0);
 	ret = pci_alloc_irq_vectors(pdev, 1, 1, msi ? PCI_IRQ_ALL_TYPES :
 				    PCI_IRQ_LEGACY);
 	if (ret > 0) {
@@ -406,6 +412,8 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		if (ret)
 			return ret;
 		vdev->has_irq = true;
+		/* Masked until a file is open. */
+		vmshm_set_mask(vdev, 0);
 	} else {
 		/* A device before ABI 1.2 has none: the window still works. */
 		dev_warn(dev, "no interrupt (%d): read and poll fail\n", ret);
