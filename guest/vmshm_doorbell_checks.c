@@ -158,7 +158,8 @@ int main(int argc, char **argv)
 	say("ring");
 	t0 = now_us();
 	rc = read_count(fd, &n);
-	snprintf(why, sizeof(why), "rc %d count %u: %s", rc, n, strerror(errno));
+	snprintf(why, sizeof(why), "rc %d count %u: %s", rc, n,
+		 strerror(errno));
 	check("read_wakes_on_ring", rc == 0 && n == 1, why);
 	printf("BLOCKED %.0f ms\n", (now_us() - t0) / 1e3);
 
@@ -198,8 +199,8 @@ int main(int argc, char **argv)
 	check("round_trips", i == rounds, why);
 	if (rounds && i == rounds) {
 		qsort(rtt, rounds, sizeof(*rtt), cmp_double);
-		printf("RTT rounds %d min %.0f median %.0f p90 %.0f max %.0f us\n",
-		       rounds, rtt[0], rtt[rounds / 2], rtt[rounds * 9 / 10],
+		printf("RTT rounds %d min %.0f median %.0f p90 %.0f max %.0f"
+		       " us\n", rounds, rtt[0], rtt[rounds / 2], rtt[rounds * 9 / 10],
 		       rtt[rounds - 1]);
 	}
 	free(rtt);
