@@ -200,8 +200,8 @@ int main(int argc, char **argv)
 	if (rounds && i == rounds) {
 		qsort(rtt, rounds, sizeof(*rtt), cmp_double);
 		printf("RTT rounds %d min %.0f median %.0f p90 %.0f max %.0f"
-		       " us\n", rounds, rtt[0], rtt[rounds / 2], rtt[rounds * 9 / 10],
-		       rtt[rounds - 1]);
+		       " us\n", rounds, rtt[0], rtt[rounds / 2],
+		       rtt[rounds * 9 / 10], rtt[rounds - 1]);
 	}
 	free(rtt);
 	close(fd);
