@@ -45,6 +45,7 @@ class Boot:
         self.host_log = []
         self.cycles = 0
         self.error = None
+        self.notes = []          # what the run could not do, for people
 
 
 def _server_thread(sock, log, host, errors, params, watch, backend, irq):
@@ -223,6 +224,8 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
             if floor_server:
                 floor_server.join(timeout=5)
         result.seconds = time.monotonic() - t0
+        if watch.get("no_interrupts"):
+            result.notes.append(watch["no_interrupts"])
     for kind, value in errors:
         if kind == "cycles":
             result.cycles = value

@@ -257,6 +257,8 @@ def run(args, console):
             bridge.close()
         host.close_ring_fd()
     result.host_log = host_log + result.host_log
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     for line in result.host_log:
         console.print(line, highlight=False, markup=False)
     if bridge is not None:

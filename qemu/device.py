@@ -106,6 +106,14 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
     wake = None
     if irq is not None:
         pin = await bus.cfg_read_int(dev, P.PCI_INTERRUPT_PIN, 1)
+        try:
+            bus.intx(dev)
+        except (NotImplementedError, AttributeError):
+            # A backend that cannot see the line yet: the guest gets no interrupts.
+            watch["no_interrupts"] = (f"this backend ({type(bus).__name__}) cannot see the "
+                                      f"function's interrupt line: the guest gets no "
+                                      f"interrupts (use --backend amaranth)")
+            pin = 0
         if pin:
             irq.route(pin)
             wake = getattr(host, "ring_fd", None)
