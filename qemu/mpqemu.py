@@ -38,8 +38,9 @@ class Request:
 
     ``kind`` is ``"cfg_read"``, ``"cfg_write"``, ``"mem_read"``, ``"mem_write"``, ``"io_read"``,
     ``"io_write"`` or ``"reset"``; ``"wake"`` is no request but :meth:`MpqemuLink.next`'s
-    ``wake`` descriptor becoming readable first (nothing to reply). ``addr`` is a configuration offset or an absolute bus address,
-    ``size`` the access in bytes, ``value`` what a write stores.
+    ``wake`` descriptor becoming readable first (nothing to reply). ``addr`` is a configuration
+    offset or an absolute bus address, ``size`` the access in bytes, ``value`` what a write
+    stores.
     """
     kind: str
     addr: int = 0

@@ -10,20 +10,11 @@ import socket
 import stat
 
 import pytest
+from conftest import require_qemu_parts
 
 from vmshm.qemu.irq import IrqError, QtestIrq, q35_gsi
 
 ROUNDS = 10
-
-
-def _parts_or_skip():
-    from vmshm.qemu.image import Missing, find_parts
-    try:
-        return find_parts()
-    except Missing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"vmshm qemu must run under CI: {exc}")
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +23,7 @@ def doorbell_guest():
     from vmshm.host_model import HostModel
     from vmshm.qemu.doorbell import run_doorbell_guest
 
-    parts = _parts_or_skip()
+    parts = require_qemu_parts("the doorbell guest test")
     log = []
     host = HostModel(log=log.append)
     try:

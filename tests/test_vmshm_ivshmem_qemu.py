@@ -18,6 +18,7 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from conftest import require_qemu_parts
 
 from vmshm.ivshmem import IvshmemServer
 
@@ -26,22 +27,12 @@ PEER = ROOT / "ivshmem" / "ivshmem_peer.c"
 INTEROP = ROOT / "tests" / "c" / "vmshm_interop.c"
 
 
-def _parts_or_skip():
-    from vmshm.qemu.image import Missing, find_parts
-    try:
-        return find_parts()
-    except Missing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the ivshmem interop test must run under CI: {exc}")
-        pytest.skip(str(exc))
-
-
 @pytest.fixture(scope="session")
 def pair(tmp_path_factory):
     """Boot the two guests on one server; yield both outputs and what the server saw."""
     from vmshm.qemu import image
     from vmshm.qemu.boot import boot
-    parts = _parts_or_skip()
+    parts = require_qemu_parts("the VMShm-ivshmem interop test")
     initrd = image.build_image(parts, {"ivshmem_peer": PEER})
     init = image.init_archive("ivshmem_peer", ["interop"], load_module=False)
     sock = str(tmp_path_factory.mktemp("interop") / "ivshmem.sock")
