@@ -33,6 +33,7 @@ _RINGS = {"ring": ((0.5, 0),), "poll": ((0.5, 0),), "two": ((0.2, 0), (1.2, 1))}
 class DoorbellRun:
     """What one boot of the doorbell program left: its checks, figures and the host's record."""
     boot: object
+    kind: str = "intx"                            # the interrupt the driver took: intx, msi
     checks: dict = field(default_factory=dict)
     irq: dict = field(default_factory=dict)       # PCI address -> the kernel's IRQ number
     interrupts: list = field(default_factory=list)  # the function's /proc/interrupts lines
@@ -44,14 +45,16 @@ class DoorbellRun:
 
 
 def run_doorbell_guest(parts, *, rounds, timeout, host=None, floor=None, backend="amaranth",
-                       params=None, echo=None):
+                       params=None, echo=None, msi=False):
     """Boot once and run the doorbell program against ``host`` (a HostModel) or ``floor``.
+
+    ``msi``: the driver takes the function's MSI (forwarded as a memory write) instead of INTx.
 
     Returns a :class:`DoorbellRun`.
     """
     side = floor if floor is not None else host
     side.peer_id = PEER_ID
-    run = DoorbellRun(boot=None)
+    run = DoorbellRun(boot=None, kind="msi" if msi else "intx")
     timers = []
 
     def ring(vector):
@@ -76,7 +79,7 @@ def run_doorbell_guest(parts, *, rounds, timeout, host=None, floor=None, backend
 
     side.on_doorbell = on_doorbell
     initrd = image.build_image(parts, {"doorbell_checks": PROGRAM})
-    init = image.init_archive("doorbell_checks", [str(PEER_ID), str(rounds)])
+    init = image.init_archive("doorbell_checks", [str(PEER_ID), str(rounds)], msi=msi)
     if floor is not None:
         result = boot(parts, initrd, init, timeout=timeout, device=False, floor=floor,
                       echo=on_line)
