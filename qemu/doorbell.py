@@ -1,11 +1,11 @@
 """Doorbells and interrupts in a real guest: one boot running ``vmshm_doorbell_checks``.
 
 The guest program (``guest/vmshm_doorbell_checks.c``) prints ``WAIT <what>`` before it blocks;
-the host side here rings it then, from another thread, as a host program would. Its doorbells land in the host's
-``doorbells`` record; vector :data:`PING` is answered at once with a ring back, which is how the
-guest times round trips. The host side is the simulated device's :class:`HostModel` or, for the
-floor, a :class:`~.device.FloorDevice`: both have ``ring``, ``peer_id``, ``doorbells`` and
-``on_doorbell``.
+the host side here rings it then, from another thread, as a host program would. Its doorbells
+land in the host's ``doorbells`` record; vector :data:`PING` is answered at once with a ring
+back, which is how the guest times round trips. The host side is the simulated device's
+:class:`HostModel` or, for the floor, a :class:`~.device.FloorDevice`: both have ``ring``,
+``peer_id``, ``doorbells`` and ``on_doorbell``.
 """
 
 import re
