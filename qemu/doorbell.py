@@ -26,7 +26,7 @@ PEER_ID = 7
 #: The guest program's source.
 PROGRAM = image.GUEST_DIR / "vmshm_doorbell_checks.c"
 #: When the host rings after each ``WAIT`` line (seconds after it, vector).
-_RINGS = {"ring": ((0.5, 0),), "poll": ((0.5, 0),), "two": ((0.2, 0), (1.2, 1))}
+_RINGS = {"ring": ((0.5, 0),), "poll": ((0.5, 0),)}
 
 
 @dataclass
@@ -76,6 +76,17 @@ def run_doorbell_guest(parts, *, rounds, timeout, host=None, floor=None, backend
                 t.daemon = True
                 timers.append(t)
                 t.start()
+            if word[1] == "two":
+                t = threading.Thread(target=two, daemon=True)
+                t.start()
+
+    def two():
+        # Two rings apart, then IVPOSITION moves: the guest reads only after both were rung.
+        for vector in (0, 1):
+            time.sleep(0.3)
+            ring(vector)
+        time.sleep(0.3)
+        side.peer_id = PEER_ID + 1
 
     side.on_doorbell = on_doorbell
     initrd = image.build_image(parts, {"doorbell_checks": PROGRAM})
