@@ -25,6 +25,8 @@ PING = 9
 PEER_ID = 7
 #: The guest program's source.
 PROGRAM = image.GUEST_DIR / "vmshm_doorbell_checks.c"
+#: What the kernel says of an interrupt line that fires with nobody to claim it.
+_TROUBLE = re.compile(r"nobody cared|Disabling IRQ|spurious|BUG:|Oops|Call Trace")
 #: When the host rings after each ``WAIT`` line (seconds after it, vector).
 _RINGS = {"ring": ((0.5, 0),), "poll": ((0.5, 0),)}
 
@@ -42,6 +44,7 @@ class DoorbellRun:
     doorbells: list = field(default_factory=list)
     pings: list = field(default_factory=list)       # host: monotonic time of each PING taken
     rings: list = field(default_factory=list)       # host: monotonic time of each ring made
+    trouble: list = field(default_factory=list)     # the kernel's complaints (spurious IRQs)
 
 
 def run_doorbell_guest(parts, *, rounds, timeout, host=None, floor=None, backend="amaranth",
@@ -101,6 +104,7 @@ def run_doorbell_guest(parts, *, rounds, timeout, host=None, floor=None, backend
         t.cancel()
     run.boot = result
     run.doorbells = list(side.doorbells)
+    run.trouble = [ln for ln in result.console if _TROUBLE.search(ln)]
     for line in result.output:
         m = re.match(r"CHECK (\S+) (ok|FAIL.*)", line)
         if m:
@@ -189,6 +193,8 @@ def run_bench(args, console, parts, params, rounds=BENCH_ROUNDS):
                 f"{k} {v}" for k, v in run.checks.items() if v != "ok")
             console.print(f"vmshm qemu: {name}: the doorbell program failed: {why}",
                           style="red", highlight=False, markup=False)
+        for line in run.trouble[:5]:
+            console.print(f"kernel| {line}", highlight=False, markup=False)
         sim = host is not None
         rows.append({"device": name, "rounds": rounds, **run.rtt_us,
                      "ring_to_interrupt_cycles": median(ring_cycles(run.boot.accesses)) if sim

@@ -41,6 +41,8 @@ def test_every_guest_check_passes(doorbell_guest):
     assert doorbell_guest.checks and all(v == "ok" for v in doorbell_guest.checks.values()), \
         doorbell_guest.checks
     assert len(doorbell_guest.checks) == 12
+    # No interrupt the driver did not claim, no oops.
+    assert doorbell_guest.trouble == []
 
 
 def test_the_interrupt_is_the_one_the_server_delivers(doorbell_guest):
