@@ -98,3 +98,27 @@ def test_each_rings_the_other_and_reads_what_it_wrote(pair):
     # The bridge forwarded the one doorbell and delivered the one ring.
     assert re.search(r"ivshmem: 1 doorbell\(s\) forwarded to peers, 1 ring\(s\) delivered, "
                      r"0 dropped", pair["vmshm"].stdout), pair["vmshm"].stdout
+
+
+def test_ivshmem_option_is_checked_before_anything_starts(tmp_path):
+    def vmshm_qemu(*args):
+        return subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", "--shm", "/x", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    r = vmshm_qemu("--ivshmem", str(tmp_path / "nope.sock"))
+    assert r.returncode == 2 and "--ivshmem" in r.stderr and "No such file" in r.stderr
+    plain = tmp_path / "file"
+    plain.write_text("")
+    r = vmshm_qemu("--ivshmem", str(plain))
+    assert r.returncode == 2 and "not a socket" in r.stderr
+    assert "Traceback" not in r.stderr
+    # A socket nobody serves: one line, no traceback, nothing left running.
+    import socket
+    dead = tmp_path / "dead.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(str(dead))
+    s.close()
+    require_qemu_parts("vmshm qemu --ivshmem")
+    r = vmshm_qemu("--ivshmem", str(dead))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "cannot join the group" in r.stderr and "Traceback" not in r.stderr
