@@ -187,7 +187,6 @@ def _report(boot_, args):
 
 def run(args, console):
     """Run ``vmshm qemu`` with parsed ``args``; return the exit status."""
-    from vmshm.host_model import ShmRegion
     from vmshm.options import core_args
     from vmshm.rtl import VMShmPCI
 
@@ -205,6 +204,34 @@ def run(args, console):
     except image.Missing as exc:
         print(f"vmshm qemu: {exc}", file=sys.stderr)
         return 2
+    from vmshm.host_model import HostModel
+    host_log = []
+    host = HostModel(log=host_log.append)
+    bridge = None
+    if args.ivshmem is not None:
+        # Joining is the last check of the arguments: nothing is created before it.
+        from vmshm.ivshmem import IvshmemBridge
+        from vmshm.ivshmem.client import ProtocolError
+        try:
+            bridge = IvshmemBridge.connect(host, args.ivshmem, log=host_log.append)
+        except (OSError, ProtocolError) as exc:
+            print(f"vmshm qemu: --ivshmem {args.ivshmem}: cannot join the group: "
+                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+        console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
+                      highlight=False, markup=False)
+    try:
+        return _run(args, console, parts, params, function, host, host_log, bridge)
+    finally:
+        if bridge is not None:
+            bridge.close()
+        host.close_ring_fd()
+
+
+def _run(args, console, parts, params, function, host, host_log, bridge):
+    """Make the object if asked, then run a bench or boot the guest against ``host``."""
+    from vmshm.host_model import ShmRegion
+
     if args.create is not None:
         region, created = ShmRegion.open_or_create(args.shm, args.create)
         if not created and region.size != args.create:
@@ -230,32 +257,12 @@ def run(args, console):
     except image.BuildError as exc:
         console.print(f"vmshm qemu: {exc}", style="red")
         return 1
-    from vmshm.host_model import HostModel
-    host_log = []
-    host = HostModel(log=host_log.append)
-    bridge = None
-    if args.ivshmem is not None:
-        from vmshm.ivshmem import IvshmemBridge
-        from vmshm.ivshmem.client import ProtocolError
-        try:
-            bridge = IvshmemBridge.connect(host, args.ivshmem, log=host_log.append)
-        except (OSError, ProtocolError) as exc:
-            print(f"vmshm qemu: --ivshmem {args.ivshmem}: cannot join the group: "
-                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
-            return 2
-        console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
-                      highlight=False, markup=False)
     console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
-    try:
-        result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
-                      params=params, backend=args.backend, host=host,
-                      echo=lambda line: console.print(f"guest| {line}", highlight=False,
-                                                      markup=False))
-    finally:
-        if bridge is not None:
-            bridge.close()
-        host.close_ring_fd()
+    result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
+                  params=params, backend=args.backend, host=host,
+                  echo=lambda line: console.print(f"guest| {line}", highlight=False,
+                                                  markup=False))
     result.host_log = host_log + result.host_log
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
@@ -267,12 +274,12 @@ def run(args, console):
                       highlight=False, markup=False)
     if result.status is None:
         for line in result.console[-15:]:
-            console.print(f"console| {line}", highlight=False)
+            console.print(f"console| {line}", highlight=False, markup=False)
     else:
         trouble = [ln for ln in result.console if _KERNEL_TROUBLE.search(ln)
                    and not ln.startswith(image.MARK) and ln not in result.output]
         for line in trouble[:20]:
-            console.print(f"kernel| {line}", highlight=False)
+            console.print(f"kernel| {line}", highlight=False, markup=False)
     bar = [a for a in result.accesses if a.kind.startswith(("mem_", "io_"))]
     if bar:
         sizes = {b.index: b.size for b in function.bars}
