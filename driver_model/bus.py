@@ -11,7 +11,7 @@ import abc
 import enum
 from dataclasses import dataclass
 
-__all__ = ["Access", "Space", "Transaction", "GuestBus", "BarWindow", "BusTimeout",
+__all__ = ["Access", "Space", "Transaction", "Interrupt", "GuestBus", "BarWindow", "BusTimeout",
            "split_bursts"]
 
 #: Most words one burst carries; matches the core's 8-bit ``count``.
@@ -58,6 +58,20 @@ class Transaction:
                 f"{where:<18} x{self.words:<3} {self.status:<2} {self.label}")
 
 
+@dataclass(frozen=True)
+class Interrupt:
+    """One interrupt a function raised, as the guest's interrupt controller sees it.
+
+    ``kind`` is ``"intx"`` (the slot's INTx line rose at edge ``cycle``) or ``"msi"`` (a message
+    of ``data`` to ``addr`` was taken at edge ``cycle``); ``dev`` is the slot.
+    """
+    cycle: int
+    dev: int
+    kind: str
+    addr: int = 0
+    data: int = 0
+
+
 class BusTimeout(RuntimeError):
     """The device did not complete a request in time: a hardware bug, never a user mistake."""
 
@@ -100,6 +114,11 @@ class GuestBus(abc.ABC):
     def __init__(self):
         self.records = []
         self.label = ""
+        #: Every :class:`Interrupt` the backend saw, in order: INTx rising edges and MSI messages.
+        self.interrupts = []
+        #: The host models behind the devices, for a program that plays the host too (a
+        #: scenario ringing the device); set by backends that have them in this process.
+        self.hosts = []
 
     # -- what a backend implements ------------------------------------------------------------
 
@@ -119,6 +138,28 @@ class GuestBus(abc.ABC):
     @abc.abstractmethod
     async def _burst_write(self, space, dev, addr, beats):
         """Write ``beats``, a list of ``(int, be)``, at ``addr``; return the status name."""
+
+    def intx(self, dev=0):
+        """Return the level of slot ``dev``'s INTx line now (1: asserted)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot see interrupt lines")
+
+    async def idle(self, cycles):
+        """Let ``cycles`` clock edges pass."""
+        raise NotImplementedError(f"{type(self).__name__} cannot let cycles pass")
+
+    async def wait_interrupt(self, dev, since, timeout=None):
+        """Wait until slot ``dev`` has raised more than ``since`` interrupts; return the count.
+
+        Checks once a cycle (a backend may wait more cheaply). ``timeout`` in cycles: return
+        the count as it is then, possibly still ``since``.
+        """
+        waited = 0
+        while True:
+            count = sum(1 for i in self.interrupts if i.dev == dev)
+            if count > since or (timeout is not None and waited >= timeout):
+                return count
+            await self.idle(1)
+            waited += 1
 
     # -- shared by every backend --------------------------------------------------------------
 

@@ -15,13 +15,21 @@ from vmshm.regmap import (CAP, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR
 from .pci import (MemAllocator, pci_assign_resources, pci_enable_device, pci_find_capability,
                   pci_iomap, pci_scan_bus, pci_set_master)
 
-__all__ = ["VMSHM_IOCTL_OPEN", "VMSHM_IDS", "PAGE_SIZE", "VMShmDriver", "Mapping", "vmshm_probe"]
+__all__ = ["VMSHM_IOCTL_OPEN", "VMSHM_IOCTL_RING", "VMSHM_IOCTL_IVPOSITION", "VMSHM_IDS",
+           "PAGE_SIZE", "MSI_ADDRESS", "VMShmDriver", "Mapping", "vmshm_probe"]
 
 #: The IDs the driver binds to, as its ``pci_device_id`` table.
 VMSHM_IDS = ((PCI_VENDOR_ID, PCI_DEVICE_ID),)
 
 #: The one ioctl the original driver knows: open the object named by the argument.
 VMSHM_IOCTL_OPEN = 0
+#: Ring a peer: the argument is ``peer << 16 | vector``, written to DOORBELL.
+VMSHM_IOCTL_RING = 1
+#: Return this device's peer ID (IVPOSITION); ``ENXIO`` while the host has given it none.
+VMSHM_IOCTL_IVPOSITION = 2
+
+#: Where the model's guest points MSI messages: x86's interrupt address range (0xfee00000).
+MSI_ADDRESS = 0xFEE0_0000
 
 #: The guest's page size: ``mmap`` offsets are multiples of it (x86-64 and arm64 defaults).
 PAGE_SIZE = 4096
@@ -107,6 +115,10 @@ class VMShmDriver:
         self._fd_closed = True   # close() was called on it
         self._mappings = []      # live mappings; each holds a reference to the file
         self._next_fd = 3
+        self._irq_on = False     # INTR_MASK set: the handler is installed
+        self._irq_seen = 0       # interrupts of this slot the handler has run for
+        self._irq_count = 0      # handled since the last read(), as UIO counts
+        self.msi = False         # interrupts come as MSI messages instead of INTx
 
     async def probe(self):
         """Bind to the function: enable it, find the BARs from the capability, check the ID."""
@@ -149,17 +161,36 @@ class VMShmDriver:
         self._fd_closed = False
         return self._fd
 
-    async def ioctl(self, fd, cmd, name):
-        """Open the host object ``name``: write it into BAR2 and read OPEN.
+    async def ioctl(self, fd, cmd, name=0):
+        """Carry out ioctl ``cmd``; the seed's ``VMSHM_IOCTL_OPEN`` opens the host object ``name``.
 
-        ``name`` is the string the C argument points to: ``str`` or a bytes-like object, which
-        ends at its first NUL as in C. Anything else is ``EFAULT``, as a pointer to memory the
-        caller does not have would be (``strncpy_from_user`` fails). A name that does not fit
-        the name buffer with its NUL is ``ENAMETOOLONG`` and nothing is written.
+        ``VMSHM_IOCTL_OPEN`` (0): write ``name`` into BAR2 and read OPEN. ``name`` is the string
+        the C argument points to: ``str`` or a bytes-like object, which ends at its first NUL as
+        in C. Anything else is ``EFAULT``, as a pointer to memory the caller does not have would
+        be (``strncpy_from_user`` fails). A name that does not fit the name buffer with its NUL
+        is ``ENAMETOOLONG`` and nothing is written.
+
+        ``VMSHM_IOCTL_RING`` (1): the argument is ``peer << 16 | vector`` (an int from 0 to
+        0xffffffff, else ``EINVAL``), written to DOORBELL; returns 0.
+        ``VMSHM_IOCTL_IVPOSITION`` (2): returns this device's peer ID, ``ENXIO`` while it has
+        none.
         """
         self._file(fd)
-        if isinstance(cmd, bool) or not isinstance(cmd, int) or cmd != VMSHM_IOCTL_OPEN:
+        if isinstance(cmd, bool) or not isinstance(cmd, int) or cmd not in (
+                VMSHM_IOCTL_OPEN, VMSHM_IOCTL_RING, VMSHM_IOCTL_IVPOSITION):
             raise _err(errno.ENOTTY, f"unknown ioctl {cmd!r}")
+        if cmd == VMSHM_IOCTL_RING:
+            value = _int_arg(name, "the doorbell argument")
+            if not 0 <= value <= 0xFFFF_FFFF:
+                raise _err(errno.EINVAL, f"the doorbell argument {value:#x} is not "
+                                         f"peer << 16 | vector in 32 bits")
+            await self.regs.write32(REG["DOORBELL"].offset, value)
+            return 0
+        if cmd == VMSHM_IOCTL_IVPOSITION:
+            position = await self.regs.read32(REG["IVPOSITION"].offset)
+            if position > 0xFFFF:
+                raise _err(errno.ENXIO, "the host has not given this device a peer ID")
+            return position
         if isinstance(name, str):
             raw = os.fsencode(name)
         elif isinstance(name, (bytes, bytearray, memoryview)):
@@ -181,6 +212,65 @@ class VMShmDriver:
                 raise _err(errno.EIO, f"OPEN returned {status:#x}", os.fsdecode(raw))
             raise _err(status, STATUS_TEXT.get(status), os.fsdecode(raw))
         return 0
+
+    # -- interrupts, as UIO offers them: read() blocks for the count, poll() says if one came ----
+
+    async def enable_msi(self, address=MSI_ADDRESS, data=0):
+        """Use an MSI message instead of INTx, as ``pci_alloc_irq_vectors(PCI_IRQ_MSI)`` does.
+
+        Programs the MSI capability (one message, ``data`` to ``address``) and sets MSI Enable;
+        ``ENODEV`` if the function has no MSI capability. Call before the first :meth:`read`.
+        """
+        pdev = self.pdev
+        pos = await pci_find_capability(pdev, P.PCI_CAP_ID_MSI)
+        if not pos:
+            raise _err(errno.ENODEV, f"{pdev.name} has no MSI capability")
+        await pdev.write_config(pos + P.PCI_MSI_ADDRESS_LO, 4, address & 0xFFFF_FFFF)
+        await pdev.write_config(pos + P.PCI_MSI_ADDRESS_HI, 4, address >> 32)
+        await pdev.write_config(pos + P.PCI_MSI_DATA_64, 2, data)
+        flags = await pdev.read_config(pos + P.PCI_MSI_FLAGS, 2)
+        await pdev.write_config(pos + P.PCI_MSI_FLAGS, 2, flags | P.PCI_MSI_FLAGS_ENABLE)
+        self.msi = True
+
+    async def _irq_enable(self):
+        # The handler is installed the first time a program waits: every vector enabled, so a
+        # ring that came before is pending in INTR_STATUS and raises the interrupt now.
+        if not self._irq_on:
+            self._irq_on = True
+            await self.regs.write32(REG["INTR_MASK"].offset, 0xFFFF_FFFF)
+
+    async def _irq_handle(self):
+        # The interrupt handler, run for the interrupts that came: acknowledge every pending
+        # vector (write its bits back to INTR_STATUS), which drops a level-triggered INTx.
+        bus, slot = self.pdev.bus, self.pdev.slot
+        came = sum(1 for i in bus.interrupts if i.dev == slot) - self._irq_seen
+        if came > 0:
+            self._irq_seen += came
+            self._irq_count += came
+            pending = await self.regs.read32(REG["INTR_STATUS"].offset)
+            if pending:
+                await self.regs.write32(REG["INTR_STATUS"].offset, pending)
+
+    async def read(self, fd, timeout=None):
+        """Block until an interrupt came; return how many came since the last read (UIO's read).
+
+        ``timeout`` in cycles: return 0 if none came by then (``None``: wait for ever).
+        """
+        self._file(fd)
+        await self._irq_enable()
+        await self._irq_handle()
+        if not self._irq_count:
+            await self.pdev.bus.wait_interrupt(self.pdev.slot, self._irq_seen, timeout)
+            await self._irq_handle()
+        count, self._irq_count = self._irq_count, 0
+        return count
+
+    async def poll(self, fd):
+        """Return whether a :meth:`read` would return at once (``POLLIN``), without blocking."""
+        self._file(fd)
+        await self._irq_enable()
+        await self._irq_handle()
+        return self._irq_count > 0
 
     async def mmap(self, fd, length, offset=0):
         """Map ``length`` bytes of the window at ``offset``.

@@ -51,7 +51,8 @@ from dataclasses import dataclass
 from vmshm import pci_regs as P
 from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_OFFSET,
                           DEVICE_ID, NAME_MAX, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, Status, capability_bytes)
+                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, Status, capability_bytes,
+                          MSI_CAP_OFFSET)
 
 __all__ = ["FuzzConfig", "DeviceModel", "OPEN_OFF", "CLOSE_OFF"]
 
@@ -122,7 +123,7 @@ class DeviceModel:
                      Bar(BAR_NAME, 2, config.name_size, 0)]
         # The vendor capability chains to the PCI Express capability (VMShmPCI's docstring).
         self.cap = capability_bytes(window_size=config.window_size, name_size=config.name_size,
-                                    regs_bar=0, window_bar=1, name_bar=2, next_ptr=EXP_CAP_OFFSET)
+                                    regs_bar=0, window_bar=1, name_bar=2, next_ptr=MSI_CAP_OFFSET)
         self.reset()
 
     # -- state ----------------------------------------------------------------------------------
@@ -152,6 +153,10 @@ class DeviceModel:
         self.stale = None
         self.cache_line = 0
         self.int_line = 0
+        # docs/registers.md, "Interrupts": MSI Enable, Message Address (bits 1:0 read 0), Data.
+        self.msi_enable = False
+        self.msi_addr = 0
+        self.msi_data = 0
         for b in self.bars:
             b.base = 0
 
@@ -443,8 +448,16 @@ class DeviceModel:
             # FLR bit; Device Control's Initiate FLR reads 0 and the rest is zero.
             return {EXP_CAP_OFFSET: P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16,
                     EXP_CAP_OFFSET + P.PCI_EXP_DEVCAP: P.PCI_EXP_DEVCAP_FLR}.get(off, 0)
+        if MSI_CAP_OFFSET <= off < MSI_CAP_OFFSET + 16:
+            return {MSI_CAP_OFFSET: (P.PCI_CAP_ID_MSI | EXP_CAP_OFFSET << 8 |
+                                     (P.PCI_MSI_FLAGS_64BIT | int(self.msi_enable)) << 16),
+                    MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO: self.msi_addr & 0xFFFF_FFFF,
+                    MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI: self.msi_addr >> 32,
+                    MSI_CAP_OFFSET + P.PCI_MSI_DATA_64: self.msi_data}[off]
         status = P.PCI_STATUS_CAP_LIST | (P.PCI_STATUS_SIG_TARGET_ABORT if self.target_abort
                                           else 0)
+        if self.intr_status & self.intr_mask:
+            status |= P.PCI_STATUS_INTERRUPT
         return {
             0x00: PCI_VENDOR_ID | PCI_DEVICE_ID << 16,
             0x04: self.command | status << 16,
@@ -452,8 +465,8 @@ class DeviceModel:
             0x0C: self.cache_line | P.PCI_HEADER_TYPE_NORMAL << 16,
             0x2C: PCI_SUBSYSTEM_VENDOR_ID | PCI_SUBSYSTEM_ID << 16,
             0x34: CAP_OFFSET,
-            # RTL: Interrupt Pin reads 0 (no INTx); ARCHITECTURE.md's QEMU notes say 1.
-            0x3C: self.int_line,
+            0x3C: self.int_line | 1 << 8,       # Interrupt Pin 1: INTA#
+
         }.get(off, 0)
 
     def _cfg_ok(self, dev, addr, count):
@@ -492,6 +505,21 @@ class DeviceModel:
                 self.cache_line = d & 0xFF
             elif off == P.PCI_INTERRUPT_LINE and e & 1:
                 self.int_line = d & 0xFF
+            elif off == MSI_CAP_OFFSET and e & 4:
+                self.msi_enable = bool(d >> 16 & 1)
+            elif off == MSI_CAP_OFFSET + P.PCI_MSI_DATA_64:
+                for byte in range(2):
+                    if e >> byte & 1:
+                        m = 0xFF << (8 * byte)
+                        self.msi_data = (self.msi_data & ~m) | (d & m)
+            elif off in (MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO,
+                         MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI):
+                shift = 32 if off == MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI else 0
+                for byte in range(4):
+                    if e >> byte & 1:
+                        m = 0xFF << (8 * byte)
+                        keep = m & (~3 if shift == 0 else ~0)
+                        self.msi_addr = (self.msi_addr & ~(keep << shift)) | ((d & keep) << shift)
             for b in self.bars:
                 if off == 0x10 + 4 * b.index:
                     for byte in range(4):

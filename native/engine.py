@@ -15,7 +15,7 @@ import time
 from functools import cache
 
 from vmshm.bfm import HostBFM, HostEvent, bus_timeout
-from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
+from vmshm.driver_model.bus import BusTimeout, GuestBus, Interrupt, Space
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.regmap import CtlOp
 from vmshm.rtl.layouts import CplStatus
@@ -26,13 +26,14 @@ from .build import build
 
 __all__ = ["NativeError", "NativeSim", "NativeGuestBus", "simulate"]
 
-_DONE, _CTL, _DMA, _DRAWS, _TIMEOUT = range(5)
+_DONE, _CTL, _DMA, _DRAWS, _TIMEOUT, _DB, _IRQ = range(7)
 _CHANNELS = 4
 #: Back-pressure draws handed to C++ at a time.
 _BATCH = 4096
 _KINDS = ("ctl_req_first", "ctl_req_last", "ctl_rsp", "dma_req_first", "dma_req_last",
-          "dma_rsp_first", "dma_rsp_last", "reset")
-_DMA_OPS = {100: "READ", 101: "WRITE"}
+          "dma_rsp_first", "dma_rsp_last", "reset", "db", "ring")
+_DMA_OPS = {100: "READ", 101: "WRITE", 102: "DOORBELL", 103: "RING"}
+_IRQ_KINDS = ("intx", "msi")
 _CTL_OPS = {CtlOp.OPEN: "OPEN", CtlOp.CLOSE: "CLOSE", CtlOp.RESET: "RESET"}
 _MAX_BURST = 256
 #: Completion status names by value: an enum lookup per burst costs more than the burst's C++.
@@ -70,7 +71,13 @@ def _load(path):
             ("vm_ctl_drop", None, [vp, i32]),
             ("vm_dma_request", i32, [vp, i32, pu64, pi32, pu64, pu32]),
             ("vm_dma_answer", None, [vp, i32, i32, pu64, u32]),
-            ("vm_events", i32, [vp, i32, pu64, pu8, pu8, i32])):
+            ("vm_events", i32, [vp, i32, pu64, pu8, pu8, i32]),
+            ("vm_db_stall", None, [vp, i32, u64, u64]),
+            ("vm_db_take", None, [vp, i32, pu32, pu32]),
+            ("vm_ring", None, [vp, i32, i32]),
+            ("vm_set_peer", None, [vp, i32, i32, i32]),
+            ("vm_intx", i32, [vp, i32]),
+            ("vm_irqs", i32, [vp, i32, pu64, pu8, pu64, pu32, i32])):
         fn = getattr(lib, name)
         fn.restype, fn.argtypes = res, args
     return lib
@@ -78,8 +85,9 @@ def _load(path):
 
 def _check_faults(timing):
     # HostBFM plays HostFaults (stalls, late, dropped, doubled and unasked answers); the C++
-    # host does not, and a run that ignored them would pass for one that survived them.
-    if timing.faults:
+    # host plays only a doorbell's stall, and a run that ignored the others would pass for one
+    # that survived them.
+    if timing.faults and any(f.channel != "db" for f in timing.faults.faults):
         raise ValueError("the native backend cannot play HostTiming.faults (a misbehaving host); "
                          "run it on the amaranth, verilator or icarus backend")
 
@@ -142,6 +150,11 @@ class NativeSim:
             gates = bfm._gates("ctl_ready", "rsp_valid") + bfm._gates("dma_ready", "rsp_valid")
             self._gates.append(gates)
             lib.vm_set_fast(self._h, i, _serves_dma_as_plain(host))
+            for f in (timing.faults.faults if timing.faults else ()):
+                lib.vm_db_stall(self._h, i, f.exchange, timing.faults.stall("db", f.exchange, 0))
+        #: The guest's interrupts (GuestBus.interrupts), shared with the bus.
+        self.interrupts = []
+        self._peers = [None] * devices
         self._sync()
 
     def close(self):
@@ -173,10 +186,27 @@ class NativeSim:
                                       f"model: errno {err}")
                 self._mapped[i] = region
 
+    def _host_ports(self):
+        # As HostBFM's ring process and the harnesses' before_clock: at the guest's drive point
+        # the hosts' peer IDs go onto the ports and their queued rings into the ring processes.
+        lib = self._lib
+        for i, host in enumerate(self.hosts):
+            if host.peer_id != self._peers[i]:
+                self._peers[i] = host.peer_id
+                lib.vm_set_peer(self._h, i, host.peer_id is not None, host.peer_id or 0)
+            if host.pending_rings():
+                for vector in host.take_rings():
+                    lib.vm_ring(self._h, i, vector)
+
+    def intx(self, i):
+        """Return device ``i``'s INTx level now."""
+        return self._lib.vm_intx(self._h, i)
+
     def transact(self, space, dev, addr, write, count, datas, bes, timeout):
         """Run one guest burst to its end; return ``(data words, worst status)``."""
         n = len(datas)
         self._sync()
+        self._host_ports()
         self._data[:n] = datas
         self._be[:n] = bes
         t0 = time.perf_counter()
@@ -195,6 +225,7 @@ class NativeSim:
         through the edge, and every host closes its object afterwards.
         """
         self._sync()
+        self._host_ports()
         self._lib.vm_reset(self._h)
         self._run(None)
         for host in self.hosts:
@@ -205,6 +236,7 @@ class NativeSim:
     def idle(self, cycles):
         """Let ``cycles`` clock edges pass, the hosts still serving the device."""
         self._sync()
+        self._host_ports()
         self._lib.vm_idle(self._h, cycles)
         self._run(None)
 
@@ -228,6 +260,10 @@ class NativeSim:
                 gate = self._gates[dev][channel]
                 draws = bytes(gate() for _ in range(_BATCH))
                 lib.vm_add_draws(h, dev, channel, draws, len(draws))
+            elif status == _DB:
+                self._serve_db(which.value)
+            elif status == _IRQ:
+                self._take_irqs(which.value)
             elif status == _TIMEOUT:
                 raise BusTimeout(f"the device made no progress on the guest bus for {timeout} "
                                  f"cycles")
@@ -273,6 +309,23 @@ class NativeSim:
                                           for k in range(n)))
         self._lib.vm_dma_answer(self._h, i, bool(ok), out, timing.dma_latency)
 
+    def _serve_db(self, i):
+        # As HostBFM.db_process: the host model takes the doorbell at the drive point after it.
+        peer, vector = ctypes.c_uint32(), ctypes.c_uint32()
+        self._lib.vm_db_take(self._h, i, ctypes.byref(peer), ctypes.byref(vector))
+        self.hosts[i].doorbell(peer.value, vector.value)
+
+    def _take_irqs(self, i):
+        n = 16
+        cycles, kinds = (ctypes.c_uint64 * n)(), (ctypes.c_uint8 * n)()
+        addrs, datas = (ctypes.c_uint64 * n)(), (ctypes.c_uint32 * n)()
+        while True:
+            got = self._lib.vm_irqs(self._h, i, cycles, kinds, addrs, datas, n)
+            self.interrupts += [Interrupt(cycles[k], i, _IRQ_KINDS[kinds[k]], addrs[k], datas[k])
+                                for k in range(got)]
+            if got < n:
+                return
+
     def events(self):
         """Return each device's host-side handshakes as lists of :class:`HostEvent`."""
         out = []
@@ -294,6 +347,8 @@ class NativeGuestBus(GuestBus):
         super().__init__()
         self._sim = sim
         self._timeout = timeout
+        self.interrupts = sim.interrupts
+        self.hosts = sim.hosts
 
     @property
     def data_width(self):
@@ -318,6 +373,9 @@ class NativeGuestBus(GuestBus):
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""
         self._sim.idle(cycles)
+
+    def intx(self, dev=0):
+        return self._sim.intx(dev)
 
     async def _burst_read(self, space, dev, addr, words, be):
         out, status = self._sim.transact(_SPACES[space], dev or 0, addr, 0, words - 1, (0,),

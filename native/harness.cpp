@@ -84,16 +84,20 @@ struct Beat {
 #define FIELD(beat, KIND, NAME) (beat).get(KIND##_##NAME##_OFF, KIND##_##NAME##_W)
 #define SET_FIELD(beat, KIND, NAME, v) (beat).set(KIND##_##NAME##_OFF, KIND##_##NAME##_W, (v))
 
-enum Status { ST_DONE = 0, ST_CTL = 1, ST_DMA = 2, ST_DRAWS = 3, ST_TIMEOUT = 4 };
+enum Status {
+    ST_DONE = 0, ST_CTL = 1, ST_DMA = 2, ST_DRAWS = 3, ST_TIMEOUT = 4, ST_DB = 5, ST_IRQ = 6
+};
 // Back-pressure channels of one device, in the order HostBFM's two processes draw them: the
 // control process's ctl_ready and rsp_valid, the DMA process's dma_ready and rsp_valid.
 enum Channel { CH_CTL_READY = 0, CH_CTL_RSP = 1, CH_DMA_READY = 2, CH_DMA_RSP = 3, CHANNELS = 4 };
 enum Kind {
     EV_CTL_REQ_FIRST, EV_CTL_REQ_LAST, EV_CTL_RSP, EV_DMA_REQ_FIRST, EV_DMA_REQ_LAST,
-    EV_DMA_RSP_FIRST, EV_DMA_RSP_LAST, EV_RESET
+    EV_DMA_RSP_FIRST, EV_DMA_RSP_LAST, EV_RESET, EV_DB, EV_RING
 };
-// Event ops: a control op's raw value, or these for DMA.
-enum { OP_READ = 100, OP_WRITE = 101 };
+// Event ops: a control op's raw value, or these for DMA, doorbells and rings.
+enum { OP_READ = 100, OP_WRITE = 101, OP_DOORBELL = 102, OP_RING = 103 };
+// Interrupts the guest saw (GuestBus.interrupts): an INTx rising edge, an MSI message.
+enum { IRQ_INTX = 0, IRQ_MSI = 1 };
 // CtlOp.RESET: the device was reset, or gave up on the packet; never answered.
 enum { OP_RESET = 3 };
 
@@ -137,11 +141,20 @@ struct Event {
     uint8_t kind, op;
 };
 
+struct Irq {
+    uint64_t cycle, addr;
+    uint32_t data;
+    uint8_t kind;
+};
+
 enum CtlState { C_GET, C_PENDING, C_WAIT, C_PUT };
 enum DmaState { D_HDR, D_DATA, D_PENDING, D_WAIT, D_PUT_W, D_PUT_R };
 
 struct Device {
-    Stream ctl_req, ctl_rsp, dma_req, dma_rsp;
+    Stream ctl_req, ctl_rsp, dma_req, dma_rsp, db, ring, msi;
+    uint8_t* peer_valid;
+    uint16_t* peer_id;
+    uint8_t* intx;
     Draws draws[CHANNELS];
     uint32_t dma_latency = 0;
     bool fast = false;  // DMA served here from the mapping, else by Python
@@ -170,6 +183,18 @@ struct Device {
     uint64_t dwait = 0;
     uint64_t ddata[256];
     uint32_t dbe[256];
+    // doorbell process (HostBFM.db_process): always ready, but for a stall of an exchange
+    uint64_t db_exchange = 0, db_wait = 0;
+    std::vector<std::pair<uint64_t, uint64_t>> db_stalls;  // (exchange, cycles)
+    bool db_pending = false;  // taken; Python hands it to the host model
+    uint32_t db_peer = 0, db_vector = 0;
+    // ring process (HostBFM.ring_process): the rings Python queued, one a cycle
+    std::vector<uint16_t> rings;
+    size_t ring_pos = 0;
+    // the guest's view of the function's interrupts
+    bool intx_level = false;
+    std::vector<Irq> irqs;
+    size_t irqs_told = 0;
 };
 
 enum GuestState { G_IDLE, G_PUT, G_GET, G_WAIT, G_RESET, G_DONE };
@@ -345,13 +370,29 @@ static void drive(Sim* s) {
         } else {
             *d.dma_rsp.valid = 0;
         }
+        *d.db.ready = d.db_wait == 0;
+        *d.ring.valid = d.ring_pos < d.rings.size();
+        if (*d.ring.valid) {
+            Beat b;
+            b.clear();
+            SET_FIELD(b, RING, VECTOR, d.rings[d.ring_pos]);
+            b.store(d.ring);
+        }
+        *d.msi.ready = 1;
     }
+}
+
+static uint64_t db_stall(const Device& d, uint64_t exchange) {
+    for (auto& st : d.db_stalls)
+        if (st.first == exchange) return st.second;
+    return 0;
 }
 
 struct Sampled {
     bool req_ready, cpl_valid;
     bool ctl_req_valid[VMSHM_DEVICES], ctl_rsp_ready[VMSHM_DEVICES];
     bool dma_req_valid[VMSHM_DEVICES], dma_rsp_ready[VMSHM_DEVICES];
+    bool db_valid[VMSHM_DEVICES], ring_ready[VMSHM_DEVICES], msi_valid[VMSHM_DEVICES];
 };
 
 // One clock cycle from a drive point to the next.
@@ -361,7 +402,7 @@ static void cycle(Sim* s) {
     eval(s);
     // What the edge is about to sample: the settled values.
     Sampled p;
-    Beat cpl, ctl[VMSHM_DEVICES], dma[VMSHM_DEVICES];
+    Beat cpl, ctl[VMSHM_DEVICES], dma[VMSHM_DEVICES], db[VMSHM_DEVICES], msi[VMSHM_DEVICES];
     p.req_ready = *s->req.ready;
     p.cpl_valid = *s->cpl.valid;
     if (p.cpl_valid && s->gs == G_GET) cpl.load(s->cpl);
@@ -373,6 +414,11 @@ static void cycle(Sim* s) {
         p.dma_rsp_ready[i] = *d.dma_rsp.ready;
         if (p.ctl_req_valid[i] && d.cs == C_GET) ctl[i].load(d.ctl_req);
         if (p.dma_req_valid[i] && (d.ds == D_HDR || d.ds == D_DATA)) dma[i].load(d.dma_req);
+        p.db_valid[i] = *d.db.valid && *d.db.ready;
+        if (p.db_valid[i]) db[i].load(d.db);
+        p.ring_ready[i] = *d.ring.ready;
+        p.msi_valid[i] = *d.msi.valid;
+        if (p.msi_valid[i]) msi[i].load(d.msi);
     }
     s->top->clk = 1;
     eval(s);
@@ -487,6 +533,31 @@ static void cycle(Sim* s) {
             default:
                 break;
         }
+        // The doorbell process.
+        if (d.db_wait) {
+            d.db_wait--;
+        } else if (p.db_valid[i]) {
+            stamp(d, now, EV_DB, OP_DOORBELL);
+            d.db_pending = true;
+            d.db_peer = (uint32_t)FIELD(db[i], DB, PEER);
+            d.db_vector = (uint32_t)FIELD(db[i], DB, VECTOR);
+            d.db_wait = db_stall(d, ++d.db_exchange);
+        }
+        // The ring process.
+        if (d.ring_pos < d.rings.size() && p.ring_ready[i]) {
+            stamp(d, now, EV_RING, OP_RING);
+            if (++d.ring_pos == d.rings.size()) {
+                d.rings.clear();
+                d.ring_pos = 0;
+            }
+        }
+        // The guest's interrupt controller: MSI messages taken, INTx rising edges.
+        if (p.msi_valid[i])
+            d.irqs.push_back(Irq{now, FIELD(msi[i], MSI, ADDR),
+                                 (uint32_t)FIELD(msi[i], MSI, DATA), IRQ_MSI});
+        bool level = *d.intx;
+        if (level && !d.intx_level) d.irqs.push_back(Irq{now, 0, 0, IRQ_INTX});
+        d.intx_level = level;
     }
 }
 
@@ -634,6 +705,14 @@ int vm_run(void* h, int* which) {
                 *which = i;
                 return ST_DMA;
             }
+            if (d.db_pending) {
+                *which = i;
+                return ST_DB;
+            }
+            if (d.irqs_told < d.irqs.size()) {
+                *which = i;
+                return ST_IRQ;
+            }
         }
         if (s->gs == G_DONE) {
             s->gs = G_IDLE;
@@ -741,6 +820,51 @@ int vm_events(void* h, int i, uint64_t* cycles, uint8_t* kinds, uint8_t* ops, in
         cycles[k] = d.events[k].cycle;
         kinds[k] = d.events[k].kind;
         ops[k] = d.events[k].op;
+    }
+    return n;
+}
+
+//! Stall device `i`'s doorbell process `cycles` cycles before it takes doorbell `exchange`
+//! (HostFaults' "db" stall); exchange 0's applies from now.
+void vm_db_stall(void* h, int i, uint64_t exchange, uint64_t cycles) {
+    Device& d = ((Sim*)h)->dev[i];
+    d.db_stalls.emplace_back(exchange, cycles);
+    if (exchange == d.db_exchange) d.db_wait = cycles;
+}
+
+//! Device `i`'s doorbell taken (ST_DB): its peer and vector; the process takes the next.
+void vm_db_take(void* h, int i, uint32_t* peer, uint32_t* vector) {
+    Device& d = ((Sim*)h)->dev[i];
+    *peer = d.db_peer;
+    *vector = d.db_vector;
+    d.db_pending = false;
+}
+
+//! Queue a ring of `vector` on device `i`'s ring port, delivered one a cycle from the next run.
+void vm_ring(void* h, int i, int vector) { ((Sim*)h)->dev[i].rings.push_back((uint16_t)vector); }
+
+//! Drive device `i`'s peer_valid and peer_id.
+void vm_set_peer(void* h, int i, int valid, int id) {
+    Device& d = ((Sim*)h)->dev[i];
+    *d.peer_valid = (uint8_t)valid;
+    *d.peer_id = (uint16_t)id;
+}
+
+//! Return device `i`'s INTx level now.
+int vm_intx(void* h, int i) { return *((Sim*)h)->dev[i].intx; }
+
+//! Copy device `i`'s interrupts not copied before (ST_IRQ), up to `max`; return how many.
+int vm_irqs(void* h, int i, uint64_t* cycles, uint8_t* kinds, uint64_t* addrs, uint32_t* datas,
+            int max) {
+    Device& d = ((Sim*)h)->dev[i];
+    int n = 0;
+    while (d.irqs_told < d.irqs.size() && n < max) {
+        const Irq& q = d.irqs[d.irqs_told++];
+        cycles[n] = q.cycle;
+        kinds[n] = q.kind;
+        addrs[n] = q.addr;
+        datas[n] = q.data;
+        n++;
     }
     return n;
 }

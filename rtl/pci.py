@@ -15,12 +15,13 @@ from amaranth.utils import exact_log2
 
 from vmshm import pci_regs as P
 from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_LEN, CAP_OFFSET,
-                          DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION,
+                          DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, MSI_CAP_OFFSET, PCI_DEVICE_ID,
+                          PCI_REVISION,
                           PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID,
                           capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
-from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, pci_req_layout
+from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout
 
 __all__ = ["BarDef", "VMShmPCI", "PciBus", "VMShmSystem"]
 
@@ -82,6 +83,13 @@ class VMShmPCI(wiring.Component):
         Completions to the bus.
     host : ``Out(host_signature(...))``
         The core's host side, passed through.
+    intx : ``Out(1)``
+        INTA#, active high: the core's ``irq`` while neither the Command register's Interrupt
+        Disable nor MSI Enable is set. Status bit 3 reads ``irq`` whatever they say.
+    msi : ``Out(stream.Signature(msi_layout()))``
+        MSI messages: one beat (Message Data to Message Address) per ``irq_msg`` pulse of the
+        core while MSI Enable and Bus Master Enable are set. A pulse while a message is still
+        on offer is merged into it: the guest learns of every bit from INTR_STATUS.
     """
 
     def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
@@ -130,6 +138,8 @@ class VMShmPCI(wiring.Component):
             "req":  In(stream.Signature(pci_req_layout(data_width))),
             "cpl":  Out(stream.Signature(cpl_layout(data_width))),
             "host": Out(self._core.signature.members["host"].signature),
+            "intx": Out(1),
+            "msi":  Out(stream.Signature(msi_layout())),
         })
 
     #: Where the PCI Express capability sits, after VMShm's own: it carries Initiate FLR.
@@ -157,7 +167,7 @@ class VMShmPCI(wiring.Component):
         bar_of = {b.function: b.index for b in self._bars}
         return capability_bytes(window_size=self.window_size, name_size=self.name_size,
                                 regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
-                                name_bar=bar_of[BAR_NAME], next_ptr=self.EXP_CAP_OFFSET)
+                                name_bar=bar_of[BAR_NAME], next_ptr=MSI_CAP_OFFSET)
 
     @property
     def window_size(self):
@@ -199,7 +209,21 @@ class VMShmPCI(wiring.Component):
             m.d.sync += target_abort.eq(1)
         status = Signal(16)
         m.d.comb += status.eq(P.PCI_STATUS_CAP_LIST |
-                              Mux(target_abort, P.PCI_STATUS_SIG_TARGET_ABORT, 0))
+                              Mux(target_abort, P.PCI_STATUS_SIG_TARGET_ABORT, 0) |
+                              Mux(core.irq, P.PCI_STATUS_INTERRUPT, 0))
+
+        # -- interrupts: INTx, and the MSI capability's registers --------------------------------
+        msi_enable = Signal()
+        msi_addr = Signal(64)       # bits 1:0 stay 0: a dword address
+        msi_data = Signal(16)
+        m.d.comb += self.intx.eq(core.irq & ~command[10] & ~msi_enable)
+        # A message is latched when the core asks for it and stays on offer, unchanged, until
+        # taken; a function reset withdraws it with everything else.
+        with m.If(self.msi.ready):
+            m.d.sync += self.msi.valid.eq(0)
+        with m.If(core.irq_msg & msi_enable & command[2] & ~self.msi.valid):
+            m.d.sync += [self.msi.valid.eq(1), self.msi.payload.addr.eq(msi_addr),
+                         self.msi.payload.data.eq(msi_data)]
 
         # -- BAR registers: the stored base keeps only the bits the BAR's size lets software set.
         bases = {b.index: Signal(64 if b.is64 else 32, name=f"bar{b.index}_base")
@@ -216,8 +240,14 @@ class VMShmPCI(wiring.Component):
             0x0C: Cat(cache_line, C(0, 8), C(P.PCI_HEADER_TYPE_NORMAL, 8), C(0, 8)),
             0x2C: C(ids["subsystem_vendor_id"] | ids["subsystem_id"] << 16, 32),
             0x34: C(CAP_OFFSET, 32),
-            0x3C: Cat(int_line, C(0, 8), C(0, 16)),     # interrupt pin 0: no INTx
+            0x3C: Cat(int_line, C(1, 8), C(0, 16)),     # interrupt pin 1: INTA#
         }
+        msi = MSI_CAP_OFFSET
+        msi_control = Cat(msi_enable, C(0, 6), C(1, 1), C(0, 8))    # one message, 64-bit
+        dwords[msi] = Cat(C(P.PCI_CAP_ID_MSI, 8), C(self.EXP_CAP_OFFSET, 8), msi_control)
+        dwords[msi + P.PCI_MSI_ADDRESS_LO] = msi_addr[:32]
+        dwords[msi + P.PCI_MSI_ADDRESS_HI] = msi_addr[32:]
+        dwords[msi + P.PCI_MSI_DATA_64] = Cat(msi_data, C(0, 16))
         for b in self._bars:
             base = bases[b.index]
             dwords[P.PCI_BASE_ADDRESS_0 + 4 * b.index] = base[:32] | b.flags
@@ -257,6 +287,20 @@ class VMShmPCI(wiring.Component):
                     m.d.sync += cache_line.eq(d[:8])
                 with m.If((off == P.PCI_INTERRUPT_LINE) & e[0]):
                     m.d.sync += int_line.eq(d[:8])
+                with m.If((off == MSI_CAP_OFFSET) & e[2]):
+                    m.d.sync += msi_enable.eq(d[16])
+                for reg_off, shift in ((MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO, 0),
+                                       (MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI, 32)):
+                    with m.If(off == reg_off):
+                        for byte in range(4):
+                            lo = shift + 8 * byte
+                            with m.If(e[byte]):
+                                keep = 0xFC if lo == 0 else 0xFF
+                                m.d.sync += msi_addr[lo:lo + 8].eq(d[8 * byte:8 * byte + 8] & keep)
+                with m.If(off == MSI_CAP_OFFSET + P.PCI_MSI_DATA_64):
+                    for byte in range(2):
+                        with m.If(e[byte]):
+                            m.d.sync += msi_data[8 * byte:8 * byte + 8].eq(d[8 * byte:8 * byte + 8])
                 with m.If((off == self.EXP_CAP_OFFSET + P.PCI_EXP_DEVCTL) & e[1] &
                           d[15]):
                     m.d.sync += flr.eq(1)
@@ -299,7 +343,9 @@ class VMShmPCI(wiring.Component):
 
         # The reset lasts one cycle, while the write's completion goes out.
         with m.If(flr):
-            m.d.sync += [flr.eq(0), command.eq(0)] + [base.eq(0) for base in bases.values()]
+            m.d.sync += ([flr.eq(0), command.eq(0), msi_enable.eq(0), msi_addr.eq(0),
+                          msi_data.eq(0), self.msi.valid.eq(0)] +
+                         [base.eq(0) for base in bases.values()])
         # The core's request payload comes straight from registers (and the bus), whatever the
         # state: only `valid` waits for FORWARD. Gated by the state, it would put this state
         # machine in front of the core's decode adders, the slowest path of the function.
@@ -500,6 +546,8 @@ class VMShmSystem(wiring.Component):
         The bus, as for :class:`PciBus`.
     host{i} : ``Out(host_signature(...))``
         Device ``i``'s host side.
+    intx{i}, msi{i}
+        Device ``i``'s interrupt line and MSI messages (see :class:`VMShmPCI`).
     """
 
     def __init__(self, count=1, **params):
@@ -515,6 +563,9 @@ class VMShmSystem(wiring.Component):
         }
         for i in range(count):
             members[f"host{i}"] = Out(fn.signature.members["host"].signature)
+        for i in range(count):
+            members[f"intx{i}"] = Out(1)
+            members[f"msi{i}"] = Out(stream.Signature(msi_layout()))
         super().__init__(members)
 
     @property
@@ -540,4 +591,6 @@ class VMShmSystem(wiring.Component):
             wiring.connect(m, s_req, fn.req)
             wiring.connect(m, fn.cpl, s_cpl)
             wiring.connect(m, wiring.flipped(self.host(i)), fn.host)
+            m.d.comb += getattr(self, f"intx{i}").eq(fn.intx)
+            wiring.connect(m, fn.msi, wiring.flipped(getattr(self, f"msi{i}")))
         return m

@@ -36,7 +36,8 @@ imports them in a fixed order, which is the order of :data:`SCENARIOS` and of ``
 - :mod:`~vmshm.scenarios.names`: object names and the name buffer (BAR2);
 - :mod:`~vmshm.scenarios.driver`: the driver's file semantics;
 - :mod:`~vmshm.scenarios.window`: the window (BAR1) and requests no BAR claims;
-- :mod:`~vmshm.scenarios.host_faults`: a host that answers late, and the device's timeout.
+- :mod:`~vmshm.scenarios.host_faults`: a host that answers late, and the device's timeout;
+- :mod:`~vmshm.scenarios.doorbells`: doorbells to the host, rings, INTx and MSI.
 
 A new scenario goes into the module of its topic (a new topic: a new module, imported below).
 """
@@ -46,7 +47,8 @@ from .checks import (claimed, expect, expect_bytes, expect_errno, expect_sizes, 
 from .registry import CORE_ARGS, MAX_DEVICES, SCENARIOS, LateHost, Scenario, ScenarioEnv, scenario
 
 # Importing a topic registers its scenarios: this order is the order of SCENARIOS.
-from . import seed, registers, pci_config, pci_decode, names, driver, window, host_faults  # noqa
+from . import (seed, registers, pci_config, pci_decode, names, driver, window,  # noqa
+               host_faults, doorbells)
 from .host_faults import LATE, SHORT_TIMEOUT
 from .seed import HOST_LINE
 

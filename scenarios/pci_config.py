@@ -7,9 +7,9 @@ where it tightens them), not only against VMShm's own constants.
 from vmshm import pci_regs as P
 from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable_device,
                                 pci_set_master)
-from vmshm.regmap import (ABI_VERSION, CAP, CAP_LEN, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID,
-                          PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID,
-                          Status)
+from vmshm.regmap import (ABI_VERSION, CAP, CAP_LEN, CAP_VERSION, DEVICE_ID, MSI_CAP_OFFSET,
+                          PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
+                          PCI_VENDOR_ID, Status)
 
 from .checks import expect, expect_bytes, expect_status, open_by_register, probe, reg
 from .registry import scenario
@@ -95,7 +95,12 @@ def writable_bits(env):
     Everything else in the 256-byte space is read-only: writes must leave it as it was.
     """
     rw = {P.PCI_COMMAND: COMMAND_BITS, P.PCI_CACHE_LINE_SIZE: 0xFF,
-          P.PCI_INTERRUPT_LINE: 0xFF}
+          P.PCI_INTERRUPT_LINE: 0xFF,
+          # The MSI capability: MSI Enable, the message's address (dword-aligned) and data.
+          MSI_CAP_OFFSET: P.PCI_MSI_FLAGS_ENABLE << 16,
+          MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO: ONES32 & ~3,
+          MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI: ONES32,
+          MSI_CAP_OFFSET + P.PCI_MSI_DATA_64: 0xFFFF}
     for index, (size, is64, _) in expected_bars(env).items():
         mask = ((1 << (64 if is64 else 32)) - 1) & ~(size - 1)
         rw[BAR_OFFSETS[index]] = mask & ONES32
@@ -206,7 +211,7 @@ async def pci_config_header(bus, env):
     pin = await read(P.PCI_INTERRUPT_PIN, 1)
     if pin > 4:
         raise AssertionError(f"interrupt pin: expected 0 (none) or 1..4 (INTA..INTD), got {pin}")
-    expect(pin, 0, "interrupt pin (VMShm raises no INTx)")
+    expect(pin, 1, "interrupt pin (INTA#: VMShm's doorbell interrupt)")
     expect(await read(P.PCI_MIN_GNT, 1), 0, "Min_Gnt (hardwired to 0, as in PCIe)")
     expect(await read(P.PCI_MAX_LAT, 1), 0, "Max_Lat (hardwired to 0, as in PCIe)")
     cap = await check_vmshm_capability(bus, slot, env)
@@ -216,10 +221,19 @@ async def pci_config_header(bus, env):
     # Every dword the function does not implement reads 0, as the spec asks of reserved ones.
     offsets = range(0, P.PCI_CFG_SPACE_SIZE, DWORD)
     state = {off: await read(off) for off in offsets}
-    # A PCI Express capability after VMShm's, if any, offers Function Level Reset.
+    # An MSI capability after VMShm's, then a PCI Express capability offering Function Level
+    # Reset.
     exp = await read(cap + P.PCI_CAP_LIST_NEXT, 1)
     implemented = {0x00, 0x04, 0x08, 0x0C, *BAR_OFFSETS, 0x2C, 0x34, 0x3C,
                    *range(cap, cap + CAP_LEN, DWORD)}
+    msi = 0
+    if exp and state[exp] & 0xFF == P.PCI_CAP_ID_MSI:
+        msi = exp
+        expect(msi, MSI_CAP_OFFSET, "where the MSI capability sits")
+        expect(state[msi] >> 16, P.PCI_MSI_FLAGS_64BIT, "MSI Message Control at reset (one "
+                                                        "message, 64-bit, disabled)")
+        implemented |= set(range(msi, msi + 16, DWORD))
+        exp = state[msi] >> 8 & 0xFF
     if exp:
         expect(state[exp] & 0xFF, P.PCI_CAP_ID_EXP, "the capability after VMShm's")
         implemented |= {exp, exp + P.PCI_EXP_DEVCAP}
@@ -245,6 +259,8 @@ async def pci_config_header(bus, env):
             # Initiate FLR: the command register and the BARs are back at their reset values.
             state[P.PCI_COMMAND] = at_reset[P.PCI_COMMAND]
             for off in BAR_OFFSETS:
+                state[off] = at_reset[off]
+            for off in range(msi, msi + 16 if msi else 0, DWORD):
                 state[off] = at_reset[off]
 
     async def check(offs, what):

@@ -163,3 +163,6 @@ class AmaranthIO(StreamIO):
 
     def now(self):
         return self._ctx.get(self._cycle)
+
+    def peek(self, signal):
+        return self._ctx.get(signal)

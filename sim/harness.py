@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.checks import check_output_file
+from vmshm.driver_model.bus import Interrupt
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.rtl import VMShmSystem
 
@@ -32,7 +33,7 @@ class SimTop(wiring.Component):
 
     Members
     -------
-    req, cpl, host0 ...
+    req, cpl, host0 ..., intx0 ..., msi0 ...
         As for :class:`~vmshm.rtl.VMShmSystem`.
     cycle : ``Out(64)``
         Clock edges since reset.
@@ -73,6 +74,14 @@ class SimTop(wiring.Component):
         """Return device ``i``'s host side."""
         return getattr(self, f"host{i}")
 
+    def intx(self, i):
+        """Return device ``i``'s INTx line."""
+        return getattr(self, f"intx{i}")
+
+    def msi(self, i):
+        """Return device ``i``'s MSI message stream."""
+        return getattr(self, f"msi{i}")
+
     def elaborate(self, platform):
         m = Module()
         system = self._system
@@ -81,6 +90,8 @@ class SimTop(wiring.Component):
         wiring.connect(m, system.cpl, wiring.flipped(self.cpl))
         for i in range(self._devices):
             wiring.connect(m, wiring.flipped(self.host(i)), system.host(i))
+            m.d.comb += self.intx(i).eq(getattr(system, f"intx{i}"))
+            wiring.connect(m, getattr(system, f"msi{i}"), wiring.flipped(self.msi(i)))
         m.d.sync += self.cycle.eq(self.cycle + 1)
         return m
 
@@ -152,7 +163,9 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
                     host.close()
 
         bus = StreamGuestBus(io, top.req, top.cpl, top.data_width,
-                             timeout=bus_timeout(top.host_timeout), reset=reset)
+                             timeout=bus_timeout(top.host_timeout), reset=reset,
+                             intx=[top.intx(i) for i in range(devices)])
+        bus.interrupts = interrupts
         bus.hosts = hosts
         bus.before_clock = lambda: host_ports_now(ctx)
         bus_box.append(bus)
@@ -193,8 +206,32 @@ def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params
             await bfms[i].ring_process(io, wake)
         return testbench
 
+    # The guest's interrupt controller: INTx rising edges and MSI messages, each stamped.
+    interrupts = []
+
+    def intx_watch(i):
+        async def testbench(ctx):
+            level = 0
+            while True:
+                await ctx.changed(top.intx(i))
+                now = ctx.get(top.intx(i))
+                if now and not level:
+                    interrupts.append(Interrupt(ctx.get(top.cycle), i, "intx"))
+                level = now
+        return testbench
+
+    def msi_take(i):
+        async def testbench(io):
+            while True:
+                beat = await io.get(top.msi(i))
+                interrupts.append(Interrupt(io.now(), i, "msi", int(beat.addr), int(beat.data)))
+        return testbench
+
     sim = Simulator(top)
     sim.add_clock(CLOCK_PERIOD)
+    for i in range(devices):
+        sim.add_testbench(intx_watch(i), background=True)
+        sim.add_testbench(background(msi_take(i)), background=True)
     bfms = []
     for i, (host, t) in enumerate(zip(hosts, timings)):
         bfm = HostBFM(top.host(i), top.data_width, host, t)

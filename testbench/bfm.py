@@ -129,3 +129,6 @@ class CocotbIO(StreamIO):
 
     def now(self):
         return int(self._cycle.value)
+
+    def peek(self, signal):
+        return int(signal.value)

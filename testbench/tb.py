@@ -11,9 +11,11 @@ import traceback
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import Event, FallingEdge
+from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge
 
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.driver_model.bus import Interrupt
+from vmshm.rtl.layouts import msi_layout
 from vmshm.sim.harness import SimTop
 
 from .bfm import CocotbIO, CocotbStream, host_port
@@ -34,8 +36,10 @@ class TB:
         self.io = CocotbIO(dut.clk, dut.cycle)
         self.req = CocotbStream(dut, "req", self.top.req.payload.shape())
         self.cpl = CocotbStream(dut, "cpl", self.top.cpl.payload.shape())
+        self.intx = [getattr(dut, f"intx{i}") for i in range(job.devices)]
+        self.msi = [CocotbStream(dut, f"msi{i}", msi_layout()) for i in range(job.devices)]
         self.bus = StreamGuestBus(self.io, self.req, self.cpl, self.top.data_width,
-                                  timeout=bus_timeout(self.top.host_timeout))
+                                  timeout=bus_timeout(self.top.host_timeout), intx=self.intx)
 
     async def reset(self):
         dut = self.dut
@@ -44,6 +48,8 @@ class TB:
         for s in (self.req,):
             s.valid.value = 0
         self.cpl.ready.value = 0
+        for msi in self.msi:
+            msi.ready.value = 0
         for i in range(self.top.devices):
             port = host_port(dut, self.top, i)
             port.ctl_req.ready.value = 0
@@ -59,6 +65,33 @@ class TB:
         # Released at a falling edge: the cycle counter reads 0 here, as at the start of an
         # Amaranth simulation, and every BFM starts from this drive point.
         dut.rst.value = 0
+
+    def start_interrupts(self):
+        """Watch every slot's INTx line and take its MSI messages, into ``bus.interrupts``."""
+        async def intx_watch(i):
+            level = 0
+            while True:
+                await RisingEdge(self.intx[i])
+                # Settled: a glitch of the combinational line within a time step is no edge.
+                await ReadOnly()
+                now = int(self.intx[i].value)
+                if now and not level:
+                    self.bus.interrupts.append(Interrupt(self.io.now(), i, "intx"))
+                level = now
+                while level:
+                    await FallingEdge(self.intx[i])
+                    await ReadOnly()
+                    level = int(self.intx[i].value)
+
+        async def msi_take(i):
+            io = CocotbIO(self.dut.clk, self.dut.cycle)
+            while True:
+                beat = await io.get(self.msi[i])
+                self.bus.interrupts.append(Interrupt(io.now(), i, "msi", beat.addr, beat.data))
+
+        for i in range(len(self.intx)):
+            cocotb.start_soon(intx_watch(i))
+            cocotb.start_soon(msi_take(i))
 
     def start_hosts(self, hosts, timings):
         self.events = []
@@ -108,6 +141,7 @@ async def run_job(dut):
         tb = TB(dut, job)
         await tb.reset()
         tb.start_hosts(hosts, timings)
+        tb.start_interrupts()
         try:
             outcome["value"] = await job.call(tb.bus)
         except Exception as exc:  # noqa: BLE001 -- carried back to the pytest process

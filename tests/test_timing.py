@@ -319,3 +319,18 @@ def test_demo_path_does_not_import_plotting():
     code = ("import sys, vmshm.cli; vmshm.cli._parser(); import vmshm.timing; "
             "bad = {'matplotlib', 'wavedrom'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("backend", ["amaranth", "native"])
+@pytest.mark.parametrize("data_width", (32, 64))
+def test_doorbell_latencies_match_the_model(data_width, backend):
+    # Exact: the doorbell's way out and a ring's way in, in cycles, as docs/timing.md states.
+    from conftest import require_backend
+    from vmshm.backends import run_function
+    require_backend(backend)
+    got = run_function("vmshm.timing.runs:measure_doorbells", backend=backend,
+                       data_width=data_width).value
+    assert got == {"doorbell_write": T.doorbell_write_cycles(),
+                   "doorbell_to_host": T.doorbell_to_host_cycles(),
+                   "ring_to_intx": T.ring_to_intx_cycles(),
+                   "ring_to_msi": T.ring_to_msi_cycles()}

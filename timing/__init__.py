@@ -42,9 +42,10 @@ from .model import (DEFAULT_NAME_LENGTH, OPS, OP_LABELS, PCIE_MARGIN, PCIE_RANGE
                     close_timeout_cycles, model_phases, name_bytes, name_words, name_write_phases,
                     open_in_time, open_phases, open_read_cycles, open_timeout_cycles, parse_sweep,
                     pcie_flag_text, pcie_flags, read_phases, recommend_host_timeout, total,
-                    write_phases)
-from .runs import (Point, _Objects, measure, measure_host_latency, run_point, run_sweep,
-                   split_phases)
+                    write_phases, doorbell_write_cycles, doorbell_to_host_cycles,
+                    ring_to_intx_cycles, ring_to_msi_cycles)
+from .runs import (Point, _Objects, measure, measure_doorbells, measure_host_latency, run_point,
+                   run_sweep, split_phases)
 from .report import plot, rich_table, table_rows, write_outputs
 from .waves import waveform_run, write_waveforms
 from .command import add_arguments, run, run_cli
@@ -56,5 +57,6 @@ __all__ = [
     "open_in_time", "close_in_time", "open_timeout_cycles", "close_timeout_cycles",
     "pcie_flags", "pcie_flag_text", "recommend_host_timeout", "measure_host_latency",
     "parse_sweep", "measure", "split_phases", "run_point", "run_sweep", "write_outputs",
-    "write_waveforms", "add_arguments", "run", "run_cli",
+    "write_waveforms", "add_arguments", "run", "run_cli", "doorbell_write_cycles",
+    "doorbell_to_host_cycles", "ring_to_intx_cycles", "ring_to_msi_cycles", "measure_doorbells",
 ]

@@ -210,6 +210,52 @@ def close_timeout_cycles(host_timeout):
     return max(host_timeout, 1) + 6
 
 
+# -- doorbells and interrupts ------------------------------------------------------------------
+
+def doorbell_write_cycles(*, dropped_after=None):
+    """Return the cycles of a guest's 32-bit DOORBELL write, from its offer to its completion.
+
+    ``4`` as any one-beat register write (two cycles through the PCI front end, one in WRITE,
+    one in WRITE-ACK): the doorbell is put on offer on the edge WRITE takes the beat, whatever
+    the host does. Only while the previous doorbell is still on offer does WRITE wait, and for
+    at most the host timeout: pass it as ``dropped_after`` for a write that is dropped then
+    (``T + 4``).
+    """
+    return 4 + (dropped_after or 0)
+
+
+def doorbell_to_host_cycles(db_ready=True):
+    """Return the cycles from a DOORBELL write's offer to the edge the host takes its ``db`` beat.
+
+    ``4`` for a host that is ready: the beat is on offer from the edge WRITE takes the guest's
+    beat and moves on the next, the edge the write's completion moves too. A host that is not
+    ready takes it later; the write's completion does not wait for it.
+    """
+    if not db_ready:
+        raise ValueError("the beat waits on the host as long as it is not ready: no bound")
+    return 4
+
+
+def ring_to_intx_cycles():
+    """Return the cycles from a host ring (``HostModel.ring`` at a drive point) to INTx rising.
+
+    ``1``: the ring beat moves at the next edge and sets INTR_STATUS on it; ``irq`` (and
+    ``intx``) is that register AND INTR_MASK, so the line rises on the same edge. From the ring
+    beat's edge: 0.
+    """
+    return 1
+
+
+def ring_to_msi_cycles():
+    """Return the cycles from a host ring (``HostModel.ring`` at a drive point) to its MSI message.
+
+    ``3``: the ring beat's edge sets INTR_STATUS and the registered ``irq_msg`` pulse; the PCI
+    function latches the message on the next edge and a ready receiver takes it on the one after.
+    From the ring beat's edge: 2.
+    """
+    return 3
+
+
 # -- parameters -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

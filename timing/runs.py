@@ -345,3 +345,38 @@ def measure_host_latency(repeat=101, size=1 << 20):
         owner.close()
     return {"open_s": statistics.median(opens), "close_s": statistics.median(closes),
             "repeat": repeat}
+
+
+async def measure_doorbells(bus):
+    """Measure a doorbell and a ring each way on ``bus``'s device 0; return the cycle counts.
+
+    Keys: ``doorbell_write`` (the DOORBELL write, offer to completion), ``doorbell_to_host``
+    (its offer to the edge the host took the ``db`` beat), ``ring_to_intx`` and ``ring_to_msi``
+    (``HostModel.ring`` at a drive point to the INTx rising edge, to the MSI message taken).
+    The model's figures are :func:`~vmshm.timing.model.doorbell_write_cycles` and its siblings.
+    """
+    from vmshm.driver_model import vmshm_probe
+    from vmshm.regmap import REG
+
+    drivers, _ = await vmshm_probe(bus)
+    drv, host = drivers[0], bus.hosts[0]
+    taken = []
+    host.on_doorbell = lambda peer, vector: taken.append(bus.now())
+    out = {}
+    start = bus.now()
+    await drv.regs.write32(REG["DOORBELL"].offset, 1 << 16 | 2)
+    out["doorbell_write"] = bus.now() - start
+    await bus.idle(4)
+    out["doorbell_to_host"] = taken[0] - start
+    await drv.regs.write32(REG["INTR_MASK"].offset, 1)
+    start = bus.now()
+    host.ring(0)
+    await bus.idle(8)
+    out["ring_to_intx"] = bus.interrupts[-1].cycle - start
+    await drv.regs.write32(REG["INTR_STATUS"].offset, 1)
+    await drv.enable_msi()
+    start = bus.now()
+    host.ring(0)
+    await bus.idle(8)
+    out["ring_to_msi"] = bus.interrupts[-1].cycle - start
+    return out

@@ -91,6 +91,10 @@ class StreamIO(abc.ABC):
     def now(self):
         """Return the number of clock edges since reset."""
 
+    def peek(self, signal):
+        """Return the value of ``signal`` (a backend's handle) now."""
+        raise NotImplementedError(f"{type(self).__name__} cannot read signals")
+
 
 class StreamGuestBus(GuestBus):
     """The guest bus on a system's request and completion streams, over any :class:`StreamIO`.
@@ -101,6 +105,8 @@ class StreamGuestBus(GuestBus):
         The backend.
     req, cpl
         The backend's handles of the bus request and completion streams.
+    intx : list, optional
+        The backend's handles of each slot's INTx line, read with ``io.peek``.
     data_width : int
         The bus's data width in bits.
     timeout : int
@@ -110,8 +116,10 @@ class StreamGuestBus(GuestBus):
         Resets the devices and their host side; what :meth:`reset` awaits.
     """
 
-    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT, reset=None):
+    def __init__(self, io, req, cpl, data_width, *, timeout=DEFAULT_BUS_TIMEOUT, reset=None,
+                 intx=()):
         super().__init__()
+        self._intx = list(intx)
         #: Called (no arguments) before each operation runs the clock: the harness drives the
         #: host ports' peer IDs and wakes its ring processes there (:meth:`HostBFM.ring_process`).
         self.before_clock = None
@@ -143,6 +151,9 @@ class StreamGuestBus(GuestBus):
         if self._reset is None:
             raise NotImplementedError("this backend has no way to reset the device")
         await self._reset()
+
+    def intx(self, dev=0):
+        return int(self._io.peek(self._intx[dev]))
 
     def _before_clock(self):
         if self.before_clock is not None:
