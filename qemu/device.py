@@ -196,8 +196,8 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
         served += 1
 
 
-#: The doorbell registers' offsets in BAR0 (issue 14's interface, ABI 1.2).
-_INTR_MASK, _INTR_STATUS, _IVPOSITION, _DOORBELL = 0x30, 0x34, 0x38, 0x3C
+_INTR_MASK, _INTR_STATUS, _IVPOSITION, _DOORBELL = (
+    REG[n].offset for n in ("INTR_MASK", "INTR_STATUS", "IVPOSITION", "DOORBELL"))
 
 
 class FloorDevice:

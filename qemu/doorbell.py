@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from . import image
 from .boot import boot
 
-__all__ = ["PING", "PEER_ID", "DoorbellRun", "run_doorbell_guest", "PROGRAM", "ring_cycles"]
+__all__ = ["PING", "PEER_ID", "DoorbellRun", "run_doorbell_guest", "PROGRAM", "ring_cycles",
+           "doorbell_write_cycles", "run_bench"]
 
 #: The vector the host answers with a ring back.
 PING = 9
@@ -141,12 +142,16 @@ def median(values):
 BENCH_ROUNDS = 200
 
 
-def _doorbell_write_cycles(accesses):
+def doorbell_write_cycles(accesses):
+    """Return the simulated cycles of each of the guest's DOORBELL writes, from the server's log."""
+    from vmshm.regmap import REG
+
     from .command import bar_bases
     base = bar_bases(accesses).get(0)
     if base is None:
         return []
-    return [a.cycles for a in accesses if a.kind == "mem_write" and a.addr == base + 0x3C]
+    at = base + REG["DOORBELL"].offset
+    return [a.cycles for a in accesses if a.kind == "mem_write" and a.addr == at]
 
 
 def run_bench(args, console, parts, params, rounds=BENCH_ROUNDS):
@@ -199,7 +204,7 @@ def run_bench(args, console, parts, params, rounds=BENCH_ROUNDS):
         rows.append({"device": name, "rounds": rounds, **run.rtt_us,
                      "ring_to_interrupt_cycles": median(ring_cycles(run.boot.accesses)) if sim
                      else None,
-                     "doorbell_write_cycles": median(_doorbell_write_cycles(run.boot.accesses))
+                     "doorbell_write_cycles": median(doorbell_write_cycles(run.boot.accesses))
                      if sim else None})
     table = Table(title=f"doorbell round trip in the guest ({rounds} each, TCG): ioctl RING "
                         f"→ host → ring back → read returns", title_justify="left")

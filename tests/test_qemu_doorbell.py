@@ -76,13 +76,17 @@ def test_the_host_takes_the_guests_doorbells(doorbell_guest):
     assert set(doorbell_guest.rtt_us) == {"min", "median", "p90", "max"}
 
 
-def test_a_ring_reaches_the_interrupt_line_in_a_few_cycles(doorbell_guest):
-    from vmshm.qemu.device import RING_CYCLES
-    from vmshm.qemu.doorbell import ring_cycles
+def test_rings_and_doorbells_take_the_timing_models_cycles(doorbell_guest):
+    from vmshm.qemu.doorbell import doorbell_write_cycles, ring_cycles
+    from vmshm.timing import doorbell_write_cycles as write_model
+    from vmshm.timing import ring_to_intx_cycles, ring_to_msi_cycles
     cycles = ring_cycles(doorbell_guest.boot.accesses)
-    # The rings the host made while the guest was blocked woke the server, which ran the clock
-    # until the line rose.
-    assert cycles and all(0 < c < RING_CYCLES for c in cycles), cycles
+    # The rings the host made while the guest slept woke the server, which ran the clock until
+    # the line rose or the message went out: as many cycles as the timing model says.
+    want = ring_to_intx_cycles() if doorbell_guest.kind == "intx" else ring_to_msi_cycles()
+    assert len(cycles) >= ROUNDS and set(cycles) == {want}, cycles
+    writes = doorbell_write_cycles(doorbell_guest.boot.accesses)
+    assert len(writes) == ROUNDS + 1 and set(writes) == {write_model()}, writes
 
 
 # -- without QEMU -------------------------------------------------------------------------------
