@@ -96,8 +96,10 @@ class CoreProperties(Elaboratable):
         # -- the host: anything the valid/ready rules allow ------------------------------------
         _any_source(m, host.ctl_rsp)
         _any_source(m, host.dma_rsp)
+        _any_source(m, host.ring)
         m.d.comb += [host.ctl_req.ready.eq(AnySeq(1)), host.dma_req.ready.eq(AnySeq(1)),
-                     core.dma_enable.eq(AnySeq(1))]
+                     core.dma_enable.eq(AnySeq(1)), host.db.ready.eq(AnySeq(1)),
+                     host.peer_valid.eq(AnySeq(1)), host.peer_id.eq(AnySeq(16))]
 
         # -- the guest: one request at a time, by the rules, completions taken at once ---------
         req = core.req
@@ -126,7 +128,9 @@ class CoreProperties(Elaboratable):
             slow = Mux(p.write, core_bound("write", t, beats=1) + (n - 1) * (t + 1),
                        core_bound("read", t, beats=1) + (n - 1) * (t + 1))
             # A register burst may hold OPEN or CLOSE (worst: OPEN) besides plain words.
-            return Mux(p.bar == BAR_REGS, Mux(p.write, n + 2, worst_open + 2 * n),
+            # A register write may hold a DOORBELL beat that waits on the host's doorbell slot.
+            reg_write = core_bound("reg-write", t, doorbell=True) + (n - 1)
+            return Mux(p.bar == BAR_REGS, Mux(p.write, reg_write, worst_open + 2 * n),
                        Mux(p.bar == 1, slow, Mux(p.write, n + 2, 2 * n)))
 
         with m.If(first):
@@ -195,6 +199,7 @@ class CoreProperties(Elaboratable):
                 _stable_sink(m, cpl, "cpl", rst),
                 _stable_sink(m, host.ctl_req, "ctl_req", rst),
                 _stable_sink(m, host.dma_req, "dma_req", rst),
+                _stable_sink(m, host.db, "db", rst),
             ],
             "reset": lambda: [
                 Assert(~(ctl.valid & ~since_reset) | (ctl.payload.op == CtlOp.RESET),
@@ -255,7 +260,10 @@ class PCIProperties(Elaboratable):
         m.submodules.fn = fn = VMShmPCI(**PCI_PARAMS)
         _any_source(m, fn.host.ctl_rsp)
         _any_source(m, fn.host.dma_rsp)
-        m.d.comb += [fn.host.ctl_req.ready.eq(AnySeq(1)), fn.host.dma_req.ready.eq(AnySeq(1))]
+        _any_source(m, fn.host.ring)
+        m.d.comb += [fn.host.ctl_req.ready.eq(AnySeq(1)), fn.host.dma_req.ready.eq(AnySeq(1)),
+                     fn.host.db.ready.eq(AnySeq(1)), fn.msi.ready.eq(AnySeq(1)),
+                     fn.host.peer_valid.eq(AnySeq(1)), fn.host.peer_id.eq(AnySeq(16))]
         req, cpl = fn.req, fn.cpl
         _any_source(m, req)
         m.d.comb += cpl.ready.eq(1)
@@ -297,6 +305,8 @@ class PCIProperties(Elaboratable):
         else:
             m.d.comb += [_stable_sink(m, cpl, "cpl", C(0)),
                          _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
-                         _stable_sink(m, fn.host.dma_req, "dma_req", C(0))]
+                         _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
+                         _stable_sink(m, fn.host.db, "db", C(0)),
+                         _stable_sink(m, fn.msi, "msi", C(0))]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m

@@ -10,8 +10,9 @@ import errno
 
 from vmshm.driver_model import VMSHM_IOCTL_IVPOSITION, VMSHM_IOCTL_RING
 from vmshm.driver_model.driver import MSI_ADDRESS
+from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model.faults import Fault, HostFaults
-from vmshm.regmap import REG
+from vmshm.regmap import MSI_CAP_OFFSET, REG
 
 from .checks import expect, expect_errno, probe, reg
 from .registry import scenario
@@ -233,18 +234,23 @@ async def doorbell_host_never_takes(bus, env):
 
 @scenario(shm_size=4096)
 async def doorbell_reset(bus, env):
-    """Reset the function: INTR_STATUS, INTR_MASK and the line come back cleared."""
+    """Reset the function (FLR): INTR_STATUS, INTR_MASK, MSI and the line come back cleared."""
     drv = await probe(bus)
     host = bus.hosts[0]
+    await drv.enable_msi()
     await _write(drv, "INTR_MASK", 0xFF)
     host.ring(1)
     await _settle(bus)
+    expect(len(bus.interrupts), 1, "MSIs before the reset")
+    await bus.cfg_write_int(0, MSI_CAP_OFFSET + 2, 2, 0)    # MSI off: INTx
     expect(bus.intx(), 1, "INTx before the reset")
-    await bus.reset()
+    # A Function Level Reset resets the core as a reset of the device does.
+    await pcie_flr(drv.pdev)
+    expect(bus.intx(), 0, "INTx after the reset")
     drv = await probe(bus)
+    expect(await bus.cfg_read_int(0, MSI_CAP_OFFSET + 2, 2) & 1, 0, "MSI Enable after a reset")
     expect(await reg(drv, "INTR_STATUS"), 0, "INTR_STATUS after a reset")
     expect(await reg(drv, "INTR_MASK"), 0, "INTR_MASK after a reset")
-    expect(bus.intx(), 0, "INTx after a reset")
     # The device takes rings again.
     host.ring(2)
     await _settle(bus)

@@ -22,7 +22,7 @@ def _check(host_timeout, beats):
         raise ValueError(f"beats must be an integer from 1 to 256, not {beats!r}")
 
 
-def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32):
+def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32, doorbell=False):
     """Return the most cycles the core takes for one request, from the edge that takes its
     first beat to the edge that moves its last completion beat.
 
@@ -39,6 +39,9 @@ def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32):
         ``B``, bytes OPEN streams (the name and its NUL; at most the name buffer's size).
     data_width : int
         32 or 64.
+    doorbell : bool
+        For ``"reg-write"``: the burst may write DOORBELL while the host has not taken the
+        previous doorbell; it then waits up to ``T`` cycles once (ABI 1.2).
     """
     _check(host_timeout, beats)
     t, n = host_timeout, beats
@@ -59,7 +62,7 @@ def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32):
     if kind == "reg-read":
         return 2 * n
     if kind == "reg-write":
-        return n + 2
+        return n + 2 + (t if doorbell else 0)
     raise ValueError(f"kind must be open, close, read, write, reg-read or reg-write, "
                      f"not {kind!r}")
 
