@@ -181,3 +181,188 @@ def guest(count, sizes, timeout=180, echo=None):
     finally:
         group.close()
     return rows
+
+
+# --- the RTL rows: the channel over the simulated device, in simulated cycles -------------------
+
+#: Each RTL channel's share of the object: a 16 KiB ring (three 4 KiB messages) and its header.
+RTL_SLOT = 0x8000
+_PATTERN = bytes(range(256)) * 17
+
+
+def _message(i, length):
+    """Return message ``i`` of ``length`` bytes: different for each ``i``, cheap to make."""
+    return _PATTERN[i % 256:i % 256 + length]
+
+
+class _HostEnd:
+    """The host program's end of one RTL channel, woken by every guest doorbell.
+
+    The host program runs between clock edges, inside the backend's call to ``host.doorbell``
+    (and once before the run): it costs no simulated cycles, so the figures are the device's.
+    A consumer drains its ring and checks each message; a producer fills its ring. Each sleeps
+    as ``docs/channel.md`` says (its waiting flag, a fence, a last look) and rings the device's
+    ``vector`` when the guest's side sleeps.
+    """
+
+    def __init__(self, host, channel, role, length, count, vector):
+        self.host, self.ch, self.role = host, channel, role
+        self.length, self.count, self.vector = length, count, vector
+        self.done = self.rings = 0
+        self.error = None
+
+    def pump(self):
+        from .channel import OFF_CONS_WAITING, OFF_PROD_WAITING, _fence, _record
+        ch = self.ch
+        flag = OFF_CONS_WAITING if self.role == "recv" else OFF_PROD_WAITING
+        ch._set(flag, 0)
+        while self.done < self.count and self.error is None:
+            if self.role == "recv":
+                got = ch.try_recv()
+                moved = got is not None
+                if moved:
+                    message, ring = got
+                    if message != _message(self.done, self.length):
+                        self.error = (f"the host received message {self.done} altered "
+                                      f"({len(message)} bytes)")
+            else:
+                ring = ch.try_send(_message(self.done, self.length))
+                moved = ring is not None
+            if moved:
+                self.done += 1
+                if ring:
+                    self.rings += 1
+                    self.host.ring(self.vector)
+                continue
+            ch._set(flag, 1)
+            _fence()
+            if (ch.used() == 0 if self.role == "recv"
+                    else ch.capacity - ch.used() < _record(self.length)):
+                return                           # sleep until the next doorbell
+            ch._set(flag, 0)
+
+
+async def _rtl_guest(bus, *, name, size, plan, target, vector):
+    """The guest program of the RTL rows: open the object, then each row's channel in turn."""
+    from vmshm.driver_model import vmshm_probe
+
+    from .window_channel import GuestDoorbell, WindowChannel
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    mapping = await drv.mmap(fd, size)
+    doorbell = GuestDoorbell(drv, fd, target, vector)
+    base = drv.window.base
+    rows = []
+    for direction, offset, length, count in plan:
+        ch = await WindowChannel.attach(mapping, offset)
+        first, start = len(bus.records), bus.now()
+        rings, wakes = doorbell.rings, doorbell.wakes
+        for i in range(count):
+            if direction == "guest → host":
+                await ch.send(_message(i, length), doorbell)
+            else:
+                got = await ch.recv(doorbell)
+                if got != _message(i, length):
+                    raise AssertionError(f"the guest received message {i} altered "
+                                         f"({len(got)} bytes)")
+        cycles = bus.now() - start
+        parts = {"data": 0, "indices": 0, "registers": 0}
+        for t in bus.records[first:]:
+            at = t.addr - base - offset
+            kind = ("registers" if not 0 <= t.addr - base < drv.window_size
+                    else "data" if at >= 0x100 else "indices")
+            parts[kind] += t.cycles
+        rows.append({"direction": direction, "offset": offset, "cycles": cycles,
+                     "transactions": len(bus.records) - first,
+                     "rings": doorbell.rings - rings, "waits": doorbell.wakes - wakes, **parts})
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return rows
+
+
+def rtl_backend(backend=None):
+    """Return the backend the RTL rows run on: ``backend``, else native if it runs, else amaranth.
+
+    Both give exact cycles; native runs the same Verilog compiled (about 100x faster).
+    """
+    from vmshm.backends import backend_missing
+    if backend is not None:
+        reason = backend_missing(backend)
+        if backend not in ("amaranth", "native"):
+            raise ValueError(f"the RTL rows run in this process: amaranth or native, not "
+                             f"{backend!r}")
+        if reason:
+            raise RuntimeError(f"backend {backend} cannot run here: {reason}")
+        return backend
+    return "native" if backend_missing("native") is None else "amaranth"
+
+
+def rtl(count, sizes, *, data_width=32, backend=None):
+    """Return rows of the channel on the simulated device, both ways, in simulated cycles.
+
+    The guest side (:class:`~.window_channel.WindowChannel` through the window, DOORBELL to ring,
+    INTR_STATUS to wait) is a guest function on ``backend``; the host side is
+    :class:`~.channel.Channel` on the host's own mapping of the object, run when the guest rings
+    (``host.on_doorbell``) and ringing back with ``host.ring``. Each row's figure is the guest's:
+    from the start of its first send or receive to the end of its last.
+    """
+    import mmap
+
+    from vmshm.backends import simulator
+    from vmshm.host_model import HostModel, ShmRegion
+
+    backend = rtl_backend(backend)
+    size = RTL_SLOT * 2 * len(sizes)
+    name = f"/vmshm-chrtl-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    region = ShmRegion.create(name, size)
+    host = HostModel()
+    vector = 0
+    try:
+        mm = mmap.mmap(region.fileno(), size)
+        ends, plan = [], []
+        for k, length in enumerate(sizes):
+            for j, (direction, role) in enumerate((("guest → host", "recv"),
+                                                    ("host → guest", "send"))):
+                offset = RTL_SLOT * (2 * k + j)
+                end = _HostEnd(host, Channel.init(mm, offset, RTL_SLOT), role, length, count,
+                               vector)
+                ends.append(end)
+                plan.append((direction, offset, length, count))
+        for end in ends:
+            end.pump()
+
+        def doorbell(peer, vec):
+            for end in ends:
+                end.pump()
+
+        host.on_doorbell = doorbell
+        # The default window (1 MiB) holds 12 sizes' rings; a native build of it is shared.
+        result = simulator(backend)(
+            lambda bus: _rtl_guest(bus, name=name, size=size, plan=plan, target=0,
+                                   vector=vector),
+            hosts=[host], data_width=data_width)
+        for end in ends:
+            if end.error:
+                raise AssertionError(end.error)
+            if end.done != count:
+                raise AssertionError(f"the host's {end.role} end moved {end.done} of {count} "
+                                     f"messages")
+            end.ch.close()
+        rows = []
+        wb = data_width // 8
+        for (direction, _, length, _), got in zip(plan, result.value):
+            per_cycle = count * length / got["cycles"]
+            rows.append({**got, "direction": direction, "bytes": length, "count": count,
+                         "data_width": data_width, "backend": backend,
+                         "bytes_per_cycle": per_cycle, "limit": wb, "ratio": per_cycle / wb})
+        del ends
+        mm.close()
+    finally:
+        host.on_doorbell = None
+        if host.is_open:
+            host.close()
+        region.unlink()
+        region.close()
+    return rows

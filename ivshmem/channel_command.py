@@ -9,16 +9,21 @@ from . import bench
 __all__ = ["add_arguments", "run", "HELP"]
 
 HELP = dict(
-    help="measure the message channel (vmshm_channel.h) in messages and bytes per second",
-    description="--bench sends --count messages of each --sizes through the channel both ways "
-                "between a TCG guest (QEMU's ivshmem-doorbell on vmshm's ivshmem server) and a "
-                "host peer, beside the floor: the same loop between two host processes over a "
-                "plain shared mapping. The figure on the RTL (bytes per simulated cycle) waits "
-                "for the device's doorbell registers (issue 14).")
+    help="measure the message channel (vmshm_channel.h): on the RTL in bytes per cycle, in a "
+         "QEMU guest in messages and bytes per second",
+    description="--bench prints two tables. The RTL table: --rtl-count messages of each --sizes "
+                "through the channel both ways between a guest program on the simulated VMShm "
+                "device (window bursts, DOORBELL, INTR_STATUS) and a host program on the object, "
+                "in bytes per simulated cycle beside the datapath's limit (one data word a "
+                "cycle) at each --data-width. The QEMU table: --count messages both ways between "
+                "a TCG guest (QEMU's ivshmem-doorbell on vmshm's ivshmem server) and a host "
+                "peer, beside the floor: the same loop between two host processes over a plain "
+                "shared mapping.")
 
 
 def add_arguments(parser):
-    """Add ``--bench``, ``--count``, ``--sizes``, ``--no-guest`` and ``--timeout``."""
+    """Add ``--bench``, ``--count``, ``--sizes``, ``--no-guest``, ``--timeout`` and the RTL
+    table's ``--no-rtl``, ``--rtl-count``, ``--data-width`` and ``--backend``."""
     parser.add_argument("--bench", action="store_true", help="measure and print the tables")
     parser.add_argument("--count", type=int, default=20000, metavar="N",
                         help="messages per size and direction (default 20000)")
@@ -28,6 +33,17 @@ def add_arguments(parser):
                         help="only the host floor (no QEMU boot)")
     parser.add_argument("--timeout", type=float, default=300, metavar="S",
                         help="bound on the guest's whole run in seconds (default 300)")
+    parser.add_argument("--no-rtl", action="store_true",
+                        help="no RTL table (no simulation)")
+    parser.add_argument("--rtl-count", type=int, default=64, metavar="N",
+                        help="messages per size and direction on the RTL (default 64; the "
+                             "figures are simulated cycles, the same on every run)")
+    parser.add_argument("--data-width", default="32,64", metavar="BITS,BITS",
+                        help="the device's data widths for the RTL table: 32, 64 or both "
+                             "(default 32,64)")
+    parser.add_argument("--backend", choices=("auto", "native", "amaranth"), default="auto",
+                        help="simulator of the RTL table: native (the Verilog compiled by "
+                             "Verilator) where it runs, else amaranth (default auto)")
 
 
 def _sizes(text):
@@ -40,8 +56,33 @@ def _sizes(text):
     return sizes
 
 
+def _widths(text):
+    try:
+        widths = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        widths = []
+    if not widths or any(w not in (32, 64) for w in widths) or len(set(widths)) != len(widths):
+        raise UsageError(f"--data-width {text!r}: 32, 64 or 32,64")
+    return widths
+
+
+def rtl_table(rows):
+    """Return the RTL rows as a table: bytes per cycle beside the limit, and where cycles went."""
+    table = Table(title=f"vmshm_channel on the RTL ({rows[0]['backend']} backend): "
+                        f"{rows[0]['count']} messages a row, simulated cycles")
+    for col in ("direction", "bits", "message bytes", "bytes/cycle", "limit", "ratio", "cycles",
+                "data", "indices", "registers", "rings", "waits"):
+        table.add_column(col, justify="left" if col == "direction" else "right")
+    for r in rows:
+        table.add_row(r["direction"], str(r["data_width"]), str(r["bytes"]),
+                      f"{r['bytes_per_cycle']:.2f}", str(r["limit"]), f"{r['ratio']:.3f}",
+                      str(r["cycles"]), str(r["data"]), str(r["indices"]), str(r["registers"]),
+                      str(r["rings"]), str(r["waits"]))
+    return table
+
+
 def run(args, console):
-    """Check the arguments, run the floor, then the guest; print one table."""
+    """Check the arguments; print the RTL table, then run the floor and the guest."""
     if not args.bench:
         raise UsageError("say --bench: it is the only thing `vmshm channel` does so far")
     sizes = _sizes(args.sizes)
@@ -49,6 +90,23 @@ def run(args, console):
         raise UsageError(f"--count {args.count}: 2..10000000 messages")
     if args.timeout <= 0:
         raise UsageError(f"--timeout {args.timeout:g}: must be positive")
+    widths = _widths(args.data_width)
+    if not 1 <= args.rtl_count <= 1_000_000:
+        raise UsageError(f"--rtl-count {args.rtl_count}: 1..1000000 messages")
+    backend = None if args.backend == "auto" else args.backend
+    if not args.no_rtl:
+        try:
+            backend = bench.rtl_backend(backend)
+        except RuntimeError as exc:
+            raise UsageError(f"--backend {args.backend}: {exc}") from None
+        rows = []
+        for width in widths:
+            rows += bench.rtl(args.rtl_count, sizes, data_width=width, backend=backend)
+        console.print(rtl_table(rows))
+        console.print("bytes/cycle: message bytes over the guest's cycles from its first send "
+                      "or receive to its last; limit: one data word a cycle; data, indices, "
+                      "registers: cycles in window bursts of records, in the ring's header "
+                      "words, in BAR0 (DOORBELL, INTR_STATUS).", markup=False, highlight=False)
     rows = bench.floor(args.count, sizes)
     if not args.no_guest:
         from vmshm.qemu.image import Missing
@@ -63,6 +121,4 @@ def run(args, console):
         table.add_row(r["direction"], str(r["bytes"]), f"{r['messages_per_s']:,.0f}",
                       f"{r['bytes_per_s'] / 1e6:,.1f}", f"{r['seconds']:.3f}")
     console.print(table)
-    console.print("The RTL row (bytes per simulated cycle beside one word a cycle) needs the "
-                  "device's doorbell registers: issue 14's RTL round.", markup=False)
     return 0
