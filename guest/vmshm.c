@@ -11,7 +11,7 @@
  *                       interrupts and unmasks every vector (INTR_MASK)
  *   ioctl(fd, 0, name)  write name into the name BAR, read OPEN, return -status
  *   ioctl RING, db      write db (peer << 16 | vector) to DOORBELL
- *   ioctl IVPOSITION    return IVPOSITION, or -ENODATA while it has none
+ *   ioctl IVPOSITION    return IVPOSITION, or -ENXIO while it has none
  *   read(fd, &n, 4)     wait for an interrupt; n is the count since the last
  *                       read (-EAGAIN with O_NONBLOCK), as UIO does
  *   poll()              EPOLLIN once an interrupt came
@@ -233,7 +233,7 @@ static long vmshm_ioctl_ivposition(struct vmshm_dev *vdev)
 	if (gone)
 		return -ENODEV;
 	if (pos > 0xffff)
-		return -ENODATA;
+		return -ENXIO;
 	return pos;
 }
 

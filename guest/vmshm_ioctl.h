@@ -9,8 +9,8 @@
  *                                          VMSHM_DOORBELL(peer, vector), by
  *                                          value; the device's DOORBELL
  *   ioctl(fd, VMSHM_IOCTL_IVPOSITION)      this device's peer ID (0..65535),
- *                                          or -1 with errno ENODATA while
- *                                          the host has none
+ *                                          or -1 with errno ENXIO while the
+ *                                          host has none
  *   read(fd, &u32, 4)                      block until an interrupt; the
  *                                          count of interrupts since the last
  *                                          read (EAGAIN with O_NONBLOCK)
@@ -23,6 +23,10 @@
 
 #include <linux/ioctl.h>
 
+/*
+ * Not plain 1 and 2 after the seed's 0: the VFS answers some small numbers
+ * itself before any driver sees them (2 is FIGETBSZ, 1 is FIBMAP).
+ */
 #define VMSHM_IOCTL_OPEN	0
 #define VMSHM_IOCTL_RING	_IO('v', 1)
 #define VMSHM_IOCTL_IVPOSITION	_IO('v', 2)

@@ -8,8 +8,10 @@ as the ioapic input q35 routes it to, or the function's MSI message as the memor
 """
 
 import os
+import shutil
 import socket
 import stat
+import subprocess
 
 import pytest
 from conftest import require_qemu_parts
@@ -129,3 +131,19 @@ def test_qtest_socket_is_private_and_answers_are_checked():
         qemu.close()
     finally:
         irq.close()
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler")
+def test_the_ioctl_header_is_the_driver_models(tmp_path):
+    from vmshm.driver_model import VMSHM_IOCTL_IVPOSITION, VMSHM_IOCTL_OPEN, VMSHM_IOCTL_RING
+    from vmshm.qemu.image import GUEST_DIR
+    src = tmp_path / "t.c"
+    src.write_text('#include <stdio.h>\n#include "vmshm_ioctl.h"\nint main(void) {\n'
+                   'printf("%d %d %d %#lx\\n", VMSHM_IOCTL_OPEN, VMSHM_IOCTL_RING, '
+                   'VMSHM_IOCTL_IVPOSITION, VMSHM_DOORBELL(3, 5));\nreturn 0;\n}\n')
+    exe = tmp_path / "t"
+    subprocess.run(["cc", "-Wall", "-Werror", "-I", str(GUEST_DIR), "-o", str(exe), str(src)],
+                   check=True)
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(VMSHM_IOCTL_OPEN), str(VMSHM_IOCTL_RING), str(VMSHM_IOCTL_IVPOSITION),
+                   hex(3 << 16 | 5)]
