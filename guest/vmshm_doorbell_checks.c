@@ -11,7 +11,8 @@
  * and at the end "INTERRUPTS <its /proc/interrupts line>" for the interrupt
  * the kernel gave the function, and "RTT ..." for ROUNDS
  * round trips: ring the host (vector 9), whose answer is a ring back, and
- * wait in read().  The exit status is the number of failed checks.
+ * wait in read().  Last, it removes the function under a sleeping reader.
+ * The exit status is the number of failed checks.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -22,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -106,6 +108,35 @@ static void show_interrupts(void)
 	if (f)
 		fclose(f);
 	fflush(stdout);
+}
+
+/*
+ * Last: a reader asleep in read() when its function is removed wakes with
+ * ENODEV (the child shares the parent's file: opening is exclusive).
+ */
+static void removed_wakes_reader(int fd)
+{
+	int fd2, status = -1;
+	uint32_t n;
+	pid_t child;
+
+	fflush(stdout);
+	child = fork();
+	if (child == 0) {
+		alarm(60);
+		_exit(read(fd, &n, sizeof(n)) < 0 && errno == ENODEV ? 0 : 1);
+	}
+	usleep(500000);
+	fd2 = open("/sys/class/misc/vmshm0/device/remove", O_WRONLY);
+	if (fd2 < 0 || write(fd2, "1", 1) != 1)
+		printf("CHECK remove FAIL %s\n", strerror(errno));
+	if (fd2 >= 0)
+		close(fd2);
+	if (child > 0)
+		waitpid(child, &status, 0);
+	check("remove_wakes_reader_enodev",
+	      WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	      "the reader did not return ENODEV");
 }
 
 static int read_count(int fd, uint32_t *n)
@@ -211,8 +242,9 @@ int main(int argc, char **argv)
 		       rtt[rounds * 9 / 10], rtt[rounds - 1]);
 	}
 	free(rtt);
-	close(fd);
 	show_interrupts();
+	removed_wakes_reader(fd);
+	close(fd);
 	fflush(stdout);
 	return failures;
 }

@@ -42,7 +42,7 @@ def test_every_guest_check_passes(doorbell_guest):
     assert r.error is None and r.status == 0, "\n".join(r.console[-40:])
     assert doorbell_guest.checks and all(v == "ok" for v in doorbell_guest.checks.values()), \
         doorbell_guest.checks
-    assert len(doorbell_guest.checks) == 12
+    assert len(doorbell_guest.checks) == 13
     # No interrupt the driver did not claim, no oops.
     assert doorbell_guest.trouble == []
 
