@@ -23,10 +23,12 @@ VMSHM_IDS = ((PCI_VENDOR_ID, PCI_DEVICE_ID),)
 
 #: The one ioctl the original driver knows: open the object named by the argument.
 VMSHM_IOCTL_OPEN = 0
-#: Ring a peer: the argument is ``peer << 16 | vector``, written to DOORBELL.
-VMSHM_IOCTL_RING = 1
+#: Ring a peer: the argument is ``peer << 16 | vector``, written to DOORBELL. ``_IO('v', 1)``, as
+#: vmshm.ko has it (``guest/vmshm_ioctl.h``): Linux answers a plain 2 itself (FIGETBSZ).
+VMSHM_IOCTL_RING = 0x7601
 #: Return this device's peer ID (IVPOSITION); ``ENXIO`` while the host has given it none.
-VMSHM_IOCTL_IVPOSITION = 2
+#: ``_IO('v', 2)``.
+VMSHM_IOCTL_IVPOSITION = 0x7602
 
 #: Where the model's guest points MSI messages: x86's interrupt address range (0xfee00000).
 MSI_ADDRESS = 0xFEE0_0000
@@ -170,9 +172,9 @@ class VMShmDriver:
         be (``strncpy_from_user`` fails). A name that does not fit the name buffer with its NUL
         is ``ENAMETOOLONG`` and nothing is written.
 
-        ``VMSHM_IOCTL_RING`` (1): the argument is ``peer << 16 | vector`` (an int from 0 to
+        ``VMSHM_IOCTL_RING`` (0x7601): the argument is ``peer << 16 | vector`` (an int from 0 to
         0xffffffff, else ``EINVAL``), written to DOORBELL; returns 0.
-        ``VMSHM_IOCTL_IVPOSITION`` (2): returns this device's peer ID, ``ENXIO`` while it has
+        ``VMSHM_IOCTL_IVPOSITION`` (0x7602): returns this device's peer ID, ``ENXIO`` while it has
         none.
         """
         self._file(fd)

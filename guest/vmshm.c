@@ -7,15 +7,28 @@
  * the host object, and a buffer for the object's name.  Each device becomes
  * /dev/vmshmN:
  *
- *   open()              exclusive; a second open is -EBUSY
+ *   open()              exclusive; a second open is -EBUSY; clears pending
+ *                       interrupts and unmasks every vector (INTR_MASK)
  *   ioctl(fd, 0, name)  write name into the name BAR, read OPEN, return -status
+ *   ioctl RING, db      write db (peer << 16 | vector) to DOORBELL
+ *   ioctl IVPOSITION    return IVPOSITION, or -ENXIO while it has none
+ *   read(fd, &n, 4)     wait for an interrupt; n is the count since the last
+ *                       read (-EAGAIN with O_NONBLOCK), as UIO does
+ *   poll()              EPOLLIN once an interrupt came
  *   mmap()              map the window uncached, at most MAP_SIZE bytes
- *   release             read CLOSE
+ *   release             mask every vector, read CLOSE
+ *
+ * The interrupt is the function's one vector: MSI where the platform carries
+ * it, else INTx (QEMU's PCI proxy carries only INTx; msi=0 forces it).  The
+ * handler shares the line, claims only what INTR_STATUS & INTR_MASK holds and
+ * clears it (write 1 to clear) before the line can fire again.
  */
 
+#include <linux/atomic.h>
 #include <linux/bitops.h>
 #include <linux/fs.h>
 #include <linux/idr.h>
+#include <linux/interrupt.h>
 #include <linux/io.h>
 #include <linux/kref.h>
 #include <linux/miscdevice.h>
@@ -23,12 +36,22 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/pci.h>
+#include <linux/poll.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
+#include <linux/wait.h>
 
+#include "vmshm_ioctl.h"
 #include "vmshm_regs.h"
 
-#define VMSHM_IOCTL_OPEN	0
+/* Every vector the device has (v < 32) is enabled while the file is open. */
+#define VMSHM_ALL_VECTORS	0xffffffff
+/* IVPOSITION while the host has no peer ID. */
+#define VMSHM_NO_POSITION	0xffffffff
+
+static bool msi = true;
+module_param(msi, bool, 0444);
+MODULE_PARM_DESC(msi, "use MSI where the device offers it (default: yes)");
 
 /*
  * One per function.  An open file holds a reference, so the structure
@@ -46,6 +69,10 @@ struct vmshm_dev {
 	unsigned long busy;		/* bit 0: the file is open */
 	struct mutex lock;		/* serialises OPEN, CLOSE and removal */
 	bool gone;			/* the function was removed */
+	bool has_irq;			/* the function has an interrupt */
+	u32 mask;			/* INTR_MASK, as the handler sees it */
+	atomic_t count;			/* interrupts since the last read */
+	wait_queue_head_t wait;		/* readers and pollers */
 	int id;
 	char devname[16];
 	struct miscdevice misc;
@@ -65,6 +92,38 @@ static void vmshm_put(void *data)
 	kref_put(&vdev->ref, vmshm_free);
 }
 
+static irqreturn_t vmshm_irq(int irq, void *data)
+{
+	struct vmshm_dev *vdev = data;
+	u32 pending;
+
+	/*
+	 * The mask is the one this driver wrote, so one register read per
+	 * interrupt: each read is a round trip to the device.
+	 */
+	pending = ioread32(vdev->regs + VMSHM_REG_INTR_STATUS) &
+		  READ_ONCE(vdev->mask);
+	if (!pending)
+		return IRQ_NONE;
+	/* Clear before waking, so a ring that comes after is not lost. */
+	iowrite32(pending, vdev->regs + VMSHM_REG_INTR_STATUS);
+	atomic_inc(&vdev->count);
+	wake_up_interruptible(&vdev->wait);
+	return IRQ_HANDLED;
+}
+
+/*
+ * Write INTR_MASK; the handler must see the new mask before the line can.
+ * A device without an interrupt (before ABI 1.2) has no such register.
+ */
+static void vmshm_set_mask(struct vmshm_dev *vdev, u32 mask)
+{
+	if (!vdev->has_irq)
+		return;
+	WRITE_ONCE(vdev->mask, mask);
+	iowrite32(mask, vdev->regs + VMSHM_REG_INTR_MASK);
+}
+
 static int vmshm_open(struct inode *inode, struct file *file)
 {
 	struct vmshm_dev *vdev = container_of(file->private_data,
@@ -75,6 +134,14 @@ static int vmshm_open(struct inode *inode, struct file *file)
 		return -EBUSY;
 	kref_get(&vdev->ref);
 	file->private_data = vdev;
+	/* Interrupts count from here: what rang while closed is cleared. */
+	mutex_lock(&vdev->lock);
+	if (vdev->has_irq)
+		iowrite32(VMSHM_ALL_VECTORS,
+			  vdev->regs + VMSHM_REG_INTR_STATUS);
+	atomic_set(&vdev->count, 0);
+	vmshm_set_mask(vdev, VMSHM_ALL_VECTORS);
+	mutex_unlock(&vdev->lock);
 	return 0;
 }
 
@@ -84,12 +151,90 @@ static int vmshm_release(struct inode *inode, struct file *file)
 
 	/* Runs once the last reference goes: the fd and every mapping. */
 	mutex_lock(&vdev->lock);
-	if (!vdev->gone)
+	if (!vdev->gone) {
+		vmshm_set_mask(vdev, 0);
 		ioread32(vdev->regs + VMSHM_REG_CLOSE);
+	}
 	mutex_unlock(&vdev->lock);
 	clear_bit(0, &vdev->busy);
 	vmshm_put(vdev);
 	return 0;
+}
+
+static ssize_t vmshm_read(struct file *file, char __user *buf, size_t count,
+			  loff_t *ppos)
+{
+	struct vmshm_dev *vdev = file->private_data;
+	u32 n;
+	int ret;
+
+	if (count != sizeof(n))
+		return -EINVAL;
+	if (!vdev->has_irq)
+		return -EOPNOTSUPP;
+	for (;;) {
+		n = atomic_xchg(&vdev->count, 0);
+		if (n)
+			break;
+		if (READ_ONCE(vdev->gone))
+			return -ENODEV;
+		if (file->f_flags & O_NONBLOCK)
+			return -EAGAIN;
+		ret = wait_event_interruptible(vdev->wait,
+					       atomic_read(&vdev->count) ||
+					       READ_ONCE(vdev->gone));
+		if (ret)
+			return ret;
+	}
+	if (copy_to_user(buf, &n, sizeof(n))) {
+		/* Not delivered: keep it for the next read. */
+		atomic_add(n, &vdev->count);
+		return -EFAULT;
+	}
+	return sizeof(n);
+}
+
+static __poll_t vmshm_poll(struct file *file, poll_table *wait)
+{
+	struct vmshm_dev *vdev = file->private_data;
+
+	poll_wait(file, &vdev->wait, wait);
+	if (atomic_read(&vdev->count))
+		return EPOLLIN | EPOLLRDNORM;
+	if (READ_ONCE(vdev->gone) || !vdev->has_irq)
+		return EPOLLERR | EPOLLHUP;
+	return 0;
+}
+
+static long vmshm_ioctl_ring(struct vmshm_dev *vdev, unsigned long db)
+{
+	if (db > U32_MAX)
+		return -EINVAL;
+	mutex_lock(&vdev->lock);
+	if (vdev->gone) {
+		mutex_unlock(&vdev->lock);
+		return -ENODEV;
+	}
+	iowrite32(db, vdev->regs + VMSHM_REG_DOORBELL);
+	mutex_unlock(&vdev->lock);
+	return 0;
+}
+
+static long vmshm_ioctl_ivposition(struct vmshm_dev *vdev)
+{
+	u32 pos = VMSHM_NO_POSITION;
+	bool gone;
+
+	mutex_lock(&vdev->lock);
+	gone = vdev->gone;
+	if (!gone)
+		pos = ioread32(vdev->regs + VMSHM_REG_IVPOSITION);
+	mutex_unlock(&vdev->lock);
+	if (gone)
+		return -ENODEV;
+	if (pos > 0xffff)
+		return -ENXIO;
+	return pos;
 }
 
 static long vmshm_ioctl_open(struct vmshm_dev *vdev, const char __user *uname)
@@ -131,9 +276,15 @@ static long vmshm_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 {
 	struct vmshm_dev *vdev = file->private_data;
 
-	if (cmd != VMSHM_IOCTL_OPEN)
-		return -ENOTTY;
-	return vmshm_ioctl_open(vdev, (const char __user *)arg);
+	switch (cmd) {
+	case VMSHM_IOCTL_OPEN:
+		return vmshm_ioctl_open(vdev, (const char __user *)arg);
+	case VMSHM_IOCTL_RING:
+		return vmshm_ioctl_ring(vdev, arg);
+	case VMSHM_IOCTL_IVPOSITION:
+		return vmshm_ioctl_ivposition(vdev);
+	}
+	return -ENOTTY;
 }
 
 static int vmshm_mmap(struct file *file, struct vm_area_struct *vma)
@@ -160,6 +311,8 @@ static const struct file_operations vmshm_fops = {
 	.owner		= THIS_MODULE,
 	.open		= vmshm_open,
 	.release	= vmshm_release,
+	.read		= vmshm_read,
+	.poll		= vmshm_poll,
 	.unlocked_ioctl	= vmshm_ioctl,
 	.compat_ioctl	= compat_ptr_ioctl,
 	.mmap		= vmshm_mmap,
@@ -197,6 +350,7 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	kref_init(&vdev->ref);
 	vdev->pdev = pdev;
 	mutex_init(&vdev->lock);
+	init_waitqueue_head(&vdev->wait);
 	/* The probe's reference goes when the driver unbinds. */
 	ret = devm_add_action_or_reset(dev, vmshm_put, vdev);
 	if (ret)
@@ -246,6 +400,25 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		return -ENODEV;
 	}
 
+	/*
+	 * The vectors and the handler are the binding's (pcim, devm), so an
+	 * unbound function leaves none behind.
+	 */
+	ret = pci_alloc_irq_vectors(pdev, 1, 1, msi ? PCI_IRQ_ALL_TYPES :
+				    PCI_IRQ_LEGACY);
+	if (ret > 0) {
+		ret = devm_request_irq(dev, pci_irq_vector(pdev, 0), vmshm_irq,
+				       IRQF_SHARED, "vmshm", vdev);
+		if (ret)
+			return ret;
+		vdev->has_irq = true;
+		/* Masked until a file is open. */
+		vmshm_set_mask(vdev, 0);
+	} else {
+		/* A device before ABI 1.2 has none: the window still works. */
+		dev_warn(dev, "no interrupt (%d): read and poll fail\n", ret);
+	}
+
 	vdev->id = ida_alloc(&vmshm_ida, GFP_KERNEL);
 	if (vdev->id < 0)
 		return vdev->id;
@@ -261,6 +434,10 @@ static int vmshm_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	dev_info(dev, "/dev/%s: window %u bytes at %pa, name buffer %u bytes\n",
 		 vdev->devname, vdev->window_size, &vdev->window_start,
 		 vdev->name_size);
+	if (vdev->has_irq)
+		dev_info(dev, "/dev/%s: %s, irq %d\n", vdev->devname,
+			 pdev->msi_enabled ? "MSI" : "INTx",
+			 pci_irq_vector(pdev, 0));
 	return 0;
 
 err_ida:
@@ -275,10 +452,14 @@ static void vmshm_remove(struct pci_dev *pdev)
 	misc_deregister(&vdev->misc);
 	mutex_lock(&vdev->lock);
 	/* An open file can no longer release the object: do it now. */
-	if (test_bit(0, &vdev->busy))
+	if (test_bit(0, &vdev->busy)) {
+		vmshm_set_mask(vdev, 0);
 		ioread32(vdev->regs + VMSHM_REG_CLOSE);
-	vdev->gone = true;
+	}
+	WRITE_ONCE(vdev->gone, true);
 	mutex_unlock(&vdev->lock);
+	/* A reader blocked on the removed function returns -ENODEV. */
+	wake_up_interruptible(&vdev->wait);
 	ida_free(&vmshm_ida, vdev->id);
 }
 

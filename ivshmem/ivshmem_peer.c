@@ -21,6 +21,10 @@
  *      to the host, receive every peer's greeting and the host's COUNT messages, check them.
  * Lines "key value..." on stdout say what happened.
  *
+ * `ivshmem_peer interop` is the partner of a VMShm guest (tests/c/vmshm_interop.c, same IOP_*
+ * offsets): publish this ID, wait for the VMShm guest's ID and its ring, print its greeting
+ * ("got-from-vmshm ..."), write one back and ring it.
+ *
  * `ivshmem_peer bench COUNT LEN...` is `vmshm channel --bench`'s guest: with the host as the
  * only other peer, for each LEN it sends COUNT messages of LEN bytes to the host through the
  * channel at BENCH_TX(k), then receives COUNT from it at BENCH_RX(k), printing
@@ -45,6 +49,11 @@
 #define PHASE1_DONE(index) (0x800u + 4u * (index))
 #define MAILBOX(id) (0x1000u + 64u * (id))
 #define CHAN(s, d, n) (SLOT * (1u + (s) * (n) + (d)))
+#define IOP_VMSHM_ID 0x9000u      /* 'V' << 24 | the VMShm guest's peer ID */
+#define IOP_IVSHMEM_ID 0x9004u    /* 'I' << 24 | this guest's peer ID */
+#define IOP_MSG_VMSHM 0x9100u
+#define IOP_MSG_IVSHMEM 0x9200u
+#define IOP_MSG_MAX 0x100u
 
 static volatile uint32_t *regs;
 static uint32_t *mailbox;
@@ -265,6 +274,39 @@ static int bench(uint32_t host, int argc, char **argv)
 	return 0;
 }
 
+static int interop(uint32_t me)
+{
+	volatile uint32_t *vmshm_id = (volatile uint32_t *)(shm + IOP_VMSHM_ID);
+	char msg[IOP_MSG_MAX];
+	uint32_t partner;
+	double t0 = now();
+
+	__atomic_store_n((uint32_t *)(shm + IOP_IVSHMEM_ID), 'I' << 24 | me, __ATOMIC_SEQ_CST);
+	while ((*vmshm_id >> 24) != 'V') {
+		if (now() - t0 > 120) {
+			printf("error no vmshm partner\n");
+			return 1;
+		}
+		usleep(1000);
+	}
+	partner = *vmshm_id & 0xffff;
+	printf("partner %u\n", partner);
+	fflush(stdout);
+	if (wait_ring(120000)) {
+		printf("error not rung by %u\n", partner);
+		return 1;
+	}
+	__atomic_thread_fence(__ATOMIC_ACQUIRE);
+	memcpy(msg, shm + IOP_MSG_VMSHM, sizeof(msg) - 1);
+	msg[sizeof(msg) - 1] = 0;
+	printf("got-from-vmshm %s\n", msg);
+	snprintf((char *)shm + IOP_MSG_IVSHMEM, IOP_MSG_MAX, "hello from ivshmem %u", me);
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	ring(partner);
+	printf("rang %u\ndone\n", partner);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	char dev[300], path[400];
@@ -302,6 +344,8 @@ int main(int argc, char **argv)
 	}
 	printf("device %s\nid %u\nshm %zu\nready\n", strrchr(dev, '/') + 1, me, shm_size);
 	fflush(stdout);
+	if (argc > 1 && !strcmp(argv[1], "interop"))
+		return interop(me);
 
 	t0 = now();
 	while (((volatile uint32_t *)shm)[0] != DIR_MAGIC) {

@@ -3,7 +3,8 @@
 :func:`boot` starts QEMU (TCG, the kernel by PVH, the initramfs, one ``x-pci-proxy-dev`` per
 device on a socket pair), serves the simulated RTL in a thread (and a floor device for the bench),
 reads the console, and bounds everything: the whole run by ``timeout``, each request by
-:data:`REQUEST_LIMIT`. QEMU dies with this process, whatever kills it.
+:data:`REQUEST_LIMIT`. QEMU dies with this process, whatever kills it. The simulated function sits
+in slot :data:`SLOT`, so its interrupt's route is known (:mod:`.irq`).
 """
 
 import os
@@ -18,9 +19,13 @@ from pathlib import Path
 
 from . import image
 from .device import DeviceHung, FloorDevice, serve, serve_floor
+from .irq import IrqError, QtestIrq
 from .mpqemu import MpqemuLink
 
-__all__ = ["Boot", "boot", "REQUEST_LIMIT"]
+__all__ = ["Boot", "boot", "REQUEST_LIMIT", "SLOT"]
+
+#: The simulated function's slot on q35's root bus (QEMU's ``addr=``); others take free ones.
+SLOT = 3
 
 #: Seconds one request may take before the device is called hung (a boot's slowest take ms).
 REQUEST_LIMIT = 30
@@ -40,19 +45,19 @@ class Boot:
         self.host_log = []
         self.cycles = 0
         self.error = None
+        self.notes = []          # what the run could not do, for people
 
 
-def _server_thread(sock, log, host_log, errors, params, watch, backend):
+def _server_thread(sock, log, host, errors, params, watch, backend, irq):
     from vmshm.backends import simulator
-    from vmshm.host_model import HostModel
     simulate = simulator(backend)
 
     link = MpqemuLink(sock)
-    host = HostModel(log=host_log.append)
 
     def run():
         try:
-            result = simulate(lambda bus: serve(bus, link=link, log=log, watch=watch),
+            result = simulate(lambda bus: serve(bus, link=link, log=log, watch=watch, host=host,
+                                                irq=irq),
                               hosts=[host], **params)
             errors.append(("cycles", result.cycles))
         except BaseException as exc:     # reported by the main thread
@@ -67,14 +72,17 @@ def _server_thread(sock, log, host_log, errors, params, watch, backend):
     return t
 
 
-def _floor_thread(sock, log, params):
+def _floor_thread(sock, log, params, dev, irq, errors):
     link = MpqemuLink(sock)
-    dev = FloorDevice(window_size=params.get("window_size", 1 << 20),
-                      name_size=params.get("name_size", 1 << 10))
+    if dev is None:
+        dev = FloorDevice(window_size=params.get("window_size", 1 << 20),
+                          name_size=params.get("name_size", 1 << 10))
 
     def run():
         try:
-            serve_floor(dev, link, log)
+            serve_floor(dev, link, log, irq)
+        except IrqError as exc:       # the guest's interrupts stopped: say so
+            errors.append(("error", exc))
         except Exception:
             pass
         finally:
@@ -92,12 +100,17 @@ def _die_with_parent():
 
 
 def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, device=True,
-         qemu_args=(), backend="amaranth"):
+         qemu_args=(), backend="amaranth", host=None):
     """Boot the guest once and serve its device; return a :class:`Boot`.
 
     ``echo(line)`` receives the program's lines as they come. ``device=False`` boots without
     the simulated VMShm device; ``qemu_args`` are added to QEMU's command line (other devices).
+    ``host`` is the device's :class:`~vmshm.host_model.HostModel` (one that logs into
+    ``Boot.host_log`` by default): a caller that rings the guest or takes its doorbells passes
+    its own. ``floor`` is True or a :class:`FloorDevice` to serve; without the simulated device
+    the floor takes its slot and its interrupt.
     """
+    from vmshm.host_model import HostModel
     params = params or {}
     result = Boot()
     errors = []
@@ -106,16 +119,23 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
         init_path = Path(tmp) / "init.cpio"
         # The kernel unpacks concatenated archives in order: /init lands on top of the image.
         init_path.write_bytes(Path(initrd).read_bytes() + init)
-        fds, devices = [], []
+        fds, devices, irq = [], [], None
         if device:
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds = [theirs.fileno()]
-            devices = [f"x-pci-proxy-dev,id=vmshm0,fd={theirs.fileno()}"]
-        floor_pair = None
+            devices = [f"x-pci-proxy-dev,id=vmshm0,fd={theirs.fileno()},addr={SLOT:#x}"]
+            if host is None:
+                host = HostModel(log=result.host_log.append)
+            irq = QtestIrq(SLOT)
+        floor_pair = floor_irq = None
         if floor:
             floor_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             fds.append(floor_pair[1].fileno())
-            devices.append(f"x-pci-proxy-dev,id=floor0,fd={floor_pair[1].fileno()}")
+            spec = f"x-pci-proxy-dev,id=floor0,fd={floor_pair[1].fileno()}"
+            if not device:
+                spec += f",addr={SLOT:#x}"
+                irq = floor_irq = QtestIrq(SLOT)
+            devices.append(spec)
         cmd = [parts.qemu, "-nodefaults", "-no-user-config", "-display", "none",
                "-accel", "tcg", "-smp", "1", "-m", "256M",
                "-object", "memory-backend-memfd,id=mem,size=256M,share=on",
@@ -126,17 +146,26 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
         for d in devices:
             cmd += ["-device", d]
         cmd += list(qemu_args)
+        if irq is not None:
+            cmd += irq.qemu_args()
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=fds,
                                 preexec_fn=_die_with_parent)
         watch = {"in_flight": None}
         server = None
+        if irq is not None:
+            try:
+                irq.accept()
+            except IrqError as exc:
+                errors.append(("error", exc))
         if device:
             theirs.close()
-            server = _server_thread(ours, result.accesses, result.host_log, errors, params,
-                                    watch, backend)
-        floor_server = _floor_thread(floor_pair[0], result.floor, params) if floor else None
+            server = _server_thread(ours, result.accesses, host, errors, params, watch,
+                                    backend, irq)
+        floor_server = (_floor_thread(floor_pair[0], result.floor, params,
+                                      None if floor is True else floor, floor_irq, errors)
+                        if floor else None)
         if floor_pair:
             floor_pair[1].close()
         in_program = False
@@ -190,9 +219,13 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
             proc.stdout.close()
             if server:
                 server.join(timeout=10)
+            if irq is not None:
+                irq.close()
             if floor_server:
                 floor_server.join(timeout=5)
         result.seconds = time.monotonic() - t0
+        if watch.get("no_interrupts"):
+            result.notes.append(watch["no_interrupts"])
     for kind, value in errors:
         if kind == "cycles":
             result.cycles = value

@@ -8,6 +8,7 @@ the program's exit status.
 """
 
 import json
+import os
 import re
 import statistics
 import sys
@@ -55,6 +56,12 @@ def add_arguments(p):
     p.add_argument("--bench", action="store_true",
                    help="measure register and window read latency in the guest, beside a floor "
                         "device with no simulation")
+    p.add_argument("--ivshmem", metavar="SOCKET", help="join the ivshmem group served at "
+                   "SOCKET (vmshm ivshmem-server, or QEMU's): IVPOSITION is the ID it gives, "
+                   "DOORBELL rings its peers, their rings interrupt the guest")
+    p.add_argument("--doorbell-bench", action="store_true",
+                   help="time doorbell round trips in the guest (ring the host, which rings "
+                        "back; the guest's read returns), on the RTL and on a floor device")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
@@ -85,6 +92,20 @@ def _check_args(args):
         raise ValueError(f"--run {args.run}: no such file")
     if args.run is not None and args.bench:
         raise ValueError("--bench runs its own program in the guest; leave out --run")
+    if args.ivshmem is not None:
+        import stat
+        try:
+            mode = os.stat(args.ivshmem).st_mode
+        except OSError as exc:
+            raise ValueError(f"--ivshmem {args.ivshmem}: {exc.strerror}") from None
+        if not stat.S_ISSOCK(mode):
+            raise ValueError(f"--ivshmem {args.ivshmem}: not a socket (give the server's -S)")
+        if args.bench or args.doorbell_bench:
+            raise ValueError("--ivshmem is for the example or --run; the benches have their own "
+                             "host side")
+    if args.doorbell_bench and (args.run is not None or args.bench):
+        raise ValueError("--doorbell-bench runs its own program in the guest; leave out --run "
+                         "and --bench")
     if not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
     if args.backend == "native":
@@ -166,7 +187,6 @@ def _report(boot_, args):
 
 def run(args, console):
     """Run ``vmshm qemu`` with parsed ``args``; return the exit status."""
-    from vmshm.host_model import ShmRegion
     from vmshm.options import core_args
     from vmshm.rtl import VMShmPCI
 
@@ -184,6 +204,34 @@ def run(args, console):
     except image.Missing as exc:
         print(f"vmshm qemu: {exc}", file=sys.stderr)
         return 2
+    from vmshm.host_model import HostModel
+    host_log = []
+    host = HostModel(log=host_log.append)
+    bridge = None
+    if args.ivshmem is not None:
+        # Joining is the last check of the arguments: nothing is created before it.
+        from vmshm.ivshmem import IvshmemBridge
+        from vmshm.ivshmem.client import ProtocolError
+        try:
+            bridge = IvshmemBridge.connect(host, args.ivshmem, log=host_log.append)
+        except (OSError, ProtocolError) as exc:
+            print(f"vmshm qemu: --ivshmem {args.ivshmem}: cannot join the group: "
+                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return 2
+        console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
+                      highlight=False, markup=False)
+    try:
+        return _run(args, console, parts, params, function, host, host_log, bridge)
+    finally:
+        if bridge is not None:
+            bridge.close()
+        host.close_ring_fd()
+
+
+def _run(args, console, parts, params, function, host, host_log, bridge):
+    """Make the object if asked, then run a bench or boot the guest against ``host``."""
+    from vmshm.host_model import ShmRegion
+
     if args.create is not None:
         region, created = ShmRegion.open_or_create(args.shm, args.create)
         if not created and region.size != args.create:
@@ -193,6 +241,9 @@ def run(args, console):
 
     if args.bench:
         from .bench import run_bench
+        return run_bench(args, console, parts, params)
+    if args.doorbell_bench:
+        from .doorbell import run_bench
         return run_bench(args, console, parts, params)
 
     if args.run:
@@ -209,18 +260,26 @@ def run(args, console):
     console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
     result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
-                  params=params, backend=args.backend,
-                  echo=lambda line: console.print(f"guest| {line}", highlight=False))
+                  params=params, backend=args.backend, host=host,
+                  echo=lambda line: console.print(f"guest| {line}", highlight=False,
+                                                  markup=False))
+    result.host_log = host_log + result.host_log
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
     for line in result.host_log:
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)
+    if bridge is not None:
+        console.print(f"ivshmem: {bridge.forwarded} doorbell(s) forwarded to peers, "
+                      f"{bridge.delivered} ring(s) delivered, {bridge.dropped} dropped",
+                      highlight=False, markup=False)
     if result.status is None:
         for line in result.console[-15:]:
-            console.print(f"console| {line}", highlight=False)
+            console.print(f"console| {line}", highlight=False, markup=False)
     else:
         trouble = [ln for ln in result.console if _KERNEL_TROUBLE.search(ln)
                    and not ln.startswith(image.MARK) and ln not in result.output]
         for line in trouble[:20]:
-            console.print(f"kernel| {line}", highlight=False)
+            console.print(f"kernel| {line}", highlight=False, markup=False)
     bar = [a for a in result.accesses if a.kind.startswith(("mem_", "io_"))]
     if bar:
         sizes = {b.index: b.size for b in function.bars}

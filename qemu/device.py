@@ -7,10 +7,18 @@ becomes accesses on the guest bus: configuration reads and writes go to the func
 configuration space, BAR accesses (absolute bus addresses) become memory requests that the
 function decodes with its own BAR registers, and a device reset resets the RTL and its host side.
 
+Interrupts: after each request the function's INTx line is compared with what the guest's
+interrupt controller last heard, and a change is forwarded (:class:`~vmshm.qemu.irq.QtestIrq`)
+before the request completes, so a handler's write-1-to-clear lowers the line before the guest
+can see it again. MSI messages the function sends are forwarded the same way, as the memory
+writes they are. A host that rings while the guest is idle wakes the server through its
+``ring_fd``: the clock runs until the ring reaches the interrupt line, which is forwarded.
+
 :class:`FloorDevice` answers the same requests from plain bytes, with no simulation: what the
 transport and the guest cost on their own (``vmshm qemu --bench``).
 """
 
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -20,7 +28,12 @@ from vmshm.driver_model.bus import BusTimeout
 from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
 
-__all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor"]
+__all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor",
+           "RING_CYCLES"]
+
+#: Most cycles the clock runs for a host's ring to reach the interrupt line while the guest is
+#: idle; the core takes a few, so this only bounds a ring of a masked vector (no line to wait for).
+RING_CYCLES = 16
 
 
 class DeviceHung(RuntimeError):
@@ -30,7 +43,7 @@ class DeviceHung(RuntimeError):
 @dataclass
 class Access:
     """One request from the guest as the device served it, with the simulated cycles it took."""
-    kind: str       # cfg_read, cfg_write, mem_read, mem_write, io_read, io_write, reset
+    kind: str       # cfg_read, cfg_write, mem_read, mem_write, io_read, io_write, reset, ring
     addr: int
     size: int
     value: int      # what was written, or what the read returned
@@ -60,7 +73,14 @@ def _ones(size):
     return (1 << 8 * size) - 1
 
 
-async def serve(bus, *, link, log, dev=0, watch=None):
+def _drain(fd):
+    try:
+        os.read(fd, 8)
+    except BlockingIOError:
+        pass
+
+
+async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
     """Answer ``link``'s requests on ``bus`` until QEMU closes its end; return how many.
 
     Parameters
@@ -75,18 +95,73 @@ async def serve(bus, *, link, log, dev=0, watch=None):
     watch : dict, optional
         Holds ``"in_flight"``: ``(kind, addr, time.monotonic())`` of the request being served,
         or ``None``: how a watchdog in another thread sees a device that stopped answering.
+    host : HostModel, optional
+        The function's host; its ``ring_fd`` wakes the server between requests.
+    irq : QtestIrq, optional
+        Where the function's INTx line goes; routed here from its Interrupt Pin register.
+        Without it the guest gets no interrupt (and rings wait for its next request).
     """
     watch = {} if watch is None else watch
     served = 0
+    wake = None
+    if irq is not None:
+        pin = await bus.cfg_read_int(dev, P.PCI_INTERRUPT_PIN, 1)
+        try:
+            bus.intx(dev)
+        except (NotImplementedError, AttributeError):
+            # A backend that cannot see the line yet: the guest gets no interrupts.
+            watch["no_interrupts"] = (f"this backend ({type(bus).__name__}) cannot see the "
+                                      f"function's interrupt line: the guest gets no "
+                                      f"interrupts (use --backend amaranth)")
+            pin = 0
+        if pin:
+            irq.route(pin)
+            wake = getattr(host, "ring_fd", None)
+        else:
+            irq = None          # a function without INTx: nothing to forward
+
+    taken = len(getattr(bus, "interrupts", ()))
+
+    def forward(*, wait=True):
+        nonlocal taken
+        if irq is None:
+            return
+        level = bus.intx(dev)
+        if level != irq.level:
+            irq.set(level, wait=wait)
+        # The MSI messages the function sent meanwhile (the backend took them off its stream).
+        seen = getattr(bus, "interrupts", ())
+        for message in seen[taken:]:
+            if message.kind == "msi" and message.dev == dev:
+                irq.msi(message.addr, message.data, wait=wait)
+        taken = len(seen)
+
     if hasattr(bus, "timeout"):
         # Each bounded wait leaves a timer in the simulator until its deadline, and simulated
         # time barely moves between requests, so over a boot they pile up and slow every
         # step. The caller bounds a hang by the wall clock instead (``link.in_flight``).
         bus.timeout = None
     while True:
-        req = link.next()
+        req = link.next(wake=wake)
         if req is None:
             return served
+        if req.kind == "wake":
+            _drain(wake)
+            # Run the clock until the ring raises the line, then tell the guest.
+            start, level = bus.now(), irq.level
+            before = len(getattr(bus, "interrupts", ()))
+            raised = False
+            for _ in range(RING_CYCLES):
+                await bus.idle(1)
+                raised = (bus.intx(dev) != level
+                          or len(getattr(bus, "interrupts", ())) > before)
+                if raised:
+                    break
+            end = bus.now()
+            forward()
+            # value: whether the ring raised an interrupt (a masked vector's does not)
+            log.append(Access("ring", 0, 0, int(raised), start, end))
+            continue
         kind, addr, size, value = req.kind, req.addr, req.size, req.value
         start = bus.now()
         watch["in_flight"] = (kind, addr, time.monotonic())
@@ -113,10 +188,16 @@ async def serve(bus, *, link, log, dev=0, watch=None):
                              f"{addr:#x}: {exc}") from None
         finally:
             bus.label = ""
+        # QEMU's main thread sends the reset and waits for it: it cannot answer qtest meanwhile.
+        forward(wait=kind != "reset")
         watch["in_flight"] = None
         log.append(Access(kind, addr, size, value, start, bus.now()))
         link.reply(req, value)
         served += 1
+
+
+_INTR_MASK, _INTR_STATUS, _IVPOSITION, _DOORBELL = (
+    REG[n].offset for n in ("INTR_MASK", "INTR_STATUS", "IVPOSITION", "DOORBELL"))
 
 
 class FloorDevice:
@@ -125,12 +206,26 @@ class FloorDevice:
     It has the same identity, capability and BARs as the default device so the guest finds it
     the same way; its registers read their constants (OPEN and CLOSE read 0), the window and the
     name buffer are byte arrays. What it costs is the floor any simulation adds to.
+
+    Its doorbell registers behave as the device's do, with the host's side in Python:
+    :meth:`ring` (thread-safe, wakes :func:`serve_floor` through :attr:`ring_fd`) sets
+    INTR_STATUS, a DOORBELL write lands in :attr:`doorbells` and calls :attr:`on_doorbell`,
+    :attr:`peer_id` is what IVPOSITION reads, and :attr:`intx` is the INTx line (Interrupt Pin
+    1, the Command register's Interrupt Disable honoured).
     """
 
     #: Subsystem ID that tells the floor from the simulated device in the guest.
     SUBSYSTEM_ID = 0xF100
 
     def __init__(self, *, window_size, name_size, regs_size=0x100):
+        import threading
+        self.intr_mask = self.intr_status = 0
+        self.peer_id = None
+        self.doorbells = []
+        self.on_doorbell = None
+        self.ring_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._rings = []
+        self._lock = threading.Lock()
         self.sizes = {0: regs_size, 1: window_size, 2: name_size}
         self.bars = {i: 0 for i in self.sizes}
         self.command = 0
@@ -148,14 +243,37 @@ class FloorDevice:
         struct.pack_into("<HH", cfg, P.PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBSYSTEM_VENDOR_ID,
                          self.SUBSYSTEM_ID)
         cfg[P.PCI_CAPABILITY_LIST] = CAP_OFFSET
+        cfg[P.PCI_INTERRUPT_PIN] = 1
         cap = capability_bytes(window_size=window_size, name_size=name_size, regs_bar=0,
                                window_bar=1, name_bar=2)
         cfg[CAP_OFFSET:CAP_OFFSET + len(cap)] = cap
         self.cfg = cfg
 
+    def ring(self, vector):
+        """Queue a ring of ``vector`` (what a host does); thread-safe."""
+        with self._lock:
+            self._rings.append(vector)
+        os.eventfd_write(self.ring_fd, 1)
+
+    def take_rings(self):
+        """Apply the queued rings to INTR_STATUS (vectors >= 32 are ignored, as the device's)."""
+        with self._lock:
+            rings, self._rings = self._rings, []
+        for v in rings:
+            if v < 32:
+                self.intr_status |= 1 << v
+
+    @property
+    def intx(self):
+        """int: The INTx line: a pending unmasked vector, unless Interrupt Disable is set."""
+        return int(bool(self.intr_status & self.intr_mask)
+                    and not self.command & P.PCI_COMMAND_INTX_DISABLE)
+
     def _cfg_dword(self, off):
         if off == P.PCI_COMMAND:
-            return struct.unpack_from("<I", self.cfg, off)[0] & 0xFFFF0000 | self.command
+            status = P.PCI_STATUS_INTERRUPT if self.intr_status & self.intr_mask else 0
+            return ((struct.unpack_from("<I", self.cfg, off)[0] | status << 16) & 0xFFFF0000
+                    | self.command)
         bar = (off - P.PCI_BASE_ADDRESS_0) // 4
         if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
             return self.bars[bar] | (P.PCI_BASE_ADDRESS_MEM_PREFETCH if bar == 1 else 0)
@@ -172,6 +290,8 @@ class FloorDevice:
             if off in (P.PCI_COMMAND, P.PCI_COMMAND + 1):
                 shift = 8 * (off - P.PCI_COMMAND)
                 self.command = (self.command & ~(0xFF << shift)) | (byte << shift)
+            if off == P.PCI_INTERRUPT_LINE:
+                self.cfg[off] = byte
             bar = (off - P.PCI_BASE_ADDRESS_0) // 4
             if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
                 shift = 8 * (off & 3)
@@ -189,21 +309,59 @@ class FloorDevice:
 
     def mem_read(self, addr, size):
         buf, off = self._target(addr, size)
+        if buf is self.regs and size == 4:
+            if off == _INTR_MASK:
+                return self.intr_mask
+            if off == _INTR_STATUS:
+                return self.intr_status
+            if off == _IVPOSITION:
+                return 0xFFFFFFFF if self.peer_id is None else self.peer_id
+            if off == _DOORBELL:
+                return 0
         return int.from_bytes(buf[off:off + size], "little") if buf is not None else _ones(size)
 
     def mem_write(self, addr, size, value):
         buf, off = self._target(addr, size)
-        if buf is not None and buf is not self.regs:
+        if buf is self.regs and size == 4:
+            if off == _INTR_MASK:
+                self.intr_mask = value & 0xFFFFFFFF
+            elif off == _INTR_STATUS:
+                self.intr_status &= ~value
+            elif off == _DOORBELL:
+                peer, vector = value >> 16 & 0xFFFF, value & 0xFFFF
+                self.doorbells.append((peer, vector))
+                if self.on_doorbell is not None:
+                    self.on_doorbell(peer, vector)
+        elif buf is not None and buf is not self.regs:
             buf[off:off + size] = (value & _ones(size)).to_bytes(size, "little")
 
 
-def serve_floor(device, link, log):
-    """Answer ``link``'s requests from ``device`` (a :class:`FloorDevice`) until QEMU goes."""
+def serve_floor(device, link, log, irq=None):
+    """Answer ``link``'s requests from ``device`` (a :class:`FloorDevice`) until QEMU goes.
+
+    With ``irq`` (a :class:`~vmshm.qemu.irq.QtestIrq`), its INTx line reaches the guest as the
+    simulated device's does, and :meth:`FloorDevice.ring` wakes the loop.
+    """
+    wake = None
+    if irq is not None:
+        irq.route(device.cfg[P.PCI_INTERRUPT_PIN])
+        wake = device.ring_fd
+
+    def forward(*, wait=True):
+        device.take_rings()
+        if irq is not None and device.intx != irq.level:
+            irq.set(device.intx, wait=wait)
+
     while True:
-        req = link.next()
+        req = link.next(wake=wake)
         if req is None:
             return
         t0 = time.perf_counter_ns()
+        if req.kind == "wake":
+            _drain(wake)
+            forward()
+            log.append(Access("ring", 0, 0, irq.level, t0, time.perf_counter_ns()))
+            continue
         value = 0
         if req.kind == "cfg_read":
             value = device.cfg_read(req.addr, req.size)
@@ -215,5 +373,8 @@ def serve_floor(device, link, log):
             device.mem_write(req.addr, req.size, req.value)
         elif req.kind == "io_read":
             value = _ones(req.size)
+        elif req.kind == "reset":
+            device.intr_mask = device.intr_status = 0
+        forward(wait=req.kind != "reset")
         log.append(Access(req.kind, req.addr, req.size, value, t0, time.perf_counter_ns()))
         link.reply(req, value)

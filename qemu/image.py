@@ -30,7 +30,7 @@ if not (GUEST_DIR / "vmshm.c").exists():
 
 #: Where ``.ci/run`` (and the README's set-up) put the Debian kernel image it extracted.
 KERNEL_DIRS = ("/usr/local/lib/vmshm/kernel", "/boot")
-MODULE_SOURCES = ("vmshm.c", "vmshm_regs.h", "Kbuild", "Makefile")
+MODULE_SOURCES = ("vmshm.c", "vmshm_regs.h", "vmshm_ioctl.h", "Kbuild", "Makefile")
 
 
 class Missing(RuntimeError):
@@ -253,10 +253,12 @@ def build_image(parts, programs):
 MARK = "VMSHM-GUEST:"
 
 
-def init_archive(program, args, *, load_module=True, before=()):
+def init_archive(program, args, *, load_module=True, before=(), msi=False):
     """Return the small cpio archive holding ``/init``: load the driver, run ``program``.
 
-    ``before`` are shell lines run first (the bench's, before the driver binds).
+    ``before`` are shell lines run first (the bench's, before the driver binds). The driver
+    takes INTx unless ``msi``: QEMU's proxy carries no MSI, and the server forwards MSI messages
+    only where the backend hands them over (:mod:`.irq`).
     """
     argv = " ".join(shlex.quote(a) for a in [f"/bin/{program}", *args])
     lines = ["#!/bin/busybox sh",
@@ -267,7 +269,7 @@ def init_archive(program, args, *, load_module=True, before=()):
              f"echo '{MARK} init'",
              *before]
     if load_module:
-        lines += [f"insmod /vmshm.ko || echo '{MARK} insmod failed'",
+        lines += [f"insmod /vmshm.ko msi={int(msi)} || echo '{MARK} insmod failed'",
                   # devtmpfs makes the node asynchronously: wait a moment for it.
                   "i=0; while [ ! -e /dev/vmshm0 ] && [ $i -lt 50 ]; do sleep 0.1; "
                   "i=$((i+1)); done"]

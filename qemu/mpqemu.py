@@ -8,6 +8,7 @@ so another transport (QEMU 10.1's vfio-user) can produce the same :class:`Reques
 """
 
 import os
+import select
 import socket
 import struct
 from dataclasses import dataclass
@@ -36,8 +37,10 @@ class Request:
     """One request from the guest, independent of the transport that carried it.
 
     ``kind`` is ``"cfg_read"``, ``"cfg_write"``, ``"mem_read"``, ``"mem_write"``, ``"io_read"``,
-    ``"io_write"`` or ``"reset"``. ``addr`` is a configuration offset or an absolute bus address,
-    ``size`` the access in bytes, ``value`` what a write stores.
+    ``"io_write"`` or ``"reset"``; ``"wake"`` is no request but :meth:`MpqemuLink.next`'s
+    ``wake`` descriptor becoming readable first (nothing to reply). ``addr`` is a configuration
+    offset or an absolute bus address, ``size`` the access in bytes, ``value`` what a write
+    stores.
     """
     kind: str
     addr: int = 0
@@ -87,9 +90,18 @@ class MpqemuLink:
                 raise
         return _HEADER.unpack(data), fds
 
-    def next(self):
-        """Block until the next request for the device; return it, or ``None`` at end of file."""
+    def next(self, wake=None):
+        """Block until the next request for the device; return it, or ``None`` at end of file.
+
+        With ``wake`` (a file descriptor), return ``Request("wake")`` instead when it becomes
+        readable while no request is waiting: a request always goes first, since a vCPU is
+        blocked on it.
+        """
         while True:
+            if wake is not None:
+                ready, _, _ = select.select([self._sock, wake], [], [])
+                if self._sock not in ready:
+                    return Request("wake")
             header, fds = self._recv_header()
             if header is None:
                 return None

@@ -62,9 +62,22 @@ def require_backend(backend):
         pytest.skip(reason)
 
 
+def require_qemu_parts(what="vmshm qemu"):
+    """Return the guest's parts (:func:`vmshm.qemu.image.find_parts`), or skip saying what to
+    install; under CI, fail instead."""
+    from vmshm.qemu.image import Missing, find_parts
+    try:
+        return find_parts()
+    except Missing as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{what} must run under CI: {exc}")
+        pytest.skip(str(exc))
+
+
 #: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs), the
 #: FPGA flow (synthesis, place and route) and a Linux guest booted in QEMU.
-SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py", "test_ivshmem_qemu.py"}
+SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py", "test_ivshmem_qemu.py",
+              "test_qemu_doorbell.py", "test_vmshm_ivshmem_qemu.py"}
 #: Words in a test function's name that mean it runs an external tool on generated Verilog.
 SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
 
