@@ -307,15 +307,21 @@ class VMShmCore(wiring.Component):
         m.d.comb += dma_match.eq(dma_rsp.payload.tag == dma_tag)
 
         name_ptr = Signal(range(self._name_size))
-        # The name byte on offer comes from a register, and the word it is taken from too: a
-        # block RAM's clock-to-output is slow (4.3 ns on an ECP5 DP16KD), and it would otherwise
-        # run on through the byte select and the end-of-name test into the state machine.
-        # OPEN-FETCH loads both from the read port, whose address OPEN-START and OPEN-NAME set
-        # one cycle ahead; the cycle counts stay those of a combinational byte select.
+        # The name RAM's output only ever goes into a register: a block RAM's clock-to-output is
+        # slow (4.3 ns on an ECP5 DP16KD), and it would otherwise run on through the completion
+        # muxes of the core and the front end (or the byte select and the end-of-name test)
+        # into whatever takes them. The read port is addressed a cycle ahead: IDLE with the
+        # request's first word and READ-SEND with a burst's next, for READ-FETCH to load into
+        # rd_data; OPEN-START and OPEN-NAME with the name's next word, for OPEN-FETCH to load
+        # into rd_data (free while OPEN streams: the completion's value is set when it ends)
+        # and its first byte into name_byte. The cycle counts stay those of a combinational
+        # read. Whether they load it is itself a register (name_load, set by the state before),
+        # so the read data meets one two-way mux in front of them, not the state decode.
         m.d.comb += name_rd.addr.eq(waddr)
-        name_rest = Signal(self._data_width - 8)     # the word's bytes after its first
         name_byte = Signal(8)
         name_lane = name_ptr[:wshift]
+        name_load = Signal()
+        m.d.sync += name_load.eq(0)
 
         # The host's answers are taken whenever the core is idle or waiting for one (control:
         # the states that set ctl_rsp.ready; DMA: always); those for no request waited on are
@@ -395,7 +401,9 @@ class VMShmCore(wiring.Component):
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
-                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1)]
+                m.d.comb += [self.req.ready.eq(~req.write), ctl_rsp.ready.eq(1),
+                             # A name-buffer read's first word, for READ-FETCH.
+                             name_rd.addr.eq(hdr_waddr)]
                 start_timer()
                 # The header is latched every idle cycle, not only with `valid`: until a request
                 # comes nothing reads it, and the wide enable would otherwise hang on the
@@ -421,6 +429,7 @@ class VMShmCore(wiring.Component):
                         with m.If(window_ok):
                             m.next = "DMA-READ-REQ"
                         with m.Elif(in_regs | in_name):
+                            m.d.sync += name_load.eq(in_name)
                             m.next = "READ-FETCH"
                         with m.Else():
                             m.next = "READ-ONES"
@@ -474,7 +483,7 @@ class VMShmCore(wiring.Component):
 
             # -- reads of registers and the name RAM -----------------------------------------------
             with m.State("READ-FETCH"):
-                # The name RAM's read port is synchronous: its data is valid in READ-SEND.
+                # A name word is loaded by name_load instead.
                 m.d.sync += rd_data.eq(reg_word)
                 with m.If(hits_open):
                     m.d.sync += [busy.eq(1), pending_op.eq(CtlOp.OPEN)]
@@ -490,15 +499,18 @@ class VMShmCore(wiring.Component):
             with m.State("READ-SEND"):
                 m.d.comb += [
                     self.cpl.valid.eq(1),
-                    self.cpl.payload.data.eq(Mux(bar == BAR_NAME, name_rd.data, rd_data)),
+                    self.cpl.payload.data.eq(rd_data),
                     self.cpl.payload.status.eq(CplStatus.SC),
                     self.cpl.payload.last.eq(remaining == 0),
+                    # A burst's next word, for READ-FETCH.
+                    name_rd.addr.eq(waddr + 1),
                 ]
                 with m.If(self.cpl.ready):
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1), first.eq(0)]
                     with m.If(remaining == 0):
                         m.next = "IDLE"
                     with m.Else():
+                        m.d.sync += name_load.eq(bar == BAR_NAME)
                         m.next = "READ-FETCH"
 
             # Rejected window reads, unsupported BARs and timed-out DMA: all ones, one per beat.
@@ -533,13 +545,13 @@ class VMShmCore(wiring.Component):
                     # The name RAM follows name_ptr from here on; waddr keeps pointing at OPEN so
                     # the rest of the completion (ID in a 64-bit word, later beats of a burst)
                     # reads the right registers.
-                    m.d.sync += [name_ptr.eq(0), ctl_tag.eq(ctl_tag + 1)]
+                    m.d.sync += [name_ptr.eq(0), ctl_tag.eq(ctl_tag + 1), name_load.eq(1)]
                     m.next = "OPEN-FETCH"
 
             with m.State("OPEN-FETCH"):
-                # Entered at the start of a word, which the read port holds now.
+                # Entered at the start of a word, which the read port holds now: name_load
+                # takes it.
                 run_timer()
-                m.d.sync += [name_rest.eq(name_rd.data[8:]), name_byte.eq(name_rd.data[:8])]
                 m.next = "OPEN-NAME"
 
             with m.State("OPEN-NAME"):
@@ -558,11 +570,12 @@ class VMShmCore(wiring.Component):
                     m.d.sync += [
                         name_ptr.eq(name_ptr + 1),
                         # After the word's last byte OPEN-FETCH loads the next: no byte here.
-                        name_byte.eq(name_rest.word_select(name_lane, 8)),
+                        name_byte.eq(rd_data[8:].word_select(name_lane, 8)),
                     ]
                     with m.If(last):
                         m.next = "CTL-WAIT"
                     with m.Elif(name_ptr[:wshift] == wb - 1):
+                        m.d.sync += name_load.eq(1)
                         m.next = "OPEN-FETCH"
                 with m.Elif(timed_out):
                     # The byte on offer stays owed; a RESET after it ends the packet unless it
@@ -747,6 +760,10 @@ class VMShmCore(wiring.Component):
                     count_timeout()
                     m.d.sync += dma_error.eq(1)
                     m.next = "WRITE-ACK"
+
+        # Last, so it wins: READ-FETCH's and OPEN-FETCH's load of the word the read port holds.
+        with m.If(name_load):
+            m.d.sync += [rd_data.eq(name_rd.data), name_byte.eq(name_rd.data[:8])]
 
         # -- owed beats: sent whenever the host takes them, whatever the FSM is doing --------------
         with m.If(ctl_owed):

@@ -410,10 +410,14 @@ class VMShmSelfTest(wiring.Component):
 
         watchdog = Signal(range(STEP_TIMEOUT + 1))
         # Each completion is registered before it is checked: its data may come straight from
-        # a block RAM (the name buffer's or the host's), whose slow output would otherwise run
-        # on through the comparison into the sequencer's state.
-        got_data = Signal(pci.data_width)
-        got_ok = Signal()
+        # a block RAM (the on-chip host's), whose slow output would otherwise run on through
+        # the comparison into the sequencer's state. The register takes the completion every
+        # cycle, with no enable and no reset: nothing but the completion muxes stands between
+        # it and the block RAM. CHECK, the cycle after the beat was taken, reads it.
+        got_data = Signal(pci.data_width, reset_less=True)
+        got_ok = Signal(reset_less=True)
+        m.d.sync += [got_data.eq(pci.cpl.payload.data),
+                     got_ok.eq(pci.cpl.payload.status == CplStatus.SC)]
         wrong = ~got_ok | (~step.write & ((got_data ^ step.data) & step.mask).any())
 
         def watch():
@@ -449,8 +453,6 @@ class VMShmSelfTest(wiring.Component):
                 watch()
                 m.d.comb += pci.cpl.ready.eq(1)
                 with m.If(pci.cpl.valid):
-                    m.d.sync += [got_data.eq(pci.cpl.payload.data),
-                                 got_ok.eq(pci.cpl.payload.status == CplStatus.SC)]
                     m.next = "CHECK"
             with m.State("CHECK"):
                 with m.If(wrong):
