@@ -18,7 +18,7 @@ from rich.table import Table
 
 from . import image
 from .boot import boot
-from .device import proxy_refusal
+from .device import bar_bases, proxy_refusal
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -128,20 +128,6 @@ def choose_backend(args, console):
         if missing:
             console.print(f"note: serving with the amaranth backend (native cannot run here: "
                           f"{missing})", highlight=False, markup=False)
-
-
-def bar_bases(accesses):
-    """Return ``{bar: base}`` as the guest left the BARs, from its configuration writes.
-
-    Sizing writes all ones and then the base back, so the last other 4-byte write to a BAR
-    register is where the firmware or the kernel put it.
-    """
-    bases = {}
-    for a in accesses:
-        if (a.kind == "cfg_write" and a.size == 4 and 0x10 <= a.addr < 0x28 and not a.addr % 4
-                and a.value != 0xFFFFFFFF):
-            bases[(a.addr - 0x10) // 4] = a.value & ~0xF
-    return {bar: base for bar, base in bases.items() if base}
 
 
 def _where(addr, bases, sizes):

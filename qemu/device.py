@@ -28,8 +28,8 @@ from vmshm.driver_model.bus import BusTimeout
 from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
 
-__all__ = ["Access", "DeviceHung", "serve", "proxy_refusal", "FloorDevice", "serve_floor",
-           "RING_CYCLES"]
+__all__ = ["Access", "bar_bases", "DeviceHung", "serve", "proxy_refusal", "FloorDevice",
+           "serve_floor", "RING_CYCLES"]
 
 #: Most cycles the clock runs for a host's ring to reach the interrupt line while the guest is
 #: idle; the core takes a few, so this only bounds a ring of a masked vector (no line to wait for).
@@ -53,6 +53,20 @@ class Access:
     @property
     def cycles(self):
         return self.end - self.start
+
+
+def bar_bases(accesses):
+    """Return ``{bar: base}`` as the guest left the BARs, from its configuration writes.
+
+    Sizing writes all ones and then the base back, so the last other 4-byte write to a BAR
+    register is where the firmware or the kernel put it.
+    """
+    bases = {}
+    for a in accesses:
+        if (a.kind == "cfg_write" and a.size == 4 and 0x10 <= a.addr < 0x28 and not a.addr % 4
+                and a.value != 0xFFFFFFFF):
+            bases[(a.addr - 0x10) // 4] = a.value & ~0xF
+    return {bar: base for bar, base in bases.items() if base}
 
 
 def proxy_refusal(function):

@@ -146,7 +146,7 @@ def doorbell_write_cycles(accesses):
     """Return the simulated cycles of each of the guest's DOORBELL writes, from the server's log."""
     from vmshm.regmap import REG
 
-    from .command import bar_bases
+    from .device import bar_bases
     base = bar_bases(accesses).get(0)
     if base is None:
         return []
