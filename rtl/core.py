@@ -446,7 +446,9 @@ class VMShmCore(wiring.Component):
                     run_timer()
                 with m.If(self.req.valid & db_word & db_be.any() & bells.full & timed_out):
                     count_timeout()
-                with m.If(self.req.valid & ~db_wait):
+                # The writes below touch other words than DOORBELL's, where db_wait is low, so
+                # they need not wait on it (and the doorbell slot stays off their enables).
+                with m.If(self.req.valid):
                     with m.If(cpl_status == CplStatus.SC):
                         reg_writes()
                         with m.If(bar == BAR_NAME):
@@ -468,6 +470,7 @@ class VMShmCore(wiring.Component):
                                   (byte_offset == REG["TIMEOUTS"].offset & ~(wb - 1)) &
                                   req.be.word_select((REG["TIMEOUTS"].offset % wb) // 4, 4).any()):
                             m.d.sync += timeouts.eq(0)
+                with m.If(self.req.valid & ~db_wait):
                     m.d.sync += [waddr.eq(waddr + 1), remaining.eq(remaining - 1)]
                     with m.If(remaining == 0):
                         m.next = "WRITE-ACK"

@@ -82,14 +82,17 @@ class Doorbells(wiring.Component):
         m.d.comb += kept.eq(self.status & ~self.clear)
         # A ring wins over a clear of the same bit on the same edge: the ring is news.
         status_next = kept | rung
+        # What was pending and enabled before this edge, less what the guest clears on it:
+        # a bit pending now and not then is news (cleared bits count as not pending), and asks
+        # for a message in the cycle after the edge. Kept as a register so the 32-bit
+        # reduction below starts at flip-flops, not at the guest's write decode.
+        before = Signal(VECTORS)
         m.d.sync += [
             self.mask.eq(mask_next),
             self.status.eq(status_next),
-            # Registered, so it pulses on the edge irq rises (or a new bit joins): a message
-            # for every bit that is now pending and enabled and was not before (cleared bits
-            # count as not pending).
-            self.irq_msg.eq((status_next & mask_next & ~(kept & self.mask)).any()),
+            before.eq(kept & self.mask),
         ]
+        m.d.comb += self.irq_msg.eq((self.status & self.mask & ~before).any())
         m.d.comb += self.irq.eq((self.status & self.mask).any())
 
         # -- the doorbell on offer -----------------------------------------------------------------
