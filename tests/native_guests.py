@@ -6,6 +6,16 @@ from vmshm.driver_model import vmshm_probe
 from vmshm.regmap import REG
 
 
+async def _mapped(bus, name, size=4096):
+    """Probe, open /dev/vmshm0, OPEN ``name`` and map ``size`` bytes of the window: the
+    seed's sequence every guest here starts with; return the driver, the file and the map."""
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    return drv, fd, await drv.mmap(fd, size)
+
+
 async def awaits_sleep(bus):
     """Await something that is not the bus."""
     import asyncio
@@ -15,11 +25,7 @@ async def awaits_sleep(bus):
 async def shrink_then_read(bus, name):
     """Store 16 bytes at 4 KiB, read them back, shrink the object to 4 KiB as another process
     could, then read them again and write there: the host must refuse both, not fault."""
-    drivers, _ = await vmshm_probe(bus)
-    drv = drivers[0]
-    fd = await drv.open()
-    await drv.ioctl(fd, 0, name)
-    mapping = await drv.mmap(fd, 8192)
+    drv, fd, mapping = await _mapped(bus, name, 8192)
     await mapping.write(4096, b"\x5a" * 16)
     before = await mapping.read(4096, 16)
     os.truncate(f"/dev/shm{name}", 4096)
@@ -41,20 +47,12 @@ async def shrink_then_read(bus, name):
 async def reset_midway(bus, name):
     """Open the object, write through the window, reset the function, then probe and use it
     again: the host must have let the object go, and the cycle count must go on."""
-    drivers, _ = await vmshm_probe(bus)
-    drv = drivers[0]
-    fd = await drv.open()
-    await drv.ioctl(fd, 0, name)
-    mapping = await drv.mmap(fd, 4096)
+    drv, fd, mapping = await _mapped(bus, name)
     await mapping.write(8, b"before reset")
     before = bus.now()
     await bus.reset()
     after = bus.now()
-    drivers, _ = await vmshm_probe(bus)
-    drv = drivers[0]
-    fd = await drv.open()
-    await drv.ioctl(fd, 0, name)
-    mapping = await drv.mmap(fd, 4096)
+    drv, fd, mapping = await _mapped(bus, name)
     back = await mapping.read(8, 12)
     await drv.munmap(mapping)
     await drv.close(fd)
@@ -65,11 +63,7 @@ async def writes_to_a_slow_host(bus, name):
     """Write bursts through the window to a host that seldom takes a beat, so the device gives
     up on some writes half-way (finishing them with no byte enabled); return what each write
     said and what the object holds."""
-    drivers, _ = await vmshm_probe(bus)
-    drv = drivers[0]
-    fd = await drv.open()
-    await drv.ioctl(fd, 0, name)
-    mapping = await drv.mmap(fd, 4096)
+    drv, fd, mapping = await _mapped(bus, name)
     said = []
     for k in range(8):
         try:
@@ -108,11 +102,7 @@ async def opens_and_closes(bus, name, rounds, pause):
 async def window_accesses(bus, name, rounds, pause):
     """Read and write 16 bytes through the window ``rounds`` times each, ``pause`` cycles
     apart; return what the reads got and what each access said."""
-    drivers, _ = await vmshm_probe(bus)
-    drv = drivers[0]
-    fd = await drv.open()
-    await drv.ioctl(fd, 0, name)
-    mapping = await drv.mmap(fd, 4096)
+    drv, fd, mapping = await _mapped(bus, name)
     said = []
     for k in range(rounds):
         for what in ("read", "write"):

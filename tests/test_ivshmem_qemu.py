@@ -18,6 +18,7 @@ from uuid import uuid4
 
 import pytest
 
+from conftest import require_qemu_parts
 from vmshm.ivshmem import IvshmemPeer, IvshmemServer
 from vmshm.ivshmem.channel import Channel, SharedVector
 
@@ -40,16 +41,6 @@ def _pattern(i, length):
     return bytes((i * 7 + k * 13 + 1) & 0xFF for k in range(length))
 
 
-def _parts_or_skip():
-    from vmshm.qemu.image import Missing, find_parts
-    try:
-        return find_parts()
-    except Missing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the ivshmem interop test must run under CI: {exc}")
-        pytest.skip(str(exc))
-
-
 def _lines_until(q, pattern, deadline, seen):
     while True:
         left = deadline - time.monotonic()
@@ -70,7 +61,7 @@ def group(tmp_path_factory):
     """Boot two ivshmem-doorbell guests on our server, play the host peer; yield what happened."""
     from vmshm.qemu import image
     from vmshm.qemu.boot import boot
-    parts = _parts_or_skip()
+    parts = require_qemu_parts("the ivshmem interop test")
     initrd = image.build_image(parts, {"ivshmem_peer": PROGRAM})
     init = image.init_archive("ivshmem_peer", [str(COUNT)], load_module=False)
     tag = uuid4().hex[:8]

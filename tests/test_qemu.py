@@ -18,21 +18,12 @@ from uuid import uuid4
 
 import pytest
 
+from conftest import require_qemu_parts
 from vmshm.host_model import ShmRegion
 
 HERE = Path(__file__).resolve().parent
 MIB = 1 << 20
 PAGE = 4096
-
-
-def _parts_or_skip():
-    from vmshm.qemu.image import Missing, find_parts
-    try:
-        return find_parts()
-    except Missing as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"vmshm qemu must run under CI: {exc}")
-        pytest.skip(str(exc))
 
 
 def _vmshm(*args, timeout=300):
@@ -57,7 +48,7 @@ def shm_writer(tmp_path_factory):
 @pytest.fixture(scope="session")
 def guest(shm_writer, tmp_path_factory):
     """Boot one guest that runs every guest-side check; yield what the host saw."""
-    _parts_or_skip()
+    require_qemu_parts()
     tag = f"{os.getpid()}-{uuid4().hex[:8]}"
     example, pattern = f"/vmshm-qemu-ex-{tag}", f"/vmshm-qemu-pat-{tag}"
     missing = f"/vmshm-qemu-missing-{tag}"
@@ -150,7 +141,7 @@ def test_killed_process_releases_the_device(guest):
 
 
 def test_failing_program_gives_its_exit_status(tmp_path, shm_objects):
-    _parts_or_skip()
+    require_qemu_parts()
     src = tmp_path / "fail.c"
     src.write_text('#include <stdio.h>\nint main(int c, char **v) {\n'
                    'printf("args %s %s\\n", v[1], v[2]);\nreturn 7;\n}\n')
@@ -278,7 +269,7 @@ def test_device_server_speaks_the_proxy_protocol(shm_objects, backend):
 
 
 def test_a_hung_guest_ends_the_run(tmp_path, shm_objects):
-    _parts_or_skip()
+    require_qemu_parts()
     src = tmp_path / "hang.c"
     src.write_text("#include <unistd.h>\nint main(void) { for (;;) pause(); }\n")
     name = shm_objects.create(4096, "qemu")
@@ -291,7 +282,7 @@ def test_a_hung_guest_ends_the_run(tmp_path, shm_objects):
 
 def test_kernel_and_headers_must_match(tmp_path):
     from vmshm.qemu.image import Missing, find_parts
-    parts = _parts_or_skip()
+    parts = require_qemu_parts()
     # The found pair, given explicitly, is accepted: the module's vermagic will match.
     assert find_parts(parts.kernel, parts.headers).release == parts.release
     other = tmp_path / "headers"
