@@ -27,25 +27,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "vmshm_check.h"
 #include "vmshm_ioctl.h"
 
 #define DEV "/dev/vmshm0"
 #define DRIVER "/sys/bus/pci/drivers/vmshm"
 /* The vector the host answers with a ring back (the test's host side). */
 #define PING 9
-
-static int failures;
-
-static void check(const char *name, int ok, const char *why)
-{
-	if (ok) {
-		printf("CHECK %s ok\n", name);
-	} else {
-		printf("CHECK %s FAIL %s\n", name, why);
-		failures++;
-	}
-	fflush(stdout);
-}
 
 static void say(const char *what)
 {

@@ -220,8 +220,11 @@ def build_image(parts, programs):
         The cpio archive.
     """
     sources = [GUEST_DIR / n for n in MODULE_SOURCES]
+    # The programs are compiled with -I guest/: every header there is part of what they are.
+    headers = sorted(set(GUEST_DIR.glob("*.h")) - set(sources))
     key = _digest(parts.release, parts.headers, _file_digest(parts.busybox), parts.cc,
                   *(_file_digest(p) for p in sources),
+                  *(f"{p.name}={_file_digest(p)}" for p in headers),
                   *(f"{n}={_file_digest(p)}" for n, p in sorted(programs.items())))
     out = cache_dir() / f"initramfs-{key}.cpio"
     if out.exists():

@@ -21,22 +21,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "vmshm_check.h"
+
 #define DEV "/dev/vmshm0"
 #define MIB (1 << 20)
 #define PAGE 4096
-
-static int failures;
-
-static void check(const char *name, int ok, const char *why)
-{
-	if (ok) {
-		printf("CHECK %s ok\n", name);
-	} else {
-		printf("CHECK %s FAIL %s\n", name, why);
-		failures++;
-	}
-	fflush(stdout);
-}
 
 static void check_errno(const char *name, int rc, int want)
 {
