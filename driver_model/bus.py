@@ -156,9 +156,12 @@ class GuestBus(abc.ABC):
         Checks once a cycle (a backend may wait more cheaply). ``timeout`` in cycles: return
         the count as it is then, possibly still ``since``.
         """
-        waited = 0
+        waited = looked = count = 0
         while True:
-            count = sum(1 for i in self.interrupts if i.dev == dev)
+            # Only the interrupts recorded since the last look: the list only grows.
+            new = self.interrupts[looked:]
+            looked += len(new)
+            count += sum(1 for i in new if i.dev == dev)
             if count > since or (timeout is not None and waited >= timeout):
                 return count
             await self.idle(1)
