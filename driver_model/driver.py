@@ -8,9 +8,9 @@ Errors are ``OSError`` with Linux's errno, the device's status codes passed thro
 import errno
 import os
 
-from vmshm import pci_regs as P
-from vmshm.regmap import (CAP, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID, REG,
-                          STATUS_TEXT)
+from vmshm.abi import pci_regs as P
+from vmshm.abi.regmap import (CAP, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID, REG,
+                              STATUS_TEXT)
 
 from .pci import (MemAllocator, pci_assign_resources, pci_enable_device, pci_find_capability,
                   pci_iomap, pci_scan_bus, pci_set_master)

@@ -9,7 +9,7 @@ accesses; nothing here knows which simulator is underneath.
 import errno
 from dataclasses import dataclass, field
 
-from vmshm import pci_regs as P
+from vmshm.abi import pci_regs as P
 
 from .bus import BarWindow
 

@@ -12,7 +12,7 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
 ``one_completion``
     Every guest request gets its completion beats, the last one flagged ``last``, and no beat
     comes without a request (none dropped, doubled or unrequested), within
-    :func:`vmshm.bounds.core_bound` cycles of its first beat.
+    :func:`vmshm.abi.bounds.core_bound` cycles of its first beat.
 ``open_close_once``
     A fresh OPEN packet starts only during a read of exactly OPEN's offset, a fresh CLOSE only
     during a read of exactly CLOSE's, at most one per read.
@@ -28,8 +28,8 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
 from amaranth.asserts import AnySeq
 from amaranth.hdl import *
 
-from vmshm.bounds import FRONT_END_CYCLES, core_bound
-from vmshm.regmap import BAR_REGS, REG, CtlOp
+from vmshm.abi.bounds import FRONT_END_CYCLES, core_bound
+from vmshm.abi.regmap import BAR_REGS, REG, CtlOp
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.layouts import Space
 

@@ -22,7 +22,7 @@ from collections import deque
 
 from vmshm.driver_model.bus import BusTimeout, Space
 from vmshm.host_model import ShmRegion
-from vmshm.regmap import BAR0_SIZE, BAR_WINDOW, REG
+from vmshm.abi.regmap import BAR0_SIZE, BAR_WINDOW, REG
 
 from .host import ACTIVE, DEFAULT_BEHAVIOURS
 from .model import CLOSE_OFF, OPEN_OFF, DeviceModel, FuzzConfig

@@ -7,7 +7,7 @@ every data word. It also holds every byte of the host's objects, so a run can co
 
 Sources, rule by rule:
 
-- BARs, registers, reset values, access types, status codes: ``vmshm/regmap.py`` and
+- BARs, registers, reset values, access types, status codes: ``abi/regmap.py`` and
   ``docs/registers.md`` (OPEN and CLOSE read-to-trigger on the lane that holds them, unknown
   offsets read 0 and ignore writes, REJECTS cleared by any write, MAP_SIZE rounding);
 - the name the host sees (bytes up to the first NUL, or the whole buffer) and its errno:
@@ -48,11 +48,11 @@ None of these looked like a bug, so the model follows the RTL on each:
 
 from dataclasses import dataclass
 
-from vmshm import pci_regs as P
-from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_OFFSET,
-                          DEVICE_ID, NAME_MAX, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, Status, capability_bytes,
-                          MSI_CAP_OFFSET)
+from vmshm.abi import pci_regs as P
+from vmshm.abi.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_OFFSET,
+                              DEVICE_ID, NAME_MAX, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+                              PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, Status, capability_bytes,
+                              MSI_CAP_OFFSET)
 
 __all__ = ["FuzzConfig", "DeviceModel", "OPEN_OFF", "CLOSE_OFF"]
 

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from vmshm.regmap import Status
+from vmshm.abi.regmap import Status
 
 from .faults import Fault, HostFaults
 from .names import name_problem
@@ -289,7 +289,7 @@ class HostModel:
         Returns
         -------
         status : int
-            0, or a :class:`~vmshm.regmap.Status` errno: ``ENAMETOOLONG`` (no NUL, or longer
+            0, or a :class:`~vmshm.abi.regmap.Status` errno: ``ENAMETOOLONG`` (no NUL, or longer
             than ``NAME_MAX`` after the ``/``), ``EINVAL`` (empty, no leading ``/``, another
             ``/``, just ``/``, or an empty object), ``EBUSY`` (an object is already open),
             ``ENOENT``, ``EACCES``, or ``EIO`` for any other failure. :attr:`last_error` says why.

@@ -8,7 +8,7 @@ refuse is refused before anything exists.
 import errno
 import os
 
-from vmshm.regmap import NAME_MAX
+from vmshm.abi.regmap import NAME_MAX
 
 __all__ = ["name_problem", "check_name"]
 

@@ -23,7 +23,7 @@ from vmshm.driver_model.bus import (MAX_BURST, Access, BusTimeout, GuestBus, Int
                                    Transaction)
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.host_model.faults import FAULT_KINDS, FOREVER
-from vmshm.regmap import CtlOp
+from vmshm.abi.regmap import CtlOp
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 from vmshm.sim.harness import SimResult, per_device

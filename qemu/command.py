@@ -131,7 +131,7 @@ def choose_backend(args, console):
 
 
 def _where(addr, bases, sizes):
-    from vmshm.regmap import REGISTERS
+    from vmshm.abi.regmap import REGISTERS
     names = {r.offset: r.name for r in REGISTERS}
     for bar, base in bases.items():
         if base <= addr < base + sizes.get(bar, 0):

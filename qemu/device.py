@@ -23,10 +23,10 @@ import struct
 import time
 from dataclasses import dataclass
 
-from vmshm import pci_regs as P
+from vmshm.abi import pci_regs as P
 from vmshm.driver_model.bus import BusTimeout
-from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
+from vmshm.abi.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
+                              PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
 
 __all__ = ["Access", "bar_bases", "DeviceHung", "serve", "proxy_refusal", "FloorDevice",
            "serve_floor", "RING_CYCLES"]

@@ -144,7 +144,7 @@ BENCH_ROUNDS = 200
 
 def doorbell_write_cycles(accesses):
     """Return the simulated cycles of each of the guest's DOORBELL writes, from the server's log."""
-    from vmshm.regmap import REG
+    from vmshm.abi.regmap import REG
 
     from .device import bar_bases
     base = bar_bases(accesses).get(0)

@@ -11,8 +11,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
-                          DEFAULT_WINDOW_SIZE, REG, REGISTERS, CtlOp, Status)
+from vmshm.abi.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
+                              DEFAULT_WINDOW_SIZE, REG, REGISTERS, CtlOp, Status)
 
 from .doorbell import Doorbells
 from .layouts import (MAX_BURST, TAG_BITS, CplStatus, cpl_layout, guest_req_layout,

@@ -10,7 +10,7 @@ from amaranth.hdl import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from vmshm.regmap import VECTORS
+from vmshm.abi.regmap import VECTORS
 
 from .layouts import db_layout, ring_layout
 

@@ -13,12 +13,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from vmshm import pci_regs as P
-from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_LEN, CAP_OFFSET,
-                          DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, MSI_CAP_OFFSET, PCI_DEVICE_ID,
-                          PCI_REVISION,
-                          PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID,
-                          capability_bytes)
+from vmshm.abi import pci_regs as P
+from vmshm.abi.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_LEN, CAP_OFFSET,
+                              DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, MSI_CAP_OFFSET, PCI_DEVICE_ID,
+                              PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
+                              PCI_VENDOR_ID, capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout

@@ -21,10 +21,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from vmshm import pci_regs as P
-from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
-                          DEFAULT_WINDOW_SIZE, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID, REG,
-                          CtlOp, Status)
+from vmshm.abi import pci_regs as P
+from vmshm.abi.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
+                              DEFAULT_WINDOW_SIZE, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID, REG,
+                              CtlOp, Status)
 
 from .core import DEFAULT_HOST_TIMEOUT
 from .layouts import CplStatus, Space, host_signature

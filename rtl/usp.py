@@ -33,10 +33,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from vmshm import pci_regs as P
-from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
-                          DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
+from vmshm.abi import pci_regs as P
+from vmshm.abi.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
+                              DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+                              PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
 
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, db_layout,

@@ -7,7 +7,7 @@ import os
 from vmshm.driver_model import vmshm_probe
 from vmshm.driver_model.bus import Space
 from vmshm.host_model import ShmRegion
-from vmshm.regmap import REG
+from vmshm.abi.regmap import REG
 
 
 def expect(actual, expected, what):

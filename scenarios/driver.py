@@ -3,7 +3,7 @@
 import errno
 
 from vmshm.driver_model.bus import Access
-from vmshm.regmap import REG, Status
+from vmshm.abi.regmap import REG, Status
 
 from .checks import (expect, expect_bytes, expect_errno, expect_status, host_object, probe,
                      records_in)

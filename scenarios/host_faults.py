@@ -3,7 +3,7 @@
 import errno
 import random
 
-from vmshm.regmap import Status
+from vmshm.abi.regmap import Status
 
 from .checks import (expect, expect_bytes, expect_errno, expect_sizes, expect_status, host_object,
                      probe, reg)

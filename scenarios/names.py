@@ -3,7 +3,7 @@
 import errno
 import os
 
-from vmshm.regmap import NAME_MAX, Status
+from vmshm.abi.regmap import NAME_MAX, Status
 
 from .checks import expect, expect_bytes, expect_errno, expect_status, probe, reg
 from .registry import scenario

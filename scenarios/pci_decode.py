@@ -4,11 +4,11 @@ discovery through the capability."""
 import errno
 import random
 
-from vmshm import pci_regs as P
+from vmshm.abi import pci_regs as P
 from vmshm.driver_model import (MemAllocator, VMShmDriver, pci_assign_resources, pci_clear_master,
                                 pci_disable_device, pci_enable_device, pci_scan_bus, pci_set_master,
                                 vmshm_probe)
-from vmshm.regmap import DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, DEVICE_ID, REG, Status
+from vmshm.abi.regmap import DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, DEVICE_ID, REG, Status
 
 from .checks import (claimed, expect, expect_bytes, expect_errno, expect_sizes, expect_status,
                      host_object, probe, reg)

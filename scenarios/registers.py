@@ -2,7 +2,7 @@
 
 import errno
 
-from vmshm.regmap import ABI_VERSION, BAR0_SIZE, DEVICE_ID, REG, REGISTERS, Status
+from vmshm.abi.regmap import ABI_VERSION, BAR0_SIZE, DEVICE_ID, REG, REGISTERS, Status
 
 from .checks import (expect, expect_bytes, expect_errno, expect_sizes, expect_status, host_object,
                      open_by_register, probe, records_in, reg)

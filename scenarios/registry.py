@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.regmap import BAR0_SIZE, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE
+from vmshm.abi.regmap import BAR0_SIZE, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE
 
 __all__ = ["ScenarioEnv", "Scenario", "SCENARIOS", "scenario", "LateHost", "CORE_ARGS",
            "MAX_DEVICES"]

@@ -2,7 +2,7 @@
 
 import os
 
-from vmshm.regmap import Status
+from vmshm.abi.regmap import Status
 
 from .checks import expect, expect_bytes, expect_status, host_object, probe, reg
 from .registry import scenario

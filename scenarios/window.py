@@ -3,7 +3,7 @@
 import errno
 import random
 
-from vmshm.regmap import Status
+from vmshm.abi.regmap import Status
 
 from .checks import (claimed, expect, expect_bytes, expect_errno, expect_sizes, expect_status,
                      host_object, open_by_register, probe, records_in, reg, word_ceil)

@@ -20,7 +20,7 @@ from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable
                                 pci_set_master, vmshm_probe)
 from vmshm.driver_model.bus import Space
 from vmshm.host_model import ShmRegion
-from vmshm.regmap import DEVICE_ID, REG, Status
+from vmshm.abi.regmap import DEVICE_ID, REG, Status
 
 #: STATUS.DMA_ERROR, from the register map.
 REG_FIELD_DMA_ERROR = 1 << next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")

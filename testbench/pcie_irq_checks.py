@@ -11,8 +11,8 @@ from cocotb.simtime import get_sim_time
 from cocotb.triggers import RisingEdge
 from cocotbext.pcie.core.caps import PciCapId
 
-from vmshm import pci_regs as P
-from vmshm.regmap import REG
+from vmshm.abi import pci_regs as P
+from vmshm.abi.regmap import REG
 from vmshm.scenarios import expect
 
 from .pcie_checks import _driver, _wait_cycles

@@ -3,7 +3,7 @@
 import os
 
 from vmshm.driver_model import vmshm_probe
-from vmshm.regmap import REG
+from vmshm.abi.regmap import REG
 
 
 async def _mapped(bus, name, size=4096):

@@ -24,7 +24,7 @@ import pytest
 
 from vmshm.driver_model import vmshm_probe
 from vmshm.host_model import HostModel, HostTiming, ShmRegion
-from vmshm.regmap import NAME_MAX, REG
+from vmshm.abi.regmap import NAME_MAX, REG
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "faults.md"
@@ -356,7 +356,7 @@ print(out["why"], file=sys.stderr)
 
 GUEST_WRITE_SPARSE = """
 from vmshm.driver_model import vmshm_probe
-from vmshm.regmap import REG
+from vmshm.abi.regmap import REG
 from vmshm.sim.harness import simulate
 sparse("/sparse", 64 << 10)
 fill()

@@ -14,7 +14,7 @@ from vmshm.fuzz.host import BEHAVIOURS, DEFAULT_BEHAVIOURS
 from vmshm.fuzz.model import FuzzConfig
 from vmshm.fuzz.run import host_timing, run_fuzz
 from vmshm.host_model import HostTiming
-from vmshm.regmap import Status
+from vmshm.abi.regmap import Status
 
 from conftest import require_backend
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from vmshm.cheader import render_c_header
+from vmshm.abi.cheader import render_c_header
 from vmshm.cli import main
-from vmshm.regmap import REG, Status
+from vmshm.abi.regmap import REG, Status
 
 HEADER = Path(__file__).resolve().parent.parent / "guest" / "vmshm_regs.h"
 

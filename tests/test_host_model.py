@@ -16,7 +16,7 @@ import _posixshmem
 import pytest
 
 from vmshm.host_model import HostModel, HostStalls, HostTiming, RegionError, ShmRegion
-from vmshm.regmap import NAME_MAX, Status
+from vmshm.abi.regmap import NAME_MAX, Status
 
 C_SOURCE = Path(__file__).parent / "c" / "shm_writer.c"
 

@@ -22,7 +22,7 @@ from vmshm.driver_model import vmshm_probe
 from vmshm.host_model import HostModel, ShmRegion
 from vmshm.ivshmem import HostDoorbell, IvshmemBridge, IvshmemPeer
 from vmshm.ivshmem import bench
-from vmshm.regmap import REG
+from vmshm.abi.regmap import REG
 
 NOT_YET = 0xFFFF_FFFF
 

@@ -11,9 +11,9 @@ import warnings
 import pytest
 from amaranth.hdl import Fragment
 
-from vmshm import pci_regs as P
+from vmshm.abi import pci_regs as P
 from vmshm.driver_model import vmshm_probe
-from vmshm.regmap import DEVICE_ID, REG
+from vmshm.abi.regmap import DEVICE_ID, REG
 from vmshm.rtl import PciBus, VMShmPCI, VMShmSystem
 from vmshm.sim import simulate
 

@@ -5,15 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from vmshm.regmap import (BAR0_SIZE, REG, REGISTERS, STATUS_TEXT, Register, Status,
-                          render_markdown)
+from vmshm.abi.regmap import (BAR0_SIZE, REG, REGISTERS, STATUS_TEXT, Register, Status,
+                              render_markdown)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "registers.md"
 
 
 def test_docs_registers_md_is_fresh():
     assert DOC.read_text() == render_markdown(), (
-        "docs/registers.md is stale: run `python -m vmshm.regmap > docs/registers.md`")
+        "docs/registers.md is stale: run `python -m vmshm.abi.regmap > docs/registers.md`")
 
 
 def test_seed_abi_is_fixed():

@@ -12,7 +12,7 @@ from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.regmap import REG, Status
+from vmshm.abi.regmap import REG, Status
 from vmshm.rtl import CplStatus, VMShmCore
 from vmshm.scenarios import (LATE, SCENARIOS, SHORT_TIMEOUT, LateHost, ScenarioEnv, expect_errno,
                              probe, reg, scenario, status)

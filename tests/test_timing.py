@@ -20,7 +20,7 @@ from vmshm import timing as T
 from vmshm.cli import main
 from vmshm.driver_model import vmshm_probe
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.regmap import REG, Status
+from vmshm.abi.regmap import REG, Status
 from vmshm.sim import simulate
 
 #: Name lengths without the NUL: "/" alone (the host refuses it), word boundaries at 32 and 64

@@ -4,7 +4,7 @@ host does, and a reset of the function reaches the host.
 Each test is one of the wedges issue 17 lists, played by a misbehaving host
 (:class:`~vmshm.host_model.HostFaults`, applied by the shared host BFM) or a reset of the function,
 on Amaranth's simulator. Every timed-out access is checked against the bound docs/timing.md states
-(:mod:`vmshm.bounds`), and after it the device must still work: registers answer at once, CLOSE
+(:mod:`vmshm.abi.bounds`), and after it the device must still work: registers answer at once, CLOSE
 releases, and once the host is back OPEN and the window work again.
 """
 
@@ -17,13 +17,13 @@ import pytest
 from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
-from vmshm import pci_regs as P
+from vmshm.abi import pci_regs as P
 from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
-from vmshm.bounds import request_bound
+from vmshm.abi.bounds import request_bound
 from vmshm.driver_model import vmshm_probe
 from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model import Fault, HostFaults, HostModel, HostTiming, ShmRegion
-from vmshm.regmap import REG, Status
+from vmshm.abi.regmap import REG, Status
 from vmshm.sim.bfm import CLOCK_PERIOD, AmaranthIO
 from vmshm.sim.harness import SimTop, simulate
 

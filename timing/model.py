@@ -291,7 +291,7 @@ class TimingParams:
     core: dict = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self):
-        from vmshm.regmap import DEFAULT_NAME_SIZE
+        from vmshm.abi.regmap import DEFAULT_NAME_SIZE
         from vmshm.rtl.core import DEFAULT_HOST_TIMEOUT
 
         if self.host_timeout is None:

@@ -37,7 +37,7 @@ async def measure(bus, *, name=None, burst=16, repeat=1, gap=16, plan=None):
         ``{"status": [errno of each step's OPEN, 0 for success]}``.
     """
     from vmshm.driver_model import vmshm_probe
-    from vmshm.regmap import REG
+    from vmshm.abi.regmap import REG
 
     drivers, _ = await vmshm_probe(bus)
     drv = drivers[0]
@@ -192,7 +192,7 @@ class _Objects:
         host refuses it (EINVAL, ENAMETOOLONG) after the same cycles, and the window is skipped.
         """
         from vmshm.host_model import ShmRegion
-        from vmshm.regmap import NAME_MAX
+        from vmshm.abi.regmap import NAME_MAX
 
         if length in self._made:
             return self._made[length]
@@ -356,7 +356,7 @@ async def measure_doorbells(bus):
     The model's figures are :func:`~vmshm.timing.model.doorbell_write_cycles` and its siblings.
     """
     from vmshm.driver_model import vmshm_probe
-    from vmshm.regmap import REG
+    from vmshm.abi.regmap import REG
 
     drivers, _ = await vmshm_probe(bus)
     drv, host = drivers[0], bus.hosts[0]

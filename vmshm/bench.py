@@ -106,7 +106,7 @@ def run(args, console):
     from vmshm.backends import BACKENDS, backend_missing
     from vmshm.bench import run_bench
     from vmshm.checks import check_object_size
-    from vmshm.regmap import DEFAULT_WINDOW_SIZE
+    from vmshm.abi.regmap import DEFAULT_WINDOW_SIZE
 
     check_object_size(args.size, "--size")
     if args.size > DEFAULT_WINDOW_SIZE:

@@ -14,7 +14,7 @@ import abc
 from typing import NamedTuple
 
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
-from vmshm.regmap import CtlOp, Status
+from vmshm.abi.regmap import CtlOp, Status
 from vmshm.rtl.layouts import TAG_BITS, CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 

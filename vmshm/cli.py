@@ -46,7 +46,7 @@ def _commands():
         ("regs", regs, dict(
             help="print the register map (Markdown, or the guest's C header)",
             description="Print docs/registers.md as rendered from the one register definition, "
-                        "vmshm/regmap.py; --c-header prints guest/vmshm_regs.h instead.")),
+                        "abi/regmap.py; --c-header prints guest/vmshm_regs.h instead.")),
         ("bench", bench, dict(
             help="measure simulation speed on each backend",
             description="Run a fixed workload (probe, open, 64 KiB written and read back through "

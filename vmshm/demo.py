@@ -9,7 +9,7 @@ import errno
 from vmshm.console import note
 from vmshm.driver_model import vmshm_probe
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, cycles, parse_size
-from vmshm.regmap import REG
+from vmshm.abi.regmap import REG
 
 __all__ = ["Step", "DeviceInfo", "DemoReport", "seed_example", "add_arguments", "run"]
 

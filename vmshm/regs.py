@@ -2,8 +2,8 @@
 
 import sys
 
-from vmshm.cheader import render_c_header
-from vmshm.regmap import render_markdown
+from vmshm.abi.cheader import render_c_header
+from vmshm.abi.regmap import render_markdown
 
 __all__ = ["add_arguments", "run"]
 

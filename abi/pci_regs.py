@@ -1,7 +1,7 @@
 """PCI configuration-space constants, named as in Linux's ``include/uapi/linux/pci_regs.h``.
 
 These are the PCI Local Bus specification's offsets and bits, not VMShm's choices; VMShm's own
-vendor-specific capability is described in :mod:`vmshm.regmap`.
+vendor-specific capability is described in :mod:`vmshm.abi.regmap`.
 """
 
 PCI_CFG_SPACE_SIZE = 256
