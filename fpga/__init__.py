@@ -1,7 +1,5 @@
 """The FPGA flow: the device as Verilog, its lint, ECP5 synthesis and board builds.
 
-- :mod:`~vmshm.fpga.verilog`: every top (:data:`~vmshm.fpga.verilog.TOPS`) and the one entry
-  point that turns one into Verilog (:func:`~vmshm.fpga.verilog.generate`);
 - :mod:`~vmshm.fpga.generate`: the ``vmshm generate`` command;
 - :mod:`~vmshm.fpga.lint`: Verilator's waivers for the generated Verilog, each with its reason;
 - :mod:`~vmshm.fpga.toolchain`: the open ECP5 toolchain from PyPI (YoWASP);

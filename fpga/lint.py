@@ -112,7 +112,7 @@ def verilator_config(verilog, filename, waivers=None):
     Parameters
     ----------
     verilog : str
-        The generated Verilog, as :func:`vmshm.verilog.generate` returned it: waivers scoped to
+        The generated Verilog, as :func:`vmshm.rtl.tops.generate` returned it: waivers scoped to
         internal signals are confined to the lines that declare them, so the file and its
         configuration must come from the same generation.
     filename : str

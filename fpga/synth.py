@@ -1,7 +1,7 @@
 """Synthesize a VMShm top for an ECP5 FPGA with the open toolchain from PyPI: size and speed.
 
 ``vmshm synth`` runs Yosys (``synth_ecp5``) and nextpnr-ecp5 from the YoWASP packages (the
-``fpga`` extra: ``pip install 'vmshm[fpga]'``) on the Verilog of :func:`vmshm.verilog.generate`,
+``fpga`` extra: ``pip install 'vmshm[fpga]'``) on the Verilog of :func:`vmshm.rtl.tops.generate`,
 and reads LUTs, flip-flops, block RAMs and the highest clock frequency from nextpnr's JSON report.
 
 The tops are placed and routed *out of context* (``nextpnr-ecp5 --out-of-context``): no I/O
@@ -136,9 +136,9 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
     Parameters
     ----------
     top : str
-        A key of :data:`vmshm.verilog.TOPS`.
+        A key of :data:`vmshm.rtl.tops.TOPS`.
     params : dict, optional
-        Its parameters, as for :func:`vmshm.verilog.generate`.
+        Its parameters, as for :func:`vmshm.rtl.tops.generate`.
     target : ECP5Target
         Device, package and speed grade.
     freq : float
@@ -161,7 +161,7 @@ def synthesize(top="core", params=None, *, target=DEFAULT_TARGET, freq=125.0, se
     ToolFailed
         Yosys or nextpnr failed; the message holds the end of its log.
     """
-    from .verilog import module_name
+    from vmshm.rtl.tops import module_name
 
     require_toolchain()
     if not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
@@ -210,7 +210,7 @@ def add_arguments(parser):
     and reported in one table. They replace the shared options of the same name, so ``parser``
     must be made with ``conflict_handler="resolve"``.
     """
-    from .verilog import TOPS
+    from vmshm.rtl.tops import TOPS
 
     add_core_args(parser)
     add_pci_args(parser)
@@ -260,7 +260,7 @@ def _table(results, target, freq, seed):
 
 def run(args, console):
     """Run ``vmshm synth`` with parsed ``args`` and return the exit status."""
-    from .verilog import top_parameters
+    from vmshm.rtl.tops import top_parameters
 
     # An option must suit at least one of the tops; each top takes the ones it has.
     for name in TOP_OPTIONS:
@@ -286,7 +286,7 @@ def synthesize_all(args, console, params_for):
     (:func:`vmshm.fpga.xilinx.synthesize_xilinx`). ``params_for(top, data_width)`` gives each
     configuration's parameters. Return the exit status.
     """
-    from .verilog import generate
+    from vmshm.rtl.tops import generate
     from .xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
 
     if args.json and os.path.isdir(args.json):

@@ -153,7 +153,7 @@ def write_verilog(work, top, params, verilog=None, progress=None):
 
     The file is named after the module, which is what the synthesis scripts read.
     """
-    from .verilog import generate, module_name
+    from vmshm.rtl.tops import generate, module_name
 
     module = module_name(top)
     if progress is not None:

@@ -73,9 +73,9 @@ def synthesize_xilinx(top="usp", params=None, *, family=XILINX_FAMILY, workdir=N
     Parameters
     ----------
     top : str
-        A key of :data:`vmshm.fpga.verilog.TOPS` (the UltraScale+ shim is ``"usp"``).
+        A key of :data:`vmshm.rtl.tops.TOPS` (the UltraScale+ shim is ``"usp"``).
     params : dict, optional
-        Its parameters, as for :func:`vmshm.fpga.verilog.generate`.
+        Its parameters, as for :func:`vmshm.rtl.tops.generate`.
     family : str
         Yosys' Xilinx family (default ``xcup``, UltraScale+).
     workdir : str or Path, optional
@@ -92,7 +92,7 @@ def synthesize_xilinx(top="usp", params=None, *, family=XILINX_FAMILY, workdir=N
     ToolFailed
         Yosys failed; the message holds the end of its log.
     """
-    from .verilog import module_name
+    from vmshm.rtl.tops import module_name
 
     require_toolchain()
     params = dict(params or {})

@@ -158,7 +158,7 @@ def build_usp(sim, **params):
 
     Each configuration is generated and compiled once per run and cached on disk by its hash.
     """
-    from vmshm.verilog import generate
+    from vmshm.rtl.tops import generate
     return build_source(sim, generate("usp", **params), TOPLEVEL)
 
 
@@ -172,7 +172,7 @@ def run_pcie(job, sim, *, waves=None):
     reason = available(sim)
     if reason:
         raise CocotbError(reason)
-    from vmshm.verilog import generate
+    from vmshm.rtl.tops import generate
     build_dir = build_source(sim, generate("usp", **job.params), TOPLEVEL,
                              waves=waves is not None and sim == "icarus")
     with tempfile.TemporaryDirectory(prefix="vmshm-pcie-") as tmp:

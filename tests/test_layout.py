@@ -108,7 +108,7 @@ def _cycle():
 def test_the_package_map_finds_the_folders():
     names = set(MODULES)
     for expected in ("vmshm.cli", "vmshm.rtl.core", "vmshm.scenarios", "vmshm.scenarios.window",
-                     "vmshm.timing.model", "vmshm.fpga.verilog", "vmshm.fpga.synth"):
+                     "vmshm.timing.model", "vmshm.rtl.tops", "vmshm.fpga.synth"):
         assert expected in names
 
 

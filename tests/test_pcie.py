@@ -22,7 +22,7 @@ from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import SCENARIOS
 from vmshm.testbench.pcie import (DEFAULT_HOST_ADDR, PCIE_SCENARIOS, SKIPPED_SCENARIOS, PcieJob,
                                   run_pcie, run_pcie_scenario)
-from vmshm.verilog import generate
+from vmshm.rtl.tops import generate
 
 from conftest import require_backend
 

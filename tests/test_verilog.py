@@ -10,7 +10,7 @@ import pytest
 
 from vmshm.fpga.lint import VERILATOR_WAIVERS, Waiver, verilator_config, verilator_lint
 from vmshm.tools import iverilog, missing_reason, verilator_env
-from vmshm.verilog import TOPS, generate, module_name, top_parameters
+from vmshm.rtl.tops import TOPS, generate, module_name, top_parameters
 
 CONFIGS = {
     "core-32": ("core", dict()),

@@ -215,7 +215,7 @@ def check(args):
     """
     from vmshm.backends import backend_missing
     from vmshm.checks import check_object_size, check_output_file
-    from vmshm.fpga.verilog import check_top
+    from vmshm.rtl.tops import check_top
     from vmshm.host_model import HostTiming, check_name
 
     if not 1 <= args.devices <= 32:

@@ -123,7 +123,7 @@ def core_args(args, top="pci", *, strict=True):
     With ``strict``, an option the top does not take is a :exc:`UsageError`; without, it is
     left out (``vmshm synth`` builds several tops from one command line).
     """
-    from vmshm.fpga.verilog import top_parameters
+    from vmshm.rtl.tops import top_parameters
 
     out = {"window_size": args.window_size, "name_size": args.name_size,
            "data_width": args.data_width, "regs_size": args.regs_size}
