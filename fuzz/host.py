@@ -1,7 +1,7 @@
 """The fuzzer's host: today's :class:`~vmshm.host_model.HostModel`, told per request how late to be.
 
 The generator decides, before each guest access that will reach the host, how the host behaves
-for it, and queues that decision here; the host BFM (:class:`vmshm.bfm.HostBFM`) reads the
+for it, and queues that decision here; the host BFM (:class:`vmshm.harness.bfm.HostBFM`) reads the
 latency from the shared :class:`~vmshm.host_model.HostTiming` after calling the model, as it does
 for :class:`vmshm.scenarios.LateHost`. Back-pressure comes from the timing's probabilities.
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from vmshm.host_model import HostModel
 from vmshm.host_model.faults import Fault, HostFaults
 
-__all__ = ["Behaviour", "BEHAVIOURS", "DEFAULT_BEHAVIOURS", "FuzzHost", "ACTIVE"]
+__all__ = ["Behaviour", "BEHAVIOURS", "DEFAULT_BEHAVIOURS", "FuzzHost", "ACTIVE", "fuzz_hosts"]
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,17 @@ BEHAVIOURS = (
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
 
 #: The hosts of the run in progress in this process, for the guest function to find: the backend
-#: makes them (see :class:`vmshm.fuzz.run.FuzzJob`), the guest function plans their answers.
+#: makes them (:func:`fuzz_hosts`), the guest function plans their answers.
 ACTIVE = {}
+
+
+def fuzz_hosts(timings):
+    """Return ``(hosts, timings)``: a :class:`FuzzHost` per timing, made the run's
+    :data:`ACTIVE` hosts; the hosts' factory of a fuzz job (:class:`vmshm.harness.job.Job`)."""
+    hosts = [FuzzHost(t) for t in timings]
+    ACTIVE.clear()
+    ACTIVE["hosts"] = hosts
+    return hosts, timings
 
 
 class FuzzHost(HostModel):

@@ -3,17 +3,19 @@
 On Amaranth's simulator the campaign runs on :class:`FuzzTop` (the simulated top with a reset
 input for the function) and gets a :class:`Probe`: resets of the function, and the core's
 ``host_base`` output read after each OPEN, with a random bus address in the host's answer. The
-cocotb benches (Verilator, Icarus) run the same guest function through a :class:`FuzzJob`; their
+cocotb benches (Verilator, Icarus) run the same guest function through a job of the backend
+registry (:func:`vmshm.backends.run_job`, the hosts made by :func:`~.host.fuzz_hosts`); their
 bench holds ``rst`` itself and answers OPEN with bus address 0, so resets and ``host_base`` checks
-are Amaranth-only (the traffic is otherwise the same, and so are the records). The native backend
-runs the guest function in this process on the Verilated model, the host faults played by its C++
-host; like the cocotb benches it has no probe (``host_base`` is internal to the core there).
+are Amaranth-only (the traffic is otherwise the same, and so are the records). Another backend
+that runs in this process (native: the Verilated model, the host faults played by its C++ host)
+runs the guest function here through its ``simulate``; like the cocotb benches it has no probe
+(``host_base`` is internal to the core there).
 """
 
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from uuid import uuid4
 
 from amaranth.hdl import Module, ResetInserter
@@ -21,23 +23,24 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from vmshm.backends import backend_missing
-from vmshm.bfm import HostBFM, StreamGuestBus
+from vmshm.backends import get_backend, run_job
+from vmshm.harness.bfm import HostBFM, StreamGuestBus
+from vmshm.harness.job import Job
 from vmshm.host_model import HostTiming, ShmRegion
 from vmshm.rtl import VMShmSystem
 from vmshm.sim.bfm import CLOCK_PERIOD, AmaranthIO
-from vmshm.testbench.runner import Job
 
 from .host import ACTIVE, DEFAULT_BEHAVIOURS, FuzzHost
 from .model import FuzzConfig
 
-__all__ = ["FuzzTop", "Probe", "FuzzJob", "host_timing", "make_objects", "run_fuzz"]
+__all__ = ["FuzzTop", "Probe", "host_timing", "make_objects", "run_fuzz"]
 
 GUEST = "vmshm.fuzz.gen:fuzz_guest"
+HOSTS = "vmshm.fuzz.host:fuzz_hosts"
 
 
 class FuzzTop(wiring.Component):
-    """The simulated top of :class:`vmshm.sim.harness.SimTop`, plus ``rst_fn``: reset the function.
+    """The simulated top of :class:`vmshm.harness.top.SimTop`, plus ``rst_fn``: reset the function.
 
     The cycle counter is outside the reset, so records keep counting across resets.
     """
@@ -80,18 +83,6 @@ class Probe:
     def set_bus_address(self, addr):
         """Make the host give ``addr`` as the object's bus address in its next OPEN answer."""
         self._bfm.bus_address = addr
-
-
-@dataclass
-class FuzzJob(Job):
-    """A cocotb job whose hosts are :class:`FuzzHost` models the guest function can plan."""
-
-    def make_hosts(self):
-        timings = [HostTiming(**t) for t in self.timing]
-        hosts = [FuzzHost(t) for t in timings]
-        ACTIVE.clear()
-        ACTIVE["hosts"] = hosts
-        return hosts, timings
 
 
 def host_timing(seed, *, ctl_ready=None, dma_ready=None, rsp_valid=None):
@@ -137,7 +128,7 @@ def guest_timeout(config):
 
     Past the longest wait the generator plans (a name streamed under back-pressure and a late
     answer; a window access queued behind a late 256-beat one), and much shorter than
-    :func:`vmshm.bfm.bus_timeout`'s 2**18: every wait leaves a timer in Amaranth's simulator
+    :func:`vmshm.harness.bfm.bus_timeout`'s 2**18: every wait leaves a timer in Amaranth's simulator
     until it expires, and the simulator scans all of them at every step, so a long campaign with
     2**18-cycle timers runs about five times slower once they pile up.
     """
@@ -185,10 +176,11 @@ def _run_amaranth(kwargs, timing, config, waves=None):
     return out["value"], out["cycles"]
 
 
-def _run_native(kwargs, timing, config, waves=None):
-    from vmshm.native.engine import simulate
-
+def _run_here(backend, kwargs, timing, config, waves=None):
+    """Run the campaign on an in-process ``backend`` other than Amaranth's (no probe)."""
     from .gen import fuzz_guest
+
+    simulate = get_backend(backend).simulate
 
     host = FuzzHost(timing)
     ACTIVE.clear()
@@ -220,7 +212,7 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
         # Their benches drive rst and answer OPEN with bus address 0 themselves; native has
         # no probe either.
         behaviours = [b for b in behaviours if not b.startswith("reset")]
-    reason = backend_missing(backend)
+    reason = get_backend(backend).missing()
     if reason:
         raise RuntimeError(f"backend {backend} cannot run here: {reason}")
     timing = timing or host_timing(seed)
@@ -233,13 +225,12 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
     try:
         if backend == "amaranth":
             value, cycles = _run_amaranth(kwargs, timing, config, waves)
-        elif backend == "native":
-            value, cycles = _run_native(kwargs, timing, config, waves)
+        elif get_backend(backend).in_process:
+            value, cycles = _run_here(backend, kwargs, timing, config, waves)
         else:
-            from vmshm.testbench.runner import run
-            job = FuzzJob(devices=1, params=config.params(), timing=[asdict(timing)], fn=GUEST,
-                          kwargs=kwargs)
-            result = run(job, backend, waves=waves)
+            job = Job(devices=1, params=config.params(), timing=[timing], fn=GUEST,
+                      kwargs=kwargs, hosts=HOSTS)
+            result = run_job(job, backend, waves=waves)
             value, cycles = result.value, result.cycles
     finally:
         for r in regions:

@@ -2,9 +2,9 @@
 
 A :class:`HostFaults` is a list of :class:`Fault` records, each naming one exchange on one channel
 of the host side and what goes wrong with it. The shared bus-functional model
-(:class:`vmshm.bfm.HostBFM`) applies them, so every simulation backend misbehaves the same way on
-the same cycles. The host model itself (:class:`~vmshm.host_model.HostModel`) still does the work
-(opens, closes, reads, writes); a fault only changes what goes over the wires.
+(:class:`vmshm.harness.bfm.HostBFM`) applies them, so every simulation backend misbehaves the same
+way on the same cycles. The host model itself (:class:`~vmshm.host_model.HostModel`) still does the
+work (opens, closes, reads, writes); a fault only changes what goes over the wires.
 
 Exchanges are counted per channel from 0, in the order the host takes their first beat: on
 ``"ctl"`` every packet, the RESET the device sends out of reset included (so after power-on

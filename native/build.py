@@ -1,26 +1,23 @@
 """Compile the system top's Verilog with Verilator and the C++ harness into a loadable library.
 
-The Verilog is the cocotb backends' (:func:`vmshm.testbench.runner.generate`), built with the
+The Verilog is every compiling backend's (:func:`vmshm.harness.top.generate`), built with the
 same Verilator waivers; the harness (``harness.cpp``, package data) learns every port name,
 payload width and field offset from a header generated here from :mod:`vmshm.rtl.layouts`, so a
 field moved there moves here at the next build. Builds are cached like the cocotb ones: by the
 content of everything compiled and the tools' versions, in ``$VMSHM_BUILD_DIR/native`` (default
-``~/.cache/vmshm/native``), each configuration once.
+``~/.cache/vmshm/native``), each configuration once (:mod:`vmshm.harness.build`).
 """
 
-import hashlib
-import os
 import shutil
 import subprocess
 from functools import cache
 from importlib.resources import files
-from pathlib import Path
 from typing import NamedTuple
 
-from vmshm.fpga.lint import VERILATOR_WAIVERS
-from vmshm.sim.harness import SimTop
-from vmshm.testbench.runner import TOPLEVEL, build_once, generate, tool_versions
-from vmshm.tools import missing_reason, verilator_env
+from vmshm.harness.build import build_once, cache_key, cache_root, tool_versions
+from vmshm.harness.lint import VERILATOR_WAIVERS
+from vmshm.harness.tools import missing_reason, verilator_env
+from vmshm.harness.top import TOPLEVEL, SimTop, generate
 
 __all__ = ["NativeBuildError", "NativeModel", "OPT", "available", "header", "build"]
 
@@ -119,11 +116,6 @@ def _compiler_version():
     return out.stdout.splitlines()[0] if out.stdout else "g++=?"
 
 
-def _cache_root():
-    root = os.environ.get("VMSHM_BUILD_DIR")
-    return (Path(root) if root else Path.home() / ".cache" / "vmshm") / "native"
-
-
 @cache
 def _harness():
     return files("vmshm.native").joinpath("harness.cpp").read_text()
@@ -156,12 +148,11 @@ def _build(top, waves, opt):
     text = generate(top)
     head = header(top)
     # The lint's waivers, and no other warning stops a simulation build: linting is the lint's
-    # job (vmshm.fpga.lint), and a field the RTL leaves constant (ALWNEVER) must not stop a run.
+    # job (vmshm.harness.lint), and a field the RTL leaves constant (ALWNEVER) must not stop a run.
     args = [f"-Wno-{w}" for w in VERILATOR_WAIVERS] + ["-Wno-fatal"]
-    key = hashlib.sha256("\n".join([
-        tool_versions(), _compiler_version(), opt, str(waves), " ".join(args), head, _harness(),
-        text]).encode()).hexdigest()[:16]
-    build_dir = _cache_root() / f"{key}{'-trace' if waves else ''}"
+    key = cache_key("\n".join([tool_versions(), _compiler_version(), opt, str(waves),
+                               " ".join(args), head, _harness(), text]))
+    build_dir = cache_root("native") / f"{key}{'-trace' if waves else ''}"
     build_once(build_dir, lambda: _compile(build_dir, text, head, args, opt, waves))
     return NativeModel(build_dir / LIBRARY, top.devices, top.data_width, top.host_timeout)
 

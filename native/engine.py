@@ -2,15 +2,15 @@
 
 :func:`simulate` is the native counterpart of :func:`vmshm.sim.simulate`: the same system top (as
 Verilated C++), the same :class:`~vmshm.driver_model.bus.GuestBus` records, host models and
-:class:`~vmshm.sim.harness.SimResult`. The C++ harness plays the BFMs of :mod:`vmshm.bfm` cycle for
-cycle and comes back to Python only when a burst completes or it needs the host model: OPEN and
-CLOSE always (their rules live in :class:`~vmshm.host_model.HostModel`), DMA only for a host model
-that overrides HostModel's DMA or that HostModel would refuse (the rest is served in C++ on the
-object's descriptor), and back-pressure draws, which come from the same
+:class:`~vmshm.harness.top.SimResult`. The C++ harness plays the BFMs of :mod:`vmshm.harness.bfm`
+cycle for cycle and comes back to Python only when a burst completes or it needs the host model:
+OPEN and CLOSE always (their rules live in :class:`~vmshm.host_model.HostModel`), DMA only for a
+host model that overrides HostModel's DMA or that HostModel would refuse (the rest is served in
+C++ on the object's descriptor), and back-pressure draws, which come from the same
 :class:`~vmshm.host_model.HostStalls` generators the Python BFMs use. A misbehaving host's
 :class:`~vmshm.host_model.HostFaults` are handed over when they change and played in C++ as
-:class:`~vmshm.bfm.HostBFM` plays them. A one-word access (what a QEMU guest's load or store is)
-takes a short path: its request and answer go through a block of the harness's memory, so it
+:class:`~vmshm.harness.bfm.HostBFM` plays them. A one-word access (what a QEMU guest's load or store
+is) takes a short path: its request and answer go through a block of the harness's memory, so it
 costs one call with no argument conversions.
 """
 
@@ -18,7 +18,7 @@ import ctypes
 import time
 from functools import cache
 
-from vmshm.bfm import HostBFM, HostEvent, bus_timeout
+from vmshm.harness.bfm import HostBFM, HostEvent, bus_timeout
 from vmshm.driver_model.bus import (MAX_BURST, Access, BusTimeout, GuestBus, Interrupt, Space,
                                    Transaction)
 from vmshm.host_model import HostModel, HostTiming
@@ -26,7 +26,7 @@ from vmshm.host_model.faults import FAULT_KINDS, FOREVER
 from vmshm.abi.regmap import CtlOp
 from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
-from vmshm.sim.harness import SimResult, per_device
+from vmshm.harness.top import SimResult, per_device
 
 from .build import build
 

@@ -8,7 +8,7 @@
 // ShmRegion does: a mapping can SIGBUS), after the bounds checks of HostModel._clip; whatever
 // those refuse, or the system call fails, goes to Python, so HostModel refuses, counts and logs.
 //
-// The handshakes follow vmshm/bfm.py (the specification; the scenario suite compares records):
+// The handshakes follow harness/bfm.py (the specification; the scenario suite compares records):
 // every BFM acts at a drive point just after a rising edge; a beat moves at the next edge where
 // valid and ready are both high. A put or get is a series of tries; each try draws its gate once;
 // a try with the signal high lasts until the beat moves, one with it low lasts one cycle.

@@ -49,8 +49,8 @@ class Boot:
 
 
 def _server_thread(sock, log, host, errors, params, watch, backend, irq):
-    from vmshm.backends import simulator
-    simulate = simulator(backend)
+    from vmshm.backends import get_backend
+    simulate = get_backend(backend).simulate
 
     link = MpqemuLink(sock)
 

@@ -1,7 +1,7 @@
 """The device side: answer the proxy's requests with the simulated RTL of a PCI function.
 
 :func:`serve` is a guest function (``async def fn(bus)``): it runs inside a simulation backend
-(:func:`vmshm.backends.run_function` or :func:`vmshm.sim.harness.simulate`) and blocks on the
+(:func:`vmshm.backends.run_function` or :func:`vmshm.sim.engine.simulate`) and blocks on the
 transport between requests, so simulated time stands still while the guest is idle. Each request
 becomes accesses on the guest bus: configuration reads and writes go to the function's
 configuration space, BAR accesses (absolute bus addresses) become memory requests that the

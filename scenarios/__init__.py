@@ -14,9 +14,10 @@ expected, and returns nothing or a small dict.
 Everything a backend needs to run one is plain data: the scenario's name, a
 :class:`ScenarioEnv`, and the scenario's requirements (:attr:`Scenario.shm_size`,
 :attr:`Scenario.core_args`, :attr:`Scenario.timing`, :attr:`Scenario.host_args`,
-:attr:`Scenario.devices`). A backend that runs the simulator in another process (cocotb on
-Verilator or Icarus) imports this module there and looks the function up in :data:`SCENARIOS` by
-name.
+:attr:`Scenario.devices`). :func:`run_scenario` (:mod:`~vmshm.scenarios.run`) hands a backend a
+job that names the scenario's runner as ``"module:name"``; a backend that runs the simulator in
+another process (cocotb on Verilator or Icarus) imports it there and looks the function up in
+:data:`SCENARIOS` by name. No backend imports this package.
 
 The caller creates the object (``env.shm_name``, :attr:`Scenario.shm_size` zero bytes) before
 the run and removes it afterwards. It puts :attr:`Scenario.devices` VMShm functions on the bus
@@ -37,7 +38,14 @@ imports them in a fixed order, which is the order of :data:`SCENARIOS` and of ``
 - :mod:`~vmshm.scenarios.driver`: the driver's file semantics;
 - :mod:`~vmshm.scenarios.window`: the window (BAR1) and requests no BAR claims;
 - :mod:`~vmshm.scenarios.host_faults`: a host that answers late, and the device's timeout;
-- :mod:`~vmshm.scenarios.doorbells`: doorbells to the host, rings, INTx and MSI.
+- :mod:`~vmshm.scenarios.doorbells`: doorbells to the host, rings, INTx and MSI;
+- :mod:`~vmshm.scenarios.run`: :func:`run_scenario` on any backend, :func:`run_pcie_scenario`
+  through the PCIe root complex.
+
+Beside the suite, content the backends run by name: :mod:`~vmshm.scenarios.demo` (the seed's
+userspace example as ``vmshm demo`` runs it), :mod:`~vmshm.scenarios.bench` (``vmshm bench``'s
+workload) and the PCIe-level checks of the UltraScale+ top (:mod:`~vmshm.scenarios.pcie_checks`,
+:mod:`~vmshm.scenarios.pcie_irq_checks`).
 
 A new scenario goes into the module of its topic (a new topic: a new module, imported below).
 """
@@ -51,6 +59,8 @@ from . import (seed, registers, pci_config, pci_decode, names, driver, window,  
                host_faults, doorbells)
 from .host_faults import LATE, SHORT_TIMEOUT
 from .seed import HOST_LINE
+from .run import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario, run_scenario
 
 __all__ = ["ScenarioEnv", "Scenario", "SCENARIOS", "scenario", "LateHost", "CORE_ARGS",
-           "MAX_DEVICES"]
+           "MAX_DEVICES", "run_scenario", "run_pcie_scenario", "PCIE_SCENARIOS",
+           "SKIPPED_SCENARIOS"]

@@ -1,4 +1,4 @@
-"""Amaranth-simulator backend: stream helpers and the StreamIO the shared BFMs run on."""
+"""Amaranth-simulator backend: stream helpers, the StreamIO the shared BFMs run on, simulate()."""
 
 from .bfm import CLOCK_PERIOD, AmaranthIO, stream_get, stream_put, wait_cycles
-from .harness import SimResult, SimTop, simulate
+from .engine import simulate

@@ -3,12 +3,12 @@
 :func:`stream_put` and :func:`stream_get` carry every handshake. They sleep through idle cycles on
 signal changes instead of waking at every clock edge, and decide each transfer on values sampled
 at the edge, so several BFMs can share a stream without races. The BFM logic above them is shared
-with the cocotb backend (:mod:`vmshm.bfm`).
+with the cocotb backend (:mod:`vmshm.harness.bfm`).
 """
 
 from amaranth.hdl import Cat
 
-from vmshm.bfm import StreamIO, pack_payload
+from vmshm.harness.bfm import StreamIO, pack_payload
 from vmshm.driver_model.bus import BusTimeout
 
 __all__ = ["CLOCK_PERIOD", "Deferred", "stream_put", "stream_get", "wait_cycles", "AmaranthIO"]

@@ -1,9 +1,9 @@
 """cocotb backend of the BFMs: streams on the generated Verilog's ports, and a :class:`StreamIO`.
 
-The shared BFM logic (:mod:`vmshm.bfm`) assumes it acts at a *drive point* just after a rising
-edge. Here every BFM drives at the falling edge and decides handshakes in the ``ReadOnly`` phase
-before the next rising edge, when every BFM's drive of that cycle has settled: the values the DUT
-is about to sample. Nothing changes between the falling edge and the next rising edge, so each
+The shared BFM logic (:mod:`vmshm.harness.bfm`) assumes it acts at a *drive point* just after a
+rising edge. Here every BFM drives at the falling edge and decides handshakes in the ``ReadOnly``
+phase before the next rising edge, when every BFM's drive of that cycle has settled: the values the
+DUT is about to sample. Nothing changes between the falling edge and the next rising edge, so each
 beat moves on the same edge as in Amaranth's simulator and the records come out identical.
 """
 
@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from vmshm.bfm import StreamIO, pack_payload
+from vmshm.harness.bfm import StreamIO, pack_payload
 from vmshm.driver_model.bus import BusTimeout
 
 __all__ = ["CocotbStream", "CocotbIO", "host_port"]

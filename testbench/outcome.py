@@ -2,26 +2,18 @@
 
 The cocotb test module fills a dict (``value``, ``records``, ``cycles``, ``error`` and what else
 its bench measures) and :func:`save` pickles it; the caller's :func:`load` reads it back and
-:func:`to_result` turns it into a :class:`~vmshm.sim.harness.SimResult`, raising the job's own
+:func:`to_result` turns it into a :class:`~vmshm.harness.top.SimResult`, raising the job's own
 exception as :func:`vmshm.sim.simulate` would. Every cocotb bench here shares these three.
 """
 
 import pickle
 from pathlib import Path
 
-__all__ = ["CocotbError", "release_hosts", "save", "load", "to_result"]
+__all__ = ["CocotbError", "save", "load", "to_result"]
 
 
 class CocotbError(RuntimeError):
     """The simulator did not run the job to the end (a crash, not a failed assertion)."""
-
-
-def release_hosts(outcome, job, hosts):
-    """Record each host's final state in ``outcome`` and unmap whatever is still open."""
-    outcome["hosts"] = [h.state() for h in hosts]
-    for h in hosts:
-        if h.is_open:
-            h.close()
 
 
 def save(path, outcome):
@@ -53,7 +45,7 @@ def to_result(outcome, **extra):
     Raises the job's exception, carrying the hosts' final state (``hosts``) and the simulator
     side's traceback (``sim_traceback``).
     """
-    from vmshm.sim.harness import SimResult
+    from vmshm.harness.top import SimResult
     result = SimResult(value=outcome["value"], records=outcome["records"],
                        cycles=outcome["cycles"], events=outcome.get("events", []))
     result.hosts = outcome["hosts"]

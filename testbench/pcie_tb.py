@@ -28,13 +28,14 @@ from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 from cocotbext.pcie.xilinx.us import UltraScalePlusPcieDevice
 
-from vmshm.bfm import HostBFM
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
+from vmshm.harness.bfm import HostBFM
+from vmshm.harness.job import release_hosts
 from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
 from vmshm.rtl.usp import VMShmUSP
 
 from .bfm import CocotbIO, CocotbStream
-from .outcome import release_hosts, save
+from .outcome import save
 from .pcie_irq import (HardIpIntx, RootComplexInterrupts, configure_interrupts,
                        interrupt_options)
 from .pcie_rules import PG213Checker
@@ -561,5 +562,5 @@ async def run_pcie_job(dut):
         outcome["error"] = exc
         outcome["traceback"] = traceback.format_exc()
     finally:
-        release_hosts(outcome, job, hosts)
+        outcome["hosts"] = release_hosts(hosts)
         save(job.result_path, outcome)

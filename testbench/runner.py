@@ -1,35 +1,31 @@
 """Build the generated Verilog once per configuration and run jobs on it under cocotb.
 
 :func:`run` is the cocotb counterpart of :func:`vmshm.sim.simulate`: the same system top
-(:class:`~vmshm.sim.harness.SimTop`, as Verilog), the same shared BFMs and host model, and a
-:class:`~vmshm.sim.harness.SimResult` back. Builds are cached by the Verilog's hash, per simulator,
-in ``$VMSHM_BUILD_DIR`` (default ``~/.cache/vmshm/cocotb``), so each configuration is compiled once.
+(:class:`~vmshm.harness.top.SimTop`, as Verilog), the same shared BFMs and host model, and a
+:class:`~vmshm.harness.top.SimResult` back. The job (:class:`~vmshm.harness.job.Job`) is pickled
+into the simulator process, where :mod:`.tb` runs it. Builds are cached by the Verilog's hash,
+per simulator, in :func:`vmshm.harness.build.cache_root` (``$VMSHM_BUILD_DIR``, default
+``~/.cache/vmshm/cocotb``), so each configuration is compiled once.
 """
 
-import fcntl
-import hashlib
-import importlib
 import os
 import pickle
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vmshm.checks import check_output_file
-from vmshm.host_model import HostModel, HostTiming
-from vmshm.sim.harness import SimTop, per_device
-from vmshm.fpga.lint import VERILATOR_WAIVERS
-from vmshm.tools import missing_reason, verilator_env
+from vmshm.harness.build import build_once, cache_key, cache_root, tool_versions
+from vmshm.harness.checks import check_output_file
+from vmshm.harness.lint import VERILATOR_WAIVERS
+from vmshm.harness.tools import missing_reason, verilator_env
+from vmshm.harness.top import TOPLEVEL, SimTop, generate
 
 from .outcome import CocotbError, load, to_result
 
-__all__ = ["SIMULATORS", "Job", "CocotbError", "build", "build_source", "build_once", "generate",
-           "run", "available", "tool_versions"]
+__all__ = ["SIMULATORS", "CocotbError", "build", "build_source", "run", "available"]
 
 #: The simulators this backend drives, by cocotb runner name.
 SIMULATORS = ("verilator", "icarus")
-TOPLEVEL = "vmshm_simtop"
 _TOOL = {"verilator": "verilator", "icarus": "iverilog"}
 _IVERILOG_DUMP = """module vmshm_iverilog_dump();
   reg [8*1024-1:0] path;
@@ -55,61 +51,6 @@ def available(sim):
     return missing_reason(_TOOL[sim])
 
 
-@dataclass
-class Job:
-    """What one simulator run does: plain data, pickled into the simulator process.
-
-    Either ``scenario`` names a registered scenario (run with ``env``, its hosts made by the
-    scenario's :meth:`~vmshm.scenarios.Scenario.make_host`), or ``fn`` names an
-    ``async def fn(bus, **kwargs)`` as ``"module:name"`` (run with plain host models).
-    """
-    devices: int = 1
-    params: dict = field(default_factory=dict)
-    timing: list = field(default_factory=list)     # HostTiming fields, one dict per device
-    scenario: str = None
-    env: dict = None
-    fn: str = None
-    kwargs: dict = field(default_factory=dict)
-    result_path: str = None
-
-    def make_hosts(self):
-        """Return ``(hosts, timings)``, one each per device."""
-        timings = ([HostTiming(**t) for t in self.timing] or
-                   [HostTiming() for _ in range(self.devices)])
-        if self.scenario is not None:
-            from vmshm.scenarios import SCENARIOS
-            pairs = [SCENARIOS[self.scenario].make_host(t) for t in timings]
-            return [h for h, _ in pairs], [t for _, t in pairs]
-        return [HostModel(t) for t in timings], timings
-
-    async def call(self, bus):
-        """Run the job's function on ``bus`` and return its value."""
-        if self.scenario is not None:
-            from vmshm.scenarios import SCENARIOS, ScenarioEnv
-            return await SCENARIOS[self.scenario].fn(bus, ScenarioEnv(**self.env))
-        module, _, name = self.fn.partition(":")
-        return await getattr(importlib.import_module(module), name)(bus, **self.kwargs)
-
-
-def tool_versions():
-    """Return the versions of the tools a build depends on, for its cache key."""
-    # A build is only reusable by the same cocotb and simulator that made it.
-    from importlib.metadata import PackageNotFoundError, version
-    out = []
-    for dist in ("cocotb", "verilator"):
-        try:
-            out.append(f"{dist}={version(dist)}")
-        except PackageNotFoundError:
-            out.append(f"{dist}=none")
-    out.append(f"iverilog={shutil.which('iverilog')}")
-    return " ".join(out)
-
-
-def _cache_root():
-    root = os.environ.get("VMSHM_BUILD_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "vmshm" / "cocotb"
-
-
 def _runner(sim):
     from cocotb_tools.runner import Icarus, get_runner
     if sim == "verilator":
@@ -127,12 +68,6 @@ def _runner(sim):
     return VcdIcarus()
 
 
-def generate(top):
-    """Return the Verilog of ``top``, the SimTop every simulator backend runs, as ``TOPLEVEL``."""
-    from amaranth.back import verilog
-    return verilog.convert(top, name=TOPLEVEL)
-
-
 def build(sim, devices=1, *, waves=False, **params):
     """Generate and compile the system top for ``sim``; return its build directory.
 
@@ -142,22 +77,6 @@ def build(sim, devices=1, *, waves=False, **params):
     if reason:
         raise CocotbError(reason)
     return build_source(sim, generate(SimTop(devices, **params)), TOPLEVEL, waves=waves)
-
-
-def build_once(build_dir, make):
-    """Call ``make()`` to fill ``build_dir`` unless a finished build is there already.
-
-    Several pytest processes may build one configuration at once: one builds, the others wait
-    and reuse it, instead of deleting each other's half-built directory. ``make`` starts from
-    scratch; the directory counts as built once it returns.
-    """
-    done = build_dir / ".built"
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            make()
-            done.write_text("ok\n")
 
 
 def build_source(sim, text, toplevel, *, waves=False):
@@ -182,11 +101,10 @@ def build_source(sim, text, toplevel, *, waves=False):
             # cocotb's own dump module is SystemVerilog; this one is plain Verilog-2005.
             args += ["-s", "vmshm_iverilog_dump"]
             extra = [("vmshm_iverilog_dump.v", _IVERILOG_DUMP.format(toplevel=toplevel))]
-    key = hashlib.sha256(f"{sim}\n{tool_versions()}\n{waves}\n{args}\n{text}".encode()
-                         ).hexdigest()[:16]
+    key = cache_key(f"{sim}\n{tool_versions()}\n{waves}\n{args}\n{text}")
     if key in _built:
         return _built[key]
-    build_dir = _cache_root() / f"{sim}-{key}"
+    build_dir = cache_root("cocotb") / f"{sim}-{key}"
     build_once(build_dir, lambda: _compile(sim, build_dir, toplevel, text, extra, args, waves))
     _built[key] = build_dir
     return build_dir
@@ -226,7 +144,7 @@ def _compile(sim, build_dir, toplevel, text, extra, args, waves):
 
 
 def run(job, sim, *, waves=None):
-    """Run ``job`` on ``sim`` and return a :class:`~vmshm.sim.harness.SimResult`.
+    """Run ``job`` on ``sim`` and return a :class:`~vmshm.harness.top.SimResult`.
 
     The job's own failure (an assertion, an ``OSError``) is raised again here, as it would be
     from :func:`vmshm.sim.simulate`; the hosts' final state is in ``result.hosts``. ``waves``
@@ -243,8 +161,8 @@ def run(job, sim, *, waves=None):
         job_path.write_bytes(pickle.dumps(job))
         log = tmp / "sim.log"
         plusargs = [f"+vmshm_dump={tmp / 'waves.vcd'}"] if waves and sim == "icarus" else []
-        _runner(sim).test(plusargs=plusargs, test_module="vmshm.testbench.tb", hdl_toplevel=TOPLEVEL,
-                          hdl_toplevel_lang="verilog",
+        _runner(sim).test(plusargs=plusargs, test_module="vmshm.testbench.tb",
+                          hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                           build_dir=build_dir, test_dir=tmp, results_xml=str(tmp / "results.xml"),
                           extra_env={"VMSHM_JOB": str(job_path)}, timescale=("1ns", "1ps"),
                           waves=waves is not None and sim == "verilator", log_file=log)
@@ -257,7 +175,3 @@ def run(job, sim, *, waves=None):
                 shutil.copyfile(newest, waves)
     return to_result(outcome)
 
-
-def job_timing(timing, devices):
-    """Return ``timing`` (a HostTiming or a list of them) as the job's list of dicts."""
-    return [asdict(t) for t in per_device(timing, devices, HostTiming, "timing")]

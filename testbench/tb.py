@@ -1,7 +1,7 @@
 """The cocotb test module: run one job (a scenario, or any async function) on the generated Verilog.
 
 The simulator process imports this module (``vmshm.testbench.tb``); :mod:`vmshm.testbench.runner`
-tells it what to run through a pickled :class:`~vmshm.testbench.runner.Job` named by the
+tells it what to run through a pickled :class:`~vmshm.harness.job.Job` named by the
 ``VMSHM_JOB`` environment variable, and reads the pickled result back from the file the job names.
 """
 
@@ -13,13 +13,14 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import Event, FallingEdge, ReadOnly, RisingEdge
 
-from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.driver_model.bus import Interrupt
+from vmshm.harness.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.harness.job import release_hosts
+from vmshm.harness.top import SimTop
 from vmshm.rtl.layouts import msi_layout
-from vmshm.sim.harness import SimTop
 
 from .bfm import CocotbIO, CocotbStream, host_port
-from .outcome import release_hosts, save
+from .outcome import save
 
 #: Clock period in ns; cycle counts do not depend on it.
 PERIOD_NS = 10
@@ -151,5 +152,5 @@ async def run_job(dut):
         outcome["cycles"] = tb.io.now()
         outcome["events"] = [list(e) for e in tb.events]
     finally:
-        release_hosts(outcome, job, hosts)
+        outcome["hosts"] = release_hosts(hosts)
         save(job.result_path, outcome)

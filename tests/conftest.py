@@ -54,8 +54,8 @@ def require_backend(backend):
     CI (``CI=true``) installs every simulator, so a missing one there is a broken set-up, not
     something to step around.
     """
-    from vmshm.backends import backend_missing
-    reason = backend_missing(backend)
+    from vmshm.backends import get_backend
+    reason = get_backend(backend).missing()
     if reason:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"{backend} must run under CI: {reason}")
@@ -86,14 +86,15 @@ def pytest_collection_modifyitems(config, items):
     """Mark ``slow`` what builds or runs Verilog, synthesizes, runs the PCIe model or boots QEMU.
 
     ``pytest -m "not slow"`` is then the daily subset: the RTL on Amaranth's simulator, the
-    models, the CLI and the fault catalogue. A test parametrized with a cocotb backend
-    (``"verilator"``, ``"icarus"``) is slow on that backend only.
+    models, the CLI and the fault catalogue. A test parametrized with a backend that simulates
+    in another process (cocotb's ``"verilator"``, ``"icarus"``) is slow on that backend only.
     """
+    from vmshm.backends import backend_names
+    elsewhere = backend_names(in_process=False)
     slow = pytest.mark.slow
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if (item.path.name in SLOW_FILES
                 or any(word in item.originalname for word in SLOW_WORDS)
-                or any(v in ("verilator", "icarus") for v in params.values()
-                       if isinstance(v, str))):
+                or any(v in elsewhere for v in params.values() if isinstance(v, str))):
             item.add_marker(slow)

@@ -1,11 +1,99 @@
-"""The cocotb backend beyond the scenario suite: demo, waveforms, benchmark, errors."""
+"""The backends beyond the scenario suite: the registry, the host lifecycle, demo, waveforms,
+benchmark, errors."""
+
+import argparse
+import dataclasses
 
 import pytest
 
-from vmshm.backends import BACKENDS, run_function, run_scenario
-from vmshm.bench import run_bench
-
 from conftest import require_backend
+from vmshm import backends as registry
+from vmshm.backends import BACKENDS, backend_names, get_backend, run_function
+from vmshm.driver_model import vmshm_probe
+from vmshm.host_model import HostModel
+from vmshm.scenarios import run_scenario
+from vmshm.scenarios.bench import run_bench
+
+#: Every host :func:`recording_hosts` made, to look at after the run.
+MADE = []
+
+
+def recording_hosts(timings):
+    """A hosts' factory (``"module:name"`` in a job) that keeps what it made in :data:`MADE`."""
+    hosts = [HostModel(t) for t in timings]
+    MADE.extend(hosts)
+    return hosts, timings
+
+
+async def open_then_fail(bus, name):
+    """Open ``name`` through the driver, then fail with it still open."""
+    drivers, _ = await vmshm_probe(bus)
+    fd = await drivers[0].open()
+    await drivers[0].ioctl(fd, 0, name)
+    raise AssertionError("the guest gave up with the object open")
+
+
+def test_the_registry_describes_every_backend():
+    assert backend_names() == tuple(BACKENDS) == ("amaranth", "verilator", "icarus", "native")
+    for name, b in BACKENDS.items():
+        assert b.name == name and get_backend(name) is b
+        reason = b.missing()
+        assert reason is None or (isinstance(reason, str) and "\n" not in reason and reason)
+        if b.in_process:
+            assert callable(b.simulate)
+        else:
+            with pytest.raises(ValueError, match="another process"):
+                b.simulate
+    assert backend_names(in_process=True) == ("amaranth", "native")
+    assert backend_names(pcie=True) == ("verilator", "icarus")
+
+
+def test_an_unknown_backend_is_refused_by_name():
+    with pytest.raises(ValueError, match="backend must be one of amaranth, verilator, icarus, "
+                                         "native, not 'verilog'"):
+        run_function(f"{__name__}:open_then_fail", backend="verilog")
+
+
+def _backend_choices(parser):
+    """Return ``{command: choices of its --backend}`` of the CLI's parser."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    out = {}
+    for command, p in sub.choices.items():
+        for action in p._actions:
+            if "--backend" in action.option_strings:
+                out[command] = action.choices
+    return out
+
+
+def test_every_backend_choice_list_reads_the_registry(monkeypatch):
+    from vmshm.cli import _parser
+    # A backend added to the registry appears in every --backend list at once: nothing typed.
+    extra = {name: dataclasses.replace(b, name=f"{name}2") for name, b in BACKENDS.items()}
+    monkeypatch.setattr(registry, "BACKENDS",
+                        {**BACKENDS, **{b.name: b for b in extra.values()}})
+    everything = set(registry.backend_names())
+    here = set(registry.backend_names(in_process=True))
+    choices = _backend_choices(_parser())
+    assert set(choices) >= {"demo", "scenario", "timing", "fuzz", "channel"}
+    for command, listed in choices.items():
+        if listed is None:
+            continue        # `vmshm qemu --backend` is checked against the registry in run()
+        wanted = here | {"auto"} if command == "channel" else everything
+        assert set(listed) == wanted, f"vmshm {command} --backend lists {listed}"
+
+
+@pytest.mark.parametrize("backend", backend_names(in_process=True))
+def test_a_failed_run_records_then_closes_its_hosts(backend, shm_objects):
+    # The one host lifecycle: each host's state is taken as the run left it, and what is still
+    # open is closed, also when the guest function raised.
+    require_backend(backend)
+    MADE.clear()
+    name = shm_objects.create(4096, tag="life")
+    with pytest.raises(AssertionError, match="gave up") as info:
+        run_function(f"{__name__}:open_then_fail", backend=backend, kwargs={"name": name},
+                     hosts=f"{__name__}:recording_hosts")
+    assert [h["is_open"] for h in info.value.hosts] == [True]
+    assert len(MADE) == 1 and not MADE[0].is_open
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -25,7 +113,7 @@ def test_demo_on_backend_sees_host_data(backend, shm_objects):
     name = shm_objects.create(4096, tag="demo")
     with ShmRegion.attach(name) as region:
         region.write(0, b"from the host\0")
-    result = run_function("vmshm.demo:seed_example", backend=backend,
+    result = run_function("vmshm.scenarios.demo:seed_example", backend=backend,
                           kwargs={"name": name, "pid": 4242})
     assert result.value.found == b"from the host"
     with ShmRegion.attach(name) as region:
@@ -37,13 +125,13 @@ def test_demo_on_backend_sees_host_data(backend, shm_objects):
 def test_errors_cross_the_process_boundary(backend):
     require_backend(backend)
     with pytest.raises(FileNotFoundError) as info:
-        run_function("vmshm.demo:seed_example", backend=backend,
+        run_function("vmshm.scenarios.demo:seed_example", backend=backend,
                      kwargs={"name": "/vmshm-no-such-object-anywhere"})
     assert "no shared-memory object" in info.value.hosts[0]["last_error"]
 
 
 def test_bench_prints_figures_for_each_backend():
-    backends = [b for b in BACKENDS if b == "amaranth"]
+    backends = ["amaranth"]
     rows = run_bench(backends, size=1024)
     assert [r["backend"] for r in rows] == backends
     for r in rows:

@@ -20,8 +20,8 @@ from vmshm.abi.regmap import ABI_VERSION, CAP_OFFSET, DEFAULT_WINDOW_SIZE, DEVIC
 from vmshm.rtl import VMShmPCI, VMShmUSP
 from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import SCENARIOS
-from vmshm.testbench.pcie import (DEFAULT_HOST_ADDR, PCIE_SCENARIOS, SKIPPED_SCENARIOS, PcieJob,
-                                  run_pcie, run_pcie_scenario)
+from vmshm.testbench.pcie import DEFAULT_HOST_ADDR, PcieJob, run_pcie
+from vmshm.scenarios.run import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
 from vmshm.rtl.tops import generate
 
 from conftest import require_backend
@@ -32,8 +32,8 @@ WIDTHS = (64, 256)
 #: the run time and add no path (the widths differ in the shim's gearboxes, not the simulator).
 PAIRS = [("icarus", 64), ("verilator", 256)]
 OTHER_PAIRS = [("icarus", 256), ("verilator", 64)]
-CHECKS = "vmshm.testbench.pcie_checks"
-IRQ_CHECKS = "vmshm.testbench.pcie_irq_checks"
+CHECKS = "vmshm.scenarios.pcie_checks"
+IRQ_CHECKS = "vmshm.scenarios.pcie_irq_checks"
 #: Cycles from a host ring's beat on the ring port to the shim's INTx and MSI requests to the
 #: hard IP (``cfg_interrupt_int`` rising, ``cfg_interrupt_msi_int``).
 RING_TO_INTX_REQUEST = 2
@@ -185,7 +185,7 @@ def test_seed_example_lands_in_the_object(sim, width, pause, shm_objects):
         region.write(0, b"from the host\0")
     # With back-pressure on the PCIe side, the host's control channel stalls and answers late.
     timing = {"ctl_latency": 9, "ctl_ready": 0.5, "rsp_valid": 0.5, "seed": 5} if pause else {}
-    job = PcieJob(params={"axis_width": width}, fn="vmshm.demo:seed_example",
+    job = PcieJob(params={"axis_width": width}, fn="vmshm.scenarios.demo:seed_example",
                   kwargs={"name": name, "pid": 4242}, pause=pause or {}, seed=width,
                   timing=timing)
     result = run_pcie(job, sim)

@@ -1,7 +1,8 @@
 """Run the scenario suite (vmshm.scenarios) on every backend and data width, plus timing variants.
 
-Only the Amaranth simulator backend exists so far; cocotb backends on Verilator and Icarus join by
-adding a runner to :data:`RUNNERS`: they get the same scenario names, environments and hosts.
+Amaranth's simulator runs each scenario here (the reference); every other backend of the registry
+(:data:`vmshm.backends.BACKENDS`) runs it through :func:`~vmshm.scenarios.run_scenario` and must
+give the same records, cycle for cycle.
 """
 
 import os
@@ -11,15 +12,14 @@ import pytest
 from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
-from vmshm.host_model import HostModel, HostTiming
+from conftest import require_backend
 from vmshm.abi.regmap import REG, Status
+from vmshm.backends import backend_names
+from vmshm.harness.bfm import HostBFM
+from vmshm.host_model import HostModel, HostTiming
 from vmshm.rtl import CplStatus, VMShmCore
 from vmshm.scenarios import (LATE, SCENARIOS, SHORT_TIMEOUT, LateHost, ScenarioEnv, expect_errno,
-                             probe, reg, scenario, status)
-from conftest import require_backend
-
-from vmshm.backends import run_scenario
-from vmshm.bfm import HostBFM
+                             probe, reg, run_scenario, scenario, status)
 from vmshm.sim import CLOCK_PERIOD, AmaranthIO, simulate, stream_get, stream_put
 
 #: Seed of the scenarios' random choices; set VMSHM_SEED to replay another one.
@@ -31,16 +31,17 @@ SLOW = HostTiming(ctl_latency=100, dma_latency=7, ctl_ready=0.5, dma_ready=0.5, 
 
 
 def run_amaranth(scn, env, hosts, timings):
-    """Run one scenario in Amaranth's simulator and return its :class:`~vmshm.sim.SimResult`."""
+    """Run one scenario in Amaranth's simulator and return its
+    :class:`~vmshm.harness.top.SimResult`."""
     return simulate(lambda bus: scn.fn(bus, env), devices=scn.devices, hosts=hosts,
                     timing=timings, **scn.core_args_for(env.data_width))
 
 
 #: Backend name -> ``runner(scenario, env, hosts, timings)``: one host and timing per device.
 RUNNERS = {"amaranth": run_amaranth}
-#: Every backend: Amaranth's simulator in this process, the generated Verilog under cocotb, and
-#: the generated Verilog run natively (Verilator and a C++ loop, in this process).
-BACKENDS = ("amaranth", "verilator", "icarus", "native")
+#: Every backend of the registry: Amaranth's simulator in this process, the generated Verilog
+#: under cocotb, and the generated Verilog run natively (Verilator and a C++ loop, in this process).
+BACKENDS = backend_names()
 
 
 def transactions(result):
@@ -49,8 +50,8 @@ def transactions(result):
             for r in result.records], result.cycles
 
 
-def run_cocotb(shm_objects, name, *, backend, data_width, timing, seed):
-    """Run one scenario under cocotb; check it is cycle-identical to Amaranth's simulator."""
+def run_on_backend(shm_objects, name, *, backend, data_width, timing, seed):
+    """Run one scenario through the registry; check it is cycle-identical to Amaranth's."""
     require_backend(backend)
     scn = SCENARIOS[name]
     result = run_scenario(name, backend=backend, data_width=data_width, seed=seed,
@@ -71,7 +72,7 @@ def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, se
     Every scenario ends with its devices closed, so no host may hold anything open after it.
     """
     if backend != "amaranth":
-        return run_cocotb(shm_objects, name, backend=backend, data_width=data_width,
+        return run_on_backend(shm_objects, name, backend=backend, data_width=data_width,
                           timing=timing, seed=seed)
     scn = SCENARIOS[name]
     env = scn.env(shm_objects.create(scn.shm_size), seed=seed, data_width=data_width)

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from vmshm.fpga.lint import VERILATOR_WAIVERS, Waiver, verilator_config, verilator_lint
-from vmshm.tools import iverilog, missing_reason, verilator_env
+from vmshm.harness.lint import VERILATOR_WAIVERS, Waiver, verilator_config, verilator_lint
+from vmshm.harness.tools import iverilog, missing_reason, verilator_env
 from vmshm.rtl.tops import TOPS, generate, module_name, top_parameters
 
 CONFIGS = {

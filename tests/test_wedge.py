@@ -18,14 +18,15 @@ from amaranth.hdl import ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from vmshm.abi import pci_regs as P
-from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.harness.bfm import HostBFM, StreamGuestBus, bus_timeout
 from vmshm.abi.bounds import request_bound
 from vmshm.driver_model import vmshm_probe
 from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model import Fault, HostFaults, HostModel, HostTiming, ShmRegion
 from vmshm.abi.regmap import REG, Status
 from vmshm.sim.bfm import CLOCK_PERIOD, AmaranthIO
-from vmshm.sim.harness import SimTop, simulate
+from vmshm.harness.top import SimTop
+from vmshm.sim.engine import simulate
 
 #: A small host timeout, so tests are quick; the bounds scale with it.
 T = 64

@@ -8,7 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from vmshm.tools import missing_reason, verilator_env
+from vmshm.harness.tools import missing_reason, verilator_env
 
 __all__ = ["Waiver", "VERILATOR_WAIVERS", "verilator_config", "verilator_lint"]
 
@@ -132,7 +132,7 @@ def verilator_config(verilog, filename, waivers=None):
     out = ["`verilator_config",
            # (A comment must not start with the word "verilator": that makes it a directive.)
            f"// Lint waivers for {base}, made by vmshm together with it: regenerate both",
-           "// together. The reasons are VERILATOR_WAIVERS in vmshm.fpga.lint.", ""]
+           "// together. The reasons are VERILATOR_WAIVERS in vmshm.harness.lint.", ""]
     for w in waivers:
         out.append(f"// {w.rule}: {w.reason}")
         if w.scope == "file":

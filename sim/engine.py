@@ -1,127 +1,26 @@
-"""Run scenarios on VMShm's RTL in Amaranth's own simulator: the embedded default backend."""
+"""Run guest functions on VMShm's RTL in Amaranth's own simulator: the embedded default backend.
 
-from dataclasses import dataclass, field
+:func:`simulate` elaborates the shared :class:`~vmshm.harness.top.SimTop` and runs the shared BFMs
+(:mod:`vmshm.harness.bfm`) as Amaranth testbenches over :class:`~.bfm.AmaranthIO`.
+"""
 
-from amaranth.hdl import Module, ResetInserter, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.hdl import Signal
 from amaranth.sim import Simulator
 
-from vmshm.bfm import HostBFM, StreamGuestBus, bus_timeout
-from vmshm.checks import check_output_file
 from vmshm.driver_model.bus import Interrupt
+from vmshm.harness.bfm import HostBFM, StreamGuestBus, bus_timeout
+from vmshm.harness.checks import check_output_file
+from vmshm.harness.top import SimResult, SimTop, per_device
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.rtl import VMShmSystem
 
 from .bfm import CLOCK_PERIOD, AmaranthIO
 
-__all__ = ["SimTop", "SimResult", "simulate"]
-
-
-class SimTop(wiring.Component):
-    """Hold the system under test and a free-running cycle counter the BFMs stamp records with.
-
-    Every backend simulates this same top (cocotb runs its Verilog), so the cycle numbers in
-    transaction records come from the same counter everywhere.
-
-    Parameters
-    ----------
-    devices : int
-        VMShm functions on the bus.
-    **params
-        Build parameters of every :class:`~vmshm.rtl.VMShmPCI`.
-
-    Members
-    -------
-    req, cpl, host0 ..., intx0 ..., msi0 ...
-        As for :class:`~vmshm.rtl.VMShmSystem`.
-    cycle : ``Out(64)``
-        Clock edges since reset.
-    """
-
-    def __init__(self, devices=1, **params):
-        self._system = VMShmSystem(devices, **params)
-        self._devices = devices
-        # Driven only by a testbench (simulate's reset hook); 0 in generated Verilog.
-        self._reset_request = Signal(name="reset_request")
-        super().__init__({
-            **{name: member for name, member in self._system.signature.members.items()},
-            "cycle": Out(64),
-        })
-
-    @property
-    def system(self):
-        return self._system
-
-    @property
-    def devices(self):
-        return self._devices
-
-    @property
-    def data_width(self):
-        return self._system.data_width
-
-    @property
-    def host_timeout(self):
-        return self._system.functions[0].host_timeout
-
-    @property
-    def reset_request(self):
-        """Signal that resets the system (not the cycle counter) while high."""
-        return self._reset_request
-
-    def host(self, i):
-        """Return device ``i``'s host side."""
-        return getattr(self, f"host{i}")
-
-    def intx(self, i):
-        """Return device ``i``'s INTx line."""
-        return getattr(self, f"intx{i}")
-
-    def msi(self, i):
-        """Return device ``i``'s MSI message stream."""
-        return getattr(self, f"msi{i}")
-
-    def elaborate(self, platform):
-        m = Module()
-        system = self._system
-        m.submodules.system = ResetInserter(self._reset_request)(system)
-        wiring.connect(m, wiring.flipped(self.req), system.req)
-        wiring.connect(m, system.cpl, wiring.flipped(self.cpl))
-        for i in range(self._devices):
-            wiring.connect(m, wiring.flipped(self.host(i)), system.host(i))
-            m.d.comb += self.intx(i).eq(getattr(system, f"intx{i}"))
-            wiring.connect(m, getattr(system, f"msi{i}"), wiring.flipped(self.msi(i)))
-        m.d.sync += self.cycle.eq(self.cycle + 1)
-        return m
-
-
-@dataclass
-class SimResult:
-    """What a simulation run leaves behind."""
-    value: object = None                    # what the scenario returned
-    records: list = field(default_factory=list)
-    cycles: int = 0                         # cycles simulated in all
-    # Each device's host-side handshakes (vmshm.bfm.HostEvent), one list per device: where the
-    # timing study splits guest transactions into phases.
-    events: list = field(default_factory=list)
-
-
-def per_device(value, count, default, what):
-    """Return ``value`` as a list with one entry per device (``default()`` makes missing ones)."""
-    if value is None:
-        return [default() for _ in range(count)]
-    if isinstance(value, (list, tuple)):
-        if len(value) != count:
-            raise ValueError(f"{what} must name one per device ({count}), not {len(value)}")
-        return list(value)
-    if count != 1 and what == "hosts":
-        raise ValueError("hosts must be a list with one HostModel per device")
-    return [value] * count
+__all__ = ["simulate"]
 
 
 def simulate(scenario, *, devices=1, hosts=None, timing=None, vcd=None, **params):
-    """Run ``await scenario(bus)`` against simulated VMShm devices and return a :class:`SimResult`.
+    """Run ``await scenario(bus)`` against simulated VMShm devices and return a
+    :class:`~vmshm.harness.top.SimResult`.
 
     Parameters
     ----------

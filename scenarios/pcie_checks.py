@@ -1,7 +1,7 @@
 """Directed checks of the UltraScale+ top that the scenario suite cannot express.
 
 Each is ``async def check(bus, tb, **kwargs)``, run in the simulator process by
-:class:`~vmshm.testbench.pcie.PcieJob` (``fn="vmshm.testbench.pcie_checks:NAME"``): ``bus`` is the
+:class:`~vmshm.testbench.pcie.PcieJob` (``fn="vmshm.scenarios.pcie_checks:NAME"``): ``bus`` is the
 :class:`~vmshm.testbench.pcie_tb.RootComplexBus` the driver model runs on, ``tb`` the
 :class:`~vmshm.testbench.pcie_tb.PcieTB` with the root complex and the hard-IP model, for what
 only raw TLPs can do. They raise :exc:`AssertionError` saying what was expected.
@@ -24,7 +24,7 @@ from vmshm.abi.regmap import DEVICE_ID, REG, Status
 
 #: STATUS.DMA_ERROR, from the register map.
 REG_FIELD_DMA_ERROR = 1 << next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
-from vmshm.scenarios import expect, expect_bytes
+from .checks import expect, expect_bytes
 
 __all__ = ["probe_only", "byte_enables", "long_reads", "unsupported_requests",
            "completion_errors", "np_flow_control", "discontinued_requests",

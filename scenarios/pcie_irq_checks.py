@@ -1,6 +1,6 @@
 """Directed checks of the UltraScale+ top's interrupts and doorbells (issue 14).
 
-Run as :mod:`.pcie_checks`' are (``fn="vmshm.testbench.pcie_irq_checks:NAME"``): the host model
+Run as :mod:`.pcie_checks`' are (``fn="vmshm.scenarios.pcie_irq_checks:NAME"``): the host model
 rings vectors on the device's ``ring`` port, and the root complex sees what the hard-IP model
 makes of the shim's requests: MSI writes (once the root complex's driver-like configuration
 writes enabled MSI) or INTx messages (:mod:`.pcie_irq`). Every wait is bounded in cycles.
@@ -13,7 +13,7 @@ from cocotbext.pcie.core.caps import PciCapId
 
 from vmshm.abi import pci_regs as P
 from vmshm.abi.regmap import REG
-from vmshm.scenarios import expect
+from .checks import expect
 
 from .pcie_checks import _driver, _wait_cycles
 

