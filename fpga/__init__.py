@@ -1,7 +1,7 @@
 """The FPGA flow: the device as Verilog, its lint, ECP5 synthesis and board builds.
 
-- :mod:`~vmshm.fpga.generate`: the ``vmshm generate`` command;
-- :mod:`~vmshm.fpga.lint`: Verilator's waivers for the generated Verilog, each with its reason;
+- :mod:`~vmshm.commands.generate`: the ``vmshm generate`` command;
+- :mod:`~vmshm.harness.lint`: Verilator's waivers for the generated Verilog, each with its reason;
 - :mod:`~vmshm.fpga.toolchain`: the open ECP5 toolchain from PyPI (YoWASP);
 - :mod:`~vmshm.fpga.platforms`: board names (amaranth-boards platforms);
 - :mod:`~vmshm.fpga.synth`: ``vmshm synth``, size and speed out of context;

@@ -116,3 +116,9 @@ def test_generate_writes_verilog(tmp_path):
 def test_regs_prints_the_register_map():
     r = vmshm("regs", check_rc=0)
     assert "| 0x00 | OPEN | RT |" in r.stdout and "| 0x20 | CLOSE | RT |" in r.stdout
+
+
+def test_version_is_the_installed_package_s():
+    from importlib.metadata import version
+    r = vmshm("--version", check_rc=0)
+    assert r.stdout.strip() == f"vmshm {version('vmshm')}"

@@ -357,7 +357,7 @@ print(out["why"], file=sys.stderr)
 GUEST_WRITE_SPARSE = """
 from vmshm.driver_model import vmshm_probe
 from vmshm.abi.regmap import REG
-from vmshm.sim.harness import simulate
+from vmshm.sim.engine import simulate
 sparse("/sparse", 64 << 10)
 fill()
 async def guest(bus):
@@ -510,7 +510,7 @@ def guest(fn, *, ioctl=True, **params):
     ``fn(drv, fd, env, bus)`` is awaited; its OSError becomes the outcome's errno, and what it
     returns (a dict) the outcome's detail.
     """
-    from vmshm.sim.harness import simulate
+    from vmshm.sim.engine import simulate
 
     params = {"window_size": 4096, "name_size": 64, **params}
 

@@ -17,12 +17,12 @@ from uuid import uuid4
 import pytest
 
 from conftest import require_backend
-from vmshm.backends import simulator
+from vmshm.abi.regmap import REG
+from vmshm.backends import backend_names, get_backend
+from vmshm.benches import channel as bench
 from vmshm.driver_model import vmshm_probe
 from vmshm.host_model import HostModel, ShmRegion
 from vmshm.ivshmem import HostDoorbell, IvshmemBridge, IvshmemPeer
-from vmshm.ivshmem import bench
-from vmshm.abi.regmap import REG
 
 NOT_YET = 0xFFFF_FFFF
 
@@ -102,7 +102,7 @@ def test_a_device_is_a_peer_of_an_ivshmem_group(group):
             out["cleared"] = await regs.read32(REG["INTR_STATUS"].offset)
             return out
 
-        got = simulator("amaranth")(guest, hosts=[host]).value
+        got = get_backend("amaranth").simulate(guest, hosts=[host]).value
         waiter.join(timeout=20)
         assert got["ivposition"] == bridge.id
         assert woke.get("n") == 1 and got["forwarded"] == 1
@@ -126,7 +126,7 @@ def test_a_device_is_a_peer_of_an_ivshmem_group(group):
             await regs.write32(REG["DOORBELL"].offset, gone << 16 | 0)
             return await regs.read32(REG["IVPOSITION"].offset)
 
-        assert simulator("amaranth")(after_leave, hosts=[host]).value == bridge.id
+        assert get_backend("amaranth").simulate(after_leave, hosts=[host]).value == bridge.id
         assert bridge.dropped == 3 and f"peer {gone} is not in the group" in logged[-1]
     # Closed: the device has no ID again.
     assert host.peer_id is None
@@ -134,7 +134,7 @@ def test_a_device_is_a_peer_of_an_ivshmem_group(group):
     async def ivposition(bus):
         return await (await _regs(bus)).read32(REG["IVPOSITION"].offset)
 
-    assert simulator("amaranth")(ivposition, hosts=[host]).value == NOT_YET
+    assert get_backend("amaranth").simulate(ivposition, hosts=[host]).value == NOT_YET
 
 
 def test_a_host_program_rings_the_device_without_a_server():
@@ -152,7 +152,7 @@ def test_a_host_program_rings_the_device_without_a_server():
         return (await regs.read32(REG["INTR_STATUS"].offset),
                 await regs.read32(REG["IVPOSITION"].offset))
 
-    status, ivposition = simulator("amaranth")(guest, hosts=[host]).value
+    status, ivposition = get_backend("amaranth").simulate(guest, hosts=[host]).value
     waiter.join(timeout=20)
     assert woke.get("got") is True and host.doorbells == [(9, 2)]
     assert status == 1 << 3 and ivposition == NOT_YET
@@ -161,15 +161,14 @@ def test_a_host_program_rings_the_device_without_a_server():
     assert host.on_doorbell is None
 
 
-@pytest.mark.parametrize("backend", ["amaranth", "native"])
+@pytest.mark.parametrize("backend", backend_names(in_process=True))
 def test_channel_rtl_rows_reach_the_datapath_limit(backend):
     """Five messages of 64 B and 4 KiB each way: 4 KiB at 0.8 of a word a cycle or more."""
-    if backend == "native":
-        require_backend("native")
+    require_backend(backend)
     widths = (32,) if backend == "amaranth" else (32, 64)
     for width in widths:
         rows = bench.rtl(5, [64, 4096], data_width=width, backend=backend)
-        if backend == "native" and width == 32:
+        if backend != "amaranth" and width == 32:
             # Exact cycles: the compiled Verilog and Amaranth's simulator count the same.
             twin = bench.rtl(5, [64, 4096], data_width=width, backend="amaranth")
             assert [r["cycles"] for r in rows] == [r["cycles"] for r in twin]
@@ -249,7 +248,7 @@ def test_channel_sleeps_and_wakes_between_a_guest_and_a_host_thread():
     thread = threading.Thread(target=host_program)
     thread.start()
     try:
-        full_waits, empty_waits, back = simulator("amaranth")(guest, hosts=[host]).value
+        full_waits, empty_waits, back = get_backend("amaranth").simulate(guest, hosts=[host]).value
     finally:
         thread.join(timeout=120)
         up.close()

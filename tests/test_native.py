@@ -15,7 +15,7 @@ import pytest
 from amaranth.lib import data
 
 from vmshm.backends import run_function
-from vmshm.bench import run_bench
+from vmshm.scenarios.bench import run_bench
 from vmshm.host_model import Fault, HostFaults, HostTiming, ShmRegion
 
 from conftest import require_backend
@@ -29,7 +29,7 @@ def both(shm_objects, *, size, data_width, timing):
     """Run the bench workload on Amaranth and native; return both results."""
     name = shm_objects.create(4096, tag="native")
     kwargs = {"name": name, "size": size}
-    return [run_function("vmshm.bench:workload", backend=b, kwargs=kwargs, timing=timing,
+    return [run_function("vmshm.scenarios.bench:workload", backend=b, kwargs=kwargs, timing=timing,
                          data_width=data_width) for b in ("amaranth", "native")]
 
 
@@ -70,7 +70,7 @@ def test_bench_shows_native_beside_amaranth():
 def test_missing_compiler_is_one_line(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(RuntimeError) as info:
-        run_function("vmshm.bench:idle_loop", backend="native", kwargs={"cycles": 1})
+        run_function("vmshm.scenarios.bench:idle_loop", backend="native", kwargs={"cycles": 1})
     message = str(info.value)
     assert message.startswith("backend native cannot run here:") and "g++" in message
     assert "\n" not in message
@@ -201,7 +201,7 @@ def test_qemu_serves_with_native_by_default(monkeypatch):
 
     from rich.console import Console
 
-    from vmshm.qemu.command import _check_args, add_arguments, choose_backend
+    from vmshm.commands.qemu import _check_args, add_arguments, choose_backend
 
     require_backend("native")
     parser = argparse.ArgumentParser()

@@ -19,6 +19,7 @@ from uuid import uuid4
 import pytest
 
 from conftest import require_qemu_parts
+from vmshm.backends import backend_names
 from vmshm.host_model import ShmRegion
 
 HERE = Path(__file__).resolve().parent
@@ -210,18 +211,18 @@ def _open_fds():
     return len(os.listdir("/proc/self/fd"))
 
 
-@pytest.mark.parametrize("backend", ("amaranth", "native"))
+@pytest.mark.parametrize("backend", backend_names(in_process=True))
 def test_device_server_speaks_the_proxy_protocol(shm_objects, backend):
     import threading
 
-    from vmshm.backends import simulator
+    from vmshm.backends import get_backend
     from vmshm.host_model import HostModel
     from vmshm.qemu.device import serve
     from vmshm.qemu.mpqemu import MpqemuLink
 
     from conftest import require_backend
     require_backend(backend)
-    simulate = simulator(backend)
+    simulate = get_backend(backend).simulate
 
     name = shm_objects.create(MIB, "proxy")
     ours, theirs = socket.socketpair()

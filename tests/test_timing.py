@@ -17,10 +17,11 @@ import sys
 import pytest
 
 from vmshm import timing as T
+from vmshm.abi.regmap import REG, Status
+from vmshm.backends import backend_names
 from vmshm.cli import main
 from vmshm.driver_model import vmshm_probe
 from vmshm.host_model import HostModel, HostTiming
-from vmshm.abi.regmap import REG, Status
 from vmshm.sim import simulate
 
 #: Name lengths without the NUL: "/" alone (the host refuses it), word boundaries at 32 and 64
@@ -321,7 +322,7 @@ def test_demo_path_does_not_import_plotting():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("backend", ["amaranth", "native"])
+@pytest.mark.parametrize("backend", backend_names(in_process=True))
 @pytest.mark.parametrize("data_width", (32, 64))
 def test_doorbell_latencies_match_the_model(data_width, backend):
     # Exact: the doorbell's way out and a ring's way in, in cycles, as docs/timing.md states.

@@ -24,15 +24,15 @@ Every transaction is cut into the same phases, at the edges where beats move:
 Nothing here imports matplotlib or wavedrom until a plot or a diagram is asked for, so the demo
 and the rest of the CLI run without them.
 
-The study is four modules and its command, each importing only those before it:
+The study is four modules, each importing only those before it (``vmshm timing`` itself is
+:mod:`vmshm.commands.timing`, at the top):
 
 - :mod:`~vmshm.timing.model`: the cycle model (:func:`model_phases`), :class:`TimingParams`,
   sweeps, and what it means for PCIe completion timeouts;
 - :mod:`~vmshm.timing.runs`: the transactions on a backend (:func:`measure`, :func:`run_point`,
   :func:`run_sweep`) and the phase splitter (:func:`split_phases`);
 - :mod:`~vmshm.timing.report`: the table, CSV, JSON and the PNG plot;
-- :mod:`~vmshm.timing.waves`: the WaveDrom diagrams of one OPEN and one CLOSE;
-- :mod:`~vmshm.timing.command`: ``vmshm timing``.
+- :mod:`~vmshm.timing.waves`: the WaveDrom diagrams of one OPEN and one CLOSE.
 
 Every public name is importable from ``vmshm.timing`` itself.
 """
@@ -48,7 +48,6 @@ from .runs import (Point, _Objects, measure, measure_doorbells, measure_host_lat
                    run_sweep, split_phases)
 from .report import plot, rich_table, table_rows, write_outputs
 from .waves import waveform_run, write_waveforms
-from .command import add_arguments, run, run_cli
 
 __all__ = [
     "PHASES", "OPS", "PCIE_RANGES", "SWEEPABLE", "TimingParams", "Point",
@@ -57,6 +56,6 @@ __all__ = [
     "open_in_time", "close_in_time", "open_timeout_cycles", "close_timeout_cycles",
     "pcie_flags", "pcie_flag_text", "recommend_host_timeout", "measure_host_latency",
     "parse_sweep", "measure", "split_phases", "run_point", "run_sweep", "write_outputs",
-    "write_waveforms", "add_arguments", "run", "run_cli", "doorbell_write_cycles",
+    "write_waveforms", "doorbell_write_cycles",
     "doorbell_to_host_cycles", "ring_to_intx_cycles", "ring_to_msi_cycles", "measure_doorbells",
 ]

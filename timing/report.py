@@ -6,7 +6,6 @@ matplotlib is imported only when a plot is drawn, so the rest runs without it.
 import csv
 import json
 import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -107,12 +106,13 @@ def _params_dict(p):
 
 
 def write_outputs(points, out, *, sweep=None, clock_hz=None, backend="amaranth", extra=None,
-                  table=None):
+                  table_text=None):
     """Write ``timing.csv``, ``timing.json``, ``timing.png`` and ``table.txt`` into ``out``.
 
     The CSV has one row per point, transaction and phase (``value, op, phase, cycles, model``,
     plus ``ns`` and ``model_ns`` with a clock), the JSON everything, the PNG a plot of cycles
-    per phase against the swept parameter. Returns ``{kind: path}``.
+    per phase against the swept parameter. ``table.txt`` is ``table_text`` (the table as the
+    command printed it) or, without it, the table's rows tab-separated. Returns ``{kind: path}``.
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -145,12 +145,8 @@ def write_outputs(points, out, *, sweep=None, clock_hz=None, backend="amaranth",
            "points": [_point_dict(pt, clock_hz) for pt in points]}
     doc.update(extra or {})
     paths["json"].write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    if table is not None:
-        from vmshm.console import make_console
-        with open(os.devnull, "w") as sink:
-            con = make_console(record=True, width=200, file=sink)
-            con.print(table)
-        paths["table"].write_text(con.export_text())
+    if table_text is not None:
+        paths["table"].write_text(table_text)
     else:
         headers, rows = table_rows(points, sweep, clock_hz)
         paths["table"].write_text("\t".join(headers) + "\n" +

@@ -1,20 +1,18 @@
 """The ``vmshm`` command: the table of subcommands, and the one place errors become messages.
 
-Each subcommand lives with the code it drives, as a module with ``add_arguments(parser)`` and
-``run(args, console)``: ``demo`` in :mod:`vmshm.demo`, ``generate`` in
-:mod:`vmshm.fpga.generate`, ``regs`` in :mod:`vmshm.regs`, ``bench`` in :mod:`vmshm.bench`,
-``scenario`` in :mod:`vmshm.scenarios.command`, ``synth`` in :mod:`vmshm.fpga.synth`, ``build``
-in :mod:`vmshm.fpga.board`, ``timing`` in :mod:`vmshm.timing.command` and ``qemu`` in
-:mod:`vmshm.qemu.command`. The options several commands share (sizes, IDs, the device's build
-options) and :exc:`UsageError` are in :mod:`vmshm.options`, below all of them. A new subcommand
-is one more entry in :func:`_commands`.
+Each subcommand is a module of :mod:`vmshm.commands` with ``add_arguments(parser)`` and
+``run(args, console)`` (``demo`` is :mod:`vmshm.commands.demo`, ``scenario``
+:mod:`vmshm.commands.scenario`, ...); the code it drives stays in its layer below. The options
+several commands share (sizes, IDs, the device's build options) and :exc:`UsageError` are in
+:mod:`vmshm.options`, below all of them. A new subcommand is one module there and one more entry
+in :func:`_commands`.
 """
 
 import argparse
 import errno
 import sys
-from types import SimpleNamespace
 
+from vmshm import __version__
 from vmshm.options import UsageError, parse_size
 
 __all__ = ["main", "parse_size"]
@@ -22,14 +20,9 @@ __all__ = ["main", "parse_size"]
 
 def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
-    from vmshm import bench, demo, regs
-    from vmshm.formal import run as formal_run
-    from vmshm.fuzz import cli as fuzz
-    from vmshm.fpga import board, generate, synth
-    from vmshm.ivshmem import channel_command as channel, command as ivshmem_server
-    from vmshm.qemu import command as qemu
-    from vmshm.scenarios import command as scenario
-    from vmshm.timing import command as timing     # no matplotlib until a plot is drawn
+    # No matplotlib until a plot is drawn, no simulator until a command runs one.
+    from vmshm.commands import (bench, build, channel, demo, formal, fuzz, generate,
+                                ivshmem_server, qemu, regs, scenario, synth, timing)
 
     return [
         ("demo", demo, dict(
@@ -66,14 +59,13 @@ def _commands():
                         "Yosys and nextpnr from PyPI (pip install 'vmshm[fpga]'), and print their "
                         "utilisation and Fmax. Several --top and --data-width values make one "
                         "table.")),
-        ("build", board, dict(
+        ("build", build, dict(
             help="build the on-chip self-test for an FPGA board",
             description="Build the self-test (the PCI function, a sequencer playing the driver "
                         "and a block-RAM host; the result on the LEDs) for an amaranth-boards "
                         "platform: a bitstream for an ECP5 board, with the open toolchain from "
                         "PyPI; the vendor tools' build plan for any other.")),
-        ("formal", SimpleNamespace(add_arguments=formal_run.add_arguments,
-                                   run=formal_run.run_cli), dict(
+        ("formal", formal, dict(
             help="prove the device's properties with SymbiYosys (never wedges, ...)",
             description="Check the formal properties of formal/props.py and print one line each: "
                         "proved, bounded to N cycles, or FAILED with the counterexample's VCD.")),
@@ -95,6 +87,7 @@ def _parser(commands=None):
     parser = argparse.ArgumentParser(
         prog="vmshm", description="VMShm: a host-to-guest shared-memory PCI device, simulated "
                                   "against real POSIX shared memory.")
+    parser.add_argument("--version", action="version", version=f"vmshm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module, kwargs in commands or _commands():
         module.add_arguments(sub.add_parser(name, **kwargs))

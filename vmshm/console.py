@@ -13,7 +13,7 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["make_console", "styled", "note"]
+__all__ = ["make_console", "styled", "note", "plain_text"]
 
 
 def make_console(*, stderr=False, width=None, **kwargs):
@@ -45,3 +45,12 @@ def styled(*parts):
 def note(text):
     """Return ``note: TEXT`` with the word ``note:`` in yellow, `text` as it is."""
     return styled(("note:", "yellow"), " ", text)
+
+
+def plain_text(renderable, width=200):
+    """Return ``renderable`` (a table, say) as the plain text a console of ``width`` prints."""
+    import os
+    with open(os.devnull, "w") as sink:
+        console = make_console(record=True, width=width, file=sink)
+        console.print(renderable)
+    return console.export_text()

@@ -6,7 +6,7 @@ import sys
 
 from vmshm.options import UsageError, parse_size
 
-from .server import DEFAULT_SIZE, MAX_VECTORS, IvshmemServer
+from vmshm.ivshmem.server import DEFAULT_SIZE, MAX_VECTORS, IvshmemServer
 
 __all__ = ["add_arguments", "run"]
 

@@ -6,7 +6,7 @@ import sys
 
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
 
-from .lint import verilator_config
+from vmshm.harness.lint import verilator_config
 from vmshm.rtl.tops import TOPS, generate, module_name
 
 __all__ = ["add_arguments", "run"]

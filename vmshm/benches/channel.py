@@ -21,13 +21,15 @@ import time
 import uuid
 from pathlib import Path
 
-from .channel import Channel
-from .client import IvshmemPeer
-from .server import IvshmemServer
+from vmshm import ivshmem
+from vmshm.ivshmem.channel import Channel
+from vmshm.ivshmem.client import IvshmemPeer
+from vmshm.ivshmem.server import IvshmemServer
 
 __all__ = ["host_program", "floor", "guest", "SLOT"]
 
-HERE = Path(__file__).resolve().parent
+#: Where the C programs of both ends live: the ivshmem package's data.
+HERE = Path(ivshmem.__file__).resolve().parent
 SLOT = 0x10000
 DIR_MAGIC = 0x21214F47
 
@@ -215,7 +217,7 @@ class _HostEnd:
         self.error = None
 
     def pump(self):
-        from .channel import OFF_CONS_WAITING, OFF_PROD_WAITING, _fence, _record
+        from vmshm.ivshmem.channel import OFF_CONS_WAITING, OFF_PROD_WAITING, _fence, _record
         ch = self.ch
         flag = OFF_CONS_WAITING if self.role == "recv" else OFF_PROD_WAITING
         ch._set(flag, 0)
@@ -249,7 +251,7 @@ async def _rtl_guest(bus, *, name, size, plan, target, vector):
     """The guest program of the RTL rows: open the object, then each row's channel in turn."""
     from vmshm.driver_model import vmshm_probe
 
-    from .window_channel import GuestDoorbell, WindowChannel
+    from vmshm.ivshmem.window_channel import GuestDoorbell, WindowChannel
     drivers, _ = await vmshm_probe(bus)
     drv = drivers[0]
     fd = await drv.open()
@@ -290,16 +292,17 @@ def rtl_backend(backend=None):
 
     Both give exact cycles; native runs the same Verilog compiled (about 100x faster).
     """
-    from vmshm.backends import backend_missing
+    from vmshm.backends import backend_names, get_backend
     if backend is not None:
-        reason = backend_missing(backend)
-        if backend not in ("amaranth", "native"):
-            raise ValueError(f"the RTL rows run in this process: amaranth or native, not "
+        here = backend_names(in_process=True)
+        if backend not in here:
+            raise ValueError(f"the RTL rows run in this process: {' or '.join(here)}, not "
                              f"{backend!r}")
+        reason = get_backend(backend).missing()
         if reason:
             raise RuntimeError(f"backend {backend} cannot run here: {reason}")
         return backend
-    return "native" if backend_missing("native") is None else "amaranth"
+    return "native" if get_backend("native").missing() is None else "amaranth"
 
 
 def rtl(count, sizes, *, data_width=32, backend=None):
@@ -313,7 +316,7 @@ def rtl(count, sizes, *, data_width=32, backend=None):
     """
     import mmap
 
-    from vmshm.backends import simulator
+    from vmshm.backends import get_backend
     from vmshm.host_model import HostModel, ShmRegion
 
     backend = rtl_backend(backend)
@@ -341,7 +344,7 @@ def rtl(count, sizes, *, data_width=32, backend=None):
 
         host.on_doorbell = doorbell
         # The default window (1 MiB) holds 12 sizes' rings; a native build of it is shared.
-        result = simulator(backend)(
+        result = get_backend(backend).simulate(
             lambda bus: _rtl_guest(bus, name=name, size=size, plan=plan, target=0,
                                    vector=vector),
             hosts=[host], data_width=data_width)

@@ -2,9 +2,9 @@
 
 from rich.table import Table
 
+from vmshm.backends import backend_names
+from vmshm.benches import channel as bench
 from vmshm.options import UsageError
-
-from . import bench
 
 __all__ = ["add_arguments", "run", "HELP"]
 
@@ -41,7 +41,8 @@ def add_arguments(parser):
     parser.add_argument("--data-width", default="32,64", metavar="BITS,BITS",
                         help="the device's data widths for the RTL table: 32, 64 or both "
                              "(default 32,64)")
-    parser.add_argument("--backend", choices=("auto", "native", "amaranth"), default="auto",
+    parser.add_argument("--backend", choices=("auto", *backend_names(in_process=True)),
+                        default="auto",
                         help="simulator of the RTL table: native (the Verilog compiled by "
                              "Verilator) where it runs, else amaranth (default auto)")
 

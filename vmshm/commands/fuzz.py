@@ -1,10 +1,8 @@
 """``vmshm fuzz``: a random differential campaign against the golden model, on any backend."""
 
-
-from vmshm.backends import BACKENDS
+from vmshm.backends import backend_names
+from vmshm.fuzz.host import BEHAVIOURS, DEFAULT_BEHAVIOURS
 from vmshm.options import UsageError, integer
-
-from .host import BEHAVIOURS, DEFAULT_BEHAVIOURS
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -28,7 +26,7 @@ def add_arguments(p):
     p.add_argument("--transactions", "-n", type=_positive, default=1000, metavar="N",
                    help="guest transactions to draw (default 1000)")
     p.add_argument("--seed", type=_nonneg, default=1, metavar="S", help="seed (default 1)")
-    p.add_argument("--backend", choices=BACKENDS, default="amaranth")
+    p.add_argument("--backend", choices=backend_names(), default="amaranth")
     p.add_argument("--data-width", type=int, choices=(32, 64), default=32)
     p.add_argument("--window-size", type=_positive, default=4096, metavar="BYTES",
                    help="BAR1 size (default 4096; the host objects are sized from it)")
@@ -49,8 +47,8 @@ def run(args, console):
     status."""
     from vmshm.rtl import VMShmPCI
 
-    from .model import FuzzConfig
-    from .run import run_fuzz
+    from vmshm.fuzz.model import FuzzConfig
+    from vmshm.fuzz.run import run_fuzz
 
     known = {b.name for b in BEHAVIOURS}
     behaviours = [b.strip() for b in args.behaviours.split(",") if b.strip()]

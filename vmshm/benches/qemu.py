@@ -12,9 +12,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from . import image
-from .boot import boot
-from .device import FloorDevice
+from vmshm.qemu import image
+from vmshm.qemu.boot import boot
+from vmshm.qemu.device import FloorDevice
 
 __all__ = ["COUNT", "run_bench"]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from . import image
-from .boot import boot
-from .device import bar_bases, proxy_refusal
+from vmshm.qemu import image
+from vmshm.qemu.boot import boot
+from vmshm.qemu.device import bar_bases, proxy_refusal
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -71,7 +71,7 @@ def add_arguments(p):
 
 
 def _check_args(args):
-    from vmshm.backends import BACKENDS, backend_missing
+    from vmshm.backends import BACKENDS, backend_names, get_backend
     from vmshm.checks import check_object_size
     from vmshm.host_model import check_name
 
@@ -84,10 +84,12 @@ def _check_args(args):
         check_object_size(args.create, "--create")
     if args.backend is not None and args.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
-    if args.backend not in (None, "amaranth", "native"):
-        raise ValueError(f"--backend {args.backend}: only the amaranth and native backends serve "
-                         f"QEMU so far (the device side is a guest-bus function; the cocotb ones "
-                         f"run it in another process, which cannot take QEMU's socket yet)")
+    serving = backend_names(in_process=True)
+    if args.backend not in (None, *serving):
+        raise ValueError(f"--backend {args.backend}: only the {' and '.join(serving)} backends "
+                         f"serve QEMU so far (the device side is a guest-bus function; the "
+                         f"cocotb ones run it in another process, which cannot take QEMU's "
+                         f"socket yet)")
     if args.run is not None and not Path(args.run).is_file():
         raise ValueError(f"--run {args.run}: no such file")
     if args.run is not None and args.bench:
@@ -108,10 +110,10 @@ def _check_args(args):
                          "and --bench")
     if not args.timeout > 0:
         raise ValueError(f"--timeout must be a positive number of seconds, not {args.timeout}")
-    if args.backend == "native":
-        missing = backend_missing("native")
+    if args.backend is not None:
+        missing = get_backend(args.backend).missing()
         if missing:
-            raise ValueError(f"--backend native: {missing}")
+            raise ValueError(f"--backend {args.backend}: {missing}")
 
 
 def choose_backend(args, console):
@@ -120,10 +122,10 @@ def choose_backend(args, console):
     The native backend serves a guest access about a hundred times faster, which is what a
     booted guest waits for; an explicit ``--backend`` is kept as given.
     """
-    from vmshm.backends import backend_missing
+    from vmshm.backends import get_backend
 
     if args.backend is None:
-        missing = backend_missing("native")
+        missing = get_backend("native").missing()
         args.backend = "amaranth" if missing else "native"
         if missing:
             console.print(f"note: serving with the amaranth backend (native cannot run here: "
@@ -226,10 +228,10 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
         region.close()
 
     if args.bench:
-        from .bench import run_bench
+        from vmshm.benches.qemu import run_bench
         return run_bench(args, console, parts, params)
     if args.doorbell_bench:
-        from .doorbell import run_bench
+        from vmshm.benches.doorbell import run_bench
         return run_bench(args, console, parts, params)
 
     if args.run:

@@ -3,15 +3,17 @@
 import math
 from pathlib import Path
 
-from vmshm.checks import check_output_file
-from vmshm.console import note
+from vmshm.backends import backend_names
+from vmshm.console import note, plain_text
+from vmshm.harness.checks import check_output_file
 from vmshm.options import add_core_args, core_args, integer
 
-from .model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams, _fmt_time, _with,
-                    parse_sweep, pcie_flags, recommend_host_timeout, total)
-from .report import _agree, _fmt, rich_table, write_outputs
-from .runs import measure_host_latency, run_sweep
-from .waves import write_waveforms
+from vmshm.timing.model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams,
+                                _fmt_time, _with, parse_sweep, pcie_flags, recommend_host_timeout,
+                                total)
+from vmshm.timing.report import _agree, _fmt, rich_table, write_outputs
+from vmshm.timing.runs import measure_host_latency, run_sweep
+from vmshm.timing.waves import write_waveforms
 
 __all__ = ["add_arguments", "run", "run_cli"]
 
@@ -59,8 +61,7 @@ def add_arguments(p):
     p.add_argument("--repeat", type=_count, metavar="N",
                    help="transactions averaged per point (default 1, or 64 with back-pressure)")
     p.add_argument("--seed", type=int, default=0, help="seed of the host's back-pressure")
-    p.add_argument("--backend", choices=("amaranth", "verilator", "icarus", "native"),
-                   default="amaranth",
+    p.add_argument("--backend", choices=backend_names(), default="amaranth",
                    help="simulator (default amaranth; the cocotb ones need their runner to "
                         "pass back the host BFM's event stamps)")
     p.add_argument("--clock", type=float, metavar="MHZ",
@@ -120,8 +121,8 @@ def _doorbells(args, console, core):
 
     from vmshm.backends import run_function
 
-    from .model import (doorbell_to_host_cycles, doorbell_write_cycles, ring_to_intx_cycles,
-                        ring_to_msi_cycles)
+    from vmshm.timing.model import (doorbell_to_host_cycles, doorbell_write_cycles,
+                                    ring_to_intx_cycles, ring_to_msi_cycles)
     with console.status(f"measuring doorbells on {args.backend}..."):
         got = run_function("vmshm.timing.runs:measure_doorbells", backend=args.backend,
                            **core).value
@@ -152,7 +153,7 @@ def run_cli(args, console, core):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn)
 
-    from vmshm.backends import backend_missing
+    from vmshm.backends import get_backend
 
     sweep, values = parse_sweep(args.sweep) if args.sweep else (None, [None])
     if args.waveform and sweep:
@@ -165,7 +166,7 @@ def run_cli(args, console, core):
         raise ValueError(f"--repeat must be at least 1, not {args.repeat}")
     if args.clock is not None and not args.clock > 0:
         raise ValueError(f"--clock must be a positive frequency in MHz, not {args.clock}")
-    reason = backend_missing(args.backend)
+    reason = get_backend(args.backend).missing()
     if reason:
         raise ValueError(f"--backend {args.backend} cannot run here: {reason}")
     clock_hz = args.clock * 1e6 if args.clock else None
@@ -230,7 +231,7 @@ def run_cli(args, console, core):
     if clock_hz:
         extra.update(_report_clock(points, base, clock_hz, console))
     paths = write_outputs(points, args.out, sweep=sweep, clock_hz=clock_hz,
-                          backend=args.backend, extra=extra, table=table)
+                          backend=args.backend, extra=extra, table_text=plain_text(table))
     for kind in ("table", "csv", "json", "png"):
         if paths[kind] is None:
             console.print(note("no timing.png: matplotlib is missing "

@@ -1,5 +1,6 @@
 """The ``vmshm scenario`` command: list the suite, or run one scenario on a backend."""
 
+from vmshm.backends import backend_names
 from vmshm.options import UsageError
 
 __all__ = ["add_arguments", "run"]
@@ -8,25 +9,27 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser):
     """Add ``vmshm scenario``'s options to ``parser``."""
     parser.add_argument("name", nargs="?", metavar="NAME", help="scenario to run")
-    parser.add_argument("--backend", choices=("amaranth", "verilator", "icarus", "native"),
-                        default="amaranth", help="simulator (default amaranth)")
+    parser.add_argument("--backend", choices=backend_names(), default="amaranth",
+                        help="simulator (default amaranth)")
     parser.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
                         help="data path width in bits (default 32)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the scenario's random choices")
     parser.add_argument("--waves", nargs="?", const="", metavar="FILE",
                         help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
     parser.add_argument("--top", choices=("pci", "usp"), default="pci",
-                        help="the device: the soft PCI function (default), or the UltraScale+ "
-                             "PCIe top behind cocotbext-pcie's root complex (icarus, verilator)")
+                        help=f"the device: the soft PCI function (default), or the UltraScale+ "
+                             f"PCIe top behind cocotbext-pcie's root complex "
+                             f"({', '.join(sorted(backend_names(pcie=True)))})")
     parser.add_argument("--axis-width", type=int, choices=(64, 256), default=64, metavar="W",
                         help="--top usp: the AXI-stream width, 64 (default) or 256")
 
 
 def _run_usp(args, waves):
-    from vmshm.testbench.pcie import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
-    if args.backend not in ("icarus", "verilator"):
-        raise UsageError("--top usp runs on --backend icarus or verilator (cocotbext-pcie's "
-                         "root complex runs under cocotb)")
+    from vmshm.scenarios import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
+    pcie = " or ".join(sorted(backend_names(pcie=True)))
+    if args.backend not in backend_names(pcie=True):
+        raise UsageError(f"--top usp runs on --backend {pcie} (cocotbext-pcie's root complex "
+                         f"runs under cocotb)")
     if waves and args.backend != "icarus":
         raise UsageError("--waves with --top usp needs --backend icarus")
     if args.data_width != 32:
@@ -41,7 +44,7 @@ def run(args, console):
     """Run ``vmshm scenario`` with parsed ``args`` and return the exit status."""
     from rich.table import Table
 
-    from vmshm.backends import backend_missing
+    from vmshm.backends import get_backend
     from vmshm.scenarios import SCENARIOS
 
     if args.name is None:
@@ -57,11 +60,11 @@ def run(args, console):
         return 0
     if args.name not in SCENARIOS:
         raise UsageError(f"no scenario named {args.name!r}; `vmshm scenario` lists them")
-    reason = backend_missing(args.backend)
+    reason = get_backend(args.backend).missing()
     if reason:
         raise UsageError(f"--backend {args.backend} cannot run here: {reason}")
-    from vmshm.backends import run_scenario
-    from vmshm.checks import check_output_file
+    from vmshm.harness.checks import check_output_file
+    from vmshm.scenarios import run_scenario
     waves = args.waves
     if waves == "":
         waves = f"{args.name}-{args.backend}-{args.data_width}.vcd"

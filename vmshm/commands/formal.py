@@ -1,0 +1,50 @@
+"""``vmshm formal``: check the formal properties with SymbiYosys and print one line each.
+
+The properties are :mod:`vmshm.formal.props`, the runs :mod:`vmshm.formal.run`; this module
+checks the command line and prints each outcome: proved, bounded to N cycles, or FAILED with the
+counterexample's VCD.
+"""
+
+from vmshm.formal.run import FULL_DEPTH, TASKS, check, ci_depth, missing_tools
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(p):
+    """Add ``vmshm formal``'s options to the parser ``p``."""
+    p.add_argument("properties", nargs="*", metavar="NAME",
+                   help="checks to run (default: all): " + ", ".join(n for n, _, _ in TASKS))
+    p.add_argument("--depth", type=int, default=None, metavar="N",
+                   help="depth in cycles for every check (default: each check's CI depth, "
+                        "8 to 23 cycles, as the tests use)")
+    p.add_argument("--full", action="store_true",
+                   help=f"the full depth, {FULL_DEPTH} cycles for every check: tens of minutes "
+                        f"each")
+    p.add_argument("--prove", action="store_true",
+                   help="try k-induction first (it does not close for these properties without "
+                        "strengthening invariants; bounded checks are the default)")
+    p.add_argument("--out", default="vmshm-formal", metavar="DIR",
+                   help="where SymbiYosys works and leaves traces (default ./vmshm-formal)")
+
+
+def run(args, console):
+    """Run ``vmshm formal`` and return its exit status."""
+    names = [n for n, _, _ in TASKS]
+    for n in args.properties:
+        if n not in names:
+            raise ValueError(f"no property named {n!r}; choose from {', '.join(names)}")
+    depth = args.depth if args.depth is not None else (FULL_DEPTH if args.full else None)
+    if depth is not None and depth < 1:
+        raise ValueError(f"--depth must be a positive number of cycles, not {depth}")
+    reason = missing_tools()
+    if reason:
+        raise ValueError(reason)
+    failed = 0
+    for name, top, prop in TASKS:
+        if args.properties and name not in args.properties:
+            continue
+        outcome = check(name, top, prop, depth=depth or ci_depth(name), out=args.out,
+                        induction=args.prove)
+        console.print(outcome.line(), markup=False, highlight=False)
+        failed += outcome.status in ("failed", "error")
+    return 1 if failed else 0
