@@ -103,7 +103,7 @@ def synthesize_all(args, console, params_for):
     configuration's parameters. Return the exit status.
     """
     from vmshm.rtl.tops import generate
-    from .xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
+    from vmshm.fpga.xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
 
     if args.json and os.path.isdir(args.json):
         raise ValueError(f"--json needs a file name, not the folder {args.json!r}")
