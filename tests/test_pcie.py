@@ -15,18 +15,18 @@ import sys
 
 import pytest
 
+from conftest import require_backend
 from vmshm.abi import pci_regs as P
 from vmshm.abi.regmap import ABI_VERSION, CAP_OFFSET, DEFAULT_WINDOW_SIZE, DEVICE_ID
+from vmshm.backends import backend_names
 from vmshm.rtl import VMShmPCI, VMShmUSP
-from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
-from vmshm.scenarios import SCENARIOS
-from vmshm.testbench.pcie import DEFAULT_HOST_ADDR, PcieJob, run_pcie
-from vmshm.scenarios.run import PCIE_SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
 from vmshm.rtl.tops import generate
+from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
+from vmshm.scenarios import PCIE_SCENARIOS, SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
+from vmshm.testbench.pcie import DEFAULT_HOST_ADDR, PcieJob, run_pcie
 
-from conftest import require_backend
-
-SIMS = ("icarus", "verilator")
+#: The backends that run the UltraScale+ top behind the root complex, from the registry.
+SIMS = tuple(sorted(backend_names(pcie=True)))
 WIDTHS = (64, 256)
 #: Each simulator at each width once across a pair of tests: the full cross product would double
 #: the run time and add no path (the widths differ in the shim's gearboxes, not the simulator).
