@@ -4,9 +4,10 @@ The header is generated from :mod:`vmshm.regmap`, never written by hand; ``vmshm
 prints it, and the test suite checks the committed copy is fresh.
 """
 
+from vmshm.config_space import CAP_OFFSET, MSI_CAP_OFFSET
 from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_ID_VNDR,
-                          CAP_LEN, CAP_OFFSET, CAP_VERSION, CAPABILITY, DEFAULT_NAME_SIZE,
-                          DEFAULT_WINDOW_SIZE, DEVICE_ID, MSI_CAP_OFFSET, NAME_MAX, PCI_DEVICE_ID,
+                          CAP_LEN, CAP_VERSION, CAPABILITY, DEFAULT_NAME_SIZE,
+                          DEFAULT_WINDOW_SIZE, DEVICE_ID, NAME_MAX, PCI_DEVICE_ID,
                           PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REGISTERS,
                           VECTORS, Status)
 

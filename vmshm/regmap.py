@@ -17,8 +17,8 @@ __all__ = [
     "ACCESS", "Field", "Register", "REGISTERS", "REG", "Status", "STATUS_TEXT", "CtlOp",
     "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
     "PCI_VENDOR_ID", "PCI_DEVICE_ID", "PCI_SUBSYSTEM_VENDOR_ID", "PCI_SUBSYSTEM_ID",
-    "PCI_REVISION", "CAP_OFFSET", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
-    "CAP_ID_VNDR", "capability_bytes", "MSI_CAP_OFFSET", "VECTORS",
+    "PCI_REVISION", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
+    "CAP_ID_VNDR", "capability_bytes", "VECTORS",
     "render_markdown",
 ]
 
@@ -45,8 +45,6 @@ PCI_DEVICE_ID = 0x6661
 PCI_SUBSYSTEM_VENDOR_ID = 0x1AF4
 PCI_SUBSYSTEM_ID = 0x1100
 PCI_REVISION = 0x01
-#: Where the vendor-specific capability sits in configuration space.
-CAP_OFFSET = 0x40
 
 
 @dataclass(frozen=True)
@@ -78,10 +76,6 @@ CAP_LEN = 0x14
 CAP_VERSION = 1
 #: PCI's capability ID of a vendor-specific capability (PCI_CAP_ID_VNDR).
 CAP_ID_VNDR = 0x09
-#: Where the soft front end's MSI capability sits: past the PCI Express capability (0x60 to
-#: 0x9B), since a 64-bit MSI capability (14 bytes) does not fit between 0x54 and 0x60. In the
-#: capability list it still comes between the two: 0x40 -> MSI -> 0x60.
-MSI_CAP_OFFSET = 0xA0
 #: Interrupt vectors of the doorbell registers: INTR_MASK and INTR_STATUS have one bit each.
 VECTORS = 32
 
@@ -297,8 +291,9 @@ def render_markdown():
             f"Vendor:device {PCI_VENDOR_ID:04x}:{PCI_DEVICE_ID:04x} (the original VMShm's), "
             f"subsystem {PCI_SUBSYSTEM_VENDOR_ID:04x}:{PCI_SUBSYSTEM_ID:04x}, revision "
             f"{PCI_REVISION}, class 0x050000 (memory controller, RAM). All are build "
-            f"parameters of the soft PCI front end. A vendor-specific capability (ID 0x09) at "
-            f"{CAP_OFFSET:#04x} in configuration space tells a driver where everything is:", "",
+            f"parameters of the soft PCI front end. A vendor-specific capability (ID 0x09) in "
+            f"configuration space tells a driver where everything is (where it sits: "
+            f"[config_space.md](config_space.md)):", "",
             "| offset | size | field | meaning |", "|---|---|---|---|"]
     for f in CAPABILITY:
         out.append(f"| +{f.offset:#04x} | {f.size} | {f.name} | {f.doc} |")
@@ -315,15 +310,15 @@ def render_markdown():
             "| Status bit 3 (Interrupt Status) | `irq`, whatever Interrupt Disable says |",
             "| INTx (the function's `intx` output) | `irq` and not Interrupt Disable and not "
             "MSI Enable |",
-            f"| MSI capability ({MSI_CAP_OFFSET:#04x}) | ID 0x05, single message, 64-bit "
-            "address, no per-vector masking; in the capability list between the vendor "
-            "capability and the PCI Express capability (0x60) |",
+            "| MSI capability | ID 0x05, single message, 64-bit address, no per-vector "
+            "masking; in the capability list between the vendor capability and the PCI "
+            "Express capability ([config_space.md](config_space.md) has the offsets) |",
             "| MSI message (the function's `msi` output) | one write of Message Data to Message "
             "Address per `irq_msg` pulse while MSI Enable and Bus Master Enable are set |", "",
             "The MSI capability's registers, as offsets from its start:", "",
             "| offset | size | register | access |", "|---|---|---|---|",
             "| +0x00 | 1 | Capability ID (0x05) | constant |",
-            "| +0x01 | 1 | Next pointer (0x60) | constant |",
+            "| +0x01 | 1 | Next pointer (the PCI Express capability's offset) | constant |",
             "| +0x02 | 2 | Message Control: bit 0 MSI Enable (RW), bits 3:1 Multiple Message "
             "Capable (0: one), bits 6:4 Multiple Message Enable (reads 0), bit 7 64-bit "
             "capable (1) | RW bit 0 |",
