@@ -14,8 +14,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from vmshm import pci_regs as P
-from vmshm.config_space import (CAP_OFFSET, CLASS_CODE, ConfigState, vmshm_bars,
-                                vmshm_config_space)
+from vmshm.config_space import CAP_OFFSET, CLASS_CODE, vmshm_bars, vmshm_config_space
 from vmshm.regmap import (BAR0_SIZE, CAP_LEN, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE,
                           PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
                           PCI_VENDOR_ID)
@@ -52,12 +51,14 @@ class VMShmPCI(wiring.Component):
 
     BAR0 holds the registers, BAR1 the window (prefetchable; with ``window_64bit`` a 64-bit BAR
     that also takes BAR2's register), and the next free BAR the name buffer (BAR2, or BAR3 with a
-    64-bit window). A vendor-specific capability at 0x40 tells the driver the indices and sizes.
+    64-bit window). A vendor-specific capability tells the driver the indices and sizes.
     Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
     ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR. A PCI
-    Express capability at 0x60 offers Function Level Reset: setting Initiate FLR in its Device
+    Express capability offers Function Level Reset: setting Initiate FLR in its Device
     Control register resets the core as ``rst`` does (the host hears of it as a RESET) and
-    clears the command register and the BARs.
+    clears the command register, the BARs and MSI's registers. The header and the capabilities
+    (where each sits, what a write does to each field) are
+    :func:`~vmshm.config_space.vmshm_config_space`'s; ``docs/config_space.md`` lists them.
 
     Parameters
     ----------
@@ -161,10 +162,7 @@ class VMShmPCI(wiring.Component):
 
     def capability(self):
         """Return VMShm's vendor-specific capability as the bytes this function presents."""
-        state = ConfigState(self._config)
-        live = {f.name: 0 for f in self._config.of_kind("live")}
-        return b"".join(state.read(CAP_OFFSET + i, live).to_bytes(4, "little")
-                        for i in range(0, CAP_LEN, 4))[:CAP_LEN]
+        return self._config.reset_bytes(CAP_OFFSET, CAP_LEN)
 
     @property
     def window_size(self):

@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import pytest
+from amaranth.hdl import Fragment
 
 from vmshm import pci_regs as P
 from vmshm.config_space import (CAP_OFFSET, CAPABILITIES, EXP_CAP_OFFSET, MSI_CAP_OFFSET,
@@ -285,6 +286,16 @@ def test_rtl_model_and_floor_agree_dword_by_dword(data_width):
                                  f"{b:#010x}, floor {c:#010x}")
     assert rtl[0][CAP_OFFSET // 4] & 0xFF == P.PCI_CAP_ID_VNDR, "the reads reached the function"
     assert rtl[1] != rtl[2], "the writes reached the function"
+
+
+def test_the_function_presents_the_capability_bytes_of_the_register_map():
+    from vmshm.regmap import capability_bytes
+    from vmshm.rtl import VMShmPCI
+    fn = VMShmPCI(window_size=WINDOW, name_size=NAMES, window_64bit=True)
+    assert fn.capability() == capability_bytes(window_size=WINDOW, name_size=NAMES, regs_bar=0,
+                                               window_bar=1, name_bar=3,
+                                               next_ptr=MSI_CAP_OFFSET)
+    Fragment.get(fn, None)      # elaborated, as a build would (and no unused-warning later)
 
 
 def test_description_follows_the_build_parameters():

@@ -253,6 +253,15 @@ class ConfigSpace:
         """Return the fields of the given kinds, in order."""
         return [f for f in self.fields if f.kind in kinds]
 
+    def reset_bytes(self, offset, length):
+        """Return the ``length`` bytes at ``offset`` as they read out of reset, live fields 0."""
+        state = ConfigState(self)
+        live = {f.name: 0 for f in self.of_kind("live")}
+        start = offset & ~3
+        raw = b"".join(state.read(d, live).to_bytes(4, "little")
+                       for d in range(start, offset + length, 4))
+        return raw[offset - start:offset - start + length]
+
 
 class ConfigState:
     """The registers of a :class:`ConfigSpace` in Python: what a model of the function keeps.
