@@ -112,7 +112,7 @@ def _fail(console, code, message):
 
 def main(argv=None):
     """Run the ``vmshm`` command line and return its exit status."""
-    from vmshm.console import make_console
+    from vmshm.console import escaped, make_console
 
     # Names, object content, paths and messages are printed as they are: see vmshm.console.
     console = make_console()
@@ -130,7 +130,8 @@ def main(argv=None):
         err.print(f"vmshm {args.command}: {exc}", style="red")
         return 2
     except OSError as exc:
-        name = exc.filename if exc.filename is not None else ""
+        # A name or path may hold terminal escape bytes: printed escaped, never executed.
+        name = escaped(exc.filename) if exc.filename is not None else ""
         return _fail(err, exc.errno or errno.EIO,
                      f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
     except AssertionError as exc:
