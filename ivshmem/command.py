@@ -70,12 +70,21 @@ def render_bench(figures):
 
 
 def bench_pattern():
-    """Return a regular expression that matches what :func:`render_bench` prints, any figures."""
+    """Return a regular expression that matches what :func:`render_bench` prints, any figures
+    (each printed as its format says: ``.2f`` two decimals, no format a whole number)."""
+    def field(name, spec):
+        if name in ("date", "machine"):
+            return r".+"
+        decimals = re.fullmatch(r"\.(\d+)f", spec)
+        if decimals:
+            n = int(decimals.group(1))
+            return r"-?[0-9]+" + (rf"\.[0-9]{{{n}}}" if n else "")
+        return r"-?[0-9]+(?:\.[0-9]+)?" if spec == "g" else r"-?[0-9]+"
+
     def line(template):
         out, pos = [], 0
-        for m in re.finditer(r"\{(\w+)(?::[^}]*)?\}", template):
-            out.append(re.escape(template[pos:m.start()]))
-            out.append(r".+" if m.group(1) in ("date", "machine") else r"-?[0-9]+(?:\.[0-9]+)?")
+        for m in re.finditer(r"\{(\w+)(?::([^}]*))?\}", template):
+            out += [re.escape(template[pos:m.start()]), field(m.group(1), m.group(2) or "")]
             pos = m.end()
         return "".join(out) + re.escape(template[pos:])
     return "\n".join(line(t) for t in BENCH_LINES)

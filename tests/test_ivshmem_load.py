@@ -224,9 +224,11 @@ def test_the_doc_shows_what_the_bench_prints():
 
 
 def test_the_shape_check_catches_a_changed_line():
-    figures = dict.fromkeys(re.findall(r"\{(\w+)", "".join(BENCH_LINES)), 1.5)
+    fields = re.findall(r"\{(\w+)(:[^}]*)?\}", "".join(BENCH_LINES))
+    figures = {name: 1.5 if spec else 7 for name, spec in fields}
     figures.update(date="2026-01-01 00:00 UTC", machine="a machine")
     printed = render_bench(figures)
     assert re.fullmatch(bench_pattern(), printed)
     assert not re.fullmatch(bench_pattern(), printed.replace("p99", "p95"))
-    assert not re.fullmatch(bench_pattern(), printed.replace("1.5 ms", "fast", 1))
+    assert not re.fullmatch(bench_pattern(), printed.replace("p50 1.5 ms", "p50 fast", 1))
+    assert not re.fullmatch(bench_pattern(), printed.replace("p50 1.5 ms", "p50 1.50 ms", 1))
