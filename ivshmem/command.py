@@ -41,8 +41,8 @@ def add_arguments(parser):
                              "socket and object: peers join, one in ten stops reading, the rest "
                              "ring each other; print join latency, rings/s, how soon the silent "
                              "peers are disconnected and the server's memory")
-    parser.add_argument("--peers", type=integer(3), default=256, metavar="N",
-                        help="peers in the --bench group (default 256)")
+    parser.add_argument("--peers", type=integer(3), default=None, metavar="N",
+                        help="peers in the --bench group, 3..4096 (default 256)")
 
 
 #: What ``--bench`` prints, line by line: ``{field}`` is a figure of :func:`.load.measure`.
@@ -92,12 +92,16 @@ def bench_pattern():
 
 def _bench(args, console):
     from .load import measure
-    console.print(f"measuring: {args.peers} peers join, one in ten stops reading, the rest ring "
+    peers = 256 if args.peers is None else args.peers
+    if peers > 4096:
+        raise UsageError(f"--peers {peers}: at most 4096 (this process holds a socket and "
+                         f"eventfds for each)")
+    console.print(f"measuring: {peers} peers join, one in ten stops reading, the rest ring "
                   f"each other while more join and leave (a peer that reads nothing for "
                   f"{STALL_TIMEOUT:g} s with its socket buffer full, or lets {QUEUE_LIMIT} "
                   f"messages pile up beyond it, is disconnected)", markup=False, highlight=False)
     console.file.flush()
-    console.print(render_bench(measure(peers=args.peers)), markup=False, highlight=False)
+    console.print(render_bench(measure(peers=peers)), markup=False, highlight=False)
     return 0
 
 
@@ -105,6 +109,8 @@ def run(args, console):
     """Check every argument, open the object, listen; serve in the foreground or detached."""
     if args.bench:
         return _bench(args, console)
+    if args.peers is not None:
+        raise UsageError("--peers goes with --bench")
     size = args.size
     if size is not None:
         check_object_size(size, "-l")
