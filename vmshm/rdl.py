@@ -18,6 +18,7 @@ sit :func:`spacing` bytes apart in it; only offsets inside a block mean anything
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ ACCESS_RDL = {
     "W1C": RdlAccess(
         {"sw": "rw", "hw": "w", "onwrite": "woclr", "stickybit": True}, False,
         {"access": "read-write", "volatile": "true", "modifiedWriteValue": "oneToClear"},
-        "Bits the hardware sets and keep (`stickybit`) until software writes 1 to them "
+        "Bits the hardware sets, each kept (`stickybit`) until software writes 1 to it "
         "(`onwrite = woclr`). INTR_STATUS is also `intr`; that INTR_MASK enables it is said in "
         "its description: `enable = INTR_MASK.VALUE` is a reference, which peakrdl-systemrdl "
         "cannot write."),
@@ -353,6 +354,7 @@ def python_layer(window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE):
             # Whole or not at all: another process may be generating the same layer.
             staging.rename(final)
         except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
             if not final.exists():
                 raise
     # A name of its own, so the generated package named "vmshm" never shadows this one.
