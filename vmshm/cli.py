@@ -44,9 +44,11 @@ def _commands():
                         "requests tagged with a BAR) or the PCI function (vmshm_pci, with its "
                         "configuration space).")),
         ("regs", regs, dict(
-            help="print the register map (Markdown, or the guest's C header)",
-            description="Print docs/registers.md as rendered from the one register definition, "
-                        "vmshm/regmap.py; --c-header prints guest/vmshm_regs.h instead.")),
+            help="print the register map: Markdown, the guest's C header, SystemRDL, IP-XACT, "
+                 "HTML or a PeakRDL C header",
+            description="Print the one register definition, vmshm/regmap.py, as docs/registers.md "
+                        "(the default), guest/vmshm_regs.h, or through the PeakRDL exporters from "
+                        "a SystemRDL model of it: SystemRDL, IP-XACT, HTML, a C header.")),
         ("bench", bench, dict(
             help="measure simulation speed on each backend",
             description="Run a fixed workload (probe, open, 64 KiB written and read back through "
