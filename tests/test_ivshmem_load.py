@@ -10,6 +10,7 @@ output; a test here checks it still has the shape the command prints.
 import os
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from uuid import uuid4
 
 import pytest
 
-from vmshm.ivshmem import IvshmemPeer, IvshmemServer
+from vmshm.ivshmem import IvshmemPeer, IvshmemServer, ProtocolError
 from vmshm.ivshmem.command import BENCH_LINES, bench_pattern, render_bench
 from vmshm.ivshmem.load import measure
 from vmshm.ivshmem.protocol import Reader, send_message
@@ -178,6 +179,48 @@ def test_a_ring_never_blocks_on_an_eventfd_nobody_reads(group):
         assert time.monotonic() - t0 < 0.5
         assert b.wait(timeout=1) == 2**64 - 2
         assert a.ring(b.id) is True and b.wait(timeout=1) == 1
+
+
+_FEW_FDS = """
+import resource, sys
+from vmshm.ivshmem.server import IvshmemServer
+srv = IvshmemServer(sys.argv[1], sys.argv[2], size=65536, log=lambda line: print(line, flush=True))
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[3]), resource.getrlimit(
+    resource.RLIMIT_NOFILE)[1]))
+print("ready", flush=True)
+srv.serve_forever()
+"""
+
+
+def _cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_out_of_descriptors_it_refuses_and_recovers_without_spinning(group):
+    # 20 descriptors: the server's own 8 or so, then 2 a peer (its socket and eventfd).
+    proc = subprocess.Popen([sys.executable, "-c", _FEW_FDS, group.sock, group.name, "20"],
+                            stdout=subprocess.PIPE, text=True)
+    peers = []
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(ProtocolError):
+            for _ in range(20):
+                peers.append(IvshmemPeer.connect(group.sock, timeout=1))
+        assert 3 <= len(peers) < 10
+        cpu = _cpu_seconds(proc.pid)
+        time.sleep(1)
+        assert _cpu_seconds(proc.pid) - cpu < 0.3         # paused, not spinning on accept
+        peers.pop().close()
+        _wait(lambda: len(peers[0].peers) == len(peers) - 1)
+        peers.append(IvshmemPeer.connect(group.sock, timeout=5))      # room again
+        assert proc.poll() is None
+    finally:
+        for p in peers:
+            p.close()
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert "refused a client" in out or "cannot accept a client now" in out, out
 
 
 def test_rings_and_waits_keep_their_bounds_on_blocking_eventfds():
