@@ -185,10 +185,13 @@ def test_write_rules_by_kind():
     assert (state["rw"], state["sticky"]) == (0, 0xF)
 
 
-def test_the_generated_document_is_fresh():
+def test_the_generated_document_is_fresh(tmp_path):
     assert DOC.read_text() == render_markdown(), (
-        "docs/config_space.md is stale: run `python -m vmshm.config_space > "
+        "docs/config_space.md is stale: run `vmshm regs --format config-space -o "
         "docs/config_space.md`")
+    from vmshm.cli import main
+    assert main(["regs", "--format", "config-space", "-o", str(tmp_path / "c.md")]) == 0
+    assert (tmp_path / "c.md").read_text() == DOC.read_text()
 
 
 # -- the RTL, the fuzz model and the floor device agree ----------------------------------------

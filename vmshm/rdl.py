@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmshm import regmap
+from vmshm.config_space import CAP_OFFSET
 from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_LEN,
-                          CAP_OFFSET, CAPABILITY, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE,
-                          PCI_DEVICE_ID, PCI_VENDOR_ID, REGISTERS, capability_bytes)
+                          CAPABILITY, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID,
+                          PCI_VENDOR_ID, REGISTERS, capability_bytes)
 
 __all__ = ["EXTRA_HINT", "MissingExtra", "RdlAccess", "ACCESS_RDL", "INTERRUPT", "PARAMETERS",
            "WHOLE", "BLOCKS", "EXPORT_FORMATS", "spacing", "block_bases", "locate", "field_access",

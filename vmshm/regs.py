@@ -1,9 +1,13 @@
-"""``vmshm regs``: the register map as docs/registers.md, the guest's C header, or through PeakRDL."""
+"""``vmshm regs``: the register map as docs/registers.md, the guest's C header, or through PeakRDL.
+
+Also docs/config_space.md, the soft function's configuration space.
+"""
 
 import os
 import sys
 import tempfile
 
+from vmshm import config_space
 from vmshm.cheader import render_c_header
 from vmshm.options import UsageError
 from vmshm.rdl import EXPORT_FORMATS, access_markdown, export
@@ -11,15 +15,15 @@ from vmshm.regmap import render_markdown
 
 __all__ = ["FORMATS", "add_arguments", "run", "render"]
 
-#: ``--format`` values: the two the project renders itself, then the PeakRDL exports.
-FORMATS = ("markdown", "guest-header", *EXPORT_FORMATS)
+#: ``--format`` values: the three the project renders itself, then the PeakRDL exports.
+FORMATS = ("markdown", "guest-header", "config-space", *EXPORT_FORMATS)
 
 
 def add_arguments(parser):
     """Add ``vmshm regs``'s options to ``parser``."""
     parser.add_argument("--format", choices=FORMATS, default="markdown",
                         help="markdown: docs/registers.md (the default); guest-header: "
-                             "guest/vmshm_regs.h; systemrdl, ipxact (IEEE 1685-2014), html (a "
+                             "guest/vmshm_regs.h; config-space: docs/config_space.md; systemrdl, ipxact (IEEE 1685-2014), html (a "
                              "directory: needs -o), c-header: exported by the PeakRDL tools "
                              "(pip install 'vmshm[regs]')")
     parser.add_argument("-o", "--output", metavar="PATH",
@@ -32,6 +36,8 @@ def render(fmt):
         return render_markdown() + access_markdown()
     if fmt == "guest-header":
         return render_c_header()
+    if fmt == "config-space":
+        return config_space.render_markdown()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "out")
         export(fmt, path)
