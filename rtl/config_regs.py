@@ -28,12 +28,13 @@ class ConfigRegisters(wiring.Component):
 
     Members
     -------
-    rd_addr : ``In(12)``
-        Byte address of the word ``rd_data`` shows; words past the 256-byte space read 0.
+    rd_addr : ``In(12 - log2(data_width // 8))``
+        Word address (byte address over the word's bytes) of the word ``rd_data`` shows; words
+        past the 256-byte space read 0.
     rd_data : ``Out(data_width)``
     we : ``In(1)``
         Write ``wr_data`` under byte enables ``wr_be`` to the word at ``wr_addr`` on this edge.
-    wr_addr : ``In(12)``
+    wr_addr : ``In(12 - log2(data_width // 8))``
     wr_data : ``In(data_width)``
     wr_be : ``In(data_width // 8)``
     flr : ``In(1)``
@@ -51,9 +52,11 @@ class ConfigRegisters(wiring.Component):
     def __init__(self, space, data_width):
         self._space = space
         self._data_width = data_width
+        # Configuration requests address 4 KiB; a word address drops the bytes within the word.
+        aw = 12 - exact_log2(data_width // 8)
         members = {
-            "rd_addr": In(12), "rd_data": Out(data_width),
-            "we": In(1), "wr_addr": In(12), "wr_data": In(data_width),
+            "rd_addr": In(aw), "rd_data": Out(data_width),
+            "we": In(1), "wr_addr": In(aw), "wr_data": In(data_width),
             "wr_be": In(data_width // 8), "flr": In(1),
         }
         for f in space.fields:
@@ -83,7 +86,7 @@ class ConfigRegisters(wiring.Component):
         wb = self._data_width // 8
         wshift = exact_log2(wb)
 
-        with m.Switch(self.rd_addr[wshift:]):
+        with m.Switch(self.rd_addr):
             for word in range(P.PCI_CFG_SPACE_SIZE // wb):
                 with m.Case(word):
                     m.d.comb += self.rd_data.eq(Cat(*(self._dword(word * wb + 4 * lane)
@@ -100,7 +103,7 @@ class ConfigRegisters(wiring.Component):
 
         for lane in range(wb // 4):
             off = Signal(12, name=f"wr_off{lane}")
-            m.d.comb += off.eq((self.wr_addr[wshift:] << wshift) + 4 * lane)
+            m.d.comb += off.eq((self.wr_addr << wshift) + 4 * lane)
             d = self.wr_data.word_select(lane, 32)
             e = self.wr_be.word_select(lane, 4)
             for offset, fields in space.dwords.items():

@@ -221,7 +221,7 @@ class VMShmPCI(wiring.Component):
 
         cfg_addr = Signal(12)       # byte offset of the current word in configuration space
         cfg_word = regs.rd_data
-        m.d.comb += [regs.rd_addr.eq(cfg_addr), regs.wr_addr.eq(req.addr[:12]),
+        m.d.comb += [regs.rd_addr.eq(cfg_addr[wshift:]), regs.wr_addr.eq(req.addr[wshift:12]),
                      regs.wr_data.eq(req.data), regs.wr_be.eq(req.be)]
 
         # -- memory decode: which BAR, if any, claims the request's address ----------------------
