@@ -5,11 +5,12 @@ where it tightens them), not only against VMShm's own constants.
 """
 
 from vmshm.abi import pci_regs as P
+from vmshm.abi.config_space import MSI_CAP_OFFSET
 from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable_device,
                                 pci_set_master)
-from vmshm.abi.regmap import (ABI_VERSION, CAP, CAP_LEN, CAP_VERSION, DEVICE_ID, MSI_CAP_OFFSET,
-                              PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                              PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, Status)
+from vmshm.abi.regmap import (ABI_VERSION, CAP, CAP_LEN, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID,
+                              PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
+                              PCI_VENDOR_ID, Status)
 
 from .checks import expect, expect_bytes, expect_status, open_by_register, probe, reg
 from .registry import scenario

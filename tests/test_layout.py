@@ -63,8 +63,6 @@ _SPLIT_ON_OTHER_BRANCHES = {
                        "become components of their own", {"lines", "functions"}),
     "vmshm.rtl.usp": ("branch usp (issue 21, item 3): rtl/usp/ becomes a package, a file each",
                       {"lines", "functions"}),
-    "vmshm.rtl.pci": ("branch cfgspace (issue 21, item 5): the configuration space is built "
-                      "once, out of VMShmPCI.elaborate", {"functions"}),
 }
 
 

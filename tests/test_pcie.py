@@ -17,7 +17,8 @@ import pytest
 
 from conftest import require_backend
 from vmshm.abi import pci_regs as P
-from vmshm.abi.regmap import ABI_VERSION, CAP_OFFSET, DEFAULT_WINDOW_SIZE, DEVICE_ID
+from vmshm.abi.config_space import CAP_OFFSET
+from vmshm.abi.regmap import ABI_VERSION, DEFAULT_WINDOW_SIZE, DEVICE_ID
 from vmshm.backends import backend_names
 from vmshm.rtl import VMShmPCI, VMShmUSP
 from vmshm.rtl.tops import generate
