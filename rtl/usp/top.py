@@ -38,12 +38,12 @@ from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAM
                           DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
                           PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
 
-from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
-from .layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, db_layout,
+from ..bars import BarDef
+from ..core import DEFAULT_HOST_TIMEOUT, VMShmCore
+from ..layouts import (CplStatus, cpl_layout, ctl_req_layout, ctl_rsp_layout, db_layout,
                       dma_req_layout, dma_rsp_layout, guest_req_layout, ring_layout)
-from .pci import BarDef
-from .pg213 import CC_DESCRIPTOR, CQ_DESCRIPTOR, RC_DESCRIPTOR, RQ_DESCRIPTOR
-from .usp_irq import INTX_PORTS, MSI_PORTS, USPInterrupts
+from .descriptors import CC_DESCRIPTOR, CQ_DESCRIPTOR, RC_DESCRIPTOR, RQ_DESCRIPTOR
+from .irq import INTX_PORTS, MSI_PORTS, USPInterrupts
 
 __all__ = ["AXIS_WIDTHS", "TX_BUFFER_DWORDS", "PacketFifo", "CqBuffer", "CQ_USER_WIDTH",
            "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
@@ -1302,7 +1302,7 @@ class VMShmUSP(wiring.Component):
     control request leaves only after the DMA writes before it have been flushed to the host.
     ``cfg_function_status`` is registered inside (PF0's Memory Space and Bus Master Enable,
     Interrupt Disable). The core's interrupts reach the IP's legacy and MSI interrupt ports
-    through :class:`~vmshm.rtl.usp_irq.USPInterrupts` (INTA, or one MSI vector; see
+    through :class:`~vmshm.rtl.usp.irq.USPInterrupts` (INTA, or one MSI vector; see
     :meth:`hard_ip_config`).
 
     Parameters
