@@ -424,6 +424,18 @@ class USPRequester(wiring.Component):
             m.d.sync += r.seq.eq(r.seq + 1)
         return done
 
+    def _send_read(self, m, r, tags):
+        """Offer a read TLP (a flush is one) under the next free tag; return whether its
+        descriptor's last DWORD went, the tag then being outstanding."""
+        done = Signal()
+        with m.If((r.desc_idx == 0) & tags.tag_busy):
+            # Still owed completions from an earlier read: try the next tag.
+            m.d.comb += tags.skip.eq(1)
+        with m.Else():
+            m.d.comb += done.eq(self._send_desc(m, r))
+        m.d.comb += tags.take.eq(done)
+        return done
+
     def _count_down(self, m, r, moved):
         """Run the no-progress timer, restarting it whenever ``moved``."""
         with m.If(moved):
@@ -525,12 +537,8 @@ class USPRequester(wiring.Component):
     def _flush(self, m, r, tags, rcv):
         """The states of a flush before a control request: a zero-length read, and its wait."""
         with m.State("F-TLP"):
-            with m.If((r.desc_idx == 0) & tags.tag_busy):
-                m.d.comb += tags.skip.eq(1)
-            with m.Else():
-                with m.If(self._send_desc(m, r)):
-                    m.d.comb += tags.take.eq(1)
-                    m.next = "F-WAIT"
+            with m.If(self._send_read(m, r, tags)):
+                m.next = "F-WAIT"
 
         with m.State("F-WAIT"):
             # Its completion cannot pass the writes before it: once it is here, they landed.
@@ -553,16 +561,10 @@ class USPRequester(wiring.Component):
                 m.next = "R-TLP"
 
         with m.State("R-TLP"):
-            with m.If((r.desc_idx == 0) & tags.tag_busy):
-                # Still owed completions from an earlier read: try the next tag.
-                m.d.comb += tags.skip.eq(1)
-            with m.Else():
-                with m.If(self._send_desc(m, r)):
-                    m.d.comb += tags.take.eq(1)
-                    m.d.sync += [r.rem.eq(r.rem - r.tlp_len),
-                                 r.addr.eq(r.addr + (r.tlp_len << 2))]
-                    with m.If(r.rem == r.tlp_len):
-                        m.next = "R-WAIT"
+            with m.If(self._send_read(m, r, tags)):
+                m.d.sync += [r.rem.eq(r.rem - r.tlp_len), r.addr.eq(r.addr + (r.tlp_len << 2))]
+                with m.If(r.rem == r.tlp_len):
+                    m.next = "R-WAIT"
 
         with m.State("R-WAIT"):
             m.d.comb += rd.addr.eq(r.ptr)
