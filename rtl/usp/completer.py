@@ -8,7 +8,7 @@ address of its completions) and :class:`NpCredits` grants the hard IP its non-po
 """
 
 from amaranth.hdl import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -115,7 +115,7 @@ class RequestDecoder(wiring.Component):
     Members
     -------
     desc : ``In(CQ_DESCRIPTOR)``
-    first_be, last_be : ``In(4)``
+    be : ``In(StructLayout({"first": 4, "last": 4}))``
         The first and last DWORD byte enables from CQ ``tuser``.
     hdr_last : ``In(1)``
         The descriptor was the whole packet: no payload.
@@ -133,8 +133,7 @@ class RequestDecoder(wiring.Component):
         self._bars = tuple(bars)
         super().__init__({
             "desc":          In(CQ_DESCRIPTOR),
-            "first_be":      In(4),
-            "last_be":       In(4),
+            "be":            In(data.StructLayout({"first": 4, "last": 4})),
             "hdr_last":      In(1),
             "memory_enable": In(1),
             "bar":           Out(3),
@@ -150,7 +149,7 @@ class RequestDecoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        desc, first_be, last_be = self.desc, self.first_be, self.last_be
+        desc, first_be, last_be = self.desc, self.be.first, self.be.last
         address = Cat(C(0, 2), desc.address)
         dwc = desc.dword_count
         req_type = desc.request_type
@@ -351,8 +350,8 @@ class USPCompleter(wiring.Component):
         m.submodules.decode = dec = RequestDecoder(self._bars, addr_width)
         m.d.comb += [
             dec.desc.eq(t.desc),
-            dec.first_be.eq(t.first_be),
-            dec.last_be.eq(t.last_be),
+            dec.be.first.eq(t.first_be),
+            dec.be.last.eq(t.last_be),
             dec.hdr_last.eq(t.hdr_last),
             dec.memory_enable.eq(self.memory_enable),
         ]

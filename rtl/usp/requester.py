@@ -98,8 +98,8 @@ class RcReceiver(wiring.Component):
         The tags the read at hand waits on (:class:`TagTable`).
     epoch : ``In(3)``
         Which read completions may still write the buffer for.
-    start_lo : ``In(12)``
-        Low address bits of the read's first DWORD.
+    start_dw : ``In(10)``
+        Address bits 11:2 of the read's first DWORD.
     count : ``In(8)``
         The read's DWORDs - 1.
     restart : ``In(1)``
@@ -117,7 +117,7 @@ class RcReceiver(wiring.Component):
     rc: In(stream.Signature(dw_in_layout(RC_USER_WIDTH)))
     outstanding: In(_TAGS)
     epoch: In(3)
-    start_lo: In(12)
+    start_dw: In(10)
     count: In(8)
     restart: In(1)
     have: Out(_BUF_DWORDS)
@@ -176,7 +176,7 @@ class RcReceiver(wiring.Component):
                         m.d.sync += [
                             rc_idx.eq(0), rc_tag.eq(tag8[:5]), rc_known.eq(known), rc_ok.eq(ok),
                             rc_release.eq(release), rc_epoch.eq(self.epoch),
-                            widx.eq(rcd.lower_address[2:] - self.start_lo[2:]),
+                            widx.eq(rcd.lower_address[2:] - self.start_dw),
                         ]
                         with m.If(rc.payload.last):
                             with m.If(release):
@@ -338,7 +338,7 @@ class USPRequester(wiring.Component):
         m.d.comb += [
             rcv.outstanding.eq(tags.outstanding),
             rcv.epoch.eq(r.epoch),
-            rcv.start_lo.eq(r.start_lo),
+            rcv.start_dw.eq(r.start_lo[2:]),
             rcv.count.eq(r.count),
             tags.release.eq(rcv.release),
             tags.park.eq(rcv.park),
