@@ -107,10 +107,8 @@ class RequestDecoder(wiring.Component):
 
     Parameters
     ----------
-    bars : sequence of BarDef
-        The BAR map: hard-IP BAR index to core BAR number, size.
-    addr_width : int
-        Width of the core's request address.
+    bars, addr_width
+        As for :class:`USPCompleter`.
 
     Members
     -------
