@@ -61,8 +61,6 @@ MAY_IMPORT = {
 _SPLIT_ON_OTHER_BRANCHES = {
     "vmshm.rtl.core": ("branch core (issue 21, item 2): the control channel and the window DMA "
                        "become components of their own", {"lines", "functions"}),
-    "vmshm.rtl.usp": ("branch usp (issue 21, item 3): rtl/usp/ becomes a package, a file each",
-                      {"lines", "functions"}),
 }
 
 

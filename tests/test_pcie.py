@@ -22,7 +22,7 @@ from vmshm.abi.regmap import ABI_VERSION, DEFAULT_WINDOW_SIZE, DEVICE_ID
 from vmshm.backends import backend_names
 from vmshm.rtl import VMShmPCI, VMShmUSP
 from vmshm.rtl.tops import generate
-from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
+from vmshm.rtl.usp import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import PCIE_SCENARIOS, SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
 from vmshm.testbench.pcie import DEFAULT_HOST_ADDR, PcieJob, run_pcie
 
