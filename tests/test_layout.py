@@ -22,8 +22,6 @@ MAX_LINES = 700
 LONG_MODULES = {
     "vmshm.rtl.usp": "one component: the UltraScale+ completer and requester shims share their "
                      "state machines and tag bookkeeping",
-    "vmshm.rtl.core": "one component: VMShmCore's elaborate() is one state machine whose states "
-                      "share the host timer, the tags and the owed-beat bookkeeping",
 }
 
 

@@ -155,11 +155,18 @@ class CtlOp:
 
 @dataclass(frozen=True)
 class Field:
-    """A bit field inside a register."""
+    """A bit field inside a register.
+
+    ``access`` (one of :data:`ACCESS`) is given where the register's fields act differently
+    (STATUS: read-only bits beside a write-1-clear one); the hardware then builds the register
+    from one action per field. Without it a field only names bits of a register that acts as a
+    whole, with the register's access.
+    """
     name: str
     offset: int
     width: int
     doc: str
+    access: str = None
 
 
 #: Access types of a register, and what each means (docs/registers.md lists them).
@@ -197,6 +204,36 @@ class Register:
         if self.access not in ACCESS:
             raise ValueError(f"register {self.name} access must be one of "
                              f"{', '.join(ACCESS)}, not {self.access!r}")
+        bits = 0
+        for f in self.fields:
+            mask = ((1 << f.width) - 1) << f.offset
+            if f.width < 1 or f.offset < 0 or f.offset + f.width > 32 or bits & mask:
+                raise ValueError(f"field {self.name}.{f.name} must lie inside the 32-bit "
+                                 f"register without overlapping another field")
+            bits |= mask
+            if f.access is not None and f.access not in ACCESS:
+                raise ValueError(f"field {self.name}.{f.name} access must be one of "
+                                 f"{', '.join(ACCESS)}, not {f.access!r}")
+        if len({f.access is None for f in self.fields}) > 1:
+            raise ValueError(f"register {self.name}: either every field names its access or "
+                             f"none does")
+
+    def placement(self, data_width):
+        """Return ``(word, lane)``: the register's word on a ``data_width``-bit bus and its
+        32-bit lane in that word."""
+        wb = data_width // 8
+        return self.offset // wb, (self.offset % wb) // 4
+
+    def parts(self):
+        """Return what the hardware builds the register from, as ``(field name, offset, width,
+        access, reset)``: each field where the fields name their access, else the whole
+        register (its field name ``None``, its reset ``None`` where it is a build parameter).
+        """
+        if self.fields and self.fields[0].access is not None:
+            reset = self.reset or 0
+            return tuple((f.name, f.offset, f.width, f.access,
+                          reset >> f.offset & ((1 << f.width) - 1)) for f in self.fields)
+        return ((None, 0, 32, self.access, self.reset),)
 
 
 REGISTERS = (
@@ -209,12 +246,12 @@ REGISTERS = (
              (Field("MINOR", 0, 16, "additions only"), Field("MAJOR", 16, 16, "incompatible changes"))),
     Register("STATUS", 0x0C, "R", 0, "Device state. Read-only but for DMA_ERROR, which a "
              "write with bit 2 set clears.",
-             (Field("OPEN", 0, 1, "an object is mapped into BAR1"),
-              Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress"),
+             (Field("OPEN", 0, 1, "an object is mapped into BAR1", "R"),
+              Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress", "R"),
               Field("DMA_ERROR", 2, 1, "sticky: a window access failed at the host (an error "
                     "answer, or none in time); the guest read all ones, or a PCIe front end "
-                    "answered Completer Abort. Write 1 to clear"),
-              Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE"))),
+                    "answered Completer Abort. Write 1 to clear", "W1C"),
+              Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE", "R"))),
     Register("MAP_SIZE", 0x10, "R", 0,
              "Bytes of BAR1 backed by the object: min(object size, window size); 0 when closed. "
              "Accesses to words at or past this offset (rounded up to the data width) are "
@@ -288,11 +325,12 @@ def render_markdown():
         out.append(f"| {r.offset:#04x} | {r.name} | {r.access} | {reset} | {r.doc} |")
     for r in REGISTERS:
         if r.fields:
-            out += ["", f"### {r.name} fields", "", "| bits | field | meaning |", "|---|---|---|"]
+            out += ["", f"### {r.name} fields", "", "| bits | field | access | meaning |",
+                    "|---|---|---|---|"]
             for f in r.fields:
                 hi = f.offset + f.width - 1
                 bits = f"{hi}:{f.offset}" if f.width > 1 else f"{f.offset}"
-                out.append(f"| {bits} | {f.name} | {f.doc} |")
+                out.append(f"| {bits} | {f.name} | {f.access or r.access} | {f.doc} |")
     out += ["", "## PCI identity and the discovery capability", "",
             f"Vendor:device {PCI_VENDOR_ID:04x}:{PCI_DEVICE_ID:04x} (the original VMShm's), "
             f"subsystem {PCI_SUBSYSTEM_VENDOR_ID:04x}:{PCI_SUBSYSTEM_ID:04x}, revision "
