@@ -48,10 +48,14 @@ class HostTimer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         count = Signal(range(max(self._timeout, 1) + 1))
+        # `expired` is a register that always equals `count == timeout`, set on the edge the
+        # count reaches it: every wait's way out then starts at a flip-flop, not at a
+        # comparator.
+        expired = Signal()
+        m.d.comb += self.expired.eq(expired)
         if self._timeout:
-            m.d.comb += self.expired.eq(count == self._timeout)
-            with m.If(self.run & ~self.expired):
-                m.d.sync += count.eq(count + 1)
+            with m.If(self.run & ~expired):
+                m.d.sync += [count.eq(count + 1), expired.eq(count == self._timeout - 1)]
         with m.If(self.restart):
-            m.d.sync += count.eq(0)
+            m.d.sync += [count.eq(0), expired.eq(0)]
         return m
