@@ -9,13 +9,13 @@ beats owed to the host when a wait was cut off, and the answer the host still ow
 """
 
 from amaranth.hdl import *
-from amaranth.lib import stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from vmshm.regmap import CtlOp, Status
 
-from .layouts import TAG_BITS, ctl_req_layout, ctl_rsp_layout
+from .layouts import TAG_BITS, ctl_signature
 from .timer import HostTimer
 
 __all__ = ["control_cmd_signature", "name_read_signature", "ControlChannel"]
@@ -55,27 +55,27 @@ def name_read_signature(addr_width, data_width):
 
     The RAM's read port is the core's: its output goes only into registers (a block RAM's
     clock-to-output is slow), the core's read-data register among them, which also holds the
-    word the reader streams from.
+    word the reader streams the rest of its bytes from.
 
     Members
     -------
     addr : ``Out(addr_width)``
         The word to fetch this cycle.
     fetch : ``Out(1)``
-        Fetch it: it is on ``data``, with ``loaded``, on the next cycle.
+        Fetch it: it is on the read port, with ``loaded``, on the next cycle.
     loaded : ``In(1)``
-        ``data`` holds a fetched word (the one asked for on the cycle before).
-    data : ``In(data_width)``
-        The read port's output.
-    word : ``In(data_width)``
-        The last word loaded, held until the next.
+        The read port holds a fetched word (the one asked for on the cycle before).
+    first : ``In(8)``
+        The read port's first byte.
+    rest : ``In(data_width - 8)``
+        The other bytes of the last word loaded, held until the next load.
     """
     return wiring.Signature({
         "addr": Out(addr_width),
         "fetch": Out(1),
         "loaded": In(1),
-        "data": In(data_width),
-        "word": In(data_width),
+        "first": In(8),
+        "rest": In(data_width - 8),
     })
 
 
@@ -151,8 +151,7 @@ class ControlChannel(wiring.Component):
         The core's commands.
     name : ``Out(name_read_signature(...))``
         Reads of the name RAM, for the name OPEN streams.
-    ctl_req : ``Out(stream.Signature(ctl_req_layout()))``
-    ctl_rsp : ``In(stream.Signature(ctl_rsp_layout()))``
+    ctl_req, ctl_rsp : members of :func:`~vmshm.rtl.layouts.ctl_signature`
         The host's control channel.
     dma_enable : ``In(1)``
         Bus Master Enable: without it OPEN fails with ``EPERM``.
@@ -185,8 +184,7 @@ class ControlChannel(wiring.Component):
         super().__init__({
             "cmd": In(control_cmd_signature()),
             "name": Out(name_read_signature(ceil_log2(name_size // wb), data_width)),
-            "ctl_req": Out(stream.Signature(ctl_req_layout())),
-            "ctl_rsp": In(stream.Signature(ctl_rsp_layout())),
+            **ctl_signature().members,
             "dma_enable": In(1),
             "dma_free": In(1),
             "is_open": Out(1),
@@ -285,7 +283,7 @@ class ControlChannel(wiring.Component):
                     m.d.sync += [
                         name_ptr.eq(name_ptr + 1),
                         # After the word's last byte OPEN-FETCH loads the next: no byte here.
-                        name_byte.eq(self.name.word[8:].word_select(name_lane, 8)),
+                        name_byte.eq(self.name.rest.word_select(name_lane, 8)),
                     ]
                     with m.If(last):
                         m.next = "CTL-WAIT"
@@ -364,7 +362,7 @@ class ControlChannel(wiring.Component):
 
         # Last, so it wins over OPEN-NAME's: the byte a fetched word starts with.
         with m.If(self.name.loaded):
-            m.d.sync += name_byte.eq(self.name.data[:8])
+            m.d.sync += name_byte.eq(self.name.first)
 
         b.send(m, ctl_req)
         return m

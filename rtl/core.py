@@ -289,8 +289,8 @@ class VMShmCore(wiring.Component):
         # of them, not the state decode.
         m.d.comb += name_rd.addr.eq(r.waddr)
         m.d.sync += r.name_load.eq(0)
-        m.d.comb += [name.loaded.eq(r.name_load), name.data.eq(name_rd.data),
-                     name.word.eq(r.rd_data)]
+        m.d.comb += [name.loaded.eq(r.name_load), name.first.eq(name_rd.data[:8]),
+                     name.rest.eq(r.rd_data[8:])]
 
         # -- decode of a new request (combinational on the first beat) --------------------------
         r.hdr_waddr = req.addr[wshift:]

@@ -11,7 +11,7 @@ from amaranth.hdl import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import MAX_BURST, TAG_BITS, dma_req_layout, dma_rsp_layout
+from .layouts import MAX_BURST, TAG_BITS, dma_signature
 from .timer import HostTimer
 
 __all__ = ["window_cmd_signature", "window_rd_layout", "window_wr_layout", "WindowDMA"]
@@ -89,8 +89,7 @@ class WindowDMA(wiring.Component):
         A write's beats from the guest; taken only while the request writes.
     rd : ``Out(stream.Signature(window_rd_layout(data_width)))``
         A read's beats to the guest, ``last`` on the one ``remaining`` says is last.
-    dma_req : ``Out(stream.Signature(dma_req_layout(...)))``
-    dma_rsp : ``In(stream.Signature(dma_rsp_layout(...)))``
+    dma_req, dma_rsp : members of :func:`~vmshm.rtl.layouts.dma_signature`
         The host's DMA port; answers of any other tag than the newest request's are dropped.
     free : ``Out(1)``
         No beat is owed to the host: a new request's beats go out at once.
@@ -115,8 +114,7 @@ class WindowDMA(wiring.Component):
             "cmd": In(window_cmd_signature(addr_width, data_width)),
             "wr": In(stream.Signature(window_wr_layout(data_width))),
             "rd": Out(stream.Signature(window_rd_layout(data_width))),
-            "dma_req": Out(stream.Signature(dma_req_layout(addr_width, data_width))),
-            "dma_rsp": In(stream.Signature(dma_rsp_layout(data_width))),
+            **dma_signature(addr_width, data_width).members,
             "free": Out(1),
             "error": Out(1),
             "reject": Out(1),

@@ -40,8 +40,8 @@ class Bench(Elaboratable):
         m.d.sync += loaded.eq(dut.name.fetch)
         with m.If(loaded):
             m.d.sync += word.eq(rd.data)
-        m.d.comb += [dut.name.loaded.eq(loaded), dut.name.data.eq(rd.data),
-                     dut.name.word.eq(word)]
+        m.d.comb += [dut.name.loaded.eq(loaded), dut.name.first.eq(rd.data[:8]),
+                     dut.name.rest.eq(word[8:])]
         return m
 
 
@@ -99,6 +99,14 @@ def _run(bench_fn, data_width=32, **kwargs):
     return out[0], beats, host["packets"]
 
 
+async def _ready(ctx, dut):
+    """Play an idle core with bus mastering on, until the RESET owed out of reset has gone."""
+    ctx.set(dut.dma_enable, 1)
+    ctx.set(dut.dma_free, 1)
+    ctx.set(dut.cmd.listen, 1)
+    await ctx.tick().repeat(3)
+
+
 async def _op(ctx, dut, op, *, limit=500):
     """Start ``op`` and return ``(status, cycles until done)``, with busy checked on the way."""
     ctx.set(dut.cmd.start, 1)
@@ -119,10 +127,7 @@ async def _op(ctx, dut, op, *, limit=500):
 @pytest.mark.parametrize("dw", (32, 64))
 def test_open_streams_the_name_and_close_releases(dw):
     async def bench(ctx, dut, host):
-        ctx.set(dut.dma_enable, 1)
-        ctx.set(dut.dma_free, 1)
-        ctx.set(dut.cmd.listen, 1)
-        await ctx.tick().repeat(3)     # the RESET owed out of reset goes first
+        await _ready(ctx, dut)
         host["answers"] += [(2, Status.OK, 5000), (1, Status.OK, 0)]
         opened = await _op(ctx, dut, CtlOp.OPEN)
         state = (ctx.get(dut.is_open), ctx.get(dut.map_size), ctx.get(dut.map_limit),
@@ -154,10 +159,7 @@ def test_without_bus_mastering_open_fails_with_eperm():
 
 def test_a_host_that_stops_taking_the_name_gets_the_rest_owed():
     async def bench(ctx, dut, host):
-        ctx.set(dut.dma_enable, 1)
-        ctx.set(dut.dma_free, 1)
-        ctx.set(dut.cmd.listen, 1)
-        await ctx.tick().repeat(3)
+        await _ready(ctx, dut)
         host["ready"] = False
         status, cycles = await _op(ctx, dut, CtlOp.OPEN)
         owed = ctx.get(dut.owed)
@@ -178,10 +180,7 @@ def test_a_host_that_stops_taking_the_name_gets_the_rest_owed():
 
 def test_a_late_open_success_is_closed_and_its_answer_dropped():
     async def bench(ctx, dut, host):
-        ctx.set(dut.dma_enable, 1)
-        ctx.set(dut.dma_free, 1)
-        ctx.set(dut.cmd.listen, 1)
-        await ctx.tick().repeat(3)
+        await _ready(ctx, dut)
         host["answers"] += [(TIMEOUT + 10, Status.OK, 100), (1, Status.OK, 0)]
         late = await _op(ctx, dut, CtlOp.OPEN)
         stale = ctx.get(dut.stale)
