@@ -21,10 +21,12 @@ Sources, rule by rule:
   tag), a write cut off half-way (the beat on offer goes as it is, the rest with no byte
   enabled), resets reaching the host (it releases its object): ``docs/timing.md``, "The host
   timeout" and "What the device does when the host misbehaves", and ``docs/registers.md``;
-- configuration space (IDs, command register, BAR sizing, the capability, UR for anything not a
-  one-dword request to the function): the PCI spec as ``docs/registers.md`` and README describe;
-  Signaled Target Abort (RW1C) after a window read the host failed, and the PCI Express
-  capability at 0x60 with FLR: ``VMShmPCI``'s docstring.
+- configuration space: its fields (IDs, command register, BARs, the capabilities and where they
+  sit, what a write does to each) are the description in ``vmshm/config_space.py``, which the
+  RTL is built from too, so the model checks that the RTL follows it, not the description
+  itself (``scenarios/pci_config.py`` checks that against the PCI spec's rules); what sets
+  Signaled Target Abort (a window read the host failed) and UR for anything not a one-dword
+  request to the function: ``VMShmPCI``'s docstring.
 
 Where the docs say nothing the RTL was read to decide, and the choice is marked ``RTL:`` below.
 None of these looked like a bug, so the model follows the RTL on each:
@@ -41,29 +43,23 @@ None of these looked like a bug, so the model follows the RTL on each:
 - window and name-buffer reads return whole words whatever their byte enables; only a BAR0 read's
   first-beat byte enables matter (whether it touches OPEN's or CLOSE's lane); later beats of a
   burst count as touching every lane, so a burst through 0x20 triggers CLOSE;
-- Interrupt Pin reads 0 (no INTx); ARCHITECTURE.md's QEMU notes speak of Interrupt Pin 1, which is
-  what QEMU's proxy expects of a whole Type-0 header: worth a look when the QEMU server lands;
 - the name buffer keeps its bytes across a reset of the function (a RAM has no reset).
 """
 
 from dataclasses import dataclass
 
 from vmshm import pci_regs as P
-from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_OFFSET,
-                          DEVICE_ID, NAME_MAX, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, Status, capability_bytes,
-                          MSI_CAP_OFFSET)
+from vmshm.config_space import ConfigState, vmshm_bars, vmshm_config_space
+from vmshm.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, DEVICE_ID, NAME_MAX, REG,
+                          Status)
 
 __all__ = ["FuzzConfig", "DeviceModel", "OPEN_OFF", "CLOSE_OFF"]
 
 OPEN_OFF = REG["OPEN"].offset
 CLOSE_OFF = REG["CLOSE"].offset
-#: Where VMShmPCI's docstring puts the PCI Express capability (with FLR).
-EXP_CAP_OFFSET = 0x60
 _DMA_ERROR_BIT = next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
 #: Window fates whose wait on the host times out.
 _TIMED_OUT = ("late", "never-answer")
-_CMD_WRITABLE = P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER | P.PCI_COMMAND_INTX_DISABLE
 
 
 @dataclass(frozen=True)
@@ -86,13 +82,16 @@ class FuzzConfig:
                 "host_timeout": self.host_timeout}
 
 
-@dataclass
 class Bar:
-    function: int
-    index: int
-    size: int
-    flags: int
-    base: int = 0
+    """A BAR of the function: what it carries and where its register puts it."""
+
+    def __init__(self, spec, config):
+        self.function, self.index, self.size = spec.function, spec.index, spec.size
+        self._config = config
+
+    @property
+    def base(self):
+        return self._config[f"bar{self.index}"]
 
     @property
     def mask(self):
@@ -118,12 +117,12 @@ class DeviceModel:
         # RTL: the name buffer is a RAM without reset; it powers up zero and keeps its bytes
         # across a reset of the function (the docs do not say).
         self.name_ram = bytearray(config.name_size)
-        self.bars = [Bar(BAR_REGS, 0, config.regs_size, 0),
-                     Bar(BAR_WINDOW, 1, config.window_size, P.PCI_BASE_ADDRESS_MEM_PREFETCH),
-                     Bar(BAR_NAME, 2, config.name_size, 0)]
-        # The vendor capability chains to the PCI Express capability (VMShmPCI's docstring).
-        self.cap = capability_bytes(window_size=config.window_size, name_size=config.name_size,
-                                    regs_bar=0, window_bar=1, name_bar=2, next_ptr=MSI_CAP_OFFSET)
+        bars = vmshm_bars(regs_size=config.regs_size, window_size=config.window_size,
+                          name_size=config.name_size)
+        #: The configuration space's registers.
+        self.config = ConfigState(vmshm_config_space(bars=bars, window_size=config.window_size,
+                                                     name_size=config.name_size))
+        self.bars = [Bar(b, self.config) for b in bars]
         self.reset()
 
     # -- state ----------------------------------------------------------------------------------
@@ -134,6 +133,16 @@ class DeviceModel:
         docs/timing.md, "Resets reach the host": the core's first control beat out of reset is a
         RESET, and the host releases its object, so the next OPEN behaves as after power-on.
         """
+        self._reset_core()
+        self.config.reset()
+
+    def flr(self):
+        """Apply a Function Level Reset: the core as :meth:`reset`, the configuration space's
+        fields the description marks ``flr``."""
+        self._reset_core()
+        self.config.reset(flr=True)
+
+    def _reset_core(self):
         self.is_open = False
         self.last_error = 0
         self.obj_name = None
@@ -146,27 +155,17 @@ class DeviceModel:
         # stays 0 and IVPOSITION reads 0xffffffff; the host takes every doorbell at once.
         self.intr_mask = 0
         self.intr_status = 0
-        self.target_abort = False
-        self.command = 0
         self.host_base = 0
         self.host_open = None
         self.stale = None
-        self.cache_line = 0
-        self.int_line = 0
-        # docs/registers.md, "Interrupts": MSI Enable, Message Address (bits 1:0 read 0), Data.
-        self.msi_enable = False
-        self.msi_addr = 0
-        self.msi_data = 0
-        for b in self.bars:
-            b.base = 0
 
     @property
     def mse(self):
-        return bool(self.command & P.PCI_COMMAND_MEMORY)
+        return bool(self.config["command"] & P.PCI_COMMAND_MEMORY)
 
     @property
     def bme(self):
-        return bool(self.command & P.PCI_COMMAND_MASTER)
+        return bool(self.config["command"] & P.PCI_COMMAND_MASTER)
 
     @property
     def map_limit(self):
@@ -357,7 +356,7 @@ class DeviceModel:
             # docs/timing.md: all ones, counted in TIMEOUTS, DMA_ERROR set; the soft front end
             # signals a Target Abort in its Status register (VMShmPCI's docstring).
             self.count_timeout(window=True)
-            self.target_abort = True
+            self.config["status_sig_target_abort"] = 1
             return "SC", [self.ones] * n
         obj = self.objects[self.obj_name]
         raw = bytes(obj[off:off + n * wb])
@@ -436,38 +435,8 @@ class DeviceModel:
 
     def cfg_dword(self, off):
         """Return the configuration dword at ``off`` (a multiple of 4)."""
-        if 0x10 <= off < 0x28:
-            for b in self.bars:
-                if off == 0x10 + 4 * b.index:
-                    return b.base | b.flags
-            return 0
-        if CAP_OFFSET <= off < CAP_OFFSET + len(self.cap):
-            return int.from_bytes(self.cap[off - CAP_OFFSET:off - CAP_OFFSET + 4], "little")
-        if EXP_CAP_OFFSET <= off < EXP_CAP_OFFSET + P.PCI_EXP_CAP_SIZEOF:
-            # Only what FLR needs: the header (version 2, end of list) and Device Capabilities'
-            # FLR bit; Device Control's Initiate FLR reads 0 and the rest is zero.
-            return {EXP_CAP_OFFSET: P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16,
-                    EXP_CAP_OFFSET + P.PCI_EXP_DEVCAP: P.PCI_EXP_DEVCAP_FLR}.get(off, 0)
-        if MSI_CAP_OFFSET <= off < MSI_CAP_OFFSET + 16:
-            return {MSI_CAP_OFFSET: (P.PCI_CAP_ID_MSI | EXP_CAP_OFFSET << 8 |
-                                     (P.PCI_MSI_FLAGS_64BIT | int(self.msi_enable)) << 16),
-                    MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO: self.msi_addr & 0xFFFF_FFFF,
-                    MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI: self.msi_addr >> 32,
-                    MSI_CAP_OFFSET + P.PCI_MSI_DATA_64: self.msi_data}[off]
-        status = P.PCI_STATUS_CAP_LIST | (P.PCI_STATUS_SIG_TARGET_ABORT if self.target_abort
-                                          else 0)
-        if self.intr_status & self.intr_mask:
-            status |= P.PCI_STATUS_INTERRUPT
-        return {
-            0x00: PCI_VENDOR_ID | PCI_DEVICE_ID << 16,
-            0x04: self.command | status << 16,
-            0x08: PCI_REVISION | (P.PCI_CLASS_MEMORY_RAM << 8) << 8,
-            0x0C: self.cache_line | P.PCI_HEADER_TYPE_NORMAL << 16,
-            0x2C: PCI_SUBSYSTEM_VENDOR_ID | PCI_SUBSYSTEM_ID << 16,
-            0x34: CAP_OFFSET,
-            0x3C: self.int_line | 1 << 8,       # Interrupt Pin 1: INTA#
-
-        }.get(off, 0)
+        return self.config.read(off, {"status_interrupt": int(bool(self.intr_status &
+                                                                   self.intr_mask))})
 
     def _cfg_ok(self, dev, addr, count):
         # Only a one-word request to this function's slot, inside 4 KiB, is served.
@@ -490,40 +459,8 @@ class DeviceModel:
         data, be = beats[0]
         base = addr & ~(self.wb - 1)
         for lane in range(self.wb // 4):
-            off = base + 4 * lane
-            d = data >> (32 * lane) & 0xFFFF_FFFF
-            e = be >> (4 * lane) & 0xF
-            if off == P.PCI_COMMAND:
-                if e & 1:
-                    self.command = (self.command & 0xFF00) | (d & _CMD_WRITABLE & 0xFF)
-                if e & 2:
-                    self.command = (self.command & 0xFF) | (d & _CMD_WRITABLE & 0xFF00)
-                # Signaled Target Abort is RW1C.
-                if e & 8 and d >> 16 & P.PCI_STATUS_SIG_TARGET_ABORT:
-                    self.target_abort = False
-            elif off == P.PCI_CACHE_LINE_SIZE and e & 1:
-                self.cache_line = d & 0xFF
-            elif off == P.PCI_INTERRUPT_LINE and e & 1:
-                self.int_line = d & 0xFF
-            elif off == MSI_CAP_OFFSET and e & 4:
-                self.msi_enable = bool(d >> 16 & 1)
-            elif off == MSI_CAP_OFFSET + P.PCI_MSI_DATA_64:
-                for byte in range(2):
-                    if e >> byte & 1:
-                        m = 0xFF << (8 * byte)
-                        self.msi_data = (self.msi_data & ~m) | (d & m)
-            elif off in (MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO,
-                         MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI):
-                shift = 32 if off == MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI else 0
-                for byte in range(4):
-                    if e >> byte & 1:
-                        m = 0xFF << (8 * byte)
-                        keep = m & (~3 if shift == 0 else ~0)
-                        self.msi_addr = (self.msi_addr & ~(keep << shift)) | ((d & keep) << shift)
-            for b in self.bars:
-                if off == 0x10 + 4 * b.index:
-                    for byte in range(4):
-                        if e >> byte & 1:
-                            m = 0xFF << (8 * byte)
-                            b.base = (b.base & ~m) | (d & m & b.mask)
+            fired = self.config.write(base + 4 * lane, data >> (32 * lane) & 0xFFFF_FFFF,
+                                      be >> (4 * lane) & 0xF)
+            if "exp_initiate_flr" in fired:
+                self.flr()
         return "SC"

@@ -110,6 +110,10 @@ class IvshmemPeer:
         return value, got
 
     def _handle(self, value, fd):
+        if fd is not None:
+            # Rings and waits never block, whoever made the eventfd: a peer that never reads
+            # its vector cannot stall the one ringing it, and wait() keeps its timeout.
+            os.set_blocking(fd, False)
         with self._lock:
             if fd is None:
                 # A leave notification.
@@ -168,7 +172,12 @@ class IvshmemPeer:
         return self.peers
 
     def ring(self, peer, vector=0):
-        """Ring ``vector`` of ``peer``: write 1 to its eventfd, as a Doorbell write does."""
+        """Ring ``vector`` of ``peer``: write 1 to its eventfd, as a Doorbell write does.
+
+        Never blocks. Returns ``False`` if the ring was merged into those already waiting
+        (the peer has let its eventfd's count reach its maximum, 2**64 - 2, without reading
+        it: it is signalled, as after any ring), ``True`` otherwise.
+        """
         with self._lock:
             fds = self._peers.get(peer)
             if fds is None:
@@ -176,7 +185,11 @@ class IvshmemPeer:
                                  f"{sorted(self._peers) or 'none'})")
             if not 0 <= vector < len(fds):
                 raise ValueError(f"peer {peer} has vectors 0..{len(fds) - 1}, not {vector}")
-            os.write(fds[vector], _ONE)
+            try:
+                os.write(fds[vector], _ONE)
+            except BlockingIOError:
+                return False
+            return True
 
     def fileno(self, vector=0):
         """Return the eventfd that becomes readable when ``vector`` of this peer is rung."""

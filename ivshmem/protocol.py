@@ -9,7 +9,7 @@ set-up); later a peer ID without a descriptor is that peer's leave notification.
 import socket
 import struct
 
-__all__ = ["VERSION", "SHM_ID", "MAX_ID", "send_message", "recv_message"]
+__all__ = ["VERSION", "SHM_ID", "MAX_ID", "pack", "send_message", "recv_message", "Reader"]
 
 #: The protocol version QEMU 2.5 and later speak.
 VERSION = 0
@@ -19,6 +19,11 @@ SHM_ID = -1
 MAX_ID = 0xFFFF
 
 _MSG = struct.Struct("<q")
+
+
+def pack(value):
+    """Return the 8 bytes of the message ``value``."""
+    return _MSG.pack(value)
 
 
 def send_message(sock, value, fd=None):
@@ -52,6 +57,54 @@ def recv_message(sock):
     for extra in fds[1:]:
         _close(extra)
     return _MSG.unpack(data)[0], (fds[0] if fds else None)
+
+
+class Reader:
+    """Take the messages a non-blocking socket holds now, completing short reads across calls.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        A non-blocking connected socket.
+
+    Attributes
+    ----------
+    ended : bool
+        Whether the stream has ended (the other side closed it).
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.ended = False
+        self._data = b""
+        self._fd = None
+
+    def read(self):
+        """Return the ``(value, fd or None)`` messages that have arrived, oldest first."""
+        out = []
+        while not self.ended:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.sock, _MSG.size - len(self._data),
+                                                           4)
+            except BlockingIOError:
+                break
+            except ConnectionResetError:
+                data, fds = b"", []
+            for extra in fds[1 if self._fd is None else 0:]:
+                _close(extra)
+            if fds and self._fd is None:
+                self._fd = fds[0]
+            if not data:
+                self.ended = True
+                if self._fd is not None:
+                    _close(self._fd)          # a message cut short carries nothing usable
+                    self._fd = None
+                break
+            self._data += data
+            if len(self._data) == _MSG.size:
+                out.append((_MSG.unpack(self._data)[0], self._fd))
+                self._data, self._fd = b"", None
+        return out
 
 
 def _close(fd):

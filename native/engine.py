@@ -28,31 +28,27 @@ from vmshm.rtl.layouts import CplStatus
 from vmshm.rtl.layouts import Space as RtlSpace
 from vmshm.sim.harness import SimResult, per_device
 
+from . import shared
 from .build import build
 
 __all__ = ["NativeError", "NativeSim", "NativeGuestBus", "simulate"]
 
-_DONE, _CTL, _DMA, _DRAWS, _TIMEOUT, _DB, _IRQ = range(7)
-_CHANNELS = 4
+#: What the harness's runs return (native/shared.py's RUN_STATUS, in the harness's numbering).
+(_ST_DONE, _ST_CTL, _ST_DMA, _ST_DRAWS, _ST_TIMEOUT, _ST_DB, _ST_IRQ) = (
+    shared.RUN_STATUS.index(n) for n in ("DONE", "CTL", "DMA", "DRAWS", "TIMEOUT", "DB", "IRQ"))
+_CHANNELS = len(shared.CHANNELS)
 #: Back-pressure draws handed to C++ at a time.
 _BATCH = 4096
-_KINDS = ("ctl_req_first", "ctl_req_last", "ctl_rsp", "dma_req_first", "dma_req_last",
-          "dma_rsp_first", "dma_rsp_last", "reset", "db", "ring")
-_DMA_OPS = {100: "READ", 101: "WRITE", 102: "DOORBELL", 103: "RING"}
-_IRQ_KINDS = ("intx", "msi")
+_DMA_OPS = {code: name for name, code in shared.EVENT_OPS.items()}
 _CTL_OPS = {CtlOp.OPEN: "OPEN", CtlOp.CLOSE: "CLOSE", CtlOp.RESET: "RESET"}
-_MAX_BURST = 256
-#: The harness's FaultChannel and FaultKind orders.
-_FAULT_CHANNELS = ("ctl", "dma")
-_FAULT_KINDS = ("stall", "drop", "late", "double", "unasked")
-assert set(_FAULT_KINDS) == set(FAULT_KINDS), "a fault kind the harness does not know"
+assert set(shared.FAULT_KINDS) == set(FAULT_KINDS), "a fault kind the harness does not know"
 #: Completion status names by value: an enum lookup per burst costs more than the burst's C++.
 _STATUS_NAMES = {int(s): s.name for s in CplStatus}
 _SPACES = {Space.MEM: int(RtlSpace.MEM), Space.CFG: int(RtlSpace.CFG)}
-#: The harness's Shared block, by 64-bit word (harness.cpp's ``struct Shared``).
-(_CYCLE, _START, _DATA, _STATUS, _SPACE, _DEV, _ADDR, _WRITE, _WDATA, _BE,
- _TIMEOUT) = range(11)
-_SHARED_WORDS = 11
+#: The harness's Shared block, by 64-bit word (native/shared.py's SHARED).
+(_CYCLE, _START, _DATA, _STATUS, _SPACE, _DEV, _ADDR, _WRITE, _WDATA, _BE, _REQ_TIMEOUT) = (
+    shared.word(n) for n in ("cycle", "start", "data", "status", "space", "dev", "addr",
+                             "write", "wdata", "be", "timeout"))
 
 
 def _record(access, space, dev, addr, words, start, end, status, label):
@@ -123,7 +119,8 @@ def _fault_rows(faults):
         if f.channel == "db":
             continue    # a doorbell's stall goes over vm_db_stall
         cycles = f.cycles if f.cycles is not None else FOREVER if f.kind == "stall" else 0
-        rows += [_FAULT_CHANNELS.index(f.channel), _FAULT_KINDS.index(f.kind), f.exchange,
+        rows += [shared.FAULT_CHANNELS.index(f.channel), shared.FAULT_KINDS.index(f.kind),
+                 f.exchange,
                  f.beat, cycles]
     return (ctypes.c_uint64 * len(rows))(*rows), len(rows) // 5
 
@@ -163,15 +160,15 @@ class NativeSim:
             raise NativeError("the native model could not be made")
         self._wb = self.data_width // 8
         # Reused on every burst: a burst's Python cost is what a guest's access waits for.
-        self._out = (ctypes.c_uint64 * _MAX_BURST)()
-        self._data = (ctypes.c_uint64 * _MAX_BURST)()
-        self._be = (ctypes.c_uint32 * _MAX_BURST)()
+        self._out = (ctypes.c_uint64 * shared.MAX_BURST)()
+        self._data = (ctypes.c_uint64 * shared.MAX_BURST)()
+        self._be = (ctypes.c_uint32 * shared.MAX_BURST)()
         self._which = ctypes.c_int()
         self._which_ref = ctypes.byref(self._which)
         self._status = ctypes.c_int()
         self._status_ref = ctypes.byref(self._status)
         # The harness's Shared block, read and written in place: no call, no conversions.
-        block = (ctypes.c_uint64 * _SHARED_WORDS).from_address(lib.vm_shared(self._h))
+        block = (ctypes.c_uint64 * len(shared.SHARED)).from_address(lib.vm_shared(self._h))
         self._pub = memoryview(block).cast("B").cast("Q")
         self._told = [None] * devices
         self._faults_told = [None] * devices
@@ -263,7 +260,7 @@ class NativeSim:
         status = self._lib.vm_go(self._h, space, dev, addr, write, count, n, self._data,
                                  self._be, timeout or 0, self._which_ref)
         self.compiled_s += time.perf_counter() - t0
-        if status != _DONE:
+        if status != _ST_DONE:
             self._run(timeout, status)
         words = self._lib.vm_result(self._h, self._out, self._status_ref)
         return self._out[:words], self._status.value
@@ -282,11 +279,11 @@ class NativeSim:
         pub[_WRITE] = write
         pub[_WDATA] = data
         pub[_BE] = be
-        pub[_TIMEOUT] = timeout or 0
+        pub[_REQ_TIMEOUT] = timeout or 0
         t0 = time.perf_counter()
         status = self._lib.vm_word(self._h, self._which_ref)
         self.compiled_s += time.perf_counter() - t0
-        if status != _DONE:
+        if status != _ST_DONE:
             self._run(timeout, status)
         return pub[_DATA], pub[_STATUS], pub[_START]
 
@@ -321,22 +318,22 @@ class NativeSim:
                 t0 = time.perf_counter()
                 status = lib.vm_run(h, self._which_ref)
                 self.compiled_s += time.perf_counter() - t0
-            if status == _DONE:
+            if status == _ST_DONE:
                 return
-            if status == _CTL:
+            if status == _ST_CTL:
                 self._serve_ctl(which.value)
-            elif status == _DMA:
+            elif status == _ST_DMA:
                 self._serve_dma(which.value)
-            elif status == _DRAWS:
+            elif status == _ST_DRAWS:
                 dev, channel = divmod(which.value, _CHANNELS)
                 gate = self._gates[dev][channel]
                 draws = bytes(gate() for _ in range(_BATCH))
                 lib.vm_add_draws(h, dev, channel, draws, len(draws))
-            elif status == _DB:
+            elif status == _ST_DB:
                 self._serve_db(which.value)
-            elif status == _IRQ:
+            elif status == _ST_IRQ:
                 self._take_irqs(which.value)
-            elif status == _TIMEOUT:
+            elif status == _ST_TIMEOUT:
                 raise BusTimeout(f"the device made no progress on the guest bus for {timeout} "
                                  f"cycles")
             else:
@@ -393,7 +390,8 @@ class NativeSim:
         addrs, datas = (ctypes.c_uint64 * n)(), (ctypes.c_uint32 * n)()
         while True:
             got = self._lib.vm_irqs(self._h, i, cycles, kinds, addrs, datas, n)
-            self.interrupts += [Interrupt(cycles[k], i, _IRQ_KINDS[kinds[k]], addrs[k], datas[k])
+            self.interrupts += [Interrupt(cycles[k], i, shared.IRQ_KINDS[kinds[k]], addrs[k],
+                                          datas[k])
                                 for k in range(got)]
             if got < n:
                 return
@@ -406,7 +404,7 @@ class NativeSim:
             cycles = (ctypes.c_uint64 * n)()
             kinds, ops = (ctypes.c_uint8 * n)(), (ctypes.c_uint8 * n)()
             self._lib.vm_events(self._h, i, cycles, kinds, ops, n)
-            out.append([HostEvent(cycles[k], _KINDS[kinds[k]],
+            out.append([HostEvent(cycles[k], shared.EVENT_KINDS[kinds[k]],
                                   _DMA_OPS.get(ops[k]) or _CTL_OPS.get(ops[k], f"op{ops[k]}"))
                         for k in range(n)])
         return out

@@ -14,7 +14,9 @@
 // a try with the signal high lasts until the beat moves, one with it low lasts one cycle.
 //
 // Port names, payload widths and field offsets come from the generated vmshm_ports.h (made from
-// rtl/layouts.py at build time): nothing here knows a bit position.
+// rtl/layouts.py at build time): nothing here knows a bit position. So do the Shared block and
+// every code Python reads (native/shared.py): Status, Channel, Kind, the OP_ and IRQ_ codes,
+// FaultChannel, FaultKind and VMSHM_MAX_BURST.
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -84,23 +86,6 @@ struct Beat {
 #define FIELD(beat, KIND, NAME) (beat).get(KIND##_##NAME##_OFF, KIND##_##NAME##_W)
 #define SET_FIELD(beat, KIND, NAME, v) (beat).set(KIND##_##NAME##_OFF, KIND##_##NAME##_W, (v))
 
-enum Status {
-    ST_DONE = 0, ST_CTL = 1, ST_DMA = 2, ST_DRAWS = 3, ST_TIMEOUT = 4, ST_DB = 5, ST_IRQ = 6
-};
-// Back-pressure channels of one device, in the order HostBFM's two processes draw them: the
-// control process's ctl_ready and rsp_valid, the DMA process's dma_ready and rsp_valid.
-enum Channel { CH_CTL_READY = 0, CH_CTL_RSP = 1, CH_DMA_READY = 2, CH_DMA_RSP = 3, CHANNELS = 4 };
-enum Kind {
-    EV_CTL_REQ_FIRST, EV_CTL_REQ_LAST, EV_CTL_RSP, EV_DMA_REQ_FIRST, EV_DMA_REQ_LAST,
-    EV_DMA_RSP_FIRST, EV_DMA_RSP_LAST, EV_RESET, EV_DB, EV_RING
-};
-// Event ops: a control op's raw value, or these for DMA, doorbells and rings.
-enum { OP_READ = 100, OP_WRITE = 101, OP_DOORBELL = 102, OP_RING = 103 };
-// Interrupts the guest saw (GuestBus.interrupts): an INTx rising edge, an MSI message.
-enum { IRQ_INTX = 0, IRQ_MSI = 1 };
-// CtlOp.RESET: the device was reset, or gave up on the packet; never answered.
-enum { OP_RESET = 3 };
-
 struct Draws {
     bool active = false;
     std::vector<uint8_t> buf;
@@ -151,9 +136,8 @@ enum CtlState { C_GET, C_PENDING, C_WAIT, C_PUT, C_STALL };
 enum DmaState { D_HDR, D_DATA, D_PENDING, D_WAIT, D_PUT_W, D_PUT_R, D_STALL };
 
 // HostFaults (vmshm.host_model.faults), handed over by Python: what goes wrong with which
-// exchange on which channel. HostBFM's _answer and _stall are the specification.
-enum FaultChannel { FC_CTL = 0, FC_DMA = 1 };
-enum FaultKind { F_STALL, F_DROP, F_LATE, F_DOUBLE, F_UNASKED };
+// exchange on which channel (FaultChannel, FaultKind). HostBFM's _answer and _stall are the
+// specification.
 struct Fault {
     uint64_t channel, kind, exchange, beat, cycles;
 };
@@ -168,7 +152,7 @@ struct Device {
     Draws draws[CHANNELS];
     std::vector<Fault> faults;
     // Exchanges taken on each channel, counted as HostBFM counts them (RESET packets too).
-    uint64_t exchanges[2] = {0, 0};
+    uint64_t exchanges[FAULT_CHANNELS] = {};
     // Whether the stall before the next request beat was looked up (once per beat, at the
     // drive point its get starts, as HostBFM's _stall), and where a stall goes back to.
     bool cchecked = false, dchecked = false;
@@ -203,8 +187,8 @@ struct Device {
     uint64_t daddr = 0, dtag = 0, depoch = 0;
     int dwords = 0, di = 0;
     uint64_t dwait = 0;
-    uint64_t ddata[256];
-    uint32_t dbe[256];
+    uint64_t ddata[VMSHM_MAX_BURST];
+    uint32_t dbe[VMSHM_MAX_BURST];
     // doorbell process (HostBFM.db_process): always ready, but for a stall of an exchange
     uint64_t db_exchange = 0, db_wait = 0;
     std::vector<std::pair<uint64_t, uint64_t>> db_stalls;  // (exchange, cycles)
@@ -221,17 +205,6 @@ struct Device {
 
 enum GuestState { G_IDLE, G_PUT, G_GET, G_WAIT, G_RESET, G_DONE };
 
-// Read and written by Python through a memoryview (vm_shared), so that a one-word access costs
-// one call with no argument conversions: the QEMU guest waits for every one of them.
-struct Shared {
-    uint64_t cycle;  // the current cycle
-    uint64_t start;  // the cycle the last burst was submitted on
-    uint64_t data;   // the last completed burst's first data word
-    uint64_t status; // and its worst completion status
-    // vm_word's one-beat request
-    uint64_t space, dev, addr, write, wdata, be, timeout;
-};
-
 struct Sim {
     Top* top;
     VerilatedContext* ctx;
@@ -243,11 +216,13 @@ struct Sim {
     Device dev[VMSHM_DEVICES];
     // the guest's transaction
     GuestState gs = G_IDLE;
-    Beat beats[256];
+    Beat beats[VMSHM_MAX_BURST];
     int nbeats = 0, gi = 0, ncpl = 0, gj = 0;
-    uint64_t out[256];
+    uint64_t out[VMSHM_MAX_BURST];
     int status = 0;
     uint64_t waited = 0, timeout = 0, idle_left = 0;
+    // Read and written by Python through a memoryview (vm_shared), so that a one-word access
+    // costs one call with no argument conversions: the QEMU guest waits for every one of them.
     Shared pub = {};
     // A clock edge has run since vm_new: the first drive point is the BFM processes' start.
     bool edged = false;
@@ -325,7 +300,7 @@ static uint64_t other_tag(uint64_t tag, int width) {
 // Read the request's bytes; return false (nothing decided) if Python must serve it.
 static bool dma_read(Device& d) {
     uint64_t n = (uint64_t)d.dwords * WB, end;
-    uint8_t bytes[256 * 8];
+    uint8_t bytes[VMSHM_MAX_BURST * 8];
     if (!clip(d, d.daddr, n, end, false)) return false;
     memset(bytes, 0xff, n);  // bytes past the object's end
     for (uint64_t got = 0; got < end - d.daddr;) {
@@ -354,7 +329,7 @@ static bool store(Device& d, uint64_t off, const uint8_t* bytes, uint64_t n) {
 static bool dma_write(Device& d) {
     uint64_t n = (uint64_t)d.dwords * WB, end;
     if (!clip(d, d.daddr, n, end, true)) return false;
-    uint8_t bytes[256 * 8];
+    uint8_t bytes[VMSHM_MAX_BURST * 8];
     for (int i = 0; i < d.dwords; i++) memcpy(bytes + i * WB, &d.ddata[i], WB);
     uint64_t keep = end - d.daddr, b = 0;
     while (b < keep) {
@@ -769,7 +744,7 @@ void vm_free(void* h) {
 uint64_t vm_now(void* h) { return ((Sim*)h)->pub.cycle; }
 
 //! The address of the Shared block Python reads and writes in place (vm_word, vm_now).
-uint64_t* vm_shared(void* h) { return &((Sim*)h)->pub.cycle; }
+uint64_t* vm_shared(void* h) { return reinterpret_cast<uint64_t*>(&((Sim*)h)->pub); }
 
 //! Set device `i`'s DMA latency (for DMA served here) and which back-pressure channels draw
 //! (bit c: channel c). The control channel's latency comes with each answer.

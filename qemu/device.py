@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass
 
 from vmshm import pci_regs as P
+from vmshm.config_space import ConfigState, vmshm_bars, vmshm_config_space
 from vmshm.driver_model.bus import BusTimeout
-from vmshm.regmap import (CAP_OFFSET, DEVICE_ID, PCI_DEVICE_ID, PCI_REVISION,
-                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REG, capability_bytes)
+from vmshm.regmap import DEVICE_ID, REG
 
 __all__ = ["Access", "bar_bases", "DeviceHung", "serve", "proxy_refusal", "FloorDevice",
            "serve_floor", "RING_CYCLES"]
@@ -217,9 +217,12 @@ _INTR_MASK, _INTR_STATUS, _IVPOSITION, _DOORBELL = (
 class FloorDevice:
     """A VMShm-shaped PCI function made of plain bytes: no simulation, no host object.
 
-    It has the same identity, capability and BARs as the default device so the guest finds it
-    the same way; its registers read their constants (OPEN and CLOSE read 0), the window and the
-    name buffer are byte arrays. What it costs is the floor any simulation adds to.
+    Its configuration space is the device's (:func:`~vmshm.config_space.vmshm_config_space`, but
+    for :attr:`SUBSYSTEM_ID`), so the guest finds it the same way; its registers read their
+    constants (OPEN and CLOSE read 0), the window and the name buffer are byte arrays. What it
+    costs is the floor any simulation adds to. It sends no MSI message: with MSI Enable set its
+    INTx line stays low, as the device's does, and nothing else comes (its bench takes INTx).
+    A Function Level Reset clears what the description says and INTR_MASK and INTR_STATUS.
 
     Its doorbell registers behave as the device's do, with the host's side in Python:
     :meth:`ring` (thread-safe, wakes :func:`serve_floor` through :attr:`ring_fd`) sets
@@ -240,28 +243,19 @@ class FloorDevice:
         self.ring_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._rings = []
         self._lock = threading.Lock()
-        self.sizes = {0: regs_size, 1: window_size, 2: name_size}
-        self.bars = {i: 0 for i in self.sizes}
-        self.command = 0
+        bars = vmshm_bars(regs_size=regs_size, window_size=window_size, name_size=name_size)
+        #: The configuration space's registers.
+        self.config = ConfigState(vmshm_config_space(bars=bars, window_size=window_size,
+                                                     name_size=name_size,
+                                                     subsystem_id=self.SUBSYSTEM_ID))
+        self.sizes = {b.index: b.size for b in bars}
         self.regs = bytearray(regs_size)
         for name, value in (("ID", DEVICE_ID), ("WINDOW_SIZE", window_size),
                             ("NAME_SIZE", name_size), ("MAP_SIZE", window_size)):
             struct.pack_into("<I", self.regs, REG[name].offset, value)
         self.window = bytearray(window_size)
         self.names = bytearray(name_size)
-        cfg = bytearray(P.PCI_CFG_SPACE_SIZE)
-        struct.pack_into("<HH", cfg, P.PCI_VENDOR_ID, PCI_VENDOR_ID, PCI_DEVICE_ID)
-        struct.pack_into("<H", cfg, P.PCI_STATUS, P.PCI_STATUS_CAP_LIST)
-        struct.pack_into("<I", cfg, P.PCI_CLASS_REVISION,
-                         PCI_REVISION | P.PCI_CLASS_MEMORY_RAM << 16)
-        struct.pack_into("<HH", cfg, P.PCI_SUBSYSTEM_VENDOR_ID, PCI_SUBSYSTEM_VENDOR_ID,
-                         self.SUBSYSTEM_ID)
-        cfg[P.PCI_CAPABILITY_LIST] = CAP_OFFSET
-        cfg[P.PCI_INTERRUPT_PIN] = 1
-        cap = capability_bytes(window_size=window_size, name_size=name_size, regs_bar=0,
-                               window_bar=1, name_bar=2)
-        cfg[CAP_OFFSET:CAP_OFFSET + len(cap)] = cap
-        self.cfg = cfg
+        self._buffers = dict(zip((b.index for b in bars), (self.regs, self.window, self.names)))
 
     def ring(self, vector):
         """Queue a ring of ``vector`` (what a host does); thread-safe."""
@@ -278,45 +272,45 @@ class FloorDevice:
                 self.intr_status |= 1 << v
 
     @property
-    def intx(self):
-        """int: The INTx line: a pending unmasked vector, unless Interrupt Disable is set."""
-        return int(bool(self.intr_status & self.intr_mask)
-                    and not self.command & P.PCI_COMMAND_INTX_DISABLE)
+    def command(self):
+        """int: The command register."""
+        return self.config["command"]
 
-    def _cfg_dword(self, off):
-        if off == P.PCI_COMMAND:
-            status = P.PCI_STATUS_INTERRUPT if self.intr_status & self.intr_mask else 0
-            return ((struct.unpack_from("<I", self.cfg, off)[0] | status << 16) & 0xFFFF0000
-                    | self.command)
-        bar = (off - P.PCI_BASE_ADDRESS_0) // 4
-        if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
-            return self.bars[bar] | (P.PCI_BASE_ADDRESS_MEM_PREFETCH if bar == 1 else 0)
-        return struct.unpack_from("<I", self.cfg, off)[0]
+    @property
+    def intx(self):
+        """int: The INTx line: a pending unmasked vector, unless Interrupt Disable or MSI Enable
+        is set."""
+        return int(bool(self.intr_status & self.intr_mask)
+                   and not self.command & P.PCI_COMMAND_INTX_DISABLE
+                   and not self.config["msi_enable"])
 
     def cfg_read(self, addr, size):
-        raw = b"".join(self._cfg_dword(d).to_bytes(4, "little")
+        """Return ``size`` bytes of configuration space at ``addr``; past 256 bytes, all ones."""
+        if addr + size > P.PCI_CFG_SPACE_SIZE:
+            return _ones(size)
+        live = {"status_interrupt": int(bool(self.intr_status & self.intr_mask))}
+        raw = b"".join(self.config.read(d, live).to_bytes(4, "little")
                        for d in range(addr & ~3, addr + size, 4))
         return int.from_bytes(raw[addr & 3:(addr & 3) + size], "little")
 
     def cfg_write(self, addr, size, value):
-        for i in range(size):
-            off, byte = addr + i, value >> 8 * i & 0xFF
-            if off in (P.PCI_COMMAND, P.PCI_COMMAND + 1):
-                shift = 8 * (off - P.PCI_COMMAND)
-                self.command = (self.command & ~(0xFF << shift)) | (byte << shift)
-            if off == P.PCI_INTERRUPT_LINE:
-                self.cfg[off] = byte
-            bar = (off - P.PCI_BASE_ADDRESS_0) // 4
-            if P.PCI_BASE_ADDRESS_0 <= off < P.PCI_BASE_ADDRESS_0 + 24 and bar in self.bars:
-                shift = 8 * (off & 3)
-                mask = ~(self.sizes[bar] - 1) & 0xFFFFFFFF
-                self.bars[bar] = ((self.bars[bar] & ~(0xFF << shift)) | (byte << shift)) & mask
+        """Write ``size`` bytes of ``value`` at ``addr``: each dword with its byte enables."""
+        if addr + size > P.PCI_CFG_SPACE_SIZE:
+            return
+        for d in range(addr & ~3, addr + size, 4):
+            lanes = [(addr + i - d, value >> 8 * i & 0xFF) for i in range(size)
+                     if addr + i - d in range(4)]
+            fired = self.config.write(d, sum(byte << 8 * lane for lane, byte in lanes),
+                                      sum(1 << lane for lane, _ in lanes))
+            if "exp_initiate_flr" in fired:
+                self.config.reset(flr=True)
+                self.intr_mask = self.intr_status = 0
 
     def _target(self, addr, size):
         if not self.command & P.PCI_COMMAND_MEMORY:
             return None, 0
-        for bar, buf in ((0, self.regs), (1, self.window), (2, self.names)):
-            base = self.bars[bar]
+        for bar, buf in self._buffers.items():
+            base = self.config[f"bar{bar}"]
             if base and base <= addr and addr + size <= base + self.sizes[bar]:
                 return buf, addr - base
         return None, 0
@@ -358,7 +352,7 @@ def serve_floor(device, link, log, irq=None):
     """
     wake = None
     if irq is not None:
-        irq.route(device.cfg[P.PCI_INTERRUPT_PIN])
+        irq.route(device.cfg_read(P.PCI_INTERRUPT_PIN, 1))
         wake = device.ring_fd
 
     def forward(*, wait=True):

@@ -14,20 +14,16 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from vmshm import pci_regs as P
-from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, CAP_LEN, CAP_OFFSET,
-                          DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, MSI_CAP_OFFSET, PCI_DEVICE_ID,
-                          PCI_REVISION,
-                          PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID,
-                          capability_bytes)
+from vmshm.config_space import CAP_OFFSET, CLASS_CODE, vmshm_bars, vmshm_config_space
+from vmshm.regmap import (BAR0_SIZE, CAP_LEN, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE,
+                          PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
+                          PCI_VENDOR_ID)
 
+from .config_regs import ConfigRegisters
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout
 
 __all__ = ["BarDef", "VMShmPCI", "PciBus", "VMShmSystem"]
-
-#: Writable bits of the command register: Memory Space, Bus Master, INTx Disable.
-COMMAND_WRITABLE = P.PCI_COMMAND_MEMORY | P.PCI_COMMAND_MASTER | P.PCI_COMMAND_INTX_DISABLE
-
 
 @dataclass(frozen=True)
 class BarDef:
@@ -55,12 +51,14 @@ class VMShmPCI(wiring.Component):
 
     BAR0 holds the registers, BAR1 the window (prefetchable; with ``window_64bit`` a 64-bit BAR
     that also takes BAR2's register), and the next free BAR the name buffer (BAR2, or BAR3 with a
-    64-bit window). A vendor-specific capability at 0x40 tells the driver the indices and sizes.
+    64-bit window). A vendor-specific capability tells the driver the indices and sizes.
     Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
     ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR. A PCI
-    Express capability at 0x60 offers Function Level Reset: setting Initiate FLR in its Device
+    Express capability offers Function Level Reset: setting Initiate FLR in its Device
     Control register resets the core as ``rst`` does (the host hears of it as a RESET) and
-    clears the command register and the BARs.
+    clears the command register, the BARs and MSI's registers. The header and the capabilities
+    (where each sits, what a write does to each field) are
+    :func:`~vmshm.config_space.vmshm_config_space`'s; ``docs/config_space.md`` lists them.
 
     Parameters
     ----------
@@ -96,7 +94,7 @@ class VMShmPCI(wiring.Component):
                  data_width=32, host_timeout=DEFAULT_HOST_TIMEOUT, regs_size=BAR0_SIZE,
                  window_64bit=False, vendor_id=PCI_VENDOR_ID, device_id=PCI_DEVICE_ID,
                  subsystem_vendor_id=PCI_SUBSYSTEM_VENDOR_ID, subsystem_id=PCI_SUBSYSTEM_ID,
-                 revision=PCI_REVISION, class_code=P.PCI_CLASS_MEMORY_RAM << 8):
+                 revision=PCI_REVISION, class_code=CLASS_CODE):
         try:
             for name, value, bits in (("vendor_id", vendor_id, 16), ("device_id", device_id, 16),
                                       ("subsystem_vendor_id", subsystem_vendor_id, 16),
@@ -127,13 +125,11 @@ class VMShmPCI(wiring.Component):
         self._ids = dict(vendor_id=vendor_id, device_id=device_id,
                          subsystem_vendor_id=subsystem_vendor_id, subsystem_id=subsystem_id,
                          revision=revision, class_code=class_code)
-        window_index = 1
-        name_index = 3 if window_64bit else 2
-        self._bars = (
-            BarDef(BAR_REGS, 0, regs_size),
-            BarDef(BAR_WINDOW, window_index, window_size, is64=window_64bit, prefetch=True),
-            BarDef(BAR_NAME, name_index, name_size),
-        )
+        self._bars = tuple(BarDef(*b) for b in vmshm_bars(
+            regs_size=regs_size, window_size=window_size, name_size=name_size,
+            window_64bit=window_64bit))
+        self._config = vmshm_config_space(bars=self._bars, window_size=window_size,
+                                          name_size=name_size, **self._ids)
         super().__init__({
             "req":  In(stream.Signature(pci_req_layout(data_width))),
             "cpl":  Out(stream.Signature(cpl_layout(data_width))),
@@ -141,9 +137,6 @@ class VMShmPCI(wiring.Component):
             "intx": Out(1),
             "msi":  Out(stream.Signature(msi_layout())),
         })
-
-    #: Where the PCI Express capability sits, after VMShm's own: it carries Initiate FLR.
-    EXP_CAP_OFFSET = 0x60
 
     @property
     def core(self):
@@ -162,12 +155,14 @@ class VMShmPCI(wiring.Component):
     def data_width(self):
         return self._core.data_width
 
+    @property
+    def config_space(self):
+        """The configuration space's description (:class:`~vmshm.config_space.ConfigSpace`)."""
+        return self._config
+
     def capability(self):
         """Return VMShm's vendor-specific capability as the bytes this function presents."""
-        bar_of = {b.function: b.index for b in self._bars}
-        return capability_bytes(window_size=self.window_size, name_size=self.name_size,
-                                regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
-                                name_bar=bar_of[BAR_NAME], next_ptr=MSI_CAP_OFFSET)
+        return self._config.reset_bytes(CAP_OFFSET, CAP_LEN)
 
     @property
     def window_size(self):
@@ -195,27 +190,21 @@ class VMShmPCI(wiring.Component):
         wshift = exact_log2(wb)
         ones = (1 << W) - 1
         req = self.req.payload
-        ids = self._ids
 
-        command = Signal(16)
-        cache_line = Signal(8)
-        int_line = Signal(8)
+        # -- configuration space: its registers come from the description ----------------------
+        m.submodules.config = regs = ConfigRegisters(self._config, W)
+        command = regs.command
         mse = command[1]
         m.d.comb += core.dma_enable.eq(command[2])
-        # Status: Signaled Target Abort, set when the function answers a read with data the
-        # host failed to give (the guest reads all ones), cleared by writing 1 (RW1C).
-        target_abort = Signal()
-        with m.If(core.cpl.valid & core.cpl.ready & core.cpl_error):
-            m.d.sync += target_abort.eq(1)
-        status = Signal(16)
-        m.d.comb += status.eq(P.PCI_STATUS_CAP_LIST |
-                              Mux(target_abort, P.PCI_STATUS_SIG_TARGET_ABORT, 0) |
-                              Mux(core.irq, P.PCI_STATUS_INTERRUPT, 0))
+        # Signaled Target Abort: the function answered a read with data the host failed to give
+        # (the guest reads all ones).
+        m.d.comb += [regs.status_sig_target_abort_set.eq(core.cpl.valid & core.cpl.ready &
+                                                         core.cpl_error),
+                     regs.status_interrupt.eq(core.irq)]
 
         # -- interrupts: INTx, and the MSI capability's registers --------------------------------
-        msi_enable = Signal()
-        msi_addr = Signal(64)       # bits 1:0 stay 0: a dword address
-        msi_data = Signal(16)
+        msi_enable = regs.msi_enable
+        msi_addr = Cat(regs.msi_address_lo, regs.msi_address_hi)   # bits 1:0 stay 0
         m.d.comb += self.intx.eq(core.irq & ~command[10] & ~msi_enable)
         # A message is latched when the core asks for it and stays on offer, unchanged, until
         # taken; a function reset withdraws it with everything else.
@@ -223,99 +212,17 @@ class VMShmPCI(wiring.Component):
             m.d.sync += self.msi.valid.eq(0)
         with m.If(core.irq_msg & msi_enable & command[2] & ~self.msi.valid):
             m.d.sync += [self.msi.valid.eq(1), self.msi.payload.addr.eq(msi_addr),
-                         self.msi.payload.data.eq(msi_data)]
+                         self.msi.payload.data.eq(regs.msi_data)]
 
         # -- BAR registers: the stored base keeps only the bits the BAR's size lets software set.
-        bases = {b.index: Signal(64 if b.is64 else 32, name=f"bar{b.index}_base")
+        bases = {b.index: Cat(*(getattr(regs, f"bar{i}")
+                                for i in (b.index, b.index + 1)[:1 + b.is64]))
                  for b in self._bars}
 
-        def bar_mask(b):
-            return ((1 << (64 if b.is64 else 32)) - 1) & ~(b.size - 1)
-
-        # -- configuration space, one 32-bit dword at a time -------------------------------------
-        dwords = {
-            0x00: C(ids["vendor_id"] | ids["device_id"] << 16, 32),
-            0x04: Cat(command, status),
-            0x08: C(ids["revision"] | ids["class_code"] << 8, 32),
-            0x0C: Cat(cache_line, C(0, 8), C(P.PCI_HEADER_TYPE_NORMAL, 8), C(0, 8)),
-            0x2C: C(ids["subsystem_vendor_id"] | ids["subsystem_id"] << 16, 32),
-            0x34: C(CAP_OFFSET, 32),
-            0x3C: Cat(int_line, C(1, 8), C(0, 16)),     # interrupt pin 1: INTA#
-        }
-        msi = MSI_CAP_OFFSET
-        msi_control = Cat(msi_enable, C(0, 6), C(1, 1), C(0, 8))    # one message, 64-bit
-        dwords[msi] = Cat(C(P.PCI_CAP_ID_MSI, 8), C(self.EXP_CAP_OFFSET, 8), msi_control)
-        dwords[msi + P.PCI_MSI_ADDRESS_LO] = msi_addr[:32]
-        dwords[msi + P.PCI_MSI_ADDRESS_HI] = msi_addr[32:]
-        dwords[msi + P.PCI_MSI_DATA_64] = Cat(msi_data, C(0, 16))
-        for b in self._bars:
-            base = bases[b.index]
-            dwords[P.PCI_BASE_ADDRESS_0 + 4 * b.index] = base[:32] | b.flags
-            if b.is64:
-                dwords[P.PCI_BASE_ADDRESS_0 + 4 * (b.index + 1)] = base[32:]
-        cap_bytes = self.capability()
-        for i in range(0, CAP_LEN, 4):
-            dwords[CAP_OFFSET + i] = C(int.from_bytes(cap_bytes[i:i + 4], "little"), 32)
-        # The PCI Express capability: only what a driver needs to reset the function (FLR).
-        exp = self.EXP_CAP_OFFSET
-        dwords[exp] = C(P.PCI_CAP_ID_EXP | P.PCI_EXP_FLAGS_VERS2 << 16, 32)
-        dwords[exp + P.PCI_EXP_DEVCAP] = C(P.PCI_EXP_DEVCAP_FLR, 32)
-
         cfg_addr = Signal(12)       # byte offset of the current word in configuration space
-        cfg_word = Signal(W)
-        with m.Switch(cfg_addr[wshift:]):
-            for word in range(P.PCI_CFG_SPACE_SIZE // wb):
-                lanes = [dwords.get(word * wb + 4 * lane, C(0, 32)) for lane in range(wb // 4)]
-                with m.Case(word):
-                    m.d.comb += cfg_word.eq(Cat(*lanes))
-
-        def cfg_write(addr, data, be):
-            # Each writable field takes the bytes whose enables are set; the rest is read-only.
-            for lane in range(wb // 4):
-                off = Signal(12, name=f"cfg_wr_off{lane}")
-                m.d.comb += off.eq((addr[wshift:] << wshift) + 4 * lane)
-                d = data.word_select(lane, 32)
-                e = be.word_select(lane, 4)
-                with m.If(off == P.PCI_COMMAND):
-                    with m.If(e[0]):
-                        m.d.sync += command[:8].eq(d[:8] & (COMMAND_WRITABLE & 0xFF))
-                    with m.If(e[1]):
-                        m.d.sync += command[8:].eq(d[8:16] & (COMMAND_WRITABLE >> 8))
-                    with m.If(e[3] & d[16 + P.PCI_STATUS_SIG_TARGET_ABORT.bit_length() - 1]):
-                        m.d.sync += target_abort.eq(0)
-                with m.If((off == P.PCI_CACHE_LINE_SIZE) & e[0]):
-                    m.d.sync += cache_line.eq(d[:8])
-                with m.If((off == P.PCI_INTERRUPT_LINE) & e[0]):
-                    m.d.sync += int_line.eq(d[:8])
-                with m.If((off == MSI_CAP_OFFSET) & e[2]):
-                    m.d.sync += msi_enable.eq(d[16])
-                for reg_off, shift in ((MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_LO, 0),
-                                       (MSI_CAP_OFFSET + P.PCI_MSI_ADDRESS_HI, 32)):
-                    with m.If(off == reg_off):
-                        for byte in range(4):
-                            lo = shift + 8 * byte
-                            with m.If(e[byte]):
-                                keep = 0xFC if lo == 0 else 0xFF
-                                m.d.sync += msi_addr[lo:lo + 8].eq(d[8 * byte:8 * byte + 8] & keep)
-                with m.If(off == MSI_CAP_OFFSET + P.PCI_MSI_DATA_64):
-                    for byte in range(2):
-                        with m.If(e[byte]):
-                            m.d.sync += msi_data[8 * byte:8 * byte + 8].eq(d[8 * byte:8 * byte + 8])
-                with m.If((off == self.EXP_CAP_OFFSET + P.PCI_EXP_DEVCTL) & e[1] &
-                          d[15]):
-                    m.d.sync += flr.eq(1)
-                for b in self._bars:
-                    base, mask = bases[b.index], bar_mask(b)
-                    regs = [(P.PCI_BASE_ADDRESS_0 + 4 * b.index, 0)]
-                    if b.is64:
-                        regs.append((P.PCI_BASE_ADDRESS_0 + 4 * (b.index + 1), 32))
-                    for reg_off, shift in regs:
-                        with m.If(off == reg_off):
-                            for byte in range(4):
-                                lo = shift + 8 * byte
-                                with m.If(e[byte]):
-                                    m.d.sync += base[lo:lo + 8].eq(
-                                        d[8 * byte:8 * byte + 8] & ((mask >> lo) & 0xFF))
+        cfg_word = regs.rd_data
+        m.d.comb += [regs.rd_addr.eq(cfg_addr[wshift:]), regs.wr_addr.eq(req.addr[wshift:12]),
+                     regs.wr_data.eq(req.data), regs.wr_be.eq(req.be)]
 
         # -- memory decode: which BAR, if any, claims the request's address ----------------------
         hits = []
@@ -341,11 +248,13 @@ class VMShmPCI(wiring.Component):
         is_cfg = req.space == Space.CFG
         cfg_ok = is_cfg & req.sel & (req.count == 0) & (req.addr[12:] == 0)
 
-        # The reset lasts one cycle, while the write's completion goes out.
+        # The reset lasts one cycle, while the write's completion goes out: the command register,
+        # the BARs and MSI's registers forget what they held (the description says which).
+        m.d.comb += regs.flr.eq(flr)
         with m.If(flr):
-            m.d.sync += ([flr.eq(0), command.eq(0), msi_enable.eq(0), msi_addr.eq(0),
-                          msi_data.eq(0), self.msi.valid.eq(0)] +
-                         [base.eq(0) for base in bases.values()])
+            m.d.sync += [flr.eq(0), self.msi.valid.eq(0)]
+        with m.If(regs.exp_initiate_flr):
+            m.d.sync += flr.eq(1)
         # The core's request payload comes straight from registers (and the bus), whatever the
         # state: only `valid` waits for FORWARD. Gated by the state, it would put this state
         # machine in front of the core's decode adders, the slowest path of the function.
@@ -366,7 +275,7 @@ class VMShmPCI(wiring.Component):
                     with m.If(cfg_ok):
                         m.d.comb += self.req.ready.eq(1)
                         with m.If(req.write):
-                            cfg_write(req.addr[:12], req.data, req.be)
+                            m.d.comb += regs.we.eq(1)
                             m.next = "ACK"
                         with m.Else():
                             m.next = "CFG-READ"

@@ -8,11 +8,12 @@ program beside the simulation would. The exact cycle counts are the timing model
 
 import errno
 
+from vmshm.config_space import MSI_CAP_OFFSET
 from vmshm.driver_model import VMSHM_IOCTL_IVPOSITION, VMSHM_IOCTL_RING
 from vmshm.driver_model.driver import MSI_ADDRESS
 from vmshm.driver_model.pci import pcie_flr
 from vmshm.host_model.faults import Fault, HostFaults
-from vmshm.regmap import MSI_CAP_OFFSET, REG
+from vmshm.regmap import REG
 
 from .checks import expect, expect_errno, probe, reg
 from .registry import scenario

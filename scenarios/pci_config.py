@@ -5,9 +5,10 @@ where it tightens them), not only against VMShm's own constants.
 """
 
 from vmshm import pci_regs as P
+from vmshm.config_space import MSI_CAP_OFFSET
 from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable_device,
                                 pci_set_master)
-from vmshm.regmap import (ABI_VERSION, CAP, CAP_LEN, CAP_VERSION, DEVICE_ID, MSI_CAP_OFFSET,
+from vmshm.regmap import (ABI_VERSION, CAP, CAP_LEN, CAP_VERSION, DEVICE_ID,
                           PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
                           PCI_VENDOR_ID, Status)
 

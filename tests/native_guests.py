@@ -120,3 +120,11 @@ async def window_accesses(bus, name, rounds, pause):
     with open(f"/dev/shm{name}", "rb") as f:
         said.append(f.read(64 * rounds + 32))
     return said
+
+
+async def outwaits_the_bus(bus):
+    """Read OPEN with a bus timeout far shorter than the host takes to answer: the bus gives up
+    (BusTimeout) instead of waiting."""
+    drivers, _ = await vmshm_probe(bus)
+    bus.timeout = 8
+    await drivers[0].regs.read32(REG["OPEN"].offset)

@@ -304,8 +304,9 @@ def sparse(name, size):
 """
 
 
-def in_small_shm(body):
-    """Return an act: run `body` (Python; sets ``out``, a dict) in a private, tiny /dev/shm."""
+def in_small_shm(body, timeout=120):
+    """Return an act: run `body` (Python; sets ``out``, a dict) in a private, tiny /dev/shm;
+    past `timeout` seconds it is killed and the outcome says so."""
     def act(env):
         if shutil.which("unshare") is None:
             fail_in_ci_or_skip("unshare (util-linux) is not installed")
@@ -318,8 +319,11 @@ def in_small_shm(body):
         if probe.returncode:
             fail_in_ci_or_skip(f"cannot make a private mount namespace here: "
                                f"{probe.stderr.strip()}")
-        proc = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True,
-                              text=True, timeout=120)
+        try:
+            proc = subprocess.run(["unshare", "-m", "sh", "-c", shell], capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            return Outcome(text=f"still running after {timeout} s: {exc.stdout} {exc.stderr}")
         text = proc.stdout + proc.stderr
         detail = {"returncode": proc.returncode}
         if proc.returncode == 0:
@@ -806,7 +810,7 @@ def cli_proc(*argv, sig=None, runs=1):
     return act
 
 
-def cli_small_shm(argv, setup=""):
+def cli_small_shm(argv, setup="", timeout=120):
     """Return an act: run ``vmshm ARGV`` in a private, tiny, full /dev/shm (see SMALL_SHM)."""
     body = setup + textwrap.dedent(f"""
         import io
@@ -819,13 +823,42 @@ def cli_small_shm(argv, setup=""):
         print(text.getvalue(), file=sys.stderr)
         out = {{"status": status, "objects": sorted(os.listdir("/dev/shm"))}}
     """)
-    inner = in_small_shm(body)
+    inner = in_small_shm(body, timeout)
 
     def act(env):
         outcome = inner(env)
         outcome.status = outcome.detail.get("status", outcome.status)
         return outcome
     return act
+
+
+def cli_server(*argv, name=None):
+    """Return an act: run ``vmshm ivshmem-server -F ARGV`` (templates as :func:`cli`) as a
+    process; one that is serving is ended with SIGTERM once it says so. The outcome's detail
+    says whether it served, and whether a raw ESC byte reached the terminal."""
+    def act(env):
+        import time
+
+        if name is not None:
+            env.name = _fill(name, env)
+        args = [_fill(a, env) for a in argv]
+        code = "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))"
+        proc = subprocess.Popen([sys.executable, "-c", code, "ivshmem-server", "-F", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stdout.readline()            # its first line, or "" once it has ended
+        served = "listening on" in first
+        if served:
+            time.sleep(0.2)
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        text = first + out + err
+        return Outcome(status=proc.returncode, text=text,
+                       detail={"served": served, "raw_escape": "\x1b" in text})
+    return act
+
+
+#: A socket path for the cases run in a private /dev/shm, where {tmp} is not filled in.
+SMALL_SOCK = f"/tmp/vmshm-fault-{os.getpid()}-ivs.sock"
 
 
 LONG = "/" + "n" * (NAME_MAX + 1)
@@ -1038,6 +1071,13 @@ CLI = [
     Fault("cli-regs-directory", "cli", "`vmshm regs -o DIR` where DIR is a directory",
           "exit 1, `EISDIR`, naming it", "the error is the file's",
           cli("regs", "-o", "{tmp}"), status=1, words=("EISDIR",)),
+    Fault("cli-regs-html-no-output", "cli", "`vmshm regs --format html`", "exit 2: needs -o",
+          "the HTML reference is a directory of pages", cli("regs", "--format", "html"),
+          status=2, words=("-o DIR",)),
+    Fault("cli-regs-ipxact-unwritable", "cli", "`vmshm regs --format ipxact -o /nonexistent/x`",
+          "exit 1, `ENOENT`, naming the file", "the error is the file's",
+          cli("regs", "--format", "ipxact", "-o", "/nonexistent/x"), status=1,
+          words=("ENOENT", "/nonexistent/x")),
     Fault("cli-bench-unknown", "cli", "`vmshm bench --backends foo`", "exit 2",
           "choose from amaranth, verilator, icarus", cli("bench", "--backends", "foo"),
           status=2, words=("unknown backend",)),
@@ -1093,6 +1133,38 @@ CLI = [
           cli_small_shm(["demo", "--shm", "/sparse"], setup='sparse("/sparse", 1 << 20)\n'),
           status=1, words=("No space left",), detail={"objects": ["filler", "sparse"]},
           object_doc="its size unchanged"),
+    Fault("cli-ivshmem-size-off-t", "cli", "`vmshm ivshmem-server -M /x -l 8589934592G -F`",
+          "exit 2: too large, in one line; nothing is created, nothing listens",
+          "a size no file can have (off_t) is a usage error, not an OverflowError",
+          cli_server("-S", "{tmp}/s", "-M", "{name}", "-l", "8589934592G"), status=2,
+          words=("too large",), detail={"served": False}, after=None),
+    Fault("cli-ivshmem-size-beyond-memory", "cli", "`vmshm ivshmem-server -M /x -l 1048576G`",
+          "exit 1, `ENOSPC`, saying how much is free; nothing is created",
+          "the limit is the free space of the object's file system (/dev/shm's tmpfs: at most "
+          "its size, by default half the RAM), since creation reserves the object's memory",
+          cli_server("-S", "{tmp}/s", "-M", "{name}", "-l", "1048576G"), status=1,
+          words=("ENOSPC", "no room", "bytes free"), detail={"served": False}, after=None),
+    Fault("cli-ivshmem-full-tmpfs", "cli", "`vmshm ivshmem-server -l 1M -F` on a full /dev/shm",
+          "exit 1, `ENOSPC`, in one line; no object is left behind (and no peer "
+          "dies of SIGBUS later)", "creation reserves the object's memory",
+          cli_small_shm(["ivshmem-server", "-S", SMALL_SOCK, "-M", "/big", "-l", "1M", "-F"],
+                        timeout=20),
+          status=1, words=("ENOSPC",), detail={"objects": ["filler"]},
+          object_doc="does not exist"),
+    Fault("cli-ivshmem-escape-name", "cli",
+          "`vmshm ivshmem-server -M $'/x\\x1b[2J' -l 64K -F`, a name holding ESC",
+          "exit 0 after SIGTERM; the name is printed as `/x\\x1b[2J`, no ESC reaches the "
+          "terminal", "names are text: escape bytes in them must not clear the screen",
+          cli_server("-S", "{tmp}/s", "-M", "{name}", "-l", "64K", name="/x\x1b[2J-{uid}"),
+          status=0, words=("created /x\\x1b[2J-",),
+          detail={"served": True, "raw_escape": False}, after=Obj(65536)),
+    Fault("cli-ivshmem-escape-socket", "cli",
+          "`vmshm ivshmem-server -S $'/missing\\x1b[2J/s'`",
+          "exit 1, `ENOENT`, the path printed with `\\x1b`; nothing is created",
+          "paths are text too; the socket is bound before the object is made",
+          cli_server("-S", "{tmp}/no\x1b[2J/s", "-M", "{name}", "-l", "64K"), status=1,
+          words=("ENOENT", "no\\x1b[2J/s"), detail={"served": False, "raw_escape": False},
+          after=None),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI

@@ -15,11 +15,11 @@ HEADER = Path(__file__).resolve().parent.parent / "guest" / "vmshm_regs.h"
 
 def test_guest_header_is_fresh():
     assert HEADER.read_text() == render_c_header(), (
-        "guest/vmshm_regs.h is stale: run `vmshm regs --c-header -o guest/vmshm_regs.h`")
+        "guest/vmshm_regs.h is stale: run `vmshm regs --format guest-header -o guest/vmshm_regs.h`")
 
 
 def test_regs_c_header_option_writes_the_header(tmp_path, capsys):
-    assert main(["regs", "--c-header", "-o", str(tmp_path / "h.h")]) == 0
+    assert main(["regs", "--format", "guest-header", "-o", str(tmp_path / "h.h")]) == 0
     assert (tmp_path / "h.h").read_text() == HEADER.read_text()
 
 

@@ -148,7 +148,7 @@ def test_cli_refuses_bad_input_with_one_line(names, tmp_path):
             (["-S", str(taken), "-M", name], 1, "is not a socket"),
             (["-S", sock, "-M", "a/b"], 2, "one path component"),
             (["-S", sock, "-M", name, "-n", "0"], 2, "vectors must be 1..1024"),
-            (["-S", sock, "-M", name, "-l", "0"], 2, "the size must be a power of two"),
+            (["-S", sock, "-M", name, "-l", "0"], 2, "-l must be positive"),
             (["-S", sock, "-M", name, "-l", "3M"], 2, "the size must be a power of two"),
             (["-S", sock, "-M", name, "-l", "lots"], 2, "is not a size"),
             (["-S", str(tmp_path / "no" / "dir.sock"), "-M", name], 1, "No such file")]:

@@ -58,6 +58,25 @@ def test_follows_changed_layouts(shm_objects, monkeypatch):
     assert ours.records == ref.records and ours.events == ref.events
 
 
+def test_follows_a_reordered_shared_block(shm_objects, monkeypatch):
+    """The Shared block's words and the run codes come from native/shared.py to both the C++
+    harness and the engine: reordered there, the two still agree."""
+    require_backend("native")
+    import importlib
+
+    from vmshm.native import engine, shared
+    monkeypatch.setattr(shared, "SHARED", tuple(reversed(shared.SHARED)))
+    monkeypatch.setattr(shared, "RUN_STATUS", tuple(reversed(shared.RUN_STATUS)))
+    try:
+        importlib.reload(engine)
+        assert "uint64_t timeout;" in shared.header_lines()[1]
+        ref, ours = both(shm_objects, size=300, data_width=32, timing=STALLING)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(engine)
+    assert ours.records == ref.records and ours.events == ref.events
+
+
 def test_bench_shows_native_beside_amaranth():
     require_backend("native")
     rows = run_bench(["amaranth", "native"], size=1024)
@@ -82,6 +101,18 @@ def test_guest_may_only_await_the_bus():
 
     with pytest.raises(NativeError, match="may only await bus operations"):
         run_function("native_guests:awaits_sleep", backend="native")
+
+
+@pytest.mark.parametrize("backend", ["amaranth", "native"])
+def test_a_stalled_burst_ends_in_bus_timeout(backend):
+    """A burst that makes no progress for the bus's timeout raises BusTimeout on every backend
+    (native's run status and its Shared block's timeout word once shared one Python name)."""
+    require_backend(backend)
+    from vmshm.driver_model.bus import BusTimeout
+
+    with pytest.raises(BusTimeout, match="8 cycles"):
+        run_function("native_guests:outwaits_the_bus", backend=backend,
+                     timing=HostTiming(ctl_latency=200))
 
 
 def test_dma_never_reaches_past_a_shrunk_object(shm_objects):

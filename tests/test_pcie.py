@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from vmshm import pci_regs as P
-from vmshm.regmap import ABI_VERSION, CAP_OFFSET, DEFAULT_WINDOW_SIZE, DEVICE_ID
+from vmshm.config_space import CAP_OFFSET
+from vmshm.regmap import ABI_VERSION, DEFAULT_WINDOW_SIZE, DEVICE_ID
 from vmshm.rtl import VMShmPCI, VMShmUSP
 from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import SCENARIOS

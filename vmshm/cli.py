@@ -44,9 +44,11 @@ def _commands():
                         "requests tagged with a BAR) or the PCI function (vmshm_pci, with its "
                         "configuration space).")),
         ("regs", regs, dict(
-            help="print the register map (Markdown, or the guest's C header)",
-            description="Print docs/registers.md as rendered from the one register definition, "
-                        "vmshm/regmap.py; --c-header prints guest/vmshm_regs.h instead.")),
+            help="print the register map: Markdown, the guest's C header, SystemRDL, IP-XACT, "
+                 "HTML or a PeakRDL C header",
+            description="Print the one register definition, vmshm/regmap.py, as docs/registers.md "
+                        "(the default), guest/vmshm_regs.h, or through the PeakRDL exporters from "
+                        "a SystemRDL model of it: SystemRDL, IP-XACT, HTML, a C header.")),
         ("bench", bench, dict(
             help="measure simulation speed on each backend",
             description="Run a fixed workload (probe, open, 64 KiB written and read back through "
@@ -112,7 +114,7 @@ def _fail(console, code, message):
 
 def main(argv=None):
     """Run the ``vmshm`` command line and return its exit status."""
-    from vmshm.console import make_console
+    from vmshm.console import escaped, make_console
 
     # Names, object content, paths and messages are printed as they are: see vmshm.console.
     console = make_console()
@@ -130,7 +132,8 @@ def main(argv=None):
         err.print(f"vmshm {args.command}: {exc}", style="red")
         return 2
     except OSError as exc:
-        name = exc.filename if exc.filename is not None else ""
+        # A name or path may hold terminal escape bytes: printed escaped, never executed.
+        name = escaped(exc.filename) if exc.filename is not None else ""
         return _fail(err, exc.errno or errno.EIO,
                      f"{name}: {exc.strerror}" if name else str(exc.strerror or exc))
     except AssertionError as exc:

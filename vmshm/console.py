@@ -5,7 +5,8 @@ host. Rich would read ``[/]`` in them as a closing tag (a ``MarkupError``), ``[b
 style and ``:smile:`` as an emoji, and drop ``[test]`` from ``pip install 'vmshm[test]'``. So
 every console the command prints through is made here, with markup and emoji codes off; the
 command's own styling is passed as ``style=`` or built with :func:`styled`, never written
-inline.
+inline. Names and paths also go through :func:`escaped`, so the bytes they hold cannot move the
+cursor or clear the terminal.
 """
 
 import sys
@@ -13,7 +14,7 @@ import sys
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["make_console", "styled", "note"]
+__all__ = ["make_console", "styled", "note", "escaped"]
 
 
 def make_console(*, stderr=False, width=None, **kwargs):
@@ -45,3 +46,25 @@ def styled(*parts):
 def note(text):
     """Return ``note: TEXT`` with the word ``note:`` in yellow, `text` as it is."""
     return styled(("note:", "yellow"), " ", text)
+
+
+def escaped(text):
+    r"""Return `text` with every character that is not printable escaped as Python writes it.
+
+    Terminal control bytes (``ESC`` in ``/x\x1b[2J``, a newline, ``DEL``), invisible format
+    characters (a right-to-left override) and bytes that were not UTF-8 (decoded with
+    ``surrogateescape``) become ``\x1b``, ``\n``, ``\u202e``, ``\xff``; letters of any script and
+    spaces stay as they are, so ``/héllo wörld`` prints as typed.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable():
+            out.append(ch)
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")     # an undecodable byte, as the byte
+        else:
+            out.append(repr(ch)[1:-1])
+    return "".join(out)

@@ -1,8 +1,9 @@
 """The VMShm register ABI: the one definition of BAR0's registers and the device's status codes.
 
 Everything that needs an offset, a reset value or an errno imports it from here: the RTL register
-file (:mod:`vmshm.rtl.core`), the driver model, the testbenches and ``docs/registers.md`` (made by
-:func:`render_markdown`, checked for staleness by the test suite).
+file (:mod:`vmshm.rtl.core`), the driver model, the testbenches, ``docs/registers.md`` (made by
+:func:`render_markdown` and ``vmshm regs``, checked for staleness by the test suite) and the
+SystemRDL model the PeakRDL exports come from (:mod:`vmshm.rdl`).
 
 The seed's ABI is fixed: reading ``OPEN`` (0x00) opens the object named in BAR2 and returns 0 or an
 errno; reading ``CLOSE`` (0x20) releases it. Everything else lives at other offsets and never
@@ -17,8 +18,8 @@ __all__ = [
     "ACCESS", "Field", "Register", "REGISTERS", "REG", "Status", "STATUS_TEXT", "CtlOp",
     "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
     "PCI_VENDOR_ID", "PCI_DEVICE_ID", "PCI_SUBSYSTEM_VENDOR_ID", "PCI_SUBSYSTEM_ID",
-    "PCI_REVISION", "CAP_OFFSET", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
-    "CAP_ID_VNDR", "capability_bytes", "MSI_CAP_OFFSET", "VECTORS",
+    "PCI_REVISION", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
+    "CAP_ID_VNDR", "capability_bytes", "VECTORS",
     "render_markdown",
 ]
 
@@ -45,8 +46,6 @@ PCI_DEVICE_ID = 0x6661
 PCI_SUBSYSTEM_VENDOR_ID = 0x1AF4
 PCI_SUBSYSTEM_ID = 0x1100
 PCI_REVISION = 0x01
-#: Where the vendor-specific capability sits in configuration space.
-CAP_OFFSET = 0x40
 
 
 @dataclass(frozen=True)
@@ -78,10 +77,6 @@ CAP_LEN = 0x14
 CAP_VERSION = 1
 #: PCI's capability ID of a vendor-specific capability (PCI_CAP_ID_VNDR).
 CAP_ID_VNDR = 0x09
-#: Where the soft front end's MSI capability sits: past the PCI Express capability (0x60 to
-#: 0x9B), since a 64-bit MSI capability (14 bytes) does not fit between 0x54 and 0x60. In the
-#: capability list it still comes between the two: 0x40 -> MSI -> 0x60.
-MSI_CAP_OFFSET = 0xA0
 #: Interrupt vectors of the doorbell registers: INTR_MASK and INTR_STATUS have one bit each.
 VECTORS = 32
 
@@ -155,18 +150,22 @@ class CtlOp:
 
 @dataclass(frozen=True)
 class Field:
-    """A bit field inside a register.
+    """A bit field inside a register; ``access`` (see :data:`ACCESS`) when not its register's.
 
-    ``access`` (one of :data:`ACCESS`) is given where the register's fields act differently
-    (STATUS: read-only bits beside a write-1-clear one); the hardware then builds the register
-    from one action per field. Without it a field only names bits of a register that acts as a
-    whole, with the register's access.
+    A register whose fields all act as the register does is built as one piece; where a field
+    names an access of its own (STATUS: a write-1-clear bit beside read-only ones), the hardware
+    builds the register field by field (:meth:`Register.parts`).
     """
     name: str
     offset: int
     width: int
     doc: str
     access: str = None
+
+    def __post_init__(self):
+        if self.access is not None and self.access not in ACCESS:
+            raise ValueError(f"field {self.name} access must be one of {', '.join(ACCESS)}, "
+                             f"not {self.access!r}")
 
 
 #: Access types of a register, and what each means (docs/registers.md lists them).
@@ -211,12 +210,6 @@ class Register:
                 raise ValueError(f"field {self.name}.{f.name} must lie inside the 32-bit "
                                  f"register without overlapping another field")
             bits |= mask
-            if f.access is not None and f.access not in ACCESS:
-                raise ValueError(f"field {self.name}.{f.name} access must be one of "
-                                 f"{', '.join(ACCESS)}, not {f.access!r}")
-        if len({f.access is None for f in self.fields}) > 1:
-            raise ValueError(f"register {self.name}: either every field names its access or "
-                             f"none does")
 
     def placement(self, data_width):
         """Return ``(word, lane)``: the register's word on a ``data_width``-bit bus and its
@@ -226,12 +219,12 @@ class Register:
 
     def parts(self):
         """Return what the hardware builds the register from, as ``(field name, offset, width,
-        access, reset)``: each field where the fields name their access, else the whole
-        register (its field name ``None``, its reset ``None`` where it is a build parameter).
+        access, reset)``: the whole register (field name ``None``; reset ``None`` where it is a
+        build parameter), or each field where one names an access of its own.
         """
-        if self.fields and self.fields[0].access is not None:
+        if any(f.access not in (None, self.access) for f in self.fields):
             reset = self.reset or 0
-            return tuple((f.name, f.offset, f.width, f.access,
+            return tuple((f.name, f.offset, f.width, f.access or self.access,
                           reset >> f.offset & ((1 << f.width) - 1)) for f in self.fields)
         return ((None, 0, 32, self.access, self.reset),)
 
@@ -246,12 +239,12 @@ REGISTERS = (
              (Field("MINOR", 0, 16, "additions only"), Field("MAJOR", 16, 16, "incompatible changes"))),
     Register("STATUS", 0x0C, "R", 0, "Device state. Read-only but for DMA_ERROR, which a "
              "write with bit 2 set clears.",
-             (Field("OPEN", 0, 1, "an object is mapped into BAR1", "R"),
-              Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress", "R"),
+             (Field("OPEN", 0, 1, "an object is mapped into BAR1"),
+              Field("BUSY", 1, 1, "an OPEN or CLOSE is in progress"),
               Field("DMA_ERROR", 2, 1, "sticky: a window access failed at the host (an error "
                     "answer, or none in time); the guest read all ones, or a PCIe front end "
                     "answered Completer Abort. Write 1 to clear", "W1C"),
-              Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE", "R"))),
+              Field("LAST_ERROR", 8, 8, "status code of the last OPEN or CLOSE"))),
     Register("MAP_SIZE", 0x10, "R", 0,
              "Bytes of BAR1 backed by the object: min(object size, window size); 0 when closed. "
              "Accesses to words at or past this offset (rounded up to the data width) are "
@@ -304,7 +297,7 @@ assert len({r.offset for r in REGISTERS}) == len(REGISTERS), "register offsets o
 def render_markdown():
     """Return ``docs/registers.md`` as text, rendered from :data:`REGISTERS`."""
     out = ["# VMShm register map", "",
-           "<!-- Generated by `python -m vmshm.regmap > docs/registers.md` from vmshm/regmap.py."
+           "<!-- Generated by `vmshm regs -o docs/registers.md` from vmshm/regmap.py."
            " Do not edit. -->", "",
            "## BARs", "",
            "| BAR | default size | holds |", "|---|---|---|",
@@ -335,8 +328,9 @@ def render_markdown():
             f"Vendor:device {PCI_VENDOR_ID:04x}:{PCI_DEVICE_ID:04x} (the original VMShm's), "
             f"subsystem {PCI_SUBSYSTEM_VENDOR_ID:04x}:{PCI_SUBSYSTEM_ID:04x}, revision "
             f"{PCI_REVISION}, class 0x050000 (memory controller, RAM). All are build "
-            f"parameters of the soft PCI front end. A vendor-specific capability (ID 0x09) at "
-            f"{CAP_OFFSET:#04x} in configuration space tells a driver where everything is:", "",
+            f"parameters of the soft PCI front end. A vendor-specific capability (ID 0x09) in "
+            f"configuration space tells a driver where everything is (where it sits: "
+            f"[config_space.md](config_space.md)):", "",
             "| offset | size | field | meaning |", "|---|---|---|---|"]
     for f in CAPABILITY:
         out.append(f"| +{f.offset:#04x} | {f.size} | {f.name} | {f.doc} |")
@@ -353,15 +347,15 @@ def render_markdown():
             "| Status bit 3 (Interrupt Status) | `irq`, whatever Interrupt Disable says |",
             "| INTx (the function's `intx` output) | `irq` and not Interrupt Disable and not "
             "MSI Enable |",
-            f"| MSI capability ({MSI_CAP_OFFSET:#04x}) | ID 0x05, single message, 64-bit "
-            "address, no per-vector masking; in the capability list between the vendor "
-            "capability and the PCI Express capability (0x60) |",
+            "| MSI capability | ID 0x05, single message, 64-bit address, no per-vector "
+            "masking; in the capability list between the vendor capability and the PCI "
+            "Express capability ([config_space.md](config_space.md) has the offsets) |",
             "| MSI message (the function's `msi` output) | one write of Message Data to Message "
             "Address per `irq_msg` pulse while MSI Enable and Bus Master Enable are set |", "",
             "The MSI capability's registers, as offsets from its start:", "",
             "| offset | size | register | access |", "|---|---|---|---|",
             "| +0x00 | 1 | Capability ID (0x05) | constant |",
-            "| +0x01 | 1 | Next pointer (0x60) | constant |",
+            "| +0x01 | 1 | Next pointer (the PCI Express capability's offset) | constant |",
             "| +0x02 | 2 | Message Control: bit 0 MSI Enable (RW), bits 3:1 Multiple Message "
             "Capable (0: one), bits 6:4 Multiple Message Enable (reads 0), bit 7 64-bit "
             "capable (1) | RW bit 0 |",
@@ -375,8 +369,4 @@ def render_markdown():
     for name, code in sorted(Status.all().items(), key=lambda kv: kv[1]):
         out.append(f"| {code} | {name} | {STATUS_TEXT[code]} |")
     return "\n".join(out) + "\n"
-
-
-if __name__ == "__main__":
-    print(render_markdown(), end="")
 

@@ -1,23 +1,58 @@
-"""``vmshm regs``: print the register map as ``docs/registers.md`` or as the guest's C header."""
+"""``vmshm regs``: the register map as docs/registers.md, the guest's C header, or through PeakRDL.
 
+Also docs/config_space.md, the soft function's configuration space.
+"""
+
+import os
 import sys
+import tempfile
 
+from vmshm import config_space
 from vmshm.cheader import render_c_header
+from vmshm.options import UsageError
+from vmshm.rdl import EXPORT_FORMATS, access_markdown, export
 from vmshm.regmap import render_markdown
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["FORMATS", "add_arguments", "run", "render"]
+
+#: ``--format`` values: the three the project renders itself, then the PeakRDL exports.
+FORMATS = ("markdown", "guest-header", "config-space", *EXPORT_FORMATS)
 
 
 def add_arguments(parser):
     """Add ``vmshm regs``'s options to ``parser``."""
-    parser.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
-    parser.add_argument("--c-header", action="store_true",
-                        help="print the guest driver's C header (guest/vmshm_regs.h) instead")
+    parser.add_argument("--format", choices=FORMATS, default="markdown",
+                        help="markdown: docs/registers.md (the default); guest-header: "
+                             "guest/vmshm_regs.h; config-space: docs/config_space.md; systemrdl, ipxact (IEEE 1685-2014), html (a "
+                             "directory: needs -o), c-header: exported by the PeakRDL tools "
+                             "(pip install 'vmshm[regs]')")
+    parser.add_argument("-o", "--output", metavar="PATH",
+                        help="write here instead of stdout (for html, the directory to write)")
+
+
+def render(fmt):
+    """Return the register map in ``fmt`` as text (any format but ``html``)."""
+    if fmt == "markdown":
+        return render_markdown() + access_markdown()
+    if fmt == "guest-header":
+        return render_c_header()
+    if fmt == "config-space":
+        return config_space.render_markdown()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "out")
+        export(fmt, path)
+        with open(path) as f:
+            return f.read()
 
 
 def run(args, console):
     """Run ``vmshm regs`` with parsed ``args`` and return the exit status."""
-    text = render_c_header() if args.c_header else render_markdown()
+    if args.format == "html":
+        if not args.output:
+            raise UsageError("--format html writes a directory: give it with -o DIR")
+        export("html", args.output)
+        return 0
+    text = render(args.format)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
