@@ -20,12 +20,12 @@ from amaranth.utils import ceil_log2, exact_log2
 from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
                           DEFAULT_WINDOW_SIZE, CtlOp)
 
-from .control import ControlChannel, control_cmd_signature, name_read_signature
+from .control import ControlChannel
 from .doorbell import Doorbells
 from .layouts import CplStatus, cpl_layout, guest_req_layout, host_signature
-from .registers import RegisterFile, register_bus_signature
+from .registers import RegisterFile
 from .timer import HostTimer
-from .window import WindowDMA, window_cmd_signature, window_rd_layout, window_wr_layout
+from .window import WindowDMA
 
 __all__ = ["VMShmCore", "DEFAULT_HOST_TIMEOUT"]
 
@@ -211,20 +211,12 @@ class VMShmCore(wiring.Component):
                      self.host_base.eq(ctl.host_base),
                      ctl.dma_enable.eq(self.dma_enable), ctl.dma_free.eq(dma.free)]
 
-        # -- the core's side of each: what it drives, joined by wiring.connect ------------------
-        bus = register_bus_signature(self._addr_width - wshift, self._data_width).create(
-            path=("regs_bus",))
-        ctl_cmd = control_cmd_signature().create(path=("ctl_cmd",))
-        name = name_read_signature(len(ctl.name.addr), self._data_width).flip().create(
-            path=("name",))
-        dma_cmd = window_cmd_signature(self._addr_width, self._data_width).create(
-            path=("dma_cmd",))
-        wr = stream.Signature(window_wr_layout(self._data_width)).create(path=("dma_wr",))
-        rd = stream.Signature(window_rd_layout(self._data_width)).flip().create(
-            path=("dma_rd",))
-        for ours, theirs in ((bus, regs.bus), (ctl_cmd, ctl.cmd), (name, ctl.name),
-                             (dma_cmd, dma.cmd), (wr, dma.wr), (rd, dma.rd)):
-            wiring.connect(m, ours, theirs)
+        # The core drives the components' command sides itself (each declared from the core's
+        # side: register bus, OPEN/CLOSE command, name reads, window request and its streams).
+        # The guest's data reaches the register file and the window only in the states that
+        # write: elsewhere it changes nothing they hold, and Amaranth's simulator then does
+        # not carry every beat's data through them.
+        bus, ctl_cmd, name, dma_cmd, wr, rd = regs.bus, ctl.cmd, ctl.name, dma.cmd, dma.wr, dma.rd
 
         # -- the registers' values and events, from the register map's fields ------------------
         f = regs.f
@@ -315,11 +307,9 @@ class VMShmCore(wiring.Component):
         m.d.comb += [
             bus.addr.eq(r.waddr), bus.sel.eq(r.in_bar0),
             bus.r_be.eq(Mux(r.first, r.rd_be, (1 << wb) - 1)),
-            bus.w_be.eq(req.be), bus.w_data.eq(req.data),
             dma_cmd.write.eq(req.write), dma_cmd.addr.eq(r.waddr << wshift),
             dma_cmd.count.eq(r.count), dma_cmd.remaining.eq(r.remaining),
             dma_cmd.end_be.eq(Mux(r.clip, tail_be, (1 << wb) - 1)),
-            wr.payload.data.eq(req.data), wr.payload.be.eq(req.be),
         ]
         return r
 
@@ -371,7 +361,8 @@ class VMShmCore(wiring.Component):
                 # only (the word's address, the slot), not on the beat's byte enables.
                 db_wait = Signal()
                 m.d.comb += db_wait.eq(db_held & ~db_timer.expired)
-                m.d.comb += [self.req.ready.eq(~db_wait), bus.w_stb.eq(self.req.valid)]
+                m.d.comb += [self.req.ready.eq(~db_wait), bus.w_stb.eq(self.req.valid),
+                             bus.w_be.eq(req.be), bus.w_data.eq(req.data)]
                 with m.If(self.req.valid & db_wait):
                     m.d.comb += db_timer.run.eq(1)
                 # The register writes touch other words than DOORBELL's, where db_wait is low,
@@ -470,7 +461,8 @@ class VMShmCore(wiring.Component):
                     m.next = "IDLE"
 
             with m.State("DMA-WRITE"):
-                m.d.comb += [wr.valid.eq(self.req.valid), self.req.ready.eq(wr.ready)]
+                m.d.comb += [wr.valid.eq(self.req.valid), wr.payload.data.eq(req.data),
+                             wr.payload.be.eq(req.be), self.req.ready.eq(wr.ready)]
                 with m.If(self.req.valid & self.req.ready):
                     m.d.sync += r.remaining.eq(r.remaining - 1)
                 with m.If(dma_cmd.done & dma_cmd.failed):
