@@ -6,8 +6,6 @@ bus, the way a guest sees a PCI segment: configuration requests go to the addres
 memory requests to everyone, and the function whose BAR decodes the address answers.
 """
 
-from dataclasses import dataclass
-
 from amaranth.hdl import *
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -19,26 +17,13 @@ from vmshm.regmap import (BAR0_SIZE, CAP_LEN, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_
                           PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID,
                           PCI_VENDOR_ID)
 
+from .bars import BarDef
 from .config_regs import ConfigRegisters
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout
 
-__all__ = ["BarDef", "VMShmPCI", "PciBus", "VMShmSystem"]
+__all__ = ["VMShmPCI", "PciBus", "VMShmSystem"]
 
-@dataclass(frozen=True)
-class BarDef:
-    """One memory BAR: which core BAR it carries, where its register sits and its type."""
-    function: int      # the core's BAR number (BAR_REGS, BAR_WINDOW, BAR_NAME)
-    index: int         # BAR register index 0..5 (a 64-bit BAR also takes index + 1)
-    size: int
-    is64: bool = False
-    prefetch: bool = False
-
-    @property
-    def flags(self):
-        """Return the read-only low bits of the BAR register."""
-        return ((P.PCI_BASE_ADDRESS_MEM_TYPE_64 if self.is64 else P.PCI_BASE_ADDRESS_MEM_TYPE_32) |
-                (P.PCI_BASE_ADDRESS_MEM_PREFETCH if self.prefetch else 0))
 
 
 def _check_id(name, value, bits):

@@ -20,8 +20,6 @@ MAX_LINES = 700
 
 #: Modules allowed past MAX_LINES, each with the reason it is one indivisible thing.
 LONG_MODULES = {
-    "vmshm.rtl.usp": "one component: the UltraScale+ completer and requester shims share their "
-                     "state machines and tag bookkeeping",
 }
 
 

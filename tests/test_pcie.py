@@ -19,7 +19,7 @@ from vmshm import pci_regs as P
 from vmshm.config_space import CAP_OFFSET
 from vmshm.regmap import ABI_VERSION, DEFAULT_WINDOW_SIZE, DEVICE_ID
 from vmshm.rtl import VMShmPCI, VMShmUSP
-from vmshm.rtl.usp_irq import INTX_PORTS, MSI_PORTS
+from vmshm.rtl.usp import INTX_PORTS, MSI_PORTS
 from vmshm.scenarios import SCENARIOS
 from vmshm.testbench.pcie import (DEFAULT_HOST_ADDR, PCIE_SCENARIOS, SKIPPED_SCENARIOS, PcieJob,
                                   run_pcie, run_pcie_scenario)

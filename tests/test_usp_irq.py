@@ -8,7 +8,7 @@ whole top runs against cocotbext-pcie's model in tests/test_pcie.py.
 
 from amaranth.sim import Simulator
 
-from vmshm.rtl.usp_irq import USPInterrupts
+from vmshm.rtl.usp import USPInterrupts
 
 LATENCY = 3     # cycles the responder takes to send a message
 

@@ -1,16 +1,57 @@
-"""Descriptors of the UltraScale+ PCIe hard IP's user interface, as PG213 tables them.
+"""The UltraScale+ PCIe hard IP's user interface as PG213 tables it: descriptors, request types,
+``tuser`` widths and bits.
 
 Each is a :class:`~amaranth.lib.data.StructLayout` whose fields carry PG213's names and sit at
 its bit positions (DWORD-aligned mode, a descriptor's DWORD 0 in bits 31:0): *Completer Request
 Descriptor Format for Memory, I/O, and Atomic Op Requests* (CQ), *Completer Completion
 Descriptor Format* (CC), *Requester Request Descriptor Format for Memory, I/O, and Atomic Op
 Requests* (RQ) and *Requester Completion Descriptor Format* (RC). Reserved bits are fields named
-``reserved*``, so every layout covers its whole descriptor.
+``reserved*``, so every layout covers its whole descriptor. :class:`ReqType` is the request
+type field of the CQ and RQ descriptors; the ``*_USER_WIDTH`` constants and the ``tuser`` bit
+positions are those of the interfaces below 512 bits.
 """
+
+import enum
 
 from amaranth.lib import data
 
-__all__ = ["CQ_DESCRIPTOR", "CC_DESCRIPTOR", "RQ_DESCRIPTOR", "RC_DESCRIPTOR"]
+__all__ = ["CQ_DESCRIPTOR", "CC_DESCRIPTOR", "RQ_DESCRIPTOR", "RC_DESCRIPTOR", "ReqType",
+           "POSTED_TYPES", "CQ_USER_WIDTH", "CC_USER_WIDTH", "RQ_USER_WIDTH", "RC_USER_WIDTH",
+           "CQ_FIRST_BE", "CQ_LAST_BE", "CQ_DISCONTINUE", "RC_DISCONTINUE"]
+
+#: ``tuser`` widths of the UltraScale+ (``pcie4_uscale_plus``) interfaces below 512 bits.
+CQ_USER_WIDTH = 88
+CC_USER_WIDTH = 33
+RQ_USER_WIDTH = 62
+RC_USER_WIDTH = 75
+#: CQ ``tuser`` bits: first and last DWORD byte enables (valid at the first beat), discontinue.
+CQ_FIRST_BE, CQ_LAST_BE, CQ_DISCONTINUE = slice(0, 4), slice(4, 8), 41
+#: RC ``tuser`` discontinue bit.
+RC_DISCONTINUE = 42
+
+
+class ReqType(enum.IntEnum):
+    """Request type field of the CQ and RQ descriptors (PG213)."""
+    MEM_READ = 0b0000
+    MEM_WRITE = 0b0001
+    IO_READ = 0b0010
+    IO_WRITE = 0b0011
+    FETCH_ADD = 0b0100
+    SWAP = 0b0101
+    CAS = 0b0110
+    MEM_READ_LOCKED = 0b0111
+    CFG_READ_0 = 0b1000
+    CFG_READ_1 = 0b1001
+    CFG_WRITE_0 = 0b1010
+    CFG_WRITE_1 = 0b1011
+    MSG = 0b1100
+    MSG_VENDOR = 0b1101
+    MSG_ATS = 0b1110
+
+
+#: Request types that take no completion: writes and messages. 0b1111 is reserved; it is dropped,
+#: since answering a posted request would be the worse mistake of the two.
+POSTED_TYPES = (ReqType.MEM_WRITE, ReqType.MSG, ReqType.MSG_VENDOR, ReqType.MSG_ATS, 0b1111)
 
 
 #: CQ: 4 DWORDs.

@@ -1,0 +1,315 @@
+"""The UltraScale+ top: VMShm's core, the completer and requester shims, flat hard-IP ports.
+
+The ports carry the names of the user interface of a ``pcie4_uscale_plus`` hard IP (PG213), so
+each wires straight to the instance; inside, the four AXI streams go through the gearboxes of
+:mod:`~vmshm.rtl.usp.streams` to the completer (CQ, CC) and the requester (RQ, RC), and the
+core's interrupts through :mod:`~vmshm.rtl.usp.irq`.
+"""
+
+from amaranth.hdl import *
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from vmshm import pci_regs as P
+from vmshm.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
+                          DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
+                          PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
+
+from ..bars import BarDef
+from ..core import DEFAULT_HOST_TIMEOUT, VMShmCore
+from ..layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
+from .completer import CqBuffer, USPCompleter
+from .descriptors import CC_USER_WIDTH, CQ_USER_WIDTH, RC_USER_WIDTH, RQ_USER_WIDTH
+from .irq import INTX_PORTS, MSI_PORTS, USPInterrupts
+from .requester import DEFAULT_CPL_TIMEOUT, USPRequester
+from .streams import AxisToDwords, DwordsToAxis
+
+__all__ = ["AXIS_WIDTHS", "VMShmUSP"]
+
+#: AXI-stream data widths the shim is built and verified at.
+AXIS_WIDTHS = (64, 256)
+
+
+def _check_width(width):
+    if width not in AXIS_WIDTHS:
+        raise ValueError(f"axis_width must be one of {', '.join(map(str, AXIS_WIDTHS))}, "
+                         f"not {width!r}")
+
+
+class VMShmUSP(wiring.Component):
+    """Put VMShm behind a Xilinx UltraScale+ PCIe hard IP: core, completer and requester shims.
+
+    The hard IP owns the configuration space: it must be configured with the BARs of
+    :attr:`bars` (see :meth:`hard_ip_config`), DWORD-aligned interfaces without straddling,
+    client tags and no extended tags. Ports carry the hard IP's user-interface names, seen
+    from the user logic (``s_axis_cq_*`` is the IP's ``m_axis_cq_*``), so each wires straight
+    to the instance; ``ctl_req`` and ``ctl_rsp`` are VMShm's own control channel to the host
+    (OPEN with the name, CLOSE; the answer carries the object's size and host address), and
+    ``db``, ``ring``, ``peer_valid``, ``peer_id`` its doorbell ports, as the core's. A
+    control request leaves only after the DMA writes before it have been flushed to the host.
+    ``cfg_function_status`` is registered inside (PF0's Memory Space and Bus Master Enable,
+    Interrupt Disable). The core's interrupts reach the IP's legacy and MSI interrupt ports
+    through :class:`~vmshm.rtl.usp.irq.USPInterrupts` (INTA, or one MSI vector; see
+    :meth:`hard_ip_config`).
+
+    Parameters
+    ----------
+    axis_width : int
+        Width of the four AXI streams: 64 or 256 bits.
+    window_size, name_size, regs_size, host_timeout
+        As for :class:`~vmshm.rtl.VMShmCore`; ``regs_size`` is 256 or 4096.
+    data_width : int
+        The core's data width: 32, one DWORD a beat, as TLPs count them.
+    window_64bit : bool
+        Make the window a 64-bit prefetchable BAR (and the name buffer BAR3), as PCIe asks of
+        an endpoint's prefetchable BARs (the default); ``False`` makes it a 32-bit
+        non-prefetchable BAR (BAR1, the name buffer BAR2), which is what QEMU's PCI proxy can
+        carry. ``regs_size=4096, name_size=4096`` make the register and name BARs a page each,
+        so a hypervisor can pass them through to a guest.
+    cpl_timeout : int
+        Cycles the requester waits for read completions before failing them.
+    vendor_id, device_id, subsystem_vendor_id, subsystem_id, revision, class_code
+        Identity the hard IP must be configured with (:meth:`hard_ip_config`); the Verilog does
+        not depend on them.
+    """
+
+    def __init__(self, *, axis_width=64, window_size=DEFAULT_WINDOW_SIZE,
+                 name_size=DEFAULT_NAME_SIZE, data_width=32, regs_size=BAR0_SIZE,
+                 window_64bit=True, host_timeout=DEFAULT_HOST_TIMEOUT,
+                 cpl_timeout=DEFAULT_CPL_TIMEOUT, vendor_id=PCI_VENDOR_ID,
+                 device_id=PCI_DEVICE_ID, subsystem_vendor_id=PCI_SUBSYSTEM_VENDOR_ID,
+                 subsystem_id=PCI_SUBSYSTEM_ID, revision=PCI_REVISION,
+                 class_code=P.PCI_CLASS_MEMORY_RAM << 8):
+        try:
+            _check_width(axis_width)
+            if data_width != 32:
+                raise ValueError(f"data_width must be 32 for the UltraScale+ shim (one DWORD a "
+                                 f"beat, as TLPs count them), not {data_width!r}")
+            if regs_size not in (BAR0_SIZE, 4096):
+                raise ValueError(f"regs_size must be {BAR0_SIZE} or 4096, not {regs_size!r}")
+            if not isinstance(cpl_timeout, int) or cpl_timeout < 1:
+                raise ValueError(f"cpl_timeout must be a positive integer, not {cpl_timeout!r}")
+            for name, value, bits in (("vendor_id", vendor_id, 16), ("device_id", device_id, 16),
+                                      ("subsystem_vendor_id", subsystem_vendor_id, 16),
+                                      ("subsystem_id", subsystem_id, 16),
+                                      ("revision", revision, 8), ("class_code", class_code, 24)):
+                if not isinstance(value, int) or not 0 <= value < (1 << bits):
+                    raise ValueError(f"{name} must be an integer of {bits} bits, not {value!r}")
+            self._core = VMShmCore(window_size=window_size, name_size=name_size, data_width=32,
+                                   regs_size=regs_size, host_timeout=host_timeout)
+        except ValueError:
+            self._MustUse__silence = True     # refused: never meant to be elaborated
+            raise
+        self._axis_width = axis_width
+        self._cpl_timeout = cpl_timeout
+        self._ids = dict(vendor_id=vendor_id, device_id=device_id,
+                         subsystem_vendor_id=subsystem_vendor_id, subsystem_id=subsystem_id,
+                         revision=revision, class_code=class_code)
+        # The soft front end's layout (VMShmPCI), so one driver finds both the same way.
+        self._bars = (
+            BarDef(BAR_REGS, 0, regs_size),
+            BarDef(BAR_WINDOW, 1, window_size, is64=window_64bit, prefetch=window_64bit),
+            BarDef(BAR_NAME, 3 if window_64bit else 2, name_size),
+        )
+        W = axis_width
+        members = {"user_clk": In(1), "user_reset": In(1)}
+        for prefix, user, sink in (("s_axis_cq", CQ_USER_WIDTH, True),
+                                   ("m_axis_cc", CC_USER_WIDTH, False),
+                                   ("m_axis_rq", RQ_USER_WIDTH, False),
+                                   ("s_axis_rc", RC_USER_WIDTH, True)):
+            fwd, back = (In, Out) if sink else (Out, In)
+            members.update({
+                f"{prefix}_tdata": fwd(W), f"{prefix}_tuser": fwd(user),
+                f"{prefix}_tlast": fwd(1), f"{prefix}_tkeep": fwd(W // 32),
+                f"{prefix}_tvalid": fwd(1), f"{prefix}_tready": back(1),
+            })
+        members.update({
+            "pcie_cq_np_req":       Out(2),
+            "pcie_cq_np_req_count": In(6),
+            "pcie_rq_seq_num0":     In(6),
+            "pcie_rq_seq_num_vld0": In(1),
+            "cfg_max_payload":      In(2),
+            "cfg_max_read_req":     In(3),
+            "cfg_function_status":  In(16),
+            "cfg_flr_in_process":   In(4),
+            "cfg_flr_done":         Out(4),
+            "ctl_req":              Out(stream.Signature(ctl_req_layout())),
+            "ctl_rsp":              In(stream.Signature(ctl_rsp_layout())),
+            "db":                   Out(stream.Signature(db_layout())),
+            "ring":                 In(stream.Signature(ring_layout())),
+            "peer_valid":           In(1),
+            "peer_id":              In(16),
+        })
+        for name, (direction, width) in {**INTX_PORTS, **MSI_PORTS}.items():
+            members[name] = direction(width)
+        super().__init__(members)
+
+    @property
+    def core(self):
+        return self._core
+
+    @property
+    def axis_width(self):
+        return self._axis_width
+
+    @property
+    def bars(self):
+        """The BARs the hard IP must be configured with, as :class:`~vmshm.rtl.BarDef`."""
+        return self._bars
+
+    @property
+    def ids(self):
+        return dict(self._ids)
+
+    @property
+    def window_size(self):
+        return self._core.window_size
+
+    @property
+    def name_size(self):
+        return self._core.name_size
+
+    @property
+    def host_timeout(self):
+        return self._core.host_timeout
+
+    def capability(self):
+        """Return VMShm's vendor-specific capability as bytes (ID, next pointer 0, ...).
+
+        The hard IP must present it in its legacy capability list for the driver to find the
+        BARs; the soft front end holds the same bytes at 0x40.
+        """
+        bar_of = {b.function: b.index for b in self._bars}
+        return capability_bytes(window_size=self.window_size, name_size=self.name_size,
+                                regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
+                                name_bar=bar_of[BAR_NAME])
+
+    def hard_ip_config(self):
+        """Return the hard IP settings this top needs, as plain data.
+
+        ``bars`` maps each BAR index to ``{"size", "64bit", "prefetchable"}`` (memory BARs; the
+        others disabled); ``ids`` the identity; ``interface`` the user-interface options;
+        ``interrupts`` the legacy Interrupt Pin (1, INTA) and the MSI capability (one vector,
+        64-bit address, per-vector masking; no MSI-X); ``capability`` the vendor-specific
+        capability's bytes.
+        """
+        return {
+            "bars": {b.index: {"size": b.size, "64bit": b.is64, "prefetchable": b.prefetch}
+                     for b in self._bars},
+            "ids": self.ids,
+            "interface": {"axis_width": self._axis_width, "alignment": "dword",
+                          "straddle": False, "client_tag": True, "extended_tag": False},
+            "interrupts": {"intx_pin": 1, "msi_vectors": 1, "msi_64bit": True,
+                           "msi_per_vector_mask": True, "msix": False},
+            "capability": self.capability(),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        # The hard IP's user clock and reset drive everything, under their own names.
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.d.comb += [cd_sync.clk.eq(self.user_clk), cd_sync.rst.eq(self.user_reset)]
+
+        # Function Level Reset (PF0): the IP holds cfg_flr_in_process until the user logic says
+        # it is done. The function's logic is reset for one cycle, then done is pulsed once.
+        # The streams' converters are not reset: a whole TLP already buffered for CC or RQ
+        # still leaves whole, and the IP frames CQ and RC across the reset.
+        # Physical functions 1 to 3 have no logic here: theirs is done at once.
+        flr = self.cfg_flr_in_process
+        flr_start = Signal(4)
+        flr_seen = Signal(4)
+        m.d.comb += flr_start.eq(flr & ~flr_seen)
+        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_start)), self.cfg_flr_done.eq(flr_start)]
+        flr_reset = Signal()
+        m.d.comb += flr_reset.eq(flr_start[0])
+        function = ResetInserter(flr_reset)
+
+        W = self._axis_width
+        m.submodules.core = function(self._core)
+        core = self._core
+        m.submodules.cq_rx = cq_rx = AxisToDwords(W, CQ_USER_WIDTH)
+        m.submodules.cc_tx = cc_tx = DwordsToAxis(W, CC_USER_WIDTH)
+        m.submodules.rq_tx = rq_tx = DwordsToAxis(W, RQ_USER_WIDTH,
+                                                  sop_user_width=RQ_USER_WIDTH)
+        m.submodules.rc_rx = rc_rx = AxisToDwords(W, RC_USER_WIDTH)
+        completer = USPCompleter(self._bars, self._core.addr_width)
+        requester = USPRequester(self._core.addr_width, cpl_timeout=self._cpl_timeout)
+        m.submodules.completer = function(completer)
+        m.submodules.requester = function(requester)
+        m.d.comb += rq_tx.clear.eq(flr_reset)
+
+        def wire(prefix, axis, sink):
+            for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
+                port, inner = getattr(self, f"{prefix}_{name}"), getattr(axis, name)
+                m.d.comb += inner.eq(port) if sink else port.eq(inner)
+            ready = getattr(self, f"{prefix}_tready")
+            m.d.comb += ready.eq(axis.tready) if sink else axis.tready.eq(ready)
+
+        wire("s_axis_cq", cq_rx.axis, sink=True)
+        wire("m_axis_cc", cc_tx.axis, sink=False)
+        wire("m_axis_rq", rq_tx.axis, sink=False)
+        wire("s_axis_rc", rc_rx.axis, sink=True)
+
+        cq_buf = CqBuffer()
+        m.submodules.cq_buf = function(cq_buf)
+        wiring.connect(m, cq_rx.dw, cq_buf.i)
+        wiring.connect(m, cq_buf.o, completer.cq)
+        m.d.comb += [completer.np_dropped.eq(cq_buf.np_dropped),
+                     completer.cpl_error.eq(core.cpl_error),
+                     cc_tx.clear.eq(flr_reset | completer.cc_clear)]
+        wiring.connect(m, completer.cc, cc_tx.dw)
+        wiring.connect(m, completer.req, core.req)
+        wiring.connect(m, core.cpl, completer.cpl)
+        wiring.connect(m, requester.rq, rq_tx.dw)
+        wiring.connect(m, rc_rx.dw, requester.rc)
+        wiring.connect(m, core.host.dma_req, requester.dma_req)
+        wiring.connect(m, requester.dma_rsp, core.host.dma_rsp)
+        wiring.connect(m, core.host.ctl_rsp, wiring.flipped(self.ctl_rsp))
+        wiring.connect(m, core.host.db, wiring.flipped(self.db))
+        wiring.connect(m, core.host.ring, wiring.flipped(self.ring))
+        m.d.comb += [core.host.peer_valid.eq(self.peer_valid),
+                     core.host.peer_id.eq(self.peer_id)]
+        # A control request waits until the writes before it have reached host memory: the
+        # host may unmap the object the moment it sees CLOSE.
+        ctl = core.host.ctl_req
+        m.d.comb += [
+            requester.flush.eq(ctl.valid),
+            self.ctl_req.valid.eq(ctl.valid & ~requester.dirty),
+            self.ctl_req.payload.eq(ctl.payload),
+            ctl.ready.eq(self.ctl_req.ready & ~requester.dirty),
+        ]
+
+        # cfg_function_status holds 4 bits per physical function; PF0's bit 1 is Memory Space
+        # Enable, bit 2 Bus Master Enable. Registered: they change only with configuration
+        # writes, and the register keeps the IP's status off our critical paths.
+        status = Signal(16)
+        m.d.sync += status.eq(self.cfg_function_status)
+        bus_master = status[2]
+        m.d.comb += [
+            completer.memory_enable.eq(status[1]),
+            core.dma_enable.eq(bus_master),
+            requester.bus_master.eq(bus_master),
+            requester.host_base.eq(core.host_base),
+            requester.max_payload.eq(self.cfg_max_payload),
+            requester.max_read_req.eq(self.cfg_max_read_req),
+            completer.max_payload.eq(self.cfg_max_payload),
+            completer.np_req_count.eq(self.pcie_cq_np_req_count),
+            requester.seq_num.eq(self.pcie_rq_seq_num0),
+            requester.seq_num_valid.eq(self.pcie_rq_seq_num_vld0),
+            self.pcie_cq_np_req.eq(completer.np_req),
+        ]
+
+        # Interrupts: not reset by FLR, so a message the IP is sending is still answered; the
+        # core's reset drops its level, which the INTx handshake then follows, and the IP's
+        # own reset clears MSI Enable, which drops what is owed.
+        m.submodules.interrupts = irq = USPInterrupts()
+        m.d.comb += [
+            irq.irq.eq(core.irq),
+            irq.irq_msg.eq(core.irq_msg),
+            irq.bus_master.eq(bus_master),
+            irq.intx_disable.eq(status[3]),
+        ]
+        for name, (direction, _) in {**INTX_PORTS, **MSI_PORTS}.items():
+            port, inner = getattr(self, name), getattr(irq, name)
+            m.d.comb += port.eq(inner) if direction is Out else inner.eq(port)
+        return m
