@@ -150,7 +150,12 @@ class CtlOp:
 
 @dataclass(frozen=True)
 class Field:
-    """A bit field inside a register; ``access`` (see :data:`ACCESS`) when not its register's."""
+    """A bit field inside a register; ``access`` (see :data:`ACCESS`) when not its register's.
+
+    A register whose fields all act as the register does is built as one piece; where a field
+    names an access of its own (STATUS: a write-1-clear bit beside read-only ones), the hardware
+    builds the register field by field (:meth:`Register.parts`).
+    """
     name: str
     offset: int
     width: int
@@ -198,6 +203,30 @@ class Register:
         if self.access not in ACCESS:
             raise ValueError(f"register {self.name} access must be one of "
                              f"{', '.join(ACCESS)}, not {self.access!r}")
+        bits = 0
+        for f in self.fields:
+            mask = ((1 << f.width) - 1) << f.offset
+            if f.width < 1 or f.offset < 0 or f.offset + f.width > 32 or bits & mask:
+                raise ValueError(f"field {self.name}.{f.name} must lie inside the 32-bit "
+                                 f"register without overlapping another field")
+            bits |= mask
+
+    def placement(self, data_width):
+        """Return ``(word, lane)``: the register's word on a ``data_width``-bit bus and its
+        32-bit lane in that word."""
+        wb = data_width // 8
+        return self.offset // wb, (self.offset % wb) // 4
+
+    def parts(self):
+        """Return what the hardware builds the register from, as ``(field name, offset, width,
+        access, reset)``: the whole register (field name ``None``; reset ``None`` where it is a
+        build parameter), or each field where one names an access of its own.
+        """
+        if any(f.access not in (None, self.access) for f in self.fields):
+            reset = self.reset or 0
+            return tuple((f.name, f.offset, f.width, f.access or self.access,
+                          reset >> f.offset & ((1 << f.width) - 1)) for f in self.fields)
+        return ((None, 0, 32, self.access, self.reset),)
 
 
 REGISTERS = (
@@ -289,11 +318,12 @@ def render_markdown():
         out.append(f"| {r.offset:#04x} | {r.name} | {r.access} | {reset} | {r.doc} |")
     for r in REGISTERS:
         if r.fields:
-            out += ["", f"### {r.name} fields", "", "| bits | field | meaning |", "|---|---|---|"]
+            out += ["", f"### {r.name} fields", "", "| bits | field | access | meaning |",
+                    "|---|---|---|---|"]
             for f in r.fields:
                 hi = f.offset + f.width - 1
                 bits = f"{hi}:{f.offset}" if f.width > 1 else f"{f.offset}"
-                out.append(f"| {bits} | {f.name} | {f.doc} |")
+                out.append(f"| {bits} | {f.name} | {f.access or r.access} | {f.doc} |")
     out += ["", "## PCI identity and the discovery capability", "",
             f"Vendor:device {PCI_VENDOR_ID:04x}:{PCI_DEVICE_ID:04x} (the original VMShm's), "
             f"subsystem {PCI_SUBSYSTEM_VENDOR_ID:04x}:{PCI_SUBSYSTEM_ID:04x}, revision "

@@ -1,9 +1,11 @@
-"""Doorbells: VMShm's ivshmem-style interrupt registers, the doorbell to the host and the rings.
+"""Doorbells: VMShm's ivshmem-style interrupts, the doorbell to the host and the host's rings.
 
-:class:`Doorbells` holds INTR_MASK, INTR_STATUS and the one doorbell beat on offer to the host;
-:class:`~vmshm.rtl.core.VMShmCore` decodes the guest's register writes into its strobes and reads
-its registers back. It is a component of its own so its rules sit in one place (and the proofs in
-``formal/`` can look at them): every new output is a register or a few gates past one.
+:class:`Doorbells` decides the interrupt (``irq`` and the ``irq_msg`` pulse) from INTR_MASK and
+INTR_STATUS, whose storage is their field actions' in the register file
+(:mod:`vmshm.rtl.registers`), sets INTR_STATUS's bits from the host's rings and holds the one
+doorbell beat on offer to the host. It is a component of its own so its rules sit in one place
+(and the proofs in ``formal/`` can look at them): every new output is a register or a few gates
+past one.
 """
 
 from amaranth.hdl import *
@@ -18,28 +20,32 @@ __all__ = ["Doorbells"]
 
 
 class Doorbells(wiring.Component):
-    """Keep the interrupt mask and status, offer the guest's doorbells, take the host's rings.
+    """Offer the guest's doorbells, take the host's rings and raise the interrupt.
 
     Members
     -------
-    mask_we : ``In(4)``
-        Byte enables of a write to INTR_MASK this cycle, with its value in ``mask_data``.
-    mask_data : ``In(32)``
+    mask : ``In(32)``
+        INTR_MASK's value.
+    status : ``In(32)``
+        INTR_STATUS's value.
     clear : ``In(32)``
-        INTR_STATUS bits the guest clears this cycle (a W1C write's ones under its byte enables).
+        INTR_STATUS bits the guest clears on the next edge (a W1C write's ones under its byte
+        enables).
+    rung : ``Out(32)``
+        INTR_STATUS bits a ring sets on the next edge: a ring of vector v < 32 sets bit v; a
+        ring of a larger vector is ignored.
     ring_we : ``In(1)``
         A DOORBELL write is taken this cycle, with its value in ``ring_data``; only while
         ``full`` is low (the core holds or drops the write otherwise).
     ring_data : ``In(32)``
     full : ``Out(1)``
         A doorbell is on offer on ``db`` and the host has not taken it yet.
-    mask, status, ivposition : ``Out(32)``
-        What INTR_MASK, INTR_STATUS and IVPOSITION read.
+    ivposition : ``Out(32)``
+        What IVPOSITION reads.
     db : ``Out(stream.Signature(db_layout()))``
         The doorbell to the host. A beat once offered stays on offer until taken (or a reset).
     ring : ``In(stream.Signature(ring_layout()))``
-        The host's rings; always ready. A ring of vector v < 32 sets INTR_STATUS bit v on the
-        next edge; a ring of a larger vector is ignored.
+        The host's rings; always ready.
     peer_valid, peer_id : ``In(1)``, ``In(16)``
         The host's peer ID for IVPOSITION.
     irq : ``Out(1)``
@@ -50,14 +56,13 @@ class Doorbells(wiring.Component):
         guest cleared on the same edge), or an unmask of a pending one.
     """
 
-    mask_we: In(4)
-    mask_data: In(32)
-    clear: In(32)
+    mask: In(VECTORS)
+    status: In(VECTORS)
+    clear: In(VECTORS)
+    rung: Out(VECTORS)
     ring_we: In(1)
     ring_data: In(32)
     full: Out(1)
-    mask: Out(VECTORS)
-    status: Out(VECTORS)
     ivposition: Out(32)
     db: Out(stream.Signature(db_layout()))
     ring: In(stream.Signature(ring_layout()))
@@ -69,29 +74,18 @@ class Doorbells(wiring.Component):
     def elaborate(self, platform):
         m = Module()
 
-        # -- rings and the guest's writes: the next mask and status -------------------------------
+        # -- rings and the guest's clears -------------------------------------------------------
         m.d.comb += self.ring.ready.eq(1)
-        rung = Signal(VECTORS)
         with m.If(self.ring.valid & (self.ring.payload.vector < VECTORS)):
-            m.d.comb += rung.eq(C(1, VECTORS) << self.ring.payload.vector[:5])
-        mask_next = Signal(VECTORS)
-        m.d.comb += mask_next.eq(Cat(*[
-            Mux(self.mask_we[i], self.mask_data[8 * i:8 * i + 8], self.mask[8 * i:8 * i + 8])
-            for i in range(4)]))
+            m.d.comb += self.rung.eq(C(1, VECTORS) << self.ring.payload.vector[:5])
         kept = Signal(VECTORS)      # pending bits the guest does not clear on this edge
         m.d.comb += kept.eq(self.status & ~self.clear)
-        # A ring wins over a clear of the same bit on the same edge: the ring is news.
-        status_next = kept | rung
         # What was pending and enabled before this edge, less what the guest clears on it:
         # a bit pending now and not then is news (cleared bits count as not pending), and asks
         # for a message in the cycle after the edge. Kept as a register so the 32-bit
         # reduction below starts at flip-flops, not at the guest's write decode.
         before = Signal(VECTORS)
-        m.d.sync += [
-            self.mask.eq(mask_next),
-            self.status.eq(status_next),
-            before.eq(kept & self.mask),
-        ]
+        m.d.sync += before.eq(kept & self.mask)
         m.d.comb += self.irq_msg.eq((self.status & self.mask & ~before).any())
         m.d.comb += self.irq.eq((self.status & self.mask).any())
 

@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["CplStatus", "Space", "MAX_BURST", "TAG_BITS", "guest_req_layout", "cpl_layout",
            "ctl_req_layout", "ctl_rsp_layout", "dma_req_layout", "dma_rsp_layout",
            "pci_req_layout", "bus_req_layout", "db_layout", "ring_layout", "msi_layout",
-           "host_signature"]
+           "ctl_signature", "dma_signature", "host_signature"]
 
 #: Width of the tags that pair a host's answers with the device's requests (see ``tag`` below).
 TAG_BITS = 8
@@ -179,19 +179,36 @@ def msi_layout():
     return data.StructLayout({"addr": 64, "data": 32})
 
 
-def host_signature(addr_width, data_width):
-    """Return the signature of a device's host side, from the device's point of view.
-
-    ``ctl_req``/``ctl_rsp`` carry OPEN and CLOSE; ``dma_req``/``dma_rsp`` carry window data.
-    ``db`` carries the guest's doorbells to the host, one beat per DOORBELL write; ``ring``
-    carries the host's rings to the device, which is always ready. ``peer_valid`` and
-    ``peer_id`` are what IVPOSITION reads (0xffffffff while ``peer_valid`` is low).
-    """
+def ctl_signature():
+    """Return the control-channel part of a device's host side, from the device's point of view:
+    ``ctl_req`` carries OPEN and CLOSE, ``ctl_rsp`` the host's answers."""
     return wiring.Signature({
         "ctl_req": Out(stream.Signature(ctl_req_layout())),
         "ctl_rsp": In(stream.Signature(ctl_rsp_layout())),
+    })
+
+
+def dma_signature(addr_width, data_width):
+    """Return the DMA part of a device's host side, from the device's point of view:
+    ``dma_req`` carries window reads and writes, ``dma_rsp`` read data and acknowledgements."""
+    return wiring.Signature({
         "dma_req": Out(stream.Signature(dma_req_layout(addr_width, data_width))),
         "dma_rsp": In(stream.Signature(dma_rsp_layout(data_width))),
+    })
+
+
+def host_signature(addr_width, data_width):
+    """Return the signature of a device's host side, from the device's point of view.
+
+    ``ctl_req``/``ctl_rsp`` carry OPEN and CLOSE (:func:`ctl_signature`); ``dma_req``/``dma_rsp``
+    carry window data (:func:`dma_signature`). ``db`` carries the guest's doorbells to the host,
+    one beat per DOORBELL write; ``ring`` carries the host's rings to the device, which is always
+    ready. ``peer_valid`` and ``peer_id`` are what IVPOSITION reads (0xffffffff while
+    ``peer_valid`` is low).
+    """
+    return wiring.Signature({
+        **ctl_signature().members,
+        **dma_signature(addr_width, data_width).members,
         "db": Out(stream.Signature(db_layout())),
         "ring": In(stream.Signature(ring_layout())),
         "peer_valid": In(1),

@@ -54,15 +54,6 @@ MAY_IMPORT = {
     "vmshm": _CONTENT + ("guest", "ivshmem", "qemu"),
 }
 
-#: TEMPORARY (issue 21): modules that other branches of the restructure split, with the branch
-#: that does it and what is too long until then ("lines": the module, "functions": a function in
-#: it). Strict: the test fails once the module is short enough, and the entry must go when that
-#: branch is merged; an entry naming a module that no longer exists fails too.
-_SPLIT_ON_OTHER_BRANCHES = {
-    "vmshm.rtl.core": ("branch core (issue 21, item 2): the control channel and the window DMA "
-                       "become components of their own", {"lines", "functions"}),
-}
-
 
 def _packages():
     """Return ``{package name: folder}`` as pyproject.toml maps them."""
@@ -233,17 +224,7 @@ def test_the_folder_check_sees_an_upward_lazy_import(tmp_path, monkeypatch):
                                     "(scenarios/)"]
 
 
-def _length_params(what):
-    """Every module, those other branches split marked as the known failure they are."""
-    out = []
-    for name in sorted(MODULES):
-        reason, too_long = _SPLIT_ON_OTHER_BRANCHES.get(name, ("", ()))
-        marks = pytest.mark.xfail(strict=True, reason=reason) if what in too_long else ()
-        out.append(pytest.param(name, marks=marks))
-    return out
-
-
-@pytest.mark.parametrize("name", _length_params("lines"))
+@pytest.mark.parametrize("name", sorted(MODULES))
 def test_module_length(name):
     lines = MODULES[name].read_text().count("\n")
     assert lines <= MAX_LINES, f"{MODULES[name].relative_to(ROOT)} has {lines} lines: split it " \
@@ -261,7 +242,7 @@ def _long_functions(path):
     return out
 
 
-@pytest.mark.parametrize("name", _length_params("functions"))
+@pytest.mark.parametrize("name", sorted(MODULES))
 def test_function_length(name):
     long = _long_functions(MODULES[name])
     assert not long, f"{MODULES[name].relative_to(ROOT)}: functions past " \
@@ -275,11 +256,6 @@ def test_the_function_check_sees_a_long_method(tmp_path):
     path.write_text("class A:\n    async def f(self):\n" + body +
                     "    def g(self):\n        pass\n")
     assert _long_functions(path) == [f"f: {MAX_FUNCTION_LINES + 1} lines"]
-
-
-def test_the_temporary_list_names_modules_that_exist():
-    for name in _SPLIT_ON_OTHER_BRANCHES:
-        assert name in MODULES, f"{name} is gone: take it off _SPLIT_ON_OTHER_BRANCHES"
 
 
 #: Top-level folders that are build output or caches, not part of the layout.

@@ -44,6 +44,7 @@ _LANES = (
     ("guest cpl.ready", "cpl__ready", "bit", None),
     ("PCI front end", "system.fn0.fsm_state", "state", None),
     ("core FSM", "system.fn0.core.fsm_state", "state", None),
+    ("control FSM", "system.fn0.core.control.fsm_state", "state", None),
     ("ctl_req.valid", "host0__ctl_req__valid", "bit", None),
     ("ctl_req.ready", "host0__ctl_req__ready", "bit", None),
     ("ctl_req.data", "host0__ctl_req__payload.data", "char", "host0__ctl_req__valid"),
