@@ -114,7 +114,7 @@ def pytest_collection_modifyitems(config, items):
 def _group_shared_fixtures(items):
     """Put the tests that share a module- or session-scoped fixture of a test file in one group.
 
-    Under ``--dist loadgroup`` (pyproject's addopts) a group runs on one worker, so a guest is
+    Under ``--dist loadgroup`` (what ``-n`` means here: :func:`pytest_cmdline_main`) a group runs on one worker, so a guest is
     booted, or a design synthesized, once per session rather than once per worker. A fixture
     parametrized per session (the doorbell guest's INTx and MSI) makes a group per parameter,
     which may run on two workers at once.
@@ -182,6 +182,25 @@ def _interrupt_on_sigterm():
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
+    # `-n N` alone distributes with loadgroup, so the groups above hold: a wrapper, to come
+    # before xdist's own hook, which would make it "load". A worker parses the bare command
+    # line again, so it learns it from its workerinput (pytest_configure_node). Not in
+    # addopts: without -n, pytest-benchmark would take --dist for xdist at work.
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("vmshm_loadgroup"):
+        config.option.loadgroup = True
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Tell an xdist worker whether tests are distributed by group."""
+    node.workerinput["vmshm_loadgroup"] = node.config.option.dist == "loadgroup"
 
 
 def pytest_configure(config):

@@ -51,7 +51,7 @@ def test_uses_guest(guest, n):
 def test_alone(n):
     pass
 """)
-    proc = _pytest(tmp_path, "-n", "2", "--dist", "loadgroup")
+    proc = _pytest(tmp_path, "-n", "2")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "8 passed" in out
@@ -67,7 +67,9 @@ from pathlib import Path
 
 def test_hangs(shm_objects):
     name = shm_objects.create(4096, tag="sigterm")
-    Path({str(named)!r}).write_text(name)
+    # Whole or not at all: the test reads it as soon as it appears.
+    Path({str(named)!r} + ".tmp").write_text(name)
+    Path({str(named)!r} + ".tmp").replace({str(named)!r})
     time.sleep(120)
 """)
     proc = _pytest(tmp_path)
