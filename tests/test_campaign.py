@@ -146,3 +146,37 @@ def test_a_dask_cluster_merges_to_the_serial_counts(serial, cluster, tmp_path):
 def test_a_killed_dask_worker_loses_only_its_shard(cluster, tmp_path):
     # Dask also moves the shards that were waiting on the dead worker: reported as retried too.
     _kill_a_worker(_Dask(cluster.scheduler_address), tmp_path)
+
+
+def test_seed_ranges_read_as_fpga_engineers_write_them():
+    from vmshm.commands.synth import parse_seeds
+    assert parse_seeds("1-4") == [1, 2, 3, 4]
+    assert parse_seeds("1,5,9-10,5") == [1, 5, 9, 10]
+    r = _vmshm("synth", "--seeds", "4-x")
+    assert r.returncode == 2 and "seeds are A-B or A,B,C, not '4-x'" in r.stderr
+    r = _vmshm("synth", "--jobs", "2")
+    assert r.returncode == 2 and "--jobs and --scheduler run a --seeds sweep" in r.stderr
+
+
+@pytest.mark.slow
+def test_a_two_seed_synth_on_the_cluster_gives_each_seeds_fmax(cluster, tmp_path):
+    from vmshm.commands.synth import seed_shard
+    from vmshm.fpga.synth import DEFAULT_TARGET
+    from vmshm.rtl.tops import generate
+    out = tmp_path / "synth.json"
+    r = _vmshm("synth", "--top", "core", "--seeds", "1-2", "--scheduler",
+               cluster.scheduler_address, "--json", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(out.read_text())
+    assert [s["seed"] for s in report["shards"]] == [1, 2]
+    # Each seed alone, here, places and routes to the same Fmax: the shards are independent.
+    for s in report["shards"]:
+        params = s["result"]["params"]
+        alone = seed_shard({"top": "core", "params": params, "target": DEFAULT_TARGET,
+                            "freq": 125.0, "seed": s["seed"],
+                            "verilog": generate("core", **params)})
+        assert s["result"]["fmax_mhz"] == alone["fmax_mhz"]
+    clock = next(iter(report["shards"][0]["result"]["fmax_mhz"]))
+    fmax = sorted(s["result"]["fmax_mhz"][clock] for s in report["shards"])
+    row = next(line for line in r.stdout.splitlines() if line.startswith("│ core"))
+    assert f"{fmax[0]:.1f}" in row and f"{fmax[-1]:.1f}" in row
