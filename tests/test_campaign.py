@@ -108,6 +108,24 @@ def test_a_dead_local_worker_loses_only_its_shard(tmp_path):
     _kill_a_worker(_Local(2), tmp_path)
 
 
+def _always_die(spec):
+    if spec["x"] == 1:
+        os._exit(3)
+    return {"y": 2 * spec["x"]}
+
+
+def test_a_shard_that_kills_its_worker_twice_is_an_error():
+    # One process: the shards beside it only wait in the queue of the pool it breaks.
+    engine = _Local(1)
+    try:
+        shards = run_shards(engine, _always_die, [{"x": x} for x in range(3)])
+    finally:
+        engine.close()
+    assert shards[1]["result"] is None and shards[1]["retried"]
+    assert shards[1]["error"] == "its worker died, and again where it was retried"
+    assert [s["result"] for s in shards[::2]] == [{"y": 0}, {"y": 4}]
+
+
 def test_without_dask_the_scheduler_says_what_to_install():
     # Dask hidden from this one process, as on a machine without the cluster extra.
     code = ("import sys; sys.modules['distributed'] = None; from vmshm.cli import main; "

@@ -13,10 +13,13 @@ and the task's story tells which shards that happened to. Either way the retry i
 
 import concurrent.futures
 import os
+import shutil
 import socket
+import tempfile
 import time
 import traceback
 from multiprocessing import get_context
+from pathlib import Path
 
 from vmshm.options import UsageError
 
@@ -60,12 +63,26 @@ def _call(fn, spec):
             "worker": worker}
 
 
+def _call_marked(fn, spec, mark):
+    """Run :func:`_call` with the file ``mark`` present while it runs."""
+    Path(mark).touch()
+    out = _call(fn, spec)
+    os.unlink(mark)
+    return out
+
+
 class _Local:
     """This process (a one-thread pool) or ``jobs`` fresh Python processes."""
+
+    #: A dead worker's shard is submitted again here (the scheduler does it on Dask).
+    resubmits = True
 
     def __init__(self, jobs):
         self.jobs = jobs
         self.pool = self._pool()
+        # A file per running shard: when a process dies the whole pool breaks, and these say
+        # which shards were running (one killed it) and which only waited in its queue.
+        self.marks = tempfile.mkdtemp(prefix="vmshm-shards-")
 
     def _pool(self):
         if self.jobs is None:
@@ -73,8 +90,14 @@ class _Local:
         # spawn: a fork of a process running simulator threads may inherit a held lock.
         return concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=get_context("spawn"))
 
-    def submit(self, fn, spec):
-        return self.pool.submit(_call, fn, spec)
+    def submit(self, fn, spec, index):
+        return self.pool.submit(_call_marked, fn, spec, os.path.join(self.marks, str(index)))
+
+    def was_running(self, index):
+        mark = Path(self.marks, str(index))
+        running = mark.exists()
+        mark.unlink(missing_ok=True)
+        return running
 
     def as_completed(self, futures):
         return concurrent.futures.as_completed(futures)
@@ -92,10 +115,13 @@ class _Local:
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self.marks, ignore_errors=True)
 
 
 class _Dask:
     """An existing Dask cluster, through a client."""
+
+    resubmits = False
 
     def __init__(self, address):
         try:
@@ -108,14 +134,18 @@ class _Dask:
         except (OSError, TimeoutError, ValueError) as exc:
             raise RuntimeError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 
-    def submit(self, fn, spec):
+    def submit(self, fn, spec, index):
         return self.client.submit(_call, fn, spec, pure=False)
+
+    def was_running(self, index):
+        return True
 
     def as_completed(self, futures):
         return self.distributed.as_completed(futures)
 
     def died(self, exc):
-        # The scheduler gave up: the shard killed every worker it was allowed to try.
+        # The scheduler gave up: the shard killed every worker it was allowed to try
+        # (distributed.scheduler.allowed-failures).
         return isinstance(exc, self.distributed.KilledWorker)
 
     def renew(self):
@@ -144,9 +174,9 @@ def run_shards(engine, fn, specs, *, progress=None):
     """
     shards = [Shard(index=i, spec=spec, result=None, error=None, wall=0.0, worker=None,
                     retried=False) for i, spec in enumerate(specs)]
-    pending = {engine.submit(fn, spec): i for i, spec in enumerate(specs)}
+    pending = {engine.submit(fn, spec, i): i for i, spec in enumerate(specs)}
     while pending:
-        lost = []
+        lost, waiting = [], []
         for future in engine.as_completed(list(pending)):
             i = pending.pop(future)
             try:
@@ -155,18 +185,22 @@ def run_shards(engine, fn, specs, *, progress=None):
             except Exception as exc:
                 if not engine.died(exc):
                     raise
-                if shards[i]["retried"]:
-                    shards[i]["error"] = "its worker died twice"
+                if not engine.was_running(i):
+                    waiting.append(i)         # queued in a pool another shard broke
+                    continue
+                if shards[i]["retried"] or not engine.resubmits:
+                    shards[i]["error"] = "its worker died, and again where it was retried"
                 else:
                     lost.append(i)
                     continue
             if progress:
                 progress(shards[i])
-        if lost:
+        if lost or waiting:
             engine.renew()
             for i in lost:
                 shards[i]["retried"] = True
-                pending[engine.submit(fn, specs[i])] = i
+            for i in lost + waiting:
+                pending[engine.submit(fn, specs[i], i)] = i
     return shards
 
 
