@@ -130,7 +130,11 @@ def _group_shared_fixtures(items):
                     and Path(fixturedef.func.__code__.co_filename).name.startswith("test_")):
                 group = f"{fixturedef.baseid}::{name}"
                 if name in params:
-                    group += f"[{params[name]}]"
+                    # xdist reads a name ending in "]" as no group at all (a parametrized
+                    # test's id), and "@" ends the test's id: such values go by index.
+                    value = params[name]
+                    plain = isinstance(value, (str, int)) and not set(str(value)) & set("[]@")
+                    group += f"={value if plain else item.callspec.indices[name]}"
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
 

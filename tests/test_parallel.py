@@ -47,6 +47,15 @@ def guest():
 def test_uses_guest(guest, n):
     pass
 
+@pytest.fixture(scope="session", params=["intx", ("msi", 2)])
+def kind(request):
+    with open({str(log)!r}, "a") as f:
+        f.write(f"{{request.param}}\\n")
+
+@pytest.mark.parametrize("n", range(3))
+def test_uses_kind(kind, n):
+    pass
+
 @pytest.mark.parametrize("n", range(4))
 def test_alone(n):
     pass
@@ -54,8 +63,10 @@ def test_alone(n):
     proc = _pytest(tmp_path, "-n", "2")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
-    assert "8 passed" in out
-    assert log.read_text() == "boot\n", "each worker booted its own guest"
+    assert "14 passed" in out
+    # One set-up per fixture and parameter, whichever worker ran each test.
+    assert sorted(log.read_text().splitlines()) == ["('msi', 2)", "boot", "intx"], \
+        "a worker set up a shared fixture again"
 
 
 def test_a_terminated_run_removes_its_objects(tmp_path):
