@@ -857,6 +857,37 @@ def cli_server(*argv, name=None):
     return act
 
 
+def cli_timed(*argv, setup=None, timeout=60):
+    """Return an act: run ``vmshm ARGV`` (templates as :func:`cli`) as a process, after
+    ``setup(env)``; past `timeout` seconds it is killed and the outcome says it hung."""
+    def act(env):
+        if setup is not None:
+            setup(env)
+        args = [_fill(a, env) for a in argv]
+        code = "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))"
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return Outcome(status="hung", text=f"still running after {timeout} s: {out}{err}")
+        return Outcome(status=proc.returncode, text=out + err,
+                       detail={"raw_escape": "\x1b" in out + err})
+    return act
+
+
+def make_fifo(env):
+    """Make ``{tmp}/fifo``, a FIFO nobody reads."""
+    os.mkfifo(env.tmp / "fifo")
+
+
+#: A one-line C program for the cases that must stop before QEMU boots it.
+def make_program(env):
+    (env.tmp / "p.c").write_text("int main(void) { return 3; }\n")
+
+
 #: A socket path for the cases run in a private /dev/shm, where {tmp} is not filled in.
 SMALL_SOCK = f"/tmp/vmshm-fault-{os.getpid()}-ivs.sock"
 
@@ -1165,6 +1196,47 @@ CLI = [
           cli_server("-S", "{tmp}/no\x1b[2J/s", "-M", "{name}", "-l", "64K"), status=1,
           words=("ENOENT", "no\\x1b[2J/s"), detail={"served": False, "raw_escape": False},
           after=None),
+    Fault("cli-demo-vcd-fifo", "cli", "`vmshm demo --create 4K --vcd FIFO`, a FIFO",
+          "exit 1 at once, `EINVAL`: the FIFO is not a regular file; it is not opened (a "
+          "reader is not handed an end of file) and the object is not created",
+          "one rule for every output of every command: an output is a regular file (opening "
+          "a FIFO blocks until a reader comes, and the waveform writers finish a file at the "
+          "end of the run)",
+          cli_timed("demo", "--shm", "{name}", "--create", "4K", "--vcd", "{tmp}/fifo",
+                    setup=make_fifo),
+          status=1, words=("EINVAL", "is a FIFO", "regular file"), after=None),
+    Fault("cli-scenario-waves-fifo", "cli", "`vmshm scenario seed_example --waves FIFO`",
+          "exit 1 at once, `EINVAL`, before the scenario runs", "the same output rule",
+          cli_timed("scenario", "seed_example", "--waves", "{tmp}/fifo", setup=make_fifo),
+          status=1, words=("EINVAL", "is a FIFO")),
+    Fault("cli-regs-fifo", "cli", "`vmshm regs -o FIFO`",
+          "exit 1 at once, `EINVAL`", "the same output rule, in the same check",
+          cli_timed("regs", "-o", "{tmp}/fifo", setup=make_fifo), status=1,
+          words=("EINVAL", "is a FIFO")),
+    Fault("cli-generate-device", "cli", "`vmshm generate -o /dev/null`",
+          "exit 1, `EINVAL`: a device is not a regular file", "the same output rule",
+          cli("generate", "-o", "/dev/null"), status=1, words=("EINVAL", "is a device")),
+    Fault("cli-fuzz-vcd-unwritable", "cli", "`vmshm fuzz --vcd /nonexistent/x.vcd`",
+          "exit 1, `ENOENT`, naming the file, before a transaction is drawn",
+          "outputs are checked before anything is simulated",
+          cli_timed("fuzz", "-n", "5", "--vcd", "/nonexistent/x.vcd"), status=1,
+          words=("ENOENT", "/nonexistent/x.vcd")),
+    Fault("cli-qemu-json-unwritable", "cli",
+          "`vmshm qemu --create 4K --run p.c --json /nonexistent/d/x.json`",
+          "exit 1, `ENOENT`, naming the file, before QEMU boots; nothing is created",
+          "a report that cannot be written must not cost the guest's run and its exit status",
+          cli_timed("qemu", "--shm", "{name}", "--create", "4K", "--run", "{tmp}/p.c",
+                    "--json", "/nonexistent/d/x.json", setup=make_program, timeout=30),
+          status=1, words=("ENOENT", "/nonexistent/d/x.json"), after=None),
+    Fault("cli-synth-json-fifo", "cli", "`vmshm synth --json FIFO`",
+          "exit 1, `EINVAL`, before anything is synthesized", "the same output rule",
+          cli_timed("synth", "--json", "{tmp}/fifo", setup=make_fifo), status=1,
+          words=("EINVAL", "is a FIFO")),
+    Fault("cli-fuzz-no-behaviours", "cli", "`vmshm fuzz --behaviours '' -n 5`",
+          "exit 2: names no behaviour, with the list to choose from",
+          "a run that draws nothing would say it passed", cli("fuzz", "--behaviours", "",
+                                                              "-n", "5"),
+          status=2, words=("names no behaviour", "choose from")),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI

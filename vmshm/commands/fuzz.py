@@ -49,9 +49,13 @@ def run(args, console):
 
     from vmshm.fuzz.model import FuzzConfig
     from vmshm.fuzz.run import run_fuzz
+    from vmshm.harness.checks import check_output_file
 
     known = {b.name for b in BEHAVIOURS}
     behaviours = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+    if not behaviours:
+        raise UsageError(f"--behaviours names no behaviour; choose from "
+                         f"{', '.join(sorted(known))}")
     unknown = [b for b in behaviours if b not in known]
     if unknown:
         raise UsageError(f"unknown behaviour {unknown[0]!r}; choose from "
@@ -67,6 +71,8 @@ def run(args, console):
     # Refuse a configuration the RTL refuses (a ValueError: one line) before anything is created.
     pci = VMShmPCI(**config.params())
     pci._MustUse__silence = pci.core._MustUse__silence = True
+    if args.vcd:
+        check_output_file(args.vcd)
     console.print(f"vmshm fuzz: seed {args.seed}, {args.transactions} transactions on "
                   f"{args.backend}, {args.data_width}-bit, window {args.window_size}, name "
                   f"buffer {args.name_size}, host timeout {args.host_timeout}")

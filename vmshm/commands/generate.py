@@ -6,6 +6,7 @@ import sys
 
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
 
+from vmshm.harness.checks import check_output_file
 from vmshm.harness.lint import verilator_config
 from vmshm.rtl.tops import TOPS, generate, module_name
 
@@ -29,6 +30,9 @@ def run(args, console):
     """Run ``vmshm generate`` with parsed ``args`` and return the exit status."""
     if args.lint_config and not args.output:
         raise UsageError("--lint-config needs -o FILE: the waivers name the file they cover")
+    for path in (args.output, args.lint_config):
+        if path:
+            check_output_file(path)
     text = generate(args.top, **core_args(args, args.top))
     module = module_name(args.top)
     if args.output:

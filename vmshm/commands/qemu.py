@@ -73,6 +73,7 @@ def add_arguments(p):
 def _check_args(args):
     from vmshm.backends import BACKENDS, backend_names, get_backend
     from vmshm.checks import check_object_size
+    from vmshm.harness.checks import check_output_file
     from vmshm.host_model import check_name
 
     # The device's own rule for names (and the name buffer's size), before anything is made.
@@ -114,6 +115,9 @@ def _check_args(args):
         missing = get_backend(args.backend).missing()
         if missing:
             raise ValueError(f"--backend {args.backend}: {missing}")
+    if args.json:
+        # Before booting: a report that cannot be written must not cost the guest's run.
+        check_output_file(args.json)
 
 
 def choose_backend(args, console):

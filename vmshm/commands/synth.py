@@ -7,7 +7,6 @@ line, runs every configuration and prints the tables.
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -102,11 +101,12 @@ def synthesize_all(args, console, params_for):
     (:func:`vmshm.fpga.xilinx.synthesize_xilinx`). ``params_for(top, data_width)`` gives each
     configuration's parameters. Return the exit status.
     """
+    from vmshm.harness.checks import check_output_file
     from vmshm.rtl.tops import generate
     from vmshm.fpga.xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
 
-    if args.json and os.path.isdir(args.json):
-        raise ValueError(f"--json needs a file name, not the folder {args.json!r}")
+    if args.json:
+        check_output_file(args.json)
     require_toolchain(boards=args.board is not None)
     target = ecp5_target(board=args.board, device=args.device, package=args.package,
                          speed=args.speed)
