@@ -888,11 +888,29 @@ def make_program(env):
     (env.tmp / "p.c").write_text("int main(void) { return 3; }\n")
 
 
+def through_link(act):
+    """Return an act: make the case's name a symbolic link in /dev/shm to a file outside it,
+    run `act`, then report whether the link and the file are as they were (and remove the
+    link, so the catalogue's check of the object sees none)."""
+    def wrapped(env):
+        target = env.tmp / "outside"
+        target.write_bytes(b"outside")
+        os.symlink(target, env.path())
+        try:
+            outcome = act(env)
+        finally:
+            outcome.detail.update(link=env.path().is_symlink(), target=target.read_bytes())
+            env.path().unlink()
+        return outcome
+    return wrapped
+
+
 #: A socket path for the cases run in a private /dev/shm, where {tmp} is not filled in.
 SMALL_SOCK = f"/tmp/vmshm-fault-{os.getpid()}-ivs.sock"
 
 
 LONG = "/" + "n" * (NAME_MAX + 1)
+LINK_DOC = "the link and the file it points to untouched"
 
 CLI = [
     Fault("cli-markup-close-tag-name", "cli", "`vmshm demo --shm '/x-[/]y' --create 4K`",
@@ -1237,6 +1255,35 @@ CLI = [
           "a run that draws nothing would say it passed", cli("fuzz", "--behaviours", "",
                                                               "-n", "5"),
           status=2, words=("names no behaviour", "choose from")),
+    Fault("cli-shm-link", "cli", "`vmshm demo --shm /x` where /dev/shm/x is a symbolic link "
+          "to a file outside /dev/shm", "exit 1, `ELOOP`: it is a symbolic link, never opened "
+          "through, in one line, before anything is simulated",
+          "shm_open opens with O_NOFOLLOW; its own words (\"Too many levels of symbolic links\")"
+          " say nothing to a user",
+          through_link(cli("demo", "--shm", "{name}")), status=1,
+          words=("ELOOP", "is a symbolic link", "never opened through a link"),
+          detail={"link": True, "target": b"outside"}, after=None, object_doc=LINK_DOC),
+    Fault("cli-shm-link-create", "cli", "`vmshm demo --shm /x --create 4K`, the same link",
+          "exit 1: the same message, word for word", "one rule with and without --create",
+          through_link(cli("demo", "--shm", "{name}", "--create", "4K")), status=1,
+          words=("ELOOP", "is a symbolic link", "never opened through a link"),
+          detail={"link": True, "target": b"outside"}, after=None, object_doc=LINK_DOC),
+    Fault("cli-qemu-shm-link", "cli", "`vmshm qemu --shm /x`, the same link",
+          "exit 1: the same message, before QEMU boots", "the same rule in every command",
+          through_link(cli_timed("qemu", "--shm", "{name}", timeout=30)), status=1,
+          words=("ELOOP", "is a symbolic link"),
+          detail={"link": True, "target": b"outside"}, after=None, object_doc=LINK_DOC),
+    Fault("cli-build-shm-name", "cli",
+          "`vmshm build --board versa-ecp5 --plan-only --shm-name x`",
+          "exit 2: the device would refuse the name (no leading `/`), before anything is built",
+          "the self-test's name is checked with the device's own rule (check_name)",
+          cli("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", "x"), status=2,
+          words=("--shm-name", "does not start with '/'")),
+    Fault("cli-build-shm-name-long", "cli",
+          "`vmshm build --plan-only --shm-name /NAME` with 256 bytes after `/`",
+          "exit 2: longer than NAME_MAX", "the same rule",
+          cli("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", LONG), status=2,
+          words=("--shm-name", "NAME_MAX")),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI

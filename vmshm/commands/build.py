@@ -57,6 +57,14 @@ def build_command(args, console, params):
         raise ValueError("choose a board with --board NAME (--list-boards lists them)")
     params = dict(params)
     if args.shm_name is not None:
+        from vmshm.host_model import check_name
+        # The device's own rule for names, and its name buffer's size: the self-test's OPEN
+        # of a name the device refuses would fail on the board, after an hour's build.
+        try:
+            check_name(args.shm_name, params.get("name_size"))
+        except OSError as exc:
+            raise UsageError(f"--shm-name must be a name the device accepts: "
+                             f"{exc.strerror}") from None
         params["shm_name"] = args.shm_name
     if args.host_size is not None:
         params["host_size"] = args.host_size

@@ -84,7 +84,7 @@ def check(args):
     from vmshm.backends import get_backend
     from vmshm.checks import check_object_size
     from vmshm.harness.checks import check_output_file
-    from vmshm.host_model import HostTiming, check_name
+    from vmshm.host_model import HostTiming, check_name, check_not_link
     from vmshm.rtl.tops import check_top
 
     if not 1 <= args.devices <= 32:
@@ -98,6 +98,8 @@ def check(args):
     # Building the top checks every parameter (sizes, widths, IDs); it is elaborated only later.
     check_top(args.top, **params)
     check_name(args.shm, args.name_size)
+    # The same message for a link with and without --create, before anything is simulated.
+    check_not_link(args.shm)
     if args.vcd:
         check_output_file(args.vcd)
     reason = get_backend(args.backend).missing()

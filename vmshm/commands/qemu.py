@@ -74,7 +74,7 @@ def _check_args(args):
     from vmshm.backends import BACKENDS, backend_names, get_backend
     from vmshm.checks import check_object_size
     from vmshm.harness.checks import check_output_file
-    from vmshm.host_model import check_name
+    from vmshm.host_model import check_name, check_not_link
 
     # The device's own rule for names (and the name buffer's size), before anything is made.
     try:
@@ -83,6 +83,8 @@ def _check_args(args):
         raise ValueError(f"--shm must be a name the device accepts: {exc.strerror}") from None
     if args.create is not None:
         check_object_size(args.create, "--create")
+    # The same message for a link with and without --create, before QEMU boots.
+    check_not_link(args.shm)
     if args.backend is not None and args.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
     serving = backend_names(in_process=True)
