@@ -905,6 +905,46 @@ def through_link(act):
     return wrapped
 
 
+#: SIGKILL ``vmshm scenario seed_example`` while its scratch object exists, then run it again;
+#: report what each step left. Run in a private /dev/shm (:func:`in_small_shm`), where no other
+#: run on this machine makes or removes objects. Beside it: an object named like a scratch
+#: object of a live process (this one), and a look-alike whose last part is not hex.
+KILLED_SCENARIO = """
+import signal, subprocess, time
+argv = [sys.executable, "-c", "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))",
+        "scenario", "seed_example"]
+live = f"vmshm-seed_example-{os.getpid()}-0123abcd"
+for name in (live, "vmshm-seed_example-1-notours"):
+    with open("/dev/shm/" + name, "wb") as f:
+        f.write(b"keep")
+proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+prefix = f"vmshm-seed_example-{proc.pid}-"
+deadline = time.monotonic() + 60
+theirs = []
+while not theirs and proc.poll() is None and time.monotonic() < deadline:
+    theirs = [e for e in os.listdir("/dev/shm") if e.startswith(prefix)]
+    time.sleep(0.002)
+proc.kill()
+proc.wait()
+left = [e for e in os.listdir("/dev/shm") if e.startswith(prefix)]
+again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+print(again.stdout + again.stderr, file=sys.stderr)
+out = {"status": again.returncode, "killed_left_its_object": bool(left),
+       "after_next_run": sorted(os.listdir("/dev/shm")), "live": live}
+"""
+
+
+def killed_scenario_then_next(env):
+    outcome = in_small_shm(KILLED_SCENARIO)(env)
+    detail = outcome.detail
+    if "live" in detail:
+        # The private /dev/shm's objects, with this run's own process id written as PID.
+        live = detail.pop("live")
+        detail["after_next_run"] = [e.replace(live, "vmshm-seed_example-PID-0123abcd")
+                                    for e in detail["after_next_run"]]
+    outcome.status = detail.get("status", outcome.status)
+    return outcome
+
 #: A socket path for the cases run in a private /dev/shm, where {tmp} is not filled in.
 SMALL_SOCK = f"/tmp/vmshm-fault-{os.getpid()}-ivs.sock"
 
@@ -1284,6 +1324,18 @@ CLI = [
           "exit 2: longer than NAME_MAX", "the same rule",
           cli("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", LONG), status=2,
           words=("--shm-name", "NAME_MAX")),
+    Fault("cli-scratch-after-sigkill", "cli", "`kill -9` of `vmshm scenario seed_example` "
+          "while it runs (as a test timeout does), then the next run",
+          "the killed run's scratch object (`/vmshm-seed_example-PID-HEX`) stays until the next "
+          "run (or test session) starts, which removes it; objects of live processes and other "
+          "names are untouched",
+          "SIGKILL skips every cleanup; a scratch object whose process is gone is nobody's, "
+          "but a user's object is never unlinked (host_model/scratch.py says which names)",
+          killed_scenario_then_next, status=0, words=("passed",),
+          detail={"killed_left_its_object": True,
+                  "after_next_run": ["vmshm-seed_example-1-notours",
+                                     "vmshm-seed_example-PID-0123abcd"]},
+          object_doc="the killed run's object removed; the others untouched"),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI
