@@ -122,3 +122,20 @@ def test_version_is_the_installed_package_s():
     from importlib.metadata import version
     r = vmshm("--version", check_rc=0)
     assert r.stdout.strip() == f"vmshm {version('vmshm')}"
+
+
+def test_the_console_never_writes_a_control_character_of_the_text():
+    """The net under every print: text holding ESC, BEL, CSI (C1) or a right-to-left override
+    is written escaped; the console's own styles still reach a terminal as codes."""
+    import io
+
+    from vmshm.console import make_console
+
+    out = io.StringIO()
+    console = make_console(file=out, force_terminal=True, color_system="standard", width=80)
+    console.print("name /x\x1b[2J\x9b2J\u202e end\nnext line", style="red")
+    text = out.getvalue()
+    assert "/x\\x1b[2J\\x9b2J\\u202e end" in text
+    assert "\nnext line" in text.replace("\x1b[31m", "")    # line breaks are kept
+    # The red style's start and reset on each line, no more.
+    assert text.count("\x1b") == 4, repr(text)

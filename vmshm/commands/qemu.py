@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from vmshm.console import escaped
 from vmshm.qemu import image
 from vmshm.qemu.boot import boot
 from vmshm.qemu.device import bar_bases, proxy_refusal
@@ -94,7 +95,7 @@ def _check_args(args):
                          f"cocotb ones run it in another process, which cannot take QEMU's "
                          f"socket yet)")
     if args.run is not None and not Path(args.run).is_file():
-        raise ValueError(f"--run {args.run}: no such file")
+        raise ValueError(f"--run {escaped(args.run)}: no such file")
     if args.run is not None and args.bench:
         raise ValueError("--bench runs its own program in the guest; leave out --run")
     if args.ivshmem is not None:
@@ -102,9 +103,9 @@ def _check_args(args):
         try:
             mode = os.stat(args.ivshmem).st_mode
         except OSError as exc:
-            raise ValueError(f"--ivshmem {args.ivshmem}: {exc.strerror}") from None
+            raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: {exc.strerror}") from None
         if not stat.S_ISSOCK(mode):
-            raise ValueError(f"--ivshmem {args.ivshmem}: not a socket (give the server's -S)")
+            raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: not a socket (give the server's -S)")
         if args.bench or args.doorbell_bench:
             raise ValueError("--ivshmem is for the example or --run; the benches have their own "
                              "host side")
@@ -196,7 +197,7 @@ def run(args, console):
     try:
         parts = image.find_parts(args.kernel, args.headers)
     except image.Missing as exc:
-        print(f"vmshm qemu: {exc}", file=sys.stderr)
+        print(f"vmshm qemu: {escaped(str(exc))}", file=sys.stderr)
         return 2
     from vmshm.host_model import HostModel
     host_log = []
@@ -209,8 +210,8 @@ def run(args, console):
         try:
             bridge = IvshmemBridge.connect(host, args.ivshmem, log=host_log.append)
         except (OSError, ProtocolError) as exc:
-            print(f"vmshm qemu: --ivshmem {args.ivshmem}: cannot join the group: "
-                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            print(f"vmshm qemu: --ivshmem {escaped(args.ivshmem)}: cannot join the group: "
+                  f"{escaped(getattr(exc, 'strerror', None) or exc)}", file=sys.stderr)
             return 2
         console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
                       highlight=False, markup=False)
@@ -289,7 +290,7 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
     if args.json:
         Path(args.json).write_text(json.dumps(_report(result, args), indent=1))
     if result.error:
-        print(f"vmshm qemu: {result.error}", file=sys.stderr)
+        print(f"vmshm qemu: {escaped(result.error)}", file=sys.stderr)
         return 1
     if result.status is None:
         print("vmshm qemu: the guest stopped before the program finished", file=sys.stderr)

@@ -1,6 +1,7 @@
 """The ``vmshm scenario`` command: list the suite, or run one scenario on a backend."""
 
 from vmshm.backends import backend_names
+from vmshm.console import escaped
 from vmshm.options import UsageError
 
 __all__ = ["add_arguments", "run"]
@@ -81,5 +82,5 @@ def run(args, console):
     console.print(f"{args.name} passed on {args.backend} ({args.data_width}-bit) in "
                   f"{result.cycles} cycles")
     if waves:
-        console.print(f"waveform written to {waves}")
+        console.print(f"waveform written to {escaped(waves)}")
     return 0

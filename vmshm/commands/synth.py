@@ -13,6 +13,7 @@ from pathlib import Path
 from vmshm.fpga.paths import describe, sets_fmax
 from vmshm.fpga.synth import ecp5_target, synthesize
 from vmshm.fpga.toolchain import ToolchainMissing, require_toolchain, tool_versions
+from vmshm.console import escaped
 from vmshm.options import TOP_OPTIONS, UsageError, add_core_args, add_pci_args, core_args
 
 __all__ = ["add_arguments", "run", "synthesize_all"]
@@ -157,7 +158,7 @@ def synthesize_all(args, console, params_for):
         if xresults:
             doc["xilinx"] = [r.as_dict() for r in xresults]
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        console.print(f"wrote {args.json}", markup=False)
+        console.print(f"wrote {escaped(args.json)}", markup=False)
     if args.keep:
         console.print(f"kept the work files in {args.keep}", markup=False)
     return 0
