@@ -46,7 +46,7 @@ def add_arguments(p):
                    help="the host's POSIX shared-memory object, e.g. /shared-with-qemu")
     p.add_argument("--create", type=parse_size, metavar="SIZE",
                    help="create NAME with this size if it does not exist (never resized)")
-    p.add_argument("--run", metavar="FILE.c", help="compile this C program (static, with the "
+    p.add_argument("--run", metavar="FILE", help="compile this C program (static, with the "
                    "host's gcc) and run it in the guest instead of the example; ARGS after --")
     p.add_argument("--backend", default=None, metavar="B",
                    help="simulation backend serving the device: native (the default where "
@@ -65,7 +65,8 @@ def add_arguments(p):
                         "back; the guest's read returns), on the RTL and on a floor device")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
-    p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
+    p.add_argument("--json", metavar="FILE", help="also write the run's (or a bench's) report as JSON here; "
+                   "without it no JSON is written or printed")
     p.add_argument("args", nargs="*", metavar="ARGS",
                    help="arguments of the program (after --); by default NAME")
     add_core_args(p)
