@@ -911,8 +911,8 @@ def through_link(act):
 #: object of a live process (this one), and a look-alike whose last part is not hex.
 KILLED_SCENARIO = """
 import signal, subprocess, time
-argv = [sys.executable, "-c", "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))",
-        "scenario", "seed_example"]
+code = "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))"
+argv = [sys.executable, "-c", code, "scenario", "seed_example"]
 live = f"vmshm-seed_example-{os.getpid()}-0123abcd"
 for name in (live, "vmshm-seed_example-1-notours"):
     with open("/dev/shm/" + name, "wb") as f:

@@ -120,8 +120,8 @@ def run(args, console):
     if args.create is not None:
         region, created = ShmRegion.open_or_create(args.shm, args.create)
         if not created and region.size != args.create:
-            console.print(note(f"{escaped(args.shm)} exists with {region.size} bytes; using it as it is "
-                               f"(not resized to {args.create})"))
+            console.print(note(f"{escaped(args.shm)} exists with {region.size} bytes; using it "
+                               f"as it is (not resized to {args.create})"))
         region.close()
         if created:
             console.print(f"created {escaped(args.shm)} with {args.create} bytes")

@@ -65,8 +65,9 @@ def add_arguments(p):
                         "back; the guest's read returns), on the RTL and on a floor device")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
-    p.add_argument("--json", metavar="FILE", help="also write the run's (or a bench's) report as JSON here; "
-                   "without it no JSON is written or printed")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the run's (or a bench's) report as JSON here; without it "
+                        "no JSON is written or printed")
     p.add_argument("args", nargs="*", metavar="ARGS",
                    help="arguments of the program (after --); by default NAME")
     add_core_args(p)
@@ -106,7 +107,8 @@ def _check_args(args):
         except OSError as exc:
             raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: {exc.strerror}") from None
         if not stat.S_ISSOCK(mode):
-            raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: not a socket (give the server's -S)")
+            raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: not a socket (give the "
+                             f"server's -S)")
         if args.bench or args.doorbell_bench:
             raise ValueError("--ivshmem is for the example or --run; the benches have their own "
                              "host side")

@@ -14,7 +14,8 @@ def add_arguments(parser):
                         help="simulator (default amaranth)")
     parser.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
                         help="data path width in bits (default 32)")
-    parser.add_argument("--seed", type=int, default=1, metavar="N", help="seed of the scenario's random choices")
+    parser.add_argument("--seed", type=int, default=1, metavar="N",
+                        help="seed of the scenario's random choices")
     parser.add_argument("--waves", nargs="?", const="", metavar="FILE",
                         help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
     parser.add_argument("--top", choices=("pci", "usp"), default="pci",

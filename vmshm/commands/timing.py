@@ -60,7 +60,8 @@ def add_arguments(p):
                    help="probability the host offers an answer beat on a cycle (default 1)")
     p.add_argument("--repeat", type=_count, metavar="N",
                    help="transactions averaged per point (default 1, or 64 with back-pressure)")
-    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the host's back-pressure")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the host's back-pressure")
     p.add_argument("--backend", choices=backend_names(), default="amaranth",
                    help="simulator (default amaranth; the cocotb ones need their runner to "
                         "pass back the host BFM's event stamps)")
