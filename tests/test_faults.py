@@ -623,6 +623,16 @@ async def mmap_tiny_page(drv, fd, env, bus):
             "rejects": await drv.regs.read32(REG["REJECTS"].offset)}
 
 
+async def ring_no_group(drv, fd, env, bus):
+    from vmshm.driver_model.driver import VMSHM_IOCTL_RING
+    returned = await drv.ioctl(fd, VMSHM_IOCTL_RING, 7 << 16 | 3)
+    await bus.idle(64)
+    from vmshm.commands.qemu import unheard_doorbells
+    doorbells = list(bus.hosts[0].doorbells)
+    return {"returned": returned, "doorbells": doorbells, "note": unheard_doorbells(doorbells),
+            "timeouts": await drv.regs.read32(REG["TIMEOUTS"].offset)}
+
+
 DRIVER = [
     Fault("drv-ioctl-int", "driver", "`ioctl(fd, 0, 12345)`: an int where the name belongs",
           "EFAULT; nothing is written to the device",
@@ -719,6 +729,18 @@ DRIVER = [
           "(SIGBUS)", in_small_shm(GUEST_WRITE_SPARSE), errno=0,
           detail={"returncode": 0, "rejects_after_write": 1, "hole": "00" * 8,
                   "rejects_after_read": 1, "size": 64 << 10}, object_doc="its size unchanged"),
+    Fault("drv-ring-no-group", "driver", "`ioctl(fd, VMSHM_IOCTL_RING, 7 << 16 | 3)`: a ring "
+          "to peer 7, vector 3, on a device whose host is in no ivshmem group",
+          "returns 0; the host takes the doorbell and records it (`HostModel.doorbells`); "
+          "`vmshm qemu` prints how many were rung with no group to deliver them. In a group "
+          "(`--ivshmem`), a ring to a peer or vector that does not exist is dropped, logged and "
+          "counted (`IvshmemBridge.dropped`, printed by `vmshm qemu`)",
+          "DOORBELL is a posted write, as ivshmem's: the guest never learns whether a peer "
+          "exists; the host is the one place that can count it",
+          guest(ring_no_group, ioctl=False), errno=0,
+          detail={"returned": 0, "doorbells": [(7, 3)], "timeouts": 0,
+                  "note": "note: the guest rang 1 doorbell(s) (peer, vector: 7 3) with no "
+                          "ivshmem group to deliver them to (join one with --ivshmem SOCKET)"}),
 ]
 
 

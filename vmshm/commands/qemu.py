@@ -126,6 +126,17 @@ def _check_args(args):
         check_output_file(args.json)
 
 
+def unheard_doorbells(doorbells):
+    """Return the note for the guest's doorbells (``(peer, vector)`` pairs) when the device is
+    in no ivshmem group: a DOORBELL write is posted, so the guest's ioctl returned 0 whatever
+    the peer, and this line is where a user learns that nobody heard them."""
+    rung = sorted(set(doorbells))
+    shown = ", ".join(f"{peer} {vector}" for peer, vector in rung[:8])
+    return (f"note: the guest rang {len(doorbells)} doorbell(s) (peer, vector: {shown}"
+            f"{', ...' if len(rung) > 8 else ''}) with no ivshmem group to deliver them to "
+            f"(join one with --ivshmem SOCKET)")
+
+
 def choose_backend(args, console):
     """Settle ``args.backend``: native by default, amaranth (with a note) where it cannot run.
 
@@ -270,6 +281,8 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
         console.print(f"ivshmem: {bridge.forwarded} doorbell(s) forwarded to peers, "
                       f"{bridge.delivered} ring(s) delivered, {bridge.dropped} dropped",
                       highlight=False, markup=False)
+    elif host.doorbells:
+        console.print(unheard_doorbells(host.doorbells), highlight=False, markup=False)
     if result.status is None:
         for line in result.console[-15:]:
             console.print(f"console| {line}", highlight=False, markup=False)
