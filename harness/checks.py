@@ -8,7 +8,7 @@ import errno
 import os
 import stat
 
-__all__ = ["check_output_file"]
+__all__ = ["check_output_file", "check_output_dir"]
 
 #: What the message calls each kind of file that is not a regular one.
 _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
@@ -53,3 +53,21 @@ def check_output_file(path):
             os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, path) from None
+
+
+def check_output_dir(path):
+    """Make the folder `path` now (like ``mkdir -p``) and make sure a file can be written in it,
+    so a run that writes its results there does not fail at its end because of it.
+
+    Raises
+    ------
+    OSError
+        With the errno of the failure (``ENOTDIR``, ``EACCES``, ``EROFS``, ...) and the path
+        that failed as its filename.
+    """
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
+    check_output_file(os.path.join(path, ".vmshm-write-check"))

@@ -69,6 +69,9 @@ def build_command(args, console, params):
         params["shm_name"] = args.shm_name
     if args.host_size is not None:
         params["host_size"] = args.host_size
+    if args.output:
+        from vmshm.harness.checks import check_output_dir
+        check_output_dir(args.output)   # before anything is elaborated or built
     with console.status("starting") as status:
         result = build(args.board, params, args.output, plan_only=args.plan_only,
                        progress=status.update)

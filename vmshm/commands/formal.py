@@ -39,6 +39,8 @@ def run(args, console):
     reason = missing_tools()
     if reason:
         raise ValueError(reason)
+    from vmshm.harness.checks import check_output_dir
+    check_output_dir(args.out)          # before the first proof, not after it
     failed = 0
     for name, top, prop in TASKS:
         if args.properties and name not in args.properties:

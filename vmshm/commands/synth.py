@@ -102,12 +102,14 @@ def synthesize_all(args, console, params_for):
     (:func:`vmshm.fpga.xilinx.synthesize_xilinx`). ``params_for(top, data_width)`` gives each
     configuration's parameters. Return the exit status.
     """
-    from vmshm.harness.checks import check_output_file
+    from vmshm.harness.checks import check_output_dir, check_output_file
     from vmshm.rtl.tops import generate
     from vmshm.fpga.xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
 
     if args.json:
         check_output_file(args.json)
+    if args.keep:
+        check_output_dir(args.keep)
     require_toolchain(boards=args.board is not None)
     target = ecp5_target(board=args.board, device=args.device, package=args.package,
                          speed=args.speed)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from vmshm.backends import backend_names
 from vmshm.console import note, plain_text
-from vmshm.harness.checks import check_output_file
+from vmshm.harness.checks import check_output_dir, check_output_file
 from vmshm.options import add_core_args, core_args, integer
 
 from vmshm.timing.model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams,
@@ -200,10 +200,7 @@ def run_cli(args, console, core):
             _with(base, sweep, v)
     # And the output folder: made now (like mkdir -p), and written to before anything runs.
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    check_output_dir(out)
     check_output_file(out / "timing.json")
 
     if args.waveform:
