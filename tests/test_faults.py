@@ -1482,7 +1482,21 @@ def render_markdown():
            f"Each row is a test in `tests/test_faults.py` ({len(CATALOGUE)} in all). It checks "
            "the exit status or errno, the message's key words, that no Python traceback is "
            "printed, and the shared-memory object's size and content before and after (the "
-           "column *the object afterwards*; `-` where the case involves none).", ""]
+           "column *the object afterwards*; `-` where the case involves none).", "",
+           "The rules the rows follow, in every command:", "",
+           "- Every argument and every output is checked before anything is made or run. An "
+           "output is a regular file (`harness/checks.py`, `check_output_file`): a FIFO, socket "
+           "or device is refused at once, never opened; an output folder is made and written "
+           "to first (`check_output_dir`).",
+           "- Creation reserves the object's memory; an object is never resized, and a user's "
+           "object is never unlinked. A symbolic link in /dev/shm is refused with `ELOOP`, "
+           "with and without `--create`.",
+           "- Names and paths are text: never console markup, and the console escapes every "
+           "control character (`\\x1b`), so no name can move the cursor or clear the screen.",
+           "- A test or scenario run's own objects are named `/vmshm-WORD-PID-HEX`; those left by "
+           "a run killed with SIGKILL are removed by the next scenario run or test session once "
+           "their process is gone (`host_model/scratch.py`). Give your own objects other names.",
+           ""]
     for layer in ("cli", "host", "driver"):
         rows = [c for c in CATALOGUE if c.layer == layer]
         if not rows:
