@@ -187,11 +187,6 @@ def test_one_metavar_style():
     assert not differ, f"one option, several names for its value: {differ}"
 
 
-def test_version():
-    r = vmshm("--version", check_rc=0)
-    assert re.fullmatch(r"vmshm \d+\.\d+(\.\d+)?\S*\n", r.stdout), r.stdout
-
-
 def test_behaviours_help_marks_the_ones_off_by_default_and_why():
     from vmshm.fuzz.host import BEHAVIOURS
 
