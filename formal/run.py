@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TASKS", "FULL_DEPTH", "ci_depth", "mode", "Outcome", "missing_tools", "check",
+__all__ = ["TASKS", "EXPECTED_TO_FAIL", "FULL_DEPTH", "ci_depth", "mode", "Outcome", "missing_tools", "check",
            "check_all"]
 
 #: (name, top, property): every check ``vmshm formal`` runs.
@@ -30,14 +30,16 @@ TASKS = (
     ("core.reset", "core", "reset"),
     ("pci.one_completion", "pci", "one_completion"),
     ("pci.streams", "pci", "streams"),
+    ("pci.msi_gated", "pci", "msi_gated"),
+    ("pci.msi_edge", "pci", "msi_edge"),
 ) + tuple((f"{c}.{g}", c, g) for c in ("control", "window", "registers", "doorbell")
           for g in ("safety", "live", "cover") if (c, g) not in (("registers", "live"),
                                                                  ("doorbell", "live")))
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
-_MODE = {"safety": "prove", "live": "bmc", "cover": "cover"}
+_MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
 #: k-induction depths of the component safety groups: the fewest cycles that close.
-_PROVE_DEPTH = {"control": 6, "window": 4, "registers": 3, "doorbell": 3}
+_PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3}
 
 
 def mode(name):
@@ -53,7 +55,14 @@ def mode(name):
 #: the OPEN bound (``--full`` does).
 _TEST_DEPTH = {"core.one_completion": 23, "core.dma_safe": 18, "core.open_close_once": 14,
                "core.streams": 12, "core.reset": 8, "pci.one_completion": 12,
-               "pci.streams": 10}
+               "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14}
+#: Checks that fail on main until issue 22's fixes merge (branch pcie_soft), with the finding
+#: each shows: the lead removes an entry when its fix lands.
+EXPECTED_TO_FAIL = {
+    "pci.msi_gated": "issue 22 finding 3: an MSI stays on offer after MSI Enable or BME clears",
+    "pci.msi_edge": "issue 22 finding 4: no MSI when MSI Enable or BME is set with a vector "
+                    "already pending (lost interrupt on the enabling edge)",
+}
 
 
 def ci_depth(name):
@@ -132,9 +141,11 @@ cover
 
 [options]
 prove: mode prove
+prove: depth {depth}
 bmc: mode bmc
+bmc: depth {bmc_depth}
 cover: mode cover
-depth {depth}
+cover: depth {depth}
 multiclock off
 
 [engines]
@@ -199,8 +210,13 @@ def check(name, top, prop, *, depth, out, induction=False, timeout=1800, cache=T
     workdir = Path(out) / name
     workdir.mkdir(parents=True, exist_ok=True)
     design = _rtlil(top, prop)
-    sby = _SBY.format(depth=depth)
     how = mode(name)
+    # Where induction does not close, the bounded check that follows goes as deep as the
+    # component's liveness check, so a real bug shows as a counterexample, not as "bounded".
+    bmc_depth = depth
+    if how == "prove" and name.split(".")[0] in _PROVE_DEPTH:
+        bmc_depth = max(depth, ci_depth(name.split(".")[0] + ".cover"))
+    sby = _SBY.format(depth=depth, bmc_depth=bmc_depth)
     tasks = {"cover": ("cover",), "prove": ("prove", "bmc")}.get(how, ("bmc",))
     if induction and how == "bmc":
         tasks = ("prove", "bmc")
@@ -209,14 +225,15 @@ def check(name, top, prop, *, depth, out, induction=False, timeout=1800, cache=T
         return hit
     (workdir / "design.il").write_text(design)
     (workdir / "check.sby").write_text(sby)
-    outcome = _check_tasks(name, workdir, tasks, depth, timeout)
+    outcome = _check_tasks(name, workdir, tasks, depth, timeout, bmc_depth)
     if outcome.status in ("proved", "bounded", "covered"):
         _store(key, outcome)
     return outcome
 
 
-def _check_tasks(name, workdir, tasks, depth, timeout):
+def _check_tasks(name, workdir, tasks, prove_depth, timeout, bmc_depth):
     for task in tasks:
+        depth = bmc_depth if task == "bmc" else prove_depth
         try:
             rc, log = _run_sby(workdir, task, timeout)
         except subprocess.TimeoutExpired:
