@@ -37,8 +37,8 @@ COMPONENTS = ("control", "window", "registers", "doorbell")
 GROUPS = ("safety", "live", "cover")
 #: Small parameters: host_timeout, window bytes, name bytes, the longest guest burst (beats).
 PARAMS = dict(host_timeout=2, window_size=64, name_size=8, max_beats=4)
-#: Parameters whose counters wrap: a timer of 5 cycles, a 16-beat burst in a 256-byte window.
-WIDE = dict(host_timeout=5, window_size=256, name_size=16, max_beats=16)
+#: Parameters whose counters wrap: a timer of 5 cycles (3 bits), 6-beat bursts, a 16-byte name.
+WIDE = dict(host_timeout=5, window_size=128, name_size=16, max_beats=6)
 
 
 def live_depth(component, params=PARAMS):

@@ -34,7 +34,11 @@ TASKS = (
     ("pci.msi_edge", "pci", "msi_edge"),
 ) + tuple((f"{c}.{g}", c, g) for c in ("control", "window", "registers", "doorbell")
           for g in ("safety", "live", "cover") if (c, g) not in (("registers", "live"),
-                                                                 ("doorbell", "live")))
+                                                                 ("doorbell", "live"))) + (
+    # The second run, at widths that wrap (components.WIDE): a longer timer, 16-beat bursts.
+    ("window.safety_wide", "window", "safety_wide"), ("window.live_wide", "window", "live_wide"),
+    ("control.safety_wide", "control", "safety_wide"),
+)
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
 _MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
@@ -44,7 +48,7 @@ _PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3}
 
 def mode(name):
     """Return how ``name`` is checked: ``prove``, ``bmc`` or ``cover``."""
-    group = name.split(".")[1]
+    group = name.split(".")[1].removesuffix("_wide")
     return _MODE.get(group, "bmc")
 #: Depths a plain ``vmshm formal`` and the tests use, per check: the fewest cycles that still
 #: reach what the check is about, to keep the suite within minutes. one_completion: past the
@@ -70,11 +74,14 @@ def ci_depth(name):
     if name in _TEST_DEPTH:
         return _TEST_DEPTH[name]
     from .components import live_depth
+    from .components import PARAMS, WIDE
     component, group = name.split(".")
-    if group == "safety":
-        return _PROVE_DEPTH[component]
+    params = WIDE if group.endswith("_wide") else PARAMS
+    if group.startswith("safety"):
+        # A longer timer hides more state from induction: the wide run needs more steps.
+        return _PROVE_DEPTH[component] + (4 if params is WIDE else 0)
     # Covers reach each path within the liveness depth (an OPEN answered, a burst moved).
-    return max(live_depth(component), 8)
+    return max(live_depth(component, params), 8)
 
 
 #: Depth of ``vmshm formal --full``, for every check: past the longest bound at the proofs'
@@ -128,7 +135,9 @@ def _rtlil(top, prop):
     from .components import COMPONENTS, ComponentProperties
     from .props import CoreProperties, PCIProperties
     if top in COMPONENTS:
-        design = ComponentProperties(top, prop)
+        from .components import PARAMS, WIDE
+        group, wide = prop.removesuffix("_wide"), prop.endswith("_wide")
+        design = ComponentProperties(top, group, WIDE if wide else PARAMS)
     else:
         design = CoreProperties(prop) if top == "core" else PCIProperties(prop)
     return rtlil.convert(design, ports=[])
