@@ -96,3 +96,22 @@ def test_cli_refuses_unknown_properties(capsys):
     from vmshm.cli import main
     assert main(["formal", "no.such"]) == 2
     assert "no property named 'no.such'" in capsys.readouterr().err
+
+
+def test_the_docs_show_what_the_runner_prints():
+    # docs/formal.md's sample: each line as the runner prints it for that check at CI depth.
+    from pathlib import Path
+    doc = (Path(__file__).parent.parent / "docs" / "formal.md").read_text()
+    block = doc.split("```\n$ vmshm formal ", 1)[1].split("```", 1)[0].splitlines()
+    names = block[0].split()
+    assert [line.split(":")[0] for line in block[1:]] == names
+    for line in block[1:]:
+        name = line.split(":")[0]
+        if name in F.EXPECTED_TO_FAIL:
+            assert line.startswith(f"{name}: FAILED, counterexample: ")
+            assert line.endswith(f"(expected until fixed: {F.EXPECTED_TO_FAIL[name]})")
+        else:
+            status = {"prove": "proved", "cover": "covered"}.get(F.mode(name), "bounded")
+            assert line == F.Outcome(name, status, F.ci_depth(name)).line()
+    for name, _, _ in F.TASKS:
+        assert f"`{name.removesuffix('_wide')}" in doc, f"{name} is not in docs/formal.md"
