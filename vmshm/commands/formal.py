@@ -16,13 +16,13 @@ def add_arguments(p):
                    help="checks to run (default: all): " + ", ".join(n for n, _, _ in TASKS))
     p.add_argument("--depth", type=int, default=None, metavar="N",
                    help="depth in cycles for every check (default: each check's CI depth, "
-                        "8 to 23 cycles, as the tests use)")
+                        "as the tests use: the liveness depths computed from abi/bounds.py)")
     p.add_argument("--full", action="store_true",
                    help=f"the full depth, {FULL_DEPTH} cycles for every check: tens of minutes "
                         f"each")
     p.add_argument("--prove", action="store_true",
-                   help="try k-induction first (it does not close for these properties without "
-                        "strengthening invariants; bounded checks are the default)")
+                   help="try k-induction first for the bounded checks too (the components' safety "
+                        "checks always use it)")
     p.add_argument("--jobs", "-j", type=int, default=None, metavar="N",
                    help="checks to run at once (default: the machine's cores)")
     p.add_argument("--no-cache", action="store_true",
