@@ -986,6 +986,7 @@ ESCAPE_RUNS = [
     ("bench", "--backends", "x{e}"),
     ("channel", "--bench", "--sizes", "x{e}"),
     ("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", "/x{e}", "-o", "{tmp}/b{e}"),
+    ("mutate", "nosuch{e}"),
 ]
 
 
@@ -1405,7 +1406,8 @@ CLI = [
                                      "vmshm-seed_example-PID-0123abcd"]},
           object_doc="the killed run's object removed; the others untouched"),
     Fault("cli-escape-every-command", "cli", "every command (`demo`, `scenario`, `generate`, "
-          "`regs`, `qemu`, `fuzz`, `synth`, `timing`, `formal`, `bench`, `channel`, `build`) "
+          "`regs`, `qemu`, `fuzz`, `synth`, `timing`, `formal`, `bench`, `channel`, `build`, "
+          "`mutate`) "
           "given a name or path holding `ESC[2J`", "each prints it as `\\x1b[2J`; no ESC "
           "reaches the terminal", "names and paths are text: the console escapes control "
           "characters in everything it writes, and the commands print names through escaped()",
