@@ -45,6 +45,8 @@ def run(args, console):
     reason = missing_tools()
     if reason:
         raise ValueError(reason)
+    from vmshm.harness.checks import check_output_dir
+    check_output_dir(args.out)          # before the first proof, not after it
     failed = 0
     tasks = [t for t in TASKS if not args.properties or t[0] in args.properties]
     for outcome in check_all(tasks, depth=depth, out=args.out, induction=args.prove,

@@ -18,9 +18,9 @@ def add_arguments(p):
                    help="only each module's own tests and formal checks, not the daily subset")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="run at most N mutants (the first N selected)")
-    p.add_argument("--generate", type=int, default=None, metavar="PER_MODULE",
-                   help="write the catalogue anew (formal/mutants.json): up to PER_MODULE "
-                        "mutants of each RTL module, spread over its expressions; run none")
+    p.add_argument("--generate", type=int, default=None, metavar="N",
+                   help="write the catalogue anew (formal/mutants.json): up to N mutants of "
+                        "each RTL module, spread over its expressions; run none")
     p.add_argument("--timeout", type=int, default=1800, metavar="S",
                    help="seconds one stage of one mutant may take before it counts as killed "
                         "(a hang)")
