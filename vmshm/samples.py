@@ -21,6 +21,8 @@ The options after the command, separated by ``;``:
     the figures vary with the machine: the block shows what the command printed on ``DATE``, and a
     check compares only the shape (every number, and the width of table rules, ignored).
     Without it the check is exact.
+The command runs in the checkout's top folder (the one holding pyproject.toml).
+
 ``show``
     the block starts with ``$ COMMAND``, so a reader sees what printed it.
 ``slow``
@@ -115,6 +117,14 @@ def _cleanup(name):
         pass
 
 
+def _root(path):
+    # Commands run where a user types them: the checkout's top, beside pyproject.toml.
+    for folder in path.resolve().parents:
+        if (folder / "pyproject.toml").exists():
+            return folder
+    return path.parent
+
+
 def produce(sample, *, timeout=900):
     """Run the sample's command and return the block it should show (no fences, ending in a
     newline).
@@ -136,7 +146,7 @@ def produce(sample, *, timeout=900):
                NO_COLOR="1", TERM="dumb")
     try:
         r = subprocess.run(command, shell=True, capture_output=True, text=True, env=env,
-                           timeout=timeout, cwd=sample.path.parent)
+                           timeout=timeout, cwd=_root(sample.path))
     finally:
         if unique:
             _cleanup(unique)
