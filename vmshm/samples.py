@@ -125,7 +125,7 @@ def _root(path):
     return path.parent
 
 
-def produce(sample, *, timeout=900):
+def produce(sample, *, timeout=900, cwd=None, bindir=None):
     """Run the sample's command and return the block it should show (no fences, ending in a
     newline).
 
@@ -133,6 +133,9 @@ def produce(sample, *, timeout=900):
     ------
     RuntimeError
         If the command fails, with its output.
+
+    ``cwd`` runs the command elsewhere than the checkout's top (where it would leave files);
+    ``bindir`` is where its commands come from (this Python's by default).
     """
     command = sample.command
     unique = None
@@ -142,11 +145,12 @@ def produce(sample, *, timeout=900):
         unique = "/" + (uuid.uuid4().hex * 2)[:len(sample.shm) - 1]
         command = command.replace(sample.shm, unique)
     # The commands of this installation, not whatever `vmshm` a PATH finds first.
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    bindir = bindir or Path(sys.executable).parent
+    env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
                NO_COLOR="1", TERM="dumb")
     try:
         r = subprocess.run(command, shell=True, capture_output=True, text=True, env=env,
-                           timeout=timeout, cwd=_root(sample.path))
+                           timeout=timeout, cwd=cwd or _root(sample.path))
     finally:
         if unique:
             _cleanup(unique)
