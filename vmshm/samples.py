@@ -25,6 +25,8 @@ The command runs in the checkout's top folder (the one holding pyproject.toml).
 
 ``show``
     the block starts with ``$ COMMAND``, so a reader sees what printed it.
+``tmp``
+    the command runs in a fresh temporary folder, removed after (for one that writes files).
 ``slow``
     the check runs in the slow part of the test suite (the command takes many seconds).
 
@@ -40,6 +42,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +69,7 @@ class Sample:
     shm: str = None
     date: str = None        # set: compare the shape only
     show: bool = False
+    tmp: bool = False
     slow: bool = False
     span: tuple = (0, 0)    # character span of the body in the file
 
@@ -95,7 +99,7 @@ def _parse(path, match, text):
             sample.shm = value
         elif word == "shape":
             sample.date = value
-        elif word in ("show", "slow"):
+        elif word in ("show", "slow", "tmp"):
             setattr(sample, word, True)
         else:
             raise ValueError(f"{sample.where}: unknown option {option!r} in the produced-by "
@@ -149,8 +153,10 @@ def produce(sample, *, timeout=900, cwd=None, bindir=None):
     env = dict(os.environ, PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
                NO_COLOR="1", TERM="dumb")
     try:
-        r = subprocess.run(command, shell=True, capture_output=True, text=True, env=env,
-                           timeout=timeout, cwd=cwd or _root(sample.path))
+        with tempfile.TemporaryDirectory(prefix="vmshm-sample-") as scratch:
+            where = cwd or (scratch if sample.tmp else _root(sample.path))
+            r = subprocess.run(command, shell=True, capture_output=True, text=True, env=env,
+                               timeout=timeout, cwd=where)
     finally:
         if unique:
             _cleanup(unique)
