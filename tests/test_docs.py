@@ -33,13 +33,17 @@ def in_ci(command):
     return command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def _formal():
-    from vmshm.formal.run import missing_tools
-    reason = missing_tools()
+def need(reason):
+    """Skip with ``reason`` (a missing tool), or fail under CI, which installs every tool."""
     if reason:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"the formal tools must run under CI: {reason}")
+            pytest.fail(f"must run under CI: {reason}")
         pytest.skip(reason)
+
+
+def _formal():
+    from vmshm.formal.run import missing_tools
+    need(missing_tools())
 
 
 #: Commands this file runs, with what each needs first, and whether it is slow.

@@ -1,11 +1,11 @@
 """Every sample output in README.md and docs/ is what its command prints (vmshm.samples)."""
 
-import os
 from pathlib import Path
 
 import pytest
 
 from conftest import require_backend, require_qemu_parts
+from test_docs import need
 from vmshm.samples import Sample, documents, find_samples, matches, produce, refresh
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,11 +14,7 @@ SAMPLES = [s for path in documents(ROOT) for s in find_samples(path)]
 
 def _fpga():
     from vmshm.fpga.toolchain import toolchain_missing
-    reason = toolchain_missing()
-    if reason:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"must run under CI: {reason}")
-        pytest.skip(reason)
+    need(toolchain_missing())
 
 
 #: What a sample's command needs on this machine, by how the command starts: skipped without it
