@@ -101,8 +101,9 @@ def make_objects(config, seed):
     empty one (OPEN must say EINVAL).
     """
     w = config.window_size
-    # Short, so OPEN fits a short host timeout: the name is streamed a byte a cycle.
-    prefix = f"/fz{os.getpid() % 1000}{uuid4().hex[:4]}"
+    # Short, so OPEN fits a short host timeout: the name is streamed a byte a cycle. Of one
+    # length in every process, so a seed replays to the same cycles in any process (a shard).
+    prefix = f"/fz{os.getpid() % 1000:03d}{uuid4().hex[:4]}"
     rng = random.Random(f"vmshm-fuzz-objects:{seed}")
     specs = [("-a", w // 4 + 1), ("-big", w + 100), ("-t", 6),
              ("-" + "n" * (min(200, config.name_size - 40)), w // 2 + 3)]

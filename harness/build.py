@@ -4,16 +4,18 @@ A build (a cocotb simulator's, or the native model's) is a folder named after a 
 went into it, the versions of the tools included (:func:`tool_versions`), under
 :func:`cache_root`. :func:`build_once` fills such a folder under a file lock, so pytest-xdist
 workers (or two ``vmshm`` commands) that need one configuration at once compile it once: one
-builds, the others wait and reuse it.
+builds, the others wait and reuse it. :func:`build_file_once` does the same for a single file
+(the guest's initramfs, a host program), which appears whole or not at all.
 """
 
 import fcntl
 import hashlib
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["cache_root", "cache_key", "tool_versions", "build_once"]
+__all__ = ["cache_root", "cache_key", "tool_versions", "build_once", "build_file_once"]
 
 #: Where each kind of build lives under ``~/.cache/vmshm`` (``$VMSHM_BUILD_DIR`` replaces the
 #: cocotb folder itself, and holds the native one).
@@ -53,6 +55,15 @@ def tool_versions():
     return " ".join(out)
 
 
+@contextmanager
+def _locked(target):
+    """Hold the exclusive lock of ``target`` (a file beside it) for the ``with`` block."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def build_once(build_dir, make):
     """Call ``make()`` to fill ``build_dir`` unless a finished build is there already.
 
@@ -62,9 +73,28 @@ def build_once(build_dir, make):
     """
     build_dir = Path(build_dir)
     done = build_dir / ".built"
-    build_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _locked(build_dir):
         if not done.exists():
             make()
             done.write_text("ok\n")
+
+
+def build_file_once(path, make):
+    """Return ``path``, calling ``make(tmp)`` to write it first unless it exists already.
+
+    ``make`` writes the file ``tmp`` (a path of this process's own beside ``path``), which is
+    then renamed into place: a reader never sees half a file, and of several processes that need
+    it at once one builds while the others wait and reuse it.
+    """
+    path = Path(path)
+    if path.exists():
+        return path
+    with _locked(path):
+        if not path.exists():
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                make(tmp)
+                tmp.replace(path)
+            finally:
+                tmp.unlink(missing_ok=True)
+    return path

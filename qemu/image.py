@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from vmshm.harness.build import build_file_once
+
 __all__ = ["GuestParts", "Missing", "BuildError", "find_parts", "kernel_release", "build_image",
            "init_archive", "cpio_newc", "GUEST_DIR", "cache_dir"]
 
@@ -169,10 +171,7 @@ def vmlinux(kernel):
         return None
     if elf[:4] != b"\x7fELF":
         return None
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(elf)
-    tmp.replace(out)
-    return out
+    return build_file_once(out, lambda tmp: tmp.write_bytes(elf))
 
 
 def cpio_newc(entries):
@@ -226,9 +225,12 @@ def build_image(parts, programs):
                   *(_file_digest(p) for p in sources),
                   *(f"{p.name}={_file_digest(p)}" for p in headers),
                   *(f"{n}={_file_digest(p)}" for n, p in sorted(programs.items())))
-    out = cache_dir() / f"initramfs-{key}.cpio"
-    if out.exists():
-        return out
+    return build_file_once(cache_dir() / f"initramfs-{key}.cpio",
+                           lambda tmp: _make_image(tmp, parts, programs, sources))
+
+
+def _make_image(out, parts, programs, sources):
+    """Compile the module and ``programs``; write the cpio archive to ``out``."""
     with tempfile.TemporaryDirectory(prefix="vmshm-guest-") as tmp:
         tmp = Path(tmp)
         mod = tmp / "module"
@@ -246,10 +248,7 @@ def build_image(parts, programs):
             _run([parts.cc, "-O2", "-Wall", "-static", "-I", str(GUEST_DIR), "-o", str(exe),
                   str(src)], f"compiling {src} for the guest")
             entries.append((f"bin/{name}", 0o100755, exe.read_bytes()))
-        tmp_out = out.with_suffix(".tmp")
-        tmp_out.write_bytes(cpio_newc(entries))
-        tmp_out.replace(out)
-    return out
+        Path(out).write_bytes(cpio_newc(entries))
 
 
 #: Lines /init prints around the program, so the host knows where its output begins and ends.

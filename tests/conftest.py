@@ -1,6 +1,14 @@
-"""Fixtures shared by the test suite: POSIX shared-memory objects that tests create and remove."""
+"""Fixtures shared by the test suite: POSIX shared-memory objects that tests create and remove.
+
+Also what makes ``pytest -n auto`` (pytest-xdist) safe and quick: tests sharing an expensive
+module- or session-scoped fixture (a booted guest, a synthesis run) go to one worker, and objects
+left in /dev/shm by a run that was killed are removed.
+"""
 
 import os
+import re
+import signal
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -88,10 +96,12 @@ SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py", "test_ivshmem_qemu
 SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Mark ``slow`` what builds or runs Verilog, synthesizes, runs the PCIe model or boots QEMU.
 
-    ``pytest -m "not slow"`` is then the daily subset: the RTL on Amaranth's simulator, the
+    Then tests that share an expensive fixture are grouped for xdist (:func:`_group_shared_fixtures`);
+    first, so xdist's own hook sees the groups. ``pytest -m "not slow"`` is then the daily subset: the RTL on Amaranth's simulator, the
     models, the CLI and the fault catalogue. A test parametrized with a backend that simulates
     in another process (cocotb's ``"verilator"``, ``"icarus"``) is slow on that backend only.
     """
@@ -104,3 +114,115 @@ def pytest_collection_modifyitems(config, items):
                 or any(word in item.originalname for word in SLOW_WORDS)
                 or any(v in elsewhere for v in params.values() if isinstance(v, str))):
             item.add_marker(slow)
+    _group_shared_fixtures(items)
+
+
+def _group_shared_fixtures(items):
+    """Put the tests that share a module- or session-scoped fixture of a test file in one group.
+
+    Under ``--dist loadgroup`` (what ``-n`` means here: :func:`pytest_cmdline_main`) a group runs on one worker, so a guest is
+    booted, or a design synthesized, once per session rather than once per worker. A fixture
+    parametrized per session (the doorbell guest's INTx and MSI) makes a group per parameter,
+    which may run on two workers at once.
+    """
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group"):
+            continue
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        for name in sorted(info.name2fixturedefs):
+            fixturedef = info.name2fixturedefs[name][-1]
+            if (fixturedef.scope in ("module", "session")
+                    and Path(fixturedef.func.__code__.co_filename).name.startswith("test_")):
+                group = f"{fixturedef.baseid}::{name}"
+                if name in params:
+                    # xdist reads a name ending in "]" as no group at all (a parametrized
+                    # test's id), and "@" ends the test's id: such values go by index.
+                    value = params[name]
+                    plain = isinstance(value, (str, int)) and not set(str(value)) & set("[]@")
+                    group += f"={value if plain else item.callspec.indices[name]}"
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
+#: A temporary object's name: ``vmshm-WORDS-PID-HEX``, the process that made it and removes it.
+TEMPORARY_SHM = re.compile(r"^vmshm-.+-(\d+)-[0-9a-f]{8,10}$")
+
+
+def remove_orphans(shm_dir="/dev/shm"):
+    """Remove this user's temporary objects (:data:`TEMPORARY_SHM`) whose process is gone.
+
+    A run killed without warning (SIGKILL, a crashed xdist worker) leaves its objects behind;
+    the next session removes them. An object whose process lives is never touched.
+
+    Returns
+    -------
+    list of str
+        The names removed.
+    """
+    removed = []
+    for path in sorted(Path(shm_dir).iterdir()) if Path(shm_dir).is_dir() else ():
+        m = TEMPORARY_SHM.match(path.name)
+        try:
+            if not m or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        except OSError:
+            continue
+    return removed
+
+
+def _interrupt_on_sigterm():
+    """Turn SIGTERM (``timeout``, CI cancelling a job) into KeyboardInterrupt in this process.
+
+    pytest then runs every fixture's teardown, so the objects a test made are removed; by
+    default SIGTERM ends the process at once and leaves them in /dev/shm. A child forked from
+    here (multiprocessing) gets the default back, so its own ending is unchanged.
+    """
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config):
+    # `-n N` alone distributes with loadgroup, so the groups above hold: a wrapper, to come
+    # before xdist's own hook, which would make it "load". A worker parses the bare command
+    # line again, so it learns it from its workerinput (pytest_configure_node). Not in
+    # addopts: without -n, pytest-benchmark would take --dist for xdist at work.
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadgroup"
+    if getattr(config, "workerinput", {}).get("vmshm_loadgroup"):
+        config.option.loadgroup = True
+    return (yield)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Tell an xdist worker whether tests are distributed by group."""
+    node.workerinput["vmshm_loadgroup"] = node.config.option.dist == "loadgroup"
+
+
+def pytest_configure(config):
+    _interrupt_on_sigterm()
+
+
+def pytest_sessionstart(session):
+    # Once per run, in the controller (an xdist worker has workerinput).
+    if not hasattr(session.config, "workerinput"):
+        remove_orphans()
+
+
+def pytest_sessionfinish(session):
+    if not hasattr(session.config, "workerinput"):
+        remove_orphans()

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from vmshm import ivshmem
+from vmshm.harness.build import build_file_once
 from vmshm.ivshmem.channel import Channel
 from vmshm.ivshmem.client import IvshmemPeer
 from vmshm.ivshmem.server import IvshmemServer
@@ -42,15 +43,14 @@ def host_program():
         raise Missing("a C compiler is needed for the bench: apt-get install gcc")
     src, header = HERE / "channel_peer.c", GUEST_DIR / "vmshm_channel.h"
     key = (_file_digest(src) + _file_digest(header))[:16]
-    exe = cache_dir() / f"channel_peer-{key}"
-    if not exe.exists():
-        tmp = exe.with_suffix(".tmp")
+
+    def make(tmp):
         r = subprocess.run([cc, "-O2", "-std=c11", "-D_GNU_SOURCE", "-I", str(GUEST_DIR),
                             "-o", str(tmp), str(src), "-lrt"], capture_output=True, text=True)
         if r.returncode:
             raise BuildError(f"compiling {src} failed:\n{r.stderr[-2000:]}")
-        tmp.replace(exe)
-    return exe
+
+    return build_file_once(cache_dir() / f"channel_peer-{key}", make)
 
 
 def _run_end(exe, role, name, offset, count, length, ring_fd, wait_fd):

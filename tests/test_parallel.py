@@ -1,0 +1,157 @@
+"""What makes ``pytest -n auto`` safe: shared fixtures set up once, caches built once, no objects
+left in /dev/shm by a run that is killed.
+
+Each case runs a real pytest (or real processes) on a small test file of its own, with this
+suite's conftest loaded as a plugin.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from conftest import remove_orphans
+from vmshm.harness.build import build_file_once
+from vmshm.host_model import ShmRegion
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _pytest(tmp_path, *args, **popen):
+    """Start pytest on ``tmp_path`` with tests/conftest.py as a plugin; return the process."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "-p", "conftest", "--rootdir", str(tmp_path), *args, str(tmp_path)],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_a_shared_fixture_is_set_up_once_across_workers(tmp_path):
+    # Four tests share a session fixture that appends a line per set-up (a guest boot, say).
+    log = tmp_path / "setups.log"
+    (tmp_path / "test_shared.py").write_text(f"""
+import pytest
+
+@pytest.fixture(scope="session")
+def guest():
+    with open({str(log)!r}, "a") as f:
+        f.write("boot\\n")
+
+@pytest.mark.parametrize("n", range(4))
+def test_uses_guest(guest, n):
+    pass
+
+@pytest.fixture(scope="session", params=["intx", ("msi", 2)])
+def kind(request):
+    with open({str(log)!r}, "a") as f:
+        f.write(f"{{request.param}}\\n")
+
+@pytest.mark.parametrize("n", range(3))
+def test_uses_kind(kind, n):
+    pass
+
+@pytest.mark.parametrize("n", range(4))
+def test_alone(n):
+    pass
+""")
+    proc = _pytest(tmp_path, "-n", "2")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    assert "14 passed" in out
+    # One set-up per fixture and parameter, whichever worker ran each test.
+    assert sorted(log.read_text().splitlines()) == ["('msi', 2)", "boot", "intx"], \
+        "a worker set up a shared fixture again"
+
+
+def test_a_terminated_run_removes_its_objects(tmp_path):
+    # `timeout` and CI cancelling a job send SIGTERM: the fixture's teardown must still run.
+    named = tmp_path / "name"
+    (tmp_path / "test_hangs.py").write_text(f"""
+import time
+from pathlib import Path
+
+def test_hangs(shm_objects):
+    name = shm_objects.create(4096, tag="sigterm")
+    # Whole or not at all: the test reads it as soon as it appears.
+    Path({str(named)!r} + ".tmp").write_text(name)
+    Path({str(named)!r} + ".tmp").replace({str(named)!r})
+    time.sleep(120)
+""")
+    proc = _pytest(tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not named.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert named.exists(), proc.communicate()[0]
+        name = named.read_text()
+        assert os.path.exists(f"/dev/shm{name}")
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert not os.path.exists(f"/dev/shm{name}"), f"left in /dev/shm after SIGTERM:\n{out}"
+
+
+def test_objects_of_dead_processes_are_removed():
+    # A SIGKILL leaves no chance to tidy up: the next session removes what a dead process made.
+    dead = _dead_pid()
+    names = {"dead": f"/vmshm-orphan-{dead}-{uuid4().hex[:10]}",
+             "alive": f"/vmshm-orphan-{os.getpid()}-{uuid4().hex[:10]}",
+             "other": f"/vmshm-orphan-kept-{uuid4().hex[:6]}"}
+    regions = [ShmRegion.create(n, 4096, reserve=False) for n in names.values()]
+    try:
+        removed = remove_orphans()
+        assert names["dead"].lstrip("/") in removed
+        assert not os.path.exists(f"/dev/shm{names['dead']}")
+        assert os.path.exists(f"/dev/shm{names['alive']}"), "a live process's object went"
+        assert os.path.exists(f"/dev/shm{names['other']}"), "an object of no process went"
+    finally:
+        for region in regions:
+            try:
+                region.unlink()
+            except FileNotFoundError:
+                pass
+            region.close()
+
+
+def _dead_pid():
+    """Return the pid of a process that has ended and been reaped."""
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _build_slowly(path, log):
+    def make(tmp):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        tmp.write_bytes(b"half")
+        time.sleep(0.5)
+        with open(tmp, "ab") as f:
+            f.write(b" and whole")
+    return build_file_once(path, make).read_bytes()
+
+
+def test_a_cached_file_is_built_once_by_concurrent_processes(tmp_path):
+    out, log = tmp_path / "cache" / "thing.bin", tmp_path / "builds.log"
+    with get_context("spawn").Pool(3) as pool:
+        got = pool.starmap(_build_slowly, [(out, log)] * 3)
+    assert got == [b"half and whole"] * 3
+    assert len(log.read_text().splitlines()) == 1, "built more than once"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["thing.bin", "thing.bin.lock"]
+
+
+def test_a_failed_build_leaves_no_file(tmp_path):
+    def make(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("compiler said no")
+
+    with pytest.raises(RuntimeError, match="compiler said no"):
+        build_file_once(tmp_path / "x.bin", make)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin.lock"]
