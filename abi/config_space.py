@@ -172,7 +172,9 @@ class ConfigField:
 
     ``value`` is a ``const`` field's value; ``mask`` the bits of an ``rw`` field software may set
     (the others stay 0). With ``flr`` a Function Level Reset returns the field to 0; every
-    stateful field (``rw``, ``rw1c``) resets to 0 with the function.
+    stateful field (``rw``, ``rw1c``) resets to 0 with the function. A field without ``flr`` is
+    sticky across an FLR: PCIe Base 6.6.2 allows only sticky, HwInit and a short list of link
+    fields (none of which this function has), so every stateful field here has ``flr``.
     """
     name: str
     offset: int
@@ -369,12 +371,12 @@ def _header(ids, bars, capabilities):
              doc="Interrupt Status: the function's interrupt is pending"),
          _const("status_cap_list", P.PCI_STATUS, 1, 1, "a capability list is present",
                 bit=_bit(P.PCI_STATUS_CAP_LIST)),
-         _at("status_sig_target_abort", P.PCI_STATUS, 1, "rw1c",
+         _at("status_sig_target_abort", P.PCI_STATUS, 1, "rw1c", flr=True,
              bit=_bit(P.PCI_STATUS_SIG_TARGET_ABORT),
              doc="Signaled Target Abort: a window read the host failed answered all ones"),
          _const("revision", P.PCI_REVISION_ID, 8, ids["revision"]),
          _const("class_code", P.PCI_CLASS_PROG, 24, ids["class_code"]),
-         _at("cache_line_size", P.PCI_CACHE_LINE_SIZE, 8, "rw"),
+         _at("cache_line_size", P.PCI_CACHE_LINE_SIZE, 8, "rw", flr=True),
          _const("header_type", P.PCI_HEADER_TYPE, 8, P.PCI_HEADER_TYPE_NORMAL)]
     for b in bars:
         # The register keeps only the base bits the BAR's size lets software set.
@@ -392,7 +394,7 @@ def _header(ids, bars, capabilities):
                  ids["subsystem_vendor_id"]),
           _const("subsystem_id", P.PCI_SUBSYSTEM_ID, 16, ids["subsystem_id"]),
           _const("capability_pointer", P.PCI_CAPABILITY_LIST, 8, capabilities.head),
-          _at("interrupt_line", P.PCI_INTERRUPT_LINE, 8, "rw"),
+          _at("interrupt_line", P.PCI_INTERRUPT_LINE, 8, "rw", flr=True),
           _const("interrupt_pin", P.PCI_INTERRUPT_PIN, 8, 1, "INTA#")]
     return f
 

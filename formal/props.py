@@ -56,12 +56,13 @@ def _any_source(m, stream):
     m.d.comb += Assume(~held | (stream.valid & (stream.payload.as_value() == prev)))
 
 
-def _stable_sink(m, stream, name, rst):
-    """Assert ``stream`` (an output) keeps an offered beat until it is taken."""
+def _stable_sink(m, stream, name, rst, withdraw=C(0)):
+    """Assert ``stream`` (an output) keeps an offered beat until it is taken, unless ``rst`` was
+    high in the cycle before or ``withdraw`` is high now (a beat that may no longer be sent)."""
     held = Signal(name=f"{name}_held")
     prev = Signal.like(stream.payload.as_value(), name=f"{name}_prev")
     m.d.sync += [held.eq(stream.valid & ~stream.ready & ~rst), prev.eq(stream.payload.as_value())]
-    return Assert(~held | (stream.valid & (stream.payload.as_value() == prev)),
+    return Assert(~held | withdraw | (stream.valid & (stream.payload.as_value() == prev)),
                   f"{name} took back or changed a beat it offered")
 
 
@@ -312,6 +313,8 @@ class PCIProperties(Elaboratable):
                          _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
                          _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
                          _stable_sink(m, fn.host.db, "db", flr),
-                         _stable_sink(m, fn.msi, "msi", flr)]
+                         # A message is withdrawn while it may not be sent (MSI Enable or
+                         # Bus Master Enable clear, an FLR in process: issue 22, finding 3).
+                         _stable_sink(m, fn.msi, "msi", flr, ~fn._probe["msi_ok"])]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m

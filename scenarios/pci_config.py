@@ -257,12 +257,10 @@ async def pci_config_header(bus, env):
             state[off] = (state[off] & ~(bits << lane)) | ((byte & bits) << lane)
             flr |= bool(exp) and off + lane // 8 == exp + P.PCI_EXP_DEVCTL + 1 and byte & 0x80
         if flr:
-            # Initiate FLR: the command register and the BARs are back at their reset values.
-            state[P.PCI_COMMAND] = at_reset[P.PCI_COMMAND]
-            for off in BAR_OFFSETS:
-                state[off] = at_reset[off]
-            for off in range(msi, msi + 16 if msi else 0, DWORD):
-                state[off] = at_reset[off]
+            # Initiate FLR: every register is back at its reset value, Cache Line Size and
+            # Interrupt Line included (PCIe Base 6.6.2: nothing here is sticky; issue 22,
+            # finding 5).
+            state.update(at_reset)
 
     async def check(offs, what):
         for off in offs:
