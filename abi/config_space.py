@@ -425,9 +425,15 @@ def _msi(base):
 
 
 def _exp(base):
-    # Only what a driver needs to reset the function: version 2, an endpoint, FLR capable.
-    return [_const("exp_flags", base + P.PCI_EXP_FLAGS, 16, P.PCI_EXP_FLAGS_VERS2,
-                   "PCI Express Capabilities: version 2, an endpoint"),
+    # Only what a driver needs to reset the function: version 2, FLR capable, and a Root
+    # Complex Integrated Endpoint (issue 22, finding 7). The soft function has no link: it sits
+    # on the root bus, as QEMU's proxy puts it, so 1001b with the link registers reserved (0) is
+    # what it is. A PCI Express Endpoint (0000b) would need valid Link Capabilities and every
+    # prefetchable BAR 64-bit, and QEMU's proxy carries 32-bit BARs only (the window's default).
+    return [_const("exp_flags", base + P.PCI_EXP_FLAGS, 16,
+                   P.PCI_EXP_FLAGS_VERS2 | P.PCI_EXP_TYPE_RC_END << 4,
+                   "PCI Express Capabilities: version 2, Device/Port Type 1001b (Root Complex "
+                   "Integrated Endpoint: no link registers)"),
             _const("exp_devcap", base + P.PCI_EXP_DEVCAP, 32, P.PCI_EXP_DEVCAP_FLR,
                    "Device Capabilities: Function Level Reset capable"),
             _at("exp_initiate_flr", base + P.PCI_EXP_DEVCTL, 1, "trigger",
@@ -480,6 +486,14 @@ def render_markdown():
            "The soft PCI front end's Type-0 header and capabilities, for the default build "
            "(BAR sizes and the vendor capability's values follow the build parameters). "
            "Dwords not listed read 0 and ignore writes.", "",
+           "The PCI Express capability gives Device/Port Type 1001b, a Root Complex Integrated "
+           "Endpoint: the soft function has no link of its own and sits on the root bus (QEMU's "
+           "proxy puts it there), so its link registers are reserved and read 0. A PCI Express "
+           "Endpoint (0000b) would need valid link fields and a 64-bit prefetchable window, and "
+           "QEMU's proxy carries 32-bit BARs only. The UltraScale+ top is a real Endpoint: its "
+           "configuration space is the hard IP's.", "",
+           "A Function Level Reset returns every register here to 0 (none is sticky) and the "
+           "core clears the name buffer (docs/timing.md).", "",
            "## The capability list", "",
            f"The capability pointer (0x34) holds {CAPABILITIES.head:#04x}. Each capability "
            f"starts on a {CAPABILITIES.align}-byte boundary; the chain runs:", "",
