@@ -112,9 +112,15 @@ class VMShmCore(wiring.Component):
         OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
     irq : ``Out(1)``
         The interrupt, as a level: ``(INTR_STATUS & INTR_MASK) != 0``.
+    msi_ok : ``In(1)``
+        The front end may send a message now: MSI Enable and Bus Master Enable set, no FLR in
+        process (high if the front end does not say).
     irq_msg : ``Out(1)``
-        A one-cycle pulse each time ``INTR_STATUS & INTR_MASK`` gains a bit: a message-signalled
-        front end sends one message per pulse (see :class:`~vmshm.rtl.doorbell.Doorbells`).
+        A one-cycle pulse, while ``msi_ok`` is high, each time ``INTR_STATUS & INTR_MASK`` gains
+        a bit, and when ``msi_ok`` rises with a vector pending (the message owed since: issue 22,
+        finding 4): a message-signalled front end sends one message per pulse (see
+        :class:`~vmshm.rtl.doorbell.Doorbells`), and withdraws one on offer when ``msi_ok``
+        falls.
     flr_start : ``In(1)``
         A Function Level Reset begins: the name RAM, which no reset clears, is cleared word by
         word, one word a cycle (PCIe Base 6.6.2: no trace of the previous user may stay readable).
@@ -166,6 +172,7 @@ class VMShmCore(wiring.Component):
             # Where the host put the object on its bus, for a front end whose DMA is addressed.
             "host_base": Out(64),
             "irq": Out(1),
+            "msi_ok": In(1, init=1),
             "irq_msg": Out(1),
             "flr_start": In(1),
             "flr_busy": Out(1),
@@ -218,6 +225,7 @@ class VMShmCore(wiring.Component):
                           ("dma_rsp", dma), ("db", bells), ("ring", bells)):
             wiring.connect(m, wiring.flipped(getattr(host, name)), getattr(sub, name))
         m.d.comb += [bells.peer_valid.eq(host.peer_valid), bells.peer_id.eq(host.peer_id),
+                     bells.msg_ok.eq(self.msi_ok),
                      self.irq.eq(bells.irq), self.irq_msg.eq(bells.irq_msg),
                      self.host_base.eq(ctl.host_base),
                      ctl.dma_enable.eq(self.dma_enable), ctl.dma_free.eq(dma.free)]

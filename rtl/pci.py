@@ -197,19 +197,16 @@ class VMShmPCI(wiring.Component):
         m.d.comb += self.intx.eq(core.irq & ~command[10] & ~msi_enable & ~flr_busy)
         # A message may go out only while MSI Enable and Bus Master Enable are set and no FLR is
         # in process (issue 22, finding 3): one on offer when that ends is withdrawn. When it
-        # begins with the interrupt pending (INTR_STATUS & INTR_MASK), one message is owed, the
-        # one INTx would have given or the withdrawn one (finding 4): without it INTx turns off
-        # and no message ever tells the driver. The message is latched when asked for and stays
+        # begins with the interrupt pending, the core asks for one message (finding 4: the one
+        # INTx stood for, or the withdrawn one). The message is latched when asked for and stays
         # on offer, unchanged, until taken or withdrawn.
         msi_ok = Signal()
-        msi_ok_before = Signal()
         msi_pending = Signal()
-        m.d.comb += [msi_ok.eq(msi_enable & command[2] & ~flr_busy),
+        m.d.comb += [msi_ok.eq(msi_enable & command[2] & ~flr_busy), core.msi_ok.eq(msi_ok),
                      self.msi.valid.eq(msi_pending & msi_ok)]
-        m.d.sync += msi_ok_before.eq(msi_ok)
         with m.If(self.msi.ready | ~msi_ok):
             m.d.sync += msi_pending.eq(0)
-        with m.If(msi_ok & (core.irq_msg | (core.irq & ~msi_ok_before)) & ~msi_pending):
+        with m.If(core.irq_msg & ~msi_pending):
             m.d.sync += [msi_pending.eq(1), self.msi.payload.addr.eq(msi_addr),
                          self.msi.payload.data.eq(regs.msi_data)]
 
