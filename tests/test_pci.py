@@ -179,35 +179,52 @@ def test_failed_window_read_sets_signaled_target_abort(shm_objects):
 
 # -- interrupts and FLR on the function alone, with a root port that does not take messages ----
 
-def _run_function(bench):
+def _run_function(bench, **params):
     """Run ``await bench(ctx, dut, cfg_write, mem_write)`` on a lone :class:`VMShmPCI`.
 
     The bench plays the bus (configuration and memory writes, completions always taken) and the
-    host's ring port; ``dut.msi.ready`` is the bench's to drive. Returns the bench's result.
+    host's ring port; ``dut.msi.ready`` is the bench's to drive. ``mem_write.read(addr)`` reads
+    a word and returns ``(data, cycles)``. Returns the bench's result.
     """
     from amaranth.sim import Simulator
 
     from vmshm.rtl.layouts import Space
 
-    dut = VMShmPCI()
+    dut = VMShmPCI(**params)
     out = []
 
-    async def write(ctx, space, addr, value, be=0xF):
-        ctx.set(dut.req.payload, {"space": space, "write": 1, "sel": 1, "addr": addr,
+    async def access(ctx, space, addr, value=0, be=None, *, write=True):
+        be = (1 << dut.data_width // 8) - 1 if be is None else be
+        ctx.set(dut.req.payload, {"space": space, "write": write, "sel": 1, "addr": addr,
                                   "count": 0, "data": value, "be": be})
         ctx.set(dut.req.valid, 1)
-        await ctx.tick().until(dut.req.ready)
+        cycles = 1
+        while not ctx.get(dut.req.ready):
+            await ctx.tick()
+            cycles += 1
+        await ctx.tick()
         ctx.set(dut.req.valid, 0)
-        await ctx.tick().until(dut.cpl.valid)
+        while not ctx.get(dut.cpl.valid):
+            await ctx.tick()
+            cycles += 1
+        data = ctx.get(dut.cpl.payload.data)
+        await ctx.tick()
+        return data, cycles
 
     async def testbench(ctx):
         ctx.set(dut.cpl.ready, 1)
 
         async def cfg_write(off, value, be=0xF):
-            await write(ctx, Space.CFG, off, value, be)
+            # A dword in the upper half of a 64-bit word takes the upper lanes.
+            shift = off & (dut.data_width // 8 - 1) & 4
+            await access(ctx, Space.CFG, off & ~shift, value << 8 * shift, be << shift)
 
         async def mem_write(addr, value):
-            await write(ctx, Space.MEM, addr, value)
+            await access(ctx, Space.MEM, addr, value)
+
+        async def mem_read(addr):
+            return await access(ctx, Space.MEM, addr, write=False)
+        mem_write.read = mem_read
         out.append(await bench(ctx, dut, cfg_write, mem_write))
 
     sim = Simulator(dut)
@@ -293,3 +310,42 @@ def test_enabling_msi_with_a_vector_pending_sends_one_message():
     assert held == {"msi": 10, "intx": 0}, "one message on offer until taken, INTx off"
     assert taken == {"msi": 1, "intx": 0}, "exactly one message"
 
+
+
+@pytest.mark.parametrize("data_width", (32, 64))
+def test_flr_clears_the_name_ram_in_its_stated_cycles(data_width):
+    """Issue 22, finding 5: from an FLR the core clears the name RAM in ``flr_clear_cycles``
+    cycles (flr_busy), a request meanwhile waits at most that much longer than its bound, and
+    every name word then reads 0 (main kept the last user's name: no reset clears a RAM)."""
+    from vmshm.abi.bounds import flr_clear_cycles, request_bound
+    from vmshm.abi.config_space import EXP_CAP_OFFSET
+    name_size = 64
+    wb = data_width // 8
+    words = [(0x2F6E_616D_652F_6E6D + k) & ((1 << data_width) - 1) for k in range(name_size // wb)]
+
+    async def bench(ctx, dut, cfg_write, mem_write):
+        await cfg_write(P.PCI_BASE_ADDRESS_0 + 8, 0x2000_0000)
+        await cfg_write(P.PCI_COMMAND, P.PCI_COMMAND_MEMORY)
+        for k in range(name_size // wb):
+            await mem_write(0x2000_0000 + wb * k, words[k])
+        written = [(await mem_write.read(0x2000_0000 + wb * k))[0] for k in range(2)]
+        await cfg_write(EXP_CAP_OFFSET + P.PCI_EXP_DEVCTL, P.PCI_EXP_DEVCTL_BCR_FLR)
+        busy = 0
+        # Memory decode back on at once (the BARs are 0 again): BAR0's first word, while the
+        # clearing goes on.
+        await cfg_write(P.PCI_COMMAND, P.PCI_COMMAND_MEMORY)
+        busy_then = ctx.get(dut.core.flr_busy)
+        _, read_cycles = await mem_write.read(REG["ID"].offset)
+        while ctx.get(dut.core.flr_busy):
+            busy += 1
+            await ctx.tick()
+        await cfg_write(P.PCI_BASE_ADDRESS_0 + 8, 0x2000_0000)
+        after = [(await mem_write.read(0x2000_0000 + wb * k))[0] for k in range(name_size // wb)]
+        return written, busy_then, read_cycles, after
+
+    written, busy_then, read_cycles, after = _run_function(
+        bench, data_width=data_width, name_size=name_size, window_size=4096)
+    assert written == words[:2], "the name words were written before the FLR"
+    assert busy_then == 1
+    assert read_cycles <= request_bound("reg-read", 16) + flr_clear_cycles(name_size, data_width)
+    assert after == [0] * (name_size // wb), "the name RAM reads 0 after an FLR"
