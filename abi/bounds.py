@@ -8,7 +8,7 @@ its side (never take a beat, stop half-way, never answer, answer late, twice or 
 properties in ``formal/`` prove them for the core at small sizes (:func:`core_bound`).
 """
 
-__all__ = ["FRONT_END_CYCLES", "core_bound", "request_bound"]
+__all__ = ["FRONT_END_CYCLES", "core_bound", "request_bound", "flr_clear_cycles"]
 
 #: Cycles the soft PCI front end adds in front of the core: address decode, then the forward.
 FRONT_END_CYCLES = 2
@@ -70,3 +70,10 @@ def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32, door
 def request_bound(kind, host_timeout, **kwargs):
     """Return :func:`core_bound` plus what the soft PCI front end adds (a guest's view)."""
     return FRONT_END_CYCLES + core_bound(kind, host_timeout, **kwargs)
+
+
+def flr_clear_cycles(name_size, data_width=32):
+    """Return the cycles a Function Level Reset's clearing of the name RAM takes (one word a
+    cycle, ``flr_busy`` high): a request the core takes meanwhile waits at most this much longer
+    than its bound."""
+    return name_size // (data_width // 8)

@@ -172,7 +172,9 @@ class ConfigField:
 
     ``value`` is a ``const`` field's value; ``mask`` the bits of an ``rw`` field software may set
     (the others stay 0). With ``flr`` a Function Level Reset returns the field to 0; every
-    stateful field (``rw``, ``rw1c``) resets to 0 with the function.
+    stateful field (``rw``, ``rw1c``) resets to 0 with the function. A field without ``flr`` is
+    sticky across an FLR: PCIe Base 6.6.2 allows only sticky, HwInit and a short list of link
+    fields (none of which this function has), so every stateful field here has ``flr``.
     """
     name: str
     offset: int
@@ -369,12 +371,12 @@ def _header(ids, bars, capabilities):
              doc="Interrupt Status: the function's interrupt is pending"),
          _const("status_cap_list", P.PCI_STATUS, 1, 1, "a capability list is present",
                 bit=_bit(P.PCI_STATUS_CAP_LIST)),
-         _at("status_sig_target_abort", P.PCI_STATUS, 1, "rw1c",
+         _at("status_sig_target_abort", P.PCI_STATUS, 1, "rw1c", flr=True,
              bit=_bit(P.PCI_STATUS_SIG_TARGET_ABORT),
              doc="Signaled Target Abort: a window read the host failed answered all ones"),
          _const("revision", P.PCI_REVISION_ID, 8, ids["revision"]),
          _const("class_code", P.PCI_CLASS_PROG, 24, ids["class_code"]),
-         _at("cache_line_size", P.PCI_CACHE_LINE_SIZE, 8, "rw"),
+         _at("cache_line_size", P.PCI_CACHE_LINE_SIZE, 8, "rw", flr=True),
          _const("header_type", P.PCI_HEADER_TYPE, 8, P.PCI_HEADER_TYPE_NORMAL)]
     for b in bars:
         # The register keeps only the base bits the BAR's size lets software set.
@@ -392,7 +394,7 @@ def _header(ids, bars, capabilities):
                  ids["subsystem_vendor_id"]),
           _const("subsystem_id", P.PCI_SUBSYSTEM_ID, 16, ids["subsystem_id"]),
           _const("capability_pointer", P.PCI_CAPABILITY_LIST, 8, capabilities.head),
-          _at("interrupt_line", P.PCI_INTERRUPT_LINE, 8, "rw"),
+          _at("interrupt_line", P.PCI_INTERRUPT_LINE, 8, "rw", flr=True),
           _const("interrupt_pin", P.PCI_INTERRUPT_PIN, 8, 1, "INTA#")]
     return f
 
@@ -423,9 +425,15 @@ def _msi(base):
 
 
 def _exp(base):
-    # Only what a driver needs to reset the function: version 2, an endpoint, FLR capable.
-    return [_const("exp_flags", base + P.PCI_EXP_FLAGS, 16, P.PCI_EXP_FLAGS_VERS2,
-                   "PCI Express Capabilities: version 2, an endpoint"),
+    # Only what a driver needs to reset the function: version 2, FLR capable, and a Root
+    # Complex Integrated Endpoint (issue 22, finding 7). The soft function has no link: it sits
+    # on the root bus, as QEMU's proxy puts it, so 1001b with the link registers reserved (0) is
+    # what it is. A PCI Express Endpoint (0000b) would need valid Link Capabilities and every
+    # prefetchable BAR 64-bit, and QEMU's proxy carries 32-bit BARs only (the window's default).
+    return [_const("exp_flags", base + P.PCI_EXP_FLAGS, 16,
+                   P.PCI_EXP_FLAGS_VERS2 | P.PCI_EXP_TYPE_RC_END << 4,
+                   "PCI Express Capabilities: version 2, Device/Port Type 1001b (Root Complex "
+                   "Integrated Endpoint: no link registers)"),
             _const("exp_devcap", base + P.PCI_EXP_DEVCAP, 32, P.PCI_EXP_DEVCAP_FLR,
                    "Device Capabilities: Function Level Reset capable"),
             _at("exp_initiate_flr", base + P.PCI_EXP_DEVCTL, 1, "trigger",
@@ -478,6 +486,14 @@ def render_markdown():
            "The soft PCI front end's Type-0 header and capabilities, for the default build "
            "(BAR sizes and the vendor capability's values follow the build parameters). "
            "Dwords not listed read 0 and ignore writes.", "",
+           "The PCI Express capability gives Device/Port Type 1001b, a Root Complex Integrated "
+           "Endpoint: the soft function has no link of its own and sits on the root bus (QEMU's "
+           "proxy puts it there), so its link registers are reserved and read 0. A PCI Express "
+           "Endpoint (0000b) would need valid link fields and a 64-bit prefetchable window, and "
+           "QEMU's proxy carries 32-bit BARs only. The UltraScale+ top is a real Endpoint: its "
+           "configuration space is the hard IP's.", "",
+           "A Function Level Reset returns every register here to 0 (none is sticky) and the "
+           "core clears the name buffer (docs/timing.md).", "",
            "## The capability list", "",
            f"The capability pointer (0x34) holds {CAPABILITIES.head:#04x}. Each capability "
            f"starts on a {CAPABILITIES.align}-byte boundary; the chain runs:", "",

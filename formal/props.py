@@ -62,12 +62,13 @@ def _any_source(m, stream):
     m.d.comb += Assume(~held | (stream.valid & (stream.payload.as_value() == prev)))
 
 
-def _stable_sink(m, stream, name, rst):
-    """Assert ``stream`` (an output) keeps an offered beat until it is taken."""
+def _stable_sink(m, stream, name, rst, withdraw=C(0)):
+    """Assert ``stream`` (an output) keeps an offered beat until it is taken, unless ``rst`` was
+    high in the cycle before or ``withdraw`` is high now (a beat that may no longer be sent)."""
     held = Signal(name=f"{name}_held")
     prev = Signal.like(stream.payload.as_value(), name=f"{name}_prev")
     m.d.sync += [held.eq(stream.valid & ~stream.ready & ~rst), prev.eq(stream.payload.as_value())]
-    return Assert(~held | (stream.valid & (stream.payload.as_value() == prev)),
+    return Assert(~held | withdraw | (stream.valid & (stream.payload.as_value() == prev)),
                   f"{name} took back or changed a beat it offered")
 
 
@@ -310,19 +311,28 @@ class PCIProperties(Elaboratable):
         regs = m.submodules.fn._named_submodules["config"][0]
         enabled = Signal()
         m.d.comb += enabled.eq(regs.msi_enable & regs.command[2])
+        # An FLR is in process from its one-cycle reset until the core has cleared its name
+        # RAM (flr_busy): no message may go out meanwhile, and one is owed when it ends.
+        in_flr = Signal()
+        m.d.comb += in_flr.eq(flr | fn._core.flr_busy)
+        messageable = Signal()
+        m.d.comb += messageable.eq(enabled & ~in_flr)
         irq = fn._core.irq
         news = Signal()             # the vector pending & unmasked became messageable
-        m.d.comb += news.eq(irq & enabled & ~_past(m, irq & enabled, "was_messageable"))
+        m.d.comb += news.eq(irq & messageable & ~_past(m, irq & messageable,
+                                                       "was_messageable"))
         owe = Signal()
         owe_age = Signal(4)
-        with m.If(fn.msi.valid | flr):
+        # Owed while messaging stays possible: when it stops the message is withdrawn, and owed
+        # again on the next enabling edge.
+        with m.If(fn.msi.valid | flr | ~messageable):
             m.d.sync += [owe.eq(0), owe_age.eq(0)]
         with m.Elif(news | owe):
             m.d.sync += [owe.eq(1), owe_age.eq(Mux(owe_age == 15, 15, owe_age + 1))]
         if self.prop == "msi_gated":
             m.d.comb += [Assert(~fn.msi.valid | enabled,
                                 "an MSI on offer while MSI Enable or Bus Master Enable is clear"),
-                         Assert(~(fn.msi.valid & flr), "an MSI on offer during an FLR")]
+                         Assert(~(fn.msi.valid & in_flr), "an MSI on offer during an FLR")]
         elif self.prop == "msi_edge":
             m.d.comb += Assert(owe_age <= 2, "a pending vector was not messaged (lost MSI)")
         elif self.prop == "one_completion":
@@ -337,6 +347,8 @@ class PCIProperties(Elaboratable):
                          _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
                          _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
                          _stable_sink(m, fn.host.db, "db", flr),
-                         _stable_sink(m, fn.msi, "msi", flr)]
+                         # A message is withdrawn while it may not be sent (MSI Enable or
+                         # Bus Master Enable clear, an FLR in process: issue 22, finding 3).
+                         _stable_sink(m, fn.msi, "msi", flr, ~fn._probe["msi_ok"])]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m

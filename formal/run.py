@@ -63,11 +63,7 @@ _TEST_DEPTH = {"core.one_completion": 23, "core.dma_safe": 18, "core.open_close_
                "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14}
 #: Checks that fail on main until issue 22's fixes merge (branch pcie_soft), with the finding
 #: each shows: the lead removes an entry when its fix lands.
-EXPECTED_TO_FAIL = {
-    "pci.msi_gated": "issue 22 finding 3: an MSI stays on offer after MSI Enable or BME clears",
-    "pci.msi_edge": "issue 22 finding 4: no MSI when MSI Enable or BME is set with a vector "
-                    "already pending (lost interrupt on the enabling edge)",
-}
+EXPECTED_TO_FAIL = {}
 
 
 def ci_depth(name):

@@ -137,9 +137,11 @@ class DeviceModel:
 
     def flr(self):
         """Apply a Function Level Reset: the core as :meth:`reset`, the configuration space's
-        fields the description marks ``flr``."""
+        fields the description marks ``flr``, and the name buffer cleared (PCIe Base 6.6.2: the
+        core's sequencer zeroes the name RAM, which no reset clears; issue 22, finding 5)."""
         self._reset_core()
         self.config.reset(flr=True)
+        self.name_ram[:] = bytes(len(self.name_ram))
 
     def _reset_core(self):
         self.is_open = False

@@ -112,9 +112,24 @@ class VMShmCore(wiring.Component):
         OPEN): where a bus-addressed DMA master puts ``dma_req`` offset 0.
     irq : ``Out(1)``
         The interrupt, as a level: ``(INTR_STATUS & INTR_MASK) != 0``.
+    msi_ok : ``In(1)``
+        The front end may send a message now: MSI Enable and Bus Master Enable set, no FLR in
+        process (high if the front end does not say).
     irq_msg : ``Out(1)``
-        A one-cycle pulse each time ``INTR_STATUS & INTR_MASK`` gains a bit: a message-signalled
-        front end sends one message per pulse (see :class:`~vmshm.rtl.doorbell.Doorbells`).
+        A one-cycle pulse, while ``msi_ok`` is high, each time ``INTR_STATUS & INTR_MASK`` gains
+        a bit, and when ``msi_ok`` rises with a vector pending (the message owed since: issue 22,
+        finding 4): a message-signalled front end sends one message per pulse (see
+        :class:`~vmshm.rtl.doorbell.Doorbells`), and withdraws one on offer when ``msi_ok``
+        falls.
+    flr_start : ``In(1)``
+        A Function Level Reset begins: the name RAM, which no reset clears, is cleared word by
+        word, one word a cycle (PCIe Base 6.6.2: no trace of the previous user may stay readable).
+        The sequencer's two registers are reset-less, so the front end may reset the rest of the
+        core (``ResetInserter``) on the same edge.
+    flr_busy : ``Out(1)``
+        The clearing goes on (``name_size`` / (``data_width`` / 8) cycles from the edge after
+        ``flr_start``): the core takes no guest request, and the front end reports the FLR as
+        still in process (UltraScale+: ``cfg_flr_done`` waits for it) and sends no interrupt.
     """
 
     def __init__(self, *, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE,
@@ -157,7 +172,10 @@ class VMShmCore(wiring.Component):
             # Where the host put the object on its bus, for a front end whose DMA is addressed.
             "host_base": Out(64),
             "irq": Out(1),
+            "msi_ok": In(1, init=1),
             "irq_msg": Out(1),
+            "flr_start": In(1),
+            "flr_busy": Out(1),
         })
 
     @property
@@ -207,6 +225,7 @@ class VMShmCore(wiring.Component):
                           ("dma_rsp", dma), ("db", bells), ("ring", bells)):
             wiring.connect(m, wiring.flipped(getattr(host, name)), getattr(sub, name))
         m.d.comb += [bells.peer_valid.eq(host.peer_valid), bells.peer_id.eq(host.peer_id),
+                     bells.msg_ok.eq(self.msi_ok),
                      self.irq.eq(bells.irq), self.irq_msg.eq(bells.irq_msg),
                      self.host_base.eq(ctl.host_base),
                      ctl.dma_enable.eq(self.dma_enable), ctl.dma_free.eq(dma.free)]
@@ -269,7 +288,23 @@ class VMShmCore(wiring.Component):
         m.submodules.name_ram = name_ram = Memory(
             shape=self._data_width, depth=self._name_size // wb, init=[])
         r.name_rd = name_rd = name_ram.read_port()
-        r.name_wr = name_ram.write_port(granularity=8)
+        r.name_wr = name_wr = name_ram.write_port(granularity=8)
+
+        # -- FLR: clear the name RAM ---------------------------------------------------------------
+        # Reset-less, so a reset of the core on flr_start's own edge does not stop it; at
+        # power-on the RAM is already zero and the sequencer idle.
+        depth = self._name_size // wb
+        clr_addr = Signal(range(depth), reset_less=True)
+        r.clearing = clearing = Signal(reset_less=True)
+        m.d.comb += self.flr_busy.eq(clearing)
+        with m.If(self.flr_start):
+            m.d.sync += [clearing.eq(1), clr_addr.eq(0)]
+        with m.Elif(clearing):
+            m.d.sync += clr_addr.eq(clr_addr + 1)
+            with m.If(clr_addr == depth - 1):
+                m.d.sync += clearing.eq(0)
+        r.clear_ram = [name_wr.addr.eq(clr_addr), name_wr.data.eq(0),
+                       name_wr.en.eq((1 << wb) - 1)]
         # The name RAM's output only ever goes into a register: a block RAM's clock-to-output is
         # slow (4.3 ns on an ECP5 DP16KD), and it would otherwise run on through the completion
         # muxes of the core and the front end (or the control channel's byte select and
@@ -324,7 +359,9 @@ class VMShmCore(wiring.Component):
         with m.FSM(name="fsm"):
             with m.State("IDLE"):
                 # A read is one beat: take it now. A write's beats are taken by its state.
-                m.d.comb += [self.req.ready.eq(~req.write), ctl_cmd.listen.eq(1),
+                # While an FLR clears the name RAM no request is taken (the sequencer has the
+                # RAM's write port; the core stays here).
+                m.d.comb += [self.req.ready.eq(~req.write & ~r.clearing), ctl_cmd.listen.eq(1),
                              db_timer.restart.eq(1),
                              # A name-buffer read's first word, for READ-FETCH.
                              name_rd.addr.eq(r.hdr_waddr)]
@@ -338,7 +375,7 @@ class VMShmCore(wiring.Component):
                     r.cpl_status.eq(Mux((req.bar == BAR_WINDOW) | r.in_regs | r.in_name,
                                         CplStatus.SC, CplStatus.UR)),
                 ]
-                with m.If(self.req.valid):
+                with m.If(self.req.valid & ~r.clearing):
                     m.d.comb += [reject_now.eq(r.rejected), dma_cmd.start.eq(r.window_ok)]
                     with m.If(req.write):
                         with m.If(r.window_ok):
@@ -471,6 +508,9 @@ class VMShmCore(wiring.Component):
                 with m.Elif(dma_cmd.done):
                     m.next = "WRITE-ACK"
 
+        # The FLR's clearing owns the write port (the core is idle meanwhile).
+        with m.If(r.clearing):
+            m.d.comb += r.clear_ram
         # Last, so it wins: READ-FETCH's and OPEN-FETCH's load of the word the read port holds.
         with m.If(r.name_load):
             m.d.sync += r.rd_data.eq(name_rd.data)

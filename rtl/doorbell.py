@@ -50,10 +50,16 @@ class Doorbells(wiring.Component):
         The host's peer ID for IVPOSITION.
     irq : ``Out(1)``
         ``(INTR_STATUS & INTR_MASK) != 0``.
+    msg_ok : ``In(1)``
+        The front end may send a message now (MSI Enable and Bus Master Enable set, no FLR in
+        process); high if the front end does not say.
     irq_msg : ``Out(1)``
-        A one-cycle pulse, on the cycle ``irq``'s cause changes, when ``INTR_STATUS &
-        INTR_MASK`` gained a bit: a ring of an unmasked vector that was not pending (or that the
-        guest cleared on the same edge), or an unmask of a pending one.
+        A one-cycle pulse while ``msg_ok`` is high, on the cycle ``irq``'s cause changes, when
+        ``INTR_STATUS & INTR_MASK`` gained a bit: a ring of an unmasked vector that was not
+        pending (or that the guest cleared on the same edge), or an unmask of a pending one;
+        and on the cycle ``msg_ok`` rises with ``irq`` high: the message owed for what is
+        pending while none could be sent (issue 22, finding 4), which INTx stood for until now
+        or no one told at all.
     """
 
     mask: In(VECTORS)
@@ -69,6 +75,7 @@ class Doorbells(wiring.Component):
     peer_valid: In(1)
     peer_id: In(16)
     irq: Out(1)
+    msg_ok: In(1, init=1)
     irq_msg: Out(1)
 
     def elaborate(self, platform):
@@ -86,7 +93,12 @@ class Doorbells(wiring.Component):
         # reduction below starts at flip-flops, not at the guest's write decode.
         before = Signal(VECTORS)
         m.d.sync += before.eq(kept & self.mask)
-        m.d.comb += self.irq_msg.eq((self.status & self.mask & ~before).any())
+        # msg_ok a cycle ago: its rising edge with the interrupt pending owes one message.
+        # Reset to high, so a front end that never lowers it sees no edge.
+        msg_ok_before = Signal(init=1)
+        m.d.sync += msg_ok_before.eq(self.msg_ok)
+        m.d.comb += self.irq_msg.eq(self.msg_ok & ((self.status & self.mask & ~before).any() |
+                                                   (self.irq & ~msg_ok_before)))
         m.d.comb += self.irq.eq((self.status & self.mask).any())
 
         # -- the doorbell on offer -----------------------------------------------------------------

@@ -103,7 +103,8 @@ def dma_req_layout(addr_width, data_width):
     A read is one beat asking for ``count`` + 1 words at byte offset ``addr`` of the object. A
     write is ``count`` + 1 beats with data and byte enables; the header repeats on every beat.
     ``tag`` numbers the request; the host echoes it on every answer beat. A write the device gave
-    up on is still finished: its remaining beats go out with no byte enabled.
+    up on is still finished: its remaining beats go out with no byte enabled and data 0 (the
+    contract in :mod:`~vmshm.rtl.window`).
     """
     return data.StructLayout({
         "write": 1,

@@ -190,13 +190,24 @@ class VMShmPCI(wiring.Component):
         # -- interrupts: INTx, and the MSI capability's registers --------------------------------
         msi_enable = regs.msi_enable
         msi_addr = Cat(regs.msi_address_lo, regs.msi_address_hi)   # bits 1:0 stay 0
-        m.d.comb += self.intx.eq(core.irq & ~command[10] & ~msi_enable)
-        # A message is latched when the core asks for it and stays on offer, unchanged, until
-        # taken; a function reset withdraws it with everything else.
-        with m.If(self.msi.ready):
-            m.d.sync += self.msi.valid.eq(0)
-        with m.If(core.irq_msg & msi_enable & command[2] & ~self.msi.valid):
-            m.d.sync += [self.msi.valid.eq(1), self.msi.payload.addr.eq(msi_addr),
+        # An FLR is in process from Initiate FLR until the core has cleared its name RAM: no
+        # interrupt of any kind meanwhile (PCIe Base 6.6.2).
+        flr_busy = Signal()
+        m.d.comb += flr_busy.eq(flr | core.flr_busy)
+        m.d.comb += self.intx.eq(core.irq & ~command[10] & ~msi_enable & ~flr_busy)
+        # A message may go out only while MSI Enable and Bus Master Enable are set and no FLR is
+        # in process (issue 22, finding 3): one on offer when that ends is withdrawn. When it
+        # begins with the interrupt pending, the core asks for one message (finding 4: the one
+        # INTx stood for, or the withdrawn one). The message is latched when asked for and stays
+        # on offer, unchanged, until taken or withdrawn.
+        msi_ok = Signal()
+        msi_pending = Signal()
+        m.d.comb += [msi_ok.eq(msi_enable & command[2] & ~flr_busy), core.msi_ok.eq(msi_ok),
+                     self.msi.valid.eq(msi_pending & msi_ok)]
+        with m.If(self.msi.ready | ~msi_ok):
+            m.d.sync += msi_pending.eq(0)
+        with m.If(core.irq_msg & ~msi_pending):
+            m.d.sync += [msi_pending.eq(1), self.msi.payload.addr.eq(msi_addr),
                          self.msi.payload.data.eq(regs.msi_data)]
 
         # -- BAR registers: the stored base keeps only the bits the BAR's size lets software set.
@@ -235,9 +246,10 @@ class VMShmPCI(wiring.Component):
 
         # The reset lasts one cycle, while the write's completion goes out: the command register,
         # the BARs and MSI's registers forget what they held (the description says which).
-        m.d.comb += regs.flr.eq(flr)
+        # The core clears its name RAM from the same edge on (core.flr_busy).
+        m.d.comb += [regs.flr.eq(flr), core.flr_start.eq(flr)]
         with m.If(flr):
-            m.d.sync += [flr.eq(0), self.msi.valid.eq(0)]
+            m.d.sync += flr.eq(0)
         with m.If(regs.exp_initiate_flr):
             m.d.sync += flr.eq(1)
         # The core's request payload comes straight from registers (and the bus), whatever the
@@ -338,7 +350,7 @@ class VMShmPCI(wiring.Component):
                     with m.If(remaining == 0):
                         m.next = "IDLE"
         # What the formal properties (formal/) look at inside; not a port, changes nothing.
-        self._probe = {"flr": flr}
+        self._probe = {"flr": flr, "msi_ok": msi_ok}
         return m
 
 

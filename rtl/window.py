@@ -5,6 +5,24 @@ is on) and hands it over with ``start``; :class:`WindowDMA` moves its beats betw
 streams and ``dma_req``/``dma_rsp`` and says when it is done, or that it gave up on the host (the
 core then answers the rest itself: all ones for a read, the write's beats dropped). What it gave
 up on while a beat was on offer it still owes the host, and sends whenever the host takes it.
+
+What ``dma_req`` may carry after a timeout (the contract a front end builds on)
+-------------------------------------------------------------------------------
+A beat once offered is never withdrawn (a stream's payload holds until it is taken), so a
+request the window gave up on while a beat was on offer still reaches the host whole:
+
+- A read: its one request beat, unchanged. The answers come back to a newer tag and are dropped.
+- A write of ``count`` + 1 beats, given up on at beat *k*: beats 0 to *k* - 1 as the host took
+  them, beat *k* unchanged (the guest's data and enables), then beats *k* + 1 to ``count`` with
+  ``be == 0`` **and** ``data == 0``: they write nothing and carry no data of anyone's.
+  ``write``, ``addr``, ``count`` and ``tag`` are those of the request on every beat.
+
+Only such a tail (or a guest's own beat with no byte enabled) has ``be == 0``. A front end that
+cannot send a DWORD without enabled bytes in the middle or at the end of a packet (PCIe Base
+2.2.5: Last DW BE 0000b with Length > 1 is malformed; middle DWORDs are implied fully enabled)
+ends its packet at the last beat with a non-zero ``be`` and drops the tail, and sends nothing
+for a request whose beats all have ``be == 0``. No other beat is ever invented: the host never
+sees the data of a beat at an address the guest did not write it to.
 """
 
 from amaranth.hdl import *
@@ -132,7 +150,9 @@ class WindowDMA(wiring.Component):
         match = Signal()
         m.d.comb += match.eq(dma_rsp.payload.tag == tag)
         # Beats of a request the core gave up on while it was on offer: the beat itself, then
-        # (for a write) the rest of the burst with no byte enabled, so the host's packet ends.
+        # (for a write) the rest of the burst with no byte enabled and no data, so the host's
+        # packet ends and no word of the guest's lands anywhere but where it was written (the
+        # contract above; issue 22, finding 1).
         owed = Signal(range(MAX_BURST + 1))
         owed_write = Signal()
         owed_addr = Signal(self._addr_width)
@@ -269,5 +289,5 @@ class WindowDMA(wiring.Component):
                 dma_req.payload.tag.eq(owed_tag),
             ]
             with m.If(dma_req.ready):
-                m.d.sync += [owed.eq(owed - 1), owed_be.eq(0)]
+                m.d.sync += [owed.eq(owed - 1), owed_be.eq(0), owed_data.eq(0)]
         return m

@@ -3,7 +3,9 @@
 import errno
 import os
 
+from vmshm.abi import pci_regs as P
 from vmshm.abi.regmap import NAME_MAX, Status
+from vmshm.driver_model.pci import pcie_flr
 
 from .checks import expect, expect_bytes, expect_errno, expect_status, probe, reg
 from .registry import scenario
@@ -85,3 +87,29 @@ async def names_buffer_limits(bus, env):
     await expect_status(drv, True, Status.OK, "after a good name")
     await drv.close(fd)
     await expect_status(drv, False, Status.OK, "after release")
+
+
+@scenario(shm_size=4096, name="names_cleared_by_flr_small", name_size=64)
+@scenario(shm_size=4096)
+async def names_cleared_by_flr(bus, env):
+    """A Function Level Reset leaves nothing of the last user readable (issue 22, finding 5):
+    BAR2, which no reset clears, reads all zeros, and so do Cache Line Size and Interrupt Line."""
+    n = env.name_size
+    drv = await probe(bus)
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, env.shm_name)
+    await drv.names.write(len(env.shm_name) + 1, b"s" * (n - len(env.shm_name) - 1))
+    await bus.cfg_write_int(0, P.PCI_CACHE_LINE_SIZE, 1, 0x10)
+    await bus.cfg_write_int(0, P.PCI_INTERRUPT_LINE, 1, 0x0B)
+    expect(await bus.cfg_read_int(0, P.PCI_CACHE_LINE_SIZE, 1), 0x10, "Cache Line Size before")
+    await pcie_flr(drv.pdev)
+    expect(await bus.cfg_read_int(0, P.PCI_CACHE_LINE_SIZE, 1), 0, "Cache Line Size after FLR")
+    expect(await bus.cfg_read_int(0, P.PCI_INTERRUPT_LINE, 1), 0, "Interrupt Line after FLR")
+    drv = await probe(bus)
+    expect_bytes(await drv.names.read(0, n), bytes(n), "BAR2 after an FLR")
+    await expect_status(drv, False, Status.OK, "after an FLR")
+    # The buffer works as before: a name written after the FLR opens.
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, env.shm_name)
+    await expect_status(drv, True, Status.OK, "a name written after the FLR")
+    await drv.close(fd)

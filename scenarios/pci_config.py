@@ -238,6 +238,22 @@ async def pci_config_header(bus, env):
     if exp:
         expect(state[exp] & 0xFF, P.PCI_CAP_ID_EXP, "the capability after VMShm's")
         implemented |= {exp, exp + P.PCI_EXP_DEVCAP}
+        # Device/Port Type (issue 22, finding 7; main said Endpoint, with a 32-bit prefetchable
+        # window and no link). A PCI Express Endpoint has a link and only 64-bit prefetchable
+        # BARs; the soft function has no link: a Root Complex Integrated Endpoint, whose link
+        # registers are reserved (read 0; checked below with the other unimplemented dwords).
+        port_type = (state[exp] >> 16 & P.PCI_EXP_FLAGS_TYPE) >> 4
+        if port_type == P.PCI_EXP_TYPE_ENDPOINT:
+            if not state[exp + P.PCI_EXP_LNKCAP]:
+                raise AssertionError("a PCI Express Endpoint with Link Capabilities 0")
+            for index, off in enumerate(BAR_OFFSETS):
+                flags = state[off] & 0xF
+                if flags & P.PCI_BASE_ADDRESS_MEM_PREFETCH and not (
+                        flags & P.PCI_BASE_ADDRESS_MEM_TYPE_64):
+                    raise AssertionError(f"a PCI Express Endpoint with BAR{index} prefetchable "
+                                         f"and 32-bit")
+        expect(port_type, P.PCI_EXP_TYPE_RC_END, "Device/Port Type (1001b: Root Complex "
+                                                 "Integrated Endpoint, no link)")
     at_reset = dict(state)
     for off in sorted(set(offsets) - implemented):
         expect(state[off], 0, field_name(off, cap))
@@ -257,12 +273,10 @@ async def pci_config_header(bus, env):
             state[off] = (state[off] & ~(bits << lane)) | ((byte & bits) << lane)
             flr |= bool(exp) and off + lane // 8 == exp + P.PCI_EXP_DEVCTL + 1 and byte & 0x80
         if flr:
-            # Initiate FLR: the command register and the BARs are back at their reset values.
-            state[P.PCI_COMMAND] = at_reset[P.PCI_COMMAND]
-            for off in BAR_OFFSETS:
-                state[off] = at_reset[off]
-            for off in range(msi, msi + 16 if msi else 0, DWORD):
-                state[off] = at_reset[off]
+            # Initiate FLR: every register is back at its reset value, Cache Line Size and
+            # Interrupt Line included (PCIe Base 6.6.2: nothing here is sticky; issue 22,
+            # finding 5).
+            state.update(at_reset)
 
     async def check(offs, what):
         for off in offs:

@@ -17,7 +17,8 @@ TIMEOUT = 16
 def _run(bench_fn, *, data_width=32, answer=None, stall=0):
     """Run ``await bench_fn(ctx, dut)`` against a host; return its result and the host's log.
 
-    The host takes no request beat before cycle ``stall``. ``answer(req)`` returns, for each
+    The host takes no request beat before cycle ``stall`` (or, if ``stall`` is callable, in the
+    cycles where ``stall(cycle, log)`` is false). ``answer(req)`` returns, for each
     request the host takes, the beats to answer with as ``[(delay, data, err, tag), ...]``
     (``None`` for the request's own tag). The log lists every request beat the host took as
     ``(write, addr, count, data, be, tag)``.
@@ -28,7 +29,7 @@ def _run(bench_fn, *, data_width=32, answer=None, stall=0):
     async def host(ctx):
         queue, cycle = [], 0
         while True:
-            ctx.set(dut.dma_req.ready, cycle >= stall)
+            ctx.set(dut.dma_req.ready, stall(cycle, log) if callable(stall) else cycle >= stall)
             if queue and queue[0][0] <= cycle:
                 _, data, err, tag = queue[0]
                 ctx.set(dut.dma_rsp.valid, 1)
@@ -163,8 +164,37 @@ def test_a_write_cut_off_still_ends_the_hosts_packet():
     ((got, cycle, failed, events), free_then, free_now), log = _run(bench, stall=TIMEOUT + 3)
     assert failed and events == {"error": 1, "reject": 0, "timeout": 1}
     assert free_then == 0 and free_now == 1
-    # The beat on offer goes out as it was, then the rest of the burst with no byte enabled.
-    assert [b[:5] for b in log] == [(1, 0x20, 2, 7, 0xF), (1, 0x20, 2, 7, 0), (1, 0x20, 2, 7, 0)]
+    # The beat on offer goes out as it was, then the rest of the burst with no byte enabled and
+    # no data (issue 22, finding 1: main repeated beat 0's data, 7, in the tail).
+    assert [b[:5] for b in log] == [(1, 0x20, 2, 7, 0xF), (1, 0x20, 2, 0, 0), (1, 0x20, 2, 0, 0)]
+
+
+@pytest.mark.parametrize("data_width", (32, 64))
+def test_a_write_cut_off_mid_burst_carries_no_data_the_guest_did_not_write_there(data_width):
+    """Issue 22, finding 1 (the core's side): after a timeout the DMA port carries the guest's
+    beats where it wrote them, then a tail with ``be == 0`` and ``data == 0``, nothing else.
+    On main the tail repeated the beat on offer's data (0xB): at +8 and +12 on a PCIe link."""
+    wb = data_width // 8
+    data = (0xA, 0xB, 0xC, 0xD)
+
+    async def bench(ctx, dut):
+        result = await _request(ctx, dut, write=1, addr=0x40, beats=4, data=data)
+        await ctx.tick().repeat(2 * TIMEOUT)
+        return result
+
+    # The host takes one beat (cycle 2), then nothing until well past the timeout.
+    def stall_after_first(cycle, log):
+        return len(log) < 1 or cycle > 2 * TIMEOUT + 4
+
+    (_, _, failed, events), log = _run(bench, stall=stall_after_first, data_width=data_width)
+    assert failed and events["timeout"] == 1
+    beats = [(b[3], b[4]) for b in log]
+    full = (1 << wb) - 1
+    assert beats == [(0xA, full), (0xB, full), (0, 0), (0, 0)]
+    # The tail is a suffix: every beat with data has enables, and after the first beat with
+    # none, no beat has any.
+    tail = beats.index((0, 0))
+    assert all(be for _, be in beats[:tail]) and not any(d or be for d, be in beats[tail:])
 
 
 def test_owed_beats_keep_their_requests_tag_when_the_next_request_starts():
@@ -177,7 +207,8 @@ def test_owed_beats_keep_their_requests_tag_when_the_next_request_starts():
 
     _, log = _run(bench, stall=TIMEOUT + 6, answer=lambda req: [(1, 0, 0, None)])
     writes = [b for b in log if b[0]]
-    assert [b[:5] for b in writes] == [(1, 0x20, 1, 7, 0xF), (1, 0x20, 1, 7, 0)]
+    # (The owed tail carries data 0: rtl/window.py's contract, issue 22 finding 1.)
+    assert [b[:5] for b in writes] == [(1, 0x20, 1, 7, 0xF), (1, 0x20, 1, 0, 0)]
     read = [b for b in log if not b[0]]
     assert {b[5] for b in writes} == {1} and [b[5] for b in read] == [2]
 
