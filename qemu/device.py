@@ -303,8 +303,10 @@ class FloorDevice:
             fired = self.config.write(d, sum(byte << 8 * lane for lane, byte in lanes),
                                       sum(1 << lane for lane, _ in lanes))
             if "exp_initiate_flr" in fired:
+                # As the device's FLR sequencer: the last user's name does not outlive the reset.
                 self.config.reset(flr=True)
                 self.intr_mask = self.intr_status = 0
+                self.names[:] = bytes(len(self.names))
 
     def _target(self, addr, size):
         if not self.command & P.PCI_COMMAND_MEMORY:

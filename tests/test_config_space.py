@@ -312,3 +312,20 @@ def test_description_follows_the_build_parameters():
     assert [state.read(off, live) for off in (0x10, 0x14, 0x18, 0x1C)] == [
         0xFFFF_F000, 0xFFF0_000C, 0xFFFF_FFFF, 0xFFFF_FC00]
     assert state.read(CAP_OFFSET + 0x10, live) == 0x03_01_00, "name buffer in BAR3"
+
+
+def test_the_floor_forgets_the_last_users_name_on_flr():
+    # Issue 22 finding 5, on QEMU's floor device as on the RTL: an FLR clears the name buffer.
+    floor = FloorDevice(window_size=WINDOW, name_size=NAMES)
+    try:
+        bar2 = 0x4000_0000
+        floor.cfg_write(P.PCI_COMMAND, 2, P.PCI_COMMAND_MEMORY)
+        name_bar = next(i for i, buf in floor._buffers.items() if buf is floor.names)
+        floor.cfg_write(P.PCI_BASE_ADDRESS_0 + 4 * name_bar, 4, bar2)
+        floor.mem_write(bar2, 4, int.from_bytes(b"/sec", "little"))
+        assert floor.mem_read(bar2, 4) == int.from_bytes(b"/sec", "little")
+        flr = floor.config.space.field("exp_initiate_flr")
+        floor.cfg_write(flr.offset, 4, 1 << flr.lsb)
+        assert bytes(floor.names) == bytes(NAMES)
+    finally:
+        os.close(floor.ring_fd)
