@@ -153,7 +153,9 @@ class PacketFifo(wiring.Component):
         rp = Signal(bits + 1)       # next entry to read
         took = Signal()
         m.d.comb += [
-            self.w.ready.eq((wp - rp) != depth),
+            # The difference of two (bits + 1)-bit pointers, taken modulo 2 ** (bits + 1): as a
+            # signed number it would miss a full FIFO whose write pointer had wrapped.
+            self.w.ready.eq((wp - rp)[:bits + 1] != depth),
             wr.addr.eq(wp[:bits]),
             wr.data.eq(self.w.payload.data),
             wr.en.eq(self.w.valid & self.w.ready),
