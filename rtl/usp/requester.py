@@ -247,6 +247,12 @@ class _RequestAtHand:
         self.rq_desc = Signal(RQ_DESCRIPTOR)
         self.tlp_first_be = Signal(4)
         self.tlp_last_be = Signal(4)
+        # A write whose DWORDs between its ends are not all whole, or with an end that writes
+        # nothing (the core's owed beats after a timed-out window write): sent as 1-DWORD TLPs,
+        # each with its own byte enables, and the DWORDs that write nothing not at all.
+        self.ragged = Signal()
+        self.peeked = Signal()          # the buffer's read data is the DWORD at ptr
+        self.sent = Signal()            # a TLP of the write at hand went out
 
 
 class USPRequester(wiring.Component):
@@ -260,7 +266,11 @@ class USPRequester(wiring.Component):
     sends on CC can overtake them, which is what PCIe's ordering rules need to hold across the
     IP's two interfaces. Before the core's next control request (OPEN, CLOSE) leaves for the host
     over its own channel, which no PCIe ordering covers, a zero-length read flushes the writes
-    into host memory (``flush``/``dirty``).
+    into host memory (``flush``/``dirty``). A write whose DWORDs between its ends are not all
+    whole, or whose first or last DWORD writes nothing (what the core owes after a window write
+    timed out: the beat on offer, then beats with no byte enabled), is sent as one 1-DWORD TLP
+    per DWORD that writes something, so no TLP is malformed (PCIe Base 2.2.5: Last DW BE is not
+    0000b when Length > 1) and host memory changes only where the core's byte enables say.
 
     Reads are sent as memory reads of at most Max_Read_Request_Size, none crossing 4 KiB, each
     with its own client tag, all outstanding at once; completions may come in any order and are
@@ -328,7 +338,8 @@ class USPRequester(wiring.Component):
         m = Module()
         dma_rsp = self.dma_rsp
 
-        m.submodules.buf = buf = Memory(shape=32, depth=_BUF_DWORDS, init=[])
+        # A DWORD and, for a write, its byte enables: a ragged write sends each with its own.
+        m.submodules.buf = buf = Memory(shape=36, depth=_BUF_DWORDS, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
         r = _RequestAtHand(self._cpl_timeout, len(self.dma_req.payload.tag))
@@ -368,17 +379,19 @@ class USPRequester(wiring.Component):
         tlp_len = r.tlp_len
         limit = Signal(11)
         m.d.comb += limit.eq(to_boundary(r.addr[:12], Mux(r.is_write, mps_mask, mrrs_mask)))
-        with m.If(r.flushing):
+        with m.If(r.flushing | (r.is_write & r.ragged)):
             m.d.comb += tlp_len.eq(1)
         with m.Else():
             m.d.comb += tlp_len.eq(Mux(r.rem < limit, r.rem, limit))
 
         # Byte enables of a write TLP from ptr: the request's first and last DWORDs carry the
-        # core's, every DWORD between them is whole (the completer only makes such writes).
+        # core's, every DWORD between them is whole, unless the write is ragged.
         tlp_first_be, tlp_last_be = r.tlp_first_be, r.tlp_last_be
         ends_request = (r.ptr + tlp_len - 1) == r.count
         with m.If(r.flushing):
             pass                    # a zero-length read: no byte enabled
+        with m.Elif(r.is_write & r.ragged):
+            m.d.comb += tlp_first_be.eq(r.first_be)     # the DWORD's own (W-NEXT latched it)
         with m.Elif(~r.is_write):
             # The request's last DWORD carries the core's enables: none past the object.
             ends_read = r.rem == tlp_len
@@ -465,7 +478,8 @@ class USPRequester(wiring.Component):
                     # the core makes meanwhile (after giving up on the acknowledgement)
                     # must wait for this write and its flush.
                     m.d.sync += [r.flush_addr.eq(self.host_base + dma_req.payload.addr),
-                                 dirty.eq(self.bus_master | dirty)]
+                                 dirty.eq(self.bus_master | dirty), r.ragged.eq(0),
+                                 r.sent.eq(0)]
                     m.next = "W-COLLECT"
                 with m.Else():
                     m.next = "R-START"
@@ -486,29 +500,62 @@ class USPRequester(wiring.Component):
             # All of it first: the last DWORD's byte enables go in front of the last TLP.
             m.d.comb += dma_req.ready.eq(1)
             with m.If(dma_req.valid):
-                m.d.comb += [wr.addr.eq(r.ptr), wr.data.eq(dma_req.payload.data), wr.en.eq(1)]
-                m.d.sync += [r.ptr.eq(r.ptr + 1), r.last_be.eq(dma_req.payload.be)]
+                be = dma_req.payload.be
+                m.d.comb += [wr.addr.eq(r.ptr), wr.data.eq(Cat(dma_req.payload.data, be)),
+                             wr.en.eq(1)]
+                m.d.sync += [r.ptr.eq(r.ptr + 1), r.last_be.eq(be)]
+                # PCIe Base 2.2.5: a TLP's DWORDs between its ends are whole, and neither end
+                # of a TLP longer than one DWORD is without byte enables. A write that cannot
+                # go out so (the core's owed beats write nothing) goes DWORD by DWORD.
+                at_end = (r.ptr == 0) | (r.ptr == r.count)
+                with m.If(Mux(at_end, (r.count != 0) & (be == 0), be != 0xF)):
+                    m.d.sync += r.ragged.eq(1)
                 with m.If(r.ptr == 0):
-                    m.d.sync += r.first_be.eq(dma_req.payload.be)
+                    m.d.sync += r.first_be.eq(be)
                 with m.If(r.ptr == r.count):
                     m.d.sync += [r.ptr.eq(0), r.rem.eq(r.count + 1)]
                     with m.If(r.fail):
                         m.next = "W-ACK"
+                    with m.Elif(r.ragged | Mux(at_end, (r.count != 0) & (be == 0), be != 0xF)):
+                        m.d.sync += r.ragged.eq(1)
+                        m.next = "W-NEXT"
                     with m.Else():
                         m.next = "W-TLP"
+
+        with m.State("W-NEXT"):
+            # A ragged write's next DWORD: read its byte enables (a cycle for the buffer's
+            # read port), skip it if it writes nothing, else send it alone.
+            m.d.comb += rd.addr.eq(r.ptr)
+            m.d.sync += r.peeked.eq(1)
+            with m.If(r.peeked):
+                be = rd.data[32:]
+                m.d.sync += r.peeked.eq(0)
+                with m.If(be != 0):
+                    m.d.sync += r.first_be.eq(be)
+                    m.next = "W-TLP"
+                with m.Else():
+                    m.d.sync += [r.ptr.eq(r.ptr + 1), r.rem.eq(r.rem - 1),
+                                 r.addr.eq(r.addr + 4)]
+                    with m.If(r.rem == 1):
+                        # Nothing left to send; with nothing sent, no sequence number comes.
+                        m.d.sync += r.timer.eq(0)
+                        with m.If(r.sent):
+                            m.next = "W-SEQ"
+                        with m.Else():
+                            m.next = "W-ACK"
 
         with m.State("W-TLP"):
             m.d.comb += rd.addr.eq(r.ptr)
             with m.If(self._send_desc(m, r)):
                 m.d.sync += [r.tlp_rem.eq(r.tlp_len), r.rem.eq(r.rem - r.tlp_len),
-                             r.last_seq.eq(r.seq)]
+                             r.last_seq.eq(r.seq), r.sent.eq(1)]
                 m.next = "W-DATA"
 
         with m.State("W-DATA"):
             took = rq.ready
             m.d.comb += [
                 rq.valid.eq(1),
-                rq.payload.data.eq(rd.data),
+                rq.payload.data.eq(rd.data[:32]),
                 rq.payload.last.eq(r.tlp_rem == 1),
                 rd.addr.eq(Mux(took, r.ptr + 1, r.ptr)),
             ]
@@ -519,6 +566,8 @@ class USPRequester(wiring.Component):
                     with m.If(r.rem == 0):
                         m.d.sync += r.timer.eq(0)
                         m.next = "W-SEQ"
+                    with m.Elif(r.ragged):
+                        m.next = "W-NEXT"
                     with m.Else():
                         m.next = "W-TLP"
 
@@ -580,7 +629,7 @@ class USPRequester(wiring.Component):
             m.d.comb += [
                 rd.addr.eq(r.ptr),
                 dma_rsp.valid.eq(1),
-                dma_rsp.payload.data.eq(Mux(r.out_err, 0xFFFF_FFFF, rd.data)),
+                dma_rsp.payload.data.eq(Mux(r.out_err, 0xFFFF_FFFF, rd.data[:32])),
                 dma_rsp.payload.err.eq(r.out_err),
                 dma_rsp.payload.last.eq(r.ptr == r.count),
             ]
