@@ -549,3 +549,28 @@ async def function_level_reset(bus, tb, name):
     expect(await drv.regs.read32(REG["MAP_SIZE"].offset), 0, "MAP_SIZE after the FLR")
     expect(await drv.regs.read32(REG["ID"].offset), DEVICE_ID, "ID after the FLR")
     return {"done_after": done_after}
+
+
+async def write_after_late_read(bus, tb, name, rc_latency=20_000):
+    """Issue 22, finding 1: a window read the host answers past ``host_timeout`` keeps the
+    requester waiting for its completions, so the window write after it times out too; the
+    beats the core still owes the host must not become a malformed TLP (checked on the wire by
+    :class:`~vmshm.testbench.pcie_rules.PG213Checker`) nor write what the guest did not."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    before = random.Random(22).randbytes(64)
+    with ShmRegion.attach(name) as host:
+        host.write(0, before)
+    tb.region.delay_ns = rc_latency * tb.period_ns
+    expect_bytes(await mapping.read(0, 16), b"\xff" * 16, "the read the host answers late")
+    await bus.mem_write(drv.window.base + 32, b"ABCDEFGHIJKL")     # one 3-DWORD TLP
+    tb.region.delay_ns = 0
+    await _wait_cycles(tb, rc_latency + 2_000)     # the late completions, then the owed beats
+    with ShmRegion.attach(name) as host:
+        after = host.read(0, 64)
+    # Only the beat that timed out on offer may have landed; +36 and +40 are the guest's only
+    # if the host took them, which it did not.
+    expect_bytes(after[36:48], before[36:48], "the write's beats the host never took")
+    expect(after[32:36] in (before[32:36], b"ABCD"), True, "the write's first DWORD")
+    return {"first": after[32:36] == b"ABCD"}

@@ -341,6 +341,18 @@ class PcieTB:
         else:
             self.rc.mem_address_space.register_region(self.region, job.host_addr)
         self.bus = None
+        # A slow host answers each read in its own time, as a root complex does, without holding
+        # up what else comes up the link or goes down it (the model's own handler would).
+        # Completions then queue behind the posted writes sent down before them: they do not
+        # pass them (PCIe ordering without Relaxed Ordering).
+        for kind in (TlpType.MEM_READ, TlpType.MEM_READ_64):
+            self.rc.register_rx_tlp_handler(kind, self._mem_read)
+
+    async def _mem_read(self, tlp):
+        if self.region.delay_ns:
+            cocotb.start_soon(self.rc.handle_mem_read_tlp(tlp))
+        else:
+            await self.rc.handle_mem_read_tlp(tlp)
 
     def _make_device(self):
         dut, job, cfg = self.dut, self.job, self.top.hard_ip_config()
@@ -392,6 +404,7 @@ class PcieTB:
         await Timer(2, "ns")
         self._make_device()
         self.period_ns = 1e9 / self.dev.user_clk_frequency
+        self.region.delay_ns = self.job.rc_latency * self.period_ns
         # The model holds user_reset for 100 ns after its first two clock edges.
         await Timer(400, "ns")
         while int(dut.user_reset.value):

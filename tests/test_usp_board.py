@@ -24,6 +24,7 @@ RAGGED_WRITES = [
     [0xF, 0b0110, 0xF, 0xF],
     [0, 0, 0],
     [0xF] * 20 + [0] * 12,
+    [0b0110, 0xF, 0xF, 0b1010],
 ]
 
 
@@ -68,7 +69,10 @@ def test_finding1_owed_write_beats_never_become_a_malformed_tlp(width):
     run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
     assert acks == [(n, 0) for n in range(len(RAGGED_WRITES))]
     for desc, first_be, last_be, payload in rc.tlps:
-        assert desc.dword_count == 1 or last_be, "Last DW BE 0 with Length > 1 (malformed)"
+        if desc.dword_count > 1:
+            assert last_be, "Last DW BE 0 with Length > 1 (malformed)"
+            assert first_be in (0x8, 0xC, 0xE, 0xF) and last_be in (0x1, 0x3, 0x7, 0xF), \
+                f"byte enables {first_be:#x}/{last_be:#x} not contiguous across the TLP"
     for n, bes in enumerate(RAGGED_WRITES):
         addr = 0x100 * n + 4 * n
         assert dwords_at(memory, addr, len(bes)) == dwords_at(model, addr, len(bes)), \

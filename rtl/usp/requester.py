@@ -267,8 +267,9 @@ class USPRequester(wiring.Component):
     IP's two interfaces. Before the core's next control request (OPEN, CLOSE) leaves for the host
     over its own channel, which no PCIe ordering covers, a zero-length read flushes the writes
     into host memory (``flush``/``dirty``). A write whose DWORDs between its ends are not all
-    whole, or whose first or last DWORD writes nothing (what the core owes after a window write
-    timed out: the beat on offer, then beats with no byte enabled), is sent as one 1-DWORD TLP
+    whole, or whose first or last DWORD's byte enables are not contiguous towards the rest (what
+    the core owes after a window write timed out: the beat on offer, then beats with no byte
+    enabled; or a guest's sparse byte enables), is sent as one 1-DWORD TLP
     per DWORD that writes something, so no TLP is malformed (PCIe Base 2.2.5: Last DW BE is not
     0000b when Length > 1) and host memory changes only where the core's byte enables say.
 
@@ -504,11 +505,20 @@ class USPRequester(wiring.Component):
                 m.d.comb += [wr.addr.eq(r.ptr), wr.data.eq(Cat(dma_req.payload.data, be)),
                              wr.en.eq(1)]
                 m.d.sync += [r.ptr.eq(r.ptr + 1), r.last_be.eq(be)]
-                # PCIe Base 2.2.5: a TLP's DWORDs between its ends are whole, and neither end
-                # of a TLP longer than one DWORD is without byte enables. A write that cannot
-                # go out so (the core's owed beats write nothing) goes DWORD by DWORD.
-                at_end = (r.ptr == 0) | (r.ptr == r.count)
-                with m.If(Mux(at_end, (r.count != 0) & (be == 0), be != 0xF)):
+                # PCIe Base 2.2.5: a TLP's DWORDs between its ends are whole, and the ends of a
+                # TLP longer than one DWORD enable contiguous bytes that run into the next and
+                # the previous DWORD (so Last DW BE is never 0000b). A write that cannot go out
+                # so (the core's owed beats write nothing) goes DWORD by DWORD.
+                odd = Signal()
+                with m.If(r.count == 0):
+                    pass                        # one DWORD: any byte enables, none included
+                with m.Elif(r.ptr == 0):
+                    m.d.comb += odd.eq(~be.matches(0b1000, 0b1100, 0b1110, 0b1111))
+                with m.Elif(r.ptr == r.count):
+                    m.d.comb += odd.eq(~be.matches(0b0001, 0b0011, 0b0111, 0b1111))
+                with m.Else():
+                    m.d.comb += odd.eq(be != 0xF)
+                with m.If(odd):
                     m.d.sync += r.ragged.eq(1)
                 with m.If(r.ptr == 0):
                     m.d.sync += r.first_be.eq(be)
@@ -516,8 +526,7 @@ class USPRequester(wiring.Component):
                     m.d.sync += [r.ptr.eq(0), r.rem.eq(r.count + 1)]
                     with m.If(r.fail):
                         m.next = "W-ACK"
-                    with m.Elif(r.ragged | Mux(at_end, (r.count != 0) & (be == 0), be != 0xF)):
-                        m.d.sync += r.ragged.eq(1)
+                    with m.Elif(r.ragged | odd):
                         m.next = "W-NEXT"
                     with m.Else():
                         m.next = "W-TLP"
