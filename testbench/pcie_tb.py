@@ -28,6 +28,7 @@ from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 from cocotbext.pcie.xilinx.us import UltraScalePlusPcieDevice
 
+from vmshm.abi.regmap import BAR_WINDOW
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.harness.bfm import HostBFM
 from vmshm.harness.job import release_hosts
@@ -410,7 +411,9 @@ class PcieTB:
         while int(dut.user_reset.value):
             await Timer(10, "ns")
         # PG213's rules on the four streams, from the first cycle after reset to the end.
-        self.rules = PG213Checker(dut, self.period_ns, self._object_range).start()
+        window_bar = {b.function: b.index for b in self.top.bars}[BAR_WINDOW]
+        self.rules = PG213Checker(dut, self.period_ns, self._object_range,
+                                  window_bar=window_bar).start()
         self.intx = HardIpIntx(dut, self.dev.functions[0]).start()
         await self.rc.enumerate()
         self.enumerated = self._enumeration()

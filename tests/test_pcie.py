@@ -464,3 +464,42 @@ def test_cli_demo_with_a_late_root_complex_times_out_cleanly(tmp_path, shm_objec
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "ETIMEDOUT" in lines[0], r.stderr
     assert "PG213" not in r.stdout + r.stderr
+
+
+def _swapped_tc_and_attributes(layout):
+    """Return ``layout`` with its traffic class and attributes fields in each other's place."""
+    from amaranth.lib import data
+    fields = {n: f.shape for n, f in layout}
+    order = list(fields)
+    i, j = order.index("transaction_class"), order.index("attributes")
+    order[i], order[j] = order[j], order[i]
+    return data.StructLayout({n: fields[n] for n in order})
+
+
+def _break_lower_address(monkeypatch):
+    from amaranth.hdl import C
+    from vmshm.rtl.usp import completer
+    monkeypatch.setattr(completer, "trailing_zeros", lambda be: C(0, 2))
+
+
+def _break_tc_echo(monkeypatch):
+    from vmshm.rtl.usp import completer
+    monkeypatch.setattr(completer, "CQ_DESCRIPTOR", _swapped_tc_and_attributes(
+        completer.CQ_DESCRIPTOR))
+
+
+def test_completions_say_what_their_requests_imply(shm_objects):
+    """PG213Checker's cc-meaning holds on the shim (the run fails on a breach)."""
+    result, _ = check("completion_meaning", "icarus", 64, shm_objects)
+    assert result.value["wrong"] == []
+
+
+@pytest.mark.parametrize("breaks", [_break_lower_address, _break_tc_echo],
+                         ids=["lower-address", "tc-attributes"])
+def test_cc_meaning_fires_on_a_broken_shim(breaks, monkeypatch, shm_objects):
+    """Each cc-meaning check fires on a shim broken on purpose: the first byte's offset left out
+    of the lower address, and the traffic class and attributes swapped in the echo."""
+    breaks(monkeypatch)
+    result, _ = check("completion_meaning", "icarus", 64, shm_objects, rules="record")
+    hits = [v for v in result.stats["pg213_violations"] if "cc-meaning" in v]
+    assert hits, result.stats["pg213_violations"]

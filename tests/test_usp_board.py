@@ -7,11 +7,16 @@ byte enables against PCIe Base 2.2.5 as it takes it.
 """
 
 import pytest
+from amaranth.hdl import Signal
+from amaranth.sim import Simulator
 
+from vmshm.rtl import VMShmCore
+from vmshm.rtl.usp.descriptors import RC_DESCRIPTOR, RC_DISCONTINUE
 from vmshm.sim import stream_get, stream_put
 
 from test_usp_shims import HOST_BASE, RootComplex, dwords_at
-from usp_harness import LIMIT, RequesterHarness, gate, pg213_rules, run, seeded
+from usp_harness import (LIMIT, RequesterHarness, gate, pack, pg213_rules, run, seeded,
+                         to_beats)
 
 #: Writes the core may hand the requester, as each DWORD's byte enables. The first is what the
 #: core owes after a window write timed out on its first beat (issue 22, finding 1): that beat
@@ -80,3 +85,150 @@ def test_finding1_owed_write_beats_never_become_a_malformed_tlp(width):
     # DWORDs that write nothing do not go out at all.
     assert sum(t[0].dword_count for t in rc.tlps) == sum(be != 0 for w in RAGGED_WRITES
                                                          for be in w)
+
+
+class ClearingCore(VMShmCore):
+    """The core with a name-RAM clear sequencer's interface (``flr_start`` in, ``flr_busy`` out,
+    as branch pcie_soft's core has them): busy for :attr:`CYCLES` cycles after each start."""
+
+    CYCLES = 40
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flr_start = Signal()
+        self.flr_busy = Signal()
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        left = Signal(range(self.CYCLES + 1), reset_less=True)
+        with m.If(self.flr_start):
+            m.d.sync += left.eq(self.CYCLES)
+        with m.Elif(left != 0):
+            m.d.sync += left.eq(left - 1)
+        m.d.comb += self.flr_busy.eq(left != 0)
+        return m
+
+
+def test_finding5_flr_done_waits_for_the_name_ram_clear(monkeypatch):
+    """Finding 5 (UltraScale+ side): cfg_flr_done is pulsed once, only after the core's name-RAM
+    clear sequencer (flr_start/flr_busy) has finished, so the IP does not end the FLR while the
+    previous user's name is still readable. On main it was pulsed the cycle after the FLR began
+    whatever the core was doing."""
+    from vmshm.rtl.usp import top as usp_top
+    monkeypatch.setattr(usp_top, "VMShmCore", ClearingCore)
+    dut = usp_top.VMShmUSP(axis_width=64)
+    seen = []
+
+    async def clock(ctx):
+        while True:
+            ctx.set(dut.user_clk, 0)
+            await ctx.delay(2e-9)
+            ctx.set(dut.user_clk, 1)
+            await ctx.delay(2e-9)
+
+    async def main(ctx):
+        ctx.set(dut.user_reset, 1)
+        for _ in range(3):
+            await ctx.posedge(dut.user_clk)
+        ctx.set(dut.user_reset, 0)
+        await ctx.posedge(dut.user_clk)
+        ctx.set(dut.cfg_flr_in_process, 0b0011)      # PF0 and PF1
+        for cycle in range(ClearingCore.CYCLES + 20):
+            await ctx.posedge(dut.user_clk)
+            done = ctx.get(dut.cfg_flr_done)
+            if done:
+                seen.append((cycle, done))
+                ctx.set(dut.cfg_flr_in_process, ctx.get(dut.cfg_flr_in_process) & ~done)
+
+    sim = Simulator(dut)
+    sim.add_process(clock)
+    sim.add_testbench(main)
+    sim.run_until(1e-6)
+    pf0 = [c for c, d in seen if d & 1]
+    pf1 = [c for c, d in seen if d & 2]
+    assert len(pf0) == 1 and pf0[0] >= ClearingCore.CYCLES, seen
+    assert len(pf1) == 1 and pf1[0] < 4, seen
+
+
+class OverlappingRootComplex(RootComplex):
+    """Answer the first read with its first 64-byte completion, then a completion carrying
+    other data at the same lower address (discontinued, or not), then the rest."""
+
+    def __init__(self, *args, discontinue, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cut = discontinue
+
+    def answer(self, desc, addr):
+        super().answer(desc, addr)
+        if self.reads > 1:
+            return
+        parts = self.pending[-1]
+        bogus = pack(RC_DESCRIPTOR, lower_address=(self.base + addr) & 0xFFF,
+                     byte_count=4 * desc.dword_count, request_completed=0, dword_count=16,
+                     completion_status=0, tag=desc.tag)
+        beats = to_beats(bogus + [0xBAD0_0000 + i for i in range(16)], self.width,
+                         lambda first, last: int(last and self.cut) << RC_DISCONTINUE)
+        parts.insert(1, beats)
+        if self.cut:
+            del parts[2:]       # the tag is parked for good: the rest would be dropped anyway
+
+
+@pytest.mark.parametrize("discontinue", [True, False], ids=["discontinued", "bad-lower-address"])
+def test_finding10_late_completion_never_overwrites_arrived_dwords(discontinue):
+    """Finding 10: a completion that comes after the DWORDs it covers have arrived (a duplicate
+    lower address; discontinued or not) writes nothing over them: the read hands over the data
+    that arrived first. On main the reorder buffer took its data, and the read handed over
+    0xBAD0xxxx for DWORDs 0..15."""
+    rng = seeded(10 + discontinue)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=1 << 16)
+    rc = OverlappingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128,
+                                discontinue=discontinue)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        await stream_put(ctx, dut.dma_req, {"write": 0, "addr": 0x100, "count": 31, "data": 0,
+                                            "be": 0xF, "tag": 5}, timeout=LIMIT)
+        for _ in range(32):
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            got.append((beat.data, beat.err))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    good = dwords_at(memory, 0x100, 32)
+    assert got[:16] == [(d, 0) for d in good[:16]]
+    rest = [(0xFFFF_FFFF, 1)] * 16 if discontinue else [(d, 0) for d in good[16:]]
+    assert got[16:] == rest
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
+def test_finding12_bus_master_off_stops_the_rest_of_a_request(write):
+    """Finding 12: Bus Master Enable is looked at before every TLP, not once per request: once
+    software clears it, no further TLP of a multi-TLP write or read goes out, and the core
+    hears of the rest as failed. On main all 8 TLPs of the request went out after it."""
+    rng = seeded(12 + write)
+    memory = bytearray(0x1000)
+    dut = RequesterHarness(64)
+    rc = RootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def clear_bme(ctx):
+        while not rc.tlps:
+            await ctx.tick()
+        ctx.set(dut.bus_master, 0)
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        for i in range(256 if write else 1):
+            await stream_put(ctx, dut.dma_req, {"write": int(write), "addr": 0, "count": 255,
+                                                "data": i, "be": 0xF, "tag": 7},
+                             timeout=LIMIT)
+        while True:
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            got.append(beat.err)
+            if beat.last:
+                break
+
+    run(dut, main, clear_bme, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert len(rc.tlps) <= 2, f"{len(rc.tlps)} TLPs went out after Bus Master Enable went off"
+    assert got[-1] == 1, "the core was not told the rest failed"

@@ -191,7 +191,12 @@ class RcReceiver(wiring.Component):
                 with m.If(rc.valid):
                     m.d.comb += self.progress.eq(rc_known)
                     fresh = Signal(_BUF_DWORDS)
-                    with m.If(rc_ok & (rc_epoch == self.epoch) & (widx <= self.count)):
+                    # Never over a DWORD already arrived: a later completion that is then
+                    # discontinued, or has a bad lower address, must not change what the read
+                    # hands over (issue 22, finding 10).
+                    arrived = have.bit_select(widx[:8], 1)
+                    with m.If(rc_ok & (rc_epoch == self.epoch) & (widx <= self.count) &
+                              ~arrived):
                         m.d.comb += [self.buf_addr.eq(widx), self.buf_data.eq(rc.payload.data),
                                      self.buf_en.eq(1), fresh.bit_select(widx[:8], 1).eq(1)]
                     m.d.sync += widx.eq(widx + 1)
@@ -302,7 +307,8 @@ class USPRequester(wiring.Component):
     host_base : ``In(64)``
         Host address of object offset 0.
     bus_master : ``In(1)``
-        Bus Master Enable; without it a request fails without reaching RQ.
+        Bus Master Enable, looked at before each TLP: without it a request fails without
+        reaching RQ, and what is left of one under way fails from the next TLP on.
     max_payload : ``In(2)``
         ``cfg_max_payload``.
     max_read_req : ``In(3)``
@@ -555,10 +561,19 @@ class USPRequester(wiring.Component):
 
         with m.State("W-TLP"):
             m.d.comb += rd.addr.eq(r.ptr)
-            with m.If(self._send_desc(m, r)):
-                m.d.sync += [r.tlp_rem.eq(r.tlp_len), r.rem.eq(r.rem - r.tlp_len),
-                             r.last_seq.eq(r.seq), r.sent.eq(1)]
-                m.next = "W-DATA"
+            with m.If((r.desc_idx == 0) & ~self.bus_master):
+                # Bus Master Enable went off: no further TLP of the write goes (issue 22,
+                # finding 12); the core hears of it as an error.
+                m.d.sync += [r.fail.eq(1), r.timer.eq(0)]
+                with m.If(r.sent):
+                    m.next = "W-SEQ"
+                with m.Else():
+                    m.next = "W-ACK"
+            with m.Else():
+                with m.If(self._send_desc(m, r)):
+                    m.d.sync += [r.tlp_rem.eq(r.tlp_len), r.rem.eq(r.rem - r.tlp_len),
+                                 r.last_seq.eq(r.seq), r.sent.eq(1)]
+                    m.next = "W-DATA"
 
         with m.State("W-DATA"):
             took = rq.ready
@@ -619,10 +634,17 @@ class USPRequester(wiring.Component):
                 m.next = "R-TLP"
 
         with m.State("R-TLP"):
-            with m.If(self._send_read(m, r, tags)):
-                m.d.sync += [r.rem.eq(r.rem - r.tlp_len), r.addr.eq(r.addr + (r.tlp_len << 2))]
-                with m.If(r.rem == r.tlp_len):
-                    m.next = "R-WAIT"
+            with m.If((r.desc_idx == 0) & ~self.bus_master):
+                # Bus Master Enable went off: the read's TLPs not sent yet never go (issue 22,
+                # finding 12); the DWORDs they would have brought fail.
+                m.d.sync += r.fail.eq(1)
+                m.next = "R-WAIT"
+            with m.Else():
+                with m.If(self._send_read(m, r, tags)):
+                    m.d.sync += [r.rem.eq(r.rem - r.tlp_len),
+                                 r.addr.eq(r.addr + (r.tlp_len << 2))]
+                    with m.If(r.rem == r.tlp_len):
+                        m.next = "R-WAIT"
 
         with m.State("R-WAIT"):
             m.d.comb += rd.addr.eq(r.ptr)

@@ -211,15 +211,21 @@ class VMShmUSP(wiring.Component):
         m.d.comb += [cd_sync.clk.eq(self.user_clk), cd_sync.rst.eq(self.user_reset)]
 
         # Function Level Reset (PF0): the IP holds cfg_flr_in_process until the user logic says
-        # it is done. The function's logic is reset for one cycle, then done is pulsed once.
-        # The streams' converters are not reset: a whole TLP already buffered for CC or RQ
-        # still leaves whole, and the IP frames CQ and RC across the reset.
-        # Physical functions 1 to 3 have no logic here: theirs is done at once.
-        flr = self.cfg_flr_in_process
+        # it is done. cfg_flr_in_process is registered first (a hard-IP output fans out to every
+        # flip-flop of the function through the reset). The function's logic is reset for one
+        # cycle, on the edge the core starts clearing its name RAM (``flr_start``); done is
+        # pulsed once the core says the clearing is over (``flr_busy`` low again, PCIe Base
+        # 6.6.2: nothing of the previous user stays readable). A core without that sequencer
+        # (no ``flr_busy``) is done the cycle after its reset. The streams' converters are not
+        # reset: a whole TLP already buffered for CC or RQ still leaves whole, and the IP frames
+        # CQ and RC across the reset. Physical functions 1 to 3 have no logic here: theirs is
+        # done at once.
+        flr = Signal(4)
+        m.d.sync += flr.eq(self.cfg_flr_in_process)
         flr_start = Signal(4)
         flr_seen = Signal(4)
         m.d.comb += flr_start.eq(flr & ~flr_seen)
-        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_start)), self.cfg_flr_done.eq(flr_start)]
+        m.d.sync += flr_seen.eq(flr & (flr_seen | flr_start))
         flr_reset = Signal()
         m.d.comb += flr_reset.eq(flr_start[0])
         function = ResetInserter(flr_reset)
@@ -227,6 +233,17 @@ class VMShmUSP(wiring.Component):
         W = self._axis_width
         m.submodules.core = function(self._core)
         core = self._core
+        clearing = Signal()         # PF0's FLR waits for the core's name RAM to be cleared
+        flr_busy = C(0)
+        if hasattr(core, "flr_busy"):
+            flr_busy = core.flr_busy
+            m.d.comb += core.flr_start.eq(flr_reset)
+        with m.If(flr_start[0]):
+            m.d.sync += clearing.eq(1)
+        with m.Elif(clearing & ~flr_busy):
+            m.d.sync += clearing.eq(0)
+        m.d.sync += self.cfg_flr_done.eq(Cat(clearing & ~flr_busy & ~flr_start[0],
+                                             flr_start[1:]))
         m.submodules.cq_rx = cq_rx = AxisToDwords(W, CQ_USER_WIDTH)
         m.submodules.cc_tx = cc_tx = DwordsToAxis(W, CC_USER_WIDTH)
         m.submodules.rq_tx = rq_tx = DwordsToAxis(W, RQ_USER_WIDTH,
