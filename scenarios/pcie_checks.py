@@ -587,7 +587,11 @@ async def completion_meaning(bus, tb, name):
     await names.write(0, pattern)
     wrong = []
     for start, size in ((1, 6), (3, 9), (2, 2), (5, 40)):
-        got = await names.read(start, size)
+        try:
+            got = await names.read(start, size)
+        except AssertionError as exc:       # the bus's own completion checks
+            wrong.append(f"read {start}+{size}: {exc}")
+            continue
         if got != pattern[start:start + size]:
             wrong.append(f"read {start}+{size}")
     bar = {b.function: b.index for b in tb.top.bars}[BAR_NAME]
