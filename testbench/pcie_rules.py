@@ -75,7 +75,8 @@ The rules (:data:`RULES`):
     hard IP reports a Function Level Reset in process (``cfg_flr_in_process``, PF0).
 ``msi-mask``
     No MSI request for a vector masked (``cfg_interrupt_msi_data`` with the function selected on
-    ``cfg_interrupt_msi_select``) in that cycle and the one before.
+    ``cfg_interrupt_msi_select``) in that cycle and the two before: the shim sees the IP's
+    outputs through a register and asks through one.
 """
 
 from dataclasses import dataclass
@@ -155,7 +156,7 @@ class _Interrupts:
         self.intx_waiting = None    # cycle of a change not yet answered by sent
         self.msi_prev = 0
         self.msi_waiting = None     # cycle of an MSI request not yet answered
-        self.mask_prev = 0          # cfg_interrupt_msi_data of the cycle before
+        self.mask_prev = [0, 0]     # cfg_interrupt_msi_data of the two cycles before
 
 
 def _contiguous(be):
@@ -277,7 +278,8 @@ class PG213Checker:
             if not v["msi_enable"] >> fn & 1:
                 self.report("msi-enable", s, f"an MSI request for function {fn} with MSI "
                                              f"Enable clear")
-            masked = v["msi_data"] & s.mask_prev & msi if v["msi_select"] == fn else 0
+            masked = v["msi_data"] & s.mask_prev[0] & s.mask_prev[1] & msi \
+                if v["msi_select"] == fn else 0
             if masked:
                 self.report("msi-mask", s, f"an MSI request for vector {masked.bit_length() - 1} "
                                            f"of function {fn}, which is masked")
@@ -288,7 +290,8 @@ class PG213Checker:
             s.msi_waiting = now
             self.counts["msi"] += 1
         s.msi_prev = msi
-        s.mask_prev = v["msi_data"] if v["msi_select"] == v["msi_function_number"] else 0
+        s.mask_prev = [v["msi_data"] if v["msi_select"] == v["msi_function_number"] else 0,
+                       s.mask_prev[0]]
 
     # -- per beat -------------------------------------------------------------------------------
 

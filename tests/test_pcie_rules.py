@@ -69,6 +69,7 @@ def msi_trace(chk, *, mask):
     """Ask for MSI vector 0 with MSI enabled and the vector's mask bit ``mask``."""
     chk.step(cfg_interrupt_msi_enable=1, cfg_interrupt_msi_data=mask)
     chk.step()
+    chk.step()
     chk.step(cfg_interrupt_msi_int=1)
 
 

@@ -22,7 +22,7 @@ from .completer import CqBuffer, USPCompleter
 from .descriptors import CC_USER_WIDTH, CQ_USER_WIDTH, RC_USER_WIDTH, RQ_USER_WIDTH
 from .irq import INTX_PORTS, MSI_PORTS, USPInterrupts
 from .requester import DEFAULT_CPL_TIMEOUT, USPRequester
-from .streams import AxisToDwords, DwordsToAxis
+from .streams import AxisSkid, AxisToDwords, DwordsToAxis
 
 __all__ = ["AXIS_WIDTHS", "VMShmUSP"]
 
@@ -256,11 +256,23 @@ class VMShmUSP(wiring.Component):
         m.d.comb += rq_tx.clear.eq(flr_reset)
 
         def wire(prefix, axis, sink):
+            # Through a skid buffer each way: at 250 MHz no path may run from a hard-IP output
+            # into logic and back out to a hard-IP input in one cycle (CQ/RC tready from tkeep,
+            # the CC/RQ packet FIFO's read address from tready; issue 22, finding 6).
+            user_width = len(axis.tuser)
+            skid = AxisSkid(W, user_width)
+            m.submodules[f"{prefix}_skid"] = skid
+            outer, inner = (skid.i, skid.o) if sink else (skid.o, skid.i)
             for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
-                port, inner = getattr(self, f"{prefix}_{name}"), getattr(axis, name)
-                m.d.comb += inner.eq(port) if sink else port.eq(inner)
+                port = getattr(self, f"{prefix}_{name}")
+                m.d.comb += getattr(outer, name).eq(port) if sink else port.eq(getattr(outer,
+                                                                                     name))
             ready = getattr(self, f"{prefix}_tready")
-            m.d.comb += ready.eq(axis.tready) if sink else axis.tready.eq(ready)
+            m.d.comb += ready.eq(outer.tready) if sink else outer.tready.eq(ready)
+            if sink:
+                wiring.connect(m, inner, axis)
+            else:
+                wiring.connect(m, axis, inner)
 
         wire("s_axis_cq", cq_rx.axis, sink=True)
         wire("m_axis_cc", cc_tx.axis, sink=False)
@@ -301,18 +313,29 @@ class VMShmUSP(wiring.Component):
         # writes, and the register keeps the IP's status off our critical paths.
         status = Signal(16)
         m.d.sync += status.eq(self.cfg_function_status)
+        # The IP's other status outputs likewise, before they reach length arithmetic or a
+        # state machine (finding 6): a sequence number reported a cycle later only delays a
+        # write's acknowledgement; Max_Payload_Size and Max_Read_Request_Size change only
+        # with configuration writes, while the function is quiet.
+        max_payload, max_read_req = Signal(2), Signal(3)
+        np_req_count, seq_num, seq_num_valid = Signal(6), Signal(6), Signal()
+        m.d.sync += [max_payload.eq(self.cfg_max_payload),
+                     max_read_req.eq(self.cfg_max_read_req),
+                     np_req_count.eq(self.pcie_cq_np_req_count),
+                     seq_num.eq(self.pcie_rq_seq_num0),
+                     seq_num_valid.eq(self.pcie_rq_seq_num_vld0)]
         bus_master = status[2]
         m.d.comb += [
             completer.memory_enable.eq(status[1]),
             core.dma_enable.eq(bus_master),
             requester.bus_master.eq(bus_master),
             requester.host_base.eq(core.host_base),
-            requester.max_payload.eq(self.cfg_max_payload),
-            requester.max_read_req.eq(self.cfg_max_read_req),
-            completer.max_payload.eq(self.cfg_max_payload),
-            completer.np_req_count.eq(self.pcie_cq_np_req_count),
-            requester.seq_num.eq(self.pcie_rq_seq_num0),
-            requester.seq_num_valid.eq(self.pcie_rq_seq_num_vld0),
+            requester.max_payload.eq(max_payload),
+            requester.max_read_req.eq(max_read_req),
+            completer.max_payload.eq(max_payload),
+            completer.np_req_count.eq(np_req_count),
+            requester.seq_num.eq(seq_num),
+            requester.seq_num_valid.eq(seq_num_valid),
             self.pcie_cq_np_req.eq(completer.np_req),
         ]
 
@@ -326,7 +349,13 @@ class VMShmUSP(wiring.Component):
             irq.bus_master.eq(bus_master),
             irq.intx_disable.eq(status[3]),
         ]
+        # The IP's interrupt outputs reach the shim through a register (finding 6): an answer
+        # (sent, fail) seen a cycle later only delays the next request, and MSI Enable and the
+        # mask bits change with configuration writes.
         for name, (direction, _) in {**INTX_PORTS, **MSI_PORTS}.items():
             port, inner = getattr(self, name), getattr(irq, name)
-            m.d.comb += port.eq(inner) if direction is Out else inner.eq(port)
+            if direction is Out:
+                m.d.comb += port.eq(inner)
+            else:
+                m.d.sync += inner.eq(port)
         return m
