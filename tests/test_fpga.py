@@ -323,16 +323,18 @@ def _unbuffered(width, user_width):
 
         def elaborate(self, platform):
             m = Module()
-            wiring.connect(m, wiring.flipped(self.i), self.o)
+            for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
+                m.d.comb += getattr(self.o, name).eq(getattr(self.i, name))
+            m.d.comb += self.i.tready.eq(self.o.tready)
             return m
     return Wires()
 
 
 def test_boundary_check_prints_the_paths_of_an_unbuffered_shim(monkeypatch):
-    """Finding 6: without the skid buffers, the check finds CQ/RC tready made from tkeep and
-    CC/RQ tdata from the packet FIFO's block RAM addressed by tready, and names them. On main
-    (no skid buffers, configuration inputs unregistered) it reported these paths and deep
-    inputs (cfg_max_payload into length arithmetic, cfg_flr_in_process into every reset)."""
+    """Finding 6: without the skid buffers, the check finds CQ/RC tready made from tkeep, names
+    the cells, and finds the streams' inputs used deep before a register. On main's top it
+    reported both tkeep -> tready paths and 18 inputs used deep (cfg_max_payload and
+    cfg_max_read_req through 27 cells of length arithmetic, RC tdata through 40)."""
     _need(toolchain_missing())
     from vmshm.fpga.boundary import check_boundary
     from vmshm.rtl.usp import top
@@ -340,7 +342,8 @@ def test_boundary_check_prints_the_paths_of_an_unbuffered_shim(monkeypatch):
     report = check_boundary("usp", {"axis_width": 64})
     pairs = {(a, b) for a, b, _ in report.paths}
     assert ("s_axis_cq_tkeep", "s_axis_cq_tready") in pairs
-    assert ("m_axis_cc_tready", "m_axis_cc_tdata") in pairs
+    assert ("s_axis_rc_tkeep", "s_axis_rc_tready") in pairs
+    assert "s_axis_rc_tdata" in report.deep_inputs
     assert not report.clean
     assert any("s_axis_cq_tkeep -> s_axis_cq_tready" in line for line in report.lines())
 
