@@ -7,7 +7,9 @@ byte enables against PCIe Base 2.2.5 as it takes it.
 """
 
 import pytest
-from amaranth.hdl import Signal
+from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
 from vmshm.rtl import VMShmCore
@@ -15,8 +17,8 @@ from vmshm.rtl.usp.descriptors import RC_DESCRIPTOR, RC_DISCONTINUE
 from vmshm.sim import stream_get, stream_put
 
 from test_usp_shims import HOST_BASE, RootComplex, dwords_at
-from usp_harness import (LIMIT, RequesterHarness, gate, pack, pg213_rules, run, seeded,
-                         to_beats)
+from usp_harness import (LIMIT, RequesterHarness, gate, pack, pg213_rules, put_packet, run,
+                         seeded, to_beats)
 
 #: Writes the core may hand the requester, as each DWORD's byte enables. The first is what the
 #: core owes after a window write timed out on its first beat (issue 22, finding 1): that beat
@@ -232,3 +234,82 @@ def test_finding12_bus_master_off_stops_the_rest_of_a_request(write):
     run(dut, main, clear_bme, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
     assert len(rc.tlps) <= 2, f"{len(rc.tlps)} TLPs went out after Bus Master Enable went off"
     assert got[-1] == 1, "the core was not told the rest failed"
+
+
+class FlrRequester(wiring.Component):
+    """A :class:`RequesterHarness` inside a Function Level Reset, as the top resets it: ``flr``
+    resets its logic for the cycle it is high (and tells the requester, where it listens)."""
+
+    def __init__(self):
+        self.inner = RequesterHarness(64, cpl_timeout=1 << 16)
+        members = dict(self.inner.signature.members)
+        members["flr"] = In(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = ResetInserter(self.flr)(self.inner)
+        for name, member in self.inner.signature.members.items():
+            if name == "flr":
+                continue
+            if member.is_port and member.flow == In:
+                m.d.comb += getattr(inner, name).eq(getattr(self, name))
+            elif member.is_port:
+                m.d.comb += getattr(self, name).eq(getattr(inner, name))
+            else:
+                wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(inner, name)) \
+                    if member.flow == In else \
+                    wiring.connect(m, getattr(inner, name), wiring.flipped(getattr(self, name)))
+        if "flr" in self.inner.signature.members:
+            m.d.comb += inner.flr.eq(self.flr)
+        return m
+
+
+class LateRootComplex(RootComplex):
+    """Hold every completion while ``hold``; then send each read's completions whole, in the
+    order the reads came."""
+
+    hold = True
+
+    async def rc_process(self, ctx):
+        while True:
+            if self.hold or not self.pending:
+                await ctx.tick()
+                continue
+            for part in self.pending.pop(0):
+                await put_packet(ctx, self.dut.rc, part)
+
+
+def test_finding8_flr_leaves_tags_of_reads_in_flight_out_of_use():
+    """Finding 8: an FLR while a read's completions are still on their way turns its tags stale
+    instead of forgetting them, so the late completions are not taken for the next read's. On
+    main the FLR cleared the tag table, the next read went out with the same tag, and it handed
+    over the data of the read from before the FLR."""
+    rng = seeded(8)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = FlrRequester()
+    rc = LateRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        req = {"write": 0, "addr": 0x100, "count": 15, "data": 0, "be": 0xF, "tag": 1}
+        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+        while not rc.tlps:
+            await ctx.tick()
+        ctx.set(dut.flr, 1)                 # the function is reset with the read in flight
+        await ctx.tick()
+        ctx.set(dut.flr, 0)
+        memory[0x100:0x140] = bytes(rng.getrandbits(8) for _ in range(64))
+        await stream_put(ctx, dut.dma_req, {**req, "tag": 2}, timeout=LIMIT)
+        while len(rc.tlps) < 2:
+            await ctx.tick()
+        rc.hold = False                     # the read from before the FLR is answered first
+        for _ in range(16):
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            got.append((beat.data, beat.err))
+
+    run(dut, main, rc.rq_process, rc.rc_process)
+    assert rc.tlps[0][0].tag != rc.tlps[1][0].tag, "the read after the FLR reused a live tag"
+    assert got == [(d, 0) for d in dwords_at(memory, 0x100, 16)], \
+        "the read after the FLR handed over the data of the read before it"

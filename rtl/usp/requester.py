@@ -52,6 +52,13 @@ class TagTable(wiring.Component):
         Tags of the read at hand still owed completions.
     release, park, unpark : ``In(32)``
         One bit per tag.
+    orphan : ``In(1)``
+        A Function Level Reset: every outstanding tag turns stale. The table itself is outside
+        the function's reset (its two registers are reset-less): completions may still be on
+        their way, and a read after the FLR must not take them for its own (issue 22,
+        finding 8).
+    forget : ``In(1)``
+        The link's reset: no completion is on its way any more, every tag is free.
     """
 
     tag: Out(5)
@@ -63,17 +70,25 @@ class TagTable(wiring.Component):
     release: In(_TAGS)
     park: In(_TAGS)
     unpark: In(_TAGS)
+    orphan: In(1)
+    forget: In(1)
 
     def elaborate(self, platform):
         m = Module()
-        outstanding = self.outstanding
-        stale = Signal(_TAGS)           # tags of earlier reads still owed completions
+        outstanding = Signal(_TAGS, reset_less=True)
+        m.d.comb += self.outstanding.eq(outstanding)
+        stale = Signal(_TAGS, reset_less=True)  # tags of earlier reads still owed completions
         set_out = Signal(_TAGS)
         with m.If(self.take):
             m.d.comb += set_out.bit_select(self.tag, 1).eq(1)
-        retired = Mux(self.retire, outstanding, 0)
-        m.d.sync += [outstanding.eq((outstanding | set_out) & ~(retired | self.release)),
-                     stale.eq((stale | retired | self.park) & ~self.unpark)]
+        retired = Mux(self.retire | self.orphan, outstanding, 0)
+        with m.If(self.forget):
+            m.d.sync += [outstanding.eq(0), stale.eq(0)]
+        with m.Elif(self.orphan):
+            m.d.sync += [outstanding.eq(0), stale.eq((stale | retired) & ~self.unpark)]
+        with m.Else():
+            m.d.sync += [outstanding.eq((outstanding | set_out) & ~(retired | self.release)),
+                         stale.eq((stale | retired | self.park) & ~self.unpark)]
         busy = outstanding | stale
         m.d.comb += self.tag_busy.eq(busy.bit_select(self.tag, 1))
         with m.If(self.skip | self.take):
@@ -319,6 +334,11 @@ class USPRequester(wiring.Component):
         Asked to flush: a control request waits.
     dirty : ``Out(1)``
         Writes have been sent that no flush has followed yet.
+    flr : ``In(1)``
+        A Function Level Reset resets the requester this cycle: the tags of reads still owed
+        completions stay out of use until the IP reports them complete (:class:`TagTable`).
+    link_reset : ``In(1)``
+        The link's reset (``user_reset``): every tag is free again.
     """
 
     def __init__(self, addr_width, *, cpl_timeout=DEFAULT_CPL_TIMEOUT):
@@ -338,6 +358,8 @@ class USPRequester(wiring.Component):
             "seq_num_valid": In(1),
             "flush":         In(1),
             "dirty":         Out(1),
+            "flr":           In(1),
+            "link_reset":    In(1),
         })
 
 
@@ -361,6 +383,8 @@ class USPRequester(wiring.Component):
             tags.release.eq(rcv.release),
             tags.park.eq(rcv.park),
             tags.unpark.eq(rcv.unpark),
+            tags.orphan.eq(self.flr),
+            tags.forget.eq(self.link_reset),
             r.timed_out.eq(r.timer == self._cpl_timeout),
             dma_rsp.payload.tag.eq(r.tag),
         ]

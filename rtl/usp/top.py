@@ -253,7 +253,8 @@ class VMShmUSP(wiring.Component):
         requester = USPRequester(self._core.addr_width, cpl_timeout=self._cpl_timeout)
         m.submodules.completer = function(completer)
         m.submodules.requester = function(requester)
-        m.d.comb += rq_tx.clear.eq(flr_reset)
+        m.d.comb += [rq_tx.clear.eq(flr_reset), requester.flr.eq(flr_reset),
+                     requester.link_reset.eq(self.user_reset)]
 
         def wire(prefix, axis, sink):
             # Through a skid buffer each way: at 250 MHz no path may run from a hard-IP output
