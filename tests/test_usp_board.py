@@ -313,3 +313,43 @@ def test_finding8_flr_leaves_tags_of_reads_in_flight_out_of_use():
     assert rc.tlps[0][0].tag != rc.tlps[1][0].tag, "the read after the FLR reused a live tag"
     assert got == [(d, 0) for d in dwords_at(memory, 0x100, 16)], \
         "the read after the FLR handed over the data of the read before it"
+
+
+class MessageCore(VMShmCore):
+    """The core with the input branch pcie_soft's core has for finding 4: ``msi_ok``, high while
+    a message may be sent (it owes one on its rising edge with a vector pending)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.msi_ok = Signal()
+
+
+@pytest.mark.parametrize("msi, bme", [(1, 1), (1, 0), (0, 1)])
+def test_finding4_core_hears_when_messages_become_possible(monkeypatch, msi, bme):
+    """Finding 4 (UltraScale+ side): the shim tells a core that owes a message on the enabling
+    edge when MSI Enable and Bus Master Enable are both set (``msi_ok``), so a vector pending
+    when MSI is turned on is signalled. On main nothing drove it (the input stayed 0)."""
+    from vmshm.rtl.usp import top as usp_top
+    monkeypatch.setattr(usp_top, "VMShmCore", MessageCore)
+    dut = usp_top.VMShmUSP(axis_width=64)
+    seen = []
+
+    async def clock(ctx):
+        while True:
+            ctx.set(dut.user_clk, 0)
+            await ctx.delay(2e-9)
+            ctx.set(dut.user_clk, 1)
+            await ctx.delay(2e-9)
+
+    async def main(ctx):
+        ctx.set(dut.cfg_function_status, bme << 2)
+        ctx.set(dut.cfg_interrupt_msi_enable, msi)
+        for _ in range(4):
+            await ctx.posedge(dut.user_clk)
+        seen.append(ctx.get(dut._core.msi_ok))
+
+    sim = Simulator(dut)
+    sim.add_process(clock)
+    sim.add_testbench(main)
+    sim.run_until(1e-7)
+    assert seen == [msi & bme]

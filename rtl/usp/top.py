@@ -359,4 +359,9 @@ class VMShmUSP(wiring.Component):
                 m.d.comb += port.eq(inner)
             else:
                 m.d.sync += inner.eq(port)
+        # A core that owes a message when messages become possible (MSI Enable or Bus Master
+        # Enable rising with a vector pending; issue 22, finding 4) is told when they are:
+        # PF0's MSI Enable, as the shim sees it, and Bus Master Enable.
+        if hasattr(core, "msi_ok"):
+            m.d.comb += core.msi_ok.eq(irq.cfg_interrupt_msi_enable[0] & bus_master)
         return m
