@@ -304,7 +304,7 @@ class SkidBuffer(wiring.Component):
         m = Module()
         i, o = self.i, self.o
         main_valid, skid_valid = Signal(), Signal()
-        main, skid = Signal(len(i.payload)), Signal(len(i.payload))
+        main, skid = Signal(len(i.payload), name="held"), Signal(len(i.payload), name="spare")
         m.d.comb += [i.ready.eq(~skid_valid), o.valid.eq(main_valid), o.payload.eq(main)]
         take_in = i.valid & ~skid_valid
         with m.If(~main_valid | o.ready):
@@ -340,7 +340,7 @@ class AxisSkid(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width, user_width = self._widths
-        m.submodules.skid = skid = SkidBuffer(width + user_width + 1 + width // 32)
+        m.submodules.buffer = skid = SkidBuffer(width + user_width + 1 + width // 32)
         m.d.comb += [
             skid.i.payload.eq(Cat(*(getattr(self.i, f) for f in self._FIELDS))),
             skid.i.valid.eq(self.i.tvalid),
