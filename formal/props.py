@@ -33,7 +33,9 @@ from vmshm.abi.regmap import BAR_REGS, REG, CtlOp
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.layouts import Space
 
-__all__ = ["CORE_PARAMS", "PROPERTIES", "CoreProperties", "PCIProperties"]
+from .components import _past
+
+__all__ = ["CORE_PARAMS", "PROPERTIES", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
 
 #: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
 CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=2)
@@ -43,6 +45,10 @@ PCI_PARAMS = dict(CORE_PARAMS, name_size=16)
 MAX_BEATS = 2
 
 PROPERTIES = ("dma_safe", "one_completion", "open_close_once", "streams", "reset")
+#: The soft function's: ``msi_gated`` (no MSI on offer while MSI Enable or Bus Master Enable is
+#: clear, nor during a Function Level Reset) and ``msi_edge`` (a vector pending and unmasked when
+#: MSI and BME become enabled, or pending while they are, is messaged within 2 cycles).
+PCI_PROPERTIES = ("one_completion", "streams", "msi_gated", "msi_edge")
 
 
 def _any_source(m, stream):
@@ -251,8 +257,8 @@ class PCIProperties(Elaboratable):
     """
 
     def __init__(self, prop):
-        if prop not in ("one_completion", "streams"):
-            raise ValueError(f"prop must be one_completion or streams, not {prop!r}")
+        if prop not in PCI_PROPERTIES:
+            raise ValueError(f"prop must be one of {', '.join(PCI_PROPERTIES)}, not {prop!r}")
         self.prop = prop
 
     def elaborate(self, platform):
@@ -300,7 +306,26 @@ class PCIProperties(Elaboratable):
             m.d.sync += cpls_left.eq(cpls_left - 1)
             with m.If(cpls_left == 1):
                 m.d.sync += outstanding.eq(0)
-        if self.prop == "one_completion":
+        # The interrupt's enables, as configuration space holds them.
+        regs = m.submodules.fn._named_submodules["config"][0]
+        enabled = Signal()
+        m.d.comb += enabled.eq(regs.msi_enable & regs.command[2])
+        irq = fn._core.irq
+        news = Signal()             # the vector pending & unmasked became messageable
+        m.d.comb += news.eq(irq & enabled & ~_past(m, irq & enabled, "was_messageable"))
+        owe = Signal()
+        owe_age = Signal(4)
+        with m.If(fn.msi.valid | flr):
+            m.d.sync += [owe.eq(0), owe_age.eq(0)]
+        with m.Elif(news | owe):
+            m.d.sync += [owe.eq(1), owe_age.eq(Mux(owe_age == 15, 15, owe_age + 1))]
+        if self.prop == "msi_gated":
+            m.d.comb += [Assert(~fn.msi.valid | enabled,
+                                "an MSI on offer while MSI Enable or Bus Master Enable is clear"),
+                         Assert(~(fn.msi.valid & flr), "an MSI on offer during an FLR")]
+        elif self.prop == "msi_edge":
+            m.d.comb += Assert(owe_age <= 2, "a pending vector was not messaged (lost MSI)")
+        elif self.prop == "one_completion":
             m.d.comb += [
                 Assert(~cpl.valid | outstanding, "a completion came without a request"),
                 Assert(~(cpl.valid & outstanding) | (cpl.payload.last == (cpls_left == 1)),

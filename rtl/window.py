@@ -139,6 +139,9 @@ class WindowDMA(wiring.Component):
         owed_count = Signal(8)
         owed_data = Signal(self._data_width)
         owed_be = Signal(wb)
+        # Their tag: the request's own, kept, so a beat on offer keeps its tag when the next
+        # request takes a new one (a stream source may not change a beat it offered).
+        owed_tag = Signal(TAG_BITS)
         m.d.comb += self.free.eq(owed == 0)
         # The enables of the beat at hand: a burst's last word may end inside the object.
         last_be = Mux(cmd.remaining == 0, cmd.end_be, (1 << wb) - 1)
@@ -180,7 +183,8 @@ class WindowDMA(wiring.Component):
                 with m.Elif(timer.expired):
                     with m.If(self.free):
                         m.d.sync += [owed.eq(1), owed_write.eq(0), owed_addr.eq(cmd.addr),
-                                     owed_count.eq(cmd.remaining), owed_be.eq(cmd.end_be)]
+                                     owed_count.eq(cmd.remaining), owed_be.eq(cmd.end_be),
+                                     owed_tag.eq(tag), owed_data.eq(0)]
                     give_up()
 
             with m.State("READ-DATA"):
@@ -236,7 +240,8 @@ class WindowDMA(wiring.Component):
                             m.d.sync += [owed.eq(cmd.remaining + 1), owed_write.eq(1),
                                          owed_addr.eq(cmd.addr), owed_count.eq(cmd.count),
                                          owed_data.eq(self.wr.payload.data),
-                                         owed_be.eq(self.wr.payload.be & last_be)]
+                                         owed_be.eq(self.wr.payload.be & last_be),
+                                         owed_tag.eq(tag)]
                         give_up()
 
             with m.State("WRITE-ACK"):
@@ -261,7 +266,7 @@ class WindowDMA(wiring.Component):
                 dma_req.payload.count.eq(owed_count),
                 dma_req.payload.data.eq(owed_data),
                 dma_req.payload.be.eq(owed_be),
-                dma_req.payload.tag.eq(tag),
+                dma_req.payload.tag.eq(owed_tag),
             ]
             with m.If(dma_req.ready):
                 m.d.sync += [owed.eq(owed - 1), owed_be.eq(0)]

@@ -128,10 +128,16 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
                                         mapping.read(0, min(LINE_BYTES, report.mapped))))
         report.meant = f"I was here: {pid}".encode() + b"\0"
         report.wrote = report.meant[:report.mapped]
-        await step("write offset 0", mapping.write(0, report.wrote))
-        # A window access the host did not answer in time reads all ones or is dropped; the
-        # device counts them, and the example must not report garbage as what it found.
-        timeouts = await drv.regs.read32(REG["TIMEOUTS"].offset)
+        async def write():
+            # A window access the host did not answer in time reads all ones or is dropped; the
+            # device counts them, and the example must not report garbage as what it found. The
+            # TIMEOUTS read is the write step's: it is how the example learns that its posted
+            # write (and the read before it) reached the object, so its cycles belong to the
+            # write, and every cycle of the run is inside a step.
+            await mapping.write(0, report.wrote)
+            return await drv.regs.read32(REG["TIMEOUTS"].offset)
+
+        timeouts = await step("write offset 0", write())
         if timeouts:
             raise OSError(errno.ETIMEDOUT, f"the host did not answer {timeouts} window "
                                            f"access{'es' if timeouts > 1 else ''} in time (the "

@@ -8,13 +8,12 @@ registry's one lifecycle. :func:`run_pcie_scenario` does the same through the PC
 on the UltraScale+ top, for the scenarios that hold there (:data:`PCIE_SCENARIOS`).
 """
 
-import os
 from dataclasses import asdict
-from uuid import uuid4
 
 from vmshm.backends import get_backend, run_job
 from vmshm.harness.job import Job
 from vmshm.host_model import ShmRegion
+from vmshm.host_model.scratch import remove_stale, scratch_name
 
 from .registry import SCENARIOS, ScenarioEnv
 
@@ -85,6 +84,8 @@ def _job_args(name, env):
 
 
 def _object(shm_name, scn):
+    # A run killed before its `finally` (a timeout's SIGKILL) left its object: remove those.
+    remove_stale()
     # Sparse: a scenario tests sizes (one is over 4 GiB), not the memory behind them.
     return ShmRegion.create(shm_name, scn.shm_size, reserve=False)
 
@@ -103,7 +104,7 @@ def run_scenario(name, *, backend="amaranth", data_width=32, seed=1, timing=None
     scn = SCENARIOS[name]
     region = None
     if shm_name is None:
-        shm_name = f"/vmshm-{name[:20]}-{os.getpid()}-{uuid4().hex[:8]}"
+        shm_name = scratch_name(name[:20])
         region = _object(shm_name, scn)
     try:
         env = scn.env(shm_name, seed=seed, data_width=data_width)
@@ -132,7 +133,7 @@ def run_pcie_scenario(name, sim, *, axis_width=64, seed=1, shm_name=None, waves=
         raise ValueError(f"scenario {name!r} needs {scn.devices} devices; a root port has one")
     region = None
     if shm_name is None:
-        shm_name = f"/vmshm-pcie-{name[:20]}-{os.getpid()}-{uuid4().hex[:8]}"
+        shm_name = scratch_name(f"pcie-{name[:20]}")
         region = _object(shm_name, scn)
     try:
         env = scn.env(shm_name, seed=seed, data_width=32)

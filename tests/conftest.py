@@ -6,6 +6,12 @@ from uuid import uuid4
 import pytest
 
 from vmshm.host_model import ShmRegion
+from vmshm.host_model.scratch import remove_stale
+
+
+def pytest_sessionstart(session):
+    # Objects of a run killed by a timeout (SIGKILL skips every teardown): theirs to remove now.
+    remove_stale()
 
 
 class ShmObjects:

@@ -122,3 +122,83 @@ def test_version_is_the_installed_package_s():
     from importlib.metadata import version
     r = vmshm("--version", check_rc=0)
     assert r.stdout.strip() == f"vmshm {version('vmshm')}"
+
+
+def test_the_console_never_writes_a_control_character_of_the_text():
+    """The net under every print: text holding ESC, BEL, CSI (C1) or a right-to-left override
+    is written escaped; the console's own styles still reach a terminal as codes."""
+    import io
+
+    from vmshm.console import make_console
+
+    out = io.StringIO()
+    console = make_console(file=out, force_terminal=True, color_system="standard", width=80)
+    console.print("name /x\x1b[2J\x9b2J\u202e end\nnext line", style="red")
+    text = out.getvalue()
+    assert "/x\\x1b[2J\\x9b2J\\u202e end" in text
+    assert "\nnext line" in text.replace("\x1b[31m", "")    # line breaks are kept
+    # The red style's start and reset on each line, no more.
+    assert text.count("\x1b") == 4, repr(text)
+
+
+def _options():
+    """Yield ``(command, option, action)`` for every option and argument of every command."""
+    import argparse
+
+    from vmshm.cli import _parser
+
+    parser = _parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command, subparser in sub.choices.items():
+        for action in subparser._actions:
+            if not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+                yield command, "/".join(action.option_strings) or action.dest, action
+
+
+def test_every_option_of_every_command_has_help():
+    missing = [f"vmshm {command} {option}" for command, option, action in _options()
+               if not action.help]
+    assert not missing, f"options without help: {missing}"
+
+
+#: The one metavar style: capitalised words, joined by `=`, `:` or `,` (``N``, ``FILE``,
+#: ``PARAM=START:STOP:STEP``, ``W,W``).
+METAVAR = re.compile(r"[A-Z][A-Z0-9]*(?:[=:,][A-Z][A-Z0-9]*)*")
+#: Metavars that name one kind of value: a place in the file system.
+PATHS = {"FILE": "PATH", "DIR": "PATH"}
+
+
+def test_one_metavar_style():
+    """Every option that takes a value names it with choices or a metavar in the one style,
+    and an option of one name calls its value the same in every command."""
+    bad, seen = [], {}
+    for command, option, action in _options():
+        if action.nargs == 0 or (action.choices is not None and action.metavar is None):
+            continue
+        metavar = action.metavar
+        if metavar is None or not METAVAR.fullmatch(metavar):
+            bad.append(f"vmshm {command} {option} {metavar or '(none: ' + action.dest + ')'}")
+            continue
+        # A file, a folder and either are different values: -o is a file or a folder.
+        word = metavar.split(",")[0]
+        seen.setdefault(option, {}).setdefault(PATHS.get(word, word), []).append(command)
+    assert not bad, f"metavars not in the one style (WORD, WORD,WORD, A=B:C): {bad}"
+    differ = {option: names for option, names in seen.items() if len(names) > 1}
+    assert not differ, f"one option, several names for its value: {differ}"
+
+
+def test_behaviours_help_marks_the_ones_off_by_default_and_why():
+    from vmshm.fuzz.host import BEHAVIOURS
+
+    text = next(a.help for c, o, a in _options() if c == "fuzz" and o == "--behaviours")
+    on, off = text.split("Off by default, with why:")
+    for b in BEHAVIOURS:
+        assert b.name in (on if b.enabled else off), b.name
+        if not b.enabled:
+            assert b.needs in off, b.needs
+
+
+def test_channel_without_bench_shows_its_help():
+    r = vmshm("channel", check_rc=2)
+    assert "--bench" in r.stdout and "--rtl-count" in r.stdout, r.stdout
+    assert "say --bench" in r.stderr

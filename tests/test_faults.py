@@ -623,6 +623,16 @@ async def mmap_tiny_page(drv, fd, env, bus):
             "rejects": await drv.regs.read32(REG["REJECTS"].offset)}
 
 
+async def ring_no_group(drv, fd, env, bus):
+    from vmshm.driver_model.driver import VMSHM_IOCTL_RING
+    returned = await drv.ioctl(fd, VMSHM_IOCTL_RING, 7 << 16 | 3)
+    await bus.idle(64)
+    from vmshm.commands.qemu import unheard_doorbells
+    doorbells = list(bus.hosts[0].doorbells)
+    return {"returned": returned, "doorbells": doorbells, "note": unheard_doorbells(doorbells),
+            "timeouts": await drv.regs.read32(REG["TIMEOUTS"].offset)}
+
+
 DRIVER = [
     Fault("drv-ioctl-int", "driver", "`ioctl(fd, 0, 12345)`: an int where the name belongs",
           "EFAULT; nothing is written to the device",
@@ -719,6 +729,18 @@ DRIVER = [
           "(SIGBUS)", in_small_shm(GUEST_WRITE_SPARSE), errno=0,
           detail={"returncode": 0, "rejects_after_write": 1, "hole": "00" * 8,
                   "rejects_after_read": 1, "size": 64 << 10}, object_doc="its size unchanged"),
+    Fault("drv-ring-no-group", "driver", "`ioctl(fd, VMSHM_IOCTL_RING, 7 << 16 | 3)`: a ring "
+          "to peer 7, vector 3, on a device whose host is in no ivshmem group",
+          "returns 0; the host takes the doorbell and records it (`HostModel.doorbells`); "
+          "`vmshm qemu` prints how many were rung with no group to deliver them. In a group "
+          "(`--ivshmem`), a ring to a peer or vector that does not exist is dropped, logged and "
+          "counted (`IvshmemBridge.dropped`, printed by `vmshm qemu`)",
+          "DOORBELL is a posted write, as ivshmem's: the guest never learns whether a peer "
+          "exists; the host is the one place that can count it",
+          guest(ring_no_group, ioctl=False), errno=0,
+          detail={"returned": 0, "doorbells": [(7, 3)], "timeouts": 0,
+                  "note": "note: the guest rang 1 doorbell(s) (peer, vector: 7 3) with no "
+                          "ivshmem group to deliver them to (join one with --ivshmem SOCKET)"}),
 ]
 
 
@@ -857,11 +879,137 @@ def cli_server(*argv, name=None):
     return act
 
 
+def cli_timed(*argv, setup=None, timeout=60):
+    """Return an act: run ``vmshm ARGV`` (templates as :func:`cli`) as a process, after
+    ``setup(env)``; past `timeout` seconds it is killed and the outcome says it hung."""
+    def act(env):
+        if setup is not None:
+            setup(env)
+        args = [_fill(a, env) for a in argv]
+        code = "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))"
+        proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            return Outcome(status="hung", text=f"still running after {timeout} s: {out}{err}")
+        return Outcome(status=proc.returncode, text=out + err,
+                       detail={"raw_escape": "\x1b" in out + err})
+    return act
+
+
+def make_fifo(env):
+    """Make ``{tmp}/fifo``, a FIFO nobody reads."""
+    os.mkfifo(env.tmp / "fifo")
+
+
+#: A one-line C program for the cases that must stop before QEMU boots it.
+def make_program(env):
+    (env.tmp / "p.c").write_text("int main(void) { return 3; }\n")
+
+
+def through_link(act):
+    """Return an act: make the case's name a symbolic link in /dev/shm to a file outside it,
+    run `act`, then report whether the link and the file are as they were (and remove the
+    link, so the catalogue's check of the object sees none)."""
+    def wrapped(env):
+        target = env.tmp / "outside"
+        target.write_bytes(b"outside")
+        os.symlink(target, env.path())
+        try:
+            outcome = act(env)
+        finally:
+            outcome.detail.update(link=env.path().is_symlink(), target=target.read_bytes())
+            env.path().unlink()
+        return outcome
+    return wrapped
+
+
+#: SIGKILL ``vmshm scenario seed_example`` while its scratch object exists, then run it again;
+#: report what each step left. Run in a private /dev/shm (:func:`in_small_shm`), where no other
+#: run on this machine makes or removes objects. Beside it: an object named like a scratch
+#: object of a live process (this one), and a look-alike whose last part is not hex.
+KILLED_SCENARIO = """
+import signal, subprocess, time
+code = "import sys; from vmshm.cli import main; sys.exit(main(sys.argv[1:]))"
+argv = [sys.executable, "-c", code, "scenario", "seed_example"]
+live = f"vmshm-seed_example-{os.getpid()}-0123abcd"
+for name in (live, "vmshm-seed_example-1-notours"):
+    with open("/dev/shm/" + name, "wb") as f:
+        f.write(b"keep")
+proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+prefix = f"vmshm-seed_example-{proc.pid}-"
+deadline = time.monotonic() + 60
+theirs = []
+while not theirs and proc.poll() is None and time.monotonic() < deadline:
+    theirs = [e for e in os.listdir("/dev/shm") if e.startswith(prefix)]
+    time.sleep(0.002)
+proc.kill()
+proc.wait()
+left = [e for e in os.listdir("/dev/shm") if e.startswith(prefix)]
+again = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+print(again.stdout + again.stderr, file=sys.stderr)
+out = {"status": again.returncode, "killed_left_its_object": bool(left),
+       "after_next_run": sorted(os.listdir("/dev/shm")), "live": live}
+"""
+
+
+def killed_scenario_then_next(env):
+    outcome = in_small_shm(KILLED_SCENARIO)(env)
+    detail = outcome.detail
+    if "live" in detail:
+        # The private /dev/shm's objects, with this run's own process id written as PID.
+        live = detail.pop("live")
+        detail["after_next_run"] = [e.replace(live, "vmshm-seed_example-PID-0123abcd")
+                                    for e in detail["after_next_run"]]
+    outcome.status = detail.get("status", outcome.status)
+    return outcome
+
+#: Every command, with a name or path holding ESC where it takes one (``{e}`` is ``ESC[2J``,
+#: which clears a terminal); each prints it in a message or a result. ``ivshmem-server`` serves
+#: in the foreground: its cases are ``cli-ivshmem-escape-*``.
+ESCAPE_RUNS = [
+    ("demo", "--shm", "{name}", "--create", "4K", "--vcd", "{tmp}/d{e}.vcd"),
+    ("demo", "--shm", "{name}{e}-missing"),
+    ("scenario", "seed_example", "--waves", "{tmp}/w{e}.vcd"),
+    ("scenario", "x{e}"),
+    ("generate", "-o", "{tmp}/g{e}.v", "--lint-config", "{tmp}/g{e}.vlt"),
+    ("regs", "-o", "/nonexistent{e}/x"),
+    ("qemu", "--shm", "{name}", "--run", "{tmp}/p{e}.c"),
+    ("qemu", "--shm", "{name}", "--ivshmem", "{tmp}/s{e}.sock"),
+    ("fuzz", "-n", "5", "--vcd", "/nonexistent{e}/x.vcd"),
+    ("synth", "--json", "/nonexistent{e}/x.json"),
+    ("timing", "--out", "/dev/null/{e}"),
+    ("formal", "--out", "/dev/null/{e}"),
+    ("bench", "--backends", "x{e}"),
+    ("channel", "--bench", "--sizes", "x{e}"),
+    ("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", "/x{e}", "-o", "{tmp}/b{e}"),
+    ("mutate", "nosuch{e}"),
+]
+
+
+def escape_in_every_command(env):
+    """Run :data:`ESCAPE_RUNS`; report the commands whose output held a raw ESC, and those
+    that did not show the name escaped (``\\x1b``)."""
+    env.name = f"{env.name}\x1b[2J"
+    raw, unshown = [], []
+    for argv in ESCAPE_RUNS:
+        outcome = cli(*(a.replace("{e}", "\x1b[2J") for a in argv))(env)
+        if "\x1b" in outcome.text or "Traceback" in outcome.text:
+            raw.append(argv[0])
+        if "\\x1b[2J" not in outcome.text:
+            unshown.append(argv[0])
+    return Outcome(status=0, detail={"raw_escape": raw, "name_not_shown": unshown})
+
+
 #: A socket path for the cases run in a private /dev/shm, where {tmp} is not filled in.
 SMALL_SOCK = f"/tmp/vmshm-fault-{os.getpid()}-ivs.sock"
 
 
 LONG = "/" + "n" * (NAME_MAX + 1)
+LINK_DOC = "the link and the file it points to untouched"
 
 CLI = [
     Fault("cli-markup-close-tag-name", "cli", "`vmshm demo --shm '/x-[/]y' --create 4K`",
@@ -1165,6 +1313,106 @@ CLI = [
           cli_server("-S", "{tmp}/no\x1b[2J/s", "-M", "{name}", "-l", "64K"), status=1,
           words=("ENOENT", "no\\x1b[2J/s"), detail={"served": False, "raw_escape": False},
           after=None),
+    Fault("cli-demo-vcd-fifo", "cli", "`vmshm demo --create 4K --vcd FIFO`, a FIFO",
+          "exit 1 at once, `EINVAL`: the FIFO is not a regular file; it is not opened (a "
+          "reader is not handed an end of file) and the object is not created",
+          "one rule for every output of every command: an output is a regular file (opening "
+          "a FIFO blocks until a reader comes, and the waveform writers finish a file at the "
+          "end of the run)",
+          cli_timed("demo", "--shm", "{name}", "--create", "4K", "--vcd", "{tmp}/fifo",
+                    setup=make_fifo),
+          status=1, words=("EINVAL", "is a FIFO", "regular file"), after=None),
+    Fault("cli-scenario-waves-fifo", "cli", "`vmshm scenario seed_example --waves FIFO`",
+          "exit 1 at once, `EINVAL`, before the scenario runs", "the same output rule",
+          cli_timed("scenario", "seed_example", "--waves", "{tmp}/fifo", setup=make_fifo),
+          status=1, words=("EINVAL", "is a FIFO")),
+    Fault("cli-regs-fifo", "cli", "`vmshm regs -o FIFO`",
+          "exit 1 at once, `EINVAL`", "the same output rule, in the same check",
+          cli_timed("regs", "-o", "{tmp}/fifo", setup=make_fifo), status=1,
+          words=("EINVAL", "is a FIFO")),
+    Fault("cli-generate-device", "cli", "`vmshm generate -o /dev/null`",
+          "exit 1, `EINVAL`: a device is not a regular file", "the same output rule",
+          cli("generate", "-o", "/dev/null"), status=1, words=("EINVAL", "is a device")),
+    Fault("cli-fuzz-vcd-unwritable", "cli", "`vmshm fuzz --vcd /nonexistent/x.vcd`",
+          "exit 1, `ENOENT`, naming the file, before a transaction is drawn",
+          "outputs are checked before anything is simulated",
+          cli_timed("fuzz", "-n", "5", "--vcd", "/nonexistent/x.vcd"), status=1,
+          words=("ENOENT", "/nonexistent/x.vcd")),
+    Fault("cli-qemu-json-unwritable", "cli",
+          "`vmshm qemu --create 4K --run p.c --json /nonexistent/d/x.json`",
+          "exit 1, `ENOENT`, naming the file, before QEMU boots; nothing is created",
+          "a report that cannot be written must not cost the guest's run and its exit status",
+          cli_timed("qemu", "--shm", "{name}", "--create", "4K", "--run", "{tmp}/p.c",
+                    "--json", "/nonexistent/d/x.json", setup=make_program, timeout=30),
+          status=1, words=("ENOENT", "/nonexistent/d/x.json"), after=None),
+    Fault("cli-synth-json-fifo", "cli", "`vmshm synth --json FIFO`",
+          "exit 1, `EINVAL`, before anything is synthesized", "the same output rule",
+          cli_timed("synth", "--json", "{tmp}/fifo", setup=make_fifo), status=1,
+          words=("EINVAL", "is a FIFO")),
+    Fault("cli-build-output-unwritable", "cli",
+          "`vmshm build --board versa-ecp5 --plan-only -o /dev/null/x`",
+          "exit 1, `ENOTDIR`, naming the folder, before anything is elaborated",
+          "output folders are checked (made, and written to) before the work",
+          cli("build", "--board", "versa-ecp5", "--plan-only", "-o", "/dev/null/x"), status=1,
+          words=("ENOTDIR", "/dev/null/x: not a directory")),
+    Fault("cli-synth-keep-unwritable", "cli", "`vmshm synth --keep /dev/null/x`",
+          "exit 1, `ENOTDIR`, naming the folder, before anything is synthesized",
+          "the same check for every output folder", cli("synth", "--keep", "/dev/null/x"),
+          status=1, words=("ENOTDIR", "/dev/null/x: not a directory")),
+    Fault("cli-fuzz-no-behaviours", "cli", "`vmshm fuzz --behaviours '' -n 5`",
+          "exit 2: names no behaviour, with the list to choose from",
+          "a run that draws nothing would say it passed", cli("fuzz", "--behaviours", "",
+                                                              "-n", "5"),
+          status=2, words=("names no behaviour", "choose from")),
+    Fault("cli-shm-link", "cli", "`vmshm demo --shm /x` where /dev/shm/x is a symbolic link "
+          "to a file outside /dev/shm", "exit 1, `ELOOP`: it is a symbolic link, never opened "
+          "through, in one line, before anything is simulated",
+          "shm_open opens with O_NOFOLLOW; its own words (\"Too many levels of symbolic links\")"
+          " say nothing to a user",
+          through_link(cli("demo", "--shm", "{name}")), status=1,
+          words=("ELOOP", "is a symbolic link", "never opened through a link"),
+          detail={"link": True, "target": b"outside"}, after=None, object_doc=LINK_DOC),
+    Fault("cli-shm-link-create", "cli", "`vmshm demo --shm /x --create 4K`, the same link",
+          "exit 1: the same message, word for word", "one rule with and without --create",
+          through_link(cli("demo", "--shm", "{name}", "--create", "4K")), status=1,
+          words=("ELOOP", "is a symbolic link", "never opened through a link"),
+          detail={"link": True, "target": b"outside"}, after=None, object_doc=LINK_DOC),
+    Fault("cli-qemu-shm-link", "cli", "`vmshm qemu --shm /x`, the same link",
+          "exit 1: the same message, before QEMU boots", "the same rule in every command",
+          through_link(cli_timed("qemu", "--shm", "{name}", timeout=30)), status=1,
+          words=("ELOOP", "is a symbolic link"),
+          detail={"link": True, "target": b"outside"}, after=None, object_doc=LINK_DOC),
+    Fault("cli-build-shm-name", "cli",
+          "`vmshm build --board versa-ecp5 --plan-only --shm-name x`",
+          "exit 2: the device would refuse the name (no leading `/`), before anything is built",
+          "the self-test's name is checked with the device's own rule (check_name)",
+          cli("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", "x"), status=2,
+          words=("--shm-name", "does not start with '/'")),
+    Fault("cli-build-shm-name-long", "cli",
+          "`vmshm build --plan-only --shm-name /NAME` with 256 bytes after `/`",
+          "exit 2: longer than NAME_MAX", "the same rule",
+          cli("build", "--board", "versa-ecp5", "--plan-only", "--shm-name", LONG), status=2,
+          words=("--shm-name", "NAME_MAX")),
+    Fault("cli-scratch-after-sigkill", "cli", "`kill -9` of `vmshm scenario seed_example` "
+          "while it runs (as a test timeout does), then the next run",
+          "the killed run's scratch object (`/vmshm-seed_example-PID-HEX`) stays until the next "
+          "run (or test session) starts, which removes it; objects of live processes and other "
+          "names are untouched",
+          "SIGKILL skips every cleanup; a scratch object whose process is gone is nobody's, "
+          "but a user's object is never unlinked (host_model/scratch.py says which names)",
+          killed_scenario_then_next, status=0, words=("passed",),
+          detail={"killed_left_its_object": True,
+                  "after_next_run": ["vmshm-seed_example-1-notours",
+                                     "vmshm-seed_example-PID-0123abcd"]},
+          object_doc="the killed run's object removed; the others untouched"),
+    Fault("cli-escape-every-command", "cli", "every command (`demo`, `scenario`, `generate`, "
+          "`regs`, `qemu`, `fuzz`, `synth`, `timing`, `formal`, `bench`, `channel`, `build`, "
+          "`mutate`) "
+          "given a name or path holding `ESC[2J`", "each prints it as `\\x1b[2J`; no ESC "
+          "reaches the terminal", "names and paths are text: the console escapes control "
+          "characters in everything it writes, and the commands print names through escaped()",
+          escape_in_every_command, status=0,
+          detail={"raw_escape": [], "name_not_shown": []}, after=Obj(4096, b"I was here: ")),
 ]
 
 CATALOGUE = HOST + DRIVER + CLI
@@ -1236,7 +1484,21 @@ def render_markdown():
            f"Each row is a test in `tests/test_faults.py` ({len(CATALOGUE)} in all). It checks "
            "the exit status or errno, the message's key words, that no Python traceback is "
            "printed, and the shared-memory object's size and content before and after (the "
-           "column *the object afterwards*; `-` where the case involves none).", ""]
+           "column *the object afterwards*; `-` where the case involves none).", "",
+           "The rules the rows follow, in every command:", "",
+           "- Every argument and every output is checked before anything is made or run. An "
+           "output is a regular file (`harness/checks.py`, `check_output_file`): a FIFO, socket "
+           "or device is refused at once, never opened; an output folder is made and written "
+           "to first (`check_output_dir`).",
+           "- Creation reserves the object's memory; an object is never resized, and a user's "
+           "object is never unlinked. A symbolic link in /dev/shm is refused with `ELOOP`, "
+           "with and without `--create`.",
+           "- Names and paths are text: never console markup, and the console escapes every "
+           "control character (`\\x1b`), so no name can move the cursor or clear the screen.",
+           "- A test or scenario run's own objects are named `/vmshm-WORD-PID-HEX`; those left by "
+           "a run killed with SIGKILL are removed by the next scenario run or test session once "
+           "their process is gone (`host_model/scratch.py`). Give your own objects other names.",
+           ""]
     for layer in ("cli", "host", "driver"):
         rows = [c for c in CATALOGUE if c.layer == layer]
         if not rows:

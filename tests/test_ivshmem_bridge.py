@@ -21,6 +21,7 @@ from vmshm.abi.regmap import REG
 from vmshm.backends import backend_names, get_backend
 from vmshm.benches import channel as bench
 from vmshm.driver_model import vmshm_probe
+from vmshm.host_model.scratch import scratch_name
 from vmshm.host_model import HostModel, ShmRegion
 from vmshm.ivshmem import HostDoorbell, IvshmemBridge, IvshmemPeer
 
@@ -52,7 +53,7 @@ def group(tmp_path):
 
 
 def _object(size=64 << 10):
-    name = f"/vmshm-brobj-{os.getpid()}-{uuid4().hex[:8]}"
+    name = scratch_name("brobj")
     return name, ShmRegion.create(name, size)
 
 

@@ -2,7 +2,7 @@
 
 The folders are mapped into the one ``vmshm`` package by ``[tool.setuptools.package-dir]`` in
 pyproject.toml; these tests read that mapping, so a new folder is checked as soon as it is listed
-there. :data:`MAY_IMPORT` is the layering of ``docs``' and the README's layout table, as a table
+there. :data:`MAY_IMPORT` is the layering of docs/architecture.md's layout table, as a table
 the tests hold the code to: a folder imports only the folders it lists, lazy imports (inside
 functions) included. A backend runs what it is given by name (``"module:name"`` strings, imported
 with :mod:`importlib`), which is how the scenario suite runs on backends that never import it.
@@ -263,8 +263,8 @@ _NOT_LAYOUT = re.compile(r"\.|__pycache__$|.*\.egg-info$|build|dist$|sim_build$"
 
 
 def _readme_layout():
-    """Return ``{folder: layer}`` from the README's layout table."""
-    text = (ROOT / "README.md").read_text()
+    """Return ``{folder: layer}`` from the layout table of docs/architecture.md."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
     section = text.split("\n## Layout\n", 1)[1]
     table = section[section.index("\n| layer |") + 1:].split("\n\n", 1)[0]
     rows = re.findall(r"^\| (\d) \| `([\w.-]+)/` \|", table, re.M)
@@ -275,16 +275,16 @@ def test_readme_layout_table_matches_the_tree():
     table = _readme_layout()
     folders = {p.name for p in ROOT.iterdir() if p.is_dir() and not _NOT_LAYOUT.match(p.name)}
     missing = sorted(folders - set(table) - {"tests", "docs"})
-    assert not missing, f"folders the README's layout table does not explain: {missing}"
+    assert not missing, f"folders docs/architecture.md's layout table does not explain: {missing}"
     gone = sorted(f for f in table if f not in folders)
-    assert not gone, f"the README's layout table lists folders that do not exist: {gone}"
+    assert not gone, f"docs/architecture.md's layout table lists folders that do not exist: {gone}"
 
 
 def test_readme_layers_agree_with_the_table():
-    # What the README calls a lower layer is what MAY_IMPORT lets a folder import.
+    # What docs/architecture.md calls a lower layer is what MAY_IMPORT lets a folder import.
     layer = _readme_layout()
     for folder, allowed in MAY_IMPORT.items():
         for below in allowed:
             assert layer[below] <= layer[folder], (
-                f"{folder}/ (layer {layer[folder]}) may import {below}/, which the README puts "
+                f"{folder}/ (layer {layer[folder]}) may import {below}/, which docs/architecture.md puts "
                 f"in layer {layer[below]}")

@@ -167,6 +167,21 @@ def test_a_write_cut_off_still_ends_the_hosts_packet():
     assert [b[:5] for b in log] == [(1, 0x20, 2, 7, 0xF), (1, 0x20, 2, 7, 0), (1, 0x20, 2, 7, 0)]
 
 
+def test_owed_beats_keep_their_requests_tag_when_the_next_request_starts():
+    # A write cut off with a beat on offer, then a read started while its beats are still owed:
+    # the owed beats keep the write's tag (the stream rule: a beat on offer does not change),
+    # and the read goes out with its own, the next, after them.
+    async def bench(ctx, dut):
+        await _request(ctx, dut, write=1, addr=0x20, beats=2, data=(7, 8))
+        return await _request(ctx, dut, write=0, addr=0x30, beats=1)
+
+    _, log = _run(bench, stall=TIMEOUT + 6, answer=lambda req: [(1, 0, 0, None)])
+    writes = [b for b in log if b[0]]
+    assert [b[:5] for b in writes] == [(1, 0x20, 1, 7, 0xF), (1, 0x20, 1, 7, 0)]
+    read = [b for b in log if not b[0]]
+    assert {b[5] for b in writes} == {1} and [b[5] for b in read] == [2]
+
+
 @pytest.mark.parametrize("timeout", (0, 3))
 def test_host_timer(timeout):
     timer = HostTimer(timeout)

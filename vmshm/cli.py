@@ -22,7 +22,7 @@ def _commands():
     """Return ``(name, module, add_parser keywords)`` for every subcommand, in ``--help`` order."""
     # No matplotlib until a plot is drawn, no simulator until a command runs one.
     from vmshm.commands import (bench, build, channel, demo, formal, fuzz, generate,
-                                ivshmem_server, qemu, regs, scenario, synth, timing)
+                                ivshmem_server, mutate, qemu, regs, scenario, synth, timing)
 
     return [
         ("demo", demo, dict(
@@ -71,6 +71,12 @@ def _commands():
             help="prove the device's properties with SymbiYosys (never wedges, ...)",
             description="Check the formal properties of formal/props.py and print one line each: "
                         "proved, bounded to N cycles, or FAILED with the counterexample's VCD.")),
+        ("mutate", mutate, dict(
+            help="run the RTL mutant catalogue against the tests: killed or survived",
+            description="Apply each single-expression mutant of formal/mutants.json (found in "
+                        "the RTL's syntax tree) in a fresh pytest process, run the module's own "
+                        "tests, its formal checks and the daily subset, stopping at the first "
+                        "failure, and print which test killed it, or that it survived.")),
         ("timing", timing, dict(
             help="study the cycles of OPEN, CLOSE and window accesses, phase by phase",
             description="Run ioctl (name write + OPEN read), a window read and write, and CLOSE "

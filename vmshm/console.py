@@ -6,10 +6,13 @@ style and ``:smile:`` as an emoji, and drop ``[test]`` from ``pip install 'vmshm
 every console the command prints through is made here, with markup and emoji codes off; the
 command's own styling is passed as ``style=`` or built with :func:`styled`, never written
 inline. Names and paths also go through :func:`escaped`, so the bytes they hold cannot move the
-cursor or clear the terminal.
+cursor or clear the terminal; and as a net under every line a command prints, the console itself
+escapes the control characters of the text it writes (only rich's own styles and cursor moves
+reach the terminal as codes), so a name printed raw in some message still cannot.
 """
 
 import sys
+import unicodedata
 
 from rich.console import Console
 from rich.text import Text
@@ -33,8 +36,37 @@ def make_console(*, stderr=False, width=None, **kwargs):
     if width is None:
         stream = sys.stderr if stderr else sys.stdout
         width = None if stream.isatty() else 132
-    return Console(stderr=stderr, width=width, markup=False, emoji=False, highlight=False,
-                   soft_wrap=True, **kwargs)
+    return _TextConsole(stderr=stderr, width=width, markup=False, emoji=False, highlight=False,
+                        soft_wrap=True, **kwargs)
+
+
+#: Unicode categories the console never writes raw: controls, format characters, line and
+#: paragraph separators.
+_UNSAFE = ("Cc", "Cf", "Zl", "Zp")
+
+
+def _control_escaped(text):
+    """Return `text` with its control and format characters (ESC, BEL, C1's CSI, a right-to-left
+    override, ...) escaped, line breaks and tabs kept: the lines rich lays out hold them."""
+    if text.isprintable():
+        return text
+    return "".join(escaped(ch) if unicodedata.category(ch) in _UNSAFE and ch not in "\n\t"
+                   else ch for ch in text)
+
+
+class _TextConsole(Console):
+    """A console that escapes the control characters of every piece of text it writes.
+
+    Rich writes a text segment's characters as they are, ESC included; its own styles and cursor
+    moves are rendered apart from the text (a style's codes around it, control segments for the
+    cursor), so escaping the text segments leaves them working. ``_render_buffer`` is where
+    rich turns segments into the characters written: the one place every print passes.
+    """
+
+    def _render_buffer(self, buffer):
+        return super()._render_buffer(
+            seg if seg.control else seg._replace(text=_control_escaped(seg.text))
+            for seg in buffer)
 
 
 def styled(*parts):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from vmshm.console import escaped
 from vmshm.host_model import HostModel
 from vmshm.qemu import image
 from vmshm.qemu.device import FloorDevice
@@ -75,7 +76,9 @@ def run_bench(args, console, parts, params, rounds=BENCH_ROUNDS):
                         for k in ("ring_to_interrupt_cycles", "doorbell_write_cycles")))
     console.print(table)
     report = {"rounds": rounds, "backend": args.backend, "rows": rows}
-    console.print(json.dumps(report), highlight=False, markup=False)
     if args.json:
+        # The JSON goes only where it was asked for (--json, checked before booting); the
+        # terminal has the table.
         Path(args.json).write_text(json.dumps(report, indent=1))
+        console.print(f"report written to {escaped(args.json)}")
     return status

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from vmshm.console import escaped
 from vmshm.qemu import image
 from vmshm.qemu.boot import boot
 from vmshm.qemu.device import FloorDevice
@@ -66,9 +67,11 @@ def run_bench(args, console, parts, params, count=COUNT):
     console.print(table)
     report = {"count": count, "backend": args.backend, "boot_seconds": result.boot_seconds,
               "rows": rows}
-    console.print(json.dumps(report))
     if args.json:
+        # The JSON goes only where it was asked for (--json, checked before booting); the
+        # terminal has the table.
         Path(args.json).write_text(json.dumps(report, indent=1))
+        console.print(f"report written to {escaped(args.json)}")
     errors = [ln for ln in result.output if ln.startswith("vmshm_bench:")]
     for line in errors:
         console.print(line, style="red")

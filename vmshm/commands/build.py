@@ -8,6 +8,7 @@ from vmshm.fpga.board import build
 from vmshm.fpga.paths import describe, sets_fmax
 from vmshm.fpga.platforms import list_boards
 from vmshm.fpga.toolchain import ToolchainMissing
+from vmshm.console import escaped
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, parse_size
 
 __all__ = ["add_arguments", "run", "build_command"]
@@ -57,15 +58,26 @@ def build_command(args, console, params):
         raise ValueError("choose a board with --board NAME (--list-boards lists them)")
     params = dict(params)
     if args.shm_name is not None:
+        from vmshm.host_model import check_name
+        # The device's own rule for names, and its name buffer's size: the self-test's OPEN
+        # of a name the device refuses would fail on the board, after an hour's build.
+        try:
+            check_name(args.shm_name, params.get("name_size"))
+        except OSError as exc:
+            raise UsageError(f"--shm-name must be a name the device accepts: "
+                             f"{exc.strerror}") from None
         params["shm_name"] = args.shm_name
     if args.host_size is not None:
         params["host_size"] = args.host_size
+    if args.output:
+        from vmshm.harness.checks import check_output_dir
+        check_output_dir(args.output)   # before anything is elaborated or built
     with console.status("starting") as status:
         result = build(args.board, params, args.output, plan_only=args.plan_only,
                        progress=status.update)
     if result.kind == "plan":
         console.print(f"wrote the build plan for {result.board} ({result.device}) to "
-                      f"{result.build_dir}: run `sh {result.script.name}` there with the "
+                      f"{escaped(result.build_dir)}: run `sh {result.script.name}` there with the "
                       f"vendor's tools installed")
         return 0
     table = Table(title=f"{result.board} ({result.device}): the self-test, built in "
@@ -93,7 +105,7 @@ def build_command(args, console, params):
                           markup=False)
     for path in filter(sets_fmax, result.critical_paths):
         console.print(f"critical path, {describe(path)}", markup=False)
-    console.print(f"bitstream: {result.bitstream}")
+    console.print(f"bitstream: {escaped(result.bitstream)}")
     console.print("After loading it: LED 0 (green) lights when the self-test passed, LED 1 "
                   "(red) when it failed, LED 2 (blue) blinks while the clock runs.")
     return 0

@@ -25,9 +25,11 @@ def add_arguments(parser):
     """Add ``--bench``, ``--count``, ``--sizes``, ``--no-guest``, ``--timeout`` and the RTL
     table's ``--no-rtl``, ``--rtl-count``, ``--data-width`` and ``--backend``."""
     parser.add_argument("--bench", action="store_true", help="measure and print the tables")
+    # `vmshm channel` alone prints this help (run() has no parser of its own).
+    parser.set_defaults(channel_help=parser.format_help)
     parser.add_argument("--count", type=int, default=20000, metavar="N",
                         help="messages per size and direction (default 20000)")
-    parser.add_argument("--sizes", default="64,4096", metavar="B,B",
+    parser.add_argument("--sizes", default="64,4096", metavar="N,N",
                         help="message sizes in bytes, 1..4096, comma-separated (default 64,4096)")
     parser.add_argument("--no-guest", action="store_true",
                         help="only the host floor (no QEMU boot)")
@@ -38,7 +40,7 @@ def add_arguments(parser):
     parser.add_argument("--rtl-count", type=int, default=64, metavar="N",
                         help="messages per size and direction on the RTL (default 64; the "
                              "figures are simulated cycles, the same on every run)")
-    parser.add_argument("--data-width", default="32,64", metavar="BITS,BITS",
+    parser.add_argument("--data-width", default="32,64", metavar="W,W",
                         help="the device's data widths for the RTL table: 32, 64 or both "
                              "(default 32,64)")
     parser.add_argument("--backend", choices=("auto", *backend_names(in_process=True)),
@@ -85,6 +87,8 @@ def rtl_table(rows):
 def run(args, console):
     """Check the arguments; print the RTL table, then run the floor and the guest."""
     if not args.bench:
+        # Nothing asked for: what the command can do, then why nothing ran.
+        console.print(args.channel_help(), markup=False, highlight=False)
         raise UsageError("say --bench: it is the only thing `vmshm channel` does so far")
     sizes = _sizes(args.sizes)
     if not 2 <= args.count <= 10_000_000:

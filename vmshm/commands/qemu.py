@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from vmshm.console import escaped
 from vmshm.qemu import image
 from vmshm.qemu.boot import boot
 from vmshm.qemu.device import bar_bases, proxy_refusal
@@ -45,7 +46,7 @@ def add_arguments(p):
                    help="the host's POSIX shared-memory object, e.g. /shared-with-qemu")
     p.add_argument("--create", type=parse_size, metavar="SIZE",
                    help="create NAME with this size if it does not exist (never resized)")
-    p.add_argument("--run", metavar="FILE.c", help="compile this C program (static, with the "
+    p.add_argument("--run", metavar="FILE", help="compile this C program (static, with the "
                    "host's gcc) and run it in the guest instead of the example; ARGS after --")
     p.add_argument("--backend", default=None, metavar="B",
                    help="simulation backend serving the device: native (the default where "
@@ -64,7 +65,9 @@ def add_arguments(p):
                         "back; the guest's read returns), on the RTL and on a floor device")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
-    p.add_argument("--json", metavar="FILE", help="also write the run's report as JSON here")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write the run's (or a bench's) report as JSON here; without it "
+                        "no JSON is written or printed")
     p.add_argument("args", nargs="*", metavar="ARGS",
                    help="arguments of the program (after --); by default NAME")
     add_core_args(p)
@@ -73,7 +76,8 @@ def add_arguments(p):
 def _check_args(args):
     from vmshm.backends import BACKENDS, backend_names, get_backend
     from vmshm.checks import check_object_size
-    from vmshm.host_model import check_name
+    from vmshm.harness.checks import check_output_file
+    from vmshm.host_model import check_name, check_not_link
 
     # The device's own rule for names (and the name buffer's size), before anything is made.
     try:
@@ -82,6 +86,8 @@ def _check_args(args):
         raise ValueError(f"--shm must be a name the device accepts: {exc.strerror}") from None
     if args.create is not None:
         check_object_size(args.create, "--create")
+    # The same message for a link with and without --create, before QEMU boots.
+    check_not_link(args.shm)
     if args.backend is not None and args.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {args.backend!r}")
     serving = backend_names(in_process=True)
@@ -91,7 +97,7 @@ def _check_args(args):
                          f"cocotb ones run it in another process, which cannot take QEMU's "
                          f"socket yet)")
     if args.run is not None and not Path(args.run).is_file():
-        raise ValueError(f"--run {args.run}: no such file")
+        raise ValueError(f"--run {escaped(args.run)}: no such file")
     if args.run is not None and args.bench:
         raise ValueError("--bench runs its own program in the guest; leave out --run")
     if args.ivshmem is not None:
@@ -99,9 +105,10 @@ def _check_args(args):
         try:
             mode = os.stat(args.ivshmem).st_mode
         except OSError as exc:
-            raise ValueError(f"--ivshmem {args.ivshmem}: {exc.strerror}") from None
+            raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: {exc.strerror}") from None
         if not stat.S_ISSOCK(mode):
-            raise ValueError(f"--ivshmem {args.ivshmem}: not a socket (give the server's -S)")
+            raise ValueError(f"--ivshmem {escaped(args.ivshmem)}: not a socket (give the "
+                             f"server's -S)")
         if args.bench or args.doorbell_bench:
             raise ValueError("--ivshmem is for the example or --run; the benches have their own "
                              "host side")
@@ -114,6 +121,20 @@ def _check_args(args):
         missing = get_backend(args.backend).missing()
         if missing:
             raise ValueError(f"--backend {args.backend}: {missing}")
+    if args.json:
+        # Before booting: a report that cannot be written must not cost the guest's run.
+        check_output_file(args.json)
+
+
+def unheard_doorbells(doorbells):
+    """Return the note for the guest's doorbells (``(peer, vector)`` pairs) when the device is
+    in no ivshmem group: a DOORBELL write is posted, so the guest's ioctl returned 0 whatever
+    the peer, and this line is where a user learns that nobody heard them."""
+    rung = sorted(set(doorbells))
+    shown = ", ".join(f"{peer} {vector}" for peer, vector in rung[:8])
+    return (f"note: the guest rang {len(doorbells)} doorbell(s) (peer, vector: {shown}"
+            f"{', ...' if len(rung) > 8 else ''}) with no ivshmem group to deliver them to "
+            f"(join one with --ivshmem SOCKET)")
 
 
 def choose_backend(args, console):
@@ -190,7 +211,7 @@ def run(args, console):
     try:
         parts = image.find_parts(args.kernel, args.headers)
     except image.Missing as exc:
-        print(f"vmshm qemu: {exc}", file=sys.stderr)
+        print(f"vmshm qemu: {escaped(str(exc))}", file=sys.stderr)
         return 2
     from vmshm.host_model import HostModel
     host_log = []
@@ -203,8 +224,8 @@ def run(args, console):
         try:
             bridge = IvshmemBridge.connect(host, args.ivshmem, log=host_log.append)
         except (OSError, ProtocolError) as exc:
-            print(f"vmshm qemu: --ivshmem {args.ivshmem}: cannot join the group: "
-                  f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            print(f"vmshm qemu: --ivshmem {escaped(args.ivshmem)}: cannot join the group: "
+                  f"{escaped(getattr(exc, 'strerror', None) or exc)}", file=sys.stderr)
             return 2
         console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
                       highlight=False, markup=False)
@@ -260,6 +281,8 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
         console.print(f"ivshmem: {bridge.forwarded} doorbell(s) forwarded to peers, "
                       f"{bridge.delivered} ring(s) delivered, {bridge.dropped} dropped",
                       highlight=False, markup=False)
+    elif host.doorbells:
+        console.print(unheard_doorbells(host.doorbells), highlight=False, markup=False)
     if result.status is None:
         for line in result.console[-15:]:
             console.print(f"console| {line}", highlight=False, markup=False)
@@ -283,7 +306,7 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
     if args.json:
         Path(args.json).write_text(json.dumps(_report(result, args), indent=1))
     if result.error:
-        print(f"vmshm qemu: {result.error}", file=sys.stderr)
+        print(f"vmshm qemu: {escaped(result.error)}", file=sys.stderr)
         return 1
     if result.status is None:
         print("vmshm qemu: the guest stopped before the program finished", file=sys.stderr)

@@ -9,6 +9,7 @@ import tempfile
 
 from vmshm.abi import config_space
 from vmshm.abi.cheader import render_c_header
+from vmshm.harness.checks import check_output_file
 from vmshm.options import UsageError
 from vmshm.abi.rdl import EXPORT_FORMATS, access_markdown, export
 from vmshm.abi.regmap import render_markdown
@@ -52,6 +53,8 @@ def run(args, console):
             raise UsageError("--format html writes a directory: give it with -o DIR")
         export("html", args.output)
         return 0
+    if args.output:
+        check_output_file(args.output)
     text = render(args.format)
     if args.output:
         with open(args.output, "w") as f:

@@ -1,6 +1,7 @@
 """The ``vmshm scenario`` command: list the suite, or run one scenario on a backend."""
 
 from vmshm.backends import backend_names
+from vmshm.console import escaped
 from vmshm.options import UsageError, cycles
 
 __all__ = ["add_arguments", "run"]
@@ -13,7 +14,8 @@ def add_arguments(parser):
                         help="simulator (default amaranth)")
     parser.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
                         help="data path width in bits (default 32)")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the scenario's random choices")
+    parser.add_argument("--seed", type=int, default=1, metavar="N",
+                        help="seed of the scenario's random choices")
     parser.add_argument("--waves", nargs="?", const="", metavar="FILE",
                         help="write a VCD waveform (default name: NAME-BACKEND-WIDTH.vcd)")
     parser.add_argument("--top", choices=("pci", "usp"), default="pci",
@@ -86,5 +88,5 @@ def run(args, console):
     console.print(f"{args.name} passed on {args.backend} ({args.data_width}-bit) in "
                   f"{result.cycles} cycles")
     if waves:
-        console.print(f"waveform written to {waves}")
+        console.print(f"waveform written to {escaped(waves)}")
     return 0

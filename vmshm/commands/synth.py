@@ -7,13 +7,13 @@ line, runs every configuration and prints the tables.
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 from vmshm.fpga.paths import describe, sets_fmax
 from vmshm.fpga.synth import ecp5_target, synthesize
 from vmshm.fpga.toolchain import ToolchainMissing, require_toolchain, tool_versions
+from vmshm.console import escaped
 from vmshm.options import TOP_OPTIONS, UsageError, add_core_args, add_pci_args, core_args
 
 __all__ = ["add_arguments", "run", "synthesize_all"]
@@ -102,12 +102,15 @@ def synthesize_all(args, console, params_for):
     (:func:`vmshm.fpga.xilinx.synthesize_xilinx`). ``params_for(top, data_width)`` gives each
     configuration's parameters. Return the exit status.
     """
+    from vmshm.harness.checks import check_output_dir, check_output_file
     from vmshm.rtl.tops import generate
     from vmshm.fpga.boundary import check_boundary
     from vmshm.fpga.xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
 
-    if args.json and os.path.isdir(args.json):
-        raise ValueError(f"--json needs a file name, not the folder {args.json!r}")
+    if args.json:
+        check_output_file(args.json)
+    if args.keep:
+        check_output_dir(args.keep)
     require_toolchain(boards=args.board is not None)
     target = ecp5_target(board=args.board, device=args.device, package=args.package,
                          speed=args.speed)
@@ -166,7 +169,7 @@ def synthesize_all(args, console, params_for):
             doc["xilinx"] = [r.as_dict() for r in xresults]
             doc["boundary"] = {top: report.lines() for top, report in boundaries}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
-        console.print(f"wrote {args.json}", markup=False)
+        console.print(f"wrote {escaped(args.json)}", markup=False)
     if args.keep:
         console.print(f"kept the work files in {args.keep}", markup=False)
     return 0 if all(report.clean for _, report in boundaries) else 1

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from vmshm.backends import backend_names
 from vmshm.console import note, plain_text
-from vmshm.harness.checks import check_output_file
+from vmshm.harness.checks import check_output_dir, check_output_file
 from vmshm.options import add_core_args, core_args, integer
 
 from vmshm.timing.model import (DEFAULT_NAME_LENGTH, PCIE_RANGES, SWEEPABLE, TimingParams,
@@ -60,7 +60,8 @@ def add_arguments(p):
                    help="probability the host offers an answer beat on a cycle (default 1)")
     p.add_argument("--repeat", type=_count, metavar="N",
                    help="transactions averaged per point (default 1, or 64 with back-pressure)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the host's back-pressure")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="seed of the host's back-pressure")
     p.add_argument("--backend", choices=backend_names(), default="amaranth",
                    help="simulator (default amaranth; the cocotb ones need their runner to "
                         "pass back the host BFM's event stamps)")
@@ -199,10 +200,7 @@ def run_cli(args, console, core):
             _with(base, sweep, v)
     # And the output folder: made now (like mkdir -p), and written to before anything runs.
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(out)) from None
+    check_output_dir(out)
     check_output_file(out / "timing.json")
 
     if args.waveform:
