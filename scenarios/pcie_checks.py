@@ -20,7 +20,7 @@ from vmshm.driver_model import (pci_clear_master, pci_disable_device, pci_enable
                                 pci_set_master, vmshm_probe)
 from vmshm.driver_model.bus import Space
 from vmshm.host_model import ShmRegion
-from vmshm.abi.regmap import DEVICE_ID, REG, Status
+from vmshm.abi.regmap import BAR_NAME, DEVICE_ID, REG, Status
 
 #: STATUS.DMA_ERROR, from the register map.
 REG_FIELD_DMA_ERROR = 1 << next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
@@ -122,7 +122,7 @@ async def long_reads(bus, tb, name):
 
 
 async def _inject(tb, fmt_type, *, bar_id, address, length=1, data=None, first_be=0xF,
-                  last_be=0, aperture=None):
+                  last_be=0, aperture=None, tc=0, attr=0):
     """Hand the device a request through the hard IP as the IP would, bypassing its BAR match.
 
     The model forwards only memory requests that match a BAR; this puts any request type on CQ
@@ -138,6 +138,7 @@ async def _inject(tb, fmt_type, *, bar_id, address, length=1, data=None, first_b
     tlp.first_be = first_be
     tlp.last_be = last_be
     tlp.bar_id = bar_id
+    tlp.tc, tlp.attr = tc, attr
     fn = tb.dev.functions[0]
     tlp.bar_aperture = aperture if aperture is not None else \
         (~fn.bar_mask[bar_id] & 0xFFFF_FFFF).bit_length()
@@ -549,3 +550,54 @@ async def function_level_reset(bus, tb, name):
     expect(await drv.regs.read32(REG["MAP_SIZE"].offset), 0, "MAP_SIZE after the FLR")
     expect(await drv.regs.read32(REG["ID"].offset), DEVICE_ID, "ID after the FLR")
     return {"done_after": done_after}
+
+
+async def write_after_late_read(bus, tb, name, rc_latency=20_000):
+    """Issue 22, finding 1: a window read the host answers past ``host_timeout`` keeps the
+    requester waiting for its completions, so the window write after it times out too; the
+    beats the core still owes the host must not become a malformed TLP (checked on the wire by
+    :class:`~vmshm.testbench.pcie_rules.PG213Checker`) nor write what the guest did not."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    before = random.Random(22).randbytes(64)
+    with ShmRegion.attach(name) as host:
+        host.write(0, before)
+    tb.region.delay_ns = rc_latency * tb.period_ns
+    expect_bytes(await mapping.read(0, 16), b"\xff" * 16, "the read the host answers late")
+    await bus.mem_write(drv.window.base + 32, b"ABCDEFGHIJKL")     # one 3-DWORD TLP
+    tb.region.delay_ns = 0
+    await _wait_cycles(tb, rc_latency + 2_000)     # the late completions, then the owed beats
+    with ShmRegion.attach(name) as host:
+        after = host.read(0, 64)
+    # Only the beat that timed out on offer may have landed; +36 and +40 are the guest's only
+    # if the host took them, which it did not.
+    expect_bytes(after[36:48], before[36:48], "the write's beats the host never took")
+    expect(after[32:36] in (before[32:36], b"ABCD"), True, "the write's first DWORD")
+    return {"first": after[32:36] == b"ABCD"}
+
+
+async def completion_meaning(bus, tb, name):
+    """Reads whose completions say what their requests imply: unaligned starts and ends, split
+    completions, a traffic class and attributes to echo (PG213Checker's ``cc-meaning``). Returns
+    what came back wrong, for a run on a deliberately broken shim to go on past it."""
+    drv = await _driver(bus)
+    names = drv.names
+    pattern = bytes(range(48, 48 + 64))
+    await names.write(0, pattern)
+    wrong = []
+    for start, size in ((1, 6), (3, 9), (2, 2), (5, 40)):
+        try:
+            got = await names.read(start, size)
+        except AssertionError as exc:       # the bus's own completion checks
+            wrong.append(f"read {start}+{size}: {exc}")
+            continue
+        if got != pattern[start:start + size]:
+            wrong.append(f"read {start}+{size}")
+    bar = {b.function: b.index for b in tb.top.bars}[BAR_NAME]
+    for tc, attr in ((1, 0), (0, 2), (5, 1)):
+        cpl = await _inject(tb, TlpType.MEM_READ, bar_id=bar, address=names.base + 8,
+                            first_be=0b1110, tc=tc, attr=attr)
+        if cpl.status != CplStatus.SC:
+            wrong.append(f"status {cpl.status.name} with TC {tc}, attributes {attr}")
+    return {"wrong": wrong}

@@ -67,6 +67,9 @@ class PcieJob:
         the shim, so every request to one must be refused.
     timeout_ns : int
         How long a request may wait for its completion.
+    rc_latency : int
+        Cycles the root complex takes to answer each of the device's memory reads: past the
+        core's ``host_timeout``, a window read gives up while its completions are still owed.
     rules : str
         ``"fail"``: a breach of PG213's rules (:mod:`.pcie_rules`) fails the run; ``"record"``:
         breaches are only listed in ``result.stats["pg213_violations"]``.
@@ -85,6 +88,7 @@ class PcieJob:
     mrrs: int = None
     extra_bars: dict = field(default_factory=dict)
     timeout_ns: int = 2_000_000
+    rc_latency: int = 0
     rules: str = "fail"
     result_path: str = None
 
@@ -148,15 +152,18 @@ def check_pcie_backend(sim, waves=None):
         raise ValueError("a waveform of the UltraScale+ top needs icarus")
 
 
-def run_pcie_function(fn, sim, *, kwargs=None, timing=None, waves=None, **params):
+def run_pcie_function(fn, sim, *, kwargs=None, timing=None, waves=None, rc_latency=0,
+                      **params):
     """Run ``fn`` (``"module:name"``, an ``async def fn(bus, **kwargs)``) through the root
     complex on the UltraScale+ top built with ``params``; return its result.
 
     ``timing`` is the host's :class:`~vmshm.host_model.HostTiming`; ``waves`` names a VCD of
-    the whole run (Icarus only).
+    the whole run (Icarus only); ``rc_latency`` delays the root complex's completions
+    (:class:`PcieJob`).
     """
     from dataclasses import asdict
     check_pcie_backend(sim, waves)
     job = PcieJob(params=params, fn=fn, kwargs=dict(kwargs or {}),
-                  timing=asdict(timing) if timing is not None else {})
+                  timing=asdict(timing) if timing is not None else {},
+                  rc_latency=rc_latency)
     return run_pcie(job, sim, waves=waves)

@@ -61,6 +61,22 @@ The rules (:data:`RULES`):
     legacy mode the interface sends only INTx messages.
 ``bus-master``
     (also) no MSI request while Bus Master Enable is clear: an MSI is a memory write.
+``cc-meaning``
+    CC: what a completion says is what its request implies (PCIe Base 2.3.1.1): the lower
+    address of the first byte it returns (the request's address and first byte enables, then
+    on from the bytes completed before it), and the request's traffic class and attributes
+    echoed.
+``rq-data``
+    RQ: a write's enabled bytes are bytes the guest wrote at that offset of the window (CQ
+    writes to the window BAR): the device never writes the host's memory with data nobody
+    gave it.
+``flr-quiet``
+    No TLP begins on CC or RQ, and no interrupt request (INTx change, MSI) is made, while the
+    hard IP reports a Function Level Reset in process (``cfg_flr_in_process``, PF0).
+``msi-mask``
+    No MSI request for a vector masked (``cfg_interrupt_msi_data`` with the function selected on
+    ``cfg_interrupt_msi_select``) in that cycle and the two before: the shim sees the IP's
+    outputs through a register and asks through one.
 """
 
 from dataclasses import dataclass
@@ -73,7 +89,8 @@ __all__ = ["RULES", "Violation", "PG213Checker", "PG213Error"]
 
 RULES = ("axi-hold", "tvalid-continuous", "tkeep", "length", "cc-descriptor", "rq-descriptor",
          "rq-tag", "bus-master", "host-object", "cq-discontinue", "rc-discontinue",
-         "intx-handshake", "intx-pending", "msi-request", "msi-enable")
+         "intx-handshake", "intx-pending", "msi-request", "msi-enable", "cc-meaning",
+         "rq-data", "flr-quiet", "msi-mask")
 
 #: ``tuser`` bits below 512 bits (PG213, "Completer Request", "Requester Completion", ...).
 CQ_DISCONTINUE = 41
@@ -131,7 +148,7 @@ class _Interrupts:
         self.name = "cfg_interrupt"
         self.sig = {s: getattr(dut, f"cfg_interrupt_{s}") for s in
                     ("int", "pending", "sent", "msi_enable", "msi_int", "msi_sent", "msi_fail",
-                     "msi_function_number")}
+                     "msi_function_number", "msi_data", "msi_select")}
         self.reset()
 
     def reset(self):
@@ -139,6 +156,7 @@ class _Interrupts:
         self.intx_waiting = None    # cycle of a change not yet answered by sent
         self.msi_prev = 0
         self.msi_waiting = None     # cycle of an MSI request not yet answered
+        self.mask_prev = [0, 0]     # cfg_interrupt_msi_data of the two cycles before
 
 
 def _contiguous(be):
@@ -156,10 +174,14 @@ class PG213Checker:
         The user clock's period, to count cycles from simulated time.
     object_range : callable
         Returns ``(bus address, size)`` of the host object while one is mapped, else ``None``.
+    window_bar : int or None
+        Index of the window's BAR, whose offsets are the object's: for ``rq-data``.
     """
 
-    def __init__(self, dut, period_ns, object_range=lambda: None):
+    def __init__(self, dut, period_ns, object_range=lambda: None, window_bar=None):
         self.dut = dut
+        self._window_bar = window_bar
+        self.guest_wrote = {}       # object offset -> byte values the guest wrote there, in order
         self._period = period_ns
         self._object_range = object_range
         self.violations = []
@@ -184,6 +206,9 @@ class PG213Checker:
         if self._task is not None:
             self._task.cancel()
             self._task = None
+
+    def _flr(self):
+        return int(self.dut.cfg_flr_in_process.value) & 1
 
     def cycle(self):
         return int(get_sim_time("ns") // self._period)
@@ -218,6 +243,10 @@ class PG213Checker:
     def _interrupts(self, s):
         v = {k: int(sig.value) for k, sig in s.sig.items()}
         now = self.cycle()
+        flr = self._flr()
+        if flr and (v["int"] != s.intx or v["msi_int"]):
+            self.report("flr-quiet", s, "an interrupt request while a Function Level Reset is "
+                                        "in process")
         # INTx: a change answered in this cycle frees the next one from the cycle after.
         answered = s.intx_waiting is not None and v["sent"]
         if v["int"] != s.intx:
@@ -249,6 +278,11 @@ class PG213Checker:
             if not v["msi_enable"] >> fn & 1:
                 self.report("msi-enable", s, f"an MSI request for function {fn} with MSI "
                                              f"Enable clear")
+            masked = v["msi_data"] & s.mask_prev[0] & s.mask_prev[1] & msi \
+                if v["msi_select"] == fn else 0
+            if masked:
+                self.report("msi-mask", s, f"an MSI request for vector {masked.bit_length() - 1} "
+                                           f"of function {fn}, which is masked")
             status = int(self.dut.cfg_function_status.value)
             if not status >> (4 * fn + 2) & 1:
                 self.report("bus-master", s, f"an MSI request for function {fn} with Bus "
@@ -256,6 +290,8 @@ class PG213Checker:
             s.msi_waiting = now
             self.counts["msi"] += 1
         s.msi_prev = msi
+        s.mask_prev = [v["msi_data"] if v["msi_select"] == v["msi_function_number"] else 0,
+                       s.mask_prev[0]]
 
     # -- per beat -------------------------------------------------------------------------------
 
@@ -287,6 +323,9 @@ class PG213Checker:
             s.user0 = user
             s.dwords = []
             s.overrun = False
+            if is_source and self._flr():
+                self.report("flr-quiet", s, "a TLP begins while a Function Level Reset is in "
+                                            "process")
         for lane in range(n):
             s.dwords.append((data >> (32 * lane)) & 0xFFFF_FFFF)
         s.in_packet = not last
@@ -304,22 +343,31 @@ class PG213Checker:
             return
         req_type = (d[2] >> 11) & 0xF
         key = (d[2] >> 16, d[3] & 0xFF)
+        dwc = d[2] & 0x7FF
+        first_be, last_be = s.user0 & 0xF, (s.user0 >> 4) & 0xF
+        address = (d[1] << 32) | (d[0] & 0xFFFF_FFFC)
+        cut = user >> CQ_DISCONTINUE & 1
         if req_type in _POSTED_CQ:
+            bar, aperture = (d[3] >> 16) & 7, (d[3] >> 19) & 0x3F
+            if req_type == _MEM_WRITE and not cut and bar == self._window_bar:
+                offset = address & ((1 << aperture) - 1)
+                for at, byte in _enabled_bytes(offset, d[4:4 + dwc], first_be, last_be):
+                    self.guest_wrote.setdefault(at, []).append(byte)
             return
-        if user >> CQ_DISCONTINUE & 1:
+        if cut:
             self.discontinued[key] = self.cycle()
             return
         self.discontinued.pop(key, None)
-        dwc = d[2] & 0x7FF
-        first_be, last_be = s.user0 & 0xF, (s.user0 >> 4) & 0xF
+        tc_attr = (d[3] >> 25) & 0x3F
         if req_type == _MEM_READ:
             if dwc == 1:
                 nbytes = 1 if first_be == 0 else 4 - _tz(first_be) - _lz(first_be)
             else:
                 nbytes = 4 * dwc - _tz(first_be) - _lz(last_be)
-            self.owed_cq[key] = nbytes
+            first = address + (_tz(first_be) if first_be else 0)
+            self.owed_cq[key] = _Owed(nbytes, tc_attr, first, nbytes)
         else:
-            self.owed_cq[key] = None
+            self.owed_cq[key] = _Owed(None, tc_attr)
 
     # -- completer completion ---------------------------------------------------------------------
 
@@ -364,7 +412,16 @@ class PG213Checker:
             self.report("cc-descriptor", s, f"a completion for requester {key[0]:#06x} tag "
                                             f"{key[1]} that is owed none")
             return
-        owed = self.owed_cq[key]
+        request = self.owed_cq[key]
+        owed = request.nbytes
+        if (d[2] >> 25) & 0x3F != request.tc_attr:
+            self.report("cc-meaning", s, f"traffic class and attributes {(d[2] >> 25) & 0x3F:#x}, "
+                                         f"the request's {request.tc_attr:#x}")
+        if status == _SC and owed is not None:
+            expected = (request.first + request.total - owed) & 0x7F
+            if la != expected:
+                self.report("cc-meaning", s, f"lower address {la:#x}; the bytes it returns "
+                                             f"begin at {expected:#x}")
         if status != _SC:
             if dwc:
                 self.report("cc-descriptor", s, f"status {status} with {dwc} DWORDs of payload")
@@ -386,7 +443,7 @@ class PG213Checker:
         if rest <= 0:
             del self.owed_cq[key]
         else:
-            self.owed_cq[key] = rest
+            request.nbytes = rest
 
     # -- requester request ------------------------------------------------------------------------
 
@@ -440,6 +497,21 @@ class PG213Checker:
             self.owed_tags.add(tag)
         if not zero_len_read:
             self._check_object(s, address, dwc, first_be, last_be)
+        if is_write:
+            self._check_data(s, address, d[4:4 + dwc], first_be, last_be)
+
+    def _check_data(self, s, address, payload, first_be, last_be):
+        span = self._object_range()
+        if span is None or self._window_bar is None:
+            return
+        for at, byte in _enabled_bytes(address - span[0], payload, first_be, last_be):
+            wrote = self.guest_wrote.get(at, [])
+            if byte not in wrote:
+                self.report("rq-data", s, f"byte {byte:#04x} written at object offset {at:#x}, "
+                                          f"where the guest wrote "
+                                          f"{'nothing' if not wrote else wrote[-4:]}")
+                return
+            del wrote[:wrote.index(byte) + 1]
 
     def _check_object(self, s, address, dwc, first_be, last_be):
         span = self._object_range()
@@ -467,6 +539,26 @@ class PG213Checker:
             return
         if d[0] >> 30 & 1 and not user >> RC_DISCONTINUE & 1:
             self.owed_tags.discard(d[2] & 0xFF)
+
+
+@dataclass
+class _Owed:
+    """What a non-posted request is owed: bytes still to complete (``None``: not a read), its
+    traffic class and attributes, its first byte's address and its byte count."""
+    nbytes: int
+    tc_attr: int
+    first: int = 0
+    total: int = 0
+
+
+def _enabled_bytes(offset, dwords, first_be, last_be):
+    """Yield ``(offset, byte)`` of each byte a write of ``dwords`` at ``offset`` enables."""
+    n = len(dwords)
+    for i, dword in enumerate(dwords):
+        be = first_be if i == 0 else last_be if i == n - 1 else 0xF
+        for b in range(4):
+            if be >> b & 1:
+                yield offset + 4 * i + b, dword >> (8 * b) & 0xFF
 
 
 def _tz(be):

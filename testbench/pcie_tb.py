@@ -28,6 +28,7 @@ from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 from cocotbext.pcie.xilinx.us import UltraScalePlusPcieDevice
 
+from vmshm.abi.regmap import BAR_WINDOW
 from vmshm.driver_model.bus import BusTimeout, GuestBus, Space
 from vmshm.harness.bfm import HostBFM
 from vmshm.harness.job import release_hosts
@@ -341,6 +342,18 @@ class PcieTB:
         else:
             self.rc.mem_address_space.register_region(self.region, job.host_addr)
         self.bus = None
+        # A slow host answers each read in its own time, as a root complex does, without holding
+        # up what else comes up the link or goes down it (the model's own handler would).
+        # Completions then queue behind the posted writes sent down before them: they do not
+        # pass them (PCIe ordering without Relaxed Ordering).
+        for kind in (TlpType.MEM_READ, TlpType.MEM_READ_64):
+            self.rc.register_rx_tlp_handler(kind, self._mem_read)
+
+    async def _mem_read(self, tlp):
+        if self.region.delay_ns:
+            cocotb.start_soon(self.rc.handle_mem_read_tlp(tlp))
+        else:
+            await self.rc.handle_mem_read_tlp(tlp)
 
     def _make_device(self):
         dut, job, cfg = self.dut, self.job, self.top.hard_ip_config()
@@ -392,12 +405,15 @@ class PcieTB:
         await Timer(2, "ns")
         self._make_device()
         self.period_ns = 1e9 / self.dev.user_clk_frequency
+        self.region.delay_ns = self.job.rc_latency * self.period_ns
         # The model holds user_reset for 100 ns after its first two clock edges.
         await Timer(400, "ns")
         while int(dut.user_reset.value):
             await Timer(10, "ns")
         # PG213's rules on the four streams, from the first cycle after reset to the end.
-        self.rules = PG213Checker(dut, self.period_ns, self._object_range).start()
+        window_bar = {b.function: b.index for b in self.top.bars}[BAR_WINDOW]
+        self.rules = PG213Checker(dut, self.period_ns, self._object_range,
+                                  window_bar=window_bar).start()
         self.intx = HardIpIntx(dut, self.dev.functions[0]).start()
         await self.rc.enumerate()
         self.enumerated = self._enumeration()

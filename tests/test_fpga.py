@@ -302,6 +302,50 @@ def test_synth_usp_reports_its_size(tmp_path):
     assert result["fmax_mhz"] is None
     assert all(t.startswith(("LUT", "FD", "RAMB", "CARRY", "MUXF", "INV", "$scopeinfo"))
                for t in result["cells"]), result["cells"]
+    # Issue 22, finding 6: nothing combinational across the hard IP's boundary.
+    assert doc["boundary"]["usp"] == ["no combinational path across the boundary; every input "
+                                      "registered before use"]
+    assert "hard-IP boundary of --top usp:" in r.stdout
+
+
+def _unbuffered(width, user_width):
+    """A stand-in for the shim's AxisSkid that is only wires: the boundary as main had it."""
+    from amaranth.hdl import Module
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    from vmshm.rtl.usp.streams import axis_signature
+
+    class Wires(wiring.Component):
+        def __init__(self):
+            super().__init__({"i": In(axis_signature(width, user_width)),
+                              "o": Out(axis_signature(width, user_width))})
+
+        def elaborate(self, platform):
+            m = Module()
+            for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
+                m.d.comb += getattr(self.o, name).eq(getattr(self.i, name))
+            m.d.comb += self.i.tready.eq(self.o.tready)
+            return m
+    return Wires()
+
+
+def test_boundary_check_prints_the_paths_of_an_unbuffered_shim(monkeypatch):
+    """Finding 6: without the skid buffers, the check finds CQ/RC tready made from tkeep, names
+    the cells, and finds the streams' inputs used deep before a register. On main's top it
+    reported both tkeep -> tready paths and 18 inputs used deep (cfg_max_payload and
+    cfg_max_read_req through 27 cells of length arithmetic, RC tdata through 40)."""
+    _need(toolchain_missing())
+    from vmshm.fpga.boundary import check_boundary
+    from vmshm.rtl.usp import top
+    monkeypatch.setattr(top, "AxisSkid", _unbuffered)
+    report = check_boundary("usp", {"axis_width": 64})
+    pairs = {(a, b) for a, b, _ in report.paths}
+    assert ("s_axis_cq_tkeep", "s_axis_cq_tready") in pairs
+    assert ("s_axis_rc_tkeep", "s_axis_rc_tready") in pairs
+    assert "s_axis_rc_tdata" in report.deep_inputs
+    assert not report.clean
+    assert any("s_axis_cq_tkeep -> s_axis_cq_tready" in line for line in report.lines())
 
 
 def test_synth_usp_refuses_what_it_cannot_build(tmp_path):

@@ -428,6 +428,10 @@ def test_cli_scenario_runs_on_usp():
      "--devices must be 1"),
     (["scenario", "pci_two_devices", "--top", "usp", "--backend", "icarus"],
      "does not run on --top usp: one endpoint per root port here"),
+    (["demo", "--shm", "/x", "--rc-latency", "5"], "--rc-latency is the root complex's"),
+    (["scenario", "regs_constants", "--rc-latency", "5"], "--rc-latency is the root complex's"),
+    (["demo", "--shm", "/x", "--top", "usp", "--backend", "icarus", "--rc-latency", "-1"],
+     "cycles must not be negative"),
 ])
 def test_cli_refuses_what_usp_cannot_do(argv, message):
     r = subprocess.run([sys.executable, "-m", "vmshm.cli", *argv], capture_output=True,
@@ -435,3 +439,67 @@ def test_cli_refuses_what_usp_cannot_do(argv, message):
     assert r.returncode != 0
     assert message in r.stdout + r.stderr
     assert "Traceback" not in r.stderr
+
+
+# -- issue 22 (UltraScale+ side) --------------------------------------------------------------
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_finding1_owed_write_is_no_malformed_tlp(sim, width, shm_objects):
+    """Finding 1: a window write that times out behind a read the root complex answers past
+    host_timeout leaves no malformed TLP (the PG213 checker fails the run on one) and writes
+    nothing the guest's timed-out beats held. Failed on main: "the write's beats the host never
+    took: ... got 41424344..." (beat 0's data at +4 and +8, in a 3-DWORD MWr with last BE 0)."""
+    check("write_after_late_read", sim, width, shm_objects, params={"host_timeout": 1000})
+
+
+def test_cli_demo_with_a_late_root_complex_times_out_cleanly(tmp_path, shm_objects):
+    """Finding 1's acceptance: completions later than host_timeout end the seed example in one
+    line of ETIMEDOUT, exit 1, and no malformed TLP (the run's PG213 checker would fail it)."""
+    require_pcie("icarus")
+    name = shm_objects.create(4096, tag="pcie-late")
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "demo", "--shm", name, "--top", "usp",
+                        "--backend", "icarus", "--rc-latency", "20000", "--host-timeout", "1000",
+                        "--vcd", str(tmp_path / "late.vcd")], capture_output=True, text=True)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "ETIMEDOUT" in lines[0], r.stderr
+    assert "PG213" not in r.stdout + r.stderr
+
+
+def _swapped_tc_and_attributes(layout):
+    """Return ``layout`` with its traffic class and attributes fields in each other's place."""
+    from amaranth.lib import data
+    fields = {n: f.shape for n, f in layout}
+    order = list(fields)
+    i, j = order.index("transaction_class"), order.index("attributes")
+    order[i], order[j] = order[j], order[i]
+    return data.StructLayout({n: fields[n] for n in order})
+
+
+def _break_lower_address(monkeypatch):
+    from amaranth.hdl import C
+    from vmshm.rtl.usp import completer
+    monkeypatch.setattr(completer, "trailing_zeros", lambda be: C(0, 2))
+
+
+def _break_tc_echo(monkeypatch):
+    from vmshm.rtl.usp import completer
+    monkeypatch.setattr(completer, "CQ_DESCRIPTOR", _swapped_tc_and_attributes(
+        completer.CQ_DESCRIPTOR))
+
+
+def test_completions_say_what_their_requests_imply(shm_objects):
+    """PG213Checker's cc-meaning holds on the shim (the run fails on a breach)."""
+    result, _ = check("completion_meaning", "icarus", 64, shm_objects)
+    assert result.value["wrong"] == []
+
+
+@pytest.mark.parametrize("breaks", [_break_lower_address, _break_tc_echo],
+                         ids=["lower-address", "tc-attributes"])
+def test_cc_meaning_fires_on_a_broken_shim(breaks, monkeypatch, shm_objects):
+    """Each cc-meaning check fires on a shim broken on purpose: the first byte's offset left out
+    of the lower address, and the traffic class and attributes swapped in the echo."""
+    breaks(monkeypatch)
+    result, _ = check("completion_meaning", "icarus", 64, shm_objects, rules="record")
+    hits = [v for v in result.stats["pg213_violations"] if "cc-meaning" in v]
+    assert hits, result.stats["pg213_violations"]

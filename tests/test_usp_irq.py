@@ -13,7 +13,7 @@ from vmshm.rtl.usp import USPInterrupts
 LATENCY = 3     # cycles the responder takes to send a message
 
 
-def _run(stimulus, *, fail_first=0, cycles=200, silent_when_disabled=False):
+def _run(stimulus, *, fail_first=0, cycles=200, silent_when_disabled=False, latency=LATENCY):
     """Run ``stimulus(ctx, dut)`` against a PG213-like responder; return what it sent.
 
     Returns a list of ``(cycle, message)`` with message ``"assert"``, ``"deassert"`` or
@@ -52,7 +52,7 @@ def _run(stimulus, *, fail_first=0, cycles=200, silent_when_disabled=False):
                     raise AssertionError(f"cycle {now}: MSI asked before sent or fail")
                 if not ctx.get(dut.cfg_interrupt_msi_enable) & 1:
                     raise AssertionError(f"cycle {now}: MSI asked with MSI disabled")
-                msi_due = now + LATENCY
+                msi_due = now + latency
             if msi_due == now and silent_when_disabled and \
                     not ctx.get(dut.cfg_interrupt_msi_enable) & 1:
                 msi_due = None
@@ -189,3 +189,20 @@ def test_msi_turned_off_under_a_request_does_not_wedge():
     # The responder answers neither while MSI is off: the first request is lost with it.
     sent = _run(stim, silent_when_disabled=True)
     assert [k for _, k in sent] == ["msi"]
+
+
+def test_finding11_msi_off_and_on_again_never_overlaps_an_unanswered_request():
+    """Finding 11: MSI disabled and re-enabled before the IP answered a request: the next
+    request waits for that answer, never overlapping it. On main ``busy`` was cleared on
+    disable, and a ring right after re-enabling asked again before the IP answered ("MSI asked
+    before sent or fail")."""
+    async def stim(ctx, dut):
+        await _msi_on(ctx, dut)
+        await _pulse(ctx, dut.irq_msg)
+        await ctx.tick().repeat(2)
+        ctx.set(dut.cfg_interrupt_msi_enable, 0)    # before the responder answers
+        await ctx.tick()
+        ctx.set(dut.cfg_interrupt_msi_enable, 1)
+        await _pulse(ctx, dut.irq_msg)
+
+    assert [k for _, k in _run(stim, latency=12)] == ["msi", "msi"]

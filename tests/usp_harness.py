@@ -232,9 +232,11 @@ class RequesterHarness(wiring.Component):
         wiring.connect(m, rc_rx.dw, requester.rc)
         wiring.connect(m, wiring.flipped(self.dma_req), requester.dma_req)
         wiring.connect(m, requester.dma_rsp, wiring.flipped(self.dma_rsp))
-        for name in ("host_base", "bus_master", "max_payload", "max_read_req", "seq_num",
-                     "seq_num_valid", "flush"):
-            m.d.comb += getattr(requester, name).eq(getattr(self, name))
+        inputs = ("host_base", "bus_master", "max_payload", "max_read_req", "seq_num",
+                  "seq_num_valid", "flush", "flr", "link_reset")
+        for name in inputs:
+            if name in requester.signature.members:
+                m.d.comb += getattr(requester, name).eq(getattr(self, name))
         m.d.comb += self.dirty.eq(requester.dirty)
         return m
 

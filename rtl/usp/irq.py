@@ -28,6 +28,11 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["USPInterrupts", "INTX_PORTS", "MSI_PORTS"]
 
+#: Cycles an MSI request is still waited for after MSI Enable went off under it: far longer
+#: than the IP takes to answer one (a few cycles in PG213's waveforms), so a request never
+#: overlaps one the IP may still answer.
+MSI_ORPHAN_WAIT = 64
+
 #: The hard IP's legacy interrupt ports: name -> (direction from the user logic, width).
 INTX_PORTS = {
     "cfg_interrupt_int":        (Out, 4),
@@ -119,17 +124,26 @@ class USPInterrupts(wiring.Component):
             fire.eq((owed | add) & msi_on & ~busy & ~masked),
         ]
         m.d.sync += pulse.eq(fire)
+        orphan = Signal()           # MSI went off under the request: it may never be answered
+        waited = Signal(range(MSI_ORPHAN_WAIT))
         with m.If(fire):
-            m.d.sync += [busy.eq(1), owed.eq(0)]
+            m.d.sync += [busy.eq(1), owed.eq(0), orphan.eq(0), waited.eq(0)]
         with m.Elif(busy & (self.cfg_interrupt_msi_sent | self.cfg_interrupt_msi_fail)):
             # A failed message is still owed; a pulse meanwhile folds into it.
-            m.d.sync += [busy.eq(0), owed.eq(owed | add | self.cfg_interrupt_msi_fail)]
-        with m.Elif(~msi_enable):
-            # MSI turned off under a request: PG213 does not say the IP still answers it, and
-            # the shim must not wait for ever; a late answer is then ignored.
-            m.d.sync += busy.eq(0)
-        with m.Elif(add):
-            m.d.sync += owed.eq(1)
+            m.d.sync += [busy.eq(0), orphan.eq(0),
+                         owed.eq(owed | add | self.cfg_interrupt_msi_fail)]
+        with m.Else():
+            with m.If(busy & (orphan | ~msi_enable)):
+                # MSI turned off under a request: PG213 does not say the IP still answers it,
+                # and the shim must not wait for ever; but a request made again at once (MSI
+                # re-enabled) would overlap the one the IP may still answer (issue 22, finding
+                # 11). So it is waited for MSI_ORPHAN_WAIT cycles, whatever MSI Enable does
+                # meanwhile, and only then forgotten; a later answer is ignored.
+                m.d.sync += [orphan.eq(1), waited.eq(waited + 1)]
+                with m.If(waited == MSI_ORPHAN_WAIT - 1):
+                    m.d.sync += [busy.eq(0), orphan.eq(0), waited.eq(0)]
+            with m.If(add):
+                m.d.sync += owed.eq(1)
         with m.If(~msi_on):
             m.d.sync += owed.eq(0)
         m.d.comb += [

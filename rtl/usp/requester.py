@@ -2,9 +2,7 @@
 completions on RC.
 
 :class:`USPRequester` sends the core's DMA writes and reads as TLPs and hands the read data back
-in order; :class:`TagTable` keeps its client tags (which are owed completions, which one the next
-read takes) and :class:`RcReceiver` takes the completions, puts their data in place and says
-which DWORDs have arrived.
+in order; its tag table and completion receiver are in :mod:`.completions`.
 """
 
 from amaranth.hdl import *
@@ -13,208 +11,16 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..layouts import dma_req_layout, dma_rsp_layout
-from .descriptors import (RC_DESCRIPTOR, RC_DISCONTINUE, RC_USER_WIDTH, RQ_DESCRIPTOR,
-                          RQ_USER_WIDTH, ReqType)
+from .completions import BUF_DWORDS, RcReceiver, TagTable
+from .descriptors import RC_USER_WIDTH, RQ_DESCRIPTOR, RQ_USER_WIDTH, ReqType
 from .streams import dw_in_layout, dw_out_layout
 from .tlp import size_mask, to_boundary
 
-__all__ = ["DEFAULT_CPL_TIMEOUT", "TagTable", "RcReceiver", "USPRequester"]
+__all__ = ["DEFAULT_CPL_TIMEOUT", "USPRequester"]
 
 #: Cycles the requester waits for a read's completions before it fails the missing DWORDs. The
 #: hard IP reports its own completion timeout (error code 0b1001) long before that on hardware.
 DEFAULT_CPL_TIMEOUT = 1 << 16
-
-#: Most DWORDs the reorder buffer holds: one core DMA request (``count`` is 8 bits).
-_BUF_DWORDS = 256
-#: Client tags used without extended tags (the model and PG213 both allow 0..31).
-_TAGS = 32
-
-
-class TagTable(wiring.Component):
-    """Keep the requester's client tags: those the read at hand waits on, those earlier reads
-    left owed (stale), and the one the next read TLP takes.
-
-    A tag is free when it is neither outstanding nor stale. The request side offers ``tag``;
-    while it is not free, it asks for the next (``skip``); when a TLP with it goes out, it is
-    outstanding (``take``). When the read at hand is over (``retire``), its tags still owed
-    become stale, so no late completion of theirs is taken for a later read's. The completion
-    side ends a tag's wait (``release``), parks a tag whose completions the hard IP still
-    tracks (``park``), and frees a stale tag the hard IP reports complete (``unpark``).
-
-    Members
-    -------
-    tag : ``Out(5)``
-        The tag the next read TLP takes.
-    tag_busy : ``Out(1)``
-        ``tag`` is outstanding or stale.
-    skip, take, retire : ``In(1)``
-    outstanding : ``Out(32)``
-        Tags of the read at hand still owed completions.
-    release, park, unpark : ``In(32)``
-        One bit per tag.
-    """
-
-    tag: Out(5)
-    tag_busy: Out(1)
-    skip: In(1)
-    take: In(1)
-    retire: In(1)
-    outstanding: Out(_TAGS)
-    release: In(_TAGS)
-    park: In(_TAGS)
-    unpark: In(_TAGS)
-
-    def elaborate(self, platform):
-        m = Module()
-        outstanding = self.outstanding
-        stale = Signal(_TAGS)           # tags of earlier reads still owed completions
-        set_out = Signal(_TAGS)
-        with m.If(self.take):
-            m.d.comb += set_out.bit_select(self.tag, 1).eq(1)
-        retired = Mux(self.retire, outstanding, 0)
-        m.d.sync += [outstanding.eq((outstanding | set_out) & ~(retired | self.release)),
-                     stale.eq((stale | retired | self.park) & ~self.unpark)]
-        busy = outstanding | stale
-        m.d.comb += self.tag_busy.eq(busy.bit_select(self.tag, 1))
-        with m.If(self.skip | self.take):
-            m.d.sync += self.tag.eq(self.tag + 1)
-        return m
-
-
-class RcReceiver(wiring.Component):
-    """Take read completions from RC: check each against the tags, put its data in place by its
-    lower address, and count its DWORDs as arrived once it has ended whole and good.
-
-    A completion error (non-SC status, poisoned data, an error code from the hard IP) ends the
-    wait on its tag without its DWORDs, which the requester then fails. A completion the hard IP
-    marks discontinued is dropped whole: its DWORDs never count as arrived and its tag is parked
-    for good. A completion of an earlier read (another ``epoch``) writes nothing.
-
-    Members
-    -------
-    rc : ``In(stream.Signature(dw_in_layout(RC_USER_WIDTH)))``
-        RC, one DWORD a beat (from :class:`~vmshm.rtl.usp.streams.AxisToDwords`).
-    outstanding : ``In(32)``
-        The tags the read at hand waits on (:class:`TagTable`).
-    epoch : ``In(3)``
-        Which read completions may still write the buffer for.
-    start_dw : ``In(10)``
-        Address bits 11:2 of the read's first DWORD.
-    count : ``In(8)``
-        The read's DWORDs - 1.
-    restart : ``In(1)``
-        A new read begins: nothing of it has arrived.
-    have : ``Out(256)``
-        DWORDs of the read at hand that have arrived.
-    progress : ``Out(1)``
-        A completion of the read at hand came this cycle.
-    buf_addr : ``Out(8)``, buf_data : ``Out(32)``, buf_en : ``Out(1)``
-        A write into the reorder buffer.
-    release, park, unpark : ``Out(32)``
-        To :class:`TagTable`, one bit per tag.
-    """
-
-    rc: In(stream.Signature(dw_in_layout(RC_USER_WIDTH)))
-    outstanding: In(_TAGS)
-    epoch: In(3)
-    start_dw: In(10)
-    count: In(8)
-    restart: In(1)
-    have: Out(_BUF_DWORDS)
-    progress: Out(1)
-    buf_addr: Out(8)
-    buf_data: Out(32)
-    buf_en: Out(1)
-    release: Out(_TAGS)
-    park: Out(_TAGS)
-    unpark: Out(_TAGS)
-
-    def elaborate(self, platform):
-        m = Module()
-        rc, have = self.rc, self.have
-        pend = Signal(_BUF_DWORDS)      # DWORDs in the completion at hand, not yet known good
-        with m.If(self.restart):
-            m.d.sync += have.eq(0)
-
-        r0 = Signal(32)
-        r1 = Signal(32)
-        rc_idx = Signal(2)
-        rc_tag = Signal(5)
-        rc_known = Signal()         # the completion belongs to the current read
-        rc_ok = Signal()            # ... and carries good data
-        rc_release = Signal()       # its tag is done with once the packet ends
-        rc_epoch = Signal(3)
-        widx = Signal(10)
-        with m.FSM(name="rc_fsm"):
-            with m.State("HDR"):
-                m.d.comb += rc.ready.eq(1)
-                with m.If(rc.valid):
-                    idx = Mux(rc.payload.first, 0, rc_idx)
-                    with m.If(idx == 0):
-                        m.d.sync += [r0.eq(rc.payload.data), rc_idx.eq(1)]
-                    with m.Elif(idx == 1):
-                        m.d.sync += [r1.eq(rc.payload.data), rc_idx.eq(2)]
-                    with m.Else():
-                        rcd = RC_DESCRIPTOR(Cat(r0, r1, rc.payload.data))
-                        tag8 = rcd.tag
-                        completed = rcd.request_completed
-                        in_range = tag8 < _TAGS
-                        known = in_range & self.outstanding.bit_select(tag8[:5], 1)
-                        # A discontinued completion without payload is known so at once.
-                        cut = rc.payload.last & rc.payload.user[RC_DISCONTINUE]
-                        ok = (known & (rcd.error_code == 0) & (rcd.completion_status == 0) &
-                              ~rcd.poisoned_completion & ~cut)
-                        # A bad completion ends what this read waits for; a tag the IP still
-                        # tracks is parked until the IP says it is done. A discontinued one's
-                        # descriptor is not to be trusted: its tag is parked for good.
-                        release = known & (completed | ~ok)
-                        with m.If(known & ~ok & (~completed | cut)):
-                            m.d.comb += self.park.bit_select(tag8[:5], 1).eq(1)
-                        with m.If(in_range & ~known & completed & ~cut):
-                            m.d.comb += self.unpark.bit_select(tag8[:5], 1).eq(1)
-                        m.d.comb += self.progress.eq(known)
-                        m.d.sync += [
-                            rc_idx.eq(0), rc_tag.eq(tag8[:5]), rc_known.eq(known), rc_ok.eq(ok),
-                            rc_release.eq(release), rc_epoch.eq(self.epoch),
-                            widx.eq(rcd.lower_address[2:] - self.start_dw),
-                        ]
-                        with m.If(rc.payload.last):
-                            with m.If(release):
-                                m.d.comb += self.release.bit_select(tag8[:5], 1).eq(1)
-                        with m.Else():
-                            m.next = "DATA"
-                    with m.If(rc.payload.last & (idx != 2)):
-                        m.d.sync += rc_idx.eq(0)     # shorter than a descriptor: ignored
-
-            with m.State("DATA"):
-                m.d.comb += rc.ready.eq(1)
-                with m.If(rc.valid):
-                    m.d.comb += self.progress.eq(rc_known)
-                    fresh = Signal(_BUF_DWORDS)
-                    with m.If(rc_ok & (rc_epoch == self.epoch) & (widx <= self.count)):
-                        m.d.comb += [self.buf_addr.eq(widx), self.buf_data.eq(rc.payload.data),
-                                     self.buf_en.eq(1), fresh.bit_select(widx[:8], 1).eq(1)]
-                    m.d.sync += widx.eq(widx + 1)
-                    with m.If(rc.payload.last):
-                        m.d.sync += pend.eq(0)
-                        with m.If(rc.payload.user[RC_DISCONTINUE]):
-                            # PG213: discard all of it. Its DWORDs never count as arrived, so
-                            # the read fails them; its tag is parked for good.
-                            with m.If(rc_known):
-                                m.d.comb += [self.release.bit_select(rc_tag, 1).eq(1),
-                                             self.park.bit_select(rc_tag, 1).eq(1)]
-                        with m.Else():
-                            # Its DWORDs count only now, all at once, and its tag is released
-                            # with them, so the read side never sees a resolved tag whose
-                            # DWORDs are still on their way.
-                            with m.If(rc_epoch == self.epoch):
-                                m.d.sync += have.eq(have | pend | fresh)
-                            with m.If(rc_release):
-                                m.d.comb += self.release.bit_select(rc_tag, 1).eq(1)
-                        m.next = "HDR"
-                    with m.Else():
-                        m.d.sync += pend.eq(pend | fresh)
-        return m
 
 
 class _RequestAtHand:
@@ -247,6 +53,12 @@ class _RequestAtHand:
         self.rq_desc = Signal(RQ_DESCRIPTOR)
         self.tlp_first_be = Signal(4)
         self.tlp_last_be = Signal(4)
+        # A write whose DWORDs between its ends are not all whole, or with an end that writes
+        # nothing (the core's owed beats after a timed-out window write): sent as 1-DWORD TLPs,
+        # each with its own byte enables, and the DWORDs that write nothing not at all.
+        self.ragged = Signal()
+        self.peeked = Signal()          # the buffer's read data is the DWORD at ptr
+        self.sent = Signal()            # a TLP of the write at hand went out
 
 
 class USPRequester(wiring.Component):
@@ -260,7 +72,12 @@ class USPRequester(wiring.Component):
     sends on CC can overtake them, which is what PCIe's ordering rules need to hold across the
     IP's two interfaces. Before the core's next control request (OPEN, CLOSE) leaves for the host
     over its own channel, which no PCIe ordering covers, a zero-length read flushes the writes
-    into host memory (``flush``/``dirty``).
+    into host memory (``flush``/``dirty``). A write whose DWORDs between its ends are not all
+    whole, or whose first or last DWORD's byte enables are not contiguous towards the rest (what
+    the core owes after a window write timed out: the beat on offer, then beats with no byte
+    enabled; or a guest's sparse byte enables), is sent as one 1-DWORD TLP
+    per DWORD that writes something, so no TLP is malformed (PCIe Base 2.2.5: Last DW BE is not
+    0000b when Length > 1) and host memory changes only where the core's byte enables say.
 
     Reads are sent as memory reads of at most Max_Read_Request_Size, none crossing 4 KiB, each
     with its own client tag, all outstanding at once; completions may come in any order and are
@@ -291,7 +108,8 @@ class USPRequester(wiring.Component):
     host_base : ``In(64)``
         Host address of object offset 0.
     bus_master : ``In(1)``
-        Bus Master Enable; without it a request fails without reaching RQ.
+        Bus Master Enable, looked at before each TLP: without it a request fails without
+        reaching RQ, and what is left of one under way fails from the next TLP on.
     max_payload : ``In(2)``
         ``cfg_max_payload``.
     max_read_req : ``In(3)``
@@ -302,6 +120,11 @@ class USPRequester(wiring.Component):
         Asked to flush: a control request waits.
     dirty : ``Out(1)``
         Writes have been sent that no flush has followed yet.
+    flr : ``In(1)``
+        A Function Level Reset resets the requester this cycle: the tags of reads still owed
+        completions stay out of use until the IP reports them complete (:class:`TagTable`).
+    link_reset : ``In(1)``
+        The link's reset (``user_reset``): every tag is free again.
     """
 
     def __init__(self, addr_width, *, cpl_timeout=DEFAULT_CPL_TIMEOUT):
@@ -321,6 +144,8 @@ class USPRequester(wiring.Component):
             "seq_num_valid": In(1),
             "flush":         In(1),
             "dirty":         Out(1),
+            "flr":           In(1),
+            "link_reset":    In(1),
         })
 
 
@@ -328,7 +153,8 @@ class USPRequester(wiring.Component):
         m = Module()
         dma_rsp = self.dma_rsp
 
-        m.submodules.buf = buf = Memory(shape=32, depth=_BUF_DWORDS, init=[])
+        # A DWORD and, for a write, its byte enables: a ragged write sends each with its own.
+        m.submodules.buf = buf = Memory(shape=36, depth=BUF_DWORDS, init=[])
         wr = buf.write_port()
         rd = buf.read_port()
         r = _RequestAtHand(self._cpl_timeout, len(self.dma_req.payload.tag))
@@ -343,6 +169,8 @@ class USPRequester(wiring.Component):
             tags.release.eq(rcv.release),
             tags.park.eq(rcv.park),
             tags.unpark.eq(rcv.unpark),
+            tags.orphan.eq(self.flr),
+            tags.forget.eq(self.link_reset),
             r.timed_out.eq(r.timer == self._cpl_timeout),
             dma_rsp.payload.tag.eq(r.tag),
         ]
@@ -368,17 +196,19 @@ class USPRequester(wiring.Component):
         tlp_len = r.tlp_len
         limit = Signal(11)
         m.d.comb += limit.eq(to_boundary(r.addr[:12], Mux(r.is_write, mps_mask, mrrs_mask)))
-        with m.If(r.flushing):
+        with m.If(r.flushing | (r.is_write & r.ragged)):
             m.d.comb += tlp_len.eq(1)
         with m.Else():
             m.d.comb += tlp_len.eq(Mux(r.rem < limit, r.rem, limit))
 
         # Byte enables of a write TLP from ptr: the request's first and last DWORDs carry the
-        # core's, every DWORD between them is whole (the completer only makes such writes).
+        # core's, every DWORD between them is whole, unless the write is ragged.
         tlp_first_be, tlp_last_be = r.tlp_first_be, r.tlp_last_be
         ends_request = (r.ptr + tlp_len - 1) == r.count
         with m.If(r.flushing):
             pass                    # a zero-length read: no byte enabled
+        with m.Elif(r.is_write & r.ragged):
+            m.d.comb += tlp_first_be.eq(r.first_be)     # the DWORD's own (W-NEXT latched it)
         with m.Elif(~r.is_write):
             # The request's last DWORD carries the core's enables: none past the object.
             ends_read = r.rem == tlp_len
@@ -465,7 +295,8 @@ class USPRequester(wiring.Component):
                     # the core makes meanwhile (after giving up on the acknowledgement)
                     # must wait for this write and its flush.
                     m.d.sync += [r.flush_addr.eq(self.host_base + dma_req.payload.addr),
-                                 dirty.eq(self.bus_master | dirty)]
+                                 dirty.eq(self.bus_master | dirty), r.ragged.eq(0),
+                                 r.sent.eq(0)]
                     m.next = "W-COLLECT"
                 with m.Else():
                     m.next = "R-START"
@@ -486,29 +317,79 @@ class USPRequester(wiring.Component):
             # All of it first: the last DWORD's byte enables go in front of the last TLP.
             m.d.comb += dma_req.ready.eq(1)
             with m.If(dma_req.valid):
-                m.d.comb += [wr.addr.eq(r.ptr), wr.data.eq(dma_req.payload.data), wr.en.eq(1)]
-                m.d.sync += [r.ptr.eq(r.ptr + 1), r.last_be.eq(dma_req.payload.be)]
+                be = dma_req.payload.be
+                m.d.comb += [wr.addr.eq(r.ptr), wr.data.eq(Cat(dma_req.payload.data, be)),
+                             wr.en.eq(1)]
+                m.d.sync += [r.ptr.eq(r.ptr + 1), r.last_be.eq(be)]
+                # PCIe Base 2.2.5: a TLP's DWORDs between its ends are whole, and the ends of a
+                # TLP longer than one DWORD enable contiguous bytes that run into the next and
+                # the previous DWORD (so Last DW BE is never 0000b). A write that cannot go out
+                # so (the core's owed beats write nothing) goes DWORD by DWORD.
+                odd = Signal()
+                with m.If(r.count == 0):
+                    pass                        # one DWORD: any byte enables, none included
+                with m.Elif(r.ptr == 0):
+                    m.d.comb += odd.eq(~be.matches(0b1000, 0b1100, 0b1110, 0b1111))
+                with m.Elif(r.ptr == r.count):
+                    m.d.comb += odd.eq(~be.matches(0b0001, 0b0011, 0b0111, 0b1111))
+                with m.Else():
+                    m.d.comb += odd.eq(be != 0xF)
+                with m.If(odd):
+                    m.d.sync += r.ragged.eq(1)
                 with m.If(r.ptr == 0):
-                    m.d.sync += r.first_be.eq(dma_req.payload.be)
+                    m.d.sync += r.first_be.eq(be)
                 with m.If(r.ptr == r.count):
                     m.d.sync += [r.ptr.eq(0), r.rem.eq(r.count + 1)]
                     with m.If(r.fail):
                         m.next = "W-ACK"
+                    with m.Elif(r.ragged | odd):
+                        m.next = "W-NEXT"
                     with m.Else():
                         m.next = "W-TLP"
 
+        with m.State("W-NEXT"):
+            # A ragged write's next DWORD: read its byte enables (a cycle for the buffer's
+            # read port), skip it if it writes nothing, else send it alone.
+            m.d.comb += rd.addr.eq(r.ptr)
+            m.d.sync += r.peeked.eq(1)
+            with m.If(r.peeked):
+                be = rd.data[32:]
+                m.d.sync += r.peeked.eq(0)
+                with m.If(be != 0):
+                    m.d.sync += r.first_be.eq(be)
+                    m.next = "W-TLP"
+                with m.Else():
+                    m.d.sync += [r.ptr.eq(r.ptr + 1), r.rem.eq(r.rem - 1),
+                                 r.addr.eq(r.addr + 4)]
+                    with m.If(r.rem == 1):
+                        # Nothing left to send; with nothing sent, no sequence number comes.
+                        m.d.sync += r.timer.eq(0)
+                        with m.If(r.sent):
+                            m.next = "W-SEQ"
+                        with m.Else():
+                            m.next = "W-ACK"
+
         with m.State("W-TLP"):
             m.d.comb += rd.addr.eq(r.ptr)
-            with m.If(self._send_desc(m, r)):
-                m.d.sync += [r.tlp_rem.eq(r.tlp_len), r.rem.eq(r.rem - r.tlp_len),
-                             r.last_seq.eq(r.seq)]
-                m.next = "W-DATA"
+            with m.If((r.desc_idx == 0) & ~self.bus_master):
+                # Bus Master Enable went off: no further TLP of the write goes (issue 22,
+                # finding 12); the core hears of it as an error.
+                m.d.sync += [r.fail.eq(1), r.timer.eq(0)]
+                with m.If(r.sent):
+                    m.next = "W-SEQ"
+                with m.Else():
+                    m.next = "W-ACK"
+            with m.Else():
+                with m.If(self._send_desc(m, r)):
+                    m.d.sync += [r.tlp_rem.eq(r.tlp_len), r.rem.eq(r.rem - r.tlp_len),
+                                 r.last_seq.eq(r.seq), r.sent.eq(1)]
+                    m.next = "W-DATA"
 
         with m.State("W-DATA"):
             took = rq.ready
             m.d.comb += [
                 rq.valid.eq(1),
-                rq.payload.data.eq(rd.data),
+                rq.payload.data.eq(rd.data[:32]),
                 rq.payload.last.eq(r.tlp_rem == 1),
                 rd.addr.eq(Mux(took, r.ptr + 1, r.ptr)),
             ]
@@ -519,6 +400,8 @@ class USPRequester(wiring.Component):
                     with m.If(r.rem == 0):
                         m.d.sync += r.timer.eq(0)
                         m.next = "W-SEQ"
+                    with m.Elif(r.ragged):
+                        m.next = "W-NEXT"
                     with m.Else():
                         m.next = "W-TLP"
 
@@ -561,10 +444,17 @@ class USPRequester(wiring.Component):
                 m.next = "R-TLP"
 
         with m.State("R-TLP"):
-            with m.If(self._send_read(m, r, tags)):
-                m.d.sync += [r.rem.eq(r.rem - r.tlp_len), r.addr.eq(r.addr + (r.tlp_len << 2))]
-                with m.If(r.rem == r.tlp_len):
-                    m.next = "R-WAIT"
+            with m.If((r.desc_idx == 0) & ~self.bus_master):
+                # Bus Master Enable went off: the read's TLPs not sent yet never go (issue 22,
+                # finding 12); the DWORDs they would have brought fail.
+                m.d.sync += r.fail.eq(1)
+                m.next = "R-WAIT"
+            with m.Else():
+                with m.If(self._send_read(m, r, tags)):
+                    m.d.sync += [r.rem.eq(r.rem - r.tlp_len),
+                                 r.addr.eq(r.addr + (r.tlp_len << 2))]
+                    with m.If(r.rem == r.tlp_len):
+                        m.next = "R-WAIT"
 
         with m.State("R-WAIT"):
             m.d.comb += rd.addr.eq(r.ptr)
@@ -580,7 +470,7 @@ class USPRequester(wiring.Component):
             m.d.comb += [
                 rd.addr.eq(r.ptr),
                 dma_rsp.valid.eq(1),
-                dma_rsp.payload.data.eq(Mux(r.out_err, 0xFFFF_FFFF, rd.data)),
+                dma_rsp.payload.data.eq(Mux(r.out_err, 0xFFFF_FFFF, rd.data[:32])),
                 dma_rsp.payload.err.eq(r.out_err),
                 dma_rsp.payload.last.eq(r.ptr == r.count),
             ]

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 __all__ = ["axis_signature", "dw_in_layout", "dw_out_layout", "AxisToDwords", "PacketFifo",
-           "TX_BUFFER_DWORDS", "DwordsToAxis"]
+           "TX_BUFFER_DWORDS", "DwordsToAxis", "SkidBuffer", "AxisSkid"]
 
 
 def axis_signature(width, user_width):
@@ -153,7 +153,9 @@ class PacketFifo(wiring.Component):
         rp = Signal(bits + 1)       # next entry to read
         took = Signal()
         m.d.comb += [
-            self.w.ready.eq((wp - rp) != depth),
+            # The difference of two (bits + 1)-bit pointers, taken modulo 2 ** (bits + 1): as a
+            # signed number it would miss a full FIFO whose write pointer had wrapped.
+            self.w.ready.eq((wp - rp)[:bits + 1] != depth),
             wr.addr.eq(wp[:bits]),
             wr.data.eq(self.w.payload.data),
             wr.en.eq(self.w.valid & self.w.ready),
@@ -276,4 +278,75 @@ class DwordsToAxis(wiring.Component):
             m.d.comb += axis.tuser.eq(got.tuser)
         else:
             m.d.comb += axis.tuser.eq(0)
+        return m
+
+
+class SkidBuffer(wiring.Component):
+    """A register slice with a skid register: every output is a flip-flop, so no path runs
+    through it from ``i`` to ``o`` or from ``o.ready`` to ``i.ready``, and it still moves one
+    entry a cycle. It costs one cycle of latency.
+
+    Parameters
+    ----------
+    width : int
+        Bits of one entry.
+
+    Members
+    -------
+    i : ``In(stream.Signature(width))``
+    o : ``Out(stream.Signature(width))``
+    """
+
+    def __init__(self, width):
+        super().__init__({"i": In(stream.Signature(width)), "o": Out(stream.Signature(width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        main_valid, skid_valid = Signal(), Signal()
+        main, skid = Signal(len(i.payload), name="held"), Signal(len(i.payload), name="spare")
+        m.d.comb += [i.ready.eq(~skid_valid), o.valid.eq(main_valid), o.payload.eq(main)]
+        take_in = i.valid & ~skid_valid
+        with m.If(~main_valid | o.ready):
+            # The main register empties or is taken this cycle: refill it, from the skid
+            # register first.
+            with m.If(skid_valid):
+                m.d.sync += [main.eq(skid), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [main.eq(i.payload), main_valid.eq(take_in)]
+        with m.Elif(take_in):
+            m.d.sync += [skid.eq(i.payload), skid_valid.eq(1)]
+        return m
+
+
+class AxisSkid(wiring.Component):
+    """A :class:`SkidBuffer` on a hard-IP AXI stream: the IP's side of it is all flip-flops
+    (``tready`` towards an IP source, ``tdata``/``tkeep``/``tlast``/``tuser``/``tvalid`` towards an
+    IP sink), so no combinational path crosses the hard-IP boundary at ``user_clk``.
+
+    Members
+    -------
+    i : ``In(axis_signature(width, user_width))``
+    o : ``Out(axis_signature(width, user_width))``
+    """
+
+    _FIELDS = ("tdata", "tuser", "tlast", "tkeep")
+
+    def __init__(self, width, user_width):
+        self._widths = (width, user_width)
+        super().__init__({"i": In(axis_signature(width, user_width)),
+                          "o": Out(axis_signature(width, user_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        width, user_width = self._widths
+        m.submodules.buffer = skid = SkidBuffer(width + user_width + 1 + width // 32)
+        m.d.comb += [
+            skid.i.payload.eq(Cat(*(getattr(self.i, f) for f in self._FIELDS))),
+            skid.i.valid.eq(self.i.tvalid),
+            self.i.tready.eq(skid.i.ready),
+            Cat(*(getattr(self.o, f) for f in self._FIELDS)).eq(skid.o.payload),
+            self.o.tvalid.eq(skid.o.valid),
+            skid.o.ready.eq(self.o.tready),
+        ]
         return m

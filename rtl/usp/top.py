@@ -22,7 +22,7 @@ from .completer import CqBuffer, USPCompleter
 from .descriptors import CC_USER_WIDTH, CQ_USER_WIDTH, RC_USER_WIDTH, RQ_USER_WIDTH
 from .irq import INTX_PORTS, MSI_PORTS, USPInterrupts
 from .requester import DEFAULT_CPL_TIMEOUT, USPRequester
-from .streams import AxisToDwords, DwordsToAxis
+from .streams import AxisSkid, AxisToDwords, DwordsToAxis
 
 __all__ = ["AXIS_WIDTHS", "VMShmUSP"]
 
@@ -211,15 +211,21 @@ class VMShmUSP(wiring.Component):
         m.d.comb += [cd_sync.clk.eq(self.user_clk), cd_sync.rst.eq(self.user_reset)]
 
         # Function Level Reset (PF0): the IP holds cfg_flr_in_process until the user logic says
-        # it is done. The function's logic is reset for one cycle, then done is pulsed once.
-        # The streams' converters are not reset: a whole TLP already buffered for CC or RQ
-        # still leaves whole, and the IP frames CQ and RC across the reset.
-        # Physical functions 1 to 3 have no logic here: theirs is done at once.
-        flr = self.cfg_flr_in_process
+        # it is done. cfg_flr_in_process is registered first (a hard-IP output fans out to every
+        # flip-flop of the function through the reset). The function's logic is reset for one
+        # cycle, on the edge the core starts clearing its name RAM (``flr_start``); done is
+        # pulsed once the core says the clearing is over (``flr_busy`` low again, PCIe Base
+        # 6.6.2: nothing of the previous user stays readable). A core without that sequencer
+        # (no ``flr_busy``) is done the cycle after its reset. The streams' converters are not
+        # reset: a whole TLP already buffered for CC or RQ still leaves whole, and the IP frames
+        # CQ and RC across the reset. Physical functions 1 to 3 have no logic here: theirs is
+        # done at once.
+        flr = Signal(4)
+        m.d.sync += flr.eq(self.cfg_flr_in_process)
         flr_start = Signal(4)
         flr_seen = Signal(4)
         m.d.comb += flr_start.eq(flr & ~flr_seen)
-        m.d.sync += [flr_seen.eq(flr & (flr_seen | flr_start)), self.cfg_flr_done.eq(flr_start)]
+        m.d.sync += flr_seen.eq(flr & (flr_seen | flr_start))
         flr_reset = Signal()
         m.d.comb += flr_reset.eq(flr_start[0])
         function = ResetInserter(flr_reset)
@@ -227,6 +233,17 @@ class VMShmUSP(wiring.Component):
         W = self._axis_width
         m.submodules.core = function(self._core)
         core = self._core
+        clearing = Signal()         # PF0's FLR waits for the core's name RAM to be cleared
+        flr_busy = C(0)
+        if hasattr(core, "flr_busy"):
+            flr_busy = core.flr_busy
+            m.d.comb += core.flr_start.eq(flr_reset)
+        with m.If(flr_start[0]):
+            m.d.sync += clearing.eq(1)
+        with m.Elif(clearing & ~flr_busy):
+            m.d.sync += clearing.eq(0)
+        m.d.sync += self.cfg_flr_done.eq(Cat(clearing & ~flr_busy & ~flr_start[0],
+                                             flr_start[1:]))
         m.submodules.cq_rx = cq_rx = AxisToDwords(W, CQ_USER_WIDTH)
         m.submodules.cc_tx = cc_tx = DwordsToAxis(W, CC_USER_WIDTH)
         m.submodules.rq_tx = rq_tx = DwordsToAxis(W, RQ_USER_WIDTH,
@@ -236,14 +253,27 @@ class VMShmUSP(wiring.Component):
         requester = USPRequester(self._core.addr_width, cpl_timeout=self._cpl_timeout)
         m.submodules.completer = function(completer)
         m.submodules.requester = function(requester)
-        m.d.comb += rq_tx.clear.eq(flr_reset)
+        m.d.comb += [rq_tx.clear.eq(flr_reset), requester.flr.eq(flr_reset),
+                     requester.link_reset.eq(self.user_reset)]
 
         def wire(prefix, axis, sink):
+            # Through a skid buffer each way: at 250 MHz no path may run from a hard-IP output
+            # into logic and back out to a hard-IP input in one cycle (CQ/RC tready from tkeep,
+            # the CC/RQ packet FIFO's read address from tready; issue 22, finding 6).
+            user_width = len(axis.tuser)
+            skid = AxisSkid(W, user_width)
+            m.submodules[f"{prefix}_skid"] = skid
+            outer, inner = (skid.i, skid.o) if sink else (skid.o, skid.i)
             for name in ("tdata", "tuser", "tlast", "tkeep", "tvalid"):
-                port, inner = getattr(self, f"{prefix}_{name}"), getattr(axis, name)
-                m.d.comb += inner.eq(port) if sink else port.eq(inner)
+                port = getattr(self, f"{prefix}_{name}")
+                m.d.comb += getattr(outer, name).eq(port) if sink else port.eq(getattr(outer,
+                                                                                     name))
             ready = getattr(self, f"{prefix}_tready")
-            m.d.comb += ready.eq(axis.tready) if sink else axis.tready.eq(ready)
+            m.d.comb += ready.eq(outer.tready) if sink else outer.tready.eq(ready)
+            if sink:
+                wiring.connect(m, inner, axis)
+            else:
+                wiring.connect(m, axis, inner)
 
         wire("s_axis_cq", cq_rx.axis, sink=True)
         wire("m_axis_cc", cc_tx.axis, sink=False)
@@ -284,18 +314,29 @@ class VMShmUSP(wiring.Component):
         # writes, and the register keeps the IP's status off our critical paths.
         status = Signal(16)
         m.d.sync += status.eq(self.cfg_function_status)
+        # The IP's other status outputs likewise, before they reach length arithmetic or a
+        # state machine (finding 6): a sequence number reported a cycle later only delays a
+        # write's acknowledgement; Max_Payload_Size and Max_Read_Request_Size change only
+        # with configuration writes, while the function is quiet.
+        max_payload, max_read_req = Signal(2), Signal(3)
+        np_req_count, seq_num, seq_num_valid = Signal(6), Signal(6), Signal()
+        m.d.sync += [max_payload.eq(self.cfg_max_payload),
+                     max_read_req.eq(self.cfg_max_read_req),
+                     np_req_count.eq(self.pcie_cq_np_req_count),
+                     seq_num.eq(self.pcie_rq_seq_num0),
+                     seq_num_valid.eq(self.pcie_rq_seq_num_vld0)]
         bus_master = status[2]
         m.d.comb += [
             completer.memory_enable.eq(status[1]),
             core.dma_enable.eq(bus_master),
             requester.bus_master.eq(bus_master),
             requester.host_base.eq(core.host_base),
-            requester.max_payload.eq(self.cfg_max_payload),
-            requester.max_read_req.eq(self.cfg_max_read_req),
-            completer.max_payload.eq(self.cfg_max_payload),
-            completer.np_req_count.eq(self.pcie_cq_np_req_count),
-            requester.seq_num.eq(self.pcie_rq_seq_num0),
-            requester.seq_num_valid.eq(self.pcie_rq_seq_num_vld0),
+            requester.max_payload.eq(max_payload),
+            requester.max_read_req.eq(max_read_req),
+            completer.max_payload.eq(max_payload),
+            completer.np_req_count.eq(np_req_count),
+            requester.seq_num.eq(seq_num),
+            requester.seq_num_valid.eq(seq_num_valid),
             self.pcie_cq_np_req.eq(completer.np_req),
         ]
 
@@ -309,7 +350,18 @@ class VMShmUSP(wiring.Component):
             irq.bus_master.eq(bus_master),
             irq.intx_disable.eq(status[3]),
         ]
+        # The IP's interrupt outputs reach the shim through a register (finding 6): an answer
+        # (sent, fail) seen a cycle later only delays the next request, and MSI Enable and the
+        # mask bits change with configuration writes.
         for name, (direction, _) in {**INTX_PORTS, **MSI_PORTS}.items():
             port, inner = getattr(self, name), getattr(irq, name)
-            m.d.comb += port.eq(inner) if direction is Out else inner.eq(port)
+            if direction is Out:
+                m.d.comb += port.eq(inner)
+            else:
+                m.d.sync += inner.eq(port)
+        # A core that owes a message when messages become possible (MSI Enable or Bus Master
+        # Enable rising with a vector pending; issue 22, finding 4) is told when they are:
+        # PF0's MSI Enable, as the shim sees it, and Bus Master Enable.
+        if hasattr(core, "msi_ok"):
+            m.d.comb += core.msi_ok.eq(irq.cfg_interrupt_msi_enable[0] & bus_master)
         return m

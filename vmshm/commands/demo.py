@@ -32,6 +32,10 @@ def add_arguments(parser):
                         help="cycles the host takes to answer OPEN and CLOSE (default 0)")
     parser.add_argument("--dma-latency", type=cycles, default=0, metavar="CYCLES",
                         help="cycles the host takes to answer a window access (default 0)")
+    parser.add_argument("--rc-latency", type=cycles, default=0, metavar="CYCLES",
+                        help="--top usp: cycles the root complex takes to complete each of the "
+                             "device's memory reads (default 0); past --host-timeout the "
+                             "guest's window access times out")
     parser.add_argument("--devices", type=int, default=1, metavar="N",
                         help="VMShm functions on the bus, each backed by the same object; the "
                              "example runs on /dev/vmshm0 (default 1)")
@@ -94,6 +98,8 @@ def check(args):
     HostTiming(ctl_latency=args.host_latency, dma_latency=args.dma_latency)
     if args.top == "usp":
         _check_usp(args)
+    elif args.rc_latency:
+        raise UsageError("--rc-latency is the root complex's: it needs --top usp")
     params = core_args(args, args.top)
     # Building the top checks every parameter (sizes, widths, IDs); it is elaborated only later.
     check_top(args.top, **params)
@@ -134,7 +140,7 @@ def run(args, console):
             from vmshm.testbench.pcie import run_pcie_function
             result = run_pcie_function(EXAMPLE, args.backend,
                                        kwargs={"name": args.shm}, timing=timing,
-                                       waves=args.vcd, **params)
+                                       waves=args.vcd, rc_latency=args.rc_latency, **params)
         else:
             result = run_function(EXAMPLE, backend=args.backend,
                                   kwargs={"name": args.shm}, devices=args.devices,

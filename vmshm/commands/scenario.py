@@ -2,7 +2,7 @@
 
 from vmshm.backends import backend_names
 from vmshm.console import escaped
-from vmshm.options import UsageError
+from vmshm.options import UsageError, cycles
 
 __all__ = ["add_arguments", "run"]
 
@@ -24,6 +24,9 @@ def add_arguments(parser):
                              f"({', '.join(sorted(backend_names(pcie=True)))})")
     parser.add_argument("--axis-width", type=int, choices=(64, 256), default=64, metavar="W",
                         help="--top usp: the AXI-stream width, 64 (default) or 256")
+    parser.add_argument("--rc-latency", type=cycles, default=0, metavar="CYCLES",
+                        help="--top usp: cycles the root complex takes to complete each of the "
+                             "device's memory reads (default 0)")
 
 
 def _run_usp(args, waves):
@@ -39,7 +42,7 @@ def _run_usp(args, waves):
     if args.name not in PCIE_SCENARIOS:
         raise UsageError(f"{args.name} does not run on --top usp: {SKIPPED_SCENARIOS[args.name]}")
     return run_pcie_scenario(args.name, args.backend, axis_width=args.axis_width, seed=args.seed,
-                             waves=waves)
+                             waves=waves, rc_latency=args.rc_latency)
 
 
 def run(args, console):
@@ -74,6 +77,8 @@ def run(args, console):
         check_output_file(waves)
     if args.top == "usp":
         result = _run_usp(args, waves)
+    elif args.rc_latency:
+        raise UsageError("--rc-latency is the root complex's: it needs --top usp")
     else:
         result = run_scenario(args.name, backend=args.backend, data_width=args.data_width,
                               seed=args.seed, waves=waves)

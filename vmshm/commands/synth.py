@@ -177,6 +177,7 @@ def synthesize_all(args, console, params_for):
     """
     from vmshm.harness.checks import check_output_dir, check_output_file
     from vmshm.rtl.tops import generate
+    from vmshm.fpga.boundary import check_boundary
     from vmshm.fpga.xilinx import XILINX_NOTE, XILINX_TOPS, synthesize_xilinx
 
     if args.json:
@@ -208,7 +209,7 @@ def synthesize_all(args, console, params_for):
         return _seed_sweep(args, console, ecp5, target, verilog)
     if args.jobs or args.scheduler:
         raise UsageError("--jobs and --scheduler run a --seeds sweep")
-    results, xresults = [], []
+    results, xresults, boundaries = [], [], []
     with console.status("starting") as status:
         for i, (top, width, params) in enumerate(configs, start=1):
             def progress(text, i=i):
@@ -217,6 +218,9 @@ def synthesize_all(args, console, params_for):
             if top in XILINX_TOPS:
                 xresults.append(synthesize_xilinx(top, params, workdir=keep, progress=progress,
                                                   verilog=verilog[top, width]))
+                # No combinational path across the hard IP's boundary (issue 22, finding 6).
+                boundaries.append((top, check_boundary(top, params, progress=progress,
+                                                       verilog=verilog[top, width])))
             else:
                 results.append(synthesize(top, params, target=target, freq=args.freq,
                                           seed=args.seed, workdir=keep, progress=progress,
@@ -234,17 +238,22 @@ def synthesize_all(args, console, params_for):
     if xresults:
         console.print(_xilinx_table(xresults))
         console.print(XILINX_NOTE)
+        for top, report in boundaries:
+            console.print(f"hard-IP boundary of --top {top}:", markup=False)
+            for line in report.lines():
+                console.print(f"  {line}", markup=False)
     if args.json:
         doc = {"target": asdict(target), "freq_mhz": args.freq, "seed": args.seed,
                "out_of_context": True, "tools": tool_versions(),
                "results": [r.as_dict() for r in results]}
         if xresults:
             doc["xilinx"] = [r.as_dict() for r in xresults]
+            doc["boundary"] = {top: report.lines() for top, report in boundaries}
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
         console.print(f"wrote {escaped(args.json)}", markup=False)
     if args.keep:
         console.print(f"kept the work files in {args.keep}", markup=False)
-    return 0
+    return 0 if all(report.clean for _, report in boundaries) else 1
 
 
 def _xilinx_table(results):

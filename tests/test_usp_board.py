@@ -1,0 +1,355 @@
+"""Issue 22's findings on the UltraScale+ shim, each on Amaranth's simulator: what a hard IP and a
+real root port would hit on a board.
+
+Each test names the finding it guards; each failed on main before its fix (the docstring says
+how). The root complex is the one tests/test_usp_shims.py plays, which checks every RQ TLP's
+byte enables against PCIe Base 2.2.5 as it takes it.
+"""
+
+import pytest
+from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+from amaranth.sim import Simulator
+
+from vmshm.rtl import VMShmCore
+from vmshm.rtl.usp.descriptors import RC_DESCRIPTOR, RC_DISCONTINUE
+from vmshm.sim import stream_get, stream_put
+
+from test_usp_shims import HOST_BASE, RootComplex, dwords_at
+from usp_harness import (LIMIT, RequesterHarness, gate, pack, pg213_rules, put_packet, run,
+                         seeded, to_beats)
+
+#: Writes the core may hand the requester, as each DWORD's byte enables. The first is what the
+#: core owes after a window write timed out on its first beat (issue 22, finding 1): that beat
+#: with its enables, then the rest of the burst writing nothing with the same data; the others
+#: are other beats timing out, and enables a guest may give.
+RAGGED_WRITES = [
+    [0xF, 0, 0],
+    [0xF, 0xF, 0b0011, 0, 0, 0],
+    [0b1100, 0xF, 0xF, 0, 0],
+    [0xF, 0b0110, 0xF, 0xF],
+    [0, 0, 0],
+    [0xF] * 20 + [0] * 12,
+    [0b0110, 0xF, 0xF, 0b1010],
+]
+
+
+def apply_each(memory, addr, dwords, bes):
+    """Write ``dwords`` at ``addr`` of ``memory``, each DWORD with its own byte enables."""
+    for i, (dword, be) in enumerate(zip(dwords, bes)):
+        for b in range(4):
+            if be >> b & 1:
+                memory[addr + 4 * i + b] = dword >> (8 * b) & 0xFF
+
+
+@pytest.mark.parametrize("width", [64, 256])
+def test_finding1_owed_write_beats_never_become_a_malformed_tlp(width):
+    """Finding 1 (requester side): a write whose later beats write nothing (the core's owed beats
+    after a window-write timeout) or whose middle DWORDs are not whole leaves as TLPs PCIe allows
+    (Last DW BE non-zero when Length > 1, every DWORD between a TLP's ends whole), and host
+    memory changes only where a beat's byte enables say. On main the first write left as MWr of
+    3 DWORDs with last BE 0 and beat 0's data at +4 and +8."""
+    rng = seeded(width + 22)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    model = bytearray(memory)
+    dut = RequesterHarness(width)
+    rc = RootComplex(dut, width, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    acks = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        for n, bes in enumerate(RAGGED_WRITES):
+            addr = 0x100 * n + 4 * n
+            data = rng.getrandbits(32)
+            # The owed beats repeat the data of the beat on offer, as window.py sends them.
+            dwords = [data if be == 0 else rng.getrandbits(32) for be in bes]
+            apply_each(model, addr, dwords, bes)
+            for dword, be in zip(dwords, bes):
+                await stream_put(ctx, dut.dma_req, {"write": 1, "addr": addr,
+                                                    "count": len(bes) - 1, "data": dword,
+                                                    "be": be, "tag": n},
+                                 valid_gate=gate(rng, 0.3), timeout=LIMIT)
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            acks.append((beat.tag, beat.err))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert acks == [(n, 0) for n in range(len(RAGGED_WRITES))]
+    for desc, first_be, last_be, payload in rc.tlps:
+        if desc.dword_count > 1:
+            assert last_be, "Last DW BE 0 with Length > 1 (malformed)"
+            assert first_be in (0x8, 0xC, 0xE, 0xF) and last_be in (0x1, 0x3, 0x7, 0xF), \
+                f"byte enables {first_be:#x}/{last_be:#x} not contiguous across the TLP"
+    for n, bes in enumerate(RAGGED_WRITES):
+        addr = 0x100 * n + 4 * n
+        assert dwords_at(memory, addr, len(bes)) == dwords_at(model, addr, len(bes)), \
+            f"write {n}: host memory holds data the guest did not write"
+    # DWORDs that write nothing do not go out at all.
+    assert sum(t[0].dword_count for t in rc.tlps) == sum(be != 0 for w in RAGGED_WRITES
+                                                         for be in w)
+
+
+class ClearingCore(VMShmCore):
+    """The core with a name-RAM clear sequencer's interface (``flr_start`` in, ``flr_busy`` out,
+    as branch pcie_soft's core has them): busy for :attr:`CYCLES` cycles after each start."""
+
+    CYCLES = 40
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.flr_start = Signal()
+        self.flr_busy = Signal()
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        left = Signal(range(self.CYCLES + 1), reset_less=True)
+        with m.If(self.flr_start):
+            m.d.sync += left.eq(self.CYCLES)
+        with m.Elif(left != 0):
+            m.d.sync += left.eq(left - 1)
+        m.d.comb += self.flr_busy.eq(left != 0)
+        return m
+
+
+def test_finding5_flr_done_waits_for_the_name_ram_clear(monkeypatch):
+    """Finding 5 (UltraScale+ side): cfg_flr_done is pulsed once, only after the core's name-RAM
+    clear sequencer (flr_start/flr_busy) has finished, so the IP does not end the FLR while the
+    previous user's name is still readable. On main it was pulsed the cycle after the FLR began
+    whatever the core was doing."""
+    from vmshm.rtl.usp import top as usp_top
+    monkeypatch.setattr(usp_top, "VMShmCore", ClearingCore)
+    dut = usp_top.VMShmUSP(axis_width=64)
+    seen = []
+
+    async def clock(ctx):
+        while True:
+            ctx.set(dut.user_clk, 0)
+            await ctx.delay(2e-9)
+            ctx.set(dut.user_clk, 1)
+            await ctx.delay(2e-9)
+
+    async def main(ctx):
+        ctx.set(dut.user_reset, 1)
+        for _ in range(3):
+            await ctx.posedge(dut.user_clk)
+        ctx.set(dut.user_reset, 0)
+        await ctx.posedge(dut.user_clk)
+        ctx.set(dut.cfg_flr_in_process, 0b0011)      # PF0 and PF1
+        for cycle in range(ClearingCore.CYCLES + 20):
+            await ctx.posedge(dut.user_clk)
+            done = ctx.get(dut.cfg_flr_done)
+            if done:
+                seen.append((cycle, done))
+                ctx.set(dut.cfg_flr_in_process, ctx.get(dut.cfg_flr_in_process) & ~done)
+
+    sim = Simulator(dut)
+    sim.add_process(clock)
+    sim.add_testbench(main)
+    sim.run_until(1e-6)
+    pf0 = [c for c, d in seen if d & 1]
+    pf1 = [c for c, d in seen if d & 2]
+    assert len(pf0) == 1 and pf0[0] >= ClearingCore.CYCLES, seen
+    assert len(pf1) == 1 and pf1[0] < 4, seen
+
+
+class OverlappingRootComplex(RootComplex):
+    """Answer the first read with its first 64-byte completion, then a completion carrying
+    other data at the same lower address (discontinued, or not), then the rest."""
+
+    def __init__(self, *args, discontinue, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cut = discontinue
+
+    def answer(self, desc, addr):
+        super().answer(desc, addr)
+        if self.reads > 1:
+            return
+        parts = self.pending[-1]
+        bogus = pack(RC_DESCRIPTOR, lower_address=(self.base + addr) & 0xFFF,
+                     byte_count=4 * desc.dword_count, request_completed=0, dword_count=16,
+                     completion_status=0, tag=desc.tag)
+        beats = to_beats(bogus + [0xBAD0_0000 + i for i in range(16)], self.width,
+                         lambda first, last: int(last and self.cut) << RC_DISCONTINUE)
+        parts.insert(1, beats)
+        if self.cut:
+            del parts[2:]       # the tag is parked for good: the rest would be dropped anyway
+
+
+@pytest.mark.parametrize("discontinue", [True, False], ids=["discontinued", "bad-lower-address"])
+def test_finding10_late_completion_never_overwrites_arrived_dwords(discontinue):
+    """Finding 10: a completion that comes after the DWORDs it covers have arrived (a duplicate
+    lower address; discontinued or not) writes nothing over them: the read hands over the data
+    that arrived first. On main the reorder buffer took its data, and the read handed over
+    0xBAD0xxxx for DWORDs 0..15."""
+    rng = seeded(10 + discontinue)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=1 << 16)
+    rc = OverlappingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128,
+                                discontinue=discontinue)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        await stream_put(ctx, dut.dma_req, {"write": 0, "addr": 0x100, "count": 31, "data": 0,
+                                            "be": 0xF, "tag": 5}, timeout=LIMIT)
+        for _ in range(32):
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            got.append((beat.data, beat.err))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    good = dwords_at(memory, 0x100, 32)
+    assert got[:16] == [(d, 0) for d in good[:16]]
+    rest = [(0xFFFF_FFFF, 1)] * 16 if discontinue else [(d, 0) for d in good[16:]]
+    assert got[16:] == rest
+
+
+@pytest.mark.parametrize("write", [True, False], ids=["write", "read"])
+def test_finding12_bus_master_off_stops_the_rest_of_a_request(write):
+    """Finding 12: Bus Master Enable is looked at before every TLP, not once per request: once
+    software clears it, no further TLP of a multi-TLP write or read goes out, and the core
+    hears of the rest as failed. On main all 8 TLPs of the request went out after it."""
+    rng = seeded(12 + write)
+    memory = bytearray(0x1000)
+    dut = RequesterHarness(64)
+    rc = RootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def clear_bme(ctx):
+        while not rc.tlps:
+            await ctx.tick()
+        ctx.set(dut.bus_master, 0)
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        for i in range(256 if write else 1):
+            await stream_put(ctx, dut.dma_req, {"write": int(write), "addr": 0, "count": 255,
+                                                "data": i, "be": 0xF, "tag": 7},
+                             timeout=LIMIT)
+        while True:
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            got.append(beat.err)
+            if beat.last:
+                break
+
+    run(dut, main, clear_bme, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert len(rc.tlps) <= 2, f"{len(rc.tlps)} TLPs went out after Bus Master Enable went off"
+    assert got[-1] == 1, "the core was not told the rest failed"
+
+
+class FlrRequester(wiring.Component):
+    """A :class:`RequesterHarness` inside a Function Level Reset, as the top resets it: ``flr``
+    resets its logic for the cycle it is high (and tells the requester, where it listens)."""
+
+    def __init__(self):
+        self.inner = RequesterHarness(64, cpl_timeout=1 << 16)
+        members = dict(self.inner.signature.members)
+        members["flr"] = In(1)
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.inner = inner = ResetInserter(self.flr)(self.inner)
+        for name, member in self.inner.signature.members.items():
+            if name == "flr":
+                continue
+            if member.is_port and member.flow == In:
+                m.d.comb += getattr(inner, name).eq(getattr(self, name))
+            elif member.is_port:
+                m.d.comb += getattr(self, name).eq(getattr(inner, name))
+            else:
+                wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(inner, name)) \
+                    if member.flow == In else \
+                    wiring.connect(m, getattr(inner, name), wiring.flipped(getattr(self, name)))
+        if "flr" in self.inner.signature.members:
+            m.d.comb += inner.flr.eq(self.flr)
+        return m
+
+
+class LateRootComplex(RootComplex):
+    """Hold every completion while ``hold``; then send each read's completions whole, in the
+    order the reads came."""
+
+    hold = True
+
+    async def rc_process(self, ctx):
+        while True:
+            if self.hold or not self.pending:
+                await ctx.tick()
+                continue
+            for part in self.pending.pop(0):
+                await put_packet(ctx, self.dut.rc, part)
+
+
+def test_finding8_flr_leaves_tags_of_reads_in_flight_out_of_use():
+    """Finding 8: an FLR while a read's completions are still on their way turns its tags stale
+    instead of forgetting them, so the late completions are not taken for the next read's. On
+    main the FLR cleared the tag table, the next read went out with the same tag, and it handed
+    over the data of the read from before the FLR."""
+    rng = seeded(8)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = FlrRequester()
+    rc = LateRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        req = {"write": 0, "addr": 0x100, "count": 15, "data": 0, "be": 0xF, "tag": 1}
+        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+        while not rc.tlps:
+            await ctx.tick()
+        ctx.set(dut.flr, 1)                 # the function is reset with the read in flight
+        await ctx.tick()
+        ctx.set(dut.flr, 0)
+        memory[0x100:0x140] = bytes(rng.getrandbits(8) for _ in range(64))
+        await stream_put(ctx, dut.dma_req, {**req, "tag": 2}, timeout=LIMIT)
+        while len(rc.tlps) < 2:
+            await ctx.tick()
+        rc.hold = False                     # the read from before the FLR is answered first
+        for _ in range(16):
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            got.append((beat.data, beat.err))
+
+    run(dut, main, rc.rq_process, rc.rc_process)
+    assert rc.tlps[0][0].tag != rc.tlps[1][0].tag, "the read after the FLR reused a live tag"
+    assert got == [(d, 0) for d in dwords_at(memory, 0x100, 16)], \
+        "the read after the FLR handed over the data of the read before it"
+
+
+class MessageCore(VMShmCore):
+    """The core with the input branch pcie_soft's core has for finding 4: ``msi_ok``, high while
+    a message may be sent (it owes one on its rising edge with a vector pending)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.msi_ok = Signal()
+
+
+@pytest.mark.parametrize("msi, bme", [(1, 1), (1, 0), (0, 1)])
+def test_finding4_core_hears_when_messages_become_possible(monkeypatch, msi, bme):
+    """Finding 4 (UltraScale+ side): the shim tells a core that owes a message on the enabling
+    edge when MSI Enable and Bus Master Enable are both set (``msi_ok``), so a vector pending
+    when MSI is turned on is signalled. On main nothing drove it (the input stayed 0)."""
+    from vmshm.rtl.usp import top as usp_top
+    monkeypatch.setattr(usp_top, "VMShmCore", MessageCore)
+    dut = usp_top.VMShmUSP(axis_width=64)
+    seen = []
+
+    async def clock(ctx):
+        while True:
+            ctx.set(dut.user_clk, 0)
+            await ctx.delay(2e-9)
+            ctx.set(dut.user_clk, 1)
+            await ctx.delay(2e-9)
+
+    async def main(ctx):
+        ctx.set(dut.cfg_function_status, bme << 2)
+        ctx.set(dut.cfg_interrupt_msi_enable, msi)
+        for _ in range(4):
+            await ctx.posedge(dut.user_clk)
+        seen.append(ctx.get(dut._core.msi_ok))
+
+    sim = Simulator(dut)
+    sim.add_process(clock)
+    sim.add_testbench(main)
+    sim.run_until(1e-7)
+    assert seen == [msi & bme]
