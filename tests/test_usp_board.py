@@ -7,12 +7,11 @@ byte enables against PCIe Base 2.2.5 as it takes it.
 """
 
 import pytest
-from amaranth.hdl import Module, ResetInserter, Signal
+from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 from amaranth.sim import Simulator
 
-from vmshm.rtl import VMShmCore
 from vmshm.rtl.usp.descriptors import RC_DESCRIPTOR, RC_DISCONTINUE
 from vmshm.sim import stream_get, stream_put
 
@@ -89,36 +88,16 @@ def test_finding1_owed_write_beats_never_become_a_malformed_tlp(width):
                                                          for be in w)
 
 
-class ClearingCore(VMShmCore):
-    """The core with a name-RAM clear sequencer's interface (``flr_start`` in, ``flr_busy`` out,
-    as branch pcie_soft's core has them): busy for :attr:`CYCLES` cycles after each start."""
-
-    CYCLES = 40
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.flr_start = Signal()
-        self.flr_busy = Signal()
-
-    def elaborate(self, platform):
-        m = super().elaborate(platform)
-        left = Signal(range(self.CYCLES + 1), reset_less=True)
-        with m.If(self.flr_start):
-            m.d.sync += left.eq(self.CYCLES)
-        with m.Elif(left != 0):
-            m.d.sync += left.eq(left - 1)
-        m.d.comb += self.flr_busy.eq(left != 0)
-        return m
-
-
-def test_finding5_flr_done_waits_for_the_name_ram_clear(monkeypatch):
+def test_finding5_flr_done_waits_for_the_name_ram_clear():
     """Finding 5 (UltraScale+ side): cfg_flr_done is pulsed once, only after the core's name-RAM
     clear sequencer (flr_start/flr_busy) has finished, so the IP does not end the FLR while the
     previous user's name is still readable. On main it was pulsed the cycle after the FLR began
     whatever the core was doing."""
+    from vmshm.abi.bounds import flr_clear_cycles
+    from vmshm.abi.regmap import DEFAULT_NAME_SIZE
     from vmshm.rtl.usp import top as usp_top
-    monkeypatch.setattr(usp_top, "VMShmCore", ClearingCore)
     dut = usp_top.VMShmUSP(axis_width=64)
+    clear = flr_clear_cycles(DEFAULT_NAME_SIZE, 32)     # the real core's sequencer (32-bit)
     seen = []
 
     async def clock(ctx):
@@ -135,7 +114,7 @@ def test_finding5_flr_done_waits_for_the_name_ram_clear(monkeypatch):
         ctx.set(dut.user_reset, 0)
         await ctx.posedge(dut.user_clk)
         ctx.set(dut.cfg_flr_in_process, 0b0011)      # PF0 and PF1
-        for cycle in range(ClearingCore.CYCLES + 20):
+        for cycle in range(clear + 20):
             await ctx.posedge(dut.user_clk)
             done = ctx.get(dut.cfg_flr_done)
             if done:
@@ -145,10 +124,10 @@ def test_finding5_flr_done_waits_for_the_name_ram_clear(monkeypatch):
     sim = Simulator(dut)
     sim.add_process(clock)
     sim.add_testbench(main)
-    sim.run_until(1e-6)
+    sim.run_until(4e-9 * (clear + 40))
     pf0 = [c for c, d in seen if d & 1]
     pf1 = [c for c, d in seen if d & 2]
-    assert len(pf0) == 1 and pf0[0] >= ClearingCore.CYCLES, seen
+    assert len(pf0) == 1 and pf0[0] >= clear, seen
     assert len(pf1) == 1 and pf1[0] < 4, seen
 
 
@@ -315,22 +294,12 @@ def test_finding8_flr_leaves_tags_of_reads_in_flight_out_of_use():
         "the read after the FLR handed over the data of the read before it"
 
 
-class MessageCore(VMShmCore):
-    """The core with the input branch pcie_soft's core has for finding 4: ``msi_ok``, high while
-    a message may be sent (it owes one on its rising edge with a vector pending)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.msi_ok = Signal()
-
-
 @pytest.mark.parametrize("msi, bme", [(1, 1), (1, 0), (0, 1)])
-def test_finding4_core_hears_when_messages_become_possible(monkeypatch, msi, bme):
+def test_finding4_core_hears_when_messages_become_possible(msi, bme):
     """Finding 4 (UltraScale+ side): the shim tells a core that owes a message on the enabling
     edge when MSI Enable and Bus Master Enable are both set (``msi_ok``), so a vector pending
     when MSI is turned on is signalled. On main nothing drove it (the input stayed 0)."""
     from vmshm.rtl.usp import top as usp_top
-    monkeypatch.setattr(usp_top, "VMShmCore", MessageCore)
     dut = usp_top.VMShmUSP(axis_width=64)
     seen = []
 

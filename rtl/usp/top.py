@@ -234,10 +234,8 @@ class VMShmUSP(wiring.Component):
         m.submodules.core = function(self._core)
         core = self._core
         clearing = Signal()         # PF0's FLR waits for the core's name RAM to be cleared
-        flr_busy = C(0)
-        if hasattr(core, "flr_busy"):
-            flr_busy = core.flr_busy
-            m.d.comb += core.flr_start.eq(flr_reset)
+        flr_busy = core.flr_busy
+        m.d.comb += core.flr_start.eq(flr_reset)
         with m.If(flr_start[0]):
             m.d.sync += clearing.eq(1)
         with m.Elif(clearing & ~flr_busy):
@@ -362,6 +360,5 @@ class VMShmUSP(wiring.Component):
         # A core that owes a message when messages become possible (MSI Enable or Bus Master
         # Enable rising with a vector pending; issue 22, finding 4) is told when they are:
         # PF0's MSI Enable, as the shim sees it, and Bus Master Enable.
-        if hasattr(core, "msi_ok"):
-            m.d.comb += core.msi_ok.eq(irq.cfg_interrupt_msi_enable[0] & bus_master)
+        m.d.comb += core.msi_ok.eq(irq.cfg_interrupt_msi_enable[0] & bus_master)
         return m
