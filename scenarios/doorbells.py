@@ -177,9 +177,12 @@ async def doorbell_msi(bus, env):
 
 @scenario(shm_size=4096)
 async def doorbell_msi_enabled_while_pending(bus, env):
-    """MSI Enable set while a vector is pending and unmasked: INTx goes off and one message
-    goes out in its place (issue 22, finding 4: main sent none, and later rings of the vector,
-    pending already, stayed silent); MSI Enable cleared again: INTx is back, no message."""
+    """MSI Enable set while a vector is pending sends the message it owes (issue 22, finding 4).
+
+    INTx goes off and one message goes out in its place (before the fix none did, and later rings
+    of the vector, pending already, stayed silent); MSI Enable cleared again: INTx is back, no
+    message.
+    """
     drv = await probe(bus)
     host = bus.hosts[0]
     await _write(drv, "INTR_MASK", 0b1)

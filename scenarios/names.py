@@ -92,8 +92,10 @@ async def names_buffer_limits(bus, env):
 @scenario(shm_size=4096, name="names_cleared_by_flr_small", name_size=64)
 @scenario(shm_size=4096)
 async def names_cleared_by_flr(bus, env):
-    """A Function Level Reset leaves nothing of the last user readable (issue 22, finding 5):
-    BAR2, which no reset clears, reads all zeros, and so do Cache Line Size and Interrupt Line."""
+    """A Function Level Reset leaves nothing of the last user readable (issue 22, finding 5).
+
+    BAR2, which no reset clears, reads all zeros, and so do Cache Line Size and Interrupt Line.
+    """
     n = env.name_size
     drv = await probe(bus)
     fd = await drv.open()

@@ -58,6 +58,15 @@ SKIPPED_SCENARIOS = {
     "doorbell_reset": "turns MSI off at the soft function's MSI capability offset (0xa0; the "
                       "IP has its own) and starts an FLR the model does not carry out "
                       "(test_function_level_reset plays the IP's FLR)",
+    "doorbell_msi_enabled_while_pending": "reads the INTx line right after the MSI Enable "
+                                          "write, as the soft function's pin follows it; on "
+                                          "PCIe the Deassert_INTA message comes later",
+    "names_cleared_by_flr": "starts an FLR through Device Control, which the model's "
+                            "configuration space does not offer (test_function_level_reset "
+                            "plays the IP's FLR and checks BAR2 is cleared)",
+    "names_cleared_by_flr_small": "starts an FLR through Device Control, which the model's "
+                                  "configuration space does not offer "
+                                  "(test_function_level_reset plays the IP's FLR)",
     "doorbell_host_never_takes": "bounds each DOORBELL write to 16 cycles past the timeout, "
                                  "calibrated for a bus without latency; a PCIe write and its "
                                  "flush read take longer",
