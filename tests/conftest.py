@@ -6,20 +6,13 @@ left in /dev/shm by a run that was killed are removed.
 """
 
 import os
-import re
 import signal
 from pathlib import Path
-from uuid import uuid4
 
 import pytest
 
 from vmshm.host_model import ShmRegion
-from vmshm.host_model.scratch import remove_stale
-
-
-def pytest_sessionstart(session):
-    # Objects of a run killed by a timeout (SIGKILL skips every teardown): theirs to remove now.
-    remove_stale()
+from vmshm.host_model.scratch import remove_stale, scratch_name
 
 
 class ShmObjects:
@@ -38,7 +31,7 @@ class ShmObjects:
         tag : str
             A word in the name, so a leftover object says which test made it.
         """
-        name = f"/vmshm-{tag}-{os.getpid()}-{uuid4().hex[:10]}"
+        name = scratch_name(tag, digits=10)
         self._regions.append(ShmRegion.create(name, size, reserve=False))
         return name
 
@@ -145,36 +138,6 @@ def _group_shared_fixtures(items):
                 break
 
 
-#: A temporary object's name: ``vmshm-WORDS-PID-HEX``, the process that made it and removes it.
-TEMPORARY_SHM = re.compile(r"^vmshm-.+-(\d+)-[0-9a-f]{8,10}$")
-
-
-def remove_orphans(shm_dir="/dev/shm"):
-    """Remove this user's temporary objects (:data:`TEMPORARY_SHM`) whose process is gone.
-
-    A run killed without warning (SIGKILL, a crashed xdist worker) leaves its objects behind;
-    the next session removes them. An object whose process lives is never touched.
-
-    Returns
-    -------
-    list of str
-        The names removed.
-    """
-    removed = []
-    for path in sorted(Path(shm_dir).iterdir()) if Path(shm_dir).is_dir() else ():
-        m = TEMPORARY_SHM.match(path.name)
-        try:
-            if not m or path.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            path.unlink(missing_ok=True)
-            removed.append(path.name)
-        except OSError:
-            continue
-    return removed
-
-
 def _interrupt_on_sigterm():
     """Turn SIGTERM (``timeout``, CI cancelling a job) into KeyboardInterrupt in this process.
 
@@ -218,11 +181,12 @@ def pytest_configure(config):
 
 
 def pytest_sessionstart(session):
-    # Once per run, in the controller (an xdist worker has workerinput).
+    # Once per run, in the controller (an xdist worker has workerinput): the objects of a run
+    # killed without warning (SIGKILL skips every teardown) are removed now.
     if not hasattr(session.config, "workerinput"):
-        remove_orphans()
+        remove_stale()
 
 
 def pytest_sessionfinish(session):
     if not hasattr(session.config, "workerinput"):
-        remove_orphans()
+        remove_stale()

@@ -16,9 +16,9 @@ from uuid import uuid4
 
 import pytest
 
-from conftest import remove_orphans
 from vmshm.harness.build import build_file_once
 from vmshm.host_model import ShmRegion
+from vmshm.host_model.scratch import remove_stale
 
 TESTS = Path(__file__).resolve().parent
 
@@ -106,7 +106,7 @@ def test_objects_of_dead_processes_are_removed():
              "other": f"/vmshm-orphan-kept-{uuid4().hex[:6]}"}
     regions = [ShmRegion.create(n, 4096, reserve=False) for n in names.values()]
     try:
-        removed = remove_orphans()
+        removed = remove_stale()
         assert names["dead"].lstrip("/") in removed
         assert not os.path.exists(f"/dev/shm{names['dead']}")
         assert os.path.exists(f"/dev/shm{names['alive']}"), "a live process's object went"
