@@ -16,6 +16,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from vmshm.abi.regmap import CtlOp, Status
 
 from .layouts import TAG_BITS, ctl_signature
+from .refuse import check_data_width
 from .timer import HostTimer
 
 __all__ = ["control_cmd_signature", "name_read_signature", "ControlChannel"]
@@ -173,9 +174,7 @@ class ControlChannel(wiring.Component):
     """
 
     def __init__(self, *, window_size, name_size, data_width, host_timeout):
-        if data_width not in (32, 64):
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
+        check_data_width(self, data_width)
         self._window_size = window_size
         self._name_size = name_size
         self._data_width = data_width

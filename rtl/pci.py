@@ -21,6 +21,7 @@ from .bars import BarDef
 from .config_regs import ConfigRegisters
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout
+from .refuse import refuse
 
 __all__ = ["VMShmPCI", "PciBus", "VMShmSystem"]
 
@@ -379,8 +380,7 @@ class PciBus(wiring.Component):
 
     def __init__(self, count, data_width):
         if not isinstance(count, int) or not 1 <= count <= 32:
-            self._MustUse__silence = True   # refused, so never meant to be elaborated
-            raise ValueError(f"count must be an integer from 1 to 32, not {count!r}")
+            refuse(self, f"count must be an integer from 1 to 32, not {count!r}")
         self._count = count
         members = {
             "req": In(stream.Signature(bus_req_layout(data_width))),
@@ -460,8 +460,7 @@ class VMShmSystem(wiring.Component):
 
     def __init__(self, count=1, **params):
         if not isinstance(count, int) or not 1 <= count <= 32:
-            self._MustUse__silence = True   # refused, so never meant to be elaborated
-            raise ValueError(f"count must be an integer from 1 to 32, not {count!r}")
+            refuse(self, f"count must be an integer from 1 to 32, not {count!r}")
         self._functions = [VMShmPCI(**params) for _ in range(count)]
         self._bus = PciBus(count, self._functions[0].data_width)
         fn = self._functions[0]

@@ -22,6 +22,8 @@ from amaranth.utils import ceil_log2
 
 from vmshm.abi.regmap import ACCESS, BAR0_SIZE, REGISTERS
 
+from .refuse import check_data_width, refuse
+
 __all__ = ["field_port_signature", "register_bus_signature", "R", "Constant", "RW", "W1C", "RC",
            "W", "RT", "ACTIONS", "RegisterFile"]
 
@@ -58,8 +60,7 @@ def field_port_signature(width):
 class _Action(wiring.Component):
     def __init__(self, width, members=None):
         if not isinstance(width, int) or not 1 <= width <= 32:
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"width must be an integer from 1 to 32, not {width!r}")
+            refuse(self, f"width must be an integer from 1 to 32, not {width!r}")
         self._width = width
         super().__init__({"port": In(field_port_signature(width)), **(members or {})})
 
@@ -90,8 +91,7 @@ class Constant(_Action):
 
     def __init__(self, width, value):
         if not isinstance(value, int) or not 0 <= value < 1 << width:
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"value must be an integer that fits {width} bits, not {value!r}")
+            refuse(self, f"value must be an integer that fits {width} bits, not {value!r}")
         self._value = value
         super().__init__(width)
 
@@ -316,18 +316,13 @@ class RegisterFile(wiring.Component):
     """
 
     def __init__(self, *, addr_width, data_width, values=None):
-        if data_width not in (32, 64):
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
+        check_data_width(self, data_width)
         values = dict(values or {})
         needed = {r.name for r in REGISTERS if r.reset is None}
         if set(values) != needed:
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"values must give exactly {sorted(needed)}, not {sorted(values)}")
+            refuse(self, f"values must give exactly {sorted(needed)}, not {sorted(values)}")
         if addr_width < ceil_log2(BAR0_SIZE * 8 // data_width):
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"addr_width must cover BAR0's {BAR0_SIZE} bytes, "
-                             f"not {addr_width!r}")
+            refuse(self, f"addr_width must cover BAR0's {BAR0_SIZE} bytes, not {addr_width!r}")
         self._data_width = data_width
         self._parts = {}        # register name -> [(offset, width, action, submodule name)]
         names = {}

@@ -9,6 +9,8 @@ from amaranth.hdl import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .refuse import refuse
+
 __all__ = ["HostTimer"]
 
 
@@ -36,8 +38,7 @@ class HostTimer(wiring.Component):
 
     def __init__(self, timeout):
         if not isinstance(timeout, int) or timeout < 0:
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"timeout must be a non-negative integer, not {timeout!r}")
+            refuse(self, f"timeout must be a non-negative integer, not {timeout!r}")
         self._timeout = timeout
         super().__init__()
 

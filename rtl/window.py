@@ -30,6 +30,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import MAX_BURST, TAG_BITS, dma_signature
+from .refuse import check_data_width
 from .timer import HostTimer
 
 __all__ = ["window_cmd_signature", "window_rd_layout", "window_wr_layout", "WindowDMA"]
@@ -122,9 +123,7 @@ class WindowDMA(wiring.Component):
     """
 
     def __init__(self, *, addr_width, data_width, host_timeout):
-        if data_width not in (32, 64):
-            self._MustUse__silence = True     # refused: never to be elaborated
-            raise ValueError(f"data_width must be 32 or 64, not {data_width!r}")
+        check_data_width(self, data_width)
         self._addr_width = addr_width
         self._data_width = data_width
         self._host_timeout = host_timeout
