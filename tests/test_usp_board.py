@@ -10,13 +10,12 @@ import pytest
 from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
-from amaranth.sim import Simulator
 
 from vmshm.rtl.usp.descriptors import RC_DESCRIPTOR, RC_DISCONTINUE
 from vmshm.sim import stream_get, stream_put
 
 from test_usp_shims import HOST_BASE, RootComplex, dwords_at
-from usp_harness import (LIMIT, RequesterHarness, gate, pack, pg213_rules, put_packet, run,
+from usp_harness import (LIMIT, RequesterHarness, gate, pack, pg213_rules, put_packet, run, run_top,
                          seeded, to_beats)
 
 #: Writes the core may hand the requester, as each DWORD's byte enables. The first is what the
@@ -100,13 +99,6 @@ def test_finding5_flr_done_waits_for_the_name_ram_clear():
     clear = flr_clear_cycles(DEFAULT_NAME_SIZE, 32)     # the real core's sequencer (32-bit)
     seen = []
 
-    async def clock(ctx):
-        while True:
-            ctx.set(dut.user_clk, 0)
-            await ctx.delay(2e-9)
-            ctx.set(dut.user_clk, 1)
-            await ctx.delay(2e-9)
-
     async def main(ctx):
         ctx.set(dut.user_reset, 1)
         for _ in range(3):
@@ -121,10 +113,7 @@ def test_finding5_flr_done_waits_for_the_name_ram_clear():
                 seen.append((cycle, done))
                 ctx.set(dut.cfg_flr_in_process, ctx.get(dut.cfg_flr_in_process) & ~done)
 
-    sim = Simulator(dut)
-    sim.add_process(clock)
-    sim.add_testbench(main)
-    sim.run_until(4e-9 * (clear + 40))
+    run_top(dut, main)
     pf0 = [c for c, d in seen if d & 1]
     pf1 = [c for c, d in seen if d & 2]
     assert len(pf0) == 1 and pf0[0] >= clear, seen
@@ -303,13 +292,6 @@ def test_finding4_core_hears_when_messages_become_possible(msi, bme):
     dut = usp_top.VMShmUSP(axis_width=64)
     seen = []
 
-    async def clock(ctx):
-        while True:
-            ctx.set(dut.user_clk, 0)
-            await ctx.delay(2e-9)
-            ctx.set(dut.user_clk, 1)
-            await ctx.delay(2e-9)
-
     async def main(ctx):
         ctx.set(dut.cfg_function_status, bme << 2)
         ctx.set(dut.cfg_interrupt_msi_enable, msi)
@@ -317,8 +299,5 @@ def test_finding4_core_hears_when_messages_become_possible(msi, bme):
             await ctx.posedge(dut.user_clk)
         seen.append(ctx.get(dut._core.msi_ok))
 
-    sim = Simulator(dut)
-    sim.add_process(clock)
-    sim.add_testbench(main)
-    sim.run_until(1e-7)
+    run_top(dut, main)
     assert seen == [msi & bme]

@@ -22,14 +22,15 @@ from usp_harness import (LIMIT, beat_layout, beats_in, beats_out, gate, get_pack
 WIDTHS = (64, 256)
 USER = 8            # tuser bits the loopback carries
 
-class Loopback(wiring.Component):
-    """:class:`AxisToDwords` into :class:`DwordsToAxis`: the same packets, split and regathered.
+class BeatsThrough(wiring.Component):
+    """Harness streams of beats into and out of what ``wire(m, width)`` builds.
 
-    The first beat's ``tuser`` rides with the packet's first DWORD, as RQ's byte enables do.
+    ``wire`` adds its parts to ``m`` and returns the AXIS stream in and the one out.
     """
 
-    def __init__(self, width):
+    def __init__(self, width, wire):
         self._width = width
+        self._wire = wire
         super().__init__({
             "i": In(stream.Signature(beat_layout(width, USER))),
             "o": Out(stream.Signature(beat_layout(width, USER))),
@@ -37,10 +38,20 @@ class Loopback(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.rx = rx = AxisToDwords(self._width, USER)
-        m.submodules.tx = tx = DwordsToAxis(self._width, USER, sop_user_width=USER)
-        beats_in(m, self.i, rx.axis)
-        beats_out(m, tx.axis, self.o)
+        axis_in, axis_out = self._wire(m, self._width)
+        beats_in(m, self.i, axis_in)
+        beats_out(m, axis_out, self.o)
+        return m
+
+
+def Loopback(width):
+    """:class:`AxisToDwords` into :class:`DwordsToAxis`: the same packets, split and regathered.
+
+    The first beat's ``tuser`` rides with the packet's first DWORD, as RQ's byte enables do.
+    """
+    def wire(m, width):
+        m.submodules.rx = rx = AxisToDwords(width, USER)
+        m.submodules.tx = tx = DwordsToAxis(width, USER, sop_user_width=USER)
         m.d.comb += [
             tx.dw.valid.eq(rx.dw.valid),
             tx.dw.payload.data.eq(rx.dw.payload.data),
@@ -48,7 +59,8 @@ class Loopback(wiring.Component):
             tx.dw.payload.user.eq(rx.dw.payload.user),
             rx.dw.ready.eq(tx.dw.ready),
         ]
-        return m
+        return rx.axis, tx.axis
+    return BeatsThrough(width, wire)
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -230,22 +242,12 @@ def test_cq_buffer_takes_posted_writes_while_the_reader_waits():
     assert got == out_of(before + tlps)
 
 
-class SkidLoop(wiring.Component):
+def SkidLoop(width):
     """An :class:`AxisSkid` between two harness streams of beats."""
-
-    def __init__(self, width):
-        self._width = width
-        super().__init__({
-            "i": In(stream.Signature(beat_layout(width, USER))),
-            "o": Out(stream.Signature(beat_layout(width, USER))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.skid = skid = AxisSkid(self._width, USER)
-        beats_in(m, self.i, skid.i)
-        beats_out(m, skid.o, self.o)
-        return m
+    def wire(m, width):
+        m.submodules.skid = skid = AxisSkid(width, USER)
+        return skid.i, skid.o
+    return BeatsThrough(width, wire)
 
 
 @pytest.mark.parametrize("width", WIDTHS)

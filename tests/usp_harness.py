@@ -147,6 +147,21 @@ def run(dut, main, *background, vcd=None):
         sim.run()
 
 
+def run_top(top, main):
+    """Run ``main(ctx)`` on the UltraScale+ ``top``, its ``user_clk`` driven at CLOCK_PERIOD."""
+    async def clock(ctx):
+        while True:
+            ctx.set(top.user_clk, 0)
+            await ctx.delay(CLOCK_PERIOD / 2)
+            ctx.set(top.user_clk, 1)
+            await ctx.delay(CLOCK_PERIOD / 2)
+
+    sim = Simulator(top)
+    sim.add_process(clock)
+    sim.add_testbench(main)
+    sim.run()
+
+
 def usp_bars(window_size=4096, name_size=1024):
     """Return a BAR map as :class:`~vmshm.rtl.usp.VMShmUSP` lays it out with a 64-bit window."""
     return (BarDef(BAR_REGS, 0, 256),
