@@ -138,14 +138,22 @@ def test_without_dask_the_scheduler_says_what_to_install():
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A real Dask cluster on loopback: a scheduler and two worker processes."""
+def cluster(tmp_path_factory):
+    """A real Dask cluster on loopback: a scheduler and two worker processes.
+
+    Their scratch space is the test's, not Dask's default /tmp/dask-scratch-space, which would
+    stay behind.
+    """
     distributed = pytest.importorskip("distributed")
     import cloudpickle
     # The workers cannot import this test file: its shard functions travel by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as c:
+    import dask
+    scratch = tmp_path_factory.mktemp("dask")
+    with dask.config.set({"temporary-directory": str(scratch)}), \
+            distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     host="127.0.0.1", dashboard_address=None,
+                                     local_directory=scratch) as c:
         yield c
 
 
