@@ -202,3 +202,31 @@ def test_channel_without_bench_shows_its_help():
     r = vmshm("channel", check_rc=2)
     assert "--bench" in r.stdout and "--rtl-count" in r.stdout, r.stdout
     assert "say --bench" in r.stderr
+
+
+def test_sigterm_removes_the_runs_scratch_objects():
+    # `timeout vmshm fuzz ...` sends SIGTERM: the run unwinds as Ctrl-C does and its objects go.
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "vmshm.cli", "fuzz", "--transactions",
+                             "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    prefix = f"fz{proc.pid % 1000:03d}"
+    try:
+        deadline = time.monotonic() + 60
+        made = set()
+        while not made and time.monotonic() < deadline:
+            time.sleep(0.2)
+            made = {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+        assert made, "the fuzz run made no objects"
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+        left = made & set(os.listdir("/dev/shm"))
+        for name in left:       # a failing run's leftovers are this test's to remove
+            os.unlink(f"/dev/shm/{name}")
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "vmshm: terminated" in err and "Traceback" not in err
+    assert not left, f"left in /dev/shm after SIGTERM: {sorted(left)}"

@@ -10,7 +10,10 @@ in :func:`_commands`.
 
 import argparse
 import errno
+import os
+import signal
 import sys
+import threading
 
 from vmshm import __version__
 from vmshm.options import UsageError, parse_size
@@ -121,6 +124,7 @@ def main(argv=None):
     commands = _commands()
     args = _parser(commands).parse_args(argv)
     run = {name: module.run for name, module, _ in commands}[args.command]
+    previous = _stop_on_sigterm()
     try:
         return run(args, console)
     except UsageError as exc:
@@ -143,11 +147,42 @@ def main(argv=None):
         # A simulator that could not build or run, or a device that hung: say what happened.
         err.print(f"vmshm {args.command}: {exc}", style="red")
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # The simulation's coroutines are left suspended; closing them at exit is not news.
         sys.unraisablehook = lambda unraisable: None
+        if isinstance(exc, _Terminated):
+            err.print("vmshm: terminated", style="red")
+            return 128 + signal.SIGTERM
         err.print("vmshm: interrupted", style="red")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``timeout``, ``kill``): unwound like Ctrl-C, so scratch objects go."""
+
+
+def _stop_on_sigterm():
+    """Make SIGTERM unwind the command as Ctrl-C does, running every ``finally`` on the way.
+
+    By default SIGTERM ends the process at once and leaves the run's scratch objects in
+    /dev/shm. A child forked from here gets the default back. Returns the handler it replaced,
+    or ``None`` where Python lets no handler be set (outside the main thread).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    owner = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":
