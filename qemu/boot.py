@@ -210,10 +210,12 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
                         if echo:
                             echo(line)
         finally:
+            killed_here = False
             if proc.poll() is None:
                 try:
                     proc.wait(timeout=5 if result.status is not None else 0.1)
                 except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    killed_here = True
                     proc.kill()
                     proc.wait()
             proc.stdout.close()
@@ -224,6 +226,11 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
             if floor_server:
                 floor_server.join(timeout=5)
         result.seconds = time.monotonic() - t0
+        if proc.returncode < 0 and not killed_here and result.status is None:
+            # Someone else ended QEMU (kill, the OOM killer): that, not the device's socket
+            # closing under it, is what the user needs to read.
+            result.error = (f"QEMU was killed by {signal.Signals(-proc.returncode).name} "
+                            f"before the program finished")
         if watch.get("no_interrupts"):
             result.notes.append(watch["no_interrupts"])
     for kind, value in errors:

@@ -7,6 +7,7 @@ own program, and this command prints what it printed, the device's cycle table, 
 the program's exit status.
 """
 
+import argparse
 import json
 import os
 import re
@@ -63,6 +64,13 @@ def add_arguments(p):
     p.add_argument("--doorbell-bench", action="store_true",
                    help="time doorbell round trips in the guest (ring the host, which rings "
                         "back; the guest's read returns), on the RTL and on a floor device")
+    p.add_argument("--guests", type=int, metavar="N",
+                   help="boot N guests at once, each with its own device server and RTL, all "
+                        "peers of the --ivshmem group (served here when SOCKET does not exist) "
+                        "on NAME; the program finds its index and the peers' IDs in "
+                        "$VMSHM_GUEST and $VMSHM_PEERS (docs/qemu.md)")
+    # A guest of --guests: told its index and the group's IDs on stdin once all have joined.
+    p.add_argument("--guest-of", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", metavar="FILE",
@@ -100,7 +108,10 @@ def _check_args(args):
         raise ValueError(f"--run {escaped(args.run)}: no such file")
     if args.run is not None and args.bench:
         raise ValueError("--bench runs its own program in the guest; leave out --run")
-    if args.ivshmem is not None:
+    if args.guests is not None:
+        from vmshm.commands.qemu_guests import check_guest_args
+        check_guest_args(args)
+    elif args.ivshmem is not None:
         import stat
         try:
             mode = os.stat(args.ivshmem).st_mode
@@ -200,6 +211,9 @@ def run(args, console):
     from vmshm.rtl import VMShmPCI
 
     _check_args(args)
+    if args.guests is not None:
+        from vmshm.commands.qemu_guests import run_guests
+        return run_guests(args, console)
     params = core_args(args)
     function = VMShmPCI(**params)       # checks the parameters before anything is made
     # Only asked for its BARs, never elaborated (the simulation builds its own).
@@ -230,14 +244,18 @@ def run(args, console):
         console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
                       highlight=False, markup=False)
     try:
-        return _run(args, console, parts, params, function, host, host_log, bridge)
+        env = None
+        if args.guest_of is not None:
+            from vmshm.commands.qemu_guests import await_index
+            env = await_index(args, bridge)
+        return _run(args, console, parts, params, function, host, host_log, bridge, env)
     finally:
         if bridge is not None:
             bridge.close()
         host.close_ring_fd()
 
 
-def _run(args, console, parts, params, function, host, host_log, bridge):
+def _run(args, console, parts, params, function, host, host_log, bridge, env=None):
     """Make the object if asked, then run a bench or boot the guest against ``host``."""
     from vmshm.host_model import ShmRegion
 
@@ -268,7 +286,7 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
         return 1
     console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
-    result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
+    result = boot(parts, initrd, image.init_archive(program, argv, env=env), timeout=args.timeout,
                   params=params, backend=args.backend, host=host,
                   echo=lambda line: console.print(f"guest| {line}", highlight=False,
                                                   markup=False))
