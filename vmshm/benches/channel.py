@@ -173,13 +173,16 @@ def guest(count, sizes, timeout=180, echo=None):
         for k, length in enumerate(sizes):
             rx = _run_end(exe, "recv", group.name, SLOT * (1 + 2 * k), count, length,
                           host.peer_fileno(guest_id), host.fileno())
-            rows.append(_row("guest → host", length, count, _seconds(rx, "the host's receiver")))
+            rows.append({**_row("ivshmem guest → host", length, count,
+                                _seconds(rx, "the host's receiver")),
+                         "served_by": "QEMU ivshmem-doorbell"})
             expect(rf"tx {length} {count} [\d.]+")
             tx = _run_end(exe, "send", group.name, SLOT * (2 + 2 * k), count, length,
                           host.peer_fileno(guest_id), host.fileno())
             _seconds(tx, "the host's sender")
             m = expect(rf"rx {length} {count} ([\d.]+)")
-            rows.append(_row("host → guest", length, count, float(m.group(1))))
+            rows.append({**_row("host → ivshmem guest", length, count, float(m.group(1))),
+                         "served_by": "QEMU ivshmem-doorbell"})
         expect("done")
         thread.join(timeout=30)
         host.close()
