@@ -251,3 +251,53 @@ def test_guests_options_are_checked_before_anything_starts(tmp_path):
     r = vmshm_qemu("--guests", "2", "--ivshmem", str(plain), "--run", prog)
     assert r.returncode == 2 and "not a socket" in r.stderr
     assert not any(tmp_path.glob("s*")), "nothing is served for a refused command"
+
+
+TWO_DEVICES = ROOT / "tests" / "c" / "vmshm_two_devices.c"
+
+
+@pytest.fixture(scope="session")
+def two_devices():
+    """Boot one guest with two VMShm devices, each mapping its own object; yield the run and
+    what each object holds afterwards."""
+    from vmshm.host_model import ShmRegion
+    require_qemu_parts("vmshm qemu --devices 2")
+    names = [f"/vmshm-two-{i}-{os.getpid()}-{uuid4().hex[:8]}" for i in range(2)]
+    try:
+        for name in names:
+            ShmRegion.create(name, 1 << 16).close()
+        r = subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", "--devices", "2",
+                            "--shm", names[0], "--run", str(TWO_DEVICES), "--timeout", "200",
+                            "--", *names], capture_output=True, text=True, timeout=300)
+        held = [Path(f"/dev/shm{name}").read_bytes()[:64] for name in names]
+        yield {"r": r, "names": names, "held": held}
+    finally:
+        for name in names:
+            if os.path.exists(f"/dev/shm{name}"):
+                os.unlink(f"/dev/shm{name}")
+
+
+def test_one_guest_writes_two_objects_through_two_devices(two_devices):
+    r, names = two_devices["r"], two_devices["names"]
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    lines = [ln[len("guest| "):] for ln in r.stdout.splitlines() if ln.startswith("guest| ")]
+    for i in (0, 1):
+        assert f"opened /dev/vmshm{i} {names[i]}" in lines, lines
+        assert f"vmshm{i} reads back: written through /dev/vmshm{i}" in lines, lines
+        # The host sees each object written through its own device, and only that one.
+        held = two_devices["held"][i]
+        assert held.startswith(f"written through /dev/vmshm{i}\0".encode()), held
+    # Each device's host opened and closed its own object, named by the guest.
+    assert f"host: OPEN '{names[0]}': 65536 bytes" in r.stdout
+    assert f"host (vmshm1): OPEN '{names[1]}': 65536 bytes" in r.stdout
+    assert f"host (vmshm1): CLOSE '{names[1]}'" in r.stdout
+    assert re.search(r"^vmshm1: [1-9]\d* BAR accesses", r.stdout, re.M), r.stdout
+
+
+def test_devices_option_is_checked(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", "--shm", "/x", "--devices",
+                        "5"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--devices must be 1..4" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", "--shm", "/x", "--devices",
+                        "2", "--bench"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--devices is for the example or --run" in r.stderr
