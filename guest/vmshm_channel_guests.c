@@ -11,10 +11,9 @@
  * (a number new each run). Guest 0 lays out two rings in the object (0 -> 1 at 0, 1 -> 0 at
  * RING_BYTES) and then writes the session number at READY; guest 1 attaches once it reads it
  * (so a ring left from an earlier run is never taken for this one's). Each guest sends COUNT
- * messages and receives COUNT, interleaved in one loop: a message is its sequence number, the
- * sender's index and a pattern of 8..64 bytes that depends on both; every message received is
- * checked (length, sequence, sender, every byte), so a lost, repeated, reordered or corrupted one
- * ends the run with status 1. Lines "key value..." say what happened.
+ * messages and receives COUNT, interleaved in one loop (vmshm_channel_pump.h: every message
+ * checked, so a lost, repeated, reordered or corrupted one ends the run with status 1). Lines
+ * "key value..." say what happened.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -29,80 +28,33 @@
 #include <unistd.h>
 
 #include "vmshm_channel.h"
+#include "vmshm_channel_pump.h"
 #include "vmshm_ioctl.h"
 
 #define RING_BYTES	0x1000			/* capacity 2048: CI's count wraps it several times */
 #define READY		(2 * RING_BYTES)	/* guest 0's session number: the rings are laid out */
 #define MAP_BYTES	(READY + 0x1000)
-#define MAX_LEN		64
-#define STALL_S		120			/* no progress for this long: the peer is gone */
 
 static int fd;
 static unsigned peer_id;
-static unsigned long rings, waits;
 
-static double now(void)
+static void ring_peer(void *ctx)
 {
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return t.tv_sec + t.tv_nsec / 1e9;
-}
-
-static void ring_peer(void)
-{
-	rings++;
+	(void)ctx;
 	if (ioctl(fd, VMSHM_IOCTL_RING, VMSHM_DOORBELL(peer_id, 0)))
 		printf("error ring: %s\n", strerror(errno));
 }
 
 /* Sleep until the device interrupts (a peer rang), or `ms` pass: spurious wake-ups are fine. */
-static void wait_ring(int ms)
+static int wait_ring(void *ctx, int ms)
 {
 	struct pollfd p = {fd, POLLIN, 0};
 	uint32_t n;
 
-	waits++;
-	if (poll(&p, 1, ms) == 1 && read(fd, &n, 4) != 4)
-		printf("error read: %s\n", strerror(errno));
-}
-
-static uint32_t msg_len(uint32_t seq)
-{
-	return 8 + (seq * 13u) % (MAX_LEN - 7);
-}
-
-static uint8_t pattern(uint32_t seq, unsigned from, uint32_t i)
-{
-	return (uint8_t)(seq * 31u + i * 7u + from * 101u + 1u);
-}
-
-static void make(uint8_t *m, uint32_t seq, unsigned from)
-{
-	uint32_t i, len = msg_len(seq);
-
-	memcpy(m, &seq, 4);
-	m[4] = (uint8_t)from;
-	m[5] = m[6] = m[7] = 0xA5;
-	for (i = 8; i < len; i++)
-		m[i] = pattern(seq, from, i);
-}
-
-static int check(const uint8_t *m, int len, uint32_t seq, unsigned from)
-{
-	uint8_t want[MAX_LEN];
-
-	make(want, seq, from);
-	if ((uint32_t)len != msg_len(seq) || memcmp(m, want, len)) {
-		uint32_t got_seq;
-
-		memcpy(&got_seq, m, 4);
-		printf("error message %u: %d bytes, sequence %u, from %u; expected %u bytes, "
-		       "sequence %u, from %u%s\n", seq, len, got_seq, m[4], msg_len(seq), seq, from,
-		       (uint32_t)len == msg_len(seq) && got_seq == seq ? ", pattern differs" : "");
-		return -1;
-	}
-	return 0;
+	(void)ctx;
+	if (poll(&p, 1, ms) != 1)
+		return -ETIMEDOUT;
+	return read(fd, &n, 4) == 4 ? 0 : -errno;
 }
 
 static int fail(const char *what)
@@ -116,12 +68,12 @@ int main(int argc, char **argv)
 	const char *g = getenv("VMSHM_GUEST"), *peers = getenv("VMSHM_PEERS");
 	const char *session_s = getenv("VMSHM_SESSION");
 	struct vmshm_ch out, in;
+	struct vmshm_doorbell db = {ring_peer, wait_ring, NULL};
+	struct vmshm_pump_stats stats = {0};
 	volatile uint8_t *mem;
 	volatile uint32_t *ready;
-	uint8_t buf[MAX_LEN], rbuf[MAX_LEN];
-	uint32_t count, sent = 0, got = 0, session;
+	uint32_t count, session;
 	unsigned me, ids[2];
-	double t0, last;
 	int tries;
 
 	if (argc != 3 || !g || !peers || !session_s
@@ -175,62 +127,5 @@ int main(int argc, char **argv)
 	}
 	printf("rings ready, capacity %u\n", out.capacity);
 	fflush(stdout);
-	t0 = last = now();
-	while (sent < count || got < count) {
-		int progress = 0, r, ring;
-		_Atomic uint32_t *pw = vmshm_ch_word(&out, VMSHM_CH_OFF_PROD_WAITING);
-		_Atomic uint32_t *cw = vmshm_ch_word(&in, VMSHM_CH_OFF_CONS_WAITING);
-
-		if (sent < count) {
-			make(buf, sent, me);
-			r = vmshm_ch_try_send(&out, buf, msg_len(sent));
-			if (r >= 0) {
-				if (r)
-					ring_peer();
-				sent++;
-				progress = 1;
-			} else if (r != -EAGAIN) {
-				errno = -r;
-				return fail("send");
-			}
-		}
-		if (got < count) {
-			r = vmshm_ch_try_recv(&in, rbuf, sizeof(rbuf), &ring);
-			if (r >= 0) {
-				if (check(rbuf, r, got, 1 - me))
-					return 1;
-				if (ring)
-					ring_peer();
-				got++;
-				progress = 1;
-			} else if (r != -EAGAIN) {
-				errno = -r;
-				return fail("recv");
-			}
-		}
-		if (progress) {
-			last = now();
-			continue;
-		}
-		/* Neither side can move: say so in both rings, look again, then sleep. */
-		if (sent < count)
-			atomic_store_explicit(pw, 1, memory_order_relaxed);
-		if (got < count)
-			atomic_store_explicit(cw, 1, memory_order_relaxed);
-		atomic_thread_fence(memory_order_seq_cst);
-		if (!((sent < count && vmshm_ch_fits(&out, msg_len(sent)))
-		      || (got < count && !vmshm_ch_empty(&in))))
-			wait_ring(500);
-		atomic_store_explicit(pw, 0, memory_order_relaxed);
-		atomic_store_explicit(cw, 0, memory_order_relaxed);
-		if (now() - last > STALL_S) {
-			printf("error stalled: sent %u received %u of %u\n", sent, got, count);
-			return 1;
-		}
-	}
-	t0 = now() - t0;
-	/* One line, so two guests' summaries never interleave. */
-	printf("sent %u received %u checked; %.2f s, %.0f messages/s each way; rings %lu "
-	       "waits %lu\n", sent, got, t0, t0 > 0 ? count / t0 : 0.0, rings, waits);
-	return 0;
+	return vmshm_pump(&out, &in, count, me, 1 - me, &db, &stats);
 }
