@@ -19,11 +19,13 @@ from conftest import require_backend
 from vmshm.abi import pci_regs as P
 from vmshm.abi.config_space import CAP_OFFSET
 from vmshm.abi.bounds import flr_clear_cycles
-from vmshm.abi.regmap import ABI_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, DEVICE_ID
+from vmshm.abi.regmap import (ABI_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, DEVICE_ID,
+                              VSEC_OFFSET)
 from vmshm.backends import backend_names
 from vmshm.rtl import VMShmPCI, VMShmUSP
 from vmshm.rtl.tops import generate
 from vmshm.rtl.usp import INTX_PORTS, MSI_PORTS
+from vmshm.rtl.usp.cfg_ext import CFG_EXT_PORTS
 from vmshm.scenarios import PCIE_SCENARIOS, SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
 from vmshm.testbench.pcie import DEFAULT_HOST_ADDR, PcieJob, run_pcie
 
@@ -82,7 +84,7 @@ def test_ports_carry_the_hard_ip_names():
                     "pcie_rq_seq_num_vld0", "cfg_max_payload", "cfg_max_read_req",
                     "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
                     "user_clk", "user_reset"}
-    ip |= set(INTX_PORTS) | set(MSI_PORTS)
+    ip |= set(INTX_PORTS) | set(MSI_PORTS) | set(CFG_EXT_PORTS)
     host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp", "db", "ring")
             for s in ("valid", "ready", "payload")} | {"peer_valid", "peer_id"}
     assert ports == ip | host
@@ -164,9 +166,14 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
     assert bars[1]["size"] == DEFAULT_WINDOW_SIZE
     assert bars[1]["raw"] & 0xF == (0xC if window_64bit else 0x0)    # 64-bit prefetchable or not
     assert bars[name_bar]["size"] == 1024
-    assert (P.PCI_CAP_ID_VNDR, 0xB0) in found["capabilities"]
+    # VMShm's capability is no legacy one (the IP has no room for it) but a VSEC at 0x480, the
+    # end of the IP's extended list, which the top serves through cfg_ext_* (issue 22,
+    # finding 9); the root complex's own walk of the list reads it there.
+    assert P.PCI_CAP_ID_VNDR not in [c for c, _ in found["capabilities"]]
+    assert found["ext_capabilities"][-1] == (P.PCI_EXT_CAP_ID_VNDR, VSEC_OFFSET)
     # The unchanged driver model re-sizes and re-assigns them, and finds its capability.
     probe = result.value
+    assert probe["capability"] == ("vsec", VSEC_OFFSET)
     assert probe["ident"] == DEVICE_ID
     assert probe["sizes"] == (DEFAULT_WINDOW_SIZE, 1024, ABI_VERSION)
     sizes = {i: r[:3] for i, r in probe["resources"].items()}
