@@ -125,8 +125,8 @@ def test_bars_and_capability_match_the_soft_front_end():
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="axis_width must be one of 64, 256"):
-        VMShmUSP(axis_width=128)
+    with pytest.raises(ValueError, match="axis_width must be one of 64, 128, 256"):
+        VMShmUSP(axis_width=512)
     with pytest.raises(ValueError, match="data_width must be 32"):
         VMShmUSP(data_width=64)
     with pytest.raises(ValueError, match="regs_size must be 256 or 4096"):
@@ -210,6 +210,15 @@ def test_seed_example_lands_in_the_object(sim, width, pause, shm_objects):
          name], capture_output=True, text=True)
     assert seen.returncode == 0, seen.stderr
     assert seen.stdout == "I was here: 4242"
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_128_bit_streams_enumerate_and_run_the_seed_example(sim, shm_objects):
+    """128-bit AXI streams (a Gen3 x4 pcie4_uscale_plus): the driver model finds the function and
+    its VSEC, and the seed example lands in the object, under back-pressure."""
+    (result, _) = check("probe_only", sim, 128)
+    assert result.value["capability"] == ("vsec", VSEC_OFFSET)
+    test_seed_example_lands_in_the_object(sim, 128, PAUSE, shm_objects)
 
 
 # -- the scenario suite over the root complex ------------------------------------------------------

@@ -29,7 +29,7 @@ from .streams import AxisSkid, AxisToDwords, DwordsToAxis
 __all__ = ["AXIS_WIDTHS", "VMShmUSP"]
 
 #: AXI-stream data widths the shim is built and verified at.
-AXIS_WIDTHS = (64, 256)
+AXIS_WIDTHS = (64, 128, 256)
 
 
 def _check_width(width):
@@ -57,7 +57,7 @@ class VMShmUSP(wiring.Component):
     Parameters
     ----------
     axis_width : int
-        Width of the four AXI streams: 64 or 256 bits.
+        Width of the four AXI streams: 64, 128 or 256 bits.
     window_size, name_size, regs_size, host_timeout
         As for :class:`~vmshm.rtl.VMShmCore`; ``regs_size`` is 256 or 4096.
     data_width : int
