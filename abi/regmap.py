@@ -370,6 +370,12 @@ def render_markdown():
             "| offset | size | field | meaning |", "|---|---|---|---|"]
     for f in CAPABILITY:
         out.append(f"| +{f.offset:#04x} | {f.size} | {f.name} | {f.doc} |")
+    out += ["", f"A hard IP whose legacy capability list has no room for it (the UltraScale+ "
+            f"top, [usp.md](usp.md)) presents the same fields as a PCIe Vendor-Specific "
+            f"Extended Capability at {VSEC_OFFSET:#x}: extended capability ID "
+            f"{EXT_CAP_ID_VNDR:#06x}, version 1; VSEC ID {VSEC_ID:#06x}, revision {VSEC_REV}, "
+            f"length {VSEC_LEN}; each field above from ABI_VERSION on {VSEC_FIELDS} bytes "
+            f"further on. A driver looks for the legacy capability first, then for this one."]
     out += ["", "## Interrupts", "",
             "The host rings a vector on the device's host port (`ring`); that sets its bit in "
             "INTR_STATUS. While INTR_STATUS & INTR_MASK is non-zero the core's `irq` is high, "
