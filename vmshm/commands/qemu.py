@@ -74,7 +74,7 @@ def add_arguments(p):
                         "simulated RTL and host; only the first's interrupts reach the guest "
                         "(default 1)")
     # A guest of --guests: told its index and the group's IDs on stdin once all have joined.
-    p.add_argument("--guest-of", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--guest-of", type=int, default=None, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", metavar="FILE",
