@@ -180,8 +180,8 @@ def guest_table(rows, count, vmshm_count=None):
 
 
 def _mb(value):
-    # Three figures below 100 MB/s: the VMShm rows move a fraction of one.
-    return f"{value:,.1f}" if value >= 100 else f"{value:.3g}"
+    # Three figures below 1 MB/s: the VMShm rows move a fraction of one.
+    return f"{value:,.1f}" if value >= 1 else f"{value:.3g}"
 
 
 def where_the_time_goes(spent):
