@@ -301,3 +301,49 @@ def test_devices_option_is_checked(tmp_path):
     r = subprocess.run([sys.executable, "-m", "vmshm.cli", "qemu", "--shm", "/x", "--devices",
                         "2", "--bench"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--devices is for the example or --run" in r.stderr
+
+
+def _fake_guest(peer_id, then):
+    """A stand-in for one guest's ``vmshm qemu``: joins, reads its place, then runs ``then``."""
+    script = (f"import sys, time\nprint('ivshmem: joined /s as peer {peer_id} (IVPOSITION)', "
+              f"flush=True)\nplace = sys.stdin.readline().split()\n"
+              f"print('guest| place', *place, flush=True)\n{then}\n")
+    return subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _supervise(then, capsys):
+    """Run the parent's loop over two stand-in guests (no boot); return status, out, err."""
+    import argparse
+    from io import StringIO
+
+    from vmshm.commands.qemu_guests import _Guest, _end, _supervise
+    from vmshm.console import make_console
+    guests = [_Guest(i, _fake_guest(7 + i, then[i])) for i in (0, 1)]
+    out = StringIO()
+    try:
+        status = _supervise(argparse.Namespace(timeout=30), make_console(file=out, width=132),
+                            guests)
+    finally:
+        _end(guests)
+    return status, out.getvalue(), capsys.readouterr().err, guests
+
+
+def test_the_exit_status_is_the_worst_guests(capsys):
+    status, out, err, _ = _supervise(["time.sleep(1); sys.exit(3)", "sys.exit(0)"], capsys)
+    assert status == 3, out + err
+    # Each learnt its index, the run's session and both peer IDs, in index order.
+    places = re.findall(r"^\[(\d)\] guest\| place (\d) (\d+) 7 8$", out, re.M)
+    assert sorted((i, j) for i, j, _ in places) == [("0", "0"), ("1", "1")], out
+    assert places[0][2] == places[1][2], "one session for both"
+    assert re.search(r"^guests: 0 exit 3, 1 exit 0 \(ended early: see above\); ", out, re.M)
+
+
+def test_a_failing_guest_ends_the_others_at_once(capsys):
+    import time
+    t0 = time.monotonic()
+    status, out, err, guests = _supervise(["time.sleep(120)", "sys.exit(2)"], capsys)
+    assert time.monotonic() - t0 < 20
+    assert status == 2, out + err
+    assert "vmshm qemu: guest 1 ended with status 2: ending guest(s) 0" in err
+    assert guests[0].ended_by_us and guests[0].proc.returncode != 0
