@@ -317,6 +317,7 @@ def test_channel_bench_prints_the_floor_and_checks_its_arguments(channel_peer):
     assert len(rows) == 2
     assert [row.split("│")[2].strip() for row in rows] == ["1", "4096"]     # message bytes
     for args, words in [(["--sizes", "0"], "each 1..4096 bytes"), (["--count", "1"], "2..10000000"),
+                        (["--rtt-count", "0"], "1..1000000 round trips"),
                         ([], "say --bench")]:
         r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", *(["--bench"] if args
                             else []), *args], capture_output=True, text=True, timeout=60)
