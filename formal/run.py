@@ -39,12 +39,16 @@ TASKS = (
     # The second run, at widths that wrap (components.WIDE): a longer timer, 16-beat bursts.
     ("window.safety_wide", "window", "safety_wide"), ("window.live_wide", "window", "live_wide"),
     ("control.safety_wide", "control", "safety_wide"),
-)
+) + tuple((f"{c}.{g}", c, g) for c in ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq")
+          for g in ("safety", "cover"))
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
 _MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
 #: k-induction depths of the component safety groups: the fewest cycles that close.
-_PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3}
+_PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3,
+                "usp_skid": 2, "usp_fifo": 2, "usp_cq": 2, "usp_tx": 2, "usp_irq": 2}
+#: Cover depths of the UltraScale+ pieces: a TLP in and out whole, an MSI answered.
+_USP_COVER_DEPTH = {"usp_skid": 6, "usp_fifo": 10, "usp_cq": 14, "usp_tx": 12, "usp_irq": 8}
 
 
 def mode(name):
@@ -73,6 +77,8 @@ def ci_depth(name):
     from .components import live_depth
     from .components import PARAMS, WIDE
     component, group = name.split(".")
+    if component in _USP_COVER_DEPTH and group == "cover":
+        return _USP_COVER_DEPTH[component]
     params = WIDE if group.endswith("_wide") else PARAMS
     if group.startswith("safety"):
         # A longer timer hides more state from induction: the wide run needs more steps.
@@ -131,7 +137,10 @@ def _rtlil(top, prop):
 
     from .components import COMPONENTS, ComponentProperties
     from .props import CoreProperties, PCIProperties
-    if top in COMPONENTS:
+    from .usp import USP_COMPONENTS, UspProperties
+    if top in USP_COMPONENTS:
+        design = UspProperties(top, prop)
+    elif top in COMPONENTS:
         from .components import PARAMS, WIDE
         group, wide = prop.removesuffix("_wide"), prop.endswith("_wide")
         design = ComponentProperties(top, group, WIDE if wide else PARAMS)

@@ -201,6 +201,8 @@ class DwordsToAxis(wiring.Component):
         ``tuser`` width in bits.
     sop_user_width : int
         Width of the DWORD stream's ``user``: 0 for none.
+    buffer_dwords : int
+        DWORDs the buffer holds (:data:`TX_BUFFER_DWORDS`; the formal harness uses a few).
 
     Members
     -------
@@ -211,8 +213,9 @@ class DwordsToAxis(wiring.Component):
         Forget the packet being gathered (a function reset); whole packets still leave whole.
     """
 
-    def __init__(self, width, user_width, sop_user_width=0):
+    def __init__(self, width, user_width, sop_user_width=0, buffer_dwords=TX_BUFFER_DWORDS):
         self._lanes = width // 32
+        self._buffer_dwords = buffer_dwords
         self._sop_user_width = sop_user_width
         super().__init__({
             "dw":   In(stream.Signature(dw_out_layout(sop_user_width))),
@@ -230,7 +233,7 @@ class DwordsToAxis(wiring.Component):
         if uw:
             fields["tuser"] = uw     # no field nobody drives (see dw_out_layout)
         entry = data.StructLayout(fields)
-        m.submodules.fifo = fifo = PacketFifo(entry.size, TX_BUFFER_DWORDS // n)
+        m.submodules.fifo = fifo = PacketFifo(entry.size, self._buffer_dwords // n)
         beat = Signal(W)
         keep = Signal(n)
         idx = Signal(range(n))
