@@ -19,7 +19,7 @@ __all__ = ["patched"]
 _CLASSES = {"control": ("ControlChannel",), "window": ("WindowDMA",),
             "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C"),
             "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
-            "usp.completer": ("CqBuffer",), "usp.irq": ("USPInterrupts",)}
+            "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",)}
 #: The harness modules that take those classes.
 _HARNESSES = (components, usp)
 

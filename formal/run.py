@@ -39,16 +39,18 @@ TASKS = (
     # The second run, at widths that wrap (components.WIDE): a longer timer, 16-beat bursts.
     ("window.safety_wide", "window", "safety_wide"), ("window.live_wide", "window", "live_wide"),
     ("control.safety_wide", "control", "safety_wide"),
-) + tuple((f"{c}.{g}", c, g) for c in ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq")
+) + tuple((f"{c}.{g}", c, g) for c in ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq",
+                                             "usp_credits")
           for g in ("safety", "cover"))
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
 _MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
 #: k-induction depths of the component safety groups: the fewest cycles that close.
 _PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3,
-                "usp_skid": 2, "usp_fifo": 2, "usp_cq": 2, "usp_tx": 2, "usp_irq": 2}
+                **{f"usp_{c}": 2 for c in ("skid", "fifo", "cq", "tx", "irq", "credits")}}
 #: Cover depths of the UltraScale+ pieces: a TLP in and out whole, an MSI answered.
-_USP_COVER_DEPTH = {"usp_skid": 6, "usp_fifo": 10, "usp_cq": 14, "usp_tx": 12, "usp_irq": 8}
+_USP_COVER_DEPTH = {"usp_skid": 6, "usp_fifo": 10, "usp_cq": 14, "usp_tx": 12, "usp_irq": 8,
+                   "usp_credits": 10}
 
 
 def mode(name):

@@ -22,6 +22,10 @@ neighbours promise, its ``safety`` group proved by k-induction and its ``cover``
     and Bus Master Enable are set and the vector unmasked, never while the hard IP may still
     answer the one before (``_sent`` / ``_fail``); an INTx change never while the last is
     unanswered, an assertion only while MSI is off and Interrupt Disable clear.
+``usp_credits``
+    :class:`~vmshm.rtl.usp.completer.NpCredits`: the credits the hard IP holds plus the
+    non-posted requests on their way to the completer are never more than one (at most one
+    waits in CQ) and never negative (a request is used or dropped only under a credit).
 
 The data properties are stated against a reference model (a queue of whole packets kept by the
 harness); the invariants that let induction close tie the model to the piece's pointers and to
@@ -31,7 +35,7 @@ its memory's rows, read through extra asynchronous ports the harness adds to tha
 from amaranth.asserts import AnySeq
 from amaranth.hdl import *
 
-from vmshm.rtl.usp.completer import CqBuffer
+from vmshm.rtl.usp.completer import CqBuffer, NpCredits
 from vmshm.rtl.usp.descriptors import CQ_DISCONTINUE, CQ_USER_WIDTH
 from vmshm.rtl.usp.irq import USPInterrupts
 from vmshm.rtl.usp.streams import DwordsToAxis, PacketFifo, SkidBuffer
@@ -41,7 +45,7 @@ from .components import _any_source, _past, _stable
 __all__ = ["USP_COMPONENTS", "USP_PARAMS", "UspProperties"]
 
 #: The pieces with a harness here (each has a ``safety`` and a ``cover`` group).
-USP_COMPONENTS = ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq")
+USP_COMPONENTS = ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq", "usp_credits")
 #: Small sizes: induction must close. FIFO entries, CqBuffer DWORDs, DwordsToAxis lanes and
 #: buffer DWORDs, and the most cycles the hard IP takes to answer an MSI request.
 USP_PARAMS = dict(fifo_depth=4, cq_dwords=8, tx_lanes=4, tx_dwords=16, msi_answer=8)
@@ -418,5 +422,40 @@ def _irq(m, p):
     }
 
 
+def _credits(m, p):
+    dut = NpCredits()
+    inner = _elaborated(dut)
+    m.submodules.dut = inner
+    # The hard IP: a pulse on pcie_cq_np_req banks a credit on the next edge; it sends a
+    # non-posted request only under a banked credit; the shim sees its count through a
+    # register (the top registers pcie_cq_np_req_count). A request sent is on its way (in CQ,
+    # in the CqBuffer) until the completer uses it or the buffer drops it.
+    bank = Signal(3)
+    pipe = Signal(3)
+    send, drop_it, consume = AnySeq(1), AnySeq(1), AnySeq(1)
+    sent = send & (bank != 0)
+    taken = consume & (pipe != 0)
+    m.d.sync += [bank.eq(bank + dut.req[0] - sent), pipe.eq(pipe + sent - taken)]
+    m.d.comb += [dut.count.eq(_past(m, bank, "count")), dut.used.eq(taken & ~drop_it),
+                 dut.dropped.eq(taken & drop_it)]
+    used_once = Signal()
+    with m.If(dut.used):
+        m.d.sync += used_once.eq(1)
+    granted = _named(inner, "np_granted")
+    pulse = _named(inner, "np_pulse")
+    return {
+        "safety": lambda: [
+            Assert(bank + pipe <= 1, "more than one non-posted credit out at once"),
+            Assert(dut.req[1] == 0, "pcie_cq_np_req[1] set"),
+            Assert(granted == bank + pipe + pulse, "inv: the credits the shim counts"),
+            Assert(~pulse | (bank + pipe == 0), "inv: a grant only with none out"),
+        ],
+        "cover": lambda: [
+            Cover(used_once & dut.req[0]),        # a credit used, and the next granted
+            Cover(dut.dropped),
+        ],
+    }
+
+
 _HARNESSES = {"usp_skid": _skid, "usp_fifo": _fifo, "usp_cq": _cq, "usp_tx": _tx,
-              "usp_irq": _irq}
+              "usp_irq": _irq, "usp_credits": _credits}

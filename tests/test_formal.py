@@ -90,6 +90,10 @@ BREAKS = [
      "usp_irq.safety"),
     ("usp.irq", "level.eq(self.irq & ~msi_enable & ~self.intx_disable)",
      "level.eq(self.irq & ~msi_enable)", "usp_irq.safety"),
+    ("usp.completer", "want = (np_granted == 0) & (self.count == 0) & ~np_pulse",
+     "want = (self.count == 0) & ~np_pulse", "usp_credits.safety"),
+    ("usp.completer", "m.d.comb += spent.eq(self.used + self.dropped)",
+     "m.d.comb += spent.eq(self.used)", "usp_credits.safety"),
 ]
 
 
