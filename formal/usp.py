@@ -26,18 +26,26 @@ neighbours promise, its ``safety`` group proved by k-induction and its ``cover``
     :class:`~vmshm.rtl.usp.completer.NpCredits`: the credits the hard IP holds plus the
     non-posted requests on their way to the completer are never more than one (at most one
     waits in CQ) and never negative (a request is used or dropped only under a credit).
+``usp_rq``
+    :class:`~vmshm.rtl.usp.requester.USPRequester` (bursts of up to 4 DWORDs): RQ keeps the
+    stream rules (a Function Level Reset may withdraw a beat; the top clears the packet then),
+    every TLP is framed by its descriptor's length, its byte enables are legal (PCIe Base 2.2.5:
+    Last DW BE 0 for one DWORD, else neither end 0 and each contiguous towards the other), and
+    a read never takes a tag the hard IP may still complete (one outstanding use per tag).
 
 The data properties are stated against a reference model (a queue of whole packets kept by the
 harness); the invariants that let induction close tie the model to the piece's pointers and to
 its memory's rows, read through extra asynchronous ports the harness adds to that memory.
 """
 
-from amaranth.asserts import AnySeq
+from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import *
 
 from vmshm.rtl.usp.completer import CqBuffer, NpCredits
-from vmshm.rtl.usp.descriptors import CQ_DISCONTINUE, CQ_USER_WIDTH
+from vmshm.rtl.usp.completions import TAGS
+from vmshm.rtl.usp.descriptors import CQ_DISCONTINUE, RC_DISCONTINUE, ReqType
 from vmshm.rtl.usp.irq import USPInterrupts
+from vmshm.rtl.usp.requester import USPRequester
 from vmshm.rtl.usp.streams import DwordsToAxis, PacketFifo, SkidBuffer
 
 from .components import _any_source, _past, _stable
@@ -45,7 +53,8 @@ from .components import _any_source, _past, _stable
 __all__ = ["USP_COMPONENTS", "USP_PARAMS", "UspProperties"]
 
 #: The pieces with a harness here (each has a ``safety`` and a ``cover`` group).
-USP_COMPONENTS = ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq", "usp_credits")
+USP_COMPONENTS = ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq", "usp_credits",
+                  "usp_rq")
 #: Small sizes: induction must close. FIFO entries, CqBuffer DWORDs, DwordsToAxis lanes and
 #: buffer DWORDs, and the most cycles the hard IP takes to answer an MSI request.
 USP_PARAMS = dict(fifo_depth=4, cq_dwords=8, tx_lanes=4, tx_dwords=16, msi_answer=8)
@@ -119,7 +128,8 @@ class _Model:
         with m.Else():
             m.d.sync += [self.n.eq(n1), self.c.eq(c1)]
         with m.If(clear):
-            m.d.sync += self.n.eq(c1)
+            # The packet being written is forgotten, its last entry too if it comes now.
+            m.d.sync += [self.n.eq(c1), self.c.eq(c1)]
 
     def promises(self, out_valid, out_data):
         """Assert what the queue promises of a piece's output: it offers exactly the head of
@@ -200,9 +210,9 @@ def _fifo(m, p):
     depth = p["fifo_depth"]
     bits = (depth - 1).bit_length()
     dut = PacketFifo(6, depth)
+    # Any clear, on any cycle: the top's Function Level Reset clears RQ's and CC's buffers
+    # while the requester or the completer may be offering a packet's last entry.
     m.d.comb += dut.clear.eq(AnySeq(1))
-    # The writers (CqBuffer, DwordsToAxis) never clear while they offer an entry.
-    m.d.comb += Assume(~(dut.clear & dut.w.valid))
     pointers, rows = _open_fifo(m, dut, "dut")
     _any_source(m, dut.w, "w")
     m.d.comb += dut.r.ready.eq(AnySeq(1))
@@ -280,9 +290,7 @@ def _tx(m, p):
     m.submodules.dut = inner
     _any_source(m, dut.dw, "dw")
     axis = dut.axis
-    m.d.comb += [axis.tready.eq(AnySeq(1)), dut.clear.eq(AnySeq(1)),
-                 # The completer clears only while it offers nothing on CC.
-                 Assume(~(dut.clear & dut.dw.valid))]
+    m.d.comb += [axis.tready.eq(AnySeq(1)), dut.clear.eq(AnySeq(1))]
     # The beat on offer, as the hard IP sees it (held until taken).
     beat = Cat(axis.tdata, axis.tkeep, axis.tlast, axis.tuser)
     held = Signal()
@@ -457,5 +465,123 @@ def _credits(m, p):
     }
 
 
+def _rq(m, p):
+    most = 4
+    dut = USPRequester(8, cpl_timeout=3)
+    inner = _elaborated(dut)
+    tags, loc = inner._named_submodules["tags"]
+    tags_inner = _elaborated(tags)          # its `stale` tags, for an invariant
+    inner._named_submodules["tags"] = (tags_inner, loc)
+    flr = Signal()
+    m.d.comb += flr.eq(AnySeq(1))
+    m.submodules.dut = ResetInserter(flr)(inner)
+    req, rsp, rq, rc = dut.dma_req, dut.dma_rsp, dut.rq, dut.rc
+    m.d.comb += [dut.flr.eq(flr), dut.link_reset.eq(ResetSignal()),
+                 dut.host_base.eq(AnyConst(64)), dut.max_payload.eq(AnyConst(2)),
+                 dut.max_read_req.eq(AnyConst(3))]
+    for port in ("bus_master", "flush", "seq_num", "seq_num_valid"):
+        sig = getattr(dut, port)
+        m.d.comb += sig.eq(AnySeq(len(sig)))
+    m.d.comb += [rsp.ready.eq(AnySeq(1)), rq.ready.eq(AnySeq(1))]
+    _any_source(m, rc, "rc")
+    # The core: one request at a time (a write's count + 1 beats with one header), the next
+    # after its answer's last beat; a read's byte enables run from byte 0 (the core's end_be).
+    _any_source(m, req, "dma_req")
+    hdr = Cat(req.payload.write, req.payload.addr, req.payload.count, req.payload.tag)
+    open_ = Signal()
+    left = Signal(range(most + 1))
+    first_hdr = Signal.like(hdr)
+    took = req.valid & req.ready
+    m.d.comb += [Assume(~req.valid | (req.payload.count < most)),
+                 Assume(~(req.valid & ~req.payload.write) |
+                        req.payload.be.matches(0b0001, 0b0011, 0b0111, 0b1111)),
+                 Assume(~(req.valid & open_) | ((left != 0) & (hdr == first_hdr)))]
+    with m.If(took & ~open_):
+        m.d.sync += [open_.eq(1), first_hdr.eq(hdr),
+                     left.eq(Mux(req.payload.write, req.payload.count, 0))]
+    with m.Elif(took):
+        m.d.sync += left.eq(left - 1)
+    with m.If(rsp.valid & rsp.ready & rsp.payload.last | flr):
+        m.d.sync += [open_.eq(0), left.eq(0)]
+    # RQ as the hard IP reads it: the first beat's tuser has the byte enables, the third DWORD
+    # the length and type, the fourth the tag; a write's payload follows.
+    beat = Signal(range(4 + most + 2))
+    first_be, last_be = Signal(4), Signal(4)
+    dwc = Signal(11)
+    is_read = Signal()
+    moved = rq.valid & rq.ready
+    with m.If(moved):
+        m.d.sync += beat.eq(Mux(rq.payload.last, 0, beat + 1))
+        with m.If(beat == 0):
+            m.d.sync += [first_be.eq(rq.payload.user[:4]), last_be.eq(rq.payload.user[4:8])]
+        with m.If(beat == 2):
+            m.d.sync += [dwc.eq(rq.payload.data[:11]),
+                         is_read.eq(rq.payload.data[11:15] == ReqType.MEM_READ)]
+    with m.If(flr):
+        m.d.sync += beat.eq(0)
+    # Tags the hard IP may still complete: from a read's descriptor until a completion of it
+    # says the request is completed (and is not marked discontinued at its descriptor).
+    busy = Signal(TAGS)
+    rc_idx = Signal(2)
+    rc_data = Signal()          # the RC packet at hand is past its descriptor
+    r0, r1 = Signal(32), Signal(32)
+    rc_moved = rc.valid & rc.ready
+    idx = Mux(rc.payload.first, 0, rc_idx)
+    set_tag = Signal(TAGS)
+    free_tag = Signal(TAGS)
+    # (A Function Level Reset clears RQ's buffer: a TLP whose last DWORD goes then never leaves.)
+    with m.If(moved & (beat == 3) & is_read & ~flr):
+        m.d.comb += set_tag.bit_select(rq.payload.data[:5], 1).eq(1)
+    with m.If(rc_moved & ~rc_data):
+        with m.If(idx == 0):
+            m.d.sync += [r0.eq(rc.payload.data), rc_idx.eq(1)]
+        with m.Elif(idx == 1):
+            m.d.sync += [r1.eq(rc.payload.data), rc_idx.eq(2)]
+        with m.Else():
+            m.d.sync += [rc_idx.eq(0), rc_data.eq(~rc.payload.last)]
+            d2 = rc.payload.data
+            cut = rc.payload.last & rc.payload.user[RC_DISCONTINUE]
+            with m.If(r0[30] & (d2[:8] < TAGS) & ~cut):
+                m.d.comb += free_tag.bit_select(d2[:5], 1).eq(1)
+        with m.If(rc.payload.last & (idx != 2)):
+            m.d.sync += rc_idx.eq(0)
+    with m.If(rc_moved & rc_data & rc.payload.last):
+        m.d.sync += rc_data.eq(0)
+    m.d.sync += busy.eq((busy | set_tag) & ~free_tag)
+    # RQ's sink, DwordsToAxis (two lanes or more), takes a packet's first DWORD at once: the
+    # requester looks at Bus Master Enable while offering it and would withdraw it otherwise.
+    m.d.comb += Assume(~(rq.valid & (beat == 0)) | rq.ready)
+    held = Signal()
+    prev = Signal.like(Value.cast(rq.payload))
+    m.d.sync += [held.eq(rq.valid & ~rq.ready & ~flr), prev.eq(rq.payload)]
+    legal_first = first_be.matches(0b1000, 0b1100, 0b1110, 0b1111)
+    legal_last = last_be.matches(0b0001, 0b0011, 0b0111, 0b1111)
+    return {
+        "safety": lambda: [
+            Assert(~held | (rq.valid & (rq.payload.as_value() == prev)),
+                   "rq took back or changed a beat it offered"),
+            Assert(~(moved & (beat == 3) & is_read) | rq.payload.last,
+                   "a read TLP longer than its descriptor"),
+            Assert(~(moved & (beat > 3) & ~is_read) | (rq.payload.last == (beat == dwc + 3)),
+                   "a write TLP not as long as its descriptor says"),
+            Assert(~(moved & (beat == 3)) | (dwc != 0), "a TLP of length 0"),
+            Assert(~(moved & (beat == 3) & (dwc == 1)) | (last_be == 0),
+                   "a 1-DWORD TLP with Last DW BE set"),
+            Assert(~(moved & (beat == 3) & (dwc > 1)) | (legal_first & legal_last),
+                   "a longer TLP with an end's byte enables 0 or not contiguous"),
+            Assert(~(moved & (beat == 3) & is_read) | ((rq.payload.data[:8] < TAGS) &
+                                                       ~busy.bit_select(rq.payload.data[:5], 1)),
+                   "a read took a tag the hard IP may still complete"),
+            Assert((busy & ~(tags.outstanding | _named(tags_inner, "stale"))) == 0,
+                   "inv: busy tags are the table's"),
+        ],
+        "cover": lambda: [
+            Cover(moved & (beat == 3) & ~is_read & (dwc == 2)),
+            Cover(moved & (beat == 3) & is_read & (dwc == 3)),
+            Cover(rsp.valid & rsp.ready & rsp.payload.last & ~rsp.payload.err & ~open_),
+        ],
+    }
+
+
 _HARNESSES = {"usp_skid": _skid, "usp_fifo": _fifo, "usp_cq": _cq, "usp_tx": _tx,
-              "usp_irq": _irq, "usp_credits": _credits}
+              "usp_irq": _irq, "usp_credits": _credits, "usp_rq": _rq}

@@ -174,7 +174,11 @@ class PacketFifo(wiring.Component):
             with m.Else():
                 m.d.sync += wp.eq(wp + 1)
         with m.If(self.clear):
-            m.d.sync += wp.eq(cp)   # forget the packet being written; the whole ones still go
+            # Forget the packet being written, its last entry too if it comes now (a Function
+            # Level Reset in the cycle the requester hands over a TLP's last DWORD): committing
+            # it here while wp went back to cp would leave cp past wp, and the next packets
+            # would overwrite it while it leaves. The whole ones still go.
+            m.d.sync += [wp.eq(cp), cp.eq(cp)]
         return m
 
 
