@@ -19,9 +19,10 @@ __all__ = ["patched"]
 _CLASSES = {"control": ("ControlChannel",), "window": ("WindowDMA",),
             "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C"),
             "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
-            "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",)}
-#: The harness modules that take those classes.
-_HARNESSES = (components, usp)
+            "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",),
+            "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",)}
+#: The modules that take those classes: the harnesses, and the requester for its receiver.
+_HARNESSES = (components, usp, importlib.import_module("vmshm.rtl.usp.requester"))
 
 
 @contextlib.contextmanager

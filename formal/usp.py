@@ -484,6 +484,11 @@ def _rq(m, p):
         m.d.comb += sig.eq(AnySeq(len(sig)))
     m.d.comb += [rsp.ready.eq(AnySeq(1)), rq.ready.eq(AnySeq(1))]
     _any_source(m, rc, "rc")
+    # RC as AxisToDwords frames it (not reset by an FLR): `first` on each packet's first DWORD.
+    in_rc = Signal()
+    with m.If(rc.valid & rc.ready):
+        m.d.sync += in_rc.eq(~rc.payload.last)
+    m.d.comb += Assume(~rc.valid | (rc.payload.first == ~in_rc))
     # The core: one request at a time (a write's count + 1 beats with one header), the next
     # after its answer's last beat; a read's byte enables run from byte 0 (the core's end_be).
     _any_source(m, req, "dma_req")
@@ -578,7 +583,7 @@ def _rq(m, p):
         "cover": lambda: [
             Cover(moved & (beat == 3) & ~is_read & (dwc == 2)),
             Cover(moved & (beat == 3) & is_read & (dwc == 3)),
-            Cover(rsp.valid & rsp.ready & rsp.payload.last & ~rsp.payload.err & ~open_),
+            Cover(rsp.valid & rsp.ready & rsp.payload.last & ~rsp.payload.err),
         ],
     }
 
