@@ -404,3 +404,22 @@ def test_discontinued_completion_fails_its_dwords(width):
     tags = [t[0].tag for t in rc.tlps]
     assert len(tags) > 32 + 3 and tags[1] not in tags[3:], \
         "the discontinued completion's tag was used again"
+
+
+def test_a_write_that_writes_nothing_is_acknowledged_without_a_sequence_number():
+    """The core's owed beats after a window write timed out enable no byte: no TLP leaves, so
+    no sequence number will come, and the write is acknowledged at once (not after the
+    completion timeout, which no wait here could sit out)."""
+    rng = seeded(7)
+    memory = bytearray(0x1000)
+    dut = RequesterHarness(64, cpl_timeout=1 << 16)
+    rc = RootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        got.append(await dma(ctx, dut, rng, write=True, addr=0x40, dwords=[0, 0],
+                             first_be=0, last_be=0))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got == [[(0, 0)]] and not rc.tlps and memory == bytearray(0x1000)
