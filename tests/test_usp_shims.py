@@ -423,3 +423,33 @@ def test_a_write_that_writes_nothing_is_acknowledged_without_a_sequence_number()
 
     run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
     assert got == [[(0, 0)]] and not rc.tlps and memory == bytearray(0x1000)
+
+
+def test_a_flush_after_writes_ends_and_leaves_the_function_clean():
+    """A control request waits for a flush of the writes before it (a zero-length read): once
+    its completion is in, ``dirty`` falls and stays low, so the request may go and no second
+    flush follows."""
+    rng = seeded(8)
+    memory = bytearray(0x1000)
+    dut = RequesterHarness(64)
+    rc = RootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    dirty = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        await dma(ctx, dut, rng, write=True, addr=0x40, dwords=[1, 2])
+        dirty.append(ctx.get(dut.dirty))
+        ctx.set(dut.flush, 1)
+        for _ in range(LIMIT):
+            await wait_cycles(ctx, 1)
+            if not ctx.get(dut.dirty):
+                break
+        dirty.append(ctx.get(dut.dirty))
+        await wait_cycles(ctx, 50)          # still asking: nothing is left to flush
+        dirty.append(ctx.get(dut.dirty))
+        ctx.set(dut.flush, 0)
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert dirty == [1, 0, 0]
+    flushes = [t for t in rc.tlps if t[0].request_type == ReqType.MEM_READ]
+    assert len(flushes) == 1 and flushes[0][0].dword_count == 1 and flushes[0][1] == 0
