@@ -453,3 +453,45 @@ def test_a_flush_after_writes_ends_and_leaves_the_function_clean():
     assert dirty == [1, 0, 0]
     flushes = [t for t in rc.tlps if t[0].request_type == ReqType.MEM_READ]
     assert len(flushes) == 1 and flushes[0][0].dword_count == 1 and flushes[0][1] == 0
+
+
+class _LateRootComplex(RootComplex):
+    """A root complex that holds back the first read's completions until told (``late``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.late = None
+
+    def answer(self, desc, addr):
+        super().answer(desc, addr)
+        if self.reads == 1:
+            self.late = self.pending.pop()
+
+
+def test_a_late_completion_frees_its_tag_again():
+    """A read whose completion comes after the requester gave up on it fails its DWORDs; its tag
+    stays out of use while the hard IP may still complete it, and is used again when the tags
+    come round once that late completion said the request is completed."""
+    rng = seeded(9)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=300)
+    rc = _LateRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        got.append(await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=3))
+        rc.pending.append(rc.late)
+        while rc.pending:
+            await wait_cycles(ctx, 1)
+        # 40 more TLPs: the 32 tags come round again.
+        for i in range(5):
+            got.append(await dma(ctx, dut, rng, write=False, addr=0x300 * i % 0xC00,
+                                 length=256, tag=4 + i))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got[0] == [(0xFFFF_FFFF, 1)]
+    for i, answer in enumerate(got[1:]):
+        assert answer == [(d, 0) for d in dwords_at(memory, 0x300 * i % 0xC00, 256)]
+    tags = [t[0].tag for t in rc.tlps]
+    assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the late completion's tag stayed out"
