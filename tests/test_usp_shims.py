@@ -495,3 +495,41 @@ def test_a_late_completion_frees_its_tag_again():
         assert answer == [(d, 0) for d in dwords_at(memory, 0x300 * i % 0xC00, 256)]
     tags = [t[0].tag for t in rc.tlps]
     assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the late completion's tag stayed out"
+
+
+class _RefusingRootComplex(RootComplex):
+    """A root complex that answers the first read with an Unsupported Request: a completion
+    descriptor alone, the request completed."""
+
+    def answer(self, desc, addr):
+        if self.reads:
+            return super().answer(desc, addr)
+        self.reads += 1
+        rc = pack(RC_DESCRIPTOR, lower_address=(self.base + addr) & 0xFFF, byte_count=4,
+                  request_completed=1, dword_count=0, completion_status=UR, tag=desc.tag)
+        self.pending.append([to_beats(rc, self.width, lambda first, last: 0)])
+
+
+def test_an_unsupported_request_fails_the_read_at_once_and_frees_its_tag():
+    """A read the completer refuses (a completion without data, Unsupported Request) fails its
+    DWORDs at once, not after the completion timeout (which no wait here could sit out), and
+    its tag is used again when the tags come round."""
+    rng = seeded(10)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=1 << 16)
+    rc = _RefusingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        got.append(await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=3))
+        for i in range(5):
+            got.append(await dma(ctx, dut, rng, write=False, addr=0x300 * i % 0xC00,
+                                 length=256, tag=4 + i))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got[0] == [(0xFFFF_FFFF, 1)]
+    for i, answer in enumerate(got[1:]):
+        assert answer == [(d, 0) for d in dwords_at(memory, 0x300 * i % 0xC00, 256)]
+    tags = [t[0].tag for t in rc.tlps]
+    assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the refused read's tag stayed out"
