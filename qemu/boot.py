@@ -42,13 +42,14 @@ class Boot:
         self.seconds = None
         self.accesses = []       # device.Access, the simulated device
         self.floor = []          # device.Access, the floor device (bench)
+        self.more_accesses = []  # a list of device.Access for each further simulated device
         self.host_log = []
         self.cycles = 0
         self.error = None
         self.notes = []          # what the run could not do, for people
 
 
-def _server_thread(sock, log, host, errors, params, watch, backend, irq):
+def _server_thread(sock, log, host, errors, params, watch, backend, irq, tag="cycles"):
     from vmshm.backends import get_backend
     simulate = get_backend(backend).simulate
 
@@ -59,7 +60,7 @@ def _server_thread(sock, log, host, errors, params, watch, backend, irq):
             result = simulate(lambda bus: serve(bus, link=link, log=log, watch=watch, host=host,
                                                 irq=irq),
                               hosts=[host], **params)
-            errors.append(("cycles", result.cycles))
+            errors.append((tag, result.cycles))
         except BaseException as exc:     # reported by the main thread
             errors.append(("error", exc))
         finally:
@@ -100,7 +101,7 @@ def _die_with_parent():
 
 
 def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, device=True,
-         qemu_args=(), backend="amaranth", host=None):
+         qemu_args=(), backend="amaranth", host=None, more_hosts=()):
     """Boot the guest once and serve its device; return a :class:`Boot`.
 
     ``echo(line)`` receives the program's lines as they come. ``device=False`` boots without
@@ -108,7 +109,10 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
     ``host`` is the device's :class:`~vmshm.host_model.HostModel` (one that logs into
     ``Boot.host_log`` by default): a caller that rings the guest or takes its doorbells passes
     its own. ``floor`` is True or a :class:`FloorDevice` to serve; without the simulated device
-    the floor takes its slot and its interrupt.
+    the floor takes its slot and its interrupt. Each of ``more_hosts`` is the host of one more
+    simulated device (its own server thread and RTL instance, in the slots after :data:`SLOT`,
+    its requests in ``Boot.more_accesses``); their interrupts are not forwarded (one qtest
+    socket routes one line), so the guest's driver finds them but never hears them ring.
     """
     from vmshm.host_model import HostModel
     params = params or {}
@@ -127,6 +131,14 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
             if host is None:
                 host = HostModel(log=result.host_log.append)
             irq = QtestIrq(SLOT)
+        more = []
+        for i, _ in enumerate(more_hosts if device else (), start=1):
+            pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            more.append(pair)
+            fds.append(pair[1].fileno())
+            devices.append(f"x-pci-proxy-dev,id=vmshm{i},fd={pair[1].fileno()},"
+                           f"addr={SLOT + i:#x}")
+            result.more_accesses.append([])
         floor_pair = floor_irq = None
         if floor:
             floor_pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -168,6 +180,11 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
                         if floor else None)
         if floor_pair:
             floor_pair[1].close()
+        more_servers = []
+        for (mine, theirs_i), more_host, log in zip(more, more_hosts, result.more_accesses):
+            theirs_i.close()
+            more_servers.append(_server_thread(mine, log, more_host, errors, params, {},
+                                               backend, None, tag="more cycles"))
         in_program = False
         buf = b""
         try:
@@ -210,20 +227,29 @@ def boot(parts, initrd, init, *, timeout, params=None, floor=False, echo=None, d
                         if echo:
                             echo(line)
         finally:
+            killed_here = False
             if proc.poll() is None:
                 try:
                     proc.wait(timeout=5 if result.status is not None else 0.1)
                 except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    killed_here = True
                     proc.kill()
                     proc.wait()
             proc.stdout.close()
             if server:
                 server.join(timeout=10)
+            for t in more_servers:
+                t.join(timeout=10)
             if irq is not None:
                 irq.close()
             if floor_server:
                 floor_server.join(timeout=5)
         result.seconds = time.monotonic() - t0
+        if proc.returncode < 0 and not killed_here and result.status is None:
+            # Someone else ended QEMU (kill, the OOM killer): that, not the device's socket
+            # closing under it, is what the user needs to read.
+            result.error = (f"QEMU was killed by {signal.Signals(-proc.returncode).name} "
+                            f"before the program finished")
         if watch.get("no_interrupts"):
             result.notes.append(watch["no_interrupts"])
     for kind, value in errors:

@@ -49,6 +49,9 @@ class Access:
     value: int      # what was written, or what the read returned
     start: int      # simulated cycle the request entered the bus
     end: int        # simulated cycle its completion left it
+    # Wall time this process took to answer it (simulation and Python): beside QEMU's exits and
+    # the guest's own work, where a guest's time goes (docs/channel.md).
+    seconds: float = 0.0
 
     @property
     def cycles(self):
@@ -178,7 +181,8 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
             continue
         kind, addr, size, value = req.kind, req.addr, req.size, req.value
         start = bus.now()
-        watch["in_flight"] = (kind, addr, time.monotonic())
+        began = time.monotonic()
+        watch["in_flight"] = (kind, addr, began)
         bus.label = kind
         try:
             if kind == "cfg_read":
@@ -205,7 +209,8 @@ async def serve(bus, *, link, log, dev=0, watch=None, host=None, irq=None):
         # QEMU's main thread sends the reset and waits for it: it cannot answer qtest meanwhile.
         forward(wait=kind != "reset")
         watch["in_flight"] = None
-        log.append(Access(kind, addr, size, value, start, bus.now()))
+        log.append(Access(kind, addr, size, value, start, bus.now(),
+                          time.monotonic() - began))
         link.reply(req, value)
         served += 1
 

@@ -255,10 +255,12 @@ def _make_image(out, parts, programs, sources):
 MARK = "VMSHM-GUEST:"
 
 
-def init_archive(program, args, *, load_module=True, before=(), msi=False):
+def init_archive(program, args, *, load_module=True, before=(), msi=False, env=None):
     """Return the small cpio archive holding ``/init``: load the driver, run ``program``.
 
-    ``before`` are shell lines run first (the bench's, before the driver binds). The driver
+    ``before`` are shell lines run first (the bench's, before the driver binds); ``env`` maps
+    names to values exported to the program (a guest of ``vmshm qemu --guests`` learns its
+    index and its peers' IDs from them). The driver
     takes INTx unless ``msi``: QEMU's proxy carries no MSI, and the server forwards MSI messages
     only where the backend hands them over (:mod:`.irq`).
     """
@@ -269,6 +271,7 @@ def init_archive(program, args, *, load_module=True, before=(), msi=False):
              "mount -t sysfs sys /sys",
              "mount -t devtmpfs dev /dev",
              f"echo '{MARK} init'",
+             *(f"export {k}={shlex.quote(str(v))}" for k, v in (env or {}).items()),
              *before]
     if load_module:
         lines += [f"insmod /vmshm.ko msi={int(msi)} || echo '{MARK} insmod failed'",

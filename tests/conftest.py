@@ -84,7 +84,8 @@ def require_qemu_parts(what="vmshm qemu"):
 #: Test files that are slow as a whole: the PCIe model (cocotbext-pcie, hundreds of TLPs), the
 #: FPGA flow (synthesis, place and route) and a Linux guest booted in QEMU.
 SLOW_FILES = {"test_pcie.py", "test_fpga.py", "test_qemu.py", "test_ivshmem_qemu.py",
-              "test_qemu_doorbell.py", "test_vmshm_ivshmem_qemu.py"}
+              "test_qemu_doorbell.py", "test_vmshm_ivshmem_qemu.py",
+              "test_qemu_guests.py"}
 #: Words in a test function's name that mean it runs an external tool on generated Verilog.
 SLOW_WORDS = ("verilator", "icarus", "wall_without_waivers", "bench")
 

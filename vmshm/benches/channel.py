@@ -133,9 +133,11 @@ def guest(count, sizes, timeout=180, echo=None):
                 "-device", "ivshmem-doorbell,chardev=ivs,vectors=1"]
 
         def run():
+            # Each line with when it arrived: the host's clock times the host → guest rows.
             result["boot"] = boot(parts, initrd, init, timeout=timeout, device=False,
-                                  qemu_args=args, echo=lines.put)
-            lines.put(None)
+                                  qemu_args=args,
+                                  echo=lambda line: lines.put((line, time.monotonic())))
+            lines.put((None, None))
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
@@ -144,7 +146,7 @@ def guest(count, sizes, timeout=180, echo=None):
         def expect(pattern):
             while True:
                 try:
-                    line = lines.get(timeout=max(0.1, end - time.monotonic()))
+                    line, arrived = lines.get(timeout=max(0.1, end - time.monotonic()))
                 except queue.Empty:
                     line = None
                 if line is None:
@@ -158,9 +160,9 @@ def guest(count, sizes, timeout=180, echo=None):
                     raise RuntimeError(f"the guest: {line}")
                 m = re.fullmatch(pattern, line.strip())
                 if m:
-                    return m
+                    return m, arrived
 
-        guest_id = int(expect(r"id (\d+)").group(1))
+        guest_id = int(expect(r"id (\d+)")[0].group(1))
         expect("ready")
         host.wait_for_peers(1)
         for k in range(len(sizes)):
@@ -173,13 +175,17 @@ def guest(count, sizes, timeout=180, echo=None):
         for k, length in enumerate(sizes):
             rx = _run_end(exe, "recv", group.name, SLOT * (1 + 2 * k), count, length,
                           host.peer_fileno(guest_id), host.fileno())
-            rows.append(_row("guest → host", length, count, _seconds(rx, "the host's receiver")))
+            rows.append({**_row("ivshmem guest → host", length, count,
+                                _seconds(rx, "the host's receiver")),
+                         "served_by": "QEMU ivshmem-doorbell"})
             expect(rf"tx {length} {count} [\d.]+")
             tx = _run_end(exe, "send", group.name, SLOT * (2 + 2 * k), count, length,
                           host.peer_fileno(guest_id), host.fileno())
+            _, first = expect(rf"first {length}")
             _seconds(tx, "the host's sender")
-            m = expect(rf"rx {length} {count} ([\d.]+)")
-            rows.append(_row("host → guest", length, count, float(m.group(1))))
+            _, last = expect(rf"rx {length} {count} [\d.]+")
+            rows.append({**_row("host → ivshmem guest", length, count, last - first),
+                         "served_by": "QEMU ivshmem-doorbell"})
         expect("done")
         thread.join(timeout=30)
         host.close()

@@ -17,8 +17,9 @@ HELP = dict(
                 "in bytes per simulated cycle beside the datapath's limit (one data word a "
                 "cycle) at each --data-width. The QEMU table: --count messages both ways between "
                 "a TCG guest (QEMU's ivshmem-doorbell on vmshm's ivshmem server) and a host "
-                "peer, beside the floor: the same loop between two host processes over a plain "
-                "shared mapping.")
+                "peer, --vmshm-count both ways between a VMShm guest (/dev/vmshm0 on the "
+                "simulated RTL) and a host peer and from one VMShm guest to another, beside the "
+                "floor: the same loop between two host processes over a plain shared mapping.")
 
 
 def add_arguments(parser):
@@ -35,6 +36,12 @@ def add_arguments(parser):
                         help="only the host floor (no QEMU boot)")
     parser.add_argument("--timeout", type=float, default=300, metavar="S",
                         help="bound on the guest's whole run in seconds (default 300)")
+    parser.add_argument("--vmshm-count", type=int, default=200, metavar="N",
+                        help="messages per size and direction on the VMShm guests' rows, whose "
+                             "every window access is a request the simulated RTL answers "
+                             "(default 200)")
+    parser.add_argument("--no-vmshm", action="store_true",
+                        help="no VMShm guest rows (they boot one VMShm guest, then two)")
     parser.add_argument("--no-rtl", action="store_true",
                         help="no RTL table (no simulation)")
     parser.add_argument("--rtl-count", type=int, default=64, metavar="N",
@@ -98,6 +105,13 @@ def run(args, console):
     widths = _widths(args.data_width)
     if not 1 <= args.rtl_count <= 1_000_000:
         raise UsageError(f"--rtl-count {args.rtl_count}: 1..1000000 messages")
+    if not 2 <= args.vmshm_count <= 1_000_000:
+        raise UsageError(f"--vmshm-count {args.vmshm_count}: 2..1000000 messages")
+    from vmshm.benches.channel_vmshm import MAX_SIZES
+    vmshm_rows = not (args.no_guest or args.no_vmshm)
+    if vmshm_rows and len(sizes) > MAX_SIZES:
+        raise UsageError(f"--sizes: at most {MAX_SIZES} sizes with the VMShm rows (their rings "
+                         f"fill the device's 1 MiB window); or --no-vmshm")
     backend = None if args.backend == "auto" else args.backend
     if not args.no_rtl:
         try:
@@ -113,17 +127,69 @@ def run(args, console):
                       "registers: cycles in window bursts of records, in the ring's header "
                       "words, in BAR0 (DOORBELL, INTR_STATUS).", markup=False, highlight=False)
     rows = bench.floor(args.count, sizes)
+    spent = None
     if not args.no_guest:
         from vmshm.qemu.image import Missing
         try:
             rows += bench.guest(args.count, sizes, timeout=args.timeout)
+            if vmshm_rows:
+                more, spent = _vmshm_rows(args, sizes, backend)
+                rows += more
         except Missing as exc:
             console.print(f"no guest rows: {exc}", markup=False)
-    table = Table(title=f"vmshm_channel.h: {args.count} messages a row, the receiver's clock")
-    for col in ("direction", "message bytes", "messages/s", "MB/s", "seconds"):
-        table.add_column(col, justify="left" if col == "direction" else "right")
+    if not args.no_guest:
+        # Guest figures depend on the machine and its load: say which and when.
+        import datetime
+
+        from vmshm.ivshmem.load import machine
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        console.print(f"vmshm channel --bench, {now}, {machine()}", markup=False,
+                      highlight=False)
+    console.print(guest_table(rows, args.count, args.vmshm_count if spent else None))
+    if spent:
+        console.print(where_the_time_goes(spent), markup=False, highlight=False)
+    return 0
+
+
+def _vmshm_rows(args, sizes, backend):
+    """Boot one VMShm guest against a host peer, then two VMShm guests; return their rows and
+    where the first run's time went. The RTL is served as the RTL table's is (native where it
+    runs, else amaranth; ``--backend``)."""
+    from vmshm.benches import channel_vmshm
+    serving = bench.rtl_backend(backend)
+    rows, spent = channel_vmshm.host_rows(args.vmshm_count, sizes, backend=serving,
+                                          timeout=args.timeout)
+    rows += channel_vmshm.pair_rows(args.vmshm_count, sizes, backend=serving,
+                                    timeout=args.timeout)
+    return rows, spent
+
+
+def guest_table(rows, count, vmshm_count=None):
+    """Return the rows of the floor and the guests as one table, each naming what served it."""
+    title = f"vmshm_channel.h: {count} messages a row"
+    if vmshm_count is not None:
+        title += f" ({vmshm_count} on the VMShm rows)"
+    table = Table(title=f"{title}, the receiver's clock")
+    for col in ("direction", "message bytes", "messages/s", "MB/s", "seconds", "served by"):
+        table.add_column(col, justify="left" if col in ("direction", "served by") else "right")
     for r in rows:
         table.add_row(r["direction"], str(r["bytes"]), f"{r['messages_per_s']:,.0f}",
-                      f"{r['bytes_per_s'] / 1e6:,.1f}", f"{r['seconds']:.3f}")
-    console.print(table)
-    return 0
+                      _mb(r["bytes_per_s"] / 1e6), f"{r['seconds']:.3f}",
+                      r.get("served_by", "plain mapping"))
+    return table
+
+
+def _mb(value):
+    # Three figures below 1 MB/s: the VMShm rows move a fraction of one.
+    return f"{value:,.1f}" if value >= 1 else f"{value:.3g}"
+
+
+def where_the_time_goes(spent):
+    """Return the line that splits the VMShm guest/host run's time by the device's counters."""
+    per = spent["seconds"] / spent["requests"] * 1e6 if spent["requests"] else 0.0
+    share = spent["serve_seconds"] / spent["seconds"] if spent["seconds"] else 0.0
+    return (f"VMShm guest <-> host run: {spent['requests']} window and register requests in "
+            f"{spent['seconds']:.2f} s ({per:.1f} µs each), {spent['cycles']} simulated cycles "
+            f"({spent['cycles'] / max(1, spent['requests']):.1f} a request); the device server "
+            f"spent {spent['serve_seconds']:.2f} s answering them ({share:.0%}: simulation and "
+            f"Python), the rest is QEMU's exits through the proxy and the guest's own work")

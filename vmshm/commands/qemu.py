@@ -7,6 +7,7 @@ own program, and this command prints what it printed, the device's cycle table, 
 the program's exit status.
 """
 
+import argparse
 import json
 import os
 import re
@@ -63,6 +64,17 @@ def add_arguments(p):
     p.add_argument("--doorbell-bench", action="store_true",
                    help="time doorbell round trips in the guest (ring the host, which rings "
                         "back; the guest's read returns), on the RTL and on a floor device")
+    p.add_argument("--guests", type=int, metavar="N",
+                   help="boot N guests at once, each with its own device server and RTL, all "
+                        "peers of the --ivshmem group (served here when SOCKET does not exist) "
+                        "on NAME; the program finds its index and the peers' IDs in "
+                        "$VMSHM_GUEST and $VMSHM_PEERS (docs/qemu.md)")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="give the guest N VMShm devices (/dev/vmshm0 .. N-1), each its own "
+                        "simulated RTL and host; only the first's interrupts reach the guest "
+                        "(default 1)")
+    # A guest of --guests: told its index and the group's IDs on stdin once all have joined.
+    p.add_argument("--guest-of", type=int, default=None, metavar="N", help=argparse.SUPPRESS)
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="S",
                    help=f"bound of the whole run in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--json", metavar="FILE",
@@ -100,7 +112,10 @@ def _check_args(args):
         raise ValueError(f"--run {escaped(args.run)}: no such file")
     if args.run is not None and args.bench:
         raise ValueError("--bench runs its own program in the guest; leave out --run")
-    if args.ivshmem is not None:
+    if args.guests is not None:
+        from vmshm.commands.qemu_guests import check_guest_args
+        check_guest_args(args)
+    elif args.ivshmem is not None:
         import stat
         try:
             mode = os.stat(args.ivshmem).st_mode
@@ -112,6 +127,10 @@ def _check_args(args):
         if args.bench or args.doorbell_bench:
             raise ValueError("--ivshmem is for the example or --run; the benches have their own "
                              "host side")
+    if not 1 <= args.devices <= 4:
+        raise ValueError(f"--devices must be 1..4, not {args.devices}")
+    if args.devices > 1 and (args.bench or args.doorbell_bench or args.guests is not None):
+        raise ValueError("--devices is for the example or --run in one guest")
     if args.doorbell_bench and (args.run is not None or args.bench):
         raise ValueError("--doorbell-bench runs its own program in the guest; leave out --run "
                          "and --bench")
@@ -200,6 +219,9 @@ def run(args, console):
     from vmshm.rtl import VMShmPCI
 
     _check_args(args)
+    if args.guests is not None:
+        from vmshm.commands.qemu_guests import run_guests
+        return run_guests(args, console)
     params = core_args(args)
     function = VMShmPCI(**params)       # checks the parameters before anything is made
     # Only asked for its BARs, never elaborated (the simulation builds its own).
@@ -216,6 +238,9 @@ def run(args, console):
     from vmshm.host_model import HostModel
     host_log = []
     host = HostModel(log=host_log.append)
+    # Further devices' hosts say which device they serve: the guest names each one's object.
+    more_hosts = [HostModel(log=lambda line, i=i: host_log.append(
+        line.replace("host:", f"host (vmshm{i}):", 1))) for i in range(1, args.devices)]
     bridge = None
     if args.ivshmem is not None:
         # Joining is the last check of the arguments: nothing is created before it.
@@ -230,14 +255,21 @@ def run(args, console):
         console.print(f"ivshmem: joined {args.ivshmem} as peer {bridge.id} (IVPOSITION)",
                       highlight=False, markup=False)
     try:
-        return _run(args, console, parts, params, function, host, host_log, bridge)
+        env = None
+        if args.guest_of is not None:
+            from vmshm.commands.qemu_guests import await_index
+            env = await_index(args, bridge)
+        return _run(args, console, parts, params, function, host, host_log, bridge, env,
+                    more_hosts)
     finally:
         if bridge is not None:
             bridge.close()
-        host.close_ring_fd()
+        for h in (host, *more_hosts):
+            h.close_ring_fd()
 
 
-def _run(args, console, parts, params, function, host, host_log, bridge):
+def _run(args, console, parts, params, function, host, host_log, bridge, env=None,
+         more_hosts=()):
     """Make the object if asked, then run a bench or boot the guest against ``host``."""
     from vmshm.host_model import ShmRegion
 
@@ -268,8 +300,8 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
         return 1
     console.print(f"booting Linux {parts.release} in QEMU (TCG); the device is the "
                   f"simulated RTL ({args.backend})")
-    result = boot(parts, initrd, image.init_archive(program, argv), timeout=args.timeout,
-                  params=params, backend=args.backend, host=host,
+    result = boot(parts, initrd, image.init_archive(program, argv, env=env), timeout=args.timeout,
+                  params=params, backend=args.backend, host=host, more_hosts=more_hosts,
                   echo=lambda line: console.print(f"guest| {line}", highlight=False,
                                                   markup=False))
     result.host_log = host_log + result.host_log
@@ -300,6 +332,9 @@ def _run(args, console, parts, params, function, host, host_log, bridge):
                                     bar_bases(result.accesses), sizes))
     if result.accesses:
         console.print(_summary_table(result.accesses))
+    for i, more in enumerate(result.more_accesses, start=1):
+        console.print(f"vmshm{i}: {sum(a.kind.startswith('mem_') for a in more)} BAR accesses, "
+                      f"{len(more)} requests in all", highlight=False, markup=False)
     boot_s = f"{result.boot_seconds:.1f} s" if result.boot_seconds else "-"
     console.print(f"boot (QEMU start to /init): {boot_s}; whole run {result.seconds:.1f} s; "
                   f"{result.cycles} cycles simulated")

@@ -1,0 +1,130 @@
+"""``vmshm channel --bench``'s VMShm rows: the channel through VMShm guests, and their doc.
+
+The doc's sample (docs/channel.md) is checked without a boot: its table and last line are
+rendered again by the command's own functions from the figures the doc shows, and must come out
+as pasted; its first line must name a date and a machine. The bench itself boots four guests
+(an ivshmem one, one VMShm guest, then two), one at a time but the last two: slow, in the QEMU
+guests' xdist group.
+"""
+
+import re
+import subprocess
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from conftest import require_qemu_parts
+
+from vmshm.commands.channel import guest_table, where_the_time_goes
+from vmshm.console import make_console
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "channel.md"
+HEADER = re.compile(r"vmshm channel --bench, \d{4}-\d\d-\d\d \d\d:\d\d UTC, .+, \d+ CPUs, "
+                    r"Linux \S+, Python \S+")
+DIRECTIONS = ["host → host (floor)", "ivshmem guest → host", "host → ivshmem guest",
+              "VMShm guest → host", "host → VMShm guest", "VMShm guest → VMShm guest"]
+SERVED = {"host → host (floor)": r"plain mapping",
+          "ivshmem guest → host": r"QEMU ivshmem-doorbell",
+          "host → ivshmem guest": r"QEMU ivshmem-doorbell",
+          "VMShm guest → host": r"RTL \((native|amaranth)\)",
+          "host → VMShm guest": r"RTL \((native|amaranth)\)",
+          "VMShm guest → VMShm guest": r"RTL \((native|amaranth)\) x2"}
+WHERE = re.compile(r"VMShm guest <-> host run: (?P<requests>\d+) window and register requests in "
+                   r"(?P<seconds>[\d.]+) s \([\d.]+ µs each\), (?P<cycles>\d+) simulated cycles "
+                   r"\([\d.]+ a request\); the device server spent (?P<serve_seconds>[\d.]+) s .*")
+
+
+def _number(text):
+    return float(text.replace(",", ""))
+
+
+def _parse(lines):
+    """Return the rows and the counters a printed table and its last line show."""
+    rows = []
+    for line in lines:
+        cells = [c.strip() for c in line.strip("│").split("│")]
+        if line.startswith("│") and len(cells) == 6:
+            rows.append({"direction": cells[0], "bytes": int(cells[1]),
+                         "messages_per_s": _number(cells[2]),
+                         "bytes_per_s": _number(cells[3]) * 1e6,
+                         "seconds": _number(cells[4]), "served_by": cells[5]})
+    m = WHERE.fullmatch(lines[-1])
+    spent = {k: float(v) if "." in v else int(v) for k, v in m.groupdict().items()} if m else None
+    return rows, spent
+
+
+def _render(rows, count, vmshm_count, spent):
+    """Print the table and the counters' line as the command does; the line's derived figures
+    (µs a request, the share) come from rounded ones here, so only its shape is compared."""
+    out = StringIO()
+    console = make_console(file=out, width=132)
+    console.print(guest_table(rows, count, vmshm_count))
+    console.print(where_the_time_goes(spent), markup=False, highlight=False)
+    *table, where = out.getvalue().splitlines()
+    assert WHERE.fullmatch(where), where
+    return table
+
+
+def _doc_sample():
+    m = re.search(r"^```\n\$ (vmshm channel --bench[^\n]*)\n(.*?)^```$", DOC.read_text(),
+                  re.M | re.S)
+    assert m, "docs/channel.md has no ```-block starting `$ vmshm channel --bench`"
+    return m[1], m[2].splitlines()
+
+
+def test_the_doc_shows_the_table_the_bench_prints():
+    command, lines = _doc_sample()
+    assert "--no-rtl" in command
+    assert HEADER.fullmatch(lines[0]), lines[0]
+    title = re.fullmatch(r"vmshm_channel\.h: (\d+) messages a row \((\d+) on the VMShm rows\), "
+                         r"the receiver's clock", lines[1])
+    assert title, lines[1]
+    rows, spent = _parse(lines[1:])
+    assert spent is not None, f"the sample's last line is not the counters' line: {lines[-1]}"
+    # Every direction at every size, each served by what the command names.
+    assert sorted({r["direction"] for r in rows}, key=DIRECTIONS.index) == DIRECTIONS
+    for r in rows:
+        assert re.fullmatch(SERVED[r["direction"]], r["served_by"]), r
+    # The command's own functions print those figures exactly as the doc shows them.
+    assert _render(rows, int(title[1]), int(title[2]), spent) == lines[1:-1], (
+        "docs/channel.md's sample is not what `vmshm channel --bench` prints: run it and paste "
+        "its output")
+
+
+def test_the_shape_check_catches_a_changed_table():
+    _, lines = _doc_sample()
+    rows, spent = _parse(lines[1:])
+    assert _render(rows, 20000, 200, spent) != _render(rows[:-1], 20000, 200, spent)
+    changed = [dict(r, served_by="RTL (verilator)") for r in rows]
+    assert not all(re.fullmatch(SERVED[r["direction"]], r["served_by"]) for r in changed)
+
+
+pytestmark = pytest.mark.xdist_group("qemu_guests")
+
+
+def test_channel_bench_has_the_vmshm_rows_beside_ivshmem_and_the_floor():
+    """One run, small counts: every row of the table, data checked by both ends on the way."""
+    require_qemu_parts("vmshm channel --bench")
+    r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", "--bench", "--no-rtl",
+                        "--count", "500", "--vmshm-count", "20", "--sizes", "64,4096",
+                        "--timeout", "200"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    lines = r.stdout.splitlines()
+    start = next(i for i, ln in enumerate(lines) if HEADER.fullmatch(ln))
+    rows, spent = _parse(lines[start + 1:])
+    floor, ig_h, h_ig, vg_h, h_vg, vg_vg = DIRECTIONS
+    # Per size, the guest's send before its receive, as the bench runs them.
+    assert [(x["direction"], x["bytes"]) for x in rows] == [
+        (floor, 64), (floor, 4096), (ig_h, 64), (h_ig, 64), (ig_h, 4096), (h_ig, 4096),
+        (vg_h, 64), (h_vg, 64), (vg_h, 4096), (h_vg, 4096), (vg_vg, 64), (vg_vg, 4096)], r.stdout
+    for x in rows:
+        assert re.fullmatch(SERVED[x["direction"]], x["served_by"]), x
+        assert x["messages_per_s"] > 0
+    assert "RTL (native)" in r.stdout or "RTL (amaranth)" in r.stdout
+    # The counters saw the VMShm guest's window traffic: at least a request per 8 bytes moved.
+    assert spent["requests"] >= 2 * 20 * (64 + 4096) // 8
+    assert 0 < spent["serve_seconds"] < spent["seconds"]
+    assert _render(rows, 500, 20, spent) == lines[start + 1:-1], "the printed shape changed"
+

@@ -1,0 +1,195 @@
+"""``vmshm channel --bench``'s VMShm rows: the channel through VMShm's own device in a guest.
+
+The guest's end is ``guest/vmshm_channel_bench.c`` on ``/dev/vmshm0`` (the window mmap'd, RING,
+a blocking read), each guest a ``vmshm qemu`` process serving its device with the simulated RTL:
+
+- :func:`host_rows`: one VMShm guest and a host peer (``ivshmem/channel_peer.c``, as the
+  ivshmem rows' host end) in a group of their own, both ways, on the layout of
+  ``ivshmem/ivshmem_peer.c``'s bench (the host writes the directory and lays out the rings);
+- :func:`pair_rows`: two VMShm guests by ``vmshm qemu --guests 2``, guest 0 sending to guest 1.
+
+Every message is checked whole by its receiver. A row's time runs from the receiver's first
+message to its last, as in the other rows, but on the host's clock: when a guest's lines saying
+so arrive (a TCG guest's own clock runs fast on a loaded machine). The device server's own
+counters (requests, simulated cycles, the wall time it spent answering) say where the time went
+(:func:`cost`).
+"""
+
+import json
+import os
+import queue
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from vmshm.ivshmem.channel import Channel
+from vmshm.ivshmem.client import IvshmemPeer
+
+from .channel import DIR_MAGIC, SLOT, _Group, _row, _run_end, _seconds, host_program
+
+__all__ = ["host_rows", "pair_rows", "cost", "PROGRAM", "MAX_SIZES"]
+
+#: The guest's end (the vmshm.guest package's data).
+PROGRAM = "vmshm_channel_bench.c"
+#: Sizes one run takes: two 64 KiB rings each and the directory fill the default 1 MiB window.
+MAX_SIZES = 7
+
+
+def _program():
+    from vmshm.qemu.image import GUEST_DIR
+    return str(GUEST_DIR / PROGRAM)
+
+
+def _object_size(sizes):
+    # ivshmem_peer.c's layout: the directory's slot, then two rings a size; a power of two.
+    return 1 << (SLOT * (1 + 2 * len(sizes)) - 1).bit_length()
+
+
+class _Lines:
+    """A ``vmshm qemu`` process's stdout, line by line from a thread, with a deadline."""
+
+    def __init__(self, proc, timeout, echo=None):
+        self.proc, self.end, self.echo = proc, time.monotonic() + timeout, echo
+        self.q = queue.Queue()
+        self.seen = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.q.put((line.rstrip("\n"), time.monotonic()))
+        self.q.put((None, None))
+
+    def expect(self, pattern):
+        """Return the match of the first line from here that matches ``pattern`` in full;
+        :attr:`at` is when it arrived (the host's clock)."""
+        while True:
+            try:
+                line, self.at = self.q.get(timeout=max(0.1, self.end - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                tail = " | ".join(self.seen[-4:]) or "no output"
+                raise RuntimeError(f"the VMShm guest stopped before {pattern!r}: {tail}")
+            self.seen.append(line)
+            if self.echo:
+                self.echo(line)
+            if re.search(r"guest\| error", line):
+                raise RuntimeError(f"the VMShm guest: {line}")
+            m = re.fullmatch(pattern, line.strip())
+            if m:
+                return m
+
+
+def _vmshm_qemu(args, tail):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "vmshm.cli", "qemu", *args, "--", *tail],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(proc, what, timeout):
+    # Its stdout is _Lines' (a thread reads it to the end); only its stderr is left here.
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise RuntimeError(f"{what} did not end") from None
+    if proc.returncode:
+        raise RuntimeError(f"{what} exited {proc.returncode}: "
+                           f"{proc.stderr.read().strip()[-500:]}")
+
+
+def cost(accesses, seconds):
+    """Return where a run's guest time went, from the device server's own records.
+
+    ``accesses`` are its BAR requests (``qemu.device.Access`` as dicts, from ``--json``);
+    ``seconds`` the wall time of the part measured. Returns the number of window and register
+    requests, their simulated cycles, and the wall time the server spent answering them
+    (simulation and Python); the rest of ``seconds`` is QEMU's (the exit to its proxy, the
+    socket) and the guest's own.
+    """
+    bar = [a for a in accesses if a["kind"].startswith("mem_")]
+    return {"requests": len(bar), "cycles": sum(a["end"] - a["start"] for a in bar),
+            "serve_seconds": sum(a.get("seconds", 0.0) for a in bar), "seconds": seconds}
+
+
+def host_rows(count, sizes, *, backend, timeout=300, echo=None):
+    """Return rows for one VMShm guest and a host peer, both ways, and the run's :func:`cost`."""
+    exe = host_program()
+    group = _Group(_object_size(sizes))
+    rows, host, proc = [], None, None
+    with tempfile.TemporaryDirectory(prefix="vmshm-chbench-") as tmp:
+        report = Path(tmp) / "run.json"
+        try:
+            host = IvshmemPeer.connect(group.sock)
+            proc = _vmshm_qemu(["--shm", group.name, "--ivshmem", group.sock, "--run",
+                                _program(), "--backend", backend, "--timeout", f"{timeout:g}",
+                                "--json", str(report)],
+                               ["host", group.name, str(count), *map(str, sizes)])
+            lines = _Lines(proc, timeout, echo)
+            guest_id = int(lines.expect(r"guest\| id (\d+)")[1])
+            lines.expect(r"guest\| ready")
+            host.wait_for_peers(1)
+            for k in range(len(sizes)):
+                Channel.init(host.shm, SLOT * (1 + 2 * k), SLOT).close()
+                Channel.init(host.shm, SLOT * (2 + 2 * k), SLOT).close()
+            words = memoryview(host.shm)[:16].cast("I")
+            words[1], words[2], words[3] = 2, host.id, guest_id
+            words[0] = DIR_MAGIC
+            words.release()
+            t0 = time.monotonic()
+            for k, length in enumerate(sizes):
+                rx = _run_end(exe, "recv", group.name, SLOT * (1 + 2 * k), count, length,
+                              host.peer_fileno(guest_id), host.fileno())
+                rows.append(_row("VMShm guest → host", length, count,
+                                 _seconds(rx, "the host's receiver", timeout)))
+                lines.expect(rf"guest\| tx {length} {count} [\d.]+")
+                tx = _run_end(exe, "send", group.name, SLOT * (2 + 2 * k), count, length,
+                              host.peer_fileno(guest_id), host.fileno())
+                lines.expect(rf"guest\| first {length}")
+                first = lines.at
+                _seconds(tx, "the host's sender", timeout)
+                lines.expect(rf"guest\| rx {length} {count} [\d.]+")
+                rows.append(_row("host → VMShm guest", length, count, lines.at - first))
+            lines.expect(r"guest\| done")
+            seconds = time.monotonic() - t0
+            _finish(proc, "vmshm qemu (the VMShm guest)", 60)
+            spent = cost(json.loads(report.read_text())["accesses"], seconds)
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(timeout=30)
+            if host is not None:
+                host.close()
+            group.close()
+    for r in rows:
+        r["served_by"] = f"RTL ({backend})"
+    return rows, spent
+
+
+def pair_rows(count, sizes, *, backend, timeout=300, echo=None):
+    """Return rows for VMShm guest 0 sending to VMShm guest 1 (``vmshm qemu --guests 2``)."""
+    group = _Group(_object_size(sizes))
+    rows, proc = [], None
+    try:
+        proc = _vmshm_qemu(["--guests", "2", "--shm", group.name, "--ivshmem", group.sock,
+                            "--run", _program(), "--backend", backend, "--timeout",
+                            f"{timeout:g}"], ["pair", group.name, str(count), *map(str, sizes)])
+        lines = _Lines(proc, timeout, echo)
+        for length in sizes:
+            lines.expect(rf"\[1\] guest\| first {length}")
+            first = lines.at
+            lines.expect(rf"\[1\] guest\| rx {length} {count} [\d.]+")
+            rows.append({**_row("VMShm guest → VMShm guest", length, count, lines.at - first),
+                         "served_by": f"RTL ({backend}) x2"})
+        _finish(proc, "vmshm qemu --guests 2", 120)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        group.close()
+    return rows
