@@ -57,7 +57,7 @@ def live_depth(component, params=PARAMS):
 
 def _any_source(m, stream, name):
     """Drive ``stream`` (an input of the component) as any source keeping the stream rules."""
-    value = stream.payload.as_value()
+    value = Value.cast(stream.payload)
     m.d.comb += [stream.valid.eq(AnySeq(1)), value.eq(AnySeq(len(value)))]
     held = Signal(name=f"{name}_in_held")
     prev = Signal.like(value, name=f"{name}_in_prev")
@@ -67,7 +67,7 @@ def _any_source(m, stream, name):
 
 def _stable(m, stream, name):
     """Return an assertion that ``stream`` (an output) keeps an offered beat until taken."""
-    value = stream.payload.as_value()
+    value = Value.cast(stream.payload)
     held = Signal(name=f"{name}_held")
     prev = Signal.like(value, name=f"{name}_prev")
     m.d.sync += [held.eq(stream.valid & ~stream.ready), prev.eq(value)]

@@ -11,13 +11,18 @@ import importlib
 import inspect
 import types
 
-from . import components
+from . import components, usp
 
 __all__ = ["patched"]
 
 #: The classes each RTL module gives the harnesses.
 _CLASSES = {"control": ("ControlChannel",), "window": ("WindowDMA",),
-            "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C")}
+            "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C"),
+            "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
+            "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",),
+            "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",)}
+#: The modules that take those classes: the harnesses, and the requester for its receiver.
+_HARNESSES = (components, usp, importlib.import_module("vmshm.rtl.usp.requester"))
 
 
 @contextlib.contextmanager
@@ -34,11 +39,12 @@ def patched(module, old, new):
     broken.__package__ = real.__package__
     broken.__file__ = real.__file__
     exec(compile(source.replace(old, new), real.__file__, "exec"), broken.__dict__)
-    saved = {name: getattr(components, name) for name in _CLASSES[module]}
+    saved = {(h, name): getattr(h, name) for h in _HARNESSES for name in _CLASSES[module]
+             if hasattr(h, name)}
     try:
-        for name in saved:
-            setattr(components, name, getattr(broken, name))
+        for h, name in saved:
+            setattr(h, name, getattr(broken, name))
         yield broken
     finally:
-        for name, cls in saved.items():
-            setattr(components, name, cls)
+        for (h, name), cls in saved.items():
+            setattr(h, name, cls)

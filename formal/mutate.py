@@ -37,8 +37,11 @@ MODULES = {
     "vmshm.rtl.control": (["tests/test_control.py"], "control"),
     "vmshm.rtl.timer": (["tests/test_window.py"], "window or control"),
     "vmshm.rtl.config_regs": (["tests/test_config_space.py", "tests/test_pci.py"], "pci"),
-    "vmshm.rtl.usp.streams": (["tests/test_usp_streams.py"], None),
-    "vmshm.rtl.usp.irq": (["tests/test_usp_irq.py"], None),
+    "vmshm.rtl.usp.streams": (["tests/test_usp_streams.py"], "usp_skid or usp_fifo or usp_tx"),
+    "vmshm.rtl.usp.irq": (["tests/test_usp_irq.py"], "usp_irq"),
+    "vmshm.rtl.usp.completer": (["tests/test_usp_shims.py"], "usp_cq or usp_credits"),
+    "vmshm.rtl.usp.requester": (["tests/test_usp_shims.py"], "usp_rq"),
+    "vmshm.rtl.usp.completions": (["tests/test_usp_shims.py"], "usp_rq"),
 }
 
 _SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,

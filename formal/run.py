@@ -39,16 +39,28 @@ TASKS = (
     # The second run, at widths that wrap (components.WIDE): a longer timer, 16-beat bursts.
     ("window.safety_wide", "window", "safety_wide"), ("window.live_wide", "window", "live_wide"),
     ("control.safety_wide", "control", "safety_wide"),
-)
+) + tuple((f"{c}.{g}", c, g) for c in ("usp_skid", "usp_fifo", "usp_cq", "usp_tx", "usp_irq",
+                                             "usp_credits", "usp_rq")
+          for g in ("safety", "cover"))
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
 _MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
 #: k-induction depths of the component safety groups: the fewest cycles that close.
-_PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3}
+_PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3,
+                **{f"usp_{c}": 2 for c in ("skid", "fifo", "cq", "tx", "irq", "credits", "rq")}}
+#: Cover depths of the UltraScale+ pieces: a TLP in and out whole, an MSI answered.
+_USP_COVER_DEPTH = {"usp_skid": 6, "usp_fifo": 10, "usp_cq": 14, "usp_tx": 12, "usp_irq": 8,
+                   "usp_credits": 10, "usp_rq": 10}
+
+
+#: Safety groups induction does not close for (yet): bounded checks, at their _TEST_DEPTH.
+_BOUNDED_SAFETY = {"usp_rq.safety"}
 
 
 def mode(name):
     """Return how ``name`` is checked: ``prove``, ``bmc`` or ``cover``."""
+    if name in _BOUNDED_SAFETY:
+        return "bmc"
     group = name.split(".")[1].removesuffix("_wide")
     return _MODE.get(group, "bmc")
 #: Depths a plain ``vmshm formal`` and the tests use, per check: the fewest cycles that still
@@ -60,7 +72,10 @@ def mode(name):
 #: the OPEN bound (``--full`` does).
 _TEST_DEPTH = {"core.one_completion": 23, "core.dma_safe": 18, "core.open_close_once": 14,
                "core.streams": 12, "core.reset": 8, "pci.one_completion": 12,
-               "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14}
+               "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14,
+               # The requester (a 256-DWORD buffer, 32 tags): about 45 s; a read's TLP and a
+               # completion after an FLR cut RC's framing are reached within 10 cycles.
+               "usp_rq.safety": 10}
 #: Checks that fail on main until issue 22's fixes merge (branch pcie_soft), with the finding
 #: each shows: the lead removes an entry when its fix lands.
 EXPECTED_TO_FAIL = {}
@@ -73,6 +88,8 @@ def ci_depth(name):
     from .components import live_depth
     from .components import PARAMS, WIDE
     component, group = name.split(".")
+    if component in _USP_COVER_DEPTH and group == "cover":
+        return _USP_COVER_DEPTH[component]
     params = WIDE if group.endswith("_wide") else PARAMS
     if group.startswith("safety"):
         # A longer timer hides more state from induction: the wide run needs more steps.
@@ -131,7 +148,10 @@ def _rtlil(top, prop):
 
     from .components import COMPONENTS, ComponentProperties
     from .props import CoreProperties, PCIProperties
-    if top in COMPONENTS:
+    from .usp import USP_COMPONENTS, UspProperties
+    if top in USP_COMPONENTS:
+        design = UspProperties(top, prop)
+    elif top in COMPONENTS:
         from .components import PARAMS, WIDE
         group, wide = prop.removesuffix("_wide"), prop.endswith("_wide")
         design = ComponentProperties(top, group, WIDE if wide else PARAMS)

@@ -48,8 +48,9 @@ def test_liveness_depths_come_from_the_documented_bounds():
     assert F.ci_depth("window.live") > core_bound("write", t, beats=p["max_beats"])
     assert F.ci_depth("control.live") > (core_bound("open", t, name_bytes=p["name_size"]) +
                                           core_bound("close", t))
+    from vmshm.formal.usp import USP_COMPONENTS
     assert [n for n, _, _ in F.TASKS if F.mode(n) == "cover"] == [
-        f"{c}.cover" for c in C.COMPONENTS]
+        f"{c}.cover" for c in C.COMPONENTS + USP_COMPONENTS]
 
 
 #: Deliberate breaks, each a single expression of the RTL, and the check that must catch it:
@@ -70,6 +71,34 @@ BREAKS = [
      "with m.If(1):\n                    m.d.sync += self.owed.eq(0)", "control.safety"),
     ("doorbell", "m.d.sync += before.eq(kept & self.mask)",
      "m.d.sync += before.eq(self.status & self.mask)", "doorbell.safety"),
+    # The UltraScale+ shim's pieces (formal/usp.py).
+    ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
+    ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),
+    ("usp.completer", "drop = cut | i.user[CQ_DISCONTINUE]", "drop = i.user[CQ_DISCONTINUE]",
+     "usp_cq.safety"),
+    ("usp.streams", "fifo.w.payload.last.eq(dw.payload.last)", "fifo.w.payload.last.eq(1)",
+     "usp_tx.safety"),
+    ("usp.streams", "keep.bit_select(idx, 1).eq(1), idx.eq(idx + 1)",
+     "keep.bit_select(idx, 1).eq(0), idx.eq(idx + 1)", "usp_tx.safety"),
+    ("usp.streams", "Mux(sop, Mux(idx == 0, dw.payload.user, user), 0)",
+     "Mux(1, Mux(idx == 0, dw.payload.user, user), 0)", "usp_tx.safety"),
+    ("usp.irq", "fire.eq((owed | add) & msi_on & ~busy & ~masked)",
+     "fire.eq((owed | add) & msi_on & ~masked)", "usp_irq.safety"),
+    ("usp.irq", "fire.eq((owed | add) & msi_on & ~busy & ~masked)",
+     "fire.eq((owed | add) & msi_on & ~busy)", "usp_irq.safety"),
+    ("usp.irq", "with m.If(waited == MSI_ORPHAN_WAIT - 1):", "with m.If(waited == 2):",
+     "usp_irq.safety"),
+    ("usp.irq", "level.eq(self.irq & ~msi_enable & ~self.intx_disable)",
+     "level.eq(self.irq & ~msi_enable)", "usp_irq.safety"),
+    ("usp.completer", "want = (np_granted == 0) & (self.count == 0) & ~np_pulse",
+     "want = (self.count == 0) & ~np_pulse", "usp_credits.safety"),
+    ("usp.completer", "m.d.comb += spent.eq(self.used + self.dropped)",
+     "m.d.comb += spent.eq(self.used)", "usp_credits.safety"),
+    # The RC receiver's resynchronisation after an FLR cut a completion (the bug fixed here).
+    ("usp.completions", "with m.If(rc.valid & (synced | rc.payload.first)):",
+     "with m.If(rc.valid):", "usp_rq.safety"),
+    ("usp.requester", "m.d.comb += odd.eq(~be.matches(0b1000, 0b1100, 0b1110, 0b1111))",
+     "m.d.comb += odd.eq(0)", "usp_rq.safety"),
 ]
 
 

@@ -47,3 +47,17 @@ def test_cli_refuses_bad_input(capsys):
     assert "--limit must be a positive number" in capsys.readouterr().err
     assert main(["mutate", "no such mutant text"]) == 2
     assert "no mutant of the catalogue matches" in capsys.readouterr().err
+
+
+#: CI's fixed sample of UltraScale+ mutants (about 40 s together): one its unit tests kill, one
+#: only its formal harness kills (the FLR resynchronisation of the RC receiver).
+USP_SAMPLE = ("completer:CqBuffer.elaborate: synced | i.first -> (synced & i.first)",
+              "completions:RcReceiver.elaborate: rc.valid & (synced | rc.payload.first) -> "
+              "(rc.valid)")
+
+
+@pytest.mark.parametrize("name", USP_SAMPLE)
+def test_a_fixed_sample_of_ultrascale_mutants_is_killed(name):
+    mutant = next(m for m in M.load() if m.name == name)
+    killed, by = M.run_one(mutant, deep=False, timeout=600)
+    assert killed, by

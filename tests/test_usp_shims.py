@@ -404,3 +404,132 @@ def test_discontinued_completion_fails_its_dwords(width):
     tags = [t[0].tag for t in rc.tlps]
     assert len(tags) > 32 + 3 and tags[1] not in tags[3:], \
         "the discontinued completion's tag was used again"
+
+
+def test_a_write_that_writes_nothing_is_acknowledged_without_a_sequence_number():
+    """The core's owed beats after a window write timed out enable no byte: no TLP leaves, so
+    no sequence number will come, and the write is acknowledged at once (not after the
+    completion timeout, which no wait here could sit out)."""
+    rng = seeded(7)
+    memory = bytearray(0x1000)
+    dut = RequesterHarness(64, cpl_timeout=1 << 16)
+    rc = RootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        got.append(await dma(ctx, dut, rng, write=True, addr=0x40, dwords=[0, 0],
+                             first_be=0, last_be=0))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got == [[(0, 0)]] and not rc.tlps and memory == bytearray(0x1000)
+
+
+def test_a_flush_after_writes_ends_and_leaves_the_function_clean():
+    """A control request waits for a flush of the writes before it (a zero-length read): once
+    its completion is in, ``dirty`` falls and stays low, so the request may go and no second
+    flush follows."""
+    rng = seeded(8)
+    memory = bytearray(0x1000)
+    dut = RequesterHarness(64)
+    rc = RootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    dirty = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        await dma(ctx, dut, rng, write=True, addr=0x40, dwords=[1, 2])
+        dirty.append(ctx.get(dut.dirty))
+        ctx.set(dut.flush, 1)
+        for _ in range(LIMIT):
+            await wait_cycles(ctx, 1)
+            if not ctx.get(dut.dirty):
+                break
+        dirty.append(ctx.get(dut.dirty))
+        await wait_cycles(ctx, 50)          # still asking: nothing is left to flush
+        dirty.append(ctx.get(dut.dirty))
+        ctx.set(dut.flush, 0)
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert dirty == [1, 0, 0]
+    flushes = [t for t in rc.tlps if t[0].request_type == ReqType.MEM_READ]
+    assert len(flushes) == 1 and flushes[0][0].dword_count == 1 and flushes[0][1] == 0
+
+
+class _LateRootComplex(RootComplex):
+    """A root complex that holds back the first read's completions until told (``late``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.late = None
+
+    def answer(self, desc, addr):
+        super().answer(desc, addr)
+        if self.reads == 1:
+            self.late = self.pending.pop()
+
+
+def test_a_late_completion_frees_its_tag_again():
+    """A read whose completion comes after the requester gave up on it fails its DWORDs; its tag
+    stays out of use while the hard IP may still complete it, and is used again when the tags
+    come round once that late completion said the request is completed."""
+    rng = seeded(9)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=300)
+    rc = _LateRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        got.append(await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=3))
+        rc.pending.append(rc.late)
+        while rc.pending:
+            await wait_cycles(ctx, 1)
+        # 40 more TLPs: the 32 tags come round again.
+        for i in range(5):
+            got.append(await dma(ctx, dut, rng, write=False, addr=0x300 * i % 0xC00,
+                                 length=256, tag=4 + i))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got[0] == [(0xFFFF_FFFF, 1)]
+    for i, answer in enumerate(got[1:]):
+        assert answer == [(d, 0) for d in dwords_at(memory, 0x300 * i % 0xC00, 256)]
+    tags = [t[0].tag for t in rc.tlps]
+    assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the late completion's tag stayed out"
+
+
+class _RefusingRootComplex(RootComplex):
+    """A root complex that answers the first read with an Unsupported Request: a completion
+    descriptor alone, the request completed."""
+
+    def answer(self, desc, addr):
+        if self.reads:
+            return super().answer(desc, addr)
+        self.reads += 1
+        rc = pack(RC_DESCRIPTOR, lower_address=(self.base + addr) & 0xFFF, byte_count=4,
+                  request_completed=1, dword_count=0, completion_status=UR, tag=desc.tag)
+        self.pending.append([to_beats(rc, self.width, lambda first, last: 0)])
+
+
+def test_an_unsupported_request_fails_the_read_at_once_and_frees_its_tag():
+    """A read the completer refuses (a completion without data, Unsupported Request) fails its
+    DWORDs at once, not after the completion timeout (which no wait here could sit out), and
+    its tag is used again when the tags come round."""
+    rng = seeded(10)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=1 << 16)
+    rc = _RefusingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        got.append(await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=3))
+        for i in range(5):
+            got.append(await dma(ctx, dut, rng, write=False, addr=0x300 * i % 0xC00,
+                                 length=256, tag=4 + i))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got[0] == [(0xFFFF_FFFF, 1)]
+    for i, answer in enumerate(got[1:]):
+        assert answer == [(d, 0) for d in dwords_at(memory, 0x300 * i % 0xC00, 256)]
+    tags = [t[0].tag for t in rc.tlps]
+    assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the refused read's tag stayed out"

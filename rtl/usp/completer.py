@@ -46,9 +46,16 @@ class CqBuffer(wiring.Component):
     o : ``Out(stream.Signature(dw_in_layout(CQ_BE_WIDTH)))``
     np_dropped : ``Out(1)``
         A non-posted TLP was dropped: the credit it used is spent.
+
+    Parameters
+    ----------
+    dwords : int
+        DWORDs it holds, a power of two (:data:`CQ_BUFFER_DWORDS`; the formal harness uses a
+        few, so its induction closes).
     """
 
-    def __init__(self):
+    def __init__(self, dwords=CQ_BUFFER_DWORDS):
+        self._dwords = dwords
         super().__init__({
             "i": In(stream.Signature(dw_in_layout(CQ_USER_WIDTH))),
             "o": Out(stream.Signature(dw_in_layout(CQ_BE_WIDTH))),
@@ -58,7 +65,7 @@ class CqBuffer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         layout = dw_in_layout(CQ_BE_WIDTH)
-        m.submodules.fifo = fifo = PacketFifo(layout.size, CQ_BUFFER_DWORDS)
+        m.submodules.fifo = fifo = PacketFifo(layout.size, self._dwords)
         i = self.i.payload
         cut = Signal()              # an earlier beat of this TLP was marked discontinued
         drop = cut | i.user[CQ_DISCONTINUE]

@@ -150,10 +150,18 @@ class RcReceiver(wiring.Component):
         rc_release = Signal()       # its tag is done with once the packet ends
         rc_epoch = Signal(3)
         widx = Signal(10)
+        # After a Function Level Reset in the middle of a completion (the hard IP and
+        # AxisToDwords frame RC across it), the rest of that completion is swallowed: its data
+        # DWORDs read as a descriptor could release or unpark a tag whose completions are still
+        # on their way, and a later read would take them for its own. A packet starts at a
+        # first DWORD.
+        synced = Signal()
+        with m.If(rc.valid):
+            m.d.sync += synced.eq((synced | rc.payload.first) & ~rc.payload.last)
         with m.FSM(name="rc_fsm"):
             with m.State("HDR"):
                 m.d.comb += rc.ready.eq(1)
-                with m.If(rc.valid):
+                with m.If(rc.valid & (synced | rc.payload.first)):
                     idx = Mux(rc.payload.first, 0, rc_idx)
                     with m.If(idx == 0):
                         m.d.sync += [r0.eq(rc.payload.data), rc_idx.eq(1)]

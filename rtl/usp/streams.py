@@ -174,7 +174,11 @@ class PacketFifo(wiring.Component):
             with m.Else():
                 m.d.sync += wp.eq(wp + 1)
         with m.If(self.clear):
-            m.d.sync += wp.eq(cp)   # forget the packet being written; the whole ones still go
+            # Forget the packet being written, its last entry too if it comes now (a Function
+            # Level Reset in the cycle the requester hands over a TLP's last DWORD): committing
+            # it here while wp went back to cp would leave cp past wp, and the next packets
+            # would overwrite it while it leaves. The whole ones still go.
+            m.d.sync += [wp.eq(cp), cp.eq(cp)]
         return m
 
 
@@ -201,6 +205,8 @@ class DwordsToAxis(wiring.Component):
         ``tuser`` width in bits.
     sop_user_width : int
         Width of the DWORD stream's ``user``: 0 for none.
+    buffer_dwords : int
+        DWORDs the buffer holds (:data:`TX_BUFFER_DWORDS`; the formal harness uses a few).
 
     Members
     -------
@@ -211,8 +217,9 @@ class DwordsToAxis(wiring.Component):
         Forget the packet being gathered (a function reset); whole packets still leave whole.
     """
 
-    def __init__(self, width, user_width, sop_user_width=0):
+    def __init__(self, width, user_width, sop_user_width=0, buffer_dwords=TX_BUFFER_DWORDS):
         self._lanes = width // 32
+        self._buffer_dwords = buffer_dwords
         self._sop_user_width = sop_user_width
         super().__init__({
             "dw":   In(stream.Signature(dw_out_layout(sop_user_width))),
@@ -230,7 +237,7 @@ class DwordsToAxis(wiring.Component):
         if uw:
             fields["tuser"] = uw     # no field nobody drives (see dw_out_layout)
         entry = data.StructLayout(fields)
-        m.submodules.fifo = fifo = PacketFifo(entry.size, TX_BUFFER_DWORDS // n)
+        m.submodules.fifo = fifo = PacketFifo(entry.size, self._buffer_dwords // n)
         beat = Signal(W)
         keep = Signal(n)
         idx = Signal(range(n))
