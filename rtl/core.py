@@ -531,51 +531,12 @@ class VMShmCore(wiring.Component):
                     with m.Else():
                         m.next = "PASS-DROP"
 
-            # -- a window write passing the waiting read; the read goes on after its ack ---------
-            with m.State("DMA-PASS"):
-                m.d.comb += [wr.valid.eq(self.req.valid), wr.payload.data.eq(req.data),
-                             wr.payload.be.eq(req.be), self.req.ready.eq(wr.ready)]
-                with m.If(self.req.valid & self.req.ready):
-                    m.d.sync += r.pw_remaining.eq(r.pw_remaining - 1)
-                with m.If(post.done & post.failed):
-                    m.next = "PASS-DROP"
-                with m.Elif(post.done):
-                    m.next = "PASS-ACK"
-
-            # In these two the read may give up (its wait went on while the write passed).
-            read_gives_up = dma_cmd.done & dma_cmd.failed
-            with m.State("PASS-DROP"):
-                # The host did not take a beat in time: the guest's beats left are dropped.
-                m.d.comb += self.req.ready.eq(1)
-                with m.If(read_gives_up):
-                    m.d.sync += [r.host_failed.eq(1), r.read_failed.eq(1)]
-                with m.If(self.req.valid):
-                    m.d.sync += r.pw_remaining.eq(r.pw_remaining - 1)
-                    with m.If(r.pw_remaining == 0):
-                        m.next = "PASS-ACK"
-
-            with m.State("PASS-ACK"):
-                # The write's completion, before any further beat of the read's.
-                m.d.comb += [self.cpl.valid.eq(1), self.cpl.payload.status.eq(CplStatus.SC),
-                             self.cpl.payload.last.eq(1)]
-                with m.If(read_gives_up):
-                    m.d.sync += [r.host_failed.eq(1), r.read_failed.eq(1)]
-                with m.If(self.cpl.ready):
-                    with m.If(r.read_failed | read_gives_up):
-                        m.next = "READ-ONES"
-                    with m.Else():
-                        m.next = "DMA-READ"
+            self._passing(m, r, dma_cmd=dma_cmd, post=post, wr=wr)
 
             with m.State("DMA-WRITE"):
-                m.d.comb += [wr.valid.eq(self.req.valid), wr.payload.data.eq(req.data),
-                             wr.payload.be.eq(req.be), self.req.ready.eq(wr.ready)]
-                with m.If(self.req.valid & self.req.ready):
-                    m.d.sync += r.remaining.eq(r.remaining - 1)
-                with m.If(dma_cmd.done & dma_cmd.failed):
-                    # The guest's remaining beats are taken and dropped.
-                    m.next = "WRITE"
-                with m.Elif(dma_cmd.done):
-                    m.next = "WRITE-ACK"
+                # Given up on: the guest's remaining beats are taken and dropped in WRITE.
+                self._beats_to_window(m, wr, r.remaining, dma_cmd, failed="WRITE",
+                                      done="WRITE-ACK")
 
         # The FLR's clearing owns the write port (the core is idle meanwhile).
         with m.If(r.clearing):
@@ -583,3 +544,49 @@ class VMShmCore(wiring.Component):
         # Last, so it wins: READ-FETCH's and OPEN-FETCH's load of the word the read port holds.
         with m.If(r.name_load):
             m.d.sync += r.rd_data.eq(name_rd.data)
+
+    def _passing(self, m, r, *, dma_cmd, post, wr):
+        """The core's states of a window write passing the waiting window read (issue 22,
+        finding 2): its beats to the window, or dropped, then its completion; then the read."""
+        with m.State("DMA-PASS"):
+            self._beats_to_window(m, wr, r.pw_remaining, post, failed="PASS-DROP",
+                                  done="PASS-ACK")
+
+        # In these two the read may give up (its wait went on while the write passed).
+        read_gives_up = dma_cmd.done & dma_cmd.failed
+        with m.State("PASS-DROP"):
+            # The window refused the write, or the host did not take a beat in time: the
+            # guest's beats left are dropped.
+            m.d.comb += self.req.ready.eq(1)
+            with m.If(read_gives_up):
+                m.d.sync += [r.host_failed.eq(1), r.read_failed.eq(1)]
+            with m.If(self.req.valid):
+                m.d.sync += r.pw_remaining.eq(r.pw_remaining - 1)
+                with m.If(r.pw_remaining == 0):
+                    m.next = "PASS-ACK"
+
+        with m.State("PASS-ACK"):
+            # The write's completion, before any further beat of the read's.
+            m.d.comb += [self.cpl.valid.eq(1), self.cpl.payload.status.eq(CplStatus.SC),
+                         self.cpl.payload.last.eq(1)]
+            with m.If(read_gives_up):
+                m.d.sync += [r.host_failed.eq(1), r.read_failed.eq(1)]
+            with m.If(self.cpl.ready):
+                with m.If(r.read_failed | read_gives_up):
+                    m.next = "READ-ONES"
+                with m.Else():
+                    m.next = "DMA-READ"
+
+    def _beats_to_window(self, m, wr, remaining, cmd, *, failed, done):
+        """Hand the guest's write beats to the window as it takes them, ``remaining`` counted
+        down (a write at IDLE's decode, or one passing a read), until ``cmd`` (the window's
+        ``cmd`` or ``post``) says done: then go to state ``done``, or ``failed`` if it failed."""
+        req = self.req.payload
+        m.d.comb += [wr.valid.eq(self.req.valid), wr.payload.data.eq(req.data),
+                     wr.payload.be.eq(req.be), self.req.ready.eq(wr.ready)]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += remaining.eq(remaining - 1)
+        with m.If(cmd.done & cmd.failed):
+            m.next = failed
+        with m.Elif(cmd.done):
+            m.next = done
