@@ -90,7 +90,8 @@ def _load(path):
             ("vm_set_region", i32, [vp, i32, i32, u64]),
             ("vm_submit", None, [vp, i32, i32, u64, i32, i32, i32, pu64, pu32, u64]),
             ("vm_idle", None, [vp, u64]),
-            ("vm_reset", None, [vp]),
+            ("vm_reset", None, [vp, u64]),
+            ("vm_host_base", u64, [vp, i32]),
             ("vm_run", i32, [vp, pi32]),
             ("vm_go", i32, [vp, i32, i32, u64, i32, i32, i32, pu64, pu32, u64, pi32]),
             ("vm_result", i32, [vp, pu64, pi32]),
@@ -293,14 +294,31 @@ class NativeSim:
         As :func:`vmshm.sim.simulate`'s reset: the cycle count goes on, the host processes run
         through the edge, and every host closes its object afterwards.
         """
-        self._sync()
-        self._host_ports()
-        self._lib.vm_reset(self._h)
-        self._run(None)
+        self.hold_reset(1)
         for host in self.hosts:
             if host.is_open:
                 host.close()
         self._sync()
+
+    def hold_reset(self, cycles):
+        """Hold every function's reset for ``cycles`` clock edges, nothing more.
+
+        The host processes run on; a host releases its object when the core's RESET reaches it,
+        as with the fuzzer's Amaranth top (``rst_fn``).
+        """
+        self._sync()
+        self._host_ports()
+        self._lib.vm_reset(self._h, cycles)
+        self._run(None)
+        self._sync()
+
+    def host_base(self, i):
+        """Return device ``i``'s core's ``host_base`` register (the open object's bus address)."""
+        return self._lib.vm_host_base(self._h, i)
+
+    def set_bus_address(self, i, addr):
+        """Make device ``i``'s host give ``addr`` as the object's bus address at the next OPEN."""
+        self._bfms[i].bus_address = addr
 
     def idle(self, cycles):
         """Let ``cycles`` clock edges pass, the hosts still serving the device."""
@@ -443,6 +461,11 @@ class NativeGuestBus(GuestBus):
     async def idle(self, cycles):
         """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""
         self._sim.idle(cycles)
+
+    @property
+    def sim(self):
+        """The :class:`NativeSim` this bus drives (resets, ``host_base``: the fuzzer's probe)."""
+        return self._sim
 
     def intx(self, dev=0):
         return self._sim.intx(dev)

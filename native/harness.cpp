@@ -220,7 +220,7 @@ struct Sim {
     int nbeats = 0, gi = 0, ncpl = 0, gj = 0;
     uint64_t out[VMSHM_MAX_BURST];
     int status = 0;
-    uint64_t waited = 0, timeout = 0, idle_left = 0;
+    uint64_t waited = 0, timeout = 0, idle_left = 0, reset_left = 0;
     // Read and written by Python through a memoryview (vm_shared), so that a one-word access
     // costs one call with no argument conversions: the QEMU guest waits for every one of them.
     Shared pub = {};
@@ -807,8 +807,21 @@ void vm_idle(void* h, uint64_t cycles) {
     s->gs = cycles ? G_WAIT : G_DONE;
 }
 
-//! Reset the function (run by vm_run): one clock edge with rst high, as a PCI function reset.
-void vm_reset(void* h) { ((Sim*)h)->gs = G_RESET; }
+//! Reset the function (run by vm_run): `cycles` clock edges with rst high (1: a PCI function
+//! reset's; the fuzzer holds it for 2, as its Amaranth top's rst_fn).
+void vm_reset(void* h, uint64_t cycles) {
+    Sim* s = (Sim*)h;
+    s->reset_left = cycles ? cycles : 1;
+    s->gs = G_RESET;
+}
+
+//! Device `i`'s core's host_base register (the bus address of the open object, from OPEN's
+//! answer): the fuzzer checks it against its model, as on Amaranth.
+uint64_t vm_host_base(void* h, int i) {
+    uint64_t bases[VMSHM_DEVICES];
+    VMSHM_HOST_BASES(((Sim*)h)->top, bases);
+    return bases[i];
+}
 
 //! Run cycles until the guest's burst completes (ST_DONE) or Python must act; `which` says
 //! which device (ST_CTL, ST_DMA) or device * 4 + channel (ST_DRAWS).
@@ -856,12 +869,13 @@ int vm_run(void* h, int* which) {
             }
         }
         if (s->gs == G_RESET) {
-            // One edge with the function reset high; the host processes run on through it.
+            // Edges with the function reset high; the host processes run on through them, and
+            // the cycle number goes on while rst holds the top's counter at 0.
             s->offset = s->pub.cycle + 1;
             s->top->rst = 1;
             cycle(s);
             s->top->rst = 0;
-            s->gs = G_DONE;
+            if (--s->reset_left == 0) s->gs = G_DONE;
             continue;
         }
         cycle(s);
