@@ -154,9 +154,8 @@ def guest_timeout(config):
 
     Past the longest wait the generator plans (a name streamed under back-pressure and a late
     answer; a window access queued behind a late 256-beat one), and much shorter than
-    :func:`vmshm.harness.bfm.bus_timeout`'s 2**18: every wait leaves a timer in Amaranth's simulator
-    until it expires, and the simulator scans all of them at every step, so a long campaign with
-    2**18-cycle timers runs about five times slower once they pile up.
+    :func:`vmshm.harness.bfm.bus_timeout`'s 2**18, so a device that hangs is reported soon. (Such
+    timers no longer slow Amaranth's simulator down: :data:`vmshm.sim.bfm.TIMER_CYCLES`.)
     """
     return 4 * config.host_timeout + 16 * config.name_size + 256 * 48 + 4096
 
