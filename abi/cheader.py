@@ -9,7 +9,8 @@ from vmshm.abi.regmap import (ABI_VERSION, BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WI
                               CAP_LEN, CAP_VERSION, CAPABILITY, DEFAULT_NAME_SIZE,
                               DEFAULT_WINDOW_SIZE, DEVICE_ID, NAME_MAX, PCI_DEVICE_ID,
                               PCI_SUBSYSTEM_ID, PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, REGISTERS,
-                              VECTORS, Status)
+                              VECTORS, VSEC_FIELDS, VSEC_ID, VSEC_LEN, VSEC_OFFSET, VSEC_REV,
+                              Status)
 
 __all__ = ["render_c_header"]
 
@@ -58,6 +59,17 @@ def render_c_header():
     for f in CAPABILITY:
         out.append(_define(f"VMSHM_CAP_{f.name.removeprefix('CAP_')}", f"0x{f.offset:02x}",
                            f"{f.size} byte{'s' if f.size > 1 else ''}: {f.doc}"))
+    out += ["",
+            "/* The same fields as a PCIe Vendor-Specific Extended Capability (ID 000Bh), where a",
+            " * hard IP presents them: field VMSHM_CAP_<field> is at VSEC + VMSHM_VSEC_FIELDS +",
+            " * VMSHM_CAP_<field> (fields from ABI_VERSION on) */",
+            _define("VMSHM_VSEC_OFFSET", f"0x{VSEC_OFFSET:03x}",
+                    "where the UltraScale+ top serves it"),
+            _define("VMSHM_VSEC_ID", f"0x{VSEC_ID:04x}", "PCI_VNDR_HEADER_ID: ASCII \"VM\""),
+            _define("VMSHM_VSEC_REV", VSEC_REV, "PCI_VNDR_HEADER_REV"),
+            _define("VMSHM_VSEC_LENGTH", f"0x{VSEC_LEN:02x}",
+                    "PCI_VNDR_HEADER_LEN: bytes, headers included"),
+            _define("VMSHM_VSEC_FIELDS", VSEC_FIELDS, "how much further on each field sits")]
     out += ["", "/* BAR0 registers, 32 bits each */"]
     for r in REGISTERS:
         out.append(_define(f"VMSHM_REG_{r.name}", f"0x{r.offset:02x}", r.access))

@@ -75,6 +75,20 @@ PCI_EXP_DEVCTL = 8              # Device Control
 PCI_EXP_DEVCTL_BCR_FLR = 0x8000  # Initiate Function Level Reset (reads 0)
 PCI_EXP_CAP_SIZEOF = 0x3C       # a version 2 capability for an endpoint
 
+PCI_EXT_CAP_ID_VNDR = 0x000B    # Vendor-Specific Extended Capability (PCIe extended space)
+PCI_VNDR_HEADER = 4             # a VSEC's vendor header: ID 15:0, revision 19:16, length 31:20
+
+
+def PCI_EXT_CAP_ID(header):     # noqa: N802 -- Linux's macro names
+    """Return an extended capability header's capability ID."""
+    return header & 0xFFFF
+
+
+def PCI_EXT_CAP_NEXT(header):   # noqa: N802
+    """Return an extended capability header's next offset (DWORD-aligned)."""
+    return header >> 20 & 0xFFC
+
+
 PCI_CLASS_MEMORY_RAM = 0x0500   # base class 0x05 (memory controller), sub-class 0x00 (RAM)
 
 PCI_ANY_ID = 0xFFFF             # what a read of an empty slot's vendor ID returns

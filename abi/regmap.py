@@ -19,7 +19,8 @@ __all__ = [
     "BAR0_SIZE", "DEFAULT_WINDOW_SIZE", "DEFAULT_NAME_SIZE", "NAME_MAX",
     "PCI_VENDOR_ID", "PCI_DEVICE_ID", "PCI_SUBSYSTEM_VENDOR_ID", "PCI_SUBSYSTEM_ID",
     "PCI_REVISION", "CapField", "CAPABILITY", "CAP", "CAP_LEN", "CAP_VERSION",
-    "CAP_ID_VNDR", "capability_bytes", "VECTORS",
+    "CAP_ID_VNDR", "capability_bytes", "VECTORS", "EXT_CAP_ID_VNDR", "VSEC_OFFSET", "VSEC_ID",
+    "VSEC_REV", "VSEC_LEN", "VSEC_FIELDS", "vsec_bytes",
     "render_markdown",
 ]
 
@@ -98,6 +99,41 @@ def capability_bytes(*, window_size, name_size, regs_bar, window_bar, name_bar, 
         f = CAP[name]
         raw[f.offset:f.offset + f.size] = value.to_bytes(f.size, "little")
     return bytes(raw)
+
+
+#: PCIe's extended capability ID of a Vendor-Specific Extended Capability (PCI_EXT_CAP_ID_VNDR).
+EXT_CAP_ID_VNDR = 0x000B
+#: Where a hard IP presents VMShm's VSEC: the first byte of PG213's user-implemented extended
+#: configuration space (0x480-0x4FF on ``pcie4_uscale_plus``), which the IP's own extended
+#: capability list is configured to point at.
+VSEC_OFFSET = 0x480
+#: The VSEC's vendor-defined ID (bits 15:0 of its VSEC header): ASCII "VM".
+VSEC_ID = 0x564D
+#: The VSEC's revision (bits 19:16 of its VSEC header): the layout of :data:`CAPABILITY`'s fields
+#: (the same number as CAP_VERSION).
+VSEC_REV = CAP_VERSION
+#: Where :data:`CAPABILITY`'s fields sit in the VSEC, relative to their offsets in the legacy
+#: capability: the 4-byte legacy header (ID, next, length, version) becomes the VSEC's 8 bytes of
+#: headers, so field ``f`` is at ``VSEC_OFFSET + VSEC_FIELDS + f.offset`` (for ``f.offset >= 4``).
+VSEC_FIELDS = 4
+#: Bytes of the VSEC, headers included (its VSEC Length).
+VSEC_LEN = CAP_LEN + VSEC_FIELDS
+
+
+def vsec_bytes(*, window_size, name_size, regs_bar, window_bar, name_bar, next_offset=0):
+    """Return VMShm's capability as a PCIe Vendor-Specific Extended Capability (VSEC).
+
+    A hard IP whose legacy capability list has no room for :data:`CAPABILITY` (PG213 leaves the
+    user only 0xB0-0xBF there, 16 bytes) presents this at :data:`VSEC_OFFSET` instead: the
+    extended capability header (ID 000Bh, version 1, ``next_offset``), the VSEC header
+    (:data:`VSEC_ID`, :data:`VSEC_REV`, :data:`VSEC_LEN`), then the same fields as the legacy
+    capability from ABI_VERSION on, built by :func:`capability_bytes`.
+    """
+    body = capability_bytes(window_size=window_size, name_size=name_size, regs_bar=regs_bar,
+                            window_bar=window_bar, name_bar=name_bar)[VSEC_FIELDS:]
+    header = EXT_CAP_ID_VNDR | 1 << 16 | next_offset << 20
+    vsec_header = VSEC_ID | VSEC_REV << 16 | VSEC_LEN << 20
+    return header.to_bytes(4, "little") + vsec_header.to_bytes(4, "little") + body
 
 
 class Status:
@@ -334,6 +370,12 @@ def render_markdown():
             "| offset | size | field | meaning |", "|---|---|---|---|"]
     for f in CAPABILITY:
         out.append(f"| +{f.offset:#04x} | {f.size} | {f.name} | {f.doc} |")
+    out += ["", f"A hard IP whose legacy capability list has no room for it (the UltraScale+ "
+            f"top, [usp.md](usp.md)) presents the same fields as a PCIe Vendor-Specific "
+            f"Extended Capability at {VSEC_OFFSET:#x}: extended capability ID "
+            f"{EXT_CAP_ID_VNDR:#06x}, version 1; VSEC ID {VSEC_ID:#06x}, revision {VSEC_REV}, "
+            f"length {VSEC_LEN}; each field above from ABI_VERSION on {VSEC_FIELDS} bytes "
+            f"further on. A driver looks for the legacy capability first, then for this one."]
     out += ["", "## Interrupts", "",
             "The host rings a vector on the device's host port (`ring`); that sets its bit in "
             "INTR_STATUS. While INTR_STATUS & INTR_MASK is non-zero the core's `irq` is high, "

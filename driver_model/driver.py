@@ -9,14 +9,15 @@ import errno
 import os
 
 from vmshm.abi import pci_regs as P
-from vmshm.abi.regmap import (CAP, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID, REG,
-                              STATUS_TEXT)
+from vmshm.abi.regmap import (CAP, CAP_LEN, CAP_VERSION, DEVICE_ID, PCI_DEVICE_ID, PCI_VENDOR_ID,
+                              REG, STATUS_TEXT, VSEC_FIELDS, VSEC_ID, VSEC_LEN, VSEC_REV)
 
 from .pci import (MemAllocator, pci_assign_resources, pci_enable_device, pci_find_capability,
-                  pci_iomap, pci_scan_bus, pci_set_master)
+                  pci_find_ext_capability, pci_iomap, pci_scan_bus, pci_set_master)
 
 __all__ = ["VMSHM_IOCTL_OPEN", "VMSHM_IOCTL_RING", "VMSHM_IOCTL_IVPOSITION", "VMSHM_IDS",
-           "PAGE_SIZE", "MSI_ADDRESS", "VMShmDriver", "Mapping", "vmshm_probe"]
+           "PAGE_SIZE", "MSI_ADDRESS", "VMShmDriver", "Mapping", "vmshm_probe",
+           "read_vmshm_capability"]
 
 #: The IDs the driver binds to, as its ``pci_device_id`` table.
 VMSHM_IDS = ((PCI_VENDOR_ID, PCI_DEVICE_ID),)
@@ -93,6 +94,38 @@ class Mapping:
         await self._driver.window.write(self.offset + offset, data)
 
 
+async def read_vmshm_capability(pdev):
+    """Find VMShm's capability in ``pdev``'s configuration space and return its fields.
+
+    As vmshm.ko's ``vmshm_find_cap``: the legacy vendor-specific capability (ID 09h, the soft
+    function's and QEMU's) first, then a Vendor-Specific Extended Capability (ID 000Bh) whose
+    VSEC header names VMShm (:data:`~vmshm.abi.regmap.VSEC_ID`, revision, length), which is
+    how a hard IP with no room in its legacy list presents it. Returns ``{field name: value}``
+    for the fields from ABI_VERSION on, plus ``"where"`` (the capability's offset) and
+    ``"kind"`` (``"legacy"`` or ``"vsec"``); raises ``OSError(ENODEV)`` when there is none.
+    """
+    base = kind = None
+    pos = await pci_find_capability(pdev, P.PCI_CAP_ID_VNDR)
+    if pos:
+        version = await pdev.read_config(pos + CAP["CAP_VERSION"].offset, 1)
+        if version != CAP_VERSION:
+            raise _err(errno.ENODEV, f"{pdev.name}: unknown capability version {version}")
+        base, kind = pos, "legacy"
+    else:
+        while pos := await pci_find_ext_capability(pdev, P.PCI_EXT_CAP_ID_VNDR, pos):
+            vh = await pdev.read_config(pos + P.PCI_VNDR_HEADER, 4)
+            if (vh & 0xFFFF, vh >> 16 & 0xF, vh >> 20) == (VSEC_ID, VSEC_REV, VSEC_LEN):
+                base, kind = pos + VSEC_FIELDS, "vsec"
+                break
+    if base is None:
+        raise _err(errno.ENODEV, f"{pdev.name} has no VMShm capability")
+    out = {"where": base if kind == "legacy" else base - VSEC_FIELDS, "kind": kind}
+    for f in CAP.values():
+        if f.offset >= VSEC_FIELDS and f.offset + f.size <= CAP_LEN:
+            out[f.name] = await pdev.read_config(base + f.offset, f.size)
+    return out
+
+
 class VMShmDriver:
     """Drive one VMShm function the way the Linux driver does.
 
@@ -121,29 +154,21 @@ class VMShmDriver:
         self._irq_seen = 0       # interrupts of this slot the handler has run for
         self._irq_count = 0      # handled since the last read(), as UIO counts
         self.msi = False         # interrupts come as MSI messages instead of INTx
+        self.capability = None   # what read_vmshm_capability found
 
     async def probe(self):
         """Bind to the function: enable it, find the BARs from the capability, check the ID."""
         pdev = self.pdev
         await pci_enable_device(pdev)
         await pci_set_master(pdev)
-        cap = await pci_find_capability(pdev, P.PCI_CAP_ID_VNDR)
-        if not cap:
-            raise _err(errno.ENODEV, f"{pdev.name} has no VMShm capability")
-
-        async def field(name):
-            f = CAP[name]
-            return await pdev.read_config(cap + f.offset, f.size)
-
-        if await field("CAP_VERSION") != CAP_VERSION:
-            raise _err(errno.ENODEV, f"{pdev.name}: unknown capability version "
-                                     f"{await field('CAP_VERSION')}")
-        self.version = await field("ABI_VERSION")
-        self.window_size = await field("WINDOW_SIZE")
-        self.name_size = await field("NAME_SIZE")
-        self.regs = pci_iomap(pdev, await field("REGS_BAR"))
-        self.window = pci_iomap(pdev, await field("WINDOW_BAR"))
-        self.names = pci_iomap(pdev, await field("NAME_BAR"))
+        cap = await read_vmshm_capability(pdev)
+        self.capability = cap
+        self.version = cap["ABI_VERSION"]
+        self.window_size = cap["WINDOW_SIZE"]
+        self.name_size = cap["NAME_SIZE"]
+        self.regs = pci_iomap(pdev, cap["REGS_BAR"])
+        self.window = pci_iomap(pdev, cap["WINDOW_BAR"])
+        self.names = pci_iomap(pdev, cap["NAME_BAR"])
         ident = await self.regs.read32(REG["ID"].offset)
         if ident != DEVICE_ID:
             raise _err(errno.ENODEV, f"{pdev.name}: ID register reads {ident:#010x}, "

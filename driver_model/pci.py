@@ -15,7 +15,7 @@ from .bus import BarWindow
 
 __all__ = ["Resource", "PciDev", "MemAllocator", "pci_scan_bus", "pci_assign_resources",
            "pci_enable_device", "pci_disable_device", "pci_set_master", "pci_clear_master",
-           "pci_find_capability", "pcie_flr",
+           "pci_find_capability", "pci_find_ext_capability", "pcie_flr",
            "pci_iomap"]
 
 #: Slots on one bus (device numbers 0..31).
@@ -206,6 +206,27 @@ async def pci_find_capability(dev, cap_id):
         if await dev.read_config(pos + P.PCI_CAP_LIST_ID, 1) == cap_id:
             return pos
         pos = await dev.read_config(pos + P.PCI_CAP_LIST_NEXT, 1)
+    return 0
+
+
+async def pci_find_ext_capability(dev, cap_id, start=0):
+    """Return the offset of ``dev``'s first extended capability ``cap_id`` after ``start``, or 0.
+
+    As Linux's ``pci_find_next_ext_capability``: the list starts at 0x100 (an empty header, or
+    all ones from a function without extended space, means none) and is walked at most as many
+    steps as 8-byte capabilities fit, so a looping list cannot hang the probe.
+    """
+    pos = start or P.PCI_CFG_SPACE_SIZE
+    header = await dev.read_config(pos, 4)
+    if header in (0, 0xFFFF_FFFF):
+        return 0
+    for _ in range((4096 - P.PCI_CFG_SPACE_SIZE) // 8):
+        if P.PCI_EXT_CAP_ID(header) == cap_id and pos != start:
+            return pos
+        pos = P.PCI_EXT_CAP_NEXT(header)
+        if pos < P.PCI_CFG_SPACE_SIZE:
+            break
+        header = await dev.read_config(pos, 4)
     return 0
 
 

@@ -319,11 +319,18 @@ static const struct file_operations vmshm_fops = {
 	.llseek		= noop_llseek,
 };
 
-/* Find VMShm's vendor-specific capability; return its offset or 0. */
+/*
+ * Find VMShm's capability; return the offset to which VMSHM_CAP_<field> is added to read a
+ * field (ABI_VERSION on), or 0. The legacy vendor-specific capability first (the soft
+ * function's, QEMU's); then a Vendor-Specific Extended Capability naming VMShm in its VSEC
+ * header, which is where a hard IP with no room in its legacy list (UltraScale+) puts the
+ * same fields, VMSHM_VSEC_FIELDS bytes further on.
+ */
 static int vmshm_find_cap(struct pci_dev *pdev)
 {
 	int pos = pci_find_capability(pdev, PCI_CAP_ID_VNDR);
 	u8 len, version;
+	u32 hdr;
 
 	while (pos) {
 		pci_read_config_byte(pdev, pos + VMSHM_CAP_LEN, &len);
@@ -331,6 +338,15 @@ static int vmshm_find_cap(struct pci_dev *pdev)
 		if (len == VMSHM_CAP_LENGTH && version == VMSHM_CAP_LAYOUT)
 			return pos;
 		pos = pci_find_next_capability(pdev, pos, PCI_CAP_ID_VNDR);
+	}
+	pos = pci_find_ext_capability(pdev, PCI_EXT_CAP_ID_VNDR);
+	while (pos) {
+		pci_read_config_dword(pdev, pos + PCI_VNDR_HEADER, &hdr);
+		if (PCI_VNDR_HEADER_ID(hdr) == VMSHM_VSEC_ID &&
+		    PCI_VNDR_HEADER_REV(hdr) == VMSHM_VSEC_REV &&
+		    PCI_VNDR_HEADER_LEN(hdr) == VMSHM_VSEC_LENGTH)
+			return pos + VMSHM_VSEC_FIELDS;
+		pos = pci_find_next_ext_capability(pdev, pos, PCI_EXT_CAP_ID_VNDR);
 	}
 	return 0;
 }

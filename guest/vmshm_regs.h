@@ -41,6 +41,15 @@
 #define VMSHM_CAP_NAME_BAR              0x12	/* 1 byte: BAR index of the name buffer */
 #define VMSHM_CAP_RESERVED              0x13	/* 1 byte: reads 0 */
 
+/* The same fields as a PCIe Vendor-Specific Extended Capability (ID 000Bh), where a
+ * hard IP presents them: field VMSHM_CAP_<field> is at VSEC + VMSHM_VSEC_FIELDS +
+ * VMSHM_CAP_<field> (fields from ABI_VERSION on) */
+#define VMSHM_VSEC_OFFSET               0x480	/* where the UltraScale+ top serves it */
+#define VMSHM_VSEC_ID                   0x564d	/* PCI_VNDR_HEADER_ID: ASCII "VM" */
+#define VMSHM_VSEC_REV                  1	/* PCI_VNDR_HEADER_REV */
+#define VMSHM_VSEC_LENGTH               0x18	/* PCI_VNDR_HEADER_LEN: bytes, headers included */
+#define VMSHM_VSEC_FIELDS               4	/* how much further on each field sits */
+
 /* BAR0 registers, 32 bits each */
 #define VMSHM_REG_OPEN                  0x00	/* RT */
 #define VMSHM_REG_ID                    0x04	/* C */

@@ -15,6 +15,7 @@ from amaranth.back import verilog
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.selftest import VMShmSelfTest
 from vmshm.rtl.usp import VMShmUSP
+from vmshm.rtl.usp.wrapper import WRAPPERS, pg213_wrapper
 
 __all__ = ["TOPS", "build_top", "check_top", "generate", "module_name", "top_parameters"]
 
@@ -71,7 +72,7 @@ def check_top(top="core", **params):
     silence(build_top(top, **params), set())
 
 
-def generate(top="core", **params):
+def generate(top="core", *, wrapper=None, **params):
     """Return the Verilog text of ``top`` built with ``params``.
 
     The module is named after the top (:func:`module_name`). Ports are named after the
@@ -81,6 +82,16 @@ def generate(top="core", **params):
     ``host__ctl_req``, ``host__ctl_rsp``, ``host__dma_req``, ``host__dma_rsp``; plus ``clk`` and
     ``rst`` (and the core's ``dma_enable``). The self-test has ``clk``, ``rst``, ``done``,
     ``passed``, ``failed`` and ``step``.
+
+    ``wrapper="pg213"`` (``--top usp`` only) appends
+    :data:`~vmshm.rtl.usp.wrapper.WRAPPER_MODULE`, a module around the top whose ports carry the
+    names and widths of a ``pcie4_uscale_plus`` instance's (:mod:`vmshm.rtl.usp.wrapper`).
     """
+    if wrapper is not None and (top, wrapper) != ("usp", "pg213"):
+        raise ValueError(f"wrapper {wrapper!r} is for --top usp only, and must be one of "
+                         f"{', '.join(WRAPPERS)}")
     component = build_top(top, **params)
-    return verilog.convert(component, name=module_name(top))
+    text = verilog.convert(component, name=module_name(top))
+    if wrapper is not None:
+        text += "\n" + pg213_wrapper(component, module_name(top))
+    return text

@@ -53,6 +53,7 @@ async def probe_only(bus, tb):
             "ids": (drv.pdev.vendor, drv.pdev.device, drv.pdev.class_code, drv.pdev.revision,
                     drv.pdev.subsystem_vendor, drv.pdev.subsystem_device),
             "sizes": (drv.window_size, drv.name_size, drv.version),
+            "capability": (drv.capability["kind"], drv.capability["where"]),
             "ident": await drv.regs.read32(REG["ID"].offset)}
 
 

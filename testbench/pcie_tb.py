@@ -19,11 +19,11 @@ import warnings
 
 import cocotb
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import Event, FallingEdge, Timer
+from cocotb.triggers import Event, FallingEdge, Lock, RisingEdge, Timer
 from cocotbext.axi import AxiStreamBus
 from cocotbext.axi.address_space import Region
 from cocotbext.pcie.core import RootComplex
-from cocotbext.pcie.core.caps import PciCap, PciCapId
+from cocotbext.pcie.core.caps import PciExtCap, PciExtCapId
 from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 from cocotbext.pcie.xilinx.us import UltraScalePlusPcieDevice
@@ -34,6 +34,7 @@ from vmshm.harness.bfm import HostBFM
 from vmshm.harness.job import release_hosts
 from vmshm.rtl.layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
 from vmshm.rtl.usp import VMShmUSP
+from vmshm.rtl.usp.cfg_ext import EXT_RANGE as CFG_EXT_RANGE
 
 from .bfm import CocotbIO, CocotbStream
 from .outcome import save
@@ -41,14 +42,15 @@ from .pcie_irq import (HardIpIntx, RootComplexInterrupts, configure_interrupts,
                        interrupt_options)
 from .pcie_rules import PG213Checker
 
-__all__ = ["VMShmCapability", "HostObjectRegion", "RootComplexBus", "PcieTB"]
+__all__ = ["CfgExtSpace", "IpExtendedCapability", "HostObjectRegion", "RootComplexBus",
+           "PcieTB"]
 
 #: Where the driver model's MemAllocator places BARs (its defaults): the root port's windows
 #: must forward these, as firmware opens bridge windows for the kernel's later assignments.
 DRIVER_MEM32 = (0xE000_0000, 0xF000_0000)
 DRIVER_MEM64 = (0x80_0000_0000, 0x90_0000_0000)
-#: Offset in dwords of VMShm's capability: after the model's PM (0x40) and PCIe (0x70) ones.
-CAP_DWORD = 0xB0 // 4
+#: Cycles the IP model waits for ``cfg_ext_read_data_valid`` before calling the top hung.
+CFG_EXT_LIMIT = 16
 
 
 #: The top's MSI ports the hard-IP model drives or reads (INTx is :class:`HardIpIntx`'s).
@@ -63,24 +65,69 @@ _MODEL_MSI_INPUTS = ("cfg_interrupt_msi_enable", "cfg_interrupt_msi_sent",
                      "cfg_interrupt_msi_fail", "cfg_interrupt_msi_data")
 
 
-class VMShmCapability(PciCap):
-    """VMShm's vendor-specific capability in the hard-IP model's configuration space.
+class IpExtendedCapability(PciExtCap):
+    """The hard IP's own last PCI Express extended capability, at 0x100: a Device Serial
+    Number (ID 0003h, serial 0). Its next pointer is what the IP is configured with
+    (``hard_ip_config()["cfg_ext"]["vsec_offset"]``); the model's list sets it from the
+    capability registered there, :class:`CfgExtSpace`."""
 
-    The real hard IP would present it through its configuration extension interface; the model
-    has none, so the test adds it to the model's capability list, read-only.
-    """
-
-    def __init__(self, raw):
+    def __init__(self):
         super().__init__()
-        self.cap_id = PciCapId.VNDR
-        self.length = len(raw) // 4
-        self._raw = bytes(raw)
+        self.cap_id = PciExtCapId.DSN
+        self.cap_ver = 1
+        self.length = 3
 
     async def _read_register(self, reg):
-        return int.from_bytes(self._raw[4 * reg:4 * reg + 4], "little")
+        return 0
 
     async def _write_register(self, reg, data, mask):
         pass
+
+
+class CfgExtSpace(PciExtCap):
+    """The IP's user extended configuration space (0x480-0x4FF), served by the top.
+
+    cocotbext-pcie's model leaves ``cfg_ext_*`` undriven, so this plays the IP's side of it as
+    PG213 describes: every configuration read of the range, header included, becomes a
+    one-cycle ``cfg_ext_read_received`` with the register and function numbers, and the data
+    is what the top answers with ``cfg_ext_read_data_valid``; a write becomes a one-cycle
+    ``cfg_ext_write_received``. Nothing of VMShm's capability is known here: the driver model
+    finds it in what the top answers.
+    """
+
+    def __init__(self, dut, start, end):
+        super().__init__()
+        self.cap_id = PciExtCapId.VSEC
+        self.length = (end - start) // 4
+        self.dut = dut
+        self._lock = Lock()
+
+    async def _request(self, received, reg, data=0, mask=0):
+        dut = self.dut
+        async with self._lock:
+            await RisingEdge(dut.user_clk)
+            dut.cfg_ext_register_number.value = self.offset + reg
+            dut.cfg_ext_function_number.value = self.parent.function_num
+            dut.cfg_ext_write_data.value = data
+            dut.cfg_ext_write_byte_enable.value = mask
+            received.value = 1
+            await RisingEdge(dut.user_clk)
+            received.value = 0
+            if received is dut.cfg_ext_write_received:
+                return 0
+            for _ in range(CFG_EXT_LIMIT):
+                await RisingEdge(dut.user_clk)
+                if int(dut.cfg_ext_read_data_valid.value):
+                    return int(dut.cfg_ext_read_data.value)
+            raise AssertionError(f"cfg_ext: no read_data_valid within {CFG_EXT_LIMIT} cycles "
+                                 f"of the read of register {self.offset + reg:#x}")
+
+    async def read_register(self, reg):
+        # The header too comes from the top: the model's own (from cap_id) would hide it.
+        return await self._request(self.dut.cfg_ext_read_received, reg)
+
+    async def _write_register(self, reg, data, mask):
+        await self._request(self.dut.cfg_ext_write_received, reg, data, mask)
 
 
 class HostObjectRegion(Region):
@@ -382,7 +429,12 @@ class PcieTB:
             fn.configure_bar(index, bar["size"], ext=bar["64bit"], prefetch=bar["prefetchable"])
         for index, size in job.extra_bars.items():
             fn.configure_bar(int(index), size)     # BARs the top does not know: must answer UR
-        fn.register_capability(VMShmCapability(cfg["capability"]), offset=CAP_DWORD)
+        # VMShm's capability comes from the top through cfg_ext_* (issue 22, finding 9): the
+        # IP's extended list ends at the user range, as the IP is configured.
+        ext = cfg["cfg_ext"]
+        fn.register_extended_capability(IpExtendedCapability(), offset=0x100 // 4)
+        fn.register_extended_capability(CfgExtSpace(self.dut, *CFG_EXT_RANGE),
+                                        offset=ext["vsec_offset"] // 4)
         configure_interrupts(fn, cfg["interrupts"])
         self.port = self.rc.make_port()
         self.port.connect(self.dev)
@@ -398,8 +450,10 @@ class PcieTB:
                      "cfg_max_payload", "cfg_max_read_req",
                      "cfg_function_status", "cfg_flr_in_process", "s_axis_cq_tvalid",
                      "cfg_interrupt_sent", *_MODEL_MSI_INPUTS, "db__ready", "ring__valid",
-                     "peer_valid", "peer_id",
-                     "s_axis_rc_tvalid",
+                     "peer_valid", "peer_id", "cfg_ext_read_received",
+                     "cfg_ext_write_received", "cfg_ext_register_number",
+                     "cfg_ext_function_number", "cfg_ext_write_data",
+                     "cfg_ext_write_byte_enable", "s_axis_rc_tvalid",
                      "m_axis_cc_tready", "m_axis_rq_tready", "ctl_req__ready", "ctl_rsp__valid"):
             getattr(dut, name).value = 0
         await Timer(2, "ns")
@@ -478,6 +532,7 @@ class PcieTB:
                          "addr": pdev.bar_addr[i]}
                      for i in range(6) if pdev.bar_size[i]},
             "capabilities": [(int(cap_id), off) for cap_id, off in pdev.capabilities],
+            "ext_capabilities": [(int(cap_id), off) for cap_id, off in pdev.ext_capabilities],
             "max_payload": 128 << self.dev.functions[0].pcie_cap.max_payload_size,
         }
 

@@ -19,11 +19,13 @@ from conftest import require_backend
 from vmshm.abi import pci_regs as P
 from vmshm.abi.config_space import CAP_OFFSET
 from vmshm.abi.bounds import flr_clear_cycles
-from vmshm.abi.regmap import ABI_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, DEVICE_ID
+from vmshm.abi.regmap import (ABI_VERSION, DEFAULT_NAME_SIZE, DEFAULT_WINDOW_SIZE, DEVICE_ID,
+                              VSEC_OFFSET)
 from vmshm.backends import backend_names
 from vmshm.rtl import VMShmPCI, VMShmUSP
 from vmshm.rtl.tops import generate
 from vmshm.rtl.usp import INTX_PORTS, MSI_PORTS
+from vmshm.rtl.usp.cfg_ext import CFG_EXT_PORTS
 from vmshm.scenarios import PCIE_SCENARIOS, SCENARIOS, SKIPPED_SCENARIOS, run_pcie_scenario
 from vmshm.testbench.pcie import DEFAULT_HOST_ADDR, PcieJob, run_pcie
 
@@ -82,7 +84,7 @@ def test_ports_carry_the_hard_ip_names():
                     "pcie_rq_seq_num_vld0", "cfg_max_payload", "cfg_max_read_req",
                     "cfg_function_status", "cfg_flr_in_process", "cfg_flr_done",
                     "user_clk", "user_reset"}
-    ip |= set(INTX_PORTS) | set(MSI_PORTS)
+    ip |= set(INTX_PORTS) | set(MSI_PORTS) | set(CFG_EXT_PORTS)
     host = {f"{c}__{s}" for c in ("ctl_req", "ctl_rsp", "db", "ring")
             for s in ("valid", "ready", "payload")} | {"peer_valid", "peer_id"}
     assert ports == ip | host
@@ -123,8 +125,8 @@ def test_bars_and_capability_match_the_soft_front_end():
 
 
 def test_bad_parameters_are_refused():
-    with pytest.raises(ValueError, match="axis_width must be one of 64, 256"):
-        VMShmUSP(axis_width=128)
+    with pytest.raises(ValueError, match="axis_width must be one of 64, 128, 256"):
+        VMShmUSP(axis_width=512)
     with pytest.raises(ValueError, match="data_width must be 32"):
         VMShmUSP(data_width=64)
     with pytest.raises(ValueError, match="regs_size must be 256 or 4096"):
@@ -164,9 +166,14 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
     assert bars[1]["size"] == DEFAULT_WINDOW_SIZE
     assert bars[1]["raw"] & 0xF == (0xC if window_64bit else 0x0)    # 64-bit prefetchable or not
     assert bars[name_bar]["size"] == 1024
-    assert (P.PCI_CAP_ID_VNDR, 0xB0) in found["capabilities"]
+    # VMShm's capability is no legacy one (the IP has no room for it) but a VSEC at 0x480, the
+    # end of the IP's extended list, which the top serves through cfg_ext_* (issue 22,
+    # finding 9); the root complex's own walk of the list reads it there.
+    assert P.PCI_CAP_ID_VNDR not in [c for c, _ in found["capabilities"]]
+    assert found["ext_capabilities"][-1] == (P.PCI_EXT_CAP_ID_VNDR, VSEC_OFFSET)
     # The unchanged driver model re-sizes and re-assigns them, and finds its capability.
     probe = result.value
+    assert probe["capability"] == ("vsec", VSEC_OFFSET)
     assert probe["ident"] == DEVICE_ID
     assert probe["sizes"] == (DEFAULT_WINDOW_SIZE, 1024, ABI_VERSION)
     sizes = {i: r[:3] for i, r in probe["resources"].items()}
@@ -203,6 +210,15 @@ def test_seed_example_lands_in_the_object(sim, width, pause, shm_objects):
          name], capture_output=True, text=True)
     assert seen.returncode == 0, seen.stderr
     assert seen.stdout == "I was here: 4242"
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_128_bit_streams_enumerate_and_run_the_seed_example(sim, shm_objects):
+    """128-bit AXI streams (a Gen3 x4 pcie4_uscale_plus): the driver model finds the function and
+    its VSEC, and the seed example lands in the object, under back-pressure."""
+    (result, _) = check("probe_only", sim, 128)
+    assert result.value["capability"] == ("vsec", VSEC_OFFSET)
+    test_seed_example_lands_in_the_object(sim, 128, PAUSE, shm_objects)
 
 
 # -- the scenario suite over the root complex ------------------------------------------------------

@@ -41,7 +41,7 @@ def apply_each(memory, addr, dwords, bes):
                 memory[addr + 4 * i + b] = dword >> (8 * b) & 0xFF
 
 
-@pytest.mark.parametrize("width", [64, 256])
+@pytest.mark.parametrize("width", [64, 128, 256])
 def test_finding1_owed_write_beats_never_become_a_malformed_tlp(width):
     """Finding 1 (requester side): a write whose later beats write nothing (the core's owed beats
     after a window-write timeout) or whose middle DWORDs are not whole leaves as TLPs PCIe allows

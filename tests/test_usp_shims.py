@@ -113,7 +113,7 @@ READS = ([(0x40 + 4 * be, 1, be, 0) for be in range(1, 16)] +
           (0x1F8, 100, 0b1100, 0b0001), (0x3F8, 2, 0xF, 0b1000)])
 
 
-@pytest.mark.parametrize("width,mps", [(64, 0), (256, 1)])
+@pytest.mark.parametrize("width,mps", [(64, 0), (128, 0), (256, 1)])
 def test_completions_carry_byte_count_and_lower_address(width, mps):
     """Fill the name buffer with MWr, some with partial byte enables, then read it back at
     every byte-enable pattern and length: each CC completion has the lower address, byte count
@@ -161,7 +161,7 @@ def test_completions_carry_byte_count_and_lower_address(width, mps):
     assert not mistakes, "\n".join(mistakes)
 
 
-@pytest.mark.parametrize("width", [64, 256])
+@pytest.mark.parametrize("width", [64, 128, 256])
 def test_unsupported_and_discontinued_requests(width):
     """Requests the core does not serve get one Unsupported Request completion each (a memory
     read's keeps its byte count and lower address, anything else's are 4 and 0); posted ones
@@ -325,7 +325,7 @@ READS_DMA = [(0x0, 1, 0xF), (0x7C, 40, 0b0011), (0xFF0, 12, 0xF), (0x2000, 256, 
              (0x3004, 33, 0xF)]
 
 
-@pytest.mark.parametrize("width,mps", [(64, 0), (256, 1)])
+@pytest.mark.parametrize("width,mps", [(64, 0), (128, 0), (256, 1)])
 def test_dma_becomes_legal_tlps_and_reads_come_back_in_order(width, mps):
     """DMA writes leave as MWr TLPs within Max_Payload_Size and 4 KiB with legal byte enables,
     each acknowledged only after the hard IP reported its last TLP's sequence number; DMA reads
@@ -371,7 +371,7 @@ def test_dma_becomes_legal_tlps_and_reads_come_back_in_order(width, mps):
     assert len({t[0].tag for t in reads}) > 8, "reads did not use their own tags"
 
 
-@pytest.mark.parametrize("width", [64, 256])
+@pytest.mark.parametrize("width", [64, 128, 256])
 def test_discontinued_completion_fails_its_dwords(width):
     """A completion the hard IP marks discontinued counts for nothing: the DWORDs it would have
     brought go to the core as errors (all ones) without waiting for the completion timeout, the

@@ -19,7 +19,7 @@ from vmshm.sim import stream_get, stream_put, wait_cycles
 from usp_harness import (LIMIT, beat_layout, beats_in, beats_out, gate, get_packet, pg213_rules,
                          put_packet, run, seeded, to_beats)
 
-WIDTHS = (64, 256)
+WIDTHS = (64, 128, 256)
 USER = 8            # tuser bits the loopback carries
 
 class BeatsThrough(wiring.Component):

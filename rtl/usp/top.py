@@ -13,11 +13,13 @@ from amaranth.lib.wiring import In, Out
 from vmshm.abi import pci_regs as P
 from vmshm.abi.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT_NAME_SIZE,
                               DEFAULT_WINDOW_SIZE, PCI_DEVICE_ID, PCI_REVISION, PCI_SUBSYSTEM_ID,
-                              PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, capability_bytes)
+                              PCI_SUBSYSTEM_VENDOR_ID, PCI_VENDOR_ID, VSEC_OFFSET,
+                              capability_bytes, vsec_bytes)
 
 from ..bars import BarDef
 from ..core import DEFAULT_HOST_TIMEOUT, VMShmCore
 from ..layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
+from .cfg_ext import CFG_EXT_PORTS, CfgExtVsec
 from .completer import CqBuffer, USPCompleter
 from .descriptors import CC_USER_WIDTH, CQ_USER_WIDTH, RC_USER_WIDTH, RQ_USER_WIDTH
 from .irq import INTX_PORTS, MSI_PORTS, USPInterrupts
@@ -27,7 +29,7 @@ from .streams import AxisSkid, AxisToDwords, DwordsToAxis
 __all__ = ["AXIS_WIDTHS", "VMShmUSP"]
 
 #: AXI-stream data widths the shim is built and verified at.
-AXIS_WIDTHS = (64, 256)
+AXIS_WIDTHS = (64, 128, 256)
 
 
 def _check_width(width):
@@ -55,7 +57,7 @@ class VMShmUSP(wiring.Component):
     Parameters
     ----------
     axis_width : int
-        Width of the four AXI streams: 64 or 256 bits.
+        Width of the four AXI streams: 64, 128 or 256 bits.
     window_size, name_size, regs_size, host_timeout
         As for :class:`~vmshm.rtl.VMShmCore`; ``regs_size`` is 256 or 4096.
     data_width : int
@@ -140,7 +142,7 @@ class VMShmUSP(wiring.Component):
             "peer_valid":           In(1),
             "peer_id":              In(16),
         })
-        for name, (direction, width) in {**INTX_PORTS, **MSI_PORTS}.items():
+        for name, (direction, width) in {**INTX_PORTS, **MSI_PORTS, **CFG_EXT_PORTS}.items():
             members[name] = direction(width)
         super().__init__(members)
 
@@ -173,16 +175,24 @@ class VMShmUSP(wiring.Component):
     def host_timeout(self):
         return self._core.host_timeout
 
-    def capability(self):
-        """Return VMShm's vendor-specific capability as bytes (ID, next pointer 0, ...).
-
-        The hard IP must present it in its legacy capability list for the driver to find the
-        BARs; the soft front end holds the same bytes at 0x40.
-        """
+    def _cap_fields(self):
         bar_of = {b.function: b.index for b in self._bars}
-        return capability_bytes(window_size=self.window_size, name_size=self.name_size,
-                                regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
-                                name_bar=bar_of[BAR_NAME])
+        return dict(window_size=self.window_size, name_size=self.name_size,
+                    regs_bar=bar_of[BAR_REGS], window_bar=bar_of[BAR_WINDOW],
+                    name_bar=bar_of[BAR_NAME])
+
+    def capability(self):
+        """Return VMShm's legacy vendor-specific capability as bytes (ID 09h, next pointer 0).
+
+        The soft front end holds these bytes at 0x40; this top presents the same fields as the
+        VSEC of :meth:`vsec` instead, which is what the hard IP has room for.
+        """
+        return capability_bytes(**self._cap_fields())
+
+    def vsec(self):
+        """Return the Vendor-Specific Extended Capability the top serves at 0x480 on
+        ``cfg_ext_*`` (:func:`~vmshm.abi.regmap.vsec_bytes`; the end of the extended list)."""
+        return vsec_bytes(**self._cap_fields())
 
     def hard_ip_config(self):
         """Return the hard IP settings this top needs, as plain data.
@@ -190,8 +200,10 @@ class VMShmUSP(wiring.Component):
         ``bars`` maps each BAR index to ``{"size", "64bit", "prefetchable"}`` (memory BARs; the
         others disabled); ``ids`` the identity; ``interface`` the user-interface options;
         ``interrupts`` the legacy Interrupt Pin (1, INTA) and the MSI capability (one vector,
-        64-bit address, per-vector masking; no MSI-X); ``capability`` the vendor-specific
-        capability's bytes.
+        64-bit address, per-vector masking; no MSI-X); ``capability`` the legacy vendor-specific
+        capability's bytes (the fields the driver reads); ``cfg_ext`` the configuration
+        extension interface: the user extended space on, the legacy one off, the IP's last
+        extended capability's next pointer at ``vsec_offset``, where the top serves ``vsec``.
         """
         return {
             "bars": {b.index: {"size": b.size, "64bit": b.is64, "prefetchable": b.prefetch}
@@ -202,6 +214,8 @@ class VMShmUSP(wiring.Component):
             "interrupts": {"intx_pin": 1, "msi_vectors": 1, "msi_64bit": True,
                            "msi_per_vector_mask": True, "msix": False},
             "capability": self.capability(),
+            "cfg_ext": {"extended": True, "legacy": False, "vsec_offset": VSEC_OFFSET,
+                        "vsec": self.vsec()},
         }
 
     def elaborate(self, platform):
@@ -361,4 +375,12 @@ class VMShmUSP(wiring.Component):
         # Enable rising with a vector pending; issue 22, finding 4) is told when they are:
         # PF0's MSI Enable, as the shim sees it, and Bus Master Enable.
         m.d.comb += core.msi_ok.eq(irq.cfg_interrupt_msi_enable[0] & bus_master)
+
+        # VMShm's capability, which the IP's own configuration space has no room for, on its
+        # configuration extension interface (issue 22, finding 9). Not reset by FLR: a read
+        # the IP handed over is still answered.
+        m.submodules.cfg_ext = cfg_ext = CfgExtVsec(self.vsec())
+        for name, (direction, _) in CFG_EXT_PORTS.items():
+            port, inner = getattr(self, name), getattr(cfg_ext, name)
+            m.d.comb += port.eq(inner) if direction is Out else inner.eq(port)
         return m

@@ -9,6 +9,7 @@ import errno
 from vmshm.backends import backend_names
 from vmshm.console import escaped, note
 from vmshm.options import UsageError, add_core_args, add_pci_args, core_args, cycles, parse_size
+from vmshm.rtl.usp import AXIS_WIDTHS
 
 __all__ = ["add_arguments", "check", "run"]
 
@@ -45,8 +46,8 @@ def add_arguments(parser):
                         help=f"the device: the soft PCI function (default), or the UltraScale+ "
                              f"PCIe top behind cocotbext-pcie's root complex and hard-IP model "
                              f"(--backend {_pcie_backends()})")
-    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
-                        help="--top usp: the AXI-stream width, 64 (default) or 256")
+    parser.add_argument("--axis-width", type=int, choices=AXIS_WIDTHS, default=None, metavar="W",
+                        help="--top usp: the AXI-stream width, 64 (default), 128 or 256")
     add_core_args(parser)
     add_pci_args(parser)
 

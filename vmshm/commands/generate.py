@@ -10,6 +10,8 @@ from vmshm.options import UsageError, add_core_args, add_pci_args, core_args
 from vmshm.harness.checks import check_output_file
 from vmshm.harness.lint import verilator_config
 from vmshm.rtl.tops import TOPS, generate, module_name
+from vmshm.rtl.usp import AXIS_WIDTHS
+from vmshm.rtl.usp.wrapper import WRAPPER_MODULE, WRAPPERS
 
 __all__ = ["add_arguments", "run"]
 
@@ -23,8 +25,11 @@ def add_arguments(parser):
                         help="also write Verilator's waivers for the output (-o) as a .vlt file")
     add_core_args(parser)
     add_pci_args(parser)
-    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
-                        help="the UltraScale+ top's AXI-stream width: 64 (default) or 256")
+    parser.add_argument("--axis-width", type=int, choices=AXIS_WIDTHS, default=None, metavar="W",
+                        help="the UltraScale+ top's AXI-stream width: 64 (default), 128 or 256")
+    parser.add_argument("--wrapper", choices=WRAPPERS, default=None,
+                        help="with --top usp: also write vmshm_usp_pg213, a wrapper whose ports "
+                             "carry the pcie4_uscale_plus instance's names and widths (PG213)")
 
 
 def run(args, console):
@@ -34,12 +39,15 @@ def run(args, console):
     for path in (args.output, args.lint_config):
         if path:
             check_output_file(path)
-    text = generate(args.top, **core_args(args, args.top))
+    if args.wrapper and args.top != "usp":
+        raise UsageError(f"--wrapper {args.wrapper} needs --top usp")
+    text = generate(args.top, wrapper=args.wrapper, **core_args(args, args.top))
     module = module_name(args.top)
     if args.output:
         with open(args.output, "w") as f:
             f.write(text)
-        console.print(f"wrote {module} to {escaped(args.output)}", highlight=False)
+        wrote = f"{module} and {WRAPPER_MODULE}" if args.wrapper else module
+        console.print(f"wrote {wrote} to {escaped(args.output)}", highlight=False)
         if os.path.splitext(os.path.basename(args.output))[0] != module:
             console.print(f"note: verilator -Wall expects the file to be named {module}.v "
                           f"(DECLFILENAME)", highlight=False)

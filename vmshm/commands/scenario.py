@@ -3,6 +3,7 @@
 from vmshm.backends import backend_names
 from vmshm.console import escaped
 from vmshm.options import UsageError, cycles
+from vmshm.rtl.usp import AXIS_WIDTHS
 
 __all__ = ["add_arguments", "run"]
 
@@ -22,8 +23,8 @@ def add_arguments(parser):
                         help=f"the device: the soft PCI function (default), or the UltraScale+ "
                              f"PCIe top behind cocotbext-pcie's root complex "
                              f"({', '.join(sorted(backend_names(pcie=True)))})")
-    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=64, metavar="W",
-                        help="--top usp: the AXI-stream width, 64 (default) or 256")
+    parser.add_argument("--axis-width", type=int, choices=AXIS_WIDTHS, default=64, metavar="W",
+                        help="--top usp: the AXI-stream width, 64 (default), 128 or 256")
     parser.add_argument("--rc-latency", type=cycles, default=0, metavar="CYCLES",
                         help="--top usp: cycles the root complex takes to complete each of the "
                              "device's memory reads (default 0)")

@@ -17,6 +17,7 @@ from vmshm.fpga.synth import ecp5_target, synthesize
 from vmshm.fpga.toolchain import ToolchainMissing, require_toolchain, tool_versions
 from vmshm.console import escaped
 from vmshm.options import TOP_OPTIONS, UsageError, add_core_args, add_pci_args, core_args
+from vmshm.rtl.usp import AXIS_WIDTHS
 
 __all__ = ["add_arguments", "run", "synthesize_all", "seed_shard", "parse_seeds"]
 
@@ -38,8 +39,8 @@ def add_arguments(parser):
                                             f"(default core)")
     parser.add_argument("--data-width", nargs="+", type=int, choices=(32, 64), default=[32],
                         metavar="W", help="data path widths: 32, 64 or both (default 32)")
-    parser.add_argument("--axis-width", type=int, choices=(64, 256), default=None, metavar="W",
-                        help="AXI4-Stream width of --top usp: 64 (default) or 256")
+    parser.add_argument("--axis-width", type=int, choices=AXIS_WIDTHS, default=None, metavar="W",
+                        help="AXI4-Stream width of --top usp: 64 (default), 128 or 256")
     where = parser.add_argument_group("device (default: LFE5U-85F, CABGA381, speed 8)")
     where.add_argument("--board", metavar="NAME",
                        help="take device, package and speed from an amaranth-boards platform, "
