@@ -45,15 +45,19 @@ async def _idle_until(ctx, stream, signal, timeout, what):
     if timeout is None:
         await ctx.changed(signal)
         return
-    left = timeout
+    # In half cycles. The waits before the last end mid-cycle, where nothing changes: a timer
+    # that ran out in the step a signal changed in would wake this twice, which Amaranth
+    # refuses (BrokenTrigger). The last ends where one timer of the whole timeout would.
+    left, step = 2 * timeout, 2 * TIMER_CYCLES - 1
     while True:
-        step = min(left, TIMER_CYCLES)
-        _, expired = await ctx.changed(signal).delay(step * CLOCK_PERIOD)
+        final = left <= step
+        wait = left if final else step
+        _, expired = await ctx.changed(signal).delay(wait * CLOCK_PERIOD / 2)
         if not expired or ctx.get(signal):
             return
-        left -= step
-        if left <= 0:
+        if final:
             raise BusTimeout(f"the device is hung: {what} for {timeout} cycles")
+        left, step = left - wait, 2 * TIMER_CYCLES
 
 
 class Deferred:
