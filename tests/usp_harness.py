@@ -174,13 +174,17 @@ class CompleterHarness(wiring.Component):
 
     CQ goes through :class:`AxisToDwords` and :class:`CqBuffer` to :class:`USPCompleter`, whose
     requests the core serves, and CC leaves through :class:`DwordsToAxis`, wired as the top
-    wires them. The core's host side is left idle: the tests reach its registers and its name
-    buffer, which need no host.
+    wires them. The core's host side is left undriven: most tests reach only its registers and
+    its name buffer, which need no host; a test that reads the window plays the host on
+    ``core.host`` itself.
     """
 
     def __init__(self, width, bars):
         self._width = width
         self._bars = bars
+        size = {b.function: b.size for b in bars}
+        self.core = VMShmCore(window_size=size[BAR_WINDOW], name_size=size[BAR_NAME],
+                              data_width=32, regs_size=size[BAR_REGS])
         super().__init__({
             "cq": In(stream.Signature(beat_layout(width, CQ_USER_WIDTH))),
             "cc": Out(stream.Signature(beat_layout(width, CC_USER_WIDTH))),
@@ -190,10 +194,7 @@ class CompleterHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        size = {b.function: b.size for b in self._bars}
-        m.submodules.core = core = VMShmCore(window_size=size[BAR_WINDOW],
-                                             name_size=size[BAR_NAME], data_width=32,
-                                             regs_size=size[BAR_REGS])
+        m.submodules.core = core = self.core
         m.submodules.cq_rx = cq_rx = AxisToDwords(self._width, CQ_USER_WIDTH)
         m.submodules.cq_buf = cq_buf = CqBuffer()
         m.submodules.completer = completer = USPCompleter(self._bars, core.addr_width)
