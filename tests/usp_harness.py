@@ -147,8 +147,9 @@ def run(dut, main, *background, vcd=None):
         sim.run()
 
 
-def run_top(top, main):
-    """Run ``main(ctx)`` on the UltraScale+ ``top``, its ``user_clk`` driven at CLOCK_PERIOD."""
+def run_top(top, main, *background):
+    """Run ``main(ctx)`` on the UltraScale+ ``top``, its ``user_clk`` driven at CLOCK_PERIOD,
+    with the ``background`` testbenches."""
     async def clock(ctx):
         while True:
             ctx.set(top.user_clk, 0)
@@ -158,6 +159,8 @@ def run_top(top, main):
 
     sim = Simulator(top)
     sim.add_process(clock)
+    for testbench in background:
+        sim.add_testbench(testbench, background=True)
     sim.add_testbench(main)
     sim.run()
 
