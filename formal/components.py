@@ -270,6 +270,9 @@ class ComponentProperties(Elaboratable):
                      Assume(~start | ((s_addr[:2] == 0) & (s_count < most) &
                                       (s_addr + ((s_count + 1) << 2) <= limit) &
                                       s_be[0]))]
+        # No write passes a waiting read here (``post``): these properties are the
+        # one-request-at-a-time contract; tests/test_posted.py covers the passing write.
+        m.d.comb += dut.post.start.eq(0)
         m.d.comb += [cmd.start.eq(start), cmd.write.eq(Mux(start, s_write, write)),
                      cmd.addr.eq(Mux(start, s_addr, addr)),
                      cmd.count.eq(Mux(start, s_count, count)),

@@ -6,10 +6,11 @@ input for the function) and gets a :class:`Probe`: resets of the function, and t
 cocotb benches (Verilator, Icarus) run the same guest function through a job of the backend
 registry (:func:`vmshm.backends.run_job`, the hosts made by :func:`~.host.fuzz_hosts`); their
 bench holds ``rst`` itself and answers OPEN with bus address 0, so resets and ``host_base`` checks
-are Amaranth-only (the traffic is otherwise the same, and so are the records). Another backend
+are not drawn there (the traffic is otherwise the same, and so are the records). Another backend
 that runs in this process (native: the Verilated model, the host faults played by its C++ host)
-runs the guest function here through its ``simulate``; like the cocotb benches it has no probe
-(``host_base`` is internal to the core there).
+runs the guest function here through its ``simulate``; native has a probe too,
+:class:`NativeProbe`: the same resets (``rst`` held for as many edges) and the core's
+``host_base`` register, read from the Verilated model.
 """
 
 import os
@@ -33,7 +34,7 @@ from vmshm.sim.bfm import CLOCK_PERIOD, AmaranthIO
 from .host import ACTIVE, DEFAULT_BEHAVIOURS, FuzzHost
 from .model import FuzzConfig
 
-__all__ = ["FuzzTop", "Probe", "host_timing", "make_objects", "run_fuzz"]
+__all__ = ["FuzzTop", "Probe", "NativeProbe", "PROBED", "host_timing", "make_objects", "run_fuzz"]
 
 GUEST = "vmshm.fuzz.gen:fuzz_guest"
 HOSTS = "vmshm.fuzz.host:fuzz_hosts"
@@ -85,6 +86,30 @@ class Probe:
         self._bfm.bus_address = addr
 
 
+class NativeProbe:
+    """:class:`Probe` on the native backend: the same resets and ``host_base`` checks."""
+
+    def __init__(self, bus):
+        self._sim = bus.sim
+
+    async def reset(self, cycles=2):
+        """Hold the function's reset for ``cycles`` edges, between two guest transactions."""
+        self._sim.hold_reset(cycles)
+
+    def host_base(self):
+        """Return the core's ``host_base`` register (the bus address of the open object)."""
+        return self._sim.host_base(0)
+
+    def set_bus_address(self, addr):
+        """Make the host give ``addr`` as the object's bus address in its next OPEN answer."""
+        self._sim.set_bus_address(0, addr)
+
+
+#: Backends whose runs have a probe (resets, host_base): the others' benches hold rst and answer
+#: OPEN with bus address 0 themselves.
+PROBED = ("amaranth", "native")
+
+
 def host_timing(seed, *, ctl_ready=None, dma_ready=None, rsp_valid=None):
     """Return the seed's host back-pressure: each probability drawn from 1, 0.75 and 0.5."""
     rng = random.Random(f"vmshm-fuzz-timing:{seed}")
@@ -129,9 +154,8 @@ def guest_timeout(config):
 
     Past the longest wait the generator plans (a name streamed under back-pressure and a late
     answer; a window access queued behind a late 256-beat one), and much shorter than
-    :func:`vmshm.harness.bfm.bus_timeout`'s 2**18: every wait leaves a timer in Amaranth's simulator
-    until it expires, and the simulator scans all of them at every step, so a long campaign with
-    2**18-cycle timers runs about five times slower once they pile up.
+    :func:`vmshm.harness.bfm.bus_timeout`'s 2**18, so a device that hangs is reported soon. (Such
+    timers no longer slow Amaranth's simulator down: :data:`vmshm.sim.bfm.TIMER_CYCLES`.)
     """
     return 4 * config.host_timeout + 16 * config.name_size + 256 * 48 + 4096
 
@@ -178,7 +202,7 @@ def _run_amaranth(kwargs, timing, config, waves=None):
 
 
 def _run_here(backend, kwargs, timing, config, waves=None):
-    """Run the campaign on an in-process ``backend`` other than Amaranth's (no probe)."""
+    """Run the campaign on an in-process ``backend`` other than Amaranth's (native: a probe)."""
     from .gen import fuzz_guest
 
     simulate = get_backend(backend).simulate
@@ -189,6 +213,8 @@ def _run_here(backend, kwargs, timing, config, waves=None):
 
     async def guest(bus):
         bus.timeout = guest_timeout(config)
+        if backend in PROBED:
+            ACTIVE["probe"] = NativeProbe(bus)
         return await fuzz_guest(bus, **kwargs)
 
     try:
@@ -209,9 +235,8 @@ def run_fuzz(*, transactions, seed, backend="amaranth", config=None, behaviours=
     """
     config = config or FuzzConfig()
     behaviours = list(DEFAULT_BEHAVIOURS if behaviours is None else behaviours)
-    if backend != "amaranth":
-        # Their benches drive rst and answer OPEN with bus address 0 themselves; native has
-        # no probe either.
+    if backend not in PROBED:
+        # Their benches drive rst and answer OPEN with bus address 0 themselves.
         behaviours = [b for b in behaviours if not b.startswith("reset")]
     reason = get_backend(backend).missing()
     if reason:

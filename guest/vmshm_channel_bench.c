@@ -8,7 +8,8 @@
  *       the partner is the host, as for ivshmem/ivshmem_peer.c's bench (same layout): wait for
  *       the host's directory at 0 (magic "GO!!", 2, the host's ID, this guest's), then for each
  *       LEN send COUNT messages to the host through the ring at BENCH_TX(k) and receive COUNT
- *       from it at BENCH_RX(k).
+ *       from it at BENCH_RX(k); then echo COUNT of the host's round trips (vmshm_ch_echo, from
+ *       BENCH_RX(0) back through BENCH_TX(0)).
  *   vmshm_channel_bench pair NAME COUNT LEN...
  *       under `vmshm qemu --guests 2`: guest 0 lays out a ring at BENCH_TX(k) for each LEN,
  *       writes $VMSHM_SESSION at PAIR_READY, and sends COUNT messages of each LEN; guest 1
@@ -33,6 +34,7 @@
 #include <unistd.h>
 
 #include "vmshm_channel.h"
+#include "vmshm_channel_pump.h"
 #include "vmshm_ioctl.h"
 
 #define DIR_MAGIC	0x21214f47u		/* "GO!!", ivshmem_peer.c's */
@@ -220,6 +222,11 @@ int main(int argc, char **argv)
 				return 1;
 		}
 	}
+	/* The first size's rings are empty now: the host's round trips reuse them. */
+	if (!pair && (vmshm_ch_attach(&tx, shm + BENCH_TX(0), SLOT)
+		      || vmshm_ch_attach(&rx, shm + BENCH_RX(0), SLOT)
+		      || vmshm_ch_echo(&rx, &tx, count, &db, WAIT_MS)))
+		return 1;
 	printf("rings %lu waits %lu\ndone\n", rings, waits);
 	return 0;
 }

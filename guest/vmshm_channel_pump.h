@@ -145,4 +145,29 @@ static inline int vmshm_pump(struct vmshm_ch *out, struct vmshm_ch *in, uint32_t
 	return 0;
 }
 
+/*
+ * The responder of `vmshm channel --bench`'s round trips: print "echo COUNT", then receive COUNT
+ * messages through `rx` and send each back as it came through `tx` (the host's initiator checks
+ * and times them), then print "echoed COUNT". 0, or 1 after a line "error ...".
+ */
+static inline int vmshm_ch_echo(struct vmshm_ch *rx, struct vmshm_ch *tx, uint32_t count,
+				const struct vmshm_doorbell *db, int timeout_ms)
+{
+	static unsigned char buf[4096];
+
+	printf("echo %u\n", count);
+	fflush(stdout);
+	for (uint32_t i = 0; i < count; i++) {
+		int r = vmshm_ch_recv(rx, buf, sizeof buf, db, timeout_ms);
+
+		if (r < 0 || vmshm_ch_send(tx, buf, (uint32_t)r, db, timeout_ms)) {
+			printf("error echo %u: %d\n", i, r);
+			return 1;
+		}
+	}
+	printf("echoed %u\n", count);
+	fflush(stdout);
+	return 0;
+}
+
 #endif /* VMSHM_CHANNEL_PUMP_H */

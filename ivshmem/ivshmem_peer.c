@@ -26,10 +26,11 @@
  * ("got-from-vmshm ..."), write one back and ring it; then exchange COUNT checked messages each
  * way with it through the two channels it laid out (vmshm_channel_pump.h).
  *
- * `ivshmem_peer bench COUNT LEN...` is `vmshm channel --bench`'s guest: with the host as the
- * only other peer, for each LEN it sends COUNT messages of LEN bytes to the host through the
+ * `ivshmem_peer bench COUNT ECHO LEN...` is `vmshm channel --bench`'s guest: with the host as
+ * the only other peer, for each LEN it sends COUNT messages of LEN bytes to the host through the
  * channel at BENCH_TX(k), then receives COUNT from it at BENCH_RX(k), printing
- * "tx|rx LEN COUNT SECONDS" (the receiver's clock starts at its first message).
+ * "tx|rx LEN COUNT SECONDS" (the receiver's clock starts at its first message); then it echoes
+ * ECHO of the host's round trips (vmshm_ch_echo: from BENCH_RX(0) back through BENCH_TX(0)).
  */
 #include <dirent.h>
 #include <fcntl.h>
@@ -240,11 +241,11 @@ static int bench(uint32_t host, int argc, char **argv)
 {
 	static unsigned char buf[4096];
 	struct vmshm_doorbell db = { db_ring, db_wait, (void *)(uintptr_t)host };
-	uint32_t count = strtoul(argv[2], NULL, 0);
+	uint32_t count = strtoul(argv[2], NULL, 0), echo = argc > 3 ? strtoul(argv[3], NULL, 0) : 0;
+	struct vmshm_ch tx, rx;
 
-	for (int k = 0; k + 3 < argc; k++) {
-		uint32_t len = strtoul(argv[k + 3], NULL, 0);
-		struct vmshm_ch tx, rx;
+	for (int k = 0; k + 4 < argc; k++) {
+		uint32_t len = strtoul(argv[k + 4], NULL, 0);
 		double t;
 
 		if (len < 1 || len > sizeof buf || BENCH_RX(k) + SLOT > shm_size ||
@@ -280,6 +281,11 @@ static int bench(uint32_t host, int argc, char **argv)
 		printf("rx %u %u %.6f\n", len, count, now() - t);
 		fflush(stdout);
 	}
+	/* The first size's rings are empty now: the round trips reuse them. */
+	if (echo && (vmshm_ch_attach(&tx, shm + BENCH_TX(0), SLOT) ||
+		     vmshm_ch_attach(&rx, shm + BENCH_RX(0), SLOT) ||
+		     vmshm_ch_echo(&rx, &tx, echo, &db, 60000)))
+		return 1;
 	printf("rings %lu\ndone\n", rings_seen);
 	return 0;
 }

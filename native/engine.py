@@ -20,7 +20,7 @@ from functools import cache
 
 from vmshm.harness.bfm import HostBFM, HostEvent, bus_timeout
 from vmshm.driver_model.bus import (MAX_BURST, Access, BusTimeout, GuestBus, Interrupt, Space,
-                                   Transaction)
+                                   Transaction, split_bursts)
 from vmshm.host_model import HostModel, HostTiming
 from vmshm.host_model.faults import FAULT_KINDS, FOREVER
 from vmshm.abi.regmap import CtlOp
@@ -80,6 +80,7 @@ def _load(path):
     for name, res, args in (
             ("vm_config", i32, [pi32, pi32]),
             ("vm_new", vp, [ctypes.c_char_p]),
+            ("vm_edge_phases", i32, []),
             ("vm_free", None, [vp]),
             ("vm_now", u64, [vp]),
             ("vm_shared", vp, [vp]),
@@ -90,9 +91,11 @@ def _load(path):
             ("vm_set_region", i32, [vp, i32, i32, u64]),
             ("vm_submit", None, [vp, i32, i32, u64, i32, i32, i32, pu64, pu32, u64]),
             ("vm_idle", None, [vp, u64]),
-            ("vm_reset", None, [vp]),
+            ("vm_reset", None, [vp, u64]),
+            ("vm_host_base", u64, [vp, i32]),
             ("vm_run", i32, [vp, pi32]),
             ("vm_go", i32, [vp, i32, i32, u64, i32, i32, i32, pu64, pu32, u64, pi32]),
+            ("vm_go_bytes", i32, [vp, i32, i32, u64, i32, vp, vp, u32, u32, u64, pi32]),
             ("vm_result", i32, [vp, pu64, pi32]),
             ("vm_ctl_request", i32, [vp, i32, ctypes.c_char_p, pi32]),
             ("vm_ctl_answer", None, [vp, i32, i32, u64, u64, u32]),
@@ -205,6 +208,11 @@ class NativeSim:
         """Return the number of clock edges since reset."""
         return self._pub[_CYCLE]
 
+    def edge_phases(self):
+        """Return whether rising edges skip Verilator's second input pass (``harness.cpp``'s
+        ``edge()``): false where the Verilator installed names its phases otherwise."""
+        return bool(self._lib.vm_edge_phases())
+
     def _sync(self):
         # Latencies may change between bursts (a LateHost changes them), and so may the object
         # open on each host and its faults (the fuzzer sets them per access): hand over what
@@ -265,6 +273,23 @@ class NativeSim:
         words = self._lib.vm_result(self._h, self._out, self._status_ref)
         return self._out[:words], self._status.value
 
+    def burst_bytes(self, space, dev, addr, count, src, dst, first_be, last_be, timeout):
+        """Run one burst of ``count + 1`` words given as bytes to its end; return its status.
+
+        A write (``src``: the address of its bytes) or a read (``src`` 0: ``dst`` is where its
+        bytes go): :meth:`transact` without a conversion per word (``vm_go_bytes``).
+        """
+        self._sync()
+        self._host_ports()
+        t0 = time.perf_counter()
+        status = self._lib.vm_go_bytes(self._h, space, dev, addr, count, src or None,
+                                       dst or None, first_be, last_be, timeout or 0,
+                                       self._which_ref)
+        self.compiled_s += time.perf_counter() - t0
+        if status != _ST_DONE:
+            self._run(timeout, status)
+        return self._pub[_STATUS]
+
     def word(self, space, dev, addr, write, data, be, timeout):
         """Run a one-beat burst to its end; return ``(data word, worst status, start cycle)``.
 
@@ -293,14 +318,31 @@ class NativeSim:
         As :func:`vmshm.sim.simulate`'s reset: the cycle count goes on, the host processes run
         through the edge, and every host closes its object afterwards.
         """
-        self._sync()
-        self._host_ports()
-        self._lib.vm_reset(self._h)
-        self._run(None)
+        self.hold_reset(1)
         for host in self.hosts:
             if host.is_open:
                 host.close()
         self._sync()
+
+    def hold_reset(self, cycles):
+        """Hold every function's reset for ``cycles`` clock edges, nothing more.
+
+        The host processes run on; a host releases its object when the core's RESET reaches it,
+        as with the fuzzer's Amaranth top (``rst_fn``).
+        """
+        self._sync()
+        self._host_ports()
+        self._lib.vm_reset(self._h, cycles)
+        self._run(None)
+        self._sync()
+
+    def host_base(self, i):
+        """Return device ``i``'s core's ``host_base`` register (the open object's bus address)."""
+        return self._lib.vm_host_base(self._h, i)
+
+    def set_bus_address(self, i, addr):
+        """Make device ``i``'s host give ``addr`` as the object's bus address at the next OPEN."""
+        self._bfms[i].bus_address = addr
 
     def idle(self, cycles):
         """Let ``cycles`` clock edges pass, the hosts still serving the device."""
@@ -444,6 +486,11 @@ class NativeGuestBus(GuestBus):
         """Let ``cycles`` clock edges pass: one call into C++, not one wake-up per edge."""
         self._sim.idle(cycles)
 
+    @property
+    def sim(self):
+        """The :class:`NativeSim` this bus drives (resets, ``host_base``: the fuzzer's probe)."""
+        return self._sim
+
     def intx(self, dev=0):
         return self._sim.intx(dev)
 
@@ -453,7 +500,7 @@ class NativeGuestBus(GuestBus):
         wb = self._sim._wb
         lo = offset % wb
         if not 0 < size <= wb - lo:
-            return await super()._read(space, dev, offset, size, max_words)
+            return await self._bulk_read(space, dev, offset, size, max_words)
         sim, addr = self._sim, offset - lo
         word, status, start = sim.word(_SPACES[space], dev or 0, addr, 0, 0,
                                        ((1 << size) - 1) << lo, self._timeout)
@@ -467,13 +514,44 @@ class NativeGuestBus(GuestBus):
         lo = offset % wb
         size = len(data)
         if not 0 < size <= wb - lo:
-            return await super()._write(space, dev, offset, data, max_words)
+            return await self._bulk_write(space, dev, offset, data, max_words)
         sim, addr = self._sim, offset - lo
         _, status, start = sim.word(_SPACES[space], dev or 0, addr, 1,
                                     int.from_bytes(data, "little") << 8 * lo,
                                     ((1 << size) - 1) << lo, self._timeout)
         self.records.append(_record(Access.WRITE, space, dev, addr, 1, start, sim.now(),
                                     _STATUS_NAMES[status], self.label))
+
+    async def _bulk_read(self, space, dev, offset, size, max_words):
+        # GuestBus._read's bursts and records, each burst's bytes written by C++ in place.
+        sim, wb = self._sim, self._sim._wb
+        base = offset - offset % wb
+        buf = bytearray((offset + size - base + wb - 1) // wb * wb)
+        at = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+        sp, records, label = _SPACES[space], self.records, self.label
+        for addr, n, first_be, _, _, _ in split_bursts(offset, size, wb, max_words):
+            start = sim.now()
+            status = sim.burst_bytes(sp, dev or 0, addr, n - 1, 0, at + addr - base, first_be,
+                                     first_be, self._timeout)
+            records.append(_record(Access.READ, space, dev, addr, n, start, sim.now(),
+                                   _STATUS_NAMES[status], label))
+        return bytes(buf[offset - base:offset - base + size])
+
+    async def _bulk_write(self, space, dev, offset, data, max_words):
+        # GuestBus._write's bursts, beats and records, each burst's beats made by C++.
+        sim, wb = self._sim, self._sim._wb
+        base = offset - offset % wb
+        pad = -(offset + len(data)) % wb
+        raw = (ctypes.c_char * (offset - base + len(data) + pad)).from_buffer_copy(
+            bytes(offset - base) + data + bytes(pad))
+        at = ctypes.addressof(raw)
+        sp, records, label = _SPACES[space], self.records, self.label
+        for addr, n, first_be, last_be, _, _ in split_bursts(offset, len(data), wb, max_words):
+            start = sim.now()
+            status = sim.burst_bytes(sp, dev or 0, addr, n - 1, at + addr - base, 0, first_be,
+                                     last_be, self._timeout)
+            records.append(_record(Access.WRITE, space, dev, addr, n, start, sim.now(),
+                                   _STATUS_NAMES[status], label))
 
     async def _burst_read(self, space, dev, addr, words, be):
         out, status = self._sim.transact(_SPACES[space], dev or 0, addr, 0, words - 1, (0,),

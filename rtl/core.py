@@ -2,7 +2,10 @@
 
 The guest side takes requests already tagged with a BAR number and returns completions; the host
 side opens objects over a control channel and moves window data over a DMA master. The core serves
-one guest request at a time, so a read after a write always sees it.
+one guest request at a time, so a read after a write always sees it, with one exception: a window
+write that comes while a window read waits for the host's data passes it (PCIe lets posted
+requests pass non-posted ones, and a root port may hold the read's data behind the writes it
+queued for us: issue 22, finding 2). Its completion comes before the read's next beat.
 
 The core decodes the request, serves the register file and the name RAM, and hands the rest to
 its components, joined by a few signals: the register file (:mod:`~vmshm.rtl.registers`, every
@@ -62,6 +65,12 @@ class _Request:
         self.host_failed = Signal()         # the all-ones beats being sent stand for a failed DMA
         self.rd_data = Signal(data_width)   # a read's word, or the name word OPEN streams
         self.name_load = Signal()           # rd_data takes the name RAM's output
+        # A window write passing the waiting window read (issue 22, finding 2): its header.
+        self.pw_waddr = Signal(word_bits)
+        self.pw_remaining = Signal(8)
+        self.pw_count = Signal(8)
+        self.pw_clip = Signal()
+        self.read_failed = Signal()         # the read gave up while the write passed it
 
 
 class VMShmCore(wiring.Component):
@@ -126,6 +135,11 @@ class VMShmCore(wiring.Component):
         word, one word a cycle (PCIe Base 6.6.2: no trace of the previous user may stay readable).
         The sequencer's two registers are reset-less, so the front end may reset the rest of the
         core (``ResetInserter``) on the same edge.
+    post_ok : ``Out(1)``
+        A window read waits for the host's data: a window write offered on ``req`` this cycle
+        passes it (it is taken, its completion comes before the read's next beat; issue 22,
+        finding 2). A front end that holds a posted write behind a waiting read offers it only
+        then, and so never waits on the core while the core waits on it.
     flr_busy : ``Out(1)``
         The clearing goes on (``name_size`` / (``data_width`` / 8) cycles from the edge after
         ``flr_start``): the core takes no guest request, and the front end reports the FLR as
@@ -176,6 +190,7 @@ class VMShmCore(wiring.Component):
             "irq_msg": Out(1),
             "flr_start": In(1),
             "flr_busy": Out(1),
+            "post_ok": Out(1),
         })
 
     @property
@@ -266,8 +281,8 @@ class VMShmCore(wiring.Component):
         db_held = Signal()
         m.d.comb += db_held.eq(f.DOORBELL.sel & bells.full)
 
-        r = self._decode(m, bus=bus, ctl=ctl, name=name, dma_cmd=dma_cmd, wr=wr)
-        self._serve(m, r, bus=bus, ctl=ctl, ctl_cmd=ctl_cmd, name=name, dma_cmd=dma_cmd, wr=wr,
+        r = self._decode(m, bus=bus, ctl=ctl, name=name, dma=dma, dma_cmd=dma_cmd, wr=wr)
+        self._serve(m, r, bus=bus, ctl=ctl, ctl_cmd=ctl_cmd, name=name, dma=dma, wr=wr,
                     rd=rd, db_timer=db_timer, db_held=db_held, reject_now=reject_now,
                     triggers=(f.OPEN.trigger, f.CLOSE.trigger))
 
@@ -276,7 +291,7 @@ class VMShmCore(wiring.Component):
                        "ctl_owed": ctl.owed, "ctl_stale": ctl.stale}
         return m
 
-    def _decode(self, m, *, bus, ctl, name, dma_cmd, wr):
+    def _decode(self, m, *, bus, ctl, name, dma, dma_cmd, wr):
         """Latch the guest's request at hand, decode it and show it to the components; return
         the latched header (a :class:`_Request`)."""
         wb = self._data_width // 8
@@ -345,13 +360,17 @@ class VMShmCore(wiring.Component):
             dma_cmd.write.eq(req.write), dma_cmd.addr.eq(r.waddr << wshift),
             dma_cmd.count.eq(r.count), dma_cmd.remaining.eq(r.remaining),
             dma_cmd.end_be.eq(Mux(r.clip, tail_be, (1 << wb) - 1)),
+            dma.post.addr.eq(r.pw_waddr << wshift), dma.post.count.eq(r.pw_count),
+            dma.post.remaining.eq(r.pw_remaining),
+            dma.post.end_be.eq(Mux(r.pw_clip, tail_be, (1 << wb) - 1)),
         ]
         return r
 
-    def _serve(self, m, r, *, bus, ctl, ctl_cmd, name, dma_cmd, wr, rd, db_timer, db_held,
+    def _serve(self, m, r, *, bus, ctl, ctl_cmd, name, dma, wr, rd, db_timer, db_held,
                reject_now, triggers):
         """Serve the guest's requests: the core's state machine."""
         ones = (1 << self._data_width) - 1
+        dma_cmd, post = dma.cmd, dma.post
         req = self.req.payload
         name_rd, name_wr = r.name_rd, r.name_wr
         trigger_open, trigger_close = triggers
@@ -496,17 +515,28 @@ class VMShmCore(wiring.Component):
                     m.next = "READ-ONES"
                 with m.Elif(dma_cmd.done):
                     m.next = "IDLE"
+                # Only while the read waits, so never with `done` (nor from it: a front end's
+                # `valid` may follow post_ok).
+                m.d.comb += self.post_ok.eq(post.ready & ~r.clearing)
+                with m.If(self.post_ok & self.req.valid & req.write & (req.bar == BAR_WINDOW)):
+                    # A window write behind the waiting read passes it (issue 22, finding 2):
+                    # a root port may hold the read's answer behind writes it queued for us.
+                    # One the window refuses is dropped (and counted) as it would be at IDLE.
+                    m.d.comb += [post.start.eq(r.window_ok), reject_now.eq(r.rejected)]
+                    m.d.sync += [r.pw_waddr.eq(r.hdr_waddr), r.pw_remaining.eq(req.count),
+                                 r.pw_count.eq(req.count), r.pw_clip.eq(r.hdr_end > ctl.map_size),
+                                 r.read_failed.eq(0)]
+                    with m.If(r.window_ok):
+                        m.next = "DMA-PASS"
+                    with m.Else():
+                        m.next = "PASS-DROP"
+
+            self._passing(m, r, dma_cmd=dma_cmd, post=post, wr=wr)
 
             with m.State("DMA-WRITE"):
-                m.d.comb += [wr.valid.eq(self.req.valid), wr.payload.data.eq(req.data),
-                             wr.payload.be.eq(req.be), self.req.ready.eq(wr.ready)]
-                with m.If(self.req.valid & self.req.ready):
-                    m.d.sync += r.remaining.eq(r.remaining - 1)
-                with m.If(dma_cmd.done & dma_cmd.failed):
-                    # The guest's remaining beats are taken and dropped.
-                    m.next = "WRITE"
-                with m.Elif(dma_cmd.done):
-                    m.next = "WRITE-ACK"
+                # Given up on: the guest's remaining beats are taken and dropped in WRITE.
+                self._beats_to_window(m, wr, r.remaining, dma_cmd, failed="WRITE",
+                                      done="WRITE-ACK")
 
         # The FLR's clearing owns the write port (the core is idle meanwhile).
         with m.If(r.clearing):
@@ -514,3 +544,49 @@ class VMShmCore(wiring.Component):
         # Last, so it wins: READ-FETCH's and OPEN-FETCH's load of the word the read port holds.
         with m.If(r.name_load):
             m.d.sync += r.rd_data.eq(name_rd.data)
+
+    def _passing(self, m, r, *, dma_cmd, post, wr):
+        """The core's states of a window write passing the waiting window read (issue 22,
+        finding 2): its beats to the window, or dropped, then its completion; then the read."""
+        with m.State("DMA-PASS"):
+            self._beats_to_window(m, wr, r.pw_remaining, post, failed="PASS-DROP",
+                                  done="PASS-ACK")
+
+        # In these two the read may give up (its wait went on while the write passed).
+        read_gives_up = dma_cmd.done & dma_cmd.failed
+        with m.State("PASS-DROP"):
+            # The window refused the write, or the host did not take a beat in time: the
+            # guest's beats left are dropped.
+            m.d.comb += self.req.ready.eq(1)
+            with m.If(read_gives_up):
+                m.d.sync += [r.host_failed.eq(1), r.read_failed.eq(1)]
+            with m.If(self.req.valid):
+                m.d.sync += r.pw_remaining.eq(r.pw_remaining - 1)
+                with m.If(r.pw_remaining == 0):
+                    m.next = "PASS-ACK"
+
+        with m.State("PASS-ACK"):
+            # The write's completion, before any further beat of the read's.
+            m.d.comb += [self.cpl.valid.eq(1), self.cpl.payload.status.eq(CplStatus.SC),
+                         self.cpl.payload.last.eq(1)]
+            with m.If(read_gives_up):
+                m.d.sync += [r.host_failed.eq(1), r.read_failed.eq(1)]
+            with m.If(self.cpl.ready):
+                with m.If(r.read_failed | read_gives_up):
+                    m.next = "READ-ONES"
+                with m.Else():
+                    m.next = "DMA-READ"
+
+    def _beats_to_window(self, m, wr, remaining, cmd, *, failed, done):
+        """Hand the guest's write beats to the window as it takes them, ``remaining`` counted
+        down (a write at IDLE's decode, or one passing a read), until ``cmd`` (the window's
+        ``cmd`` or ``post``) says done: then go to state ``done``, or ``failed`` if it failed."""
+        req = self.req.payload
+        m.d.comb += [wr.valid.eq(self.req.valid), wr.payload.data.eq(req.data),
+                     wr.payload.be.eq(req.be), self.req.ready.eq(wr.ready)]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += remaining.eq(remaining - 1)
+        with m.If(cmd.done & cmd.failed):
+            m.next = failed
+        with m.Elif(cmd.done):
+            m.next = done

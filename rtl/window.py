@@ -23,6 +23,19 @@ cannot send a DWORD without enabled bytes in the middle or at the end of a packe
 ends its packet at the last beat with a non-zero ``be`` and drops the tail, and sends nothing
 for a request whose beats all have ``be == 0``. No other beat is ever invented: the host never
 sees the data of a beat at an address the guest did not write it to.
+
+A write passing a waiting read (``post``; issue 22, finding 2)
+--------------------------------------------------------------
+PCIe lets posted requests pass non-posted ones, and a root port may hold the completion of the
+read we sent behind the posted writes it has queued for us: a device that takes no write while
+its read waits never gets the read's data. So while a read waits for the host's answer (its
+request beat taken, no beat of its answer on offer, its wait not over, nothing owed) the core may
+hand over a window write with ``post.start``: its beats go out on ``dma_req`` as a packet of their
+own, with its own tag (the read's with the top bit flipped), and ``post.done`` says when the host
+has taken them all, or (``post.failed``) that it did not take one within ``host_timeout``: that
+beat and the rest are owed as above. The write is posted: its answer is not waited for and is
+dropped like any other tag's. The read's wait goes on meanwhile and is checked again after the
+write, so a read gives up at most one write's passage after its own ``host_timeout``.
 """
 
 from amaranth.hdl import *
@@ -33,7 +46,8 @@ from .layouts import MAX_BURST, TAG_BITS, dma_signature
 from .refuse import check_data_width
 from .timer import HostTimer
 
-__all__ = ["window_cmd_signature", "window_rd_layout", "window_wr_layout", "WindowDMA"]
+__all__ = ["window_cmd_signature", "window_post_signature", "window_rd_layout",
+           "window_wr_layout", "WindowDMA"]
 
 
 def window_cmd_signature(addr_width, data_width):
@@ -76,6 +90,37 @@ def window_cmd_signature(addr_width, data_width):
     })
 
 
+def window_post_signature(addr_width, data_width):
+    """Return the signature of a window write passing a waiting read, from the core's side.
+
+    The header members hold from ``start`` until ``done`` (the core latches them); the beats
+    come on :class:`WindowDMA`'s ``wr`` stream, ``remaining`` counted down as they move.
+
+    Members
+    -------
+    ready : ``In(1)``
+        A read waits for the host's answer: a write may pass it now.
+    start : ``Out(1)``
+        With ``ready``: take the write whose header is on the members below from the next cycle.
+    addr, count, remaining, end_be
+        As in :func:`window_cmd_signature`, for the write.
+    done : ``In(1)``
+        The write's beats are all taken by the host, or (``failed``) the host did not take one
+        in time: the core takes the guest's ``remaining`` + 1 beats left and drops them.
+    failed : ``In(1)``
+    """
+    return wiring.Signature({
+        "ready": In(1),
+        "start": Out(1),
+        "addr": Out(addr_width),
+        "count": Out(8),
+        "remaining": Out(8),
+        "end_be": Out(data_width // 8),
+        "done": In(1),
+        "failed": In(1),
+    })
+
+
 def window_rd_layout(data_width):
     """Return the layout of a read's beat to the guest: its data, and whether the host failed it
     (it then reads all ones)."""
@@ -104,6 +149,8 @@ class WindowDMA(wiring.Component):
     -------
     cmd : ``In(window_cmd_signature(addr_width, data_width))``
         The request, from the core.
+    post : ``In(window_post_signature(addr_width, data_width))``
+        A write passing the read at hand while it waits (see the module's docstring).
     wr : ``In(stream.Signature(window_wr_layout(data_width)))``
         A write's beats from the guest; taken only while the request writes.
     rd : ``Out(stream.Signature(window_rd_layout(data_width)))``
@@ -129,6 +176,7 @@ class WindowDMA(wiring.Component):
         self._host_timeout = host_timeout
         super().__init__({
             "cmd": In(window_cmd_signature(addr_width, data_width)),
+            "post": In(window_post_signature(addr_width, data_width)),
             "wr": In(stream.Signature(window_wr_layout(data_width))),
             "rd": Out(stream.Signature(window_rd_layout(data_width))),
             **dma_signature(addr_width, data_width).members,
@@ -144,6 +192,9 @@ class WindowDMA(wiring.Component):
         ones = (1 << self._data_width) - 1
         cmd, dma_req, dma_rsp = self.cmd, self.dma_req, self.dma_rsp
         m.submodules.timer = timer = HostTimer(self._host_timeout)
+        # The wait of a write passing the read (``post``): the read's own goes on meanwhile.
+        m.submodules.post_timer = post_timer = HostTimer(self._host_timeout)
+        post = self.post
 
         tag = Signal(TAG_BITS)              # tag of the newest request
         match = Signal()
@@ -162,6 +213,11 @@ class WindowDMA(wiring.Component):
         # request takes a new one (a stream source may not change a beat it offered).
         owed_tag = Signal(TAG_BITS)
         m.d.comb += self.free.eq(owed == 0)
+        # A passing write's tag: the read's with the top bit flipped, so its answer is dropped
+        # while the read waits, and by the next requests for the next 2 ** (TAG_BITS - 1).
+        post_tag = Signal(TAG_BITS)
+        m.d.comb += post_tag.eq(tag ^ (1 << (TAG_BITS - 1)))
+        post_be = Mux(post.remaining == 0, post.end_be, (1 << wb) - 1)
         # The enables of the beat at hand: a burst's last word may end inside the object.
         last_be = Mux(cmd.remaining == 0, cmd.end_be, (1 << wb) - 1)
         tail_ones = Cat(*[Mux(last_be[i], 0, 0xFF) for i in range(wb)])
@@ -233,6 +289,45 @@ class WindowDMA(wiring.Component):
                     with m.If(timer.expired):
                         # The rest of the burst is all ones; its late beats are dropped by tag.
                         give_up()
+                    with m.Else():
+                        # The read waits on the host: a write may pass it (issue 22, finding 2).
+                        m.d.comb += post.ready.eq(self.free)
+                        with m.If(post.start & self.free):
+                            m.d.comb += post_timer.restart.eq(1)
+                            m.next = "PASS"
+
+            with m.State("PASS"):
+                # A window write passing the waiting read, as in WRITE but with its own header,
+                # tag and timer. The read's answer waits on dma_rsp; its wait goes on.
+                m.d.comb += [
+                    dma_rsp.ready.eq(~match),
+                    timer.run.eq(~(dma_rsp.valid & match)),
+                    dma_req.valid.eq(self.wr.valid & self.free),
+                    dma_req.payload.write.eq(1),
+                    dma_req.payload.addr.eq(post.addr),
+                    dma_req.payload.count.eq(post.count),
+                    dma_req.payload.data.eq(self.wr.payload.data),
+                    dma_req.payload.be.eq(self.wr.payload.be & post_be),
+                    dma_req.payload.tag.eq(post_tag),
+                    self.wr.ready.eq(dma_req.ready & self.free),
+                ]
+                with m.If(self.wr.valid & self.free & dma_req.ready):
+                    m.d.comb += post_timer.restart.eq(1)
+                    with m.If(post.remaining == 0):
+                        m.d.comb += post.done.eq(1)
+                        m.next = "READ-DATA"
+                with m.Elif(self.wr.valid):
+                    m.d.comb += post_timer.run.eq(1)
+                    with m.If(post_timer.expired):
+                        with m.If(self.free):
+                            m.d.sync += [owed.eq(post.remaining + 1), owed_write.eq(1),
+                                         owed_addr.eq(post.addr), owed_count.eq(post.count),
+                                         owed_data.eq(self.wr.payload.data),
+                                         owed_be.eq(self.wr.payload.be & post_be),
+                                         owed_tag.eq(post_tag)]
+                        m.d.comb += [self.timeout.eq(1), self.error.eq(1), post.done.eq(1),
+                                     post.failed.eq(1)]
+                        m.next = "READ-DATA"
 
             with m.State("WRITE"):
                 m.d.comb += [

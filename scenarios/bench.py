@@ -12,12 +12,34 @@ import time
 
 from vmshm.driver_model import vmshm_probe
 
-__all__ = ["workload", "idle_loop", "run_bench"]
+__all__ = ["workload", "idle_loop", "run_bench", "pace"]
 
 
-async def workload(bus, name, size=64 << 10, seed=1):
-    """Probe, open ``name``, write ``size`` bytes through the window, read them back, close."""
+class _Paced(list):
+    """A bus's record list that notes ``(end cycle, CPU time)`` of each record appended.
+
+    The traffic is the workload's own: only the moment each burst ends is noted, in the
+    process's CPU time, so that other work on the machine does not look like a slowdown.
+    """
+
+    def __init__(self, records, marks):
+        super().__init__(records)
+        self.marks = marks
+
+    def append(self, record):
+        super().append(record)
+        self.marks.append((record.end, time.process_time()))
+
+
+async def workload(bus, name, size=64 << 10, seed=1, paced=False):
+    """Probe, open ``name``, write ``size`` bytes through the window, read them back, close.
+
+    ``paced``: also return ``marks``, the end cycle and CPU time of every burst (:func:`pace`).
+    """
     import random
+    marks = []
+    if paced:
+        bus.records = _Paced(bus.records, marks)
     drivers, _ = await vmshm_probe(bus)
     drv = drivers[0]
     fd = await drv.open()
@@ -30,7 +52,21 @@ async def workload(bus, name, size=64 << 10, seed=1):
     await drv.close(fd)
     if back != data:
         raise AssertionError("the window read back different data")
-    return {"cycles": bus.now()}
+    return {"cycles": bus.now(), **({"marks": marks} if paced else {})}
+
+
+def pace(marks, cycles):
+    """Return simulated cycles per CPU second in the first and the last tenth of a run.
+
+    ``marks`` are ``(cycle, CPU time)`` pairs in order (:func:`workload`'s); each tenth is
+    measured between the marks nearest its ends. ``None`` for a tenth with fewer than two marks.
+    """
+    def rate(lo, hi):
+        inside = [m for m in marks if lo <= m[0] <= hi]
+        if len(inside) < 2 or inside[-1][1] <= inside[0][1]:
+            return None
+        return (inside[-1][0] - inside[0][0]) / (inside[-1][1] - inside[0][1])
+    return rate(0, cycles / 10), rate(cycles * 9 / 10, cycles)
 
 
 async def idle_loop(bus, cycles):
@@ -39,13 +75,15 @@ async def idle_loop(bus, cycles):
     return {"cycles": bus.now()}
 
 
-def run_bench(backends, *, size=64 << 10, data_width=32, progress=None):
+def run_bench(backends, *, size=64 << 10, data_width=32, progress=None, paced=False):
     """Run the workload and the empty loop on each backend; return one row of figures each.
 
     The first cocotb run of a configuration builds it; that build is timed apart (``build_s``)
     by running the empty loop once beforehand. ``python_share`` is the share of the workload's
     wall time spent outside the simulator: 1 on Amaranth's, what the native backend measures
-    around its C++ calls, ``None`` where the simulator runs in another process.
+    around its C++ calls, ``None`` where the simulator runs in another process. With ``paced``,
+    each row also has ``first_tenth`` and ``last_tenth``: cycles per second in the first and
+    the last tenth of the workload's cycles (:func:`pace`), to see a simulator slow down.
     """
     from vmshm.backends import run_function
     from vmshm.host_model import ShmRegion
@@ -65,7 +103,8 @@ def run_bench(backends, *, size=64 << 10, data_width=32, progress=None):
                 progress(f"{backend}: workload")
             t0 = time.perf_counter()
             res = run_function(f"{__name__}:workload", backend=backend,
-                               kwargs={"name": name, "size": size}, data_width=data_width)
+                               kwargs={"name": name, "size": size, "paced": paced},
+                               data_width=data_width)
             wall = time.perf_counter() - t0
             cycles = res.value["cycles"]
             # Amaranth's simulator is all Python; the native backend says how long its C++ ran;
@@ -77,7 +116,12 @@ def run_bench(backends, *, size=64 << 10, data_width=32, progress=None):
             run_function(f"{__name__}:idle_loop", backend=backend, kwargs={"cycles": cycles},
                          data_width=data_width)
             idle = time.perf_counter() - t0
-            rows.append({"backend": backend, "build_s": build_s, "wall_s": wall,
+            if paced:
+                first, last = pace(res.value["marks"], cycles)
+                paced_row = {"first_tenth": first, "last_tenth": last}
+            else:
+                paced_row = {}
+            rows.append({**paced_row, "backend": backend, "build_s": build_s, "wall_s": wall,
                          "cycles": cycles, "cycles_per_s": cycles / wall, "idle_s": idle,
                          "idle_cycles_per_s": cycles / idle, "transactions": len(res.records),
                          "python_share": None if compiled is None else 1 - compiled / wall})

@@ -29,7 +29,8 @@ from .checks import expect, expect_bytes
 
 __all__ = ["probe_only", "byte_enables", "long_reads", "unsupported_requests",
            "completion_errors", "np_flow_control", "discontinued_requests",
-           "discontinued_completion", "writes_pass_a_waiting_read", "close_without_bus_master",
+           "discontinued_completion", "writes_pass_a_waiting_read",
+           "window_writes_pass_a_waiting_read", "close_without_bus_master",
            "close_after_write_timeout", "last_word_masked", "function_level_reset"]
 
 
@@ -433,6 +434,7 @@ async def writes_pass_a_waiting_read(bus, tb, name, delay_ns=20_000):
     await drv.names.write(0, b"\0" * 16)
     dut = tb.dut
     tb.region.delay_ns = delay_ns
+    before = tb.region.writes
     read = cocotb.start_soon(mapping.read(0, 16))
     await _wait_cycles(tb, 200)
     # Posted writes straight from the root complex, without the driver's flushing read.
@@ -464,6 +466,49 @@ async def writes_pass_a_waiting_read(bus, tb, name, delay_ns=20_000):
     await drv.munmap(mapping)
     await drv.close(fd)
     return {"waited": waited}
+
+
+async def window_writes_pass_a_waiting_read(bus, tb, name, delay_ns=10_000, writes=40):
+    """Window writes behind a window read the host answers late, more of them than the CQ buffer
+    holds: they reach the host while the read waits (issue 22, finding 2), the read completes
+    with its data, every write lands in the object.
+
+    A root port queues the read's completion behind such writes (a completion does not pass a
+    posted request); cocotbext-pcie's hard-IP model hands completions to RC whatever waits on CQ,
+    so the deadlock itself is not reproduced here (tests/test_usp_posted.py does that): this
+    checks that writes go up while the read waits (on main none did), as TLPs the model and the
+    PG213 checker accept."""
+    drv = await _driver(bus)
+    fd = await _open(drv, name)
+    mapping = await drv.mmap(fd, 4096)
+    pattern = bytes(range(0x40, 0x50))
+    await mapping.write(0, pattern)
+    tb.region.delay_ns = delay_ns
+    before = tb.region.writes
+    read = cocotb.start_soon(mapping.read(0, 16))
+    await _wait_cycles(tb, 200)
+    blocks = [bytes((i + k) & 0xFF for k in range(64)) for i in range(writes)]
+    for i, block in enumerate(blocks):
+        req = Tlp()
+        req.fmt_type = TlpType.MEM_WRITE
+        req.requester_id = PcieId(0, 0, 0)
+        req.address = drv.window.base + mapping.offset + 256 + 64 * i
+        req.first_be, req.last_be = 0xF, 0xF
+        req.set_data(block)
+        await tb.rc.perform_posted_operation(req)
+    got = await read
+    passed = tb.region.writes - before
+    tb.region.delay_ns = 0
+    expect_bytes(got, pattern, "the window read the writes passed")
+    if not passed:
+        raise AssertionError("no window write reached the host while the window read waited")
+    # A read behind the writes (down the link and out of the device in order) flushes them.
+    await mapping.read(256 + 64 * writes - 4, 4)
+    with ShmRegion.attach(name) as region:
+        expect_bytes(region.read(256, 64 * writes), b"".join(blocks), "the writes in the object")
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return {"writes": writes, "passed": passed}
 
 
 async def close_without_bus_master(bus, tb, name):

@@ -11,7 +11,8 @@ from amaranth.hdl import Cat
 from vmshm.harness.bfm import StreamIO, pack_payload
 from vmshm.driver_model.bus import BusTimeout
 
-__all__ = ["CLOCK_PERIOD", "Deferred", "stream_put", "stream_get", "wait_cycles", "AmaranthIO"]
+__all__ = ["CLOCK_PERIOD", "TIMER_CYCLES", "Deferred", "stream_put", "stream_get", "wait_cycles",
+           "AmaranthIO"]
 
 #: Simulated clock period in seconds (100 MHz). Cycle counts do not depend on it.
 CLOCK_PERIOD = 10e-9
@@ -27,6 +28,15 @@ async def wait_cycles(ctx, n):
     await ctx.tick()
 
 
+#: Longest timer one idle wait sets, in cycles. Amaranth's simulator keeps a wait's timer until
+#: its deadline even when the signal came first, and looks at every timer at every step: a wait
+#: bounded by one timer of its whole timeout (2**18 cycles on the guest bus) left one behind per
+#: beat for as long, so a long run slowed down as they piled up (`vmshm bench --pace`). A wait
+#: of more cycles wakes every this many to look again, so at most this many cycles' worth
+#: of timers are ever left.
+TIMER_CYCLES = 64
+
+
 async def _idle_until(ctx, stream, signal, timeout, what):
     # Sleep until `signal` may be high instead of waking at every edge; the timeout bounds a wait
     # on a device that never answers.
@@ -35,9 +45,19 @@ async def _idle_until(ctx, stream, signal, timeout, what):
     if timeout is None:
         await ctx.changed(signal)
         return
-    _, expired = await ctx.changed(signal).delay(timeout * CLOCK_PERIOD)
-    if expired and not ctx.get(signal):
-        raise BusTimeout(f"the device is hung: {what} for {timeout} cycles")
+    # In half cycles. The waits before the last end mid-cycle, where nothing changes: a timer
+    # that ran out in the step a signal changed in would wake this twice, which Amaranth
+    # refuses (BrokenTrigger). The last ends where one timer of the whole timeout would.
+    left, step = 2 * timeout, 2 * TIMER_CYCLES - 1
+    while True:
+        final = left <= step
+        wait = left if final else step
+        _, expired = await ctx.changed(signal).delay(wait * CLOCK_PERIOD / 2)
+        if not expired or ctx.get(signal):
+            return
+        if final:
+            raise BusTimeout(f"the device is hung: {what} for {timeout} cycles")
+        left, step = left - wait, 2 * TIMER_CYCLES
 
 
 class Deferred:

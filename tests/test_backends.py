@@ -136,3 +136,46 @@ def test_bench_prints_figures_for_each_backend():
     assert [r["backend"] for r in rows] == backends
     for r in rows:
         assert r["cycles"] > 0 and r["wall_s"] > 0 and r["idle_s"] > 0
+
+
+def test_bench_pace_prints_both_tenths(capsys):
+    """``vmshm bench --pace`` prints cycles per CPU second in the first and last tenth and the
+    ratio (the figures themselves live in docs, measured by this command)."""
+    import re
+
+    from vmshm.cli import main
+    assert main(["bench", "--backends", "amaranth", "--size", "16K", "--pace"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"pace amaranth: ([\d,]+) cycles per CPU second in the first tenth, "
+                  r"([\d,]+) in the last; last / first (\d+\.\d\d)", out)
+    assert m, out
+    first, last = (int(g.replace(",", "")) for g in m.groups()[:2])
+    assert first > 0 and last > 0 and float(m[3]) == pytest.approx(last / first, abs=0.006)
+
+
+async def _timers_left_after_bursts(bus, name):
+    # Many guest bursts, each an idle wait bounded by the guest bus's timeout, then count the
+    # timers Amaranth's simulator still holds (its timeline: a private of Amaranth 0.5).
+    drivers, _ = await vmshm_probe(bus)
+    drv = drivers[0]
+    fd = await drv.open()
+    await drv.ioctl(fd, 0, name)
+    mapping = await drv.mmap(fd, 4096)
+    for k in range(100):
+        await mapping.write(8 * k, bytes([k]) * 8)
+        await mapping.read(8 * k, 8)
+    await drv.munmap(mapping)
+    await drv.close(fd)
+    return len(bus._io._ctx._engine.state.timeline.wakers)
+
+
+def test_waits_leave_few_timers(shm_objects):
+    """A bounded wait's timer outlives the wait in Amaranth's simulator, which looks at every
+    timer at every step: the BFMs' waits leave timers of at most ``TIMER_CYCLES`` cycles, so a
+    long run does not slow down as they pile up (``vmshm bench --pace`` measures it)."""
+    name = shm_objects.create(4096, tag="timers")
+    result = run_function("test_backends:_timers_left_after_bursts", backend="amaranth",
+                          kwargs={"name": name})
+    # About 20 with TIMER_CYCLES 64 (the clock's and the host processes' own among them); some
+    # 400 when each wait set one timer for its whole timeout.
+    assert result.value < 100, f"{result.value} timers left behind"

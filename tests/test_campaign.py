@@ -206,3 +206,56 @@ def test_a_two_seed_synth_on_the_cluster_gives_each_seeds_fmax(cluster, tmp_path
     fmax = sorted(s["result"]["fmax_mhz"][clock] for s in report["shards"])
     row = next(line for line in r.stdout.splitlines() if line.startswith("│ core"))
     assert f"{fmax[0]:.1f}" in row and f"{fmax[-1]:.1f}" in row
+
+
+TIMING = ["timing", "--sweep", "name-length=8:12:2", "--host-latency", "3"]
+
+
+def _points(out):
+    """The points of a timing.json, without what says where they ran."""
+    return [{k: p[k] for k in ("value", "status", "measured", "model", "samples")}
+            for p in json.loads((out / "timing.json").read_text())["points"]]
+
+
+@pytest.fixture(scope="module")
+def timing_serial(tmp_path_factory):
+    out = tmp_path_factory.mktemp("timing") / "serial"
+    r = _vmshm(*TIMING, "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    return _points(out)
+
+
+def test_timing_sweep_points_as_shards_equal_the_serial_sweep(timing_serial, tmp_path):
+    out = tmp_path / "jobs"
+    r = _vmshm(*TIMING, "--jobs", "2", "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "3 points of name-length as shards on amaranth, on 2 local processes" in r.stdout
+    assert _points(out) == timing_serial
+    shards = json.loads((out / "timing.json").read_text())["shards"]
+    assert [s["value"] for s in shards] == [8, 10, 12]
+    assert all(s["wall"] > 0 and s["error"] is None and not s["retried"] for s in shards)
+    assert all(s["worker"].split(":")[1] != str(os.getpid()) for s in shards)
+
+
+@pytest.mark.slow
+def test_timing_sweep_on_the_cluster_equals_the_serial_sweep(timing_serial, cluster, tmp_path):
+    out = tmp_path / "dask"
+    r = _vmshm(*TIMING, "--scheduler", cluster.scheduler_address, "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"on the Dask cluster at {cluster.scheduler_address}" in r.stdout
+    assert _points(out) == timing_serial
+
+
+def test_a_failed_timing_point_replays_alone(timing_serial, tmp_path, monkeypatch):
+    from vmshm.commands.timing import _replay
+    monkeypatch.setattr(sys, "argv", ["vmshm", *TIMING, "-j", "2", "--out", str(tmp_path)])
+    line = _replay("name-length", 10)
+    assert line == (f"vmshm timing --host-latency 3 --out {tmp_path} "
+                    f"--sweep name-length=10:10")
+    # The line runs that one point, as the sweep ran it.
+    r = _vmshm(*line.split()[1:])
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _points(tmp_path) == [timing_serial[1]]
+    r = _vmshm("timing", "--jobs", "2", "--out", str(tmp_path / "none"))
+    assert r.returncode == 2 and "--jobs and --scheduler run the points of a --sweep" in r.stderr
+    assert not (tmp_path / "none").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import require_qemu_parts
 
-from vmshm.commands.channel import guest_table, where_the_time_goes
+from vmshm.commands.channel import guest_table, rtt_table, where_the_time_goes
 from vmshm.console import make_console
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,10 @@ SERVED = {"host → host (floor)": r"plain mapping",
           "VMShm guest → host": r"RTL \((native|amaranth)\)",
           "host → VMShm guest": r"RTL \((native|amaranth)\)",
           "VMShm guest → VMShm guest": r"RTL \((native|amaranth)\) x2"}
+PAIRS = {"host ↔ host (floor)": r"plain mapping",
+         "host ↔ ivshmem guest": r"QEMU ivshmem-doorbell",
+         "host ↔ VMShm guest": r"RTL \((native|amaranth)\)"}
+RTT_TITLE = "round trips: 64-byte messages, one outstanding, the host's clock"
 WHERE = re.compile(r"VMShm guest <-> host run: (?P<requests>\d+) window and register requests in "
                    r"(?P<seconds>[\d.]+) s \([\d.]+ µs each\), (?P<cycles>\d+) simulated cycles "
                    r"\([\d.]+ a request\); the device server spent (?P<serve_seconds>[\d.]+) s .*")
@@ -41,8 +45,9 @@ def _number(text):
 
 
 def _parse(lines):
-    """Return the rows and the counters a printed table and its last line show."""
-    rows = []
+    """Return the rows, the round trips' rows and the counters the printed tables and the last
+    line show."""
+    rows, rtt = [], []
     for line in lines:
         cells = [c.strip() for c in line.strip("│").split("│")]
         if line.startswith("│") and len(cells) == 6:
@@ -50,17 +55,22 @@ def _parse(lines):
                          "messages_per_s": _number(cells[2]),
                          "bytes_per_s": _number(cells[3]) * 1e6,
                          "seconds": _number(cells[4]), "served_by": cells[5]})
+        elif line.startswith("│") and len(cells) == 5:
+            rtt.append({"pair": cells[0], "round_trips": int(cells[1]), "bytes": 64,
+                        "median_us": _number(cells[2]), "p99_us": _number(cells[3]),
+                        "served_by": cells[4]})
     m = WHERE.fullmatch(lines[-1])
     spent = {k: float(v) if "." in v else int(v) for k, v in m.groupdict().items()} if m else None
-    return rows, spent
+    return rows, rtt, spent
 
 
-def _render(rows, count, vmshm_count, spent):
-    """Print the table and the counters' line as the command does; the line's derived figures
+def _render(rows, rtt, count, vmshm_count, spent):
+    """Print the tables and the counters' line as the command does; the line's derived figures
     (µs a request, the share) come from rounded ones here, so only its shape is compared."""
     out = StringIO()
     console = make_console(file=out, width=132)
     console.print(guest_table(rows, count, vmshm_count))
+    console.print(rtt_table(rtt))
     console.print(where_the_time_goes(spent), markup=False, highlight=False)
     *table, where = out.getvalue().splitlines()
     assert WHERE.fullmatch(where), where
@@ -81,22 +91,30 @@ def test_the_doc_shows_the_table_the_bench_prints():
     title = re.fullmatch(r"vmshm_channel\.h: (\d+) messages a row \((\d+) on the VMShm rows\), "
                          r"the receiver's clock", lines[1])
     assert title, lines[1]
-    rows, spent = _parse(lines[1:])
+    rows, rtt, spent = _parse(lines[1:])
     assert spent is not None, f"the sample's last line is not the counters' line: {lines[-1]}"
     # Every direction at every size, each served by what the command names.
     assert sorted({r["direction"] for r in rows}, key=DIRECTIONS.index) == DIRECTIONS
     for r in rows:
         assert re.fullmatch(SERVED[r["direction"]], r["served_by"]), r
+    # The round trips: the floor, the ivshmem guest and the VMShm guest, in that order.
+    assert RTT_TITLE in lines
+    assert [r["pair"] for r in rtt] == list(PAIRS)
+    for r in rtt:
+        assert re.fullmatch(PAIRS[r["pair"]], r["served_by"]), r
+        assert 0 < r["median_us"] <= r["p99_us"], r
+    assert rtt[-1]["round_trips"] == int(title[2])           # the VMShm guest's: --vmshm-count
     # The command's own functions print those figures exactly as the doc shows them.
-    assert _render(rows, int(title[1]), int(title[2]), spent) == lines[1:-1], (
+    assert _render(rows, rtt, int(title[1]), int(title[2]), spent) == lines[1:-1], (
         "docs/channel.md's sample is not what `vmshm channel --bench` prints: run it and paste "
         "its output")
 
 
 def test_the_shape_check_catches_a_changed_table():
     _, lines = _doc_sample()
-    rows, spent = _parse(lines[1:])
-    assert _render(rows, 20000, 200, spent) != _render(rows[:-1], 20000, 200, spent)
+    rows, rtt, spent = _parse(lines[1:])
+    assert _render(rows, rtt, 20000, 200, spent) != _render(rows[:-1], rtt, 20000, 200, spent)
+    assert _render(rows, rtt, 20000, 200, spent) != _render(rows, rtt[:-1], 20000, 200, spent)
     changed = [dict(r, served_by="RTL (verilator)") for r in rows]
     assert not all(re.fullmatch(SERVED[r["direction"]], r["served_by"]) for r in changed)
 
@@ -108,12 +126,13 @@ def test_channel_bench_has_the_vmshm_rows_beside_ivshmem_and_the_floor():
     """One run, small counts: every row of the table, data checked by both ends on the way."""
     require_qemu_parts("vmshm channel --bench")
     r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", "--bench", "--no-rtl",
-                        "--count", "500", "--vmshm-count", "20", "--sizes", "64,4096",
+                        "--count", "500", "--vmshm-count", "20", "--rtt-count", "300",
+                        "--sizes", "64,4096",
                         "--timeout", "200"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     lines = r.stdout.splitlines()
     start = next(i for i, ln in enumerate(lines) if HEADER.fullmatch(ln))
-    rows, spent = _parse(lines[start + 1:])
+    rows, rtt, spent = _parse(lines[start + 1:])
     floor, ig_h, h_ig, vg_h, h_vg, vg_vg = DIRECTIONS
     # Per size, the guest's send before its receive, as the bench runs them.
     assert [(x["direction"], x["bytes"]) for x in rows] == [
@@ -126,5 +145,12 @@ def test_channel_bench_has_the_vmshm_rows_beside_ivshmem_and_the_floor():
     # The counters saw the VMShm guest's window traffic: at least a request per 8 bytes moved.
     assert spent["requests"] >= 2 * 20 * (64 + 4096) // 8
     assert 0 < spent["serve_seconds"] < spent["seconds"]
-    assert _render(rows, 500, 20, spent) == lines[start + 1:-1], "the printed shape changed"
+    # The round trips, each echoed and checked whole: 300 on the floor and the ivshmem guest,
+    # --vmshm-count on the VMShm guest; each slower than the floor's median.
+    assert [(x["pair"], x["round_trips"]) for x in rtt] == list(zip(PAIRS, (300, 300, 20)))
+    for x in rtt:
+        assert re.fullmatch(PAIRS[x["pair"]], x["served_by"]), x
+        assert 0 < x["median_us"] <= x["p99_us"]
+    assert rtt[2]["median_us"] > rtt[1]["median_us"] > rtt[0]["median_us"]
+    assert _render(rows, rtt, 500, 20, spent) == lines[start + 1:-1], "the printed shape changed"
 

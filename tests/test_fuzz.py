@@ -114,22 +114,26 @@ def test_cocotb_records_equal_amaranth(backend):
 
 @pytest.mark.parametrize("config,seed", [(SHORT, 5), (WIDE, 1)], ids=["short-64", "wide-32"])
 def test_native_records_equal_amaranth(config, seed, monkeypatch):
-    """The native backend, its C++ host playing the host faults, gives Amaranth's records."""
+    """The native backend, its C++ host playing the host faults, draws what Amaranth draws
+    (resets with nothing and with an object open, ``host_base`` checks after OPEN) and gives
+    Amaranth's counts and records."""
     require_backend("native")
     import uuid
 
     import vmshm.fuzz.run as run
     # The same object names in both runs: the name buffer's bytes are in the records.
     monkeypatch.setattr(run, "uuid4", lambda: uuid.UUID(int=0x5eed << 112))
-    behaviours = [b for b in DEFAULT_BEHAVIOURS if not b.startswith("reset")]
-    ref = run_fuzz(transactions=300, seed=seed, config=config, behaviours=behaviours)
+    ref = run_fuzz(transactions=300, seed=seed, config=config)
     got = run_fuzz(transactions=300, seed=seed, config=config, backend="native")
     _ok(ref)
     _ok(got)
-    assert got["behaviours"] == behaviours
+    assert got["behaviours"] == ref["behaviours"] == list(DEFAULT_BEHAVIOURS)
     faulted = sum(got["stats"][k] for k in ("never-answer", "answer-twice", "unasked",
                                               "stop-mid-packet"))
     assert faulted > 0 and got["stats"]["late"] > 0, got["stats"]
+    assert got["stats"]["resets"] > 0 and got["stats"]["host_base checks"] > 0, got["stats"]
+    assert got["stats"] == ref["stats"]
+    assert got["counts"] == ref["counts"]
     assert got["records"] == ref["records"]
 
 

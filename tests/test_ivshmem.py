@@ -296,6 +296,17 @@ def test_channel_between_c_and_python(channel_peer, names, c_side):
     assert c_waits > 0 and db.rings > 0
 
 
+def test_channel_round_trips_check_every_echo(channel_peer):
+    """The round trips' initiator (``channel_peer ping``) checks each echo whole: a responder
+    that alters one byte of message 7 fails the run at message 7, naming it."""
+    from vmshm.benches.channel import floor_rtt
+    row = floor_rtt(300)
+    assert row["round_trips"] == 300 and 0 < row["median_us"] <= row["p99_us"], row
+    with pytest.raises(RuntimeError, match=r"error echo 7: 64 bytes, first 0x07 last 0x5d; "
+                                           r"expected 64 of 0x07"):
+        floor_rtt(50, bad=7)
+
+
 def test_channel_bench_prints_the_floor_and_checks_its_arguments(channel_peer):
     r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", "--bench", "--no-guest",
                         "--no-rtl", "--count", "200", "--sizes", "1,4096"], capture_output=True,
@@ -306,6 +317,7 @@ def test_channel_bench_prints_the_floor_and_checks_its_arguments(channel_peer):
     assert len(rows) == 2
     assert [row.split("│")[2].strip() for row in rows] == ["1", "4096"]     # message bytes
     for args, words in [(["--sizes", "0"], "each 1..4096 bytes"), (["--count", "1"], "2..10000000"),
+                        (["--rtt-count", "0"], "1..1000000 round trips"),
                         ([], "say --bench")]:
         r = subprocess.run([sys.executable, "-m", "vmshm.cli", "channel", *(["--bench"] if args
                             else []), *args], capture_output=True, text=True, timeout=60)

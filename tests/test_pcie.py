@@ -314,6 +314,15 @@ def test_posted_writes_pass_a_waiting_read(sim, width, shm_objects):
 
 
 @pytest.mark.parametrize("sim,width", [("icarus", 64)])
+def test_finding2_window_writes_reach_the_host_while_a_read_waits(sim, width, shm_objects):
+    """Issue 22, finding 2: window writes reach the host while a window read waits for it (on
+    main none did: they waited for the read). The model does not hold the read's completion
+    behind them, so the deadlock itself is tests/test_usp_posted.py's."""
+    result, _ = check("window_writes_pass_a_waiting_read", sim, width, shm_objects)
+    assert result.value["writes"] == 40 and result.value["passed"] > 0
+
+
+@pytest.mark.parametrize("sim,width", [("icarus", 64)])
 def test_close_without_bus_master_sends_no_flush(sim, width, shm_objects):
     result, _ = check("close_without_bus_master", sim, width, shm_objects)
     assert result.value["close_cycles"] < 2000, "CLOSE waited for a flush that never came"

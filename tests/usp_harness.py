@@ -212,6 +212,7 @@ class CompleterHarness(wiring.Component):
         m.d.comb += [
             completer.np_dropped.eq(cq_buf.np_dropped),
             completer.cpl_error.eq(core.cpl_error),
+            completer.post_ok.eq(core.post_ok),
             completer.memory_enable.eq(self.memory_enable),
             completer.max_payload.eq(self.max_payload),
             cc_tx.clear.eq(completer.cc_clear),

@@ -313,6 +313,17 @@ def run_sweep(base, sweep, values, *, backend="amaranth", repeat=None, seed=0, p
 
 
 
+def point_shard(spec):
+    """Run one sweep point as a campaign shard (:mod:`vmshm.campaign`); return ``{"point": Point}``.
+
+    ``spec`` holds ``params`` (a :class:`~.model.TimingParams`), ``value``, ``backend``,
+    ``repeat`` and ``seed``, as :func:`run_sweep` passes them to :func:`run_point`; the shard
+    makes and removes its own object, so points can run on any machine.
+    """
+    return {"point": run_point(spec["params"], backend=spec["backend"], repeat=spec["repeat"],
+                               seed=spec["seed"], value=spec["value"])}
+
+
 def measure_host_latency(repeat=101, size=1 << 20):
     """Time ``shm_open`` + ``fstat`` (and ``close``) on this machine: the host model's OPEN.
 

@@ -22,8 +22,8 @@ Inside, every stream is handled one DWORD a cycle (:class:`~.streams.AxisToDword
 and the simulated root complex is far slower than that anyway. PG213 is stricter than a plain
 AXI stream: CC and RQ hold each TLP until its last DWORD is in, then send it back to back
 (``tvalid`` never drops inside a packet); CQ takes whole TLPs into a buffer
-(:class:`~.completer.CqBuffer`), so a TLP marked discontinued is dropped whole and posted writes
-keep flowing while a read waits for the host. ``testbench/pcie_rules.py`` checks these rules on
+(:class:`~.completer.CqBuffer`), so a TLP marked discontinued is dropped whole; posted window
+writes pass a window read that waits for the host (:mod:`.passing`; issue 22, finding 2). ``testbench/pcie_rules.py`` checks these rules on
 every simulated run; ``tests/test_usp_streams.py`` and ``tests/test_usp_shims.py`` check the
 parts on Amaranth's simulator.
 
@@ -32,6 +32,7 @@ The modules, bottom up:
 - ``descriptors``: PG213's descriptor layouts, request types, ``tuser`` widths and bits;
 - ``streams``: the stream utilities, which know nothing of TLPs (gearboxes, packet FIFO);
 - ``tlp``: byte-enable and size arithmetic the completer and the requester share;
+- ``passing``: the completer's lane for posted writes taken while a read waits;
 - ``completer``: CQ buffer, request decoder, non-posted credits, the completer;
 - ``requester``: tag table, completion receiver, the requester;
 - ``irq``: the interrupt block (INTx and MSI handshakes);

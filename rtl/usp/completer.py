@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
 from ..layouts import CplStatus, cpl_layout, guest_req_layout
+from .passing import PassingLane
 from .descriptors import (CC_DESCRIPTOR, CQ_DESCRIPTOR, CQ_DISCONTINUE, CQ_FIRST_BE, CQ_LAST_BE,
                           CQ_USER_WIDTH, POSTED_TYPES, ReqType)
 from .streams import PacketFifo, dw_in_layout, dw_out_layout
@@ -35,10 +36,9 @@ class CqBuffer(wiring.Component):
     """Take whole CQ TLPs as fast as the hard IP gives them; drop the discontinued ones whole.
 
     PG213 marks a TLP discontinued on its last beat and asks the user logic to discard all of
-    it: nothing of a TLP reaches the completer before its last DWORD is in. The buffer also
-    keeps CQ flowing while the completer waits on a window read: PCIe lets posted writes pass
-    the read's completion only if the device keeps taking them, and they are applied in order,
-    after the read, as they arrived. Only the byte enables of ``tuser`` are kept.
+    it: nothing of a TLP reaches the completer before its last DWORD is in. While the
+    completer waits on a window read, its passing lane (:mod:`.passing`) keeps taking what comes
+    behind the read. Only the byte enables of ``tuser`` are kept.
 
     Members
     -------
@@ -280,7 +280,8 @@ class USPCompleter(wiring.Component):
 
     Memory reads and writes whose BAR id the BAR map knows, whose aperture matches it and which
     stay inside it become core requests of at most 256 DWORDs each; a longer TLP becomes several.
-    Writes are posted: the core's acknowledgement is swallowed here. A read's completions follow
+    Writes are posted: the core's acknowledgement is swallowed here. While a read waits for the
+    core's data, window writes behind it pass it (:mod:`.passing`; issue 22, finding 2). A read's completions follow
     the core's data and are split at Max_Payload_Size boundaries (which are also Read Completion
     Boundaries), with the lower address and remaining byte count the specification asks for.
     A DWORD the host failed to give (the core's ``cpl_error``) ends the read with a Completer
@@ -329,6 +330,9 @@ class USPCompleter(wiring.Component):
     memory_enable : ``In(1)``
         Memory Space Enable: without it every memory request is unsupported, whether or not the
         hard IP filtered it already.
+    post_ok : ``In(1)``
+        The core's ``post_ok``: a window write offered now passes the window read that waits
+        (:mod:`.passing`, issue 22, finding 2).
     """
 
     def __init__(self, bars, addr_width):
@@ -345,6 +349,7 @@ class USPCompleter(wiring.Component):
             "memory_enable": In(1),
             "cpl_error":    In(1),
             "cc_clear":     Out(1),
+            "post_ok":      In(1),
         })
 
     def elaborate(self, platform):
@@ -383,12 +388,20 @@ class USPCompleter(wiring.Component):
             self.np_req.eq(credits.req),
         ]
 
+        # Posted window writes taken from CQ while a read waits (issue 22, finding 2).
+        m.submodules.lane_decode = lane_dec = RequestDecoder(self._bars, addr_width)
+        lane = PassingLane(lane_dec, addr_width)
+        passes = lane.wire(m, self.memory_enable)
+        read_beat = cpl.valid & ~t.swallow
+
         self._completion_descriptor(m, t)
         with m.FSM(name="fsm"):
-            self._receive(m, t, dec, credits)
+            self._receive(m, t, dec, credits, lane)
             self._write(m, t, dec)
-            self._read(m, t, dec)
+            self._read(m, t, dec, lane, read_beat)
             self._answer(m, t, dec)
+            lane.states(m, t, cq=self.cq, req=self.req, post_ok=self.post_ok,
+                        read_beat=read_beat, passes=passes)
         return m
 
     def _completion_descriptor(self, m, t):
@@ -419,13 +432,16 @@ class USPCompleter(wiring.Component):
             m.d.sync += t.desc_idx.eq(Mux(t.desc_idx == 2, 0, t.desc_idx + 1))
         return done
 
-    def _receive(self, m, t, dec, credits):
-        """The states that take a TLP's descriptor from CQ and decide what to do with it."""
+    def _receive(self, m, t, dec, credits, lane):
+        """The states that take a TLP's descriptor from CQ (or the one the passing lane held)
+        and decide what to do with it."""
         cq = self.cq
         dwc = t.desc.dword_count
         with m.State("HDR"):
-            m.d.comb += cq.ready.eq(1)
-            with m.If(cq.valid):
+            m.d.comb += cq.ready.eq(~lane.held)
+            with m.If(lane.take_held(m, t)):
+                pass
+            with m.Elif(cq.valid):
                 idx = Mux(cq.payload.first, 0, t.hdr_idx)
                 m.d.sync += t.desc.as_value().word_select(idx, 32).eq(cq.payload.data)
                 with m.If(cq.payload.first):
@@ -501,9 +517,10 @@ class USPCompleter(wiring.Component):
                 with m.Else():
                     m.next = "HDR"
 
-    def _read(self, m, t, dec):
+    def _read(self, m, t, dec, lane, read_beat):
         """The states of memory reads: core requests, then completions of at most
-        Max_Payload_Size, or a Completer Abort where the host failed a DWORD."""
+        Max_Payload_Size, or a Completer Abort where the host failed a DWORD. While the core
+        has no beat of the read on offer, the passing lane may take what waits in CQ."""
         cc, req, cpl, cpl_error = self.cc, self.req, self.cpl, self.cpl_error
         la_first = dec.lower_address
         with m.State("RD-REQ"):
@@ -529,6 +546,7 @@ class USPCompleter(wiring.Component):
                     m.next = "CPL-DESC"
 
         with m.State("RD-STATUS"):
+            lane.enter(m, cq=self.cq, read_beat=read_beat, in_read_data=0)
             # The descriptor goes out before the data: look at the first beat's status first.
             with m.If(~t.swallow & cpl.valid):
                 with m.If(cpl.payload.status == CplStatus.UR):
@@ -564,6 +582,7 @@ class USPCompleter(wiring.Component):
                 m.next = "CPL-DATA"
 
         with m.State("CPL-DATA"):
+            lane.enter(m, cq=self.cq, read_beat=read_beat, in_read_data=1)
             with m.If(~t.swallow & cpl_error):
                 # The host failed this DWORD: the completion gathered so far never leaves
                 # (CC holds whole TLPs), and a Completer Abort ends the request instead.

@@ -176,11 +176,14 @@ class USPRequester(wiring.Component):
         ]
         self._frame(m, r, tags)
 
-        with m.FSM(name="fsm"):
-            self._idle(m, r)
+        lane_busy = Signal()
+        with m.FSM(name="fsm") as fsm:
+            self._idle(m, r, lane_busy)
             self._write(m, r, wr, rd)
             self._flush(m, r, tags, rcv)
             self._read(m, r, tags, rcv, rd)
+        self._pass_lane(m, r, lane_busy,
+                        reading=fsm.ongoing("R-WAIT") | fsm.ongoing("R-SEND"))
 
         # The completion side writes the buffer only while a read is at hand, never while a
         # write is collected; should both ever meet, the completion's DWORD goes in.
@@ -273,13 +276,16 @@ class USPRequester(wiring.Component):
         with m.Elif(~r.timed_out):
             m.d.sync += r.timer.eq(r.timer + 1)
 
-    def _idle(self, m, r):
-        """The state that takes the core's next request, or starts a flush it asks for."""
+    def _idle(self, m, r, lane_busy):
+        """The state that takes the core's next request, or starts a flush it asks for; it
+        waits while the passing lane finishes a packet (its beats and RQ are the lane's)."""
         dma_req, dirty = self.dma_req, self.dirty
         with m.State("IDLE"):
-            m.d.comb += dma_req.ready.eq(~dma_req.payload.write)
+            m.d.comb += dma_req.ready.eq(~dma_req.payload.write & ~lane_busy)
             m.d.sync += [r.timer.eq(0), r.flushing.eq(0)]
-            with m.If(dma_req.valid):
+            with m.If(lane_busy):
+                pass
+            with m.Elif(dma_req.valid):
                 m.d.sync += [
                     r.tag.eq(dma_req.payload.tag),
                     r.addr.eq(self.host_base + dma_req.payload.addr),
@@ -487,3 +493,71 @@ class USPRequester(wiring.Component):
             m.d.comb += tags.retire.eq(1)
             m.d.sync += r.epoch.eq(r.epoch + 1)
             m.next = "IDLE"
+
+    def _pass_lane(self, m, r, lane_busy, *, reading):
+        """A window write passing the read at hand (issue 22, finding 2), one DWORD a TLP.
+
+        While the read's TLPs are all out and it waits for (or hands over) its completions, the
+        core may send a write that passes it (:mod:`~vmshm.rtl.window`; its tag is the read's
+        with the top bit flipped). The buffer holds the read's data, so each of the write's
+        DWORDs goes out as a 1-DWORD memory write with its own byte enables, straight from
+        ``dma_req`` (a DWORD with none enabled, or any without Bus Master Enable, goes nowhere):
+        five RQ DWORDs for each, the price of passing. A beat is taken once its TLP is handed to
+        RQ; the packet's last once the hard IP has also reported its sequence number (or after
+        ``cpl_timeout``), so the core's acknowledgement to the completer comes after the write
+        is on the link, as for any write. No answer goes back: the core waits for none. Once a
+        packet has begun, the lane finishes it before ``IDLE`` takes anything.
+        """
+        rq, dma_req = self.rq, self.dma_req
+        beat = dma_req.payload
+        ptr = Signal(8)                     # the packet's next beat
+        seq = Signal(6)                     # the sequence number of the lane's TLP
+        desc_idx = Signal(2)
+        timer = Signal(range(self._cpl_timeout + 1))
+        tag_bits = len(beat.tag)
+        ours = dma_req.valid & beat.write & (beat.tag == r.tag ^ (1 << (tag_bits - 1)))
+        desc = Signal(RQ_DESCRIPTOR)
+        m.d.comb += [desc.address.eq((self.host_base + beat.addr + (ptr << 2))[2:]),
+                     desc.dword_count.eq(1), desc.request_type.eq(ReqType.MEM_WRITE)]
+
+        def take():
+            m.d.comb += dma_req.ready.eq(1)
+            m.d.sync += ptr.eq(Mux(ptr == beat.count, 0, ptr + 1))
+
+        with m.FSM(name="lane") as lane:
+            m.d.comb += lane_busy.eq((ptr != 0) | ~lane.ongoing("L-IDLE"))
+            with m.State("L-IDLE"):
+                with m.If(ours & (reading | (ptr != 0))):
+                    with m.If((beat.be == 0) | ~self.bus_master):
+                        take()
+                    with m.Else():
+                        m.d.sync += desc_idx.eq(0)
+                        m.next = "L-DESC"
+
+            with m.State("L-DESC"):
+                user = Cat(beat.be, C(0, 4), C(0, 16), r.seq[:4], C(0, 32), r.seq[4:6])
+                m.d.comb += [rq.valid.eq(1),
+                             rq.payload.data.eq(desc.as_value().word_select(desc_idx, 32)),
+                             rq.payload.last.eq(0), rq.payload.user.eq(user)]
+                with m.If(rq.ready):
+                    m.d.sync += desc_idx.eq(desc_idx + 1)
+                    with m.If(desc_idx == 3):
+                        m.d.sync += [seq.eq(r.seq), r.seq.eq(r.seq + 1), self.dirty.eq(1)]
+                        m.next = "L-DATA"
+
+            with m.State("L-DATA"):
+                m.d.comb += [rq.valid.eq(1), rq.payload.data.eq(beat.data),
+                             rq.payload.last.eq(1)]
+                with m.If(rq.ready & (ptr == beat.count)):
+                    m.d.sync += timer.eq(0)
+                    m.next = "L-SEQ"
+                with m.Elif(rq.ready):
+                    take()
+                    m.next = "L-IDLE"
+
+            with m.State("L-SEQ"):
+                m.d.sync += timer.eq(timer + 1)
+                with m.If((self.seq_num_valid & (self.seq_num == seq)) |
+                          (timer == self._cpl_timeout)):
+                    take()
+                    m.next = "L-IDLE"

@@ -298,6 +298,7 @@ class VMShmUSP(wiring.Component):
         wiring.connect(m, cq_buf.o, completer.cq)
         m.d.comb += [completer.np_dropped.eq(cq_buf.np_dropped),
                      completer.cpl_error.eq(core.cpl_error),
+                     completer.post_ok.eq(core.post_ok),
                      cc_tx.clear.eq(flr_reset | completer.cc_clear)]
         wiring.connect(m, completer.cc, cc_tx.dw)
         wiring.connect(m, completer.req, core.req)

@@ -6,14 +6,21 @@ over a plain POSIX mapping, peers of one ivshmem group; the guest rows put one e
 (``ivshmem/ivshmem_peer.c bench`` on QEMU's ``ivshmem-doorbell``) and the other on the host. Each
 figure is the receiver's: from its first message to its last, so start-up is not counted.
 
+The round-trip rows (:func:`floor_rtt`, and the guests' after their rows) time ``RTT_BYTES``-byte
+messages with one outstanding: the host's ``channel_peer ping`` sends message i, the other end
+(``pong``, or the guest program) sends it back, the ping checks it whole and times it on the
+host's clock.
+
 The RTL rows (:func:`rtl`) put the guest's end on the simulated device (a guest function through
 the window) and the host's end on the object, and count simulated cycles instead of seconds.
 """
 
+import math
 import os
 import queue
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -27,12 +34,14 @@ from vmshm.ivshmem.channel import Channel
 from vmshm.ivshmem.client import IvshmemPeer
 from vmshm.ivshmem.server import IvshmemServer
 
-__all__ = ["host_program", "floor", "guest", "SLOT"]
+__all__ = ["host_program", "floor", "floor_rtt", "guest", "rtt_row", "SLOT", "RTT_BYTES"]
 
 #: Where the C programs of both ends live: the ivshmem package's data.
 HERE = Path(ivshmem.__file__).resolve().parent
 SLOT = 0x10000
 DIR_MAGIC = 0x21214F47
+#: The round trips' message size.
+RTT_BYTES = 64
 
 
 def host_program():
@@ -65,6 +74,33 @@ def _seconds(proc, what, timeout=120):
     if proc.returncode or not m:
         raise RuntimeError(f"{what}: {out.strip() or f'exit status {proc.returncode}'}")
     return float(m.group(4))
+
+
+def _rtt_end(exe, role, name, offset, rx_offset, count, ring_fd, wait_fd, bad=None):
+    """Start ``channel_peer ping|pong``: send through the ring at ``offset``, receive through
+    the one at ``rx_offset``; ``bad`` is the message a pong alters (the tests' break)."""
+    return subprocess.Popen([str(exe), role, name, hex(offset), str(SLOT), str(count),
+                             str(ring_fd), str(wait_fd), "attach", str(RTT_BYTES),
+                             hex(rx_offset), *([str(bad)] if bad is not None else [])],
+                            stdout=subprocess.PIPE, text=True, pass_fds=(ring_fd, wait_fd))
+
+
+def _percentile(ordered, fraction):
+    """Return the nearest-rank percentile of the sorted list ``ordered``."""
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def rtt_row(pair, ping, served_by, timeout=120):
+    """Wait for ``channel_peer ping`` and return its round trips' row: median and p99 in µs."""
+    out, _ = ping.communicate(timeout=timeout)
+    m = re.search(r"^rtt((?: \d+)+)$", out, re.M)
+    if ping.returncode or not m:
+        raise RuntimeError(f"the round trips of {pair}: "
+                           f"{out.strip() or f'exit status {ping.returncode}'}")
+    ns = sorted(int(x) for x in m.group(1).split())
+    return {"pair": pair, "round_trips": len(ns), "bytes": RTT_BYTES,
+            "median_us": statistics.median(ns) / 1e3, "p99_us": _percentile(ns, 0.99) / 1e3,
+            "served_by": served_by}
 
 
 class _Group:
@@ -113,14 +149,50 @@ def floor(count, sizes):
     return rows
 
 
-def guest(count, sizes, timeout=180, echo=None):
-    """Return rows for a TCG guest on QEMU's ivshmem-doorbell and a host peer, both ways."""
+def floor_rtt(count, bad=None):
+    """Return the round-trip row of two host processes over a plain shared mapping.
+
+    ``bad``: the message the responder alters, to see the initiator fail (tests).
+    """
+    exe = host_program()
+    group = _Group(SLOT * 4)
+    try:
+        with IvshmemPeer.connect(group.sock) as a, IvshmemPeer.connect(group.sock) as b:
+            a.wait_for_peers(1)
+            b.wait_for_peers(1)
+            for offset in (SLOT, 2 * SLOT):
+                Channel.init(a.shm, offset, SLOT).close()
+            pong = _rtt_end(exe, "pong", group.name, SLOT, 2 * SLOT, count,
+                            b.peer_fileno(a.id), b.fileno(), bad)
+            ping = _rtt_end(exe, "ping", group.name, 2 * SLOT, SLOT, count,
+                            a.peer_fileno(b.id), a.fileno())
+            try:
+                row = rtt_row("host ↔ host (floor)", ping, "plain mapping")
+            except BaseException:
+                pong.kill()                      # it waits for a message that will not come
+                pong.wait()
+                raise
+            out, _ = pong.communicate(timeout=60)
+            if pong.returncode:
+                raise RuntimeError(f"the floor's responder: {out.strip()}")
+            return row
+    finally:
+        group.close()
+
+
+def guest(count, sizes, timeout=180, echo=None, rtt_count=None):
+    """Return rows for a TCG guest on QEMU's ivshmem-doorbell and a host peer, both ways.
+
+    With ``rtt_count``, the last row is the round trips' (:func:`rtt_row`): the guest echoes
+    them through the first size's rings once its rows are done.
+    """
     from vmshm.qemu import image
     from vmshm.qemu.boot import boot
     parts = image.find_parts()
     exe = host_program()
     initrd = image.build_image(parts, {"ivshmem_peer": HERE / "ivshmem_peer.c"})
-    init = image.init_archive("ivshmem_peer", ["bench", str(count), *map(str, sizes)],
+    init = image.init_archive("ivshmem_peer", ["bench", str(count), str(rtt_count or 0),
+                                               *map(str, sizes)],
                               load_module=False)
     # The program checks 5 slots for 2 peers; QEMU's BAR2 must be a power of two.
     group = _Group(1 << (SLOT * (6 + 2 * len(sizes)) - 1).bit_length())
@@ -186,6 +258,12 @@ def guest(count, sizes, timeout=180, echo=None):
             _, last = expect(rf"rx {length} {count} [\d.]+")
             rows.append({**_row("host → ivshmem guest", length, count, last - first),
                          "served_by": "QEMU ivshmem-doorbell"})
+        if rtt_count:
+            expect(rf"echo {rtt_count}")
+            ping = _rtt_end(exe, "ping", group.name, SLOT * 2, SLOT, rtt_count,
+                            host.peer_fileno(guest_id), host.fileno())
+            rows.append(rtt_row("host ↔ ivshmem guest", ping, "QEMU ivshmem-doorbell", timeout))
+            expect(rf"echoed {rtt_count}")
         expect("done")
         thread.join(timeout=30)
         host.close()

@@ -29,7 +29,8 @@ from pathlib import Path
 from vmshm.ivshmem.channel import Channel
 from vmshm.ivshmem.client import IvshmemPeer
 
-from .channel import DIR_MAGIC, SLOT, _Group, _row, _run_end, _seconds, host_program
+from .channel import (DIR_MAGIC, SLOT, _Group, _row, _rtt_end, _run_end, _seconds, host_program,
+                      rtt_row)
 
 __all__ = ["host_rows", "pair_rows", "cost", "PROGRAM", "MAX_SIZES"]
 
@@ -118,7 +119,11 @@ def cost(accesses, seconds):
 
 
 def host_rows(count, sizes, *, backend, timeout=300, echo=None):
-    """Return rows for one VMShm guest and a host peer, both ways, and the run's :func:`cost`."""
+    """Return rows for one VMShm guest and a host peer, both ways, and the run's :func:`cost`.
+
+    The last row is ``count`` round trips (:func:`~.channel.rtt_row`), timed by the host as
+    the initiator; the guest echoes them through the first size's rings after its rows.
+    """
     exe = host_program()
     group = _Group(_object_size(sizes))
     rows, host, proc = [], None, None
@@ -155,6 +160,11 @@ def host_rows(count, sizes, *, backend, timeout=300, echo=None):
                 _seconds(tx, "the host's sender", timeout)
                 lines.expect(rf"guest\| rx {length} {count} [\d.]+")
                 rows.append(_row("host → VMShm guest", length, count, lines.at - first))
+            lines.expect(rf"guest\| echo {count}")
+            ping = _rtt_end(exe, "ping", group.name, SLOT * 2, SLOT, count,
+                            host.peer_fileno(guest_id), host.fileno())
+            rows.append(rtt_row("host ↔ VMShm guest", ping, None, timeout))
+            lines.expect(rf"guest\| echoed {count}")
             lines.expect(r"guest\| done")
             seconds = time.monotonic() - t0
             _finish(proc, "vmshm qemu (the VMShm guest)", 60)

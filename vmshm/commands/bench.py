@@ -18,6 +18,10 @@ def add_arguments(parser):
                         help="bytes written and read back (default 64K)")
     parser.add_argument("--data-width", type=int, choices=(32, 64), default=32, metavar="W",
                         help="data path width in bits (default 32)")
+    parser.add_argument("--pace", action="store_true",
+                        help="also print cycles per CPU second in the first and the last tenth "
+                             "of the workload, and their ratio (a simulator that slows down as "
+                             "it runs)")
 
 
 def run(args, console):
@@ -49,7 +53,7 @@ def run(args, console):
             runnable.append(b)
     with console.status("benchmarking...") as status:
         rows = run_bench(runnable, size=args.size, data_width=args.data_width,
-                         progress=lambda text: status.update(text))
+                         progress=lambda text: status.update(text), paced=args.pace)
     table = Table(title=f"simulation speed: probe, open, {args.size // 1024} KiB written and "
                         f"read back, close ({args.data_width}-bit)")
     for col in ("backend", "build s", "wall s", "cycles", "cycles/s", "in Python",
@@ -67,6 +71,9 @@ def run(args, console):
                   "else, so it is the floor for a testbench that polls every cycle (native: "
                   "one call into C++ runs them all); in Python: the share of the workload's wall "
                   "time outside the simulator (- where it runs in another process).")
+    if args.pace:
+        for r in rows:
+            console.print(_pace_line(r))
     if any(not get_backend(r["backend"]).in_process for r in rows):
         console.print("Why a cocotb backend can be slower than Amaranth's simulator: each cocotb "
                       "run starts the simulator as a new process, which loads Python, cocotb "
@@ -76,3 +83,13 @@ def run(args, console):
                       "Verilator's compiled model gains only when many cycles pass for each "
                       "time Python wakes: large --size, wide data paths, long bursts.")
     return 0
+
+
+def _pace_line(row):
+    # One line per backend: the first and last tenth's cycles/s and the ratio last / first.
+    first, last = row["first_tenth"], row["last_tenth"]
+    if first is None or last is None:
+        return (f"pace {row['backend']}: too few bursts to time a tenth of the run (give a "
+                f"larger --size)")
+    return (f"pace {row['backend']}: {first:,.0f} cycles per CPU second in the first tenth, "
+            f"{last:,.0f} in the last; last / first {last / first:.2f}")

@@ -19,7 +19,10 @@ HELP = dict(
                 "a TCG guest (QEMU's ivshmem-doorbell on vmshm's ivshmem server) and a host "
                 "peer, --vmshm-count both ways between a VMShm guest (/dev/vmshm0 on the "
                 "simulated RTL) and a host peer and from one VMShm guest to another, beside the "
-                "floor: the same loop between two host processes over a plain shared mapping.")
+                "floor: the same loop between two host processes over a plain shared mapping. "
+                "A third table times round trips of 64-byte messages, one outstanding, on the "
+                "host's clock: --rtt-count between two host processes and with the ivshmem "
+                "guest, --vmshm-count with the VMShm guest.")
 
 
 def add_arguments(parser):
@@ -40,6 +43,9 @@ def add_arguments(parser):
                         help="messages per size and direction on the VMShm guests' rows, whose "
                              "every window access is a request the simulated RTL answers "
                              "(default 200)")
+    parser.add_argument("--rtt-count", type=int, default=2000, metavar="N",
+                        help="round trips of 64-byte messages on the floor and with the ivshmem "
+                             "guest (default 2000; the VMShm guest's are --vmshm-count)")
     parser.add_argument("--no-vmshm", action="store_true",
                         help="no VMShm guest rows (they boot one VMShm guest, then two)")
     parser.add_argument("--no-rtl", action="store_true",
@@ -105,6 +111,8 @@ def run(args, console):
     widths = _widths(args.data_width)
     if not 1 <= args.rtl_count <= 1_000_000:
         raise UsageError(f"--rtl-count {args.rtl_count}: 1..1000000 messages")
+    if not 1 <= args.rtt_count <= 1_000_000:
+        raise UsageError(f"--rtt-count {args.rtt_count}: 1..1000000 round trips")
     if not 2 <= args.vmshm_count <= 1_000_000:
         raise UsageError(f"--vmshm-count {args.vmshm_count}: 2..1000000 messages")
     from vmshm.benches.channel_vmshm import MAX_SIZES
@@ -126,12 +134,13 @@ def run(args, console):
                       "or receive to its last; limit: one data word a cycle; data, indices, "
                       "registers: cycles in window bursts of records, in the ring's header "
                       "words, in BAR0 (DOORBELL, INTR_STATUS).", markup=False, highlight=False)
-    rows = bench.floor(args.count, sizes)
+    rows = bench.floor(args.count, sizes) + [bench.floor_rtt(args.rtt_count)]
     spent = None
     if not args.no_guest:
         from vmshm.qemu.image import Missing
         try:
-            rows += bench.guest(args.count, sizes, timeout=args.timeout)
+            rows += bench.guest(args.count, sizes, timeout=args.timeout,
+                                rtt_count=args.rtt_count)
             if vmshm_rows:
                 more, spent = _vmshm_rows(args, sizes, backend)
                 rows += more
@@ -145,7 +154,10 @@ def run(args, console):
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         console.print(f"vmshm channel --bench, {now}, {machine()}", markup=False,
                       highlight=False)
+    rtt = [r for r in rows if "round_trips" in r]
+    rows = [r for r in rows if "round_trips" not in r]
     console.print(guest_table(rows, args.count, args.vmshm_count if spent else None))
+    console.print(rtt_table(rtt))
     if spent:
         console.print(where_the_time_goes(spent), markup=False, highlight=False)
     return 0
@@ -177,6 +189,23 @@ def guest_table(rows, count, vmshm_count=None):
                       _mb(r["bytes_per_s"] / 1e6), f"{r['seconds']:.3f}",
                       r.get("served_by", "plain mapping"))
     return table
+
+
+def rtt_table(rows):
+    """Return the round trips as a table: median and p99 in microseconds, on the host's clock."""
+    table = Table(title=f"round trips: {rows[0]['bytes']}-byte messages, one outstanding, the "
+                        f"host's clock")
+    for col in ("between", "round trips", "median µs", "p99 µs", "served by"):
+        table.add_column(col, justify="left" if col in ("between", "served by") else "right")
+    for r in rows:
+        table.add_row(r["pair"], str(r["round_trips"]), _us(r["median_us"]), _us(r["p99_us"]),
+                      r["served_by"])
+    return table
+
+
+def _us(value):
+    # Three figures: the floor's few microseconds beside the VMShm guest's thousands.
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _mb(value):

@@ -4,7 +4,8 @@ import math
 from pathlib import Path
 
 from vmshm.backends import backend_names
-from vmshm.console import note, plain_text
+from vmshm.campaign import add_engine_args, make_engine, run_with_progress
+from vmshm.console import escaped, note, plain_text
 from vmshm.harness.checks import check_output_dir, check_output_file
 from vmshm.options import add_core_args, core_args, integer
 
@@ -79,6 +80,7 @@ def add_arguments(p):
                         "cycles beside the model, print them and write nothing")
     p.add_argument("--out", default="vmshm-timing", metavar="DIR",
                    help="where to write the outputs (default ./vmshm-timing)")
+    add_engine_args(p)
 
 
 def _report_clock(points, base, clock_hz, console):
@@ -159,6 +161,9 @@ def run_cli(args, console, core):
     sweep, values = parse_sweep(args.sweep) if args.sweep else (None, [None])
     if args.waveform and sweep:
         raise ValueError("--waveform draws a single run: leave out --sweep")
+    sharded = bool(getattr(args, "jobs", None) or getattr(args, "scheduler", None))
+    if sharded and (not sweep or args.doorbells):
+        raise ValueError("--jobs and --scheduler run the points of a --sweep as shards")
     if args.measure_host is not None and not args.clock:
         raise ValueError("--measure-host needs --clock MHZ to turn seconds into cycles")
     if args.measure_host is not None and sweep == "host-latency":
@@ -214,12 +219,16 @@ def run_cli(args, console, core):
                           note(f"no {kind} diagram: wavedrom is missing "
                                f"(pip install 'vmshm[timing]')"))
 
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        task = progress.add_task(f"simulating on {args.backend}", total=len(values))
-        points = run_sweep(base, sweep, values, backend=args.backend, repeat=args.repeat,
-                           seed=args.seed, progress=lambda v: progress.advance(task))
+    failed = []
+    if sharded:
+        points, extra["shards"], failed = _run_shards(args, console, base, sweep, values)
+    else:
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as progress:
+            task = progress.add_task(f"simulating on {args.backend}", total=len(values))
+            points = run_sweep(base, sweep, values, backend=args.backend, repeat=args.repeat,
+                               seed=args.seed, progress=lambda v: progress.advance(task))
 
     title = (f"VMShm timing on {args.backend}: "
              f"{'sweep of ' + SWEEPABLE[sweep].label + ', ' if sweep else ''}"
@@ -240,4 +249,53 @@ def run_cli(args, console, core):
     if bad:
         console.print(note(f"{len(bad)} point(s) differ from the model; see docs/timing.md "
                            f"for what it assumes"))
-    return 0
+    for shard in failed:
+        value = shard["spec"]["value"]
+        console.print(f"{sweep} {value}: {escaped(shard['error'])}")
+        console.print("replay: " + escaped(_replay(sweep, value)))
+    return 1 if failed else 0
+
+
+def _run_shards(args, console, base, sweep, values):
+    """Run each point of the sweep as a shard on ``--jobs``/``--scheduler``'s engine.
+
+    Returns the points that ran (in sweep order), each shard's record for timing.json (value,
+    wall time, worker, retried, error) and the failed shards.
+    """
+    from vmshm.timing.runs import point_shard
+
+    specs = [{"params": _with(base, sweep, v), "value": v, "backend": args.backend,
+              "repeat": args.repeat, "seed": args.seed} for v in values]
+    engine = make_engine(args.jobs, args.scheduler)
+    where = (f"the Dask cluster at {args.scheduler}" if args.scheduler
+             else f"{args.jobs} local processes")
+    console.print(f"{len(specs)} points of {sweep} as shards on {args.backend}, on "
+                  f"{escaped(where)}")
+    shards = run_with_progress(engine, point_shard, specs, console,
+                               f"simulating on {args.backend}")
+    retried = [s for s in shards if s["retried"]]
+    if retried:
+        console.print("retried after their worker died: " + ", ".join(
+            f"{sweep} {s['spec']['value']}" for s in retried))
+    record = [{"value": s["spec"]["value"], "wall": s["wall"], "worker": s["worker"],
+               "retried": s["retried"], "error": s["error"]} for s in shards]
+    return ([s["result"]["point"] for s in shards if s["result"]], record,
+            [s for s in shards if s["error"]])
+
+
+def _replay(sweep, value):
+    """The command that runs one failed point alone here: this command with that one point."""
+    import shlex
+    import sys
+
+    argv, skip = [], False
+    for word in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        name = word.partition("=")[0]
+        if name in ("--sweep", "--jobs", "-j", "--scheduler"):
+            skip = "=" not in word
+            continue
+        argv.append(word)
+    return shlex.join(["vmshm", *argv, "--sweep", f"{sweep}={value}:{value}"])
