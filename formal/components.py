@@ -87,6 +87,12 @@ def _fsm(m, dut):
 def _internal(m, name):
     """Return the component's signal ``name`` (a register its statements assign), for an
     invariant on state no port shows."""
+    return signal_named(m.submodules.dut, name)
+
+
+def signal_named(module, name):
+    """Return the one signal ``name`` that ``module``'s own statements assign (an elaborated
+    :class:`~amaranth.hdl.Module`), for an invariant on state no port shows."""
     found = {}
 
     def walk(stmts):
@@ -96,10 +102,10 @@ def _internal(m, name):
                     walk(body)
             elif hasattr(st, "lhs"):
                 found.update((id(s), s) for s in st.lhs._lhs_signals() if s.name == name)
-    for stmts in m.submodules.dut._statements.values():
+    for stmts in module._statements.values():
         walk(stmts)
     if len(found) != 1:
-        raise LookupError(f"the component has {len(found)} signals named {name!r}")
+        raise LookupError(f"the module has {len(found)} signals named {name!r}")
     return found.popitem()[1]
 
 

@@ -11,18 +11,20 @@ import importlib
 import inspect
 import types
 
-from . import components, usp
+from . import components, props, usp
 
 __all__ = ["patched"]
 
 #: The classes each RTL module gives the harnesses.
-_CLASSES = {"control": ("ControlChannel",), "window": ("WindowDMA",),
+_CLASSES = {"core": ("VMShmCore",), "control": ("ControlChannel",), "window": ("WindowDMA",),
             "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C"),
             "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
             "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",),
             "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",)}
-#: The modules that take those classes: the harnesses, and the requester for its receiver.
-_HARNESSES = (components, usp, importlib.import_module("vmshm.rtl.usp.requester"))
+#: The modules that take those classes: the harnesses, the core for its components (the
+#: core-level checks of :mod:`.props`) and the requester for its receiver.
+_HARNESSES = (components, props, usp, importlib.import_module("vmshm.rtl.core"),
+              importlib.import_module("vmshm.rtl.usp.requester"))
 
 
 @contextlib.contextmanager

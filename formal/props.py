@@ -33,7 +33,7 @@ from vmshm.abi.regmap import BAR_REGS, REG, CtlOp
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.layouts import Space
 
-from .components import _past
+from .components import _past, signal_named
 
 __all__ = ["CORE_PARAMS", "PROPERTIES", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
 
@@ -95,6 +95,13 @@ class CoreProperties(Elaboratable):
         m.d.comb += rst.eq(AnySeq(1))
         # The core's own Module, elaborated here so its probes exist; reset on any cycle.
         inner = core.elaborate(platform)
+        # The control channel and the window too, so the invariants can name their states.
+        part = {}
+        for sub in ("control", "window"):
+            comp, loc = inner._named_submodules[sub]
+            comp._MustUse__silence = True
+            part[sub] = comp.elaborate(platform)
+            inner._named_submodules[sub] = (part[sub], loc)
         m.submodules.core = ResetInserter(rst)(inner)
         probe = core._probe
         host = core.host
@@ -181,7 +188,7 @@ class CoreProperties(Elaboratable):
         hdr_addr = dma.payload.addr
         end = hdr_addr + ((dma.payload.count + 1) << (wb.bit_length() - 1))
         checks = {
-            "dma_safe": lambda: [
+            "dma_safe": lambda: _dma_invariants(inner, part, probe, opened, wb) + [
                 Assert(~(dma.valid & probe["dma_free"]) |
                        (probe["is_open"] & (end <= probe["map_limit"])),
                        "a DMA request left while nothing was open, or past MAP_SIZE"),
@@ -217,6 +224,52 @@ class CoreProperties(Elaboratable):
         m.d.comb += Cover(cpl.valid & cpl.ready & cpl.payload.last & is_read &
                           (hdr[:3] == BAR_REGS) & (_addr(hdr, core) == 0))
         return m
+
+
+def _dma_invariants(core, part, probe, opened, wb):
+    """Return the invariants that let k-induction close for ``dma_safe``: they tie the
+    ``opened`` tracker and the window's request at hand to the core's state (its FSM's, the
+    control channel's and the window's, and the request's latched header, read by name). Each
+    is an ``Assert``, proved with the rest."""
+    fsm, ctl, win = core._generated["fsm"], part["control"]._generated["fsm"], \
+        part["window"]._generated["fsm"]
+    r = {n: signal_named(core, n) for n in ("waddr", "count", "remaining", "pw_waddr",
+                                            "pw_count", "read_failed")}
+    limit, shift = probe["map_limit"], wb.bit_length() - 1
+
+    def inside(waddr, count):
+        return ((waddr + count + 1) << shift) <= limit
+    def any_of(f, *states):
+        return Cat(*(f.ongoing(s) for s in states)).any()
+    win_busy = ~win.ongoing("IDLE")
+    # Which of the core's states serve each of the window's (a passing write's beats, or
+    # their drop, and its completion while the read waits on).
+    serves = ((~any_of(win, "WRITE", "WRITE-ACK") | fsm.ongoing("DMA-WRITE")) &
+              (~win.ongoing("READ-REQ") | fsm.ongoing("DMA-READ")) &
+              (~win.ongoing("READ-DATA") | fsm.ongoing("DMA-READ") |
+               (any_of(fsm, "PASS-DROP", "PASS-ACK") & ~r["read_failed"])) &
+              (~win.ongoing("PASS") | (fsm.ongoing("DMA-PASS") & ~r["read_failed"])))
+    return [
+        # Each state machine holds one of its states (induction may start from any encoding).
+        *(Assert(f.state < len(f.encoding), f"{name}'s state machine in no state")
+          for name, f in (("core", fsm), ("control", ctl), ("window", win))),
+        # The window opens only on a successful OPEN answer; beats are owed only of a request
+        # started while it was open.
+        Assert(~probe["is_open"] | opened, "open without an OPEN answered since the reset"),
+        Assert(probe["dma_free"] | opened, "DMA beats owed without an OPEN since the reset"),
+        # The control channel runs a command exactly while the core waits for it (CTL), so
+        # nothing opens, closes or moves MAP_SIZE while the window has a request.
+        Assert(fsm.ongoing("CTL") == ~ctl.ongoing("IDLE"), "the control channel runs alone"),
+        Assert(serves, "the window has a request the core does not serve"),
+        # The window's request at hand lies inside the open window: its header is the core's
+        # latched one (a read's first beat not yet answered: all its beats remain).
+        Assert(~win_busy | (probe["is_open"] & inside(r["waddr"], r["count"])),
+               "the window's request lies outside the open window"),
+        Assert(~win.ongoing("READ-REQ") | (r["remaining"] == r["count"]),
+               "a read's request on offer after its first beat was answered"),
+        Assert(~win.ongoing("PASS") | inside(r["pw_waddr"], r["pw_count"]),
+               "a passing write lies outside the open window"),
+    ]
 
 
 def _reads(hdr, core, name):

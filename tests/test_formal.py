@@ -71,6 +71,10 @@ BREAKS = [
      "with m.If(1):\n                    m.d.sync += self.owed.eq(0)", "control.safety"),
     ("doorbell", "m.d.sync += before.eq(kept & self.mask)",
      "m.d.sync += before.eq(self.status & self.mask)", "doorbell.safety"),
+    # The core's decode and the control channel, under the core-level core.dma_safe (proved).
+    ("core", " & (hdr_end <= ctl.map_limit)", "", "core.dma_safe"),
+    ("control", "m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK))",
+     "m.If(pending_op == CtlOp.OPEN)", "core.dma_safe"),
     # The UltraScale+ shim's pieces (formal/usp.py).
     ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
     ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),
