@@ -215,7 +215,7 @@ class CoreProperties(Elaboratable):
                 _stable_sink(m, host.dma_req, "dma_req", rst),
                 _stable_sink(m, host.db, "db", rst),
             ],
-            "reset": lambda: [
+            "reset": lambda: _reset_invariants(part, probe, since_reset) + [
                 Assert(~(ctl.valid & ~since_reset) | (ctl.payload.op == CtlOp.RESET),
                        "the first control beat after a reset was not RESET"),
             ],
@@ -269,6 +269,22 @@ def _dma_invariants(core, part, probe, opened, wb):
                "a read's request on offer after its first beat was answered"),
         Assert(~win.ongoing("PASS") | inside(r["pw_waddr"], r["pw_count"]),
                "a passing write lies outside the open window"),
+    ]
+
+
+def _reset_invariants(part, probe, since_reset):
+    """Return the invariants that let k-induction close for ``reset``: until a control beat has
+    moved since the reset, the beat the control channel owes is the RESET it owes out of reset,
+    no answer is owed to it (which could replace that beat by a CLOSE), and its state machine
+    is in a state that sends nothing but the owed beat."""
+    ctl = part["control"]._generated["fsm"]
+    quiet = Cat(*(ctl.ongoing(s) for s in ("IDLE", "OPEN-START", "CLOSE-START",
+                                           "CTL-DRAIN"))).any()
+    return [
+        Assert(ctl.state < len(ctl.encoding), "the control channel's state machine in no state"),
+        Assert(since_reset | (probe["ctl_owed"] & ~probe["ctl_stale"] & quiet &
+                              (signal_named(part["control"], "op") == CtlOp.RESET)),
+               "before the first control beat, the RESET owed out of reset was not owed"),
     ]
 
 

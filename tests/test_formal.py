@@ -75,6 +75,9 @@ BREAKS = [
     ("core", " & (hdr_end <= ctl.map_limit)", "", "core.dma_safe"),
     ("control", "m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK))",
      "m.If(pending_op == CtlOp.OPEN)", "core.dma_safe"),
+    ("control", '"owed": Out(1, init=1)', '"owed": Out(1, init=0)', "core.reset"),
+    ("control", "self.op = Signal(2, init=CtlOp.RESET)", "self.op = Signal(2, init=CtlOp.CLOSE)",
+     "core.reset"),
     # The UltraScale+ shim's pieces (formal/usp.py).
     ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
     ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),
@@ -120,9 +123,12 @@ def test_a_deliberate_break_fails_its_check(tmp_path, module, old, new, name):
 def test_cli_prints_one_line_per_property(tmp_path, capsys):
     require_formal()
     from vmshm.cli import main
-    assert main(["formal", "core.reset", "--depth", "6", "--out", str(tmp_path)]) == 0
+    assert main(["formal", "core.reset", "core.streams", "--depth", "6",
+                 "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["core.reset: bounded to 6 cycles"]
+    # In the order of F.TASKS: a bounded check, then one proved by k-induction.
+    assert out == ["core.streams: bounded to 6 cycles",
+                   "core.reset: proved (k-induction, depth 6)"]
 
 
 def test_cli_refuses_unknown_properties(capsys):
