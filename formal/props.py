@@ -209,7 +209,7 @@ class CoreProperties(Elaboratable):
                        "a CLOSE went out without a read of CLOSE"),
                 Assert(~fresh | (started == 0), "two control packets for one read"),
             ],
-            "streams": lambda: [
+            "streams": lambda: _streams_invariants(inner, part, probe) + [
                 _stable_sink(m, cpl, "cpl", rst),
                 _stable_sink(m, host.ctl_req, "ctl_req", rst),
                 _stable_sink(m, host.dma_req, "dma_req", rst),
@@ -226,41 +226,54 @@ class CoreProperties(Elaboratable):
         return m
 
 
-def _dma_invariants(core, part, probe, opened, wb):
-    """Return the invariants that let k-induction close for ``dma_safe``: they tie the
-    ``opened`` tracker and the window's request at hand to the core's state (its FSM's, the
-    control channel's and the window's, and the request's latched header, read by name). Each
-    is an ``Assert``, proved with the rest."""
+def _any_of(fsm, *states):
+    return Cat(*(fsm.ongoing(s) for s in states)).any()
+
+
+def _state_invariants(core, part):
+    """Return the invariants that tie the state machines of the core, the control channel and
+    the window to each other (read by name), as k-induction needs them: each holds one of its
+    states, the control channel runs a command exactly while the core waits for it, and each
+    window state is served by the core's matching states."""
     fsm, ctl, win = core._generated["fsm"], part["control"]._generated["fsm"], \
         part["window"]._generated["fsm"]
-    r = {n: signal_named(core, n) for n in ("waddr", "count", "remaining", "pw_waddr",
-                                            "pw_count", "read_failed")}
-    limit, shift = probe["map_limit"], wb.bit_length() - 1
-
-    def inside(waddr, count):
-        return ((waddr + count + 1) << shift) <= limit
-    def any_of(f, *states):
-        return Cat(*(f.ongoing(s) for s in states)).any()
-    win_busy = ~win.ongoing("IDLE")
+    failed = signal_named(core, "read_failed")
     # Which of the core's states serve each of the window's (a passing write's beats, or
     # their drop, and its completion while the read waits on).
-    serves = ((~any_of(win, "WRITE", "WRITE-ACK") | fsm.ongoing("DMA-WRITE")) &
+    serves = ((~_any_of(win, "WRITE", "WRITE-ACK") | fsm.ongoing("DMA-WRITE")) &
               (~win.ongoing("READ-REQ") | fsm.ongoing("DMA-READ")) &
               (~win.ongoing("READ-DATA") | fsm.ongoing("DMA-READ") |
-               (any_of(fsm, "PASS-DROP", "PASS-ACK") & ~r["read_failed"])) &
-              (~win.ongoing("PASS") | (fsm.ongoing("DMA-PASS") & ~r["read_failed"])))
+               (_any_of(fsm, "PASS-DROP", "PASS-ACK") & ~failed)) &
+              (~win.ongoing("PASS") | (fsm.ongoing("DMA-PASS") & ~failed)))
     return [
         # Each state machine holds one of its states (induction may start from any encoding).
         *(Assert(f.state < len(f.encoding), f"{name}'s state machine in no state")
           for name, f in (("core", fsm), ("control", ctl), ("window", win))),
-        # The window opens only on a successful OPEN answer; beats are owed only of a request
-        # started while it was open.
-        Assert(~probe["is_open"] | opened, "open without an OPEN answered since the reset"),
-        Assert(probe["dma_free"] | opened, "DMA beats owed without an OPEN since the reset"),
         # The control channel runs a command exactly while the core waits for it (CTL), so
         # nothing opens, closes or moves MAP_SIZE while the window has a request.
         Assert(fsm.ongoing("CTL") == ~ctl.ongoing("IDLE"), "the control channel runs alone"),
         Assert(serves, "the window has a request the core does not serve"),
+    ]
+
+
+def _dma_invariants(core, part, probe, opened, wb):
+    """Return the invariants that let k-induction close for ``dma_safe``: besides
+    :func:`_state_invariants`, they tie the ``opened`` tracker and the window's request at
+    hand to the core's state (the request's latched header, read by name). Each is an
+    ``Assert``, proved with the rest."""
+    win = part["window"]._generated["fsm"]
+    r = {n: signal_named(core, n) for n in ("waddr", "count", "remaining", "pw_waddr",
+                                            "pw_count")}
+    limit, shift = probe["map_limit"], wb.bit_length() - 1
+
+    def inside(waddr, count):
+        return ((waddr + count + 1) << shift) <= limit
+    win_busy = ~win.ongoing("IDLE")
+    return _state_invariants(core, part) + [
+        # The window opens only on a successful OPEN answer; beats are owed only of a request
+        # started while it was open.
+        Assert(~probe["is_open"] | opened, "open without an OPEN answered since the reset"),
+        Assert(probe["dma_free"] | opened, "DMA beats owed without an OPEN since the reset"),
         # The window's request at hand lies inside the open window: its header is the core's
         # latched one (a read's first beat not yet answered: all its beats remain).
         Assert(~win_busy | (probe["is_open"] & inside(r["waddr"], r["count"])),
@@ -269,6 +282,20 @@ def _dma_invariants(core, part, probe, opened, wb):
                "a read's request on offer after its first beat was answered"),
         Assert(~win.ongoing("PASS") | inside(r["pw_waddr"], r["pw_count"]),
                "a passing write lies outside the open window"),
+    ]
+
+
+def _streams_invariants(core, part, probe):
+    """Return the invariants that let k-induction close for ``streams``."""
+    return _state_invariants(core, part) + [
+        # The control channel owes a beat or is owed an answer, never both: an answer taken
+        # late would replace the owed beat on offer.
+        Assert(~(probe["ctl_owed"] & probe["ctl_stale"]), "a beat and an answer owed at once"),
+        # Nothing is owed either way while a command's packet goes out or its answer is
+        # awaited (OPEN-START and CLOSE-START drain both first).
+        Assert(~_any_of(part["control"]._generated["fsm"], "OPEN-FETCH", "OPEN-NAME",
+                        "CLOSE-SEND", "CTL-WAIT") | ~(probe["ctl_owed"] | probe["ctl_stale"]),
+               "a command under way while a beat or an answer is owed"),
     ]
 
 
