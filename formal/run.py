@@ -239,8 +239,8 @@ def _store(key, outcome):
 def check(name, top, prop, *, depth, out, induction=False, timeout=1800, cache=True):
     """Run one property set; return an :class:`Outcome`.
 
-    A ``safety`` group of a component (and any check with ``induction``) tries k-induction at
-    ``depth`` first and falls back to bounded model checking; a ``cover`` group runs in cover
+    A ``safety`` group of a component, a core check of ``_CORE_PROVED`` (and any check with
+    ``induction``) tries k-induction at ``depth`` first and falls back to bounded model checking; a ``cover`` group runs in cover
     mode; the rest are bounded to ``depth``. A pass is cached by the hash of the design, the
     script and the task, so an unchanged design is not checked again.
     """
