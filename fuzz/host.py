@@ -60,10 +60,13 @@ BEHAVIOURS = (
     Behaviour("stop-mid-packet", "take part of a window write, then stop for longer than the "
               "timeout: the beats taken before stay written, the rest arrive with no byte "
               "enabled, TIMEOUTS counts it", True),
-    Behaviour("never-accept", "never take a window request", False,
-              "a fault decided before the request exists: the host BFM reads a stall of a "
-              "packet's first beat as soon as the previous exchange ends (tests/test_wedge.py "
-              "plays it)", implemented=False),
+    Behaviour("never-accept", "take no window request for longer than the timeout (a host "
+              "whose queue is full): the read returns all ones, the write's first beat stays "
+              "and the rest arrive with no byte enabled once the host takes them again, "
+              "TIMEOUTS counts it and DMA_ERROR is set. The host BFM looks up a stall of a "
+              "request's first beat as soon as the exchange before ends, so the stall is drawn "
+              "with that exchange and the next window access meets it if it surely comes "
+              "before the stall ends, or waits it out", True),
     Behaviour("ctl-faults", "never answer, answer twice or unasked, stop mid-name on OPEN and "
               "CLOSE", False, "counting the control channel's exchanges with the device's own "
               "RESET and CLOSE packets (tests/test_wedge.py plays them)", implemented=False),
@@ -103,6 +106,7 @@ class FuzzHost(HostModel):
         super().__init__(timing, **kwargs)
         self._plan = {"ctl": deque(), "dma": deque()}
         self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0}
+        self._stall = None
 
     @property
     def dma_exchanges(self):
@@ -113,10 +117,23 @@ class FuzzHost(HostModel):
         """Make the host's next window exchange misbehave as ``kind`` (``None``: behave).
 
         The shared host BFM reads ``timing.faults`` per exchange (:mod:`vmshm.host_model.faults`).
+        A stall from :meth:`stall_next` stays until its request is taken: the native harness
+        looks it up at its next drive point, which may come after the next access is planned.
         """
-        self.timing.faults = (None if kind is None else
-                              HostFaults([Fault("dma", kind, exchange=self.dma_exchanges,
-                                                **kwargs)]))
+        faults = [] if kind is None else [Fault("dma", kind, exchange=self.dma_exchanges,
+                                                **kwargs)]
+        if self._stall is not None and self._stall.exchange >= self.dma_exchanges:
+            faults.append(self._stall)
+        self.timing.faults = HostFaults(faults) if faults else None
+
+    def stall_next(self, cycles):
+        """Make the host take the window request after the next one only ``cycles`` cycles after
+        it is done with the next one (the host BFM looks the stall up then, before the request
+        exists), keeping the next one's fault."""
+        self._stall = Fault("dma", "stall", exchange=self.dma_exchanges + 1, beat=0,
+                            cycles=cycles)
+        self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults,
+                                         self._stall])
 
     def plan(self, channel, latency):
         """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""
