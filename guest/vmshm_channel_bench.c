@@ -13,7 +13,12 @@
  *   vmshm_channel_bench pair NAME COUNT LEN...
  *       under `vmshm qemu --guests 2`: guest 0 lays out a ring at BENCH_TX(k) for each LEN,
  *       writes $VMSHM_SESSION at PAIR_READY, and sends COUNT messages of each LEN; guest 1
- *       attaches once it reads the session and receives them.
+ *       attaches once it reads the session and receives them. Then round trips between the
+ *       two: guest 1 lays out a ring back at BENCH_RX(0), writes the session at PAIR_BACK and
+ *       echoes COUNT messages (vmshm_ch_echo); guest 0 sends each (RTT_LEN bytes of i & 0xff)
+ *       through BENCH_TX(0), waits for its echo, checks it and times it on its own clock:
+ *       "ping COUNT" before, "rtt NS..." after (the host checks that clock against its own by
+ *       when those two lines arrive).
  *
  * Message i of a row is LEN bytes of the value i & 0xff; every byte received is checked, and
  * its length, so a lost, reordered or altered message fails the run. Prints "id ID", "ready",
@@ -42,6 +47,8 @@
 #define BENCH_TX(k)	(SLOT * (1u + 2u * (k)))
 #define BENCH_RX(k)	(SLOT * (2u + 2u * (k)))
 #define PAIR_READY	0x100u
+#define PAIR_BACK	0x104u
+#define RTT_LEN		64u
 #define MAX_SIZES	7			/* 15 slots: the default 1 MiB window */
 #define WAIT_MS		60000
 
@@ -118,6 +125,45 @@ static int recv_row(struct vmshm_ch *ch, struct vmshm_doorbell *db, uint32_t len
 	}
 	printf("rx %u %u %.6f\n", len, count, now() - t);
 	fflush(stdout);
+	return 0;
+}
+
+/* Guest 0's side of the round trips with guest 1: see the header. */
+static int ping_row(struct vmshm_ch *tx, struct vmshm_ch *rx, struct vmshm_doorbell *db,
+		    uint32_t count)
+{
+	static unsigned char buf[4096], want[RTT_LEN];
+	uint64_t *ns = calloc(count ? count : 1, sizeof *ns);
+
+	if (!ns) {
+		printf("error no memory for %u round trips\n", count);
+		return 1;
+	}
+	printf("ping %u\n", count);
+	fflush(stdout);
+	for (uint32_t i = 0; i < count; i++) {
+		double t = now();
+		int got;
+
+		memset(want, (int)(i & 0xff), RTT_LEN);
+		if (vmshm_ch_send(tx, want, RTT_LEN, db, WAIT_MS)) {
+			printf("error ping send %u\n", i);
+			return 1;
+		}
+		got = vmshm_ch_recv(rx, buf, sizeof buf, db, WAIT_MS);
+		ns[i] = (uint64_t)((now() - t) * 1e9);
+		if (got != (int)RTT_LEN || memcmp(buf, want, RTT_LEN)) {
+			printf("error echo %u: %d bytes, first 0x%02x; expected %u of 0x%02x\n", i, got,
+			       got > 0 ? buf[0] : 0, RTT_LEN, i & 0xff);
+			return 1;
+		}
+	}
+	printf("rtt");
+	for (uint32_t i = 0; i < count; i++)
+		printf(" %llu", (unsigned long long)ns[i]);
+	printf("\n");
+	fflush(stdout);
+	free(ns);
 	return 0;
 }
 
@@ -221,6 +267,30 @@ int main(int argc, char **argv)
 			    || send_row(&tx, &db, len, count))
 				return 1;
 		}
+	}
+	/* Round trips between the two guests: guest 1 lays out the way back at BENCH_RX(0). */
+	if (pair && index == 1) {
+		if (vmshm_ch_init(&rx, shm + BENCH_RX(0), SLOT)
+		    || vmshm_ch_attach(&tx, shm + BENCH_TX(0), SLOT))
+			return fail("init the way back");
+		atomic_thread_fence(memory_order_seq_cst);
+		words[PAIR_BACK / 4] = session;
+		/* Echo what arrives through BENCH_TX(0) back through BENCH_RX(0). */
+		if (vmshm_ch_echo(&tx, &rx, count, &db, WAIT_MS))
+			return 1;
+	}
+	if (pair && index == 0) {
+		while (words[PAIR_BACK / 4] != session) {
+			if (now() - t0 > 300) {
+				printf("error guest 1 never laid out the way back\n");
+				return 1;
+			}
+			usleep(10000);
+		}
+		if (vmshm_ch_attach(&tx, shm + BENCH_TX(0), SLOT)
+		    || vmshm_ch_attach(&rx, shm + BENCH_RX(0), SLOT)
+		    || ping_row(&tx, &rx, &db, count))
+			return 1;
 	}
 	/* The first size's rings are empty now: the host's round trips reuse them. */
 	if (!pair && (vmshm_ch_attach(&tx, shm + BENCH_TX(0), SLOT)

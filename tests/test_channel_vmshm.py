@@ -33,15 +33,18 @@ SERVED = {"host → host (floor)": r"plain mapping",
           "VMShm guest → VMShm guest": r"RTL \((native|amaranth)\) x2"}
 PAIRS = {"host ↔ host (floor)": r"plain mapping",
          "host ↔ ivshmem guest": r"QEMU ivshmem-doorbell",
-         "host ↔ VMShm guest": r"RTL \((native|amaranth)\)"}
-RTT_TITLE = "round trips: 64-byte messages, one outstanding, the host's clock"
+         "host ↔ VMShm guest": r"RTL \((native|amaranth)\)",
+         "VMShm guest ↔ VMShm guest": r"RTL \((native|amaranth)\) x2, guest 0's clock"
+                                      r"( off \(x[\d.]+ the host's\))?"}
+RTT_TITLE = ("round trips: 64-byte messages, one outstanding, the initiator's clock (the host's, "
+             "unless the row says otherwise)")
 WHERE = re.compile(r"VMShm guest <-> host run: (?P<requests>\d+) window and register requests in "
                    r"(?P<seconds>[\d.]+) s \([\d.]+ µs each\), (?P<cycles>\d+) simulated cycles "
                    r"\([\d.]+ a request\); the device server spent (?P<serve_seconds>[\d.]+) s .*")
 
 
 def _number(text):
-    return float(text.replace(",", ""))
+    return None if text == "-" else float(text.replace(",", ""))
 
 
 def _parse(lines):
@@ -102,8 +105,9 @@ def test_the_doc_shows_the_table_the_bench_prints():
     assert [r["pair"] for r in rtt] == list(PAIRS)
     for r in rtt:
         assert re.fullmatch(PAIRS[r["pair"]], r["served_by"]), r
-        assert 0 < r["median_us"] <= r["p99_us"], r
-    assert rtt[-1]["round_trips"] == int(title[2])           # the VMShm guest's: --vmshm-count
+        assert r["median_us"] is None or 0 < r["median_us"] <= r["p99_us"], r
+    # The VMShm guests': --vmshm-count.
+    assert rtt[-2]["round_trips"] == rtt[-1]["round_trips"] == int(title[2])
     # The command's own functions print those figures exactly as the doc shows them.
     assert _render(rows, rtt, int(title[1]), int(title[2]), spent) == lines[1:-1], (
         "docs/channel.md's sample is not what `vmshm channel --bench` prints: run it and paste "
@@ -117,6 +121,19 @@ def test_the_shape_check_catches_a_changed_table():
     assert _render(rows, rtt, 20000, 200, spent) != _render(rows, rtt[:-1], 20000, 200, spent)
     changed = [dict(r, served_by="RTL (verilator)") for r in rows]
     assert not all(re.fullmatch(SERVED[r["direction"]], r["served_by"]) for r in changed)
+
+
+def test_round_trips_on_a_guest_clock_are_checked_against_the_hosts():
+    from vmshm.benches.channel_vmshm import guest_rtt_row
+    ns = [2_000_000] * 98 + [3_000_000, 9_000_000]          # 0.208 s of round trips
+    row = guest_rtt_row("VMShm guest ↔ VMShm guest", ns, 0.21, "RTL (native) x2")
+    assert (row["round_trips"], row["median_us"], row["p99_us"]) == (100, 2000, 3000)
+    assert row["served_by"] == "RTL (native) x2, guest 0's clock"
+    # A guest clock running fast against the host's: the count stays, the figures go.
+    fast = guest_rtt_row("VMShm guest ↔ VMShm guest", ns, 0.05, "RTL (native) x2")
+    assert fast["median_us"] is None and fast["p99_us"] is None
+    assert fast["served_by"] == "RTL (native) x2, guest 0's clock off (x4.16 the host's)"
+    assert re.fullmatch(PAIRS["VMShm guest ↔ VMShm guest"], fast["served_by"])
 
 
 pytestmark = pytest.mark.xdist_group("qemu_guests")
@@ -147,10 +164,10 @@ def test_channel_bench_has_the_vmshm_rows_beside_ivshmem_and_the_floor():
     assert 0 < spent["serve_seconds"] < spent["seconds"]
     # The round trips, each echoed and checked whole: 300 on the floor and the ivshmem guest,
     # --vmshm-count on the VMShm guest; each slower than the floor's median.
-    assert [(x["pair"], x["round_trips"]) for x in rtt] == list(zip(PAIRS, (300, 300, 20)))
+    assert [(x["pair"], x["round_trips"]) for x in rtt] == list(zip(PAIRS, (300, 300, 20, 20)))
     for x in rtt:
         assert re.fullmatch(PAIRS[x["pair"]], x["served_by"]), x
-        assert 0 < x["median_us"] <= x["p99_us"]
+        assert x["median_us"] is None or 0 < x["median_us"] <= x["p99_us"]
     assert rtt[2]["median_us"] > rtt[1]["median_us"] > rtt[0]["median_us"]
     assert _render(rows, rtt, 500, 20, spent) == lines[start + 1:-1], "the printed shape changed"
 

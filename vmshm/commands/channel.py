@@ -194,7 +194,7 @@ def guest_table(rows, count, vmshm_count=None):
 def rtt_table(rows):
     """Return the round trips as a table: median and p99 in microseconds, on the host's clock."""
     table = Table(title=f"round trips: {rows[0]['bytes']}-byte messages, one outstanding, the "
-                        f"host's clock")
+                        f"initiator's clock (the host's, unless the row says otherwise)")
     for col in ("between", "round trips", "median µs", "p99 µs", "served by"):
         table.add_column(col, justify="left" if col in ("between", "served by") else "right")
     for r in rows:
@@ -204,7 +204,10 @@ def rtt_table(rows):
 
 
 def _us(value):
-    # Three figures: the floor's few microseconds beside the VMShm guest's thousands.
+    # Three figures: the floor's few microseconds beside the VMShm guest's thousands; "-" where
+    # the clock that timed them was not trusted.
+    if value is None:
+        return "-"
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
