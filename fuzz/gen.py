@@ -24,7 +24,7 @@ from vmshm.driver_model.bus import BusTimeout, Space
 from vmshm.host_model import ShmRegion
 from vmshm.abi.regmap import BAR0_SIZE, BAR_WINDOW, REG
 
-from .host import ACTIVE, DEFAULT_BEHAVIOURS
+from .host import ACTIVE, DEFAULT_BEHAVIOURS, gate_bound as _gate_bound
 from .model import CLOSE_OFF, OPEN_OFF, DeviceModel, FuzzConfig
 
 __all__ = ["KINDS", "fuzz_guest", "Mismatch"]
@@ -41,13 +41,6 @@ _SLOT_BASE = 0x8000_0000
 
 class Mismatch(AssertionError):
     """The device and the model disagree."""
-
-
-def _gate_bound(p):
-    """Return cycles a handshake gated with probability ``p`` waits at worst (P < 1e-12)."""
-    if p >= 1:
-        return 0
-    return math.ceil(math.log(1e-12) / math.log(1 - p))
 
 
 class Fuzzer:
@@ -80,7 +73,8 @@ class Fuzzer:
         self.counts = {}
         self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
                       "object checks": 0, "resets": 0, "late": 0, "never-answer": 0,
-                      "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0, "never-accept": 0}
+                      "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0, "never-accept": 0,
+                      "ctl-double": 0, "ctl-unasked": 0}
         self.index = 0
         self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
@@ -238,7 +232,7 @@ class Fuzzer:
         await self._dma_settle()
         triggers = m.triggers(off, 0, be) if m.decode(self.bar_base(0) + off, 0) else []
         fates = []
-        late = None
+        late = extra = None
         if triggers:
             fates = await self._prepare_ctl(1)
             if fates is None:
@@ -252,6 +246,9 @@ class Fuzzer:
                     self.host.plan("ctl", latency)
                     if fate == "late":
                         late = (latency, bound)
+                    else:
+                        room = self.cfg.host_timeout - bound - 2 * self.gb_rsp - 24 - latency
+                        extra = self.host.draw_ctl_extra(self.rng, self.behaviours, room)
                     if op == "OPEN":
                         # Drawn on every backend, so the traffic does not depend on the probe.
                         m.next_host_base = self.rng.randrange(1 << 52) << 12
@@ -264,6 +261,9 @@ class Fuzzer:
         if fates == ["blocked"]:
             self.stats["ETIMEDOUT-drain"] += 1
         await self.mem_read(self.bar_base(0) + off, 0, be, fates=fates, what=what)
+        if extra:
+            self.stats[extra] += 1
+            await self.probe_wait(4 * self.gb_rsp + 32)     # the second answer may still come
         if late is not None:
             latency, bound = late
             self.stats["ETIMEDOUT-late"] += 1

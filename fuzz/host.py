@@ -11,6 +11,7 @@ enabled by default; window faults are drawn through the host-fault API
 (``implemented`` false) with what they wait for.
 """
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -67,9 +68,13 @@ BEHAVIOURS = (
               "request's first beat as soon as the exchange before ends, so the stall is drawn "
               "with that exchange and the next window access meets it if it surely comes "
               "before the stall ends, or waits it out", True),
-    Behaviour("ctl-faults", "never answer, answer twice or unasked, stop mid-name on OPEN and "
-              "CLOSE", False, "counting the control channel's exchanges with the device's own "
-              "RESET and CLOSE packets (tests/test_wedge.py plays them)", implemented=False),
+    Behaviour("ctl-extra-answers", "answer OPEN or CLOSE twice, or send an answer with a tag no "
+              "request had (OK, 1 MiB) before the real one: the extra ones are dropped by their "
+              "tags", True),
+    Behaviour("ctl-faults", "never answer OPEN or CLOSE, or stop taking OPEN's name half-way",
+              False, "a model of a stale answer that never comes (the next OPEN or CLOSE waits "
+              "for it under its own timeout) and of the RESET that ends a name cut off half-way "
+              "(tests/test_wedge.py plays them)", implemented=False),
 )
 #: Names of the behaviours drawn by default.
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
@@ -105,7 +110,7 @@ class FuzzHost(HostModel):
     def __init__(self, timing, **kwargs):
         super().__init__(timing, **kwargs)
         self._plan = {"ctl": deque(), "dma": deque()}
-        self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0}
+        self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0, "RESET": 0}
         self._stall = None
 
     @property
@@ -134,6 +139,26 @@ class FuzzHost(HostModel):
                             cycles=cycles)
         self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults,
                                          self._stall])
+
+    def draw_ctl_extra(self, rng, behaviours, room):
+        """Draw whether the OPEN or CLOSE about to go out gets extra answers; return the
+        fault's name or None. ``room``: cycles its answer may come later and stay in time.
+
+        Control exchanges count every packet the host took, the device's RESETs included.
+        """
+        if "ctl-extra-answers" not in behaviours or rng.random() >= 0.15:
+            return None
+        kind = rng.choice(["double", "unasked"])
+        if kind == "unasked" and room < 0:
+            return None
+        exchange = self.counts["OPEN"] + self.counts["CLOSE"] + self.counts["RESET"]
+        self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults,
+                                         Fault("ctl", kind, exchange=exchange)])
+        return "ctl-" + kind
+
+    def reset(self):
+        self.counts["RESET"] += 1
+        return super().reset()
 
     def plan(self, channel, latency):
         """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""
@@ -166,3 +191,10 @@ class FuzzHost(HostModel):
     def dma_write(self, offset, data, mask=None):
         self._take("WRITE", "dma")
         return super().dma_write(offset, data, mask)
+
+
+def gate_bound(p):
+    """Return cycles a handshake gated with probability ``p`` waits at worst (P < 1e-12)."""
+    if p >= 1:
+        return 0
+    return math.ceil(math.log(1e-12) / math.log(1 - p))
