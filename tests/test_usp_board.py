@@ -11,7 +11,7 @@ from amaranth.hdl import Module, ResetInserter
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
-from vmshm.rtl.usp.descriptors import RC_DESCRIPTOR, RC_DISCONTINUE
+from vmshm.rtl.usp.descriptors import CQ_DESCRIPTOR, RC_DESCRIPTOR, RC_DISCONTINUE, ReqType
 from vmshm.sim import stream_get, stream_put
 
 from test_usp_shims import HOST_BASE, RootComplex, dwords_at
@@ -301,3 +301,147 @@ def test_finding4_core_hears_when_messages_become_possible(msi, bme):
 
     run_top(dut, main)
     assert seen == [msi & bme]
+
+
+#: Cycles after an FLR starts in which RQ may still offer, where the IP takes every beat at once
+#: (64 bits, 128-byte Max_Payload_Size): the requester fills RQ's buffer one DWORD a cycle and it
+#: drains two, so at most one whole TLP (a descriptor and 32 DWORDs) waits there; its beats,
+#: plus the skid buffer's and the converter's cycles.
+DRAIN = (4 + 128 // 4) // 2 + 8
+
+
+def _cq_put(dut):
+    """Return ``put(ctx, beats)``: offer CQ beats on the top's raw ports, each until taken."""
+    async def put(ctx, beats):
+        for beat in beats:
+            for name, value in beat.items():
+                ctx.set(getattr(dut, f"s_axis_cq_{name}"), value)
+            ctx.set(dut.s_axis_cq_tvalid, 1)
+            for _ in range(LIMIT):
+                taken = ctx.get(dut.s_axis_cq_tready)      # as the edge will see it
+                await ctx.posedge(dut.user_clk)
+                if taken:
+                    break
+            else:
+                raise AssertionError("CQ never took a beat")
+            ctx.set(dut.s_axis_cq_tvalid, 0)
+    return put
+
+
+def _cq_request(dut, width, function, req_type, addr, length, payload=(), tag=0):
+    """Return the CQ beats of a request to offset ``addr`` of the top's BAR of ``function``."""
+    bar = next(b for b in dut.bars if b.function == function)
+    desc = pack(CQ_DESCRIPTOR, address=addr >> 2, dword_count=length, request_type=req_type,
+                requester_id=0x0A10, tag=tag, bar_id=bar.index,
+                bar_aperture=bar.size.bit_length() - 1)
+    return to_beats(desc + list(payload), width, lambda first, last: 0xFF if first else 0)
+
+
+def test_no_tlp_request_and_no_msi_while_an_flr_is_in_process():
+    """No RQ request and no MSI from ``cfg_flr_in_process`` until ``cfg_flr_done`` (PG213: the
+    user logic must not send requests for a function while its FLR is in process; the search
+    tool found no copy of PG213's exact wording, so this is the rule as the issue states it).
+    A guest opens an object and unmasks vector 0; the host rings it, the MSI is asked and left
+    unanswered, the guest clears it and the host rings again, so a second message is owed; the
+    guest writes 256 DWORDs to the window (Memory Write TLPs of 128 bytes, one after another).
+    The FLR starts as the second TLP leaves; as PCIe's FLR does, the hard IP clears MSI Enable
+    and Bus Master Enable, and it answers the outstanding MSI in that cycle. Until
+    ``cfg_flr_done``: no ``cfg_interrupt_msi_int``, and once the TLP already whole in RQ's
+    buffer has left (by design it leaves whole: at most ``DRAIN`` cycles), RQ's ``tvalid`` stays
+    low. Fails with the requester left out of the FLR's reset (a third TLP at FLR + 36 cycles)
+    and with the interrupt shim ignoring MSI Enable and Bus Master Enable (the owed MSI asked
+    during the FLR)."""
+    from vmshm.abi.regmap import BAR_NAME, BAR_REGS, BAR_WINDOW, CtlOp, Status
+    from vmshm.rtl.usp import top as usp_top
+    width = 64
+    dut = usp_top.VMShmUSP(axis_width=width)
+    put = _cq_put(dut)
+    log = {"rq": [], "flr": None, "done": None, "msi": [], "cycle": 0}
+
+    async def main(ctx):
+        ctx.set(dut.user_reset, 1)
+        for _ in range(3):
+            await ctx.posedge(dut.user_clk)
+        ctx.set(dut.user_reset, 0)
+        ctx.set(dut.cfg_function_status, 0b0110)           # Memory Space and Bus Master Enable
+        ctx.set(dut.cfg_interrupt_msi_enable, 1)
+        ctx.set(dut.m_axis_rq_tready, 1)
+        ctx.set(dut.m_axis_cc_tready, 1)
+        ctx.set(dut.ctl_req.ready, 1)
+        await put(ctx, _cq_request(dut, width, BAR_NAME, ReqType.MEM_WRITE, 0, 1, [ord("/")]))
+        await put(ctx, _cq_request(dut, width, BAR_REGS, ReqType.MEM_WRITE, 0x30, 1, [1]))
+        await put(ctx, _cq_request(dut, width, BAR_REGS, ReqType.MEM_READ, 0, 1, tag=1))
+        # The host: OPEN's last name byte, then its answer.
+        for _ in range(LIMIT):
+            await ctx.posedge(dut.user_clk)
+            if ctx.get(dut.ctl_req.valid) and ctx.get(dut.ctl_req.payload.last):
+                tag = ctx.get(dut.ctl_req.payload.tag)
+                break
+        await ctx.posedge(dut.user_clk)                      # the last byte is taken
+        ctx.set(dut.ctl_rsp.payload, {"status": Status.OK, "size": 4096, "addr": HOST_BASE,
+                                      "op": CtlOp.OPEN, "tag": tag})
+        ctx.set(dut.ctl_rsp.valid, 1)
+        while not ctx.get(dut.ctl_rsp.ready):
+            await ctx.posedge(dut.user_clk)
+        await ctx.posedge(dut.user_clk)
+        ctx.set(dut.ctl_rsp.valid, 0)
+        for _ in range(10):
+            await ctx.posedge(dut.user_clk)
+        assert ctx.get(dut._core.host_base) == HOST_BASE, "OPEN failed"
+        # Vector 0 rung, its MSI asked and left unanswered; the guest clears it and it is rung
+        # again: a second message is owed behind the first.
+        for clear in (False, True):
+            if clear:
+                await put(ctx, _cq_request(dut, width, BAR_REGS, ReqType.MEM_WRITE, 0x34, 1, [1]))
+                for _ in range(20):                           # the clear is in
+                    await ctx.posedge(dut.user_clk)
+            ctx.set(dut.ring.payload, {"vector": 0})
+            ctx.set(dut.ring.valid, 1)
+            await ctx.posedge(dut.user_clk)
+            ctx.set(dut.ring.valid, 0)
+            for _ in range(20):
+                await ctx.posedge(dut.user_clk)
+        assert len(log["msi"]) == 1 and ctx.get(dut.cfg_interrupt_msi_pending_status) & 1, \
+            "no second message owed"
+        await put(ctx, _cq_request(dut, width, BAR_WINDOW, ReqType.MEM_WRITE, 0, 256,
+                                   list(range(256))))
+        for _ in range(LIMIT):                                # the second TLP is going out
+            await ctx.posedge(dut.user_clk)
+            if len(log["rq"]) >= 2:
+                break
+        else:
+            raise AssertionError(f"the write's TLPs never went out: {log}")
+        ctx.set(dut.cfg_flr_in_process, 1)
+        ctx.set(dut.cfg_function_status, 0)
+        ctx.set(dut.cfg_interrupt_msi_enable, 0)
+        ctx.set(dut.cfg_interrupt_msi_sent, 1)
+        log["flr"] = log["cycle"]
+        await ctx.posedge(dut.user_clk)
+        ctx.set(dut.cfg_interrupt_msi_sent, 0)
+        for _ in range(LIMIT):
+            await ctx.posedge(dut.user_clk)
+            if ctx.get(dut.cfg_flr_done) & 1:
+                log["done"] = log["cycle"]
+                break
+        ctx.set(dut.cfg_flr_in_process, 0)
+
+    async def watch(ctx):
+        # Every cycle: RQ's tvalid (and each TLP's first beat taken), MSI requests.
+        first = True
+        while True:
+            await ctx.posedge(dut.user_clk)
+            log["cycle"] += 1
+            if ctx.get(dut.m_axis_rq_tvalid):
+                log.setdefault("rq_valid", []).append(log["cycle"])
+                if first:
+                    log["rq"].append(log["cycle"])
+                first = bool(ctx.get(dut.m_axis_rq_tlast))
+            if ctx.get(dut.cfg_interrupt_msi_int):
+                log["msi"].append(log["cycle"])
+
+    run_top(dut, main, watch)
+    flr, done = log["flr"], log["done"]
+    assert done is not None, "cfg_flr_done never came"
+    assert len(log["msi"]) == 1 and log["msi"][0] < flr, f"MSI requests at {log['msi']}"
+    during = [c - flr for c in log["rq_valid"] if flr < c <= done]
+    assert not [c for c in during if c > DRAIN], f"RQ offered at FLR + {during}"

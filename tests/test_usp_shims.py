@@ -12,7 +12,7 @@ tests/test_pcie.py; these run in the daily subset.
 
 import pytest
 
-from vmshm.abi.regmap import BAR_NAME
+from vmshm.abi.regmap import BAR_NAME, CtlOp, Status
 from vmshm.rtl.usp.descriptors import (CC_DESCRIPTOR, CQ_DESCRIPTOR, CQ_DISCONTINUE,
                                        RC_DESCRIPTOR, RC_DISCONTINUE, RQ_DESCRIPTOR, ReqType)
 from vmshm.sim import stream_get, stream_put, wait_cycles
@@ -533,3 +533,92 @@ def test_an_unsupported_request_fails_the_read_at_once_and_frees_its_tag():
         assert answer == [(d, 0) for d in dwords_at(memory, 0x300 * i % 0xC00, 256)]
     tags = [t[0].tag for t in rc.tlps]
     assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the refused read's tag stayed out"
+
+
+CA = 0b100
+#: The window's BAR in :func:`usp_bars` and its aperture (log2 of its 4096 bytes).
+WINDOW_BAR, WINDOW_APERTURE = 1, 12
+
+
+def window_word(offset):
+    """The word the host holds at byte ``offset`` of the open object."""
+    return 0x5A00_0000 | offset
+
+
+def failing_host(core, fail):
+    """Return a background testbench that plays ``core``'s host: every OPEN succeeds with a
+    4096-byte object, and window reads get :func:`window_word`, the word at byte offset
+    ``fail`` answered with ``err`` (the host could not give it)."""
+    h = core.host
+
+    async def host(ctx):
+        ctl, dma = [], []           # answer beats owed, in order
+        ctx.set(h.ctl_req.ready, 1)
+        ctx.set(h.dma_req.ready, 1)
+        while True:
+            for port, owed in ((h.ctl_rsp, ctl), (h.dma_rsp, dma)):
+                ctx.set(port.valid, bool(owed))
+                if owed:
+                    ctx.set(port.payload, owed[0])
+            _, _, c_valid, c_beat, d_valid, d_beat, c_taken, d_taken = await ctx.tick().sample(
+                h.ctl_req.valid, h.ctl_req.payload, h.dma_req.valid, h.dma_req.payload,
+                h.ctl_rsp.ready, h.dma_rsp.ready)
+            if ctl and c_taken:
+                ctl.pop(0)
+            if dma and d_taken:
+                dma.pop(0)
+            if c_valid and c_beat.last and c_beat.op == CtlOp.OPEN:
+                ctl.append({"status": Status.OK, "size": 4096, "addr": 0, "op": CtlOp.OPEN,
+                            "tag": c_beat.tag})
+            if d_valid and not d_beat.write:
+                for i in range(d_beat.count + 1):
+                    at = d_beat.addr + 4 * i
+                    dma.append({"data": window_word(at), "err": int(at == fail),
+                                "last": int(i == d_beat.count), "tag": d_beat.tag})
+    return host
+
+
+#: A 60-DWORD window read from 0x74: with a 128-byte Max_Payload_Size its completions are
+#: 0x74-0x7F, 0x80-0xFF and 0x100-0x163. The host fails its first DWORD, one in the middle of
+#: the second completion, or its last.
+FAILED_READ = (0x74, 60)
+
+
+@pytest.mark.parametrize("width", [64, 256])
+@pytest.mark.parametrize("failed", [0, 10, 59], ids=["first", "middle", "last"])
+def test_a_window_read_the_host_fails_ends_with_a_completer_abort(width, failed):
+    """Open an object, then read the window while the host fails one DWORD of the read's DMA:
+    the completions before the failed DWORD's come whole, with the host's data; the failed
+    DWORD's completion is replaced by one Completer Abort with that completion's lower address
+    and byte count (PCIe 2.3.1.1: what was still to come) and no data; nothing else follows,
+    and the next read is answered as usual."""
+    rng = seeded(width + failed)
+    dut = CompleterHarness(width, usp_bars())
+    addr, length = FAILED_READ
+    fail = addr + 4 * failed
+    got = []
+
+    async def main(ctx):
+        guest = Guest(ctx, dut, width, rng, busy=0.2)
+        await guest.send(cq_request(width, ReqType.MEM_WRITE, 0, 1, payload=[ord("/")]))
+        await guest.send(cq_request(width, ReqType.MEM_READ, 0, 1, bar=0, aperture=8, tag=1))
+        desc, payload = await guest.completion()
+        assert (desc.completion_status, payload) == (SC, [Status.OK]), "OPEN failed"
+        await guest.read(addr, length, 0xF, 0xF, tag=2, bar=WINDOW_BAR,
+                         aperture=WINDOW_APERTURE)
+        await guest.read(0, 1, 0xF, 0, tag=3)               # the name buffer, after it
+        while not got or got[-1][0] != 3:
+            desc, payload = await guest.completion()
+            got.append((desc.tag, desc.completion_status, desc.lower_address, desc.byte_count,
+                        desc.dword_count, payload))
+
+    run(dut, main, pg213_rules(dut.cc, "CC"), failing_host(dut.core, fail))
+    expected, first = [], 0
+    for la, bc, dwc in read_completions(addr, length, 0xF, 0xF, MPS[0]):
+        if first + dwc > failed:
+            expected.append((2, CA, la, bc, 0, []))
+            break
+        start = addr + 4 * first
+        expected.append((2, SC, la, bc, dwc, [window_word(start + 4 * i) for i in range(dwc)]))
+        first += dwc
+    assert got == expected + [(3, SC, 0, 4, 1, [ord("/")])]

@@ -147,8 +147,9 @@ def run(dut, main, *background, vcd=None):
         sim.run()
 
 
-def run_top(top, main):
-    """Run ``main(ctx)`` on the UltraScale+ ``top``, its ``user_clk`` driven at CLOCK_PERIOD."""
+def run_top(top, main, *background):
+    """Run ``main(ctx)`` on the UltraScale+ ``top``, its ``user_clk`` driven at CLOCK_PERIOD,
+    with the ``background`` testbenches."""
     async def clock(ctx):
         while True:
             ctx.set(top.user_clk, 0)
@@ -158,6 +159,8 @@ def run_top(top, main):
 
     sim = Simulator(top)
     sim.add_process(clock)
+    for testbench in background:
+        sim.add_testbench(testbench, background=True)
     sim.add_testbench(main)
     sim.run()
 
@@ -174,13 +177,17 @@ class CompleterHarness(wiring.Component):
 
     CQ goes through :class:`AxisToDwords` and :class:`CqBuffer` to :class:`USPCompleter`, whose
     requests the core serves, and CC leaves through :class:`DwordsToAxis`, wired as the top
-    wires them. The core's host side is left idle: the tests reach its registers and its name
-    buffer, which need no host.
+    wires them. The core's host side is left undriven: most tests reach only its registers and
+    its name buffer, which need no host; a test that reads the window plays the host on
+    ``core.host`` itself.
     """
 
     def __init__(self, width, bars):
         self._width = width
         self._bars = bars
+        size = {b.function: b.size for b in bars}
+        self.core = VMShmCore(window_size=size[BAR_WINDOW], name_size=size[BAR_NAME],
+                              data_width=32, regs_size=size[BAR_REGS])
         super().__init__({
             "cq": In(stream.Signature(beat_layout(width, CQ_USER_WIDTH))),
             "cc": Out(stream.Signature(beat_layout(width, CC_USER_WIDTH))),
@@ -190,10 +197,7 @@ class CompleterHarness(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        size = {b.function: b.size for b in self._bars}
-        m.submodules.core = core = VMShmCore(window_size=size[BAR_WINDOW],
-                                             name_size=size[BAR_NAME], data_width=32,
-                                             regs_size=size[BAR_REGS])
+        m.submodules.core = core = self.core
         m.submodules.cq_rx = cq_rx = AxisToDwords(self._width, CQ_USER_WIDTH)
         m.submodules.cq_buf = cq_buf = CqBuffer()
         m.submodules.completer = completer = USPCompleter(self._bars, core.addr_width)
