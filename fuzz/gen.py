@@ -24,7 +24,7 @@ from vmshm.driver_model.bus import BusTimeout, Space
 from vmshm.host_model import ShmRegion
 from vmshm.abi.regmap import BAR0_SIZE, BAR_WINDOW, REG
 
-from .host import ACTIVE, DEFAULT_BEHAVIOURS
+from .host import ACTIVE, DEFAULT_BEHAVIOURS, gate_bound as _gate_bound
 from .model import CLOSE_OFF, OPEN_OFF, DeviceModel, FuzzConfig
 
 __all__ = ["KINDS", "fuzz_guest", "Mismatch"]
@@ -41,13 +41,6 @@ _SLOT_BASE = 0x8000_0000
 
 class Mismatch(AssertionError):
     """The device and the model disagree."""
-
-
-def _gate_bound(p):
-    """Return cycles a handshake gated with probability ``p`` waits at worst (P < 1e-12)."""
-    if p >= 1:
-        return 0
-    return math.ceil(math.log(1e-12) / math.log(1 - p))
 
 
 class Fuzzer:
@@ -80,13 +73,16 @@ class Fuzzer:
         self.counts = {}
         self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
                       "object checks": 0, "resets": 0, "late": 0, "never-answer": 0,
-                      "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0}
+                      "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0, "never-accept": 0,
+                      "ctl-double": 0, "ctl-unasked": 0}
         self.index = 0
         self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
         self.stale_earliest = self.stale_safe = 0
         self.dma_safe = 0
         self.dma_busy = False
+        # never-accept: the stall drawn with a window exchange, then (earliest, latest) its end.
+        self.stall_cycles, self.stall_end = 0, None
 
     # -- carrying out one transaction -------------------------------------------------------------
 
@@ -236,7 +232,7 @@ class Fuzzer:
         await self._dma_settle()
         triggers = m.triggers(off, 0, be) if m.decode(self.bar_base(0) + off, 0) else []
         fates = []
-        late = None
+        late = extra = None
         if triggers:
             fates = await self._prepare_ctl(1)
             if fates is None:
@@ -250,6 +246,9 @@ class Fuzzer:
                     self.host.plan("ctl", latency)
                     if fate == "late":
                         late = (latency, bound)
+                    else:
+                        room = self.cfg.host_timeout - bound - 2 * self.gb_rsp - 24 - latency
+                        extra = self.host.draw_ctl_extra(self.rng, self.behaviours, room)
                     if op == "OPEN":
                         # Drawn on every backend, so the traffic does not depend on the probe.
                         m.next_host_base = self.rng.randrange(1 << 52) << 12
@@ -262,6 +261,9 @@ class Fuzzer:
         if fates == ["blocked"]:
             self.stats["ETIMEDOUT-drain"] += 1
         await self.mem_read(self.bar_base(0) + off, 0, be, fates=fates, what=what)
+        if extra:
+            self.stats[extra] += 1
+            await self.probe_wait(4 * self.gb_rsp + 32)     # the second answer may still come
         if late is not None:
             latency, bound = late
             self.stats["ETIMEDOUT-late"] += 1
@@ -396,10 +398,19 @@ class Fuzzer:
         names (:data:`~vmshm.fuzz.host.BEHAVIOURS`); None: the access never reaches the host.
         """
         self.host.fault(None)
-        hit = self.model.decode(self.bar_base(1) + off, count)
-        if hit is None or hit[0].function != BAR_WINDOW or not self.model.window_ok(off, count):
+        if not self._reaches_host(off, count):
             return None         # it never reaches the host: nothing to plan
         T = self.cfg.host_timeout
+        beats = (count + 1) * (self.gb_rsp + 1)     # how long the answer's beats take at worst
+        if self.stall_end is not None:
+            # The stall surely outlasts this request's timeout (_window_access waited otherwise):
+            # the host takes it once the stall ends, and its answer is dropped by its tag.
+            latency = self.rng.randint(0, 64)
+            self.host.plan("dma", latency)
+            self.dma_pending = (self.stall_end[1] - self.bus.now() + latency + beats +
+                                (count + 1) * (self.gb_dma + 1))
+            self.stall_end, self.dma_busy = None, True
+            return "never-accept"
         slack = T - self.gb_rsp - 16 if T else 1 << 30
         late = (T and "late-dma" in self.behaviours and
                 (slack < 0 or self.rng.random() < 0.05))
@@ -408,8 +419,6 @@ class Fuzzer:
         else:
             latency = self.rng.randint(0, max(0, min(64, slack)))
         self.host.plan("dma", latency)
-        # How long the host's answer beats take at worst.
-        beats = (count + 1) * (self.gb_rsp + 1)
         # When the late host is done with this access, at the latest (for resets).
         self.dma_pending = latency + beats + self.gb_dma * (count + 1)
         if late:
@@ -417,6 +426,10 @@ class Fuzzer:
         faults = [f for f in ("never-answer", "answer-twice", "unasked", "stop-mid-packet")
                   if f in self.behaviours and T]
         if not (faults and self.rng.random() < 0.15):
+            if "never-accept" in self.behaviours and T and self.rng.random() < 0.04:
+                # The next window request finds a host that takes nothing for a while.
+                self.stall_cycles = 2 * T + 512 + self.rng.randint(0, T)
+                self.host.stall_next(self.stall_cycles)
             return "fast"
         fate = self.rng.choice(faults)
         if fate == "never-answer":
@@ -450,9 +463,19 @@ class Fuzzer:
             await self._wait_until(self.dma_safe)
             self.dma_busy = False
 
+    def _reaches_host(self, off, count):
+        hit = self.model.decode(self.bar_base(1) + off, count)
+        return bool(hit) and hit[0].function == BAR_WINDOW and self.model.window_ok(off, count)
+
     async def _window_access(self, write):
         off, count = self._window_target()
         await self._dma_settle()
+        if (self.stall_end is not None and self._reaches_host(off, count) and
+                self.bus.now() + self.cfg.host_timeout + 8 * count + 264 > self.stall_end[0]):
+            # The stall may end about when this request times out: let it end first.
+            await self._wait_until(self.stall_end[1] + 16)
+            self.stall_end = None
+        start = self.bus.now()
         self.dma_pending = 0
         fate = self._dma_plan(off, count, write)
         name = fate if fate is None or isinstance(fate, str) else fate[0]
@@ -468,6 +491,11 @@ class Fuzzer:
         else:
             await self.mem_read(self.bar_base(1) + off, count, self._rand_be(), fate=fate,
                                 what="window read" + label)
+        if self.stall_cycles:
+            # The host looked the stall up when it was done with this access: after it began,
+            # by its end (the BFMs' stall begun at time 0 lasts an edge more).
+            self.stall_end = (start + self.stall_cycles, self.bus.now() + self.stall_cycles + 2)
+            self.stall_cycles = 0
         self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
 
     async def do_win_read(self):

@@ -11,6 +11,7 @@ enabled by default; window faults are drawn through the host-fault API
 (``implemented`` false) with what they wait for.
 """
 
+import math
 from collections import deque
 from dataclasses import dataclass
 
@@ -60,13 +61,20 @@ BEHAVIOURS = (
     Behaviour("stop-mid-packet", "take part of a window write, then stop for longer than the "
               "timeout: the beats taken before stay written, the rest arrive with no byte "
               "enabled, TIMEOUTS counts it", True),
-    Behaviour("never-accept", "never take a window request", False,
-              "a fault decided before the request exists: the host BFM reads a stall of a "
-              "packet's first beat as soon as the previous exchange ends (tests/test_wedge.py "
-              "plays it)", implemented=False),
-    Behaviour("ctl-faults", "never answer, answer twice or unasked, stop mid-name on OPEN and "
-              "CLOSE", False, "counting the control channel's exchanges with the device's own "
-              "RESET and CLOSE packets (tests/test_wedge.py plays them)", implemented=False),
+    Behaviour("never-accept", "take no window request for longer than the timeout (a host "
+              "whose queue is full): the read returns all ones, the write's first beat stays "
+              "and the rest arrive with no byte enabled once the host takes them again, "
+              "TIMEOUTS counts it and DMA_ERROR is set. The host BFM looks up a stall of a "
+              "request's first beat as soon as the exchange before ends, so the stall is drawn "
+              "with that exchange and the next window access meets it if it surely comes "
+              "before the stall ends, or waits it out", True),
+    Behaviour("ctl-extra-answers", "answer OPEN or CLOSE twice, or send an answer with a tag no "
+              "request had (OK, 1 MiB) before the real one: the extra ones are dropped by their "
+              "tags", True),
+    Behaviour("ctl-faults", "never answer OPEN or CLOSE, or stop taking OPEN's name half-way",
+              False, "a model of a stale answer that never comes (the next OPEN or CLOSE waits "
+              "for it under its own timeout) and of the RESET that ends a name cut off half-way "
+              "(tests/test_wedge.py plays them)", implemented=False),
 )
 #: Names of the behaviours drawn by default.
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
@@ -102,7 +110,8 @@ class FuzzHost(HostModel):
     def __init__(self, timing, **kwargs):
         super().__init__(timing, **kwargs)
         self._plan = {"ctl": deque(), "dma": deque()}
-        self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0}
+        self.counts = {"OPEN": 0, "CLOSE": 0, "READ": 0, "WRITE": 0, "RESET": 0}
+        self._stall = None
 
     @property
     def dma_exchanges(self):
@@ -113,10 +122,43 @@ class FuzzHost(HostModel):
         """Make the host's next window exchange misbehave as ``kind`` (``None``: behave).
 
         The shared host BFM reads ``timing.faults`` per exchange (:mod:`vmshm.host_model.faults`).
+        A stall from :meth:`stall_next` stays until its request is taken: the native harness
+        looks it up at its next drive point, which may come after the next access is planned.
         """
-        self.timing.faults = (None if kind is None else
-                              HostFaults([Fault("dma", kind, exchange=self.dma_exchanges,
-                                                **kwargs)]))
+        faults = [] if kind is None else [Fault("dma", kind, exchange=self.dma_exchanges,
+                                                **kwargs)]
+        if self._stall is not None and self._stall.exchange >= self.dma_exchanges:
+            faults.append(self._stall)
+        self.timing.faults = HostFaults(faults) if faults else None
+
+    def stall_next(self, cycles):
+        """Make the host take the window request after the next one only ``cycles`` cycles after
+        it is done with the next one (the host BFM looks the stall up then, before the request
+        exists), keeping the next one's fault."""
+        self._stall = Fault("dma", "stall", exchange=self.dma_exchanges + 1, beat=0,
+                            cycles=cycles)
+        self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults,
+                                         self._stall])
+
+    def draw_ctl_extra(self, rng, behaviours, room):
+        """Draw whether the OPEN or CLOSE about to go out gets extra answers; return the
+        fault's name or None. ``room``: cycles its answer may come later and stay in time.
+
+        Control exchanges count every packet the host took, the device's RESETs included.
+        """
+        if "ctl-extra-answers" not in behaviours or rng.random() >= 0.15:
+            return None
+        kind = rng.choice(["double", "unasked"])
+        if kind == "unasked" and room < 0:
+            return None
+        exchange = self.counts["OPEN"] + self.counts["CLOSE"] + self.counts["RESET"]
+        self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults,
+                                         Fault("ctl", kind, exchange=exchange)])
+        return "ctl-" + kind
+
+    def reset(self):
+        self.counts["RESET"] += 1
+        return super().reset()
 
     def plan(self, channel, latency):
         """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""
@@ -149,3 +191,10 @@ class FuzzHost(HostModel):
     def dma_write(self, offset, data, mask=None):
         self._take("WRITE", "dma")
         return super().dma_write(offset, data, mask)
+
+
+def gate_bound(p):
+    """Return cycles a handshake gated with probability ``p`` waits at worst (P < 1e-12)."""
+    if p >= 1:
+        return 0
+    return math.ceil(math.log(1e-12) / math.log(1 - p))

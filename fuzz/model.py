@@ -58,7 +58,7 @@ OPEN_OFF = REG["OPEN"].offset
 CLOSE_OFF = REG["CLOSE"].offset
 _DMA_ERROR_BIT = next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
 #: Window fates whose wait on the host times out.
-_TIMED_OUT = ("late", "never-answer")
+_TIMED_OUT = ("late", "never-answer", "never-accept")
 
 
 @dataclass(frozen=True)
@@ -338,7 +338,8 @@ class DeviceModel:
         ``fates`` holds one fate (``"fast"``, ``"late"``, ``"blocked"``) per OPEN or CLOSE the
         burst triggers; ``dma_fate`` says what the host does with a window read: ``"late"``
         (answers after the timeout) and ``"never-answer"`` time out; ``"answer-twice"``,
-        ``"unasked"`` (extra answers dropped by their tags) and ``"fast"`` do not.
+        ``"unasked"`` (extra answers dropped by their tags) and ``"fast"`` do not;
+        ``"never-accept"`` (the request is not taken within the timeout) times out too.
         """
         n = count + 1
         hit = self.decode(addr, count)
@@ -429,10 +430,14 @@ class DeviceModel:
         # "late", "never-answer": the host took every beat and stores the data; only its
         # acknowledgement does not come in time, and that wait timing out counts like any other.
         # "stop-mid-packet" before beat b: the beat on offer then stays owed and goes out as it
-        # is; the rest are finished with no byte enabled (docs/timing.md).
+        # is; the rest are finished with no byte enabled (docs/timing.md). "never-accept": the
+        # same before beat 0, so only the first beat's bytes reach the host.
         keep = len(beats)
         if isinstance(dma_fate, tuple) and dma_fate[0] == "stop-mid-packet":
             keep = dma_fate[1] + 1
+            self.count_timeout(window=True)
+        elif dma_fate == "never-accept":
+            keep = 1
             self.count_timeout(window=True)
         elif dma_fate in _TIMED_OUT:
             self.count_timeout(window=True)

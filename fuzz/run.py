@@ -187,6 +187,8 @@ def _run_amaranth(kwargs, timing, config, waves=None):
     sim.add_clock(CLOCK_PERIOD)
     sim.add_testbench(background(bfm.ctl_process), background=True)
     sim.add_testbench(background(bfm.dma_process), background=True)
+    # The model's host takes every doorbell at once, as the native harness's does.
+    sim.add_testbench(background(bfm.db_process), background=True)
     sim.add_testbench(guest)
     try:
         if waves is not None:
