@@ -241,8 +241,9 @@ def check(name, top, prop, *, depth, out, induction=False, timeout=1800, cache=T
 
     A ``safety`` group of a component, a core check of ``_CORE_PROVED`` (and any check with
     ``induction``) tries k-induction at ``depth`` first and falls back to bounded model
-    checking; a ``cover`` group runs in cover mode; the rest are bounded to ``depth``. A pass is cached by the hash of the design, the
-    script and the task, so an unchanged design is not checked again.
+    checking; a ``cover`` group runs in cover mode; the rest are bounded to ``depth``. A pass
+    is cached by the hash of the design, the script and the task, so an unchanged design is not
+    checked again.
     """
     workdir = Path(out) / name
     workdir.mkdir(parents=True, exist_ok=True)
