@@ -7,6 +7,7 @@ with the cocotb backend (:mod:`vmshm.harness.bfm`).
 """
 
 from amaranth.hdl import Cat
+from amaranth.sim import BrokenTrigger
 
 from vmshm.harness.bfm import StreamIO, pack_payload
 from vmshm.driver_model.bus import BusTimeout
@@ -45,14 +46,21 @@ async def _idle_until(ctx, stream, signal, timeout, what):
     if timeout is None:
         await ctx.changed(signal)
         return
-    # In half cycles. The waits before the last end mid-cycle, where nothing changes: a timer
-    # that ran out in the step a signal changed in would wake this twice, which Amaranth
-    # refuses (BrokenTrigger). The last ends where one timer of the whole timeout would.
+    # In half cycles. From an edge, the waits before the last end mid-cycle, where nothing
+    # changes: a timer that ran out in the step a signal changed in would wake this twice, which
+    # Amaranth refuses (BrokenTrigger, caught below for a wait begun mid-cycle). The last ends
+    # where one timer of the whole timeout would.
     left, step = 2 * timeout, 2 * TIMER_CYCLES - 1
     while True:
         final = left <= step
         wait = left if final else step
-        _, expired = await ctx.changed(signal).delay(wait * CLOCK_PERIOD / 2)
+        try:
+            _, expired = await ctx.changed(signal).delay(wait * CLOCK_PERIOD / 2)
+        except BrokenTrigger:
+            # A wait that began mid-cycle ends its first step on an edge: the signal changed and
+            # the timer ran out in the same step, and Amaranth, having woken this for the one,
+            # refuses the other. Both happened; the signal says which matters.
+            expired = True
         if not expired or ctx.get(signal):
             return
         if final:
