@@ -163,11 +163,11 @@ def test_channel_bench_has_the_vmshm_rows_beside_ivshmem_and_the_floor():
     assert spent["requests"] >= 2 * 20 * (64 + 4096) // 8
     assert 0 < spent["serve_seconds"] < spent["seconds"]
     # The round trips, each echoed and checked whole: 300 on the floor and the ivshmem guest,
-    # --vmshm-count on the VMShm guest; each slower than the floor's median.
+    # --vmshm-count on the VMShm guests. (Which is faster is the bench's to print, not a test's
+    # to assert: on a loaded machine the floor's two processes lost to the ivshmem guest once.)
     assert [(x["pair"], x["round_trips"]) for x in rtt] == list(zip(PAIRS, (300, 300, 20, 20)))
     for x in rtt:
         assert re.fullmatch(PAIRS[x["pair"]], x["served_by"]), x
         assert x["median_us"] is None or 0 < x["median_us"] <= x["p99_us"]
-    assert rtt[2]["median_us"] > rtt[1]["median_us"] > rtt[0]["median_us"]
     assert _render(rows, rtt, 500, 20, spent) == lines[start + 1:-1], "the printed shape changed"
 
