@@ -46,26 +46,28 @@ async def _idle_until(ctx, stream, signal, timeout, what):
     if timeout is None:
         await ctx.changed(signal)
         return
-    # In half cycles. From an edge, the waits before the last end mid-cycle, where nothing
-    # changes: a timer that ran out in the step a signal changed in would wake this twice, which
-    # Amaranth refuses (BrokenTrigger, caught below for a wait begun mid-cycle). The last ends
-    # where one timer of the whole timeout would.
-    left, step = 2 * timeout, 2 * TIMER_CYCLES - 1
+    # In quarter cycles. The waits before the last end a quarter cycle off both an edge and
+    # mid-cycle, whichever of the two the wait began at, so they never meet a clock edge: a
+    # testbench woken by a timer in the very step of an edge may run before or after it (the
+    # simulator's order of wakers in one step is not fixed), which would move a cycle count by
+    # one from run to run, and a timer running out in the step a signal changed in wakes this
+    # twice, which Amaranth refuses (BrokenTrigger, caught below for the last wait). The last
+    # ends where one timer of the whole timeout would.
+    left, step = 4 * timeout, 4 * TIMER_CYCLES - 1
     while True:
         final = left <= step
         wait = left if final else step
         try:
-            _, expired = await ctx.changed(signal).delay(wait * CLOCK_PERIOD / 2)
+            _, expired = await ctx.changed(signal).delay(wait * CLOCK_PERIOD / 4)
         except BrokenTrigger:
-            # A wait that began mid-cycle ends its first step on an edge: the signal changed and
-            # the timer ran out in the same step, and Amaranth, having woken this for the one,
-            # refuses the other. Both happened; the signal says which matters.
+            # The signal changed and the timer ran out in the same step: both happened, the
+            # signal says which matters.
             expired = True
         if not expired or ctx.get(signal):
             return
         if final:
             raise BusTimeout(f"the device is hung: {what} for {timeout} cycles")
-        left, step = left - wait, 2 * TIMER_CYCLES
+        left, step = left - wait, 4 * TIMER_CYCLES
 
 
 class Deferred:
