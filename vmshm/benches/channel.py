@@ -34,7 +34,7 @@ from vmshm.ivshmem.channel import Channel
 from vmshm.ivshmem.client import IvshmemPeer
 from vmshm.ivshmem.server import IvshmemServer
 
-__all__ = ["host_program", "floor", "floor_rtt", "guest", "rtt_row", "SLOT", "RTT_BYTES"]
+__all__ = ["host_program", "floor", "floor_rtt", "guest", "lay_out", "rtt_row", "SLOT", "RTT_BYTES"]
 
 #: Where the C programs of both ends live: the ivshmem package's data.
 HERE = Path(ivshmem.__file__).resolve().parent
@@ -101,6 +101,19 @@ def rtt_row(pair, ping, served_by, timeout=120):
     return {"pair": pair, "round_trips": len(ns), "bytes": RTT_BYTES,
             "median_us": statistics.median(ns) / 1e3, "p99_us": _percentile(ns, 0.99) / 1e3,
             "served_by": served_by}
+
+
+def lay_out(host, sizes, guest_id):
+    """Lay out the host end's rings (two a size, from slot 1) and then the directory at 0 that
+    the guest waits for (``ivshmem_peer.c``'s layout): magic last, so a guest reading it reads
+    the rest."""
+    for k in range(len(sizes)):
+        Channel.init(host.shm, SLOT * (1 + 2 * k), SLOT).close()
+        Channel.init(host.shm, SLOT * (2 + 2 * k), SLOT).close()
+    words = memoryview(host.shm)[:16].cast("I")
+    words[1], words[2], words[3] = 2, host.id, guest_id
+    words[0] = DIR_MAGIC
+    words.release()
 
 
 class _Group:
@@ -237,13 +250,7 @@ def guest(count, sizes, timeout=180, echo=None, rtt_count=None):
         guest_id = int(expect(r"id (\d+)")[0].group(1))
         expect("ready")
         host.wait_for_peers(1)
-        for k in range(len(sizes)):
-            Channel.init(host.shm, SLOT * (1 + 2 * k), SLOT).close()
-            Channel.init(host.shm, SLOT * (2 + 2 * k), SLOT).close()
-        words = memoryview(host.shm)[:16].cast("I")
-        words[1], words[2], words[3] = 2, host.id, guest_id
-        words[0] = DIR_MAGIC
-        words.release()
+        lay_out(host, sizes, guest_id)
         for k, length in enumerate(sizes):
             rx = _run_end(exe, "recv", group.name, SLOT * (1 + 2 * k), count, length,
                           host.peer_fileno(guest_id), host.fileno())

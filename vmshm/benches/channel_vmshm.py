@@ -27,11 +27,10 @@ import threading
 import time
 from pathlib import Path
 
-from vmshm.ivshmem.channel import Channel
 from vmshm.ivshmem.client import IvshmemPeer
 
-from .channel import (DIR_MAGIC, RTT_BYTES, SLOT, _Group, _percentile, _row, _rtt_end, _run_end,
-                      _seconds, host_program, rtt_row)
+from .channel import (RTT_BYTES, SLOT, _Group, _percentile, _row, _rtt_end, _run_end, _seconds,
+                      host_program, lay_out, rtt_row)
 
 __all__ = ["host_rows", "pair_rows", "cost", "PROGRAM", "MAX_SIZES"]
 
@@ -140,13 +139,7 @@ def host_rows(count, sizes, *, backend, timeout=300, echo=None):
             guest_id = int(lines.expect(r"guest\| id (\d+)")[1])
             lines.expect(r"guest\| ready")
             host.wait_for_peers(1)
-            for k in range(len(sizes)):
-                Channel.init(host.shm, SLOT * (1 + 2 * k), SLOT).close()
-                Channel.init(host.shm, SLOT * (2 + 2 * k), SLOT).close()
-            words = memoryview(host.shm)[:16].cast("I")
-            words[1], words[2], words[3] = 2, host.id, guest_id
-            words[0] = DIR_MAGIC
-            words.release()
+            lay_out(host, sizes, guest_id)
             t0 = time.monotonic()
             for k, length in enumerate(sizes):
                 rx = _run_end(exe, "recv", group.name, SLOT * (1 + 2 * k), count, length,
