@@ -11,8 +11,10 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
     and none at all after a reset until an OPEN has been answered with success since.
 ``one_completion``
     Every guest request gets its completion beats, the last one flagged ``last``, and no beat
-    comes without a request (none dropped, doubled or unrequested), within
-    :func:`vmshm.abi.bounds.core_bound` cycles of its first beat.
+    comes without a request (none dropped, doubled or unrequested). Safety: proved unbounded.
+``cpl_time``
+    Each request ends within :func:`vmshm.abi.bounds.core_bound` cycles of its first beat
+    (bounded, at :func:`cpl_time_depth`).
 ``open_close_once``
     A fresh OPEN packet starts only during a read of exactly OPEN's offset, a fresh CLOSE only
     during a read of exactly CLOSE's, at most one per read.
@@ -29,13 +31,13 @@ from amaranth.asserts import AnySeq
 from amaranth.hdl import *
 
 from vmshm.abi.bounds import FRONT_END_CYCLES, core_bound
-from vmshm.abi.regmap import BAR_REGS, REG, CtlOp
+from vmshm.abi.regmap import BAR_REGS, BAR_WINDOW, REG, CtlOp
 from vmshm.rtl import VMShmCore, VMShmPCI
 from vmshm.rtl.layouts import Space
 
 from .components import _past, signal_named
 
-__all__ = ["CORE_PARAMS", "PROPERTIES", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
+__all__ = ["CORE_PARAMS", "PROPERTIES", "cpl_time_depth", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
 
 #: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
 CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=2)
@@ -44,7 +46,7 @@ PCI_PARAMS = dict(CORE_PARAMS, name_size=16)
 #: The longest guest burst the proofs let the guest send (beats).
 MAX_BEATS = 2
 
-PROPERTIES = ("dma_safe", "one_completion", "open_close_once", "streams", "reset")
+PROPERTIES = ("dma_safe", "one_completion", "cpl_time", "open_close_once", "streams", "reset")
 #: The soft function's: ``msi_gated`` (no MSI on offer while MSI Enable or Bus Master Enable is
 #: clear, nor during a Function Level Reset) and ``msi_edge`` (a vector pending and unmasked when
 #: MSI and BME become enabled, or pending while they are, is messaged within 2 cycles).
@@ -60,6 +62,7 @@ def _any_source(m, stream):
     m.d.sync += [held.eq(stream.valid & ~stream.ready), prev.eq(stream.payload.as_value())]
     # A beat offered and not taken stays offered, unchanged.
     m.d.comb += Assume(~held | (stream.valid & (stream.payload.as_value() == prev)))
+    return held, prev
 
 
 def _stable_sink(m, stream, name, rst, withdraw=C(0)):
@@ -117,7 +120,7 @@ class CoreProperties(Elaboratable):
 
         # -- the guest: one request at a time, by the rules, completions taken at once ---------
         req = core.req
-        _any_source(m, req)
+        req_held, req_prev = _any_source(m, req)
         m.d.comb += core.cpl.ready.eq(1)
         outstanding = Signal()
         beats_left = Signal(range(MAX_BEATS + 1))   # write beats still to send
@@ -137,15 +140,7 @@ class CoreProperties(Elaboratable):
                                (req.payload.bar == hdr[:3]))
 
         def kind_bound(p):
-            n = p.count + 1
-            worst_open = core_bound("open", t, name_bytes=CORE_PARAMS["name_size"])
-            slow = Mux(p.write, core_bound("write", t, beats=1) + (n - 1) * (t + 1),
-                       core_bound("read", t, beats=1) + (n - 1) * (t + 1))
-            # A register burst may hold OPEN or CLOSE (worst: OPEN) besides plain words.
-            # A register write may hold a DOORBELL beat that waits on the host's doorbell slot.
-            reg_write = core_bound("reg-write", t, doorbell=True) + (n - 1)
-            return Mux(p.bar == BAR_REGS, Mux(p.write, reg_write, worst_open + 2 * n),
-                       Mux(p.bar == 1, slow, Mux(p.write, n + 2, 2 * n)))
+            return _kind_bound(p.bar, p.write, p.count + 1, Mux)
 
         with m.If(first):
             m.d.sync += [outstanding.eq(1), age.eq(1), hdr.eq(req.payload.as_value()),
@@ -194,10 +189,14 @@ class CoreProperties(Elaboratable):
                        "a DMA request left while nothing was open, or past MAP_SIZE"),
                 Assert(~dma.valid | opened, "a DMA request left before an OPEN since the reset"),
             ],
-            "one_completion": lambda: [
+            "one_completion": lambda: _cpl_invariants(
+                inner, part, outstanding, is_read, beats_left, cpls_left,
+                req_held, req.payload.shape()(req_prev)) + [
                 Assert(~cpl.valid | outstanding, "a completion came without a request"),
                 Assert(~(cpl.valid & outstanding) | (cpl.payload.last == (cpls_left == 1)),
                        "the last completion beat was not flagged last, or an extra one was"),
+            ],
+            "cpl_time": lambda: [
                 Assert(~outstanding | (age <= bound), "a request took longer than its bound"),
             ],
             "open_close_once": lambda: [
@@ -224,6 +223,30 @@ class CoreProperties(Elaboratable):
         m.d.comb += Cover(cpl.valid & cpl.ready & cpl.payload.last & is_read &
                           (hdr[:3] == BAR_REGS) & (_addr(hdr, core) == 0))
         return m
+
+
+def _kind_bound(bar, write, n, mux):
+    """Return the cycles a guest request of ``n`` beats to ``bar`` may take in the core
+    (:func:`~vmshm.abi.bounds.core_bound` at :data:`CORE_PARAMS`), choosing with ``mux``
+    (Amaranth's ``Mux`` on a request's fields, or a Python choice on numbers)."""
+    t = CORE_PARAMS["host_timeout"]
+    worst_open = core_bound("open", t, name_bytes=CORE_PARAMS["name_size"])
+    slow = mux(write, core_bound("write", t, beats=1) + (n - 1) * (t + 1),
+               core_bound("read", t, beats=1) + (n - 1) * (t + 1))
+    # A register burst may hold OPEN or CLOSE (worst: OPEN) besides plain words.
+    # A register write may hold a DOORBELL beat that waits on the host's doorbell slot.
+    reg_write = core_bound("reg-write", t, doorbell=True) + (n - 1)
+    return mux(bar == BAR_REGS, mux(write, reg_write, worst_open + 2 * n),
+               mux(bar == BAR_WINDOW, slow, mux(write, n + 2, 2 * n)))
+
+
+def cpl_time_depth():
+    """Return the depth ``core.cpl_time`` is checked to: the longest bound any request of the
+    harness's guest has (:func:`_kind_bound` over every BAR, direction and burst length), plus
+    the cycle it may start on after a reset and the one that would break it."""
+    worst = max(_kind_bound(bar, write, n, lambda c, a, b: a if c else b)
+                for bar in range(8) for write in (0, 1) for n in range(1, MAX_BEATS + 1))
+    return worst + 2
 
 
 def _any_of(fsm, *states):
@@ -296,6 +319,41 @@ def _streams_invariants(core, part, probe):
         Assert(~_any_of(part["control"]._generated["fsm"], "OPEN-FETCH", "OPEN-NAME",
                         "CLOSE-SEND", "CTL-WAIT") | ~(probe["ctl_owed"] | probe["ctl_stale"]),
                "a command under way while a beat or an answer is owed"),
+    ]
+
+
+def _cpl_invariants(core, part, outstanding, is_read, beats_left, cpls_left, held, prev):
+    """Return the invariants that let k-induction close for ``one_completion``: they tie the
+    guest's trackers (a request outstanding, a read or a write, its write beats still to come,
+    its completion beats still owed) to the core's state and its latched request (``remaining``,
+    ``count``), and a write not yet started to the beat the guest holds on offer (``held``, its
+    header ``prev``): the core latched that beat's header at IDLE."""
+    fsm, win = core._generated["fsm"], part["window"]._generated["fsm"]
+    rem, count = signal_named(core, "remaining"), signal_named(core, "count")
+    reads = _any_of(fsm, "READ-FETCH", "READ-SEND", "READ-ONES", "CTL", "DMA-READ")
+    writes = _any_of(fsm, "WRITE", "DMA-WRITE")
+    return _state_invariants(core, part) + [
+        # No FLR here (flr_start is 0), and the guest's one request at a time never passes.
+        Assert(~signal_named(core, "clearing"), "the name RAM clears without an FLR"),
+        Assert(~_any_of(fsm, "DMA-PASS", "PASS-DROP", "PASS-ACK"),
+               "a write passed a read of a guest that sends one request at a time"),
+        Assert(~fsm.ongoing("IDLE") | ~outstanding, "the core idles with a request outstanding"),
+        # A read's completion beats owed are the core's beats remaining, plus the current one.
+        Assert(~reads | (outstanding & is_read & (beats_left == 0) & (cpls_left == rem + 1)),
+               "a read's state does not match the guest's request"),
+        Assert(~fsm.ongoing("WRITE-ACK") | (outstanding & ~is_read & (beats_left == 0) &
+                                            (cpls_left == 1)),
+               "a write's acknowledgement does not match the guest's request"),
+        # A write's beats still to come are the core's remaining plus the current one (the
+        # count wraps to 255 once the window has them all and waits for the host's answer);
+        # before its first beat is taken, the guest holds that beat on offer.
+        Assert(~writes | Mux(outstanding,
+                             ~is_read & (cpls_left == 1) & (beats_left == (rem + 1)[:8]),
+                             held & prev.write & (prev.count == count) & (rem == count)),
+               "a write's state does not match the guest's request"),
+        Assert(~win.ongoing("WRITE-ACK") | (rem == 255), "the window acknowledges a write "
+               "whose beats are not all taken"),
+        Assert(~win.ongoing("WRITE") | (rem <= count), "a write's beats exceed its count"),
     ]
 
 

@@ -46,6 +46,9 @@ def test_liveness_depths_come_from_the_documented_bounds():
     p = C.PARAMS
     t = p["host_timeout"]
     assert F.ci_depth("window.live") > core_bound("write", t, beats=p["max_beats"])
+    from vmshm.formal.props import CORE_PARAMS
+    assert F.ci_depth("core.cpl_time") > core_bound("open", CORE_PARAMS["host_timeout"],
+                                                    name_bytes=CORE_PARAMS["name_size"])
     assert F.ci_depth("control.live") > (core_bound("open", t, name_bytes=p["name_size"]) +
                                           core_bound("close", t))
     from vmshm.formal.usp import USP_COMPONENTS
@@ -81,6 +84,11 @@ BREAKS = [
     ("window", "dma_req.payload.tag.eq(owed_tag)", "dma_req.payload.tag.eq(tag)",
      "core.streams"),
     ("control", "with m.If(b.stale | b.owed):", "with m.If(b.stale):", "core.streams"),
+    # A window read's beats counted down while none moves: `last` on the wrong beat.
+    ("core", "with m.If(self.cpl.valid & self.cpl.ready):", "with m.If(self.cpl.ready):",
+     "core.one_completion"),
+    # A DOORBELL write waits for ever while the host keeps the last doorbell.
+    ("core", "db_wait.eq(db_held & ~db_timer.expired)", "db_wait.eq(db_held)", "core.cpl_time"),
     # The UltraScale+ shim's pieces (formal/usp.py).
     ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
     ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),
