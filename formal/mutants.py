@@ -20,10 +20,13 @@ _CLASSES = {"core": ("VMShmCore",), "control": ("ControlChannel",), "window": ("
             "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C"),
             "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
             "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",),
-            "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",)}
+            "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",),
+            "pci": ("VMShmPCI",)}
 #: The modules that take those classes: the harnesses, the core for its components (the
-#: core-level checks of :mod:`.props`) and the requester for its receiver.
+#: core-level checks of :mod:`.props`), the soft function for its core (the ``pci.*`` checks)
+#: and the requester for its receiver.
 _HARNESSES = (components, props, usp, importlib.import_module("vmshm.rtl.core"),
+              importlib.import_module("vmshm.rtl.pci"),
               importlib.import_module("vmshm.rtl.usp.requester"))
 
 

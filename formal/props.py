@@ -24,7 +24,9 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
 ``reset``
     After a reset the first control beat is RESET, so the host drops whatever it held.
 
-:class:`PCIProperties` checks ``one_completion`` and ``streams`` through the soft PCI front end.
+:class:`PCIProperties` checks ``one_completion``, ``cpl_time`` and ``streams`` through the soft
+PCI front end (``one_completion`` and ``streams`` proved unbounded; an FLR may withdraw or replace
+a beat on offer on a host port, as a reset does).
 """
 
 from amaranth.asserts import AnySeq
@@ -37,7 +39,7 @@ from vmshm.rtl.layouts import Space
 
 from .components import _past, signal_named
 
-__all__ = ["CORE_PARAMS", "PROPERTIES", "cpl_time_depth", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
+__all__ = ["CORE_PARAMS", "PROPERTIES", "cpl_time_depth", "pci_cpl_time_depth", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
 
 #: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
 CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=2)
@@ -50,7 +52,7 @@ PROPERTIES = ("dma_safe", "one_completion", "cpl_time", "open_close_once", "stre
 #: The soft function's: ``msi_gated`` (no MSI on offer while MSI Enable or Bus Master Enable is
 #: clear, nor during a Function Level Reset) and ``msi_edge`` (a vector pending and unmasked when
 #: MSI and BME become enabled, or pending while they are, is messaged within 2 cycles).
-PCI_PROPERTIES = ("one_completion", "streams", "msi_gated", "msi_edge")
+PCI_PROPERTIES = ("one_completion", "cpl_time", "streams", "msi_gated", "msi_edge")
 
 
 def _any_source(m, stream):
@@ -225,12 +227,12 @@ class CoreProperties(Elaboratable):
         return m
 
 
-def _kind_bound(bar, write, n, mux):
+def _kind_bound(bar, write, n, mux, params=CORE_PARAMS):
     """Return the cycles a guest request of ``n`` beats to ``bar`` may take in the core
     (:func:`~vmshm.abi.bounds.core_bound` at :data:`CORE_PARAMS`), choosing with ``mux``
     (Amaranth's ``Mux`` on a request's fields, or a Python choice on numbers)."""
-    t = CORE_PARAMS["host_timeout"]
-    worst_open = core_bound("open", t, name_bytes=CORE_PARAMS["name_size"])
+    t = params["host_timeout"]
+    worst_open = core_bound("open", t, name_bytes=params["name_size"])
     slow = mux(write, core_bound("write", t, beats=1) + (n - 1) * (t + 1),
                core_bound("read", t, beats=1) + (n - 1) * (t + 1))
     # A register burst may hold OPEN or CLOSE (worst: OPEN) besides plain words.
@@ -240,13 +242,23 @@ def _kind_bound(bar, write, n, mux):
                mux(bar == BAR_WINDOW, slow, mux(write, n + 2, 2 * n)))
 
 
+def _worst_bound(params):
+    return max(_kind_bound(bar, write, n, lambda c, a, b: a if c else b, params)
+               for bar in range(8) for write in (0, 1) for n in range(1, MAX_BEATS + 1))
+
+
 def cpl_time_depth():
     """Return the depth ``core.cpl_time`` is checked to: the longest bound any request of the
     harness's guest has (:func:`_kind_bound` over every BAR, direction and burst length), plus
     the cycle it may start on after a reset and the one that would break it."""
-    worst = max(_kind_bound(bar, write, n, lambda c, a, b: a if c else b)
-                for bar in range(8) for write in (0, 1) for n in range(1, MAX_BEATS + 1))
-    return worst + 2
+    return _worst_bound(CORE_PARAMS) + 2
+
+
+def pci_cpl_time_depth():
+    """Return the depth ``pci.cpl_time`` is checked to: the longest bound any request through
+    the front end has (:func:`_kind_bound` at :data:`PCI_PARAMS` plus the front end's cycles),
+    plus the cycle a request may start on and the one that would break it."""
+    return FRONT_END_CYCLES + _worst_bound(PCI_PARAMS) + 2
 
 
 def _any_of(fsm, *states):
@@ -322,22 +334,28 @@ def _streams_invariants(core, part, probe):
     ]
 
 
-def _cpl_invariants(core, part, outstanding, is_read, beats_left, cpls_left, held, prev):
+def _cpl_invariants(core, part, outstanding, is_read, beats_left, cpls_left, held, prev,
+                    alone=True):
     """Return the invariants that let k-induction close for ``one_completion``: they tie the
     guest's trackers (a request outstanding, a read or a write, its write beats still to come,
     its completion beats still owed) to the core's state and its latched request (``remaining``,
     ``count``), and a write not yet started to the beat the guest holds on offer (``held``, its
-    header ``prev``): the core latched that beat's header at IDLE."""
+    header ``prev``): the core latched that beat's header at IDLE. ``alone``: the guest is the
+    core's own (no front end in front of it, no FLR), so the core idles exactly while nothing is
+    outstanding; :func:`_front_end_invariants` says what holds instead behind the front end."""
     fsm, win = core._generated["fsm"], part["window"]._generated["fsm"]
     rem, count = signal_named(core, "remaining"), signal_named(core, "count")
     reads = _any_of(fsm, "READ-FETCH", "READ-SEND", "READ-ONES", "CTL", "DMA-READ")
     writes = _any_of(fsm, "WRITE", "DMA-WRITE")
-    return _state_invariants(core, part) + [
-        # No FLR here (flr_start is 0), and the guest's one request at a time never passes.
+    alone_only = [
+        # No FLR here (flr_start is 0).
         Assert(~signal_named(core, "clearing"), "the name RAM clears without an FLR"),
+        Assert(~fsm.ongoing("IDLE") | ~outstanding, "the core idles with a request outstanding"),
+    ] if alone else []
+    return _state_invariants(core, part) + alone_only + [
+        # The guest's one request at a time never passes a read.
         Assert(~_any_of(fsm, "DMA-PASS", "PASS-DROP", "PASS-ACK"),
                "a write passed a read of a guest that sends one request at a time"),
-        Assert(~fsm.ongoing("IDLE") | ~outstanding, "the core idles with a request outstanding"),
         # A read's completion beats owed are the core's beats remaining, plus the current one.
         Assert(~reads | (outstanding & is_read & (beats_left == 0) & (cpls_left == rem + 1)),
                "a read's state does not match the guest's request"),
@@ -354,6 +372,42 @@ def _cpl_invariants(core, part, outstanding, is_read, beats_left, cpls_left, hel
         Assert(~win.ongoing("WRITE-ACK") | (rem == 255), "the window acknowledges a write "
                "whose beats are not all taken"),
         Assert(~win.ongoing("WRITE") | (rem <= count), "a write's beats exceed its count"),
+    ]
+
+
+def _front_end_invariants(fe, core, flr, outstanding, is_read, beats_left, cpls_left, held,
+                          prev):
+    """Return the invariants that tie the soft front end's state machine and its latched
+    request (``remaining``, ``count``) to the guest's trackers and to the core's state: the
+    core is busy only while the front end forwards or completes a request, an FLR comes only
+    with the acknowledgement of the configuration write that asked for it, and a request not
+    yet started is the beat the guest holds on offer."""
+    f, c = fe._generated["fsm"], core._generated["fsm"]
+    rem, count = signal_named(fe, "remaining"), signal_named(fe, "count")
+    core_idle = c.ongoing("IDLE")
+    unstarted = held & (prev.count == count) & (rem == count)
+    owes_one = outstanding & (beats_left == 0) & (cpls_left == 1)
+    # A write outstanding with beats still to come: the front end's remaining plus the current.
+    writing = outstanding & ~is_read & (cpls_left == 1) & (beats_left == rem + 1)
+    return [
+        Assert(f.state < len(f.encoding), "the front end's state machine in no state"),
+        Assert(~flr | f.ongoing("ACK"), "an FLR without the write that asked for it"),
+        Assert(~signal_named(core, "clearing") | core_idle, "the core busy while it clears"),
+        Assert(~f.ongoing("IDLE") | (~outstanding & core_idle), "the front end idles while busy"),
+        Assert(~_any_of(f, "CFG-READ", "ACK", "UR-ACK") | (owes_one & core_idle),
+               "a one-beat answer of the front end does not match the guest's request"),
+        Assert(~f.ongoing("UR-READ") | (outstanding & is_read & (beats_left == 0) &
+                                        (cpls_left == rem + 1) & core_idle),
+               "an unclaimed read's answer does not match the guest's request"),
+        Assert(~f.ongoing("DROP") | (core_idle & Mux(outstanding, writing,
+                                                     unstarted & prev.write)),
+               "a dropped write does not match the guest's request"),
+        Assert(~f.ongoing("FORWARD") | Mux(outstanding,
+                                           writing & _any_of(c, "WRITE", "DMA-WRITE"),
+                                           unstarted & (core_idle | prev.write)),
+               "a forwarded request does not match the guest's request"),
+        Assert(~f.ongoing("COMPLETE") | (outstanding & (beats_left == 0) & ~core_idle),
+               "a request completing does not match the guest's request"),
     ]
 
 
@@ -420,7 +474,21 @@ class PCIProperties(Elaboratable):
         m = Module()
         fn = VMShmPCI(**PCI_PARAMS)
         fn._MustUse__silence = True     # elaborated by hand below, for its probe
-        m.submodules.fn = fn.elaborate(platform)
+        m.submodules.fn = fe = fn.elaborate(platform)
+        # The core, its control channel and its window too, so the invariants can name their
+        # states (the front end resets the core with an FLR).
+        core = fn._core
+        core._MustUse__silence = True
+        inner = core.elaborate(platform)
+        part = {}
+        for sub in ("control", "window"):
+            comp, loc = inner._named_submodules[sub]
+            comp._MustUse__silence = True
+            part[sub] = comp.elaborate(platform)
+            inner._named_submodules[sub] = (part[sub], loc)
+        unused, loc = fe._named_submodules["core"]
+        unused._MustUse__silence = True
+        fe._named_submodules["core"] = (ResetInserter(fn._probe["flr"])(inner), loc)
         # A Function Level Reset withdraws the doorbell and the MSI message on offer, as any
         # reset of the function does (the host hears of it as a RESET).
         flr = fn._probe["flr"]
@@ -431,10 +499,11 @@ class PCIProperties(Elaboratable):
                      fn.host.db.ready.eq(AnySeq(1)), fn.msi.ready.eq(AnySeq(1)),
                      fn.host.peer_valid.eq(AnySeq(1)), fn.host.peer_id.eq(AnySeq(16))]
         req, cpl = fn.req, fn.cpl
-        _any_source(m, req)
+        req_held, req_prev = _any_source(m, req)
         m.d.comb += cpl.ready.eq(1)
         t = CORE_PARAMS["host_timeout"]
         outstanding = Signal()
+        is_read = Signal()
         beats_left = Signal(range(MAX_BEATS + 1))
         cpls_left = Signal(range(MAX_BEATS + 1))
         age = Signal(16)
@@ -445,12 +514,15 @@ class PCIProperties(Elaboratable):
             m.d.comb += Assume(~req.valid)
         with m.If(outstanding & (beats_left != 0)):
             m.d.comb += Assume(req.valid & p.write)
-        # The worst request of all: an OPEN streaming the whole name buffer.
-        worst = FRONT_END_CYCLES + max(
-            core_bound("open", t, name_bytes=PCI_PARAMS["name_size"]) + 2 * MAX_BEATS,
-            core_bound("write", t, beats=MAX_BEATS), core_bound("read", t, beats=MAX_BEATS))
+        # Each request's bound: the core's for the BAR the front end forwards it to; a
+        # configuration request or an unclaimed one is answered as an unsupported BAR's.
+        fe_fsm = fe._generated["fsm"]
+        bound = Signal(16)
+        bar = Mux(fe_fsm.ongoing("FORWARD"), fn._core.req.payload.bar, 7)
         with m.If(first):
-            m.d.sync += [outstanding.eq(1), age.eq(1),
+            m.d.sync += [outstanding.eq(1), age.eq(1), is_read.eq(~p.write),
+                         bound.eq(FRONT_END_CYCLES +
+                                  _kind_bound(bar, p.write, p.count + 1, Mux, PCI_PARAMS)),
                          beats_left.eq(Mux(p.write, p.count, 0)),
                          cpls_left.eq(Mux(p.write, 1, p.count + 1))]
         with m.Elif(outstanding):
@@ -490,16 +562,26 @@ class PCIProperties(Elaboratable):
         elif self.prop == "msi_edge":
             m.d.comb += Assert(owe_age <= 2, "a pending vector was not messaged (lost MSI)")
         elif self.prop == "one_completion":
+            trk = (outstanding, is_read, beats_left, cpls_left, req_held,
+                   req.payload.shape()(req_prev))
+            m.d.comb += _cpl_invariants(inner, part, *trk, alone=False)
+            m.d.comb += _front_end_invariants(fe, inner, flr, *trk)
             m.d.comb += [
                 Assert(~cpl.valid | outstanding, "a completion came without a request"),
                 Assert(~(cpl.valid & outstanding) | (cpl.payload.last == (cpls_left == 1)),
                        "the last completion beat was not flagged last, or an extra one was"),
-                Assert(~outstanding | (age <= worst), "a request took longer than the bound"),
             ]
+        elif self.prop == "cpl_time":
+            m.d.comb += Assert(~outstanding | (age <= bound),
+                               "a request took longer than the bound")
         else:
+            m.d.comb += _streams_invariants(inner, part, core._probe)
             m.d.comb += [_stable_sink(m, cpl, "cpl", C(0)),
-                         _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
-                         _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
+                         # An FLR resets the core as `rst` does: the beat the control channel
+                         # owes becomes the RESET owed out of reset, owed DMA beats are
+                         # dropped; the host hears of it by that RESET (see docs/formal.md).
+                         _stable_sink(m, fn.host.ctl_req, "ctl_req", flr),
+                         _stable_sink(m, fn.host.dma_req, "dma_req", flr),
                          _stable_sink(m, fn.host.db, "db", flr),
                          # A message is withdrawn while it may not be sent (MSI Enable or
                          # Bus Master Enable clear, an FLR in process: issue 22, finding 3).

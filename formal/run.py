@@ -31,6 +31,7 @@ TASKS = (
     ("core.streams", "core", "streams"),
     ("core.reset", "core", "reset"),
     ("pci.one_completion", "pci", "one_completion"),
+    ("pci.cpl_time", "pci", "cpl_time"),
     ("pci.streams", "pci", "streams"),
     ("pci.msi_gated", "pci", "msi_gated"),
     ("pci.msi_edge", "pci", "msi_edge"),
@@ -63,7 +64,8 @@ _BOUNDED_SAFETY = {"usp_rq.safety"}
 #: up on with its beat still owed and the next request's start, 14 cycles; reset: the cycles
 #: right after a reset), so a real bug shows as a counterexample.
 _CORE_PROVED = {"core.dma_safe": (1, 18), "core.streams": (2, 16), "core.reset": (1, 8),
-                "core.one_completion": (2, 16)}
+                "core.one_completion": (2, 16), "pci.one_completion": (2, 16),
+                "pci.streams": (2, 16)}
 
 
 def mode(name):
@@ -82,7 +84,6 @@ def mode(name):
 #: register and short window requests after the configuration writes that enable decoding, not
 #: the OPEN bound (``--full`` does).
 _TEST_DEPTH = {"core.open_close_once": 14,
-               "pci.one_completion": 12,
                "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14,
                # The requester (a 256-DWORD buffer, 32 tags): about 45 s; a read's TLP and a
                # completion after an FLR cut RC's framing are reached within 10 cycles.
@@ -99,6 +100,9 @@ def ci_depth(name):
     if name == "core.cpl_time":
         from .props import cpl_time_depth
         return cpl_time_depth()
+    if name == "pci.cpl_time":
+        from .props import pci_cpl_time_depth
+        return pci_cpl_time_depth()
     if name in _CORE_PROVED:
         return _CORE_PROVED[name][0]
     from .components import live_depth

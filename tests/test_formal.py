@@ -49,6 +49,10 @@ def test_liveness_depths_come_from_the_documented_bounds():
     from vmshm.formal.props import CORE_PARAMS
     assert F.ci_depth("core.cpl_time") > core_bound("open", CORE_PARAMS["host_timeout"],
                                                     name_bytes=CORE_PARAMS["name_size"])
+    from vmshm.abi.bounds import request_bound
+    from vmshm.formal.props import PCI_PARAMS
+    assert F.ci_depth("pci.cpl_time") > request_bound("open", PCI_PARAMS["host_timeout"],
+                                                      name_bytes=PCI_PARAMS["name_size"])
     assert F.ci_depth("control.live") > (core_bound("open", t, name_bytes=p["name_size"]) +
                                           core_bound("close", t))
     from vmshm.formal.usp import USP_COMPONENTS
@@ -89,6 +93,13 @@ BREAKS = [
      "core.one_completion"),
     # A DOORBELL write waits for ever while the host keeps the last doorbell.
     ("core", "db_wait.eq(db_held & ~db_timer.expired)", "db_wait.eq(db_held)", "core.cpl_time"),
+    # The same through the soft front end (pci.*), and the front end's own.
+    ("core", "db_wait.eq(db_held & ~db_timer.expired)", "db_wait.eq(db_held)", "pci.cpl_time"),
+    ("pci", "self.cpl.payload.last.eq(remaining == 0)", "self.cpl.payload.last.eq(1)",
+     "pci.one_completion"),
+    ("control", "with m.If(b.stale | b.owed):", "with m.If(b.stale):", "pci.streams"),
+    ("pci", "with m.If(core.irq_msg & ~msi_pending):", "with m.If(core.irq_msg):",
+     "pci.streams"),
     # The UltraScale+ shim's pieces (formal/usp.py).
     ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
     ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),
