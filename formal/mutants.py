@@ -17,7 +17,7 @@ __all__ = ["patched"]
 
 #: The classes each RTL module gives the harnesses.
 _CLASSES = {"core": ("VMShmCore",), "control": ("ControlChannel",), "window": ("WindowDMA",),
-            "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C"),
+            "doorbell": ("Doorbells",), "registers": ("RC", "RW", "W1C", "RegisterFile"),
             "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
             "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",),
             "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",),

@@ -201,7 +201,9 @@ class CoreProperties(Elaboratable):
             "cpl_time": lambda: [
                 Assert(~outstanding | (age <= bound), "a request took longer than its bound"),
             ],
-            "open_close_once": lambda: [
+            "open_close_once": lambda: _once_invariants(
+                core, inner, part, probe, outstanding, is_read, beats_left, cpls_left,
+                req_held, req.payload.shape()(req_prev), hdr, started, in_packet) + [
                 Assert(~(fresh & (ctl.payload.op == CtlOp.OPEN)) |
                        (outstanding & _reads(hdr, core, "OPEN")),
                        "an OPEN went out without a read of OPEN"),
@@ -425,6 +427,73 @@ def _reset_invariants(part, probe, since_reset):
                               (signal_named(part["control"], "op") == CtlOp.RESET)),
                "before the first control beat, the RESET owed out of reset was not owed"),
     ]
+
+
+def _once_invariants(design, core, part, probe, outstanding, is_read, beats_left, cpls_left,
+                     held, prev, hdr, started, in_packet):
+    """Return the invariants that let k-induction close for ``open_close_once``: besides
+    :func:`_cpl_invariants` and :func:`_streams_invariants`, they tie the core's read at hand
+    (word address, beats, first beat, byte enables) to the header the guest tracker latched,
+    the control channel's command to the register word that triggered it, the ``started``
+    count to the word the read has passed, and ``in_packet`` to the name byte OPEN streams."""
+    fsm, ctl = core._generated["fsm"], part["control"]._generated["fsm"]
+    r = {n: signal_named(core, n) for n in ("remaining", "count", "waddr", "first", "rd_be",
+                                            "in_bar0", "bar")}
+    pending = signal_named(part["control"], "pending_op")
+    name_ptr = signal_named(part["control"], "name_ptr")
+    h = design.req.payload.shape()(hdr)
+    wshift = (design.data_width // 8).bit_length() - 1
+    start = h.addr[wshift:]
+    words = {name: REG[name].offset >> wshift for name in ("OPEN", "CLOSE")}
+    at = Signal.like(r["waddr"], name="read_word_expected")
+    reg_reads = _any_of(fsm, "READ-FETCH", "READ-SEND", "CTL")
+    triggered = Signal(name="read_word_triggers")
+    passed = Signal(name="read_word_passed_trigger")
+    streaming = _any_of(ctl, "OPEN-FETCH", "OPEN-NAME")
+    before_packet = (_any_of(ctl, "OPEN-START", "CLOSE-START", "CTL-DRAIN", "CLOSE-SEND") |
+                     (streaming & (name_ptr == 0)))
+    be_ok = Mux(r["first"], r["rd_be"], (1 << (design.data_width // 8)) - 1)[:4].any()
+    return (_cpl_invariants(core, part, outstanding, is_read, beats_left, cpls_left, held, prev)
+            + _streams_invariants(core, part, probe) + [
+        # The read at hand is the guest's: its word is the header's first plus the beats done.
+        at.eq(start + (r["count"] - r["remaining"])),
+        triggered.eq(Cat(*(at == w for w in words.values())).any()),
+        passed.eq(Cat(*(at - 1 == w for w in words.values())).any()),
+        Assert(~outstanding | ((h.count < MAX_BEATS) & (h.write == ~is_read)),
+               "the guest tracker's header is not a request the guest may send"),
+        Assert(~reg_reads | ((r["bar"] == h.bar) & (r["count"] == h.count) &
+                             (r["remaining"] <= r["count"]) &
+                             (r["rd_be"] == h.be) & (r["waddr"] == at) &
+                             (r["first"] == (r["remaining"] == r["count"])) &
+                             (r["in_bar0"] == ((h.bar == BAR_REGS) &
+                                               ((start + h.count + 1) << wshift <=
+                                                design.regs_size)))),
+               "the core's read is not the guest's request"),
+        # A command runs for the word that triggered it, read with its byte enables.
+        Assert(ctl.ongoing("IDLE") | (pending == CtlOp.OPEN) | (pending == CtlOp.CLOSE),
+               "the control channel runs no command"),
+        Assert(~_any_of(ctl, "OPEN-START", "OPEN-FETCH", "OPEN-NAME") | (pending == CtlOp.OPEN),
+               "an OPEN's state serves another command"),
+        Assert(~_any_of(ctl, "CLOSE-START", "CLOSE-SEND") | (pending == CtlOp.CLOSE),
+               "a CLOSE's state serves another command"),
+        *(Assert(~(fsm.ongoing("CTL") & (pending == op)) |
+                 (r["in_bar0"] & (r["waddr"] == words[name]) & be_ok),
+                 f"a {name} runs without a read of its word")
+          for name, op in (("OPEN", CtlOp.OPEN), ("CLOSE", CtlOp.CLOSE))),
+        # One packet per read: none counted before the command's first beat, and once one
+        # went, the read is at (or, fetching its next word, just past) the word that sent it.
+        Assert(started <= 1, "more than one control packet counted"),
+        Assert(~(fsm.ongoing("CTL") & before_packet) | (started == 0),
+               "a packet counted before its command sent it"),
+        Assert(~(started == 1) | ~outstanding |
+               (_any_of(fsm, "CTL", "READ-SEND") & triggered) |
+               (_any_of(fsm, "READ-SEND", "READ-FETCH") & ~r["first"] & passed),
+               "a packet counted for a read past no trigger word"),
+        # A packet is under way exactly while OPEN streams the name past its first byte (or
+        # an owed beat continues one).
+        Assert(probe["ctl_owed"] | (in_packet == (streaming & (name_ptr != 0))),
+               "a control packet under way that nothing continues"),
+    ])
 
 
 def _reads(hdr, core, name):
