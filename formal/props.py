@@ -39,7 +39,8 @@ from vmshm.rtl.layouts import Space
 
 from .components import _past, signal_named
 
-__all__ = ["CORE_PARAMS", "PROPERTIES", "cpl_time_depth", "pci_cpl_time_depth", "PCI_PROPERTIES", "CoreProperties", "PCIProperties"]
+__all__ = ["CORE_PARAMS", "PROPERTIES", "cpl_time_depth", "pci_cpl_time_depth", "PCI_PROPERTIES",
+           "CoreProperties", "PCIProperties"]
 
 #: The core the proofs run on: small, so the solver copes; the logic is the same at any size.
 CORE_PARAMS = dict(window_size=64, name_size=8, data_width=32, regs_size=256, host_timeout=2)

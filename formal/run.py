@@ -83,7 +83,7 @@ def mode(name):
 #: others: single handshakes and the state right after a reset. pci.one_completion reaches
 #: register and short window requests after the configuration writes that enable decoding, not
 #: the OPEN bound (``--full`` does).
-_TEST_DEPTH = {               "pci.streams": 10, "pci.msi_gated": 14, "pci.msi_edge": 14,
+_TEST_DEPTH = {"pci.msi_gated": 14, "pci.msi_edge": 14,
                # The requester (a 256-DWORD buffer, 32 tags): about 45 s; a read's TLP and a
                # completion after an FLR cut RC's framing are reached within 10 cycles.
                "usp_rq.safety": 10}

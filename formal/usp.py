@@ -49,6 +49,7 @@ from vmshm.rtl.usp.requester import USPRequester
 from vmshm.rtl.usp.streams import DwordsToAxis, PacketFifo, SkidBuffer
 
 from .components import _any_source, _past, _stable
+from .usp_invariants import open_invariants, rq_invariants
 
 __all__ = ["USP_COMPONENTS", "USP_PARAMS", "UspProperties"]
 
@@ -472,6 +473,9 @@ def _rq(m, p):
     tags, loc = inner._named_submodules["tags"]
     tags_inner = _elaborated(tags)          # its `stale` tags, for an invariant
     inner._named_submodules["tags"] = (tags_inner, loc)
+    rcv, loc = inner._named_submodules["rc_receiver"]
+    rcv_inner = _elaborated(rcv)            # its framing of RC, for the invariants
+    inner._named_submodules["rc_receiver"] = (rcv_inner, loc)
     flr = Signal()
     m.d.comb += flr.eq(AnySeq(1))
     m.submodules.dut = ResetInserter(flr)(inner)
@@ -579,6 +583,19 @@ def _rq(m, p):
                    "a read took a tag the hard IP may still complete"),
             Assert((busy & ~(tags.outstanding | _named(tags_inner, "stale"))) == 0,
                    "inv: busy tags are the table's"),
+            # One request at a time: while a read waits or hands over its DWORDs, the core
+            # offers nothing, so no write passes it (the lane stays idle).
+            Assert(~Cat(*(inner._generated["fsm"].ongoing(x)
+                          for x in ("R-START", "R-TLP", "R-WAIT", "R-SEND"))).any() |
+                   (open_ & (left == 0)),
+                   "inv: a read's wait without the core's read open"),
+            *open_invariants(inner, open_, left, rcv.count),
+            Assert(inner._generated["lane"].ongoing("L-IDLE") &
+                   (_named(inner, "lane_ptr") == 0), "inv: a write passed a read"),
+            *rq_invariants(inner, rcv_inner, beat, is_read, dwc, first_be, last_be,
+                           in_rc, rc_idx, rc_data, r0, busy, _named(tags_inner, "stale"),
+                           tags.tag_busy, most, rcv.count, tags.outstanding,
+                           _named(m, "dma_req_in_held")),
         ],
         "cover": lambda: [
             Cover(moved & (beat == 3) & ~is_read & (dwc == 2)),

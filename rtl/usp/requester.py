@@ -510,9 +510,9 @@ class USPRequester(wiring.Component):
         """
         rq, dma_req = self.rq, self.dma_req
         beat = dma_req.payload
-        ptr = Signal(8)                     # the packet's next beat
+        ptr = Signal(8, name="lane_ptr")    # the packet's next beat
         seq = Signal(6)                     # the sequence number of the lane's TLP
-        desc_idx = Signal(2)
+        desc_idx = Signal(2, name="lane_desc_idx")
         timer = Signal(range(self._cpl_timeout + 1))
         tag_bits = len(beat.tag)
         ours = dma_req.valid & beat.write & (beat.tag == r.tag ^ (1 << (tag_bits - 1)))
