@@ -236,6 +236,7 @@ struct Sim {
     std::vector<std::pair<uint8_t*, int>> inputs;
     std::vector<uint8_t> settled;
     bool fresh = false;  // `settled` holds the inputs the model last settled with
+    uint64_t input_passes = 0;  // settles that ran eval()'s input pass (vm_input_passes)
 };
 
 static void eval(Sim* s) {
@@ -313,7 +314,10 @@ static void settle(Sim* s) {
     same = false;  // eval() dumps the waves
 #endif
     s->fresh = true;
-    if (!same) return eval(s);
+    if (!same) {
+        s->input_passes++;
+        return eval(s);
+    }
     Root* r = s->top->rootp;
     for (int n = 0;; n++) {
         if (n == 10000) return eval(s);
@@ -831,6 +835,9 @@ void vm_free(void* h) {
 }
 
 uint64_t vm_now(void* h) { return ((Sim*)h)->pub.cycle; }
+
+//! How many clock-low settles ran eval()'s input pass (the others had no input changed).
+uint64_t vm_input_passes(void* h) { return ((Sim*)h)->input_passes; }
 
 //! The address of the Shared block Python reads and writes in place (vm_word, vm_now).
 uint64_t* vm_shared(void* h) { return reinterpret_cast<uint64_t*>(&((Sim*)h)->pub); }
