@@ -193,6 +193,25 @@ def test_edge_skips_the_input_pass():
         sim.close()
 
 
+def test_unchanged_inputs_skip_the_input_pass():
+    """A cycle whose inputs are those of the cycle before settles without eval()'s input pass
+    (an idle stretch: none), and one whose inputs changed runs it (a burst's beats: one each)."""
+    require_backend("native")
+    from vmshm.native.engine import NativeSim
+    from vmshm.host_model import HostModel
+    sim = NativeSim(1, [HostModel()], [HostTiming()])
+    try:
+        sim.idle(10)
+        before = sim.input_passes()
+        sim.idle(1000)
+        assert sim.input_passes() - before <= 2
+        before = sim.input_passes()
+        sim.transact(0, 0, 0, 1, 3, (1, 2, 3, 4), (15,) * 4, 2000)
+        assert sim.input_passes() - before >= 4
+    finally:
+        sim.close()
+
+
 def test_function_reset_equals_amaranths(shm_objects):
     """``bus.reset()`` (the QEMU device server's DEVICE_RESET) behaves as on Amaranth."""
     require_backend("native")
