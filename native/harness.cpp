@@ -233,6 +233,9 @@ struct Sim {
     uint64_t offset = 0;
     // The top's inputs (every port the harness drives, and rst) and their values at the last
     // settle: the clock-low eval() is skipped when none changed (settle()).
+    // One-byte inputs (valid, ready, rst) apart from the wider ones: compared without a call.
+    std::vector<uint8_t*> flags;
+    std::vector<uint8_t> flags_settled;
     std::vector<std::pair<uint8_t*, int>> inputs;
     std::vector<uint8_t> settled;
     bool fresh = false;  // `settled` holds the inputs the model last settled with
@@ -272,7 +275,12 @@ static void edge(Sim* s) {
 
 // Note the top's inputs (Stream: the side the harness drives) for settle().
 static void note_inputs(Sim* s) {
-    auto in = [s](void* p, int n) { s->inputs.emplace_back((uint8_t*)p, n); };
+    auto in = [s](void* p, int n) {
+        if (n == 1)
+            s->flags.push_back((uint8_t*)p);
+        else
+            s->inputs.emplace_back((uint8_t*)p, n);
+    };
     auto source = [&](const Stream& st) {  // the harness puts beats on it
         in(st.valid, 1);
         in(st.payload, st.nbytes);
@@ -294,6 +302,7 @@ static void note_inputs(Sim* s) {
     int total = 0;
     for (auto& p : s->inputs) total += p.second;
     s->settled.resize(total);
+    s->flags_settled.resize(s->flags.size());
 }
 
 // The clock falls and the inputs just driven settle. eval() starts with its input pass ("ico"),
@@ -303,13 +312,21 @@ static void note_inputs(Sim* s) {
 // shown to the model: its active phase, which notes the clock low for the next edge's trigger.
 // Every scenario's records are unchanged (tests/test_native.py compares them with Amaranth's).
 static void settle(Sim* s) {
-    bool same = s->fresh && VMSHM_PHASE_ACT && VMSHM_PHASE_NBA;
+    bool changed = false;
+    for (size_t k = 0; k < s->flags.size(); k++) {
+        uint8_t v = *s->flags[k];
+        changed |= v != s->flags_settled[k];
+        s->flags_settled[k] = v;
+    }
     uint8_t* at = s->settled.data();
     for (auto& p : s->inputs) {
-        if (same && memcmp(at, p.first, p.second) != 0) same = false;
-        if (!same) memcpy(at, p.first, p.second);
+        if (memcmp(at, p.first, p.second) != 0) {
+            memcpy(at, p.first, p.second);
+            changed = true;
+        }
         at += p.second;
     }
+    bool same = !changed && s->fresh && VMSHM_PHASE_ACT && VMSHM_PHASE_NBA;
 #ifdef VMSHM_TRACE
     same = false;  // eval() dumps the waves
 #endif
