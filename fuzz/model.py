@@ -327,7 +327,7 @@ class DeviceModel:
 
     def cut_write(self):
         """Undo the last window write: a reset cut it off before the host stored it (a host
-        stores a write once it has all its beats: docs/timing.md, "Resets reach the host")."""
+        drops a write cut off by the reset: docs/timing.md, "Resets reach the host")."""
         obj, off, old = self._undo
         obj[off:off + len(old)] = old
 
