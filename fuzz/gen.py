@@ -343,6 +343,10 @@ class Fuzzer(ControlPlans):
         # When the late host is done with this access, at the latest (for resets).
         self.dma_pending = latency + beats + self.gb_dma * (count + 1)
         if late:
+            if self.dma_pending - T > T // 2 - 64:
+                # The host may still be answering it when the next request comes, for longer
+                # than that one's timeout (a short timeout, a long answer): the next waits.
+                self.dma_busy = True
             return "late"
         faults = [f for f in ("never-answer", "answer-twice", "unasked", "stop-mid-packet")
                   if f in self.behaviours and T]
