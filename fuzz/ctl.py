@@ -7,7 +7,9 @@ device sends a CLOSE to be sure), or, for OPEN, the host stops taking the name h
 ("stop-mid-name": the byte on offer and a RESET go once the host is back, and it releases
 whatever it held). While the device owes beats or waits for an answer, the next OPEN or CLOSE is
 issued only where the wait surely times out first ("blocked": ETIMEDOUT) or once it has surely
-ended, so the model never guesses a race.
+ended, so the model never guesses a race. Drawn with an exchange in time, the host may also
+take the next packet only long after the timeout ("never-taken": an OPEN's first byte and a RESET,
+or the CLOSE, go once it is back).
 """
 
 import math
@@ -102,9 +104,13 @@ class ControlPlans:
                     if plan is None:
                         return
                     fate, latency, bound = plan
-                    if fate == "fast":
+                    if self.ctl_stall is not None:
+                        fault = await self._meet_ctl_stall(op, bound)
+                        if fault is not None:
+                            fate = "fast"
+                    if fate == "fast" and fault is None:
                         fault = self._ctl_fault(op)
-                    if fault is None or fault[0] != "stop-mid-name":
+                    if fault is None or op == "CLOSE":
                         # A name cut off ends with RESET: the host never answers, nor plans.
                         self.host.plan("ctl", latency)
                     if fate == "late":
@@ -112,6 +118,8 @@ class ControlPlans:
                     elif fault is None:
                         room = self.cfg.host_timeout - bound - 2 * self.gb_rsp - 24 - latency
                         extra = self.host.draw_ctl_extra(self.rng, self.behaviours, room)
+                        if extra is None:
+                            self._draw_ctl_stall(start=self.bus.now())
                     if op == "OPEN":
                         # Drawn on every backend, so the traffic does not depend on the probe.
                         m.next_host_base = self.rng.randrange(1 << 52) << 12
@@ -136,6 +144,10 @@ class ControlPlans:
                                3 * self.gb_rsp + 64)
         if fault is not None:
             self._after_ctl_fault(fault, start, bound, latency)
+        if self.ctl_stall is not None and self.ctl_stall[1] is None:
+            # The host looks the stall up once done with this exchange: by the read's end.
+            s_start, _, cycles = self.ctl_stall
+            self.ctl_stall = (s_start + cycles, self.bus.now() + cycles + 2, cycles)
         if never and m.stale is not None:
             # The device gave up on an answer that never comes and sent a CLOSE to be sure:
             # its answer comes at once, and is awaited before the next OPEN or CLOSE.
@@ -147,10 +159,39 @@ class ControlPlans:
             if got != m.host_base:
                 self._fail("host_base after OPEN", f"{m.host_base:#x}", f"{got:#x}")
 
+    def _draw_ctl_stall(self, start):
+        """Draw whether the host takes the control packet after this OPEN's or CLOSE's only
+        long after the timeout: the host looks a first beat's stall up as soon as the exchange
+        before ends, before the packet exists, so it is drawn with that exchange."""
+        T = self.cfg.host_timeout
+        if "ctl-faults" not in self.behaviours or not T or self.rng.random() >= 0.05:
+            return
+        cycles = 2 * T + 512 + self.rng.randint(0, T)
+        self.host.add_fault(Fault("ctl", "stall", exchange=self.host.ctl_exchange + 1, beat=0,
+                                  cycles=cycles))
+        self.ctl_stall = (start, None, cycles)
+
+    async def _meet_ctl_stall(self, op, bound):
+        """An OPEN or CLOSE about to reach a host that may be stalled: return
+        ``("never-taken", cycles)`` where the device surely gives up on its first beat first,
+        else wait the stall out and return None."""
+        earliest, latest, _ = self.ctl_stall
+        self.ctl_stall = None
+        if (self.bus.now() + self.cfg.host_timeout + 64 <= earliest and
+                (op == "CLOSE" or len(self.model.streamed_name()) >= 2)):
+            # (An OPEN of one byte would go whole once the host is back, its answer owed.)
+            return ("never-taken", earliest, latest)
+        await self._wait_until(latest + 16)
+        return None
+
     def _after_ctl_fault(self, fault, start, bound, latency):
         """Note when what a faulted OPEN or CLOSE left owed may end, and surely has."""
         self.stats["ctl-" + fault[0]] += 1
-        if fault[0] == "never-answer":
+        if fault[0] == "never-taken":
+            # The first beat goes when the stall ends (then a RESET, or CLOSE's answer).
+            self.stale_earliest = fault[1]
+            self.stale_safe = fault[2] + bound + latency + 4 * self.gb_ctl + 3 * self.gb_rsp + 64
+        elif fault[0] == "never-answer":
             # Nothing more comes; the host is done with the exchange after its latency.
             self.stale_earliest = NEVER
             self.stale_safe = start + bound + latency + 2 * self.gb_ctl + 64

@@ -75,12 +75,15 @@ class Fuzzer(ControlPlans):
                       "object checks": 0, "resets": 0, "late": 0, "never-answer": 0,
                       "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0, "never-accept": 0,
                       "ctl-double": 0, "ctl-unasked": 0, "ctl-never-answer": 0,
-                      "ctl-stop-mid-name": 0, "reset-in-flight": 0,
+                      "ctl-stop-mid-name": 0, "ctl-never-taken": 0, "reset-in-flight": 0,
                       "reset-cut-write": 0, "reset-lost-request": 0}
         self.index = 0
         self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
         self.stale_earliest = self.stale_safe = 0
+        # ctl-faults: a stall of the next control packet's first beat, drawn with the exchange
+        # before: (earliest end, latest end, cycles), the latest None until that exchange ends.
+        self.ctl_stall = None
         self.dma_safe = 0
         self.dma_busy = False
         # never-accept: the stall drawn with a window exchange, then (earliest, latest) its end.
@@ -507,6 +510,7 @@ class Fuzzer(ControlPlans):
         cut = self._dma_cut() if in_flight and self.bus.now() < self.dma_safe else None
         if cut is None:
             await self._wait_until(self.dma_safe)
+        stalled = await self._reset_meets_ctl_stall(in_flight)
         ctl = in_flight and m.stale is not None and self.bus.now() < self.stale_safe
         if not ctl:
             await self._wait_until(self.stale_safe)
@@ -528,6 +532,16 @@ class Fuzzer(ControlPlans):
             if never:
                 self.stale_earliest = 0
             self.stale_safe += 2 * self.gb_ctl + 16
+        if stalled:
+            # The RESET is the packet the host takes only once its stall ends.
+            m.stale = ("RESET", None, False)
+            self.stale_earliest = self.ctl_stall[0]
+            self.stale_safe = max(self.stale_safe, self.ctl_stall[1] + 2 * self.gb_ctl + 16)
+            self.ctl_stall = None
+            ctl = True
+        if ctl:
+            # A CLOSE the host had not taken yet is replaced by the RESET: never answered.
+            self.host.forget("ctl")
         if ctl or cut is not None:
             self.stats["reset-in-flight"] += 1
             self.stats["reset-cut-write"] += cut == "WRITE"
@@ -538,6 +552,17 @@ class Fuzzer(ControlPlans):
         self.records.append(("RESET", 0, 0, "", None, start, self.bus.now()))
         self._log(start, "reset" + (" (in flight)" if ctl or cut is not None else ""), "")
         await self.enumerate()
+
+    async def _reset_meets_ctl_stall(self, in_flight):
+        """Return whether the RESET about to go is the packet a stalled host takes only once
+        its stall ends, or wait the stall out (a RESET ends no wait of the device's)."""
+        if self.ctl_stall is None:
+            return False
+        if in_flight and self.bus.now() + 16 <= self.ctl_stall[0] and self.model.stale is None:
+            return True
+        await self._wait_until(self.ctl_stall[1] + 16)
+        self.ctl_stall = None
+        return False
 
     def _in_flight(self):
         """Return whether a reset now would be one in flight (if the behaviour is drawn)."""
@@ -604,7 +629,8 @@ class Fuzzer(ControlPlans):
             # the device and the model disagree on which accesses reach the host.
             for channel in ("ctl", "dma"):
                 # A write the host stopped taking reaches it once the stall ends.
-                if self.host.pending(channel) and not (channel == "dma" and self.dma_busy):
+                if self.host.pending(channel) and not (channel == "dma" and self.dma_busy or
+                                                       channel == "ctl" and m.stale is not None):
                     self._fail(f"the host's {channel} requests after {self.current}",
                                "every planned request sent to the host",
                                f"{self.host.pending(channel)} planned request(s) never sent")

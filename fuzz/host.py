@@ -75,9 +75,9 @@ BEHAVIOURS = (
               "tags", True),
     Behaviour("ctl-faults", "never answer OPEN or CLOSE (ETIMEDOUT; the next OPEN or CLOSE "
               "waits for the answer under its own timeout, says ETIMEDOUT and sends a CLOSE to "
-              "be sure), or stop taking OPEN's name half-way for longer than the timeout "
-              "(ETIMEDOUT; the byte on offer and a RESET go once the host is back, and it "
-              "releases what it held)", True),
+              "be sure), stop taking OPEN's name half-way, or take an OPEN or CLOSE only long "
+              "after the timeout (ETIMEDOUT; OPEN's byte on offer and a RESET, or the CLOSE, go "
+              "once the host is back; drawn with the exchange before, as never-accept)", True),
 )
 #: Names of the behaviours drawn by default.
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
@@ -182,6 +182,10 @@ class FuzzHost(HostModel):
         came, or that request was lost. Kept, it would win over a stall drawn for the next
         request (of one exchange, the last stall wins)."""
         self._stall = None
+
+    def forget(self, channel):
+        """Forget the latencies planned on ``channel`` that no request has used."""
+        self._plan[channel].clear()
 
     def plan(self, channel, latency):
         """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""

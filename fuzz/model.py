@@ -288,7 +288,7 @@ class DeviceModel:
                 if stale_op == "OPEN" or op == "CLOSE":
                     self.host_open = None
                     self.stale = ("CLOSE", Status.OK, False)
-        elif op == "OPEN" and fate == "stop-mid-name":
+        elif op == "OPEN" and fate in ("stop-mid-name", "never-taken"):
             # The host never had the whole name: it takes the byte on offer and a RESET once
             # back, and holds nothing (docs/timing.md: a cut-off OPEN ends with RESET).
             self.stale = ("RESET", None, False)
@@ -317,7 +317,8 @@ class DeviceModel:
             self.obj_size = self.map_size = 0
             self.host_open = None
             status = Status.OK
-            if fate in ("late", "never-answer"):
+            if fate in ("late", "never-answer", "never-taken"):
+                # A CLOSE never taken goes once the host is back: its answer is owed as a late one.
                 self.stale = ("CLOSE", status, fate == "never-answer")
                 status = Status.ETIMEDOUT
         if status == Status.ETIMEDOUT:
@@ -356,7 +357,8 @@ class DeviceModel:
         """Return ``(status, words)`` of a memory read burst of ``count + 1`` words.
 
         ``fates`` holds one fate (``"fast"``, ``"late"``, ``"blocked"``, ``"never-answer"``,
-        ``"stop-mid-name"``) per OPEN or CLOSE the burst triggers; ``dma_fate`` says what the host does with a window read: ``"late"``
+        ``"stop-mid-name"``, ``"never-taken"``) per OPEN or CLOSE the burst triggers;
+        ``dma_fate`` says what the host does with a window read: ``"late"``
         (answers after the timeout) and ``"never-answer"`` time out; ``"answer-twice"``,
         ``"unasked"`` (extra answers dropped by their tags) and ``"fast"`` do not;
         ``"never-accept"`` (the request is not taken within the timeout) times out too.

@@ -32,7 +32,7 @@ def _ok(result):
 
 @pytest.fixture(scope="module")
 def wide():
-    return run_fuzz(transactions=700, seed=5, config=WIDE)
+    return run_fuzz(transactions=700, seed=1, config=WIDE)
 
 
 @pytest.fixture(scope="module")
@@ -85,10 +85,10 @@ def test_host_faults_reached(wide):
     assert "ctl-extra-answers" in DEFAULT_BEHAVIOURS
     for fault in ("ctl-double", "ctl-unasked"):
         assert wide["stats"][fault] > 0, f"no OPEN or CLOSE met a host that does {fault}"
-    # OPEN or CLOSE never answered, OPEN's name not taken past half-way; resets while the host
-    # still held an exchange.
+    # OPEN or CLOSE never answered or not taken for long, OPEN's name not taken past half-way;
+    # resets while the host still held an exchange.
     assert {"ctl-faults", "reset-in-flight"} <= set(DEFAULT_BEHAVIOURS)
-    for fault in ("ctl-never-answer", "ctl-stop-mid-name", "reset-in-flight"):
+    for fault in ("ctl-never-answer", "ctl-stop-mid-name", "ctl-never-taken", "reset-in-flight"):
         assert wide["stats"][fault] > 0, f"no transaction met {fault}"
 
 
@@ -133,7 +133,7 @@ def test_cocotb_records_equal_amaranth(backend, monkeypatch):
     assert got["records"] == ref["records"]
 
 
-@pytest.mark.parametrize("config,seed", [(SHORT, 22), (WIDE, 8)], ids=["short-64", "wide-32"])
+@pytest.mark.parametrize("config,seed", [(SHORT, 20), (WIDE, 3)], ids=["short-64", "wide-32"])
 def test_native_records_equal_amaranth(config, seed, monkeypatch):
     """The native backend, its C++ host playing the host faults, draws what Amaranth draws
     (resets with nothing and with an object open, and while the host holds an exchange,
@@ -156,8 +156,8 @@ def test_native_records_equal_amaranth(config, seed, monkeypatch):
     assert got["stats"]["ctl-double"] + got["stats"]["ctl-unasked"] > 0, got["stats"]
     assert got["stats"]["resets"] > 0 and got["stats"]["host_base checks"] > 0, got["stats"]
     # Control faults, and a reset that loses a window request the host had not taken yet.
-    assert got["stats"]["ctl-never-answer"] > 0, got["stats"]
-    assert got["stats"]["reset-lost-request"] > 0, got["stats"]
+    for kind in ("ctl-never-answer", "ctl-never-taken", "ctl-stop-mid-name", "reset-lost-request"):
+        assert got["stats"][kind] > 0, got["stats"]
     assert got["stats"] == ref["stats"]
     assert got["counts"] == ref["counts"]
     assert got["records"] == ref["records"]
@@ -166,11 +166,12 @@ def test_native_records_equal_amaranth(config, seed, monkeypatch):
 def test_native_resets_in_flight():
     """Resets while the host holds a window write it stopped taking (the write stores nothing:
     every byte is checked after), or a request it has not taken, and OPEN names the host stopped
-    taking: a fast native run reaches each, and the device matches the model through them."""
+    taking or OPEN and CLOSE it never took: a fast native run reaches each, and the device
+    matches the model through them."""
     require_backend("native")
-    got = run_fuzz(transactions=1500, seed=8, config=SHORT, backend="native")
+    got = run_fuzz(transactions=1500, seed=3, config=SHORT, backend="native")
     _ok(got)
-    for kind in ("reset-cut-write", "reset-lost-request", "ctl-stop-mid-name"):
+    for kind in ("reset-cut-write", "reset-lost-request", "ctl-stop-mid-name", "ctl-never-taken"):
         assert got["stats"][kind] > 0, got["stats"]
 
 
@@ -218,9 +219,9 @@ def test_amaranth_host_takes_doorbells(monkeypatch):
         return doorbell(self, *args)
 
     monkeypatch.setattr(FuzzHost, "doorbell", counted)
-    ref = run_fuzz(transactions=300, seed=25, config=WIDE)
+    ref = run_fuzz(transactions=300, seed=178, config=WIDE)
     backend = "native"
-    got = run_fuzz(transactions=300, seed=25, config=WIDE, backend="native")
+    got = run_fuzz(transactions=300, seed=178, config=WIDE, backend="native")
     _ok(ref)
     _ok(got)
     assert taken == {"amaranth": 2, "native": 2}
