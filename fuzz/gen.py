@@ -553,17 +553,6 @@ class Fuzzer(ControlPlans):
         self._log(start, "reset" + (" (in flight)" if ctl or cut is not None else ""), "")
         await self.enumerate()
 
-    async def _reset_meets_ctl_stall(self, in_flight):
-        """Return whether the RESET about to go is the packet a stalled host takes only once
-        its stall ends, or wait the stall out (a RESET ends no wait of the device's)."""
-        if self.ctl_stall is None:
-            return False
-        if in_flight and self.bus.now() + 16 <= self.ctl_stall[0] and self.model.stale is None:
-            return True
-        await self._wait_until(self.ctl_stall[1] + 16)
-        self.ctl_stall = None
-        return False
-
     def _in_flight(self):
         """Return whether a reset now would be one in flight (if the behaviour is drawn)."""
         if "reset-in-flight" not in self.behaviours or self.probe is None:
