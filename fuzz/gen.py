@@ -524,7 +524,10 @@ class Fuzzer(ControlPlans):
             # stores anything: a write cut off stores nothing, the latency planned is not used.
             if self.dma_last[1]:
                 m.cut_write()
-            self.host.cut(cut)
+            if not self.host.cut(cut):
+                self._fail(f"the host's window requests after a reset cutting off "
+                           f"{self.current}", "the request cut off, never taken whole",
+                           "the host took it whole")
         if ctl:
             # The device's RESET goes once the host is done with the exchange it holds; the
             # next OPEN or CLOSE drains it first (ETIMEDOUT where it surely cannot in time).

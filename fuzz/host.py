@@ -170,12 +170,16 @@ class FuzzHost(HostModel):
 
     def cut(self, what):
         """Forget the planned latency of a window request a reset cut off: ``"WRITE"``, a write
-        the host took part of (an exchange all the same), or ``"lost"``, one it never took."""
+        the host took part of (an exchange all the same), or ``"lost"``, one it never took.
+        Return False if the host has used every latency planned: it took the request whole."""
+        if not self._plan["dma"]:
+            return False
         self._plan["dma"].popleft()
         if what == "WRITE":
             self.counts["WRITE"] += 1
         else:
             self.stall_spent()
+        return True
 
     def stall_spent(self):
         """Forget the stall of :meth:`stall_next`: it ended before the request it was drawn for
