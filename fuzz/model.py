@@ -190,7 +190,8 @@ class DeviceModel:
         if not raw.endswith(b"\0"):
             return Status.ENAMETOOLONG, 0
         name = raw[:-1]
-        if not name or not name.startswith(b"/") or b"/" in name[1:] or name == b"/":
+        if (not name or not name.startswith(b"/") or b"/" in name[1:] or
+                name in (b"/", b"/.", b"/..")):
             return Status.EINVAL, 0
         if len(name) - 1 > NAME_MAX:
             return Status.ENAMETOOLONG, 0
