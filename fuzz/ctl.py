@@ -184,16 +184,12 @@ class ControlPlans:
         await self._wait_until(latest + 16)
         return None
 
-    async def _reset_meets_ctl_stall(self, in_flight):
+    def _reset_meets_ctl_stall(self, in_flight):
         """Return whether the RESET about to go is the packet a stalled host takes only once
-        its stall ends, or wait the stall out (a RESET ends no wait of the device's)."""
-        if self.ctl_stall is None:
-            return False
-        if in_flight and self.bus.now() + 16 <= self.ctl_stall[0] and self.model.stale is None:
-            return True
-        await self._wait_until(self.ctl_stall[1] + 16)
-        self.ctl_stall = None
-        return False
+        its stall ends (else the caller waits the stall out: a RESET ends no wait of the
+        device's)."""
+        return (in_flight and self.ctl_stall is not None and self.model.stale is None and
+                self.bus.now() + 16 <= self.ctl_stall[0])
 
     def _after_ctl_fault(self, fault, start, bound, latency):
         """Note when what a faulted OPEN or CLOSE left owed may end, and surely has."""
