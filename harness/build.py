@@ -17,12 +17,13 @@ import fcntl
 import hashlib
 import os
 import shutil
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["KEEP", "cache_root", "cache_key", "tool_versions", "build_once", "build_file_once",
-           "evict"]
+           "evict", "design_text"]
 
 #: How many builds of one kind the cache keeps (``$VMSHM_CACHE_KEEP`` overrides): the suite
 #: needs about 40 Verilog configurations; a build is about 10 MB once trimmed.
@@ -68,6 +69,39 @@ def tool_versions():
             out.append(f"{dist}=none")
     out.append(f"iverilog={shutil.which('iverilog')}")
     return " ".join(out)
+
+
+#: The modules whose state makes a design: what :func:`design_text` watches.
+_DESIGN_MODULES = ("vmshm.rtl", "vmshm.abi", "vmshm.harness.top")
+#: Verilog made by this process, by what it was made of and the state of the design's modules.
+_texts = {}
+
+
+def design_text(key, make):
+    """Return ``make()``, the Verilog of the configuration ``key`` names, made once per process.
+
+    Generating a top's Verilog (Amaranth's elaboration, then Yosys) takes a second or two, and a
+    test session runs each configuration many times. The text is reused only while the design's
+    modules are as they were when it was made: the key includes which object every name in
+    them (and in their classes) is bound to, so a test that patches the RTL (a broken shim, a
+    changed layout) gets Verilog made from the patched design, and the original's again after.
+    """
+    state = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(_DESIGN_MODULES):
+            continue
+        for attr, value in list(vars(module).items()):
+            state.append((name, attr, id(value)))
+            if isinstance(value, type) and value.__module__ == name:
+                state.extend((name, attr, a, id(v)) for a, v in list(vars(value).items()))
+    memo = (key, frozenset(state))
+    try:
+        hash(memo)
+    except TypeError:       # a parameter that cannot be a key (a list): made every time
+        return make()
+    if memo not in _texts:
+        _texts[memo] = make()
+    return _texts[memo]
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import pytest
 
-from vmshm.harness.build import build_file_once, build_once, evict
+from vmshm.harness.build import build_file_once, build_once, design_text, evict
 from vmshm.host_model import ShmRegion
 from vmshm.host_model.scratch import remove_stale
 
@@ -186,3 +186,22 @@ def test_the_build_cache_evicts_the_least_recently_used(tmp_path):
     # A build used within the hour stays whatever the count: another process may run it.
     os.utime(tmp_path / "b4" / ".built", (now - 60,) * 2)
     assert [p.name for p in evict(tmp_path, keep=1)] == ["b5"]
+
+
+def test_a_design_is_generated_once_per_process_unless_its_rtl_changes(monkeypatch):
+    # Generating a top takes seconds and a session runs each configuration many times; but a
+    # test that patches the RTL (a broken shim) must get Verilog of the patched design.
+    from vmshm.rtl.usp import completer
+    made = []
+
+    def make():
+        made.append(completer.trailing_zeros)
+        return f"verilog {len(made)}"
+
+    key = ("test-top", (("axis_width", 64),))
+    assert design_text(key, make) == design_text(key, make) == "verilog 1"
+    monkeypatch.setattr(completer, "trailing_zeros", lambda be: 0)
+    assert design_text(key, make) == "verilog 2"
+    monkeypatch.undo()
+    assert design_text(key, make) == "verilog 1"
+    assert design_text((*key, "other"), make) == "verilog 3"
