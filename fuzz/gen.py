@@ -15,7 +15,6 @@ while the stale answer surely cannot arrive in time (the drain path must answer 
 once it has surely been drained.
 """
 
-import math
 import random
 import sys
 from collections import deque
@@ -24,6 +23,8 @@ from vmshm.driver_model.bus import BusTimeout, Space
 from vmshm.host_model import ShmRegion
 from vmshm.abi.regmap import BAR0_SIZE, BAR_WINDOW, REG
 
+from .ctl import ControlPlans
+from .resets import ResetPlans
 from .host import ACTIVE, DEFAULT_BEHAVIOURS, gate_bound as _gate_bound
 from .model import CLOSE_OFF, OPEN_OFF, DeviceModel, FuzzConfig
 
@@ -43,7 +44,7 @@ class Mismatch(AssertionError):
     """The device and the model disagree."""
 
 
-class Fuzzer:
+class Fuzzer(ControlPlans, ResetPlans):
     """Draw, run and check transactions on one device; see :func:`fuzz_guest`."""
 
     def __init__(self, bus, host, probe, cfg, *, seed, behaviours, names, history):
@@ -74,15 +75,23 @@ class Fuzzer:
         self.stats = {"ETIMEDOUT-drain": 0, "ETIMEDOUT-late": 0, "host_base checks": 0,
                       "object checks": 0, "resets": 0, "late": 0, "never-answer": 0,
                       "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0, "never-accept": 0,
-                      "ctl-double": 0, "ctl-unasked": 0}
+                      "ctl-double": 0, "ctl-unasked": 0, "ctl-never-answer": 0,
+                      "ctl-stop-mid-name": 0, "ctl-never-taken": 0, "reset-in-flight": 0,
+                      "reset-cut-write": 0, "reset-lost-request": 0}
         self.index = 0
         self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
         self.stale_earliest = self.stale_safe = 0
+        # ctl-faults: a stall of the next control packet's first beat, drawn with the exchange
+        # before: (earliest end, latest end, cycles), the latest None until that exchange ends.
+        self.ctl_stall = None
         self.dma_safe = 0
         self.dma_busy = False
         # never-accept: the stall drawn with a window exchange, then (earliest, latest) its end.
         self.stall_cycles, self.stall_end = 0, None
+        # The last window access's fate and whether a write, and the cycle its host holds it
+        # until at least (a write stopped half-way, a request not taken): for resets in flight.
+        self.dma_last, self.cut_end = (None, False), None
 
     # -- carrying out one transaction -------------------------------------------------------------
 
@@ -178,28 +187,6 @@ class Fuzzer:
 
     # -- timing plans ------------------------------------------------------------------------------
 
-    def _stream_bound(self, nbytes):
-        p = self.p_ctl
-        return math.ceil(nbytes / p + 8 * math.sqrt(nbytes * (1 - p)) / p + self.gb_ctl +
-                         2 * (nbytes // self.wb + 1) + 8)
-
-    def _ctl_fate(self, op):
-        """Return ``(fate, latency)`` for an OPEN or CLOSE that reaches the host, or None."""
-        T = self.cfg.host_timeout
-        nbytes = len(self.model.streamed_name()) if op == "OPEN" else 1
-        bound = self._stream_bound(nbytes)
-        slack = T - bound - self.gb_rsp - 24 if T else 1 << 30
-        late_ok = T and "late-ctl" in self.behaviours
-        if T and bound + 16 > T:
-            # The timer may run out while the name is streamed: whether the beat on offer is cut
-            # off then depends on the very cycle the host takes it (timing.md), so not drawn.
-            return None
-        if slack >= 0 and not (late_ok and self.rng.random() < 0.12):
-            return "fast", self.rng.randint(0, min(64, slack)), bound
-        if not late_ok:
-            return None
-        return "late", bound + 2 * T + 64 + self.rng.randint(0, T // 2), bound
-
     async def _wait_until(self, cycle):
         now = self.bus.now()
         if cycle > now:
@@ -210,71 +197,6 @@ class Fuzzer:
         # The native bus has no such backend: its idle() is one call into C++ already.
         io = getattr(self.bus, "_io", None)
         await (io.wait(cycles) if io is not None else self.bus.idle(cycles))
-
-    async def _prepare_ctl(self, n_ops):
-        """Before a read that triggers OPEN or CLOSE: return the fate of each, or None to skip."""
-        m = self.model
-        if m.stale is not None:
-            now = self.bus.now()
-            T = self.cfg.host_timeout
-            if n_ops == 1 and now + T + 32 <= self.stale_earliest:
-                return ["blocked"]
-            await self._wait_until(self.stale_safe)
-            m.settle()
-        if n_ops != 1:
-            return None
-        return []
-
-    async def ctl_read(self, off, be, what):
-        """Read BAR0 at ``off`` (one word) whose lane 0 is OPEN or CLOSE."""
-        m = self.model
-        op = "OPEN" if off == OPEN_OFF else "CLOSE"
-        await self._dma_settle()
-        triggers = m.triggers(off, 0, be) if m.decode(self.bar_base(0) + off, 0) else []
-        fates = []
-        late = extra = None
-        if triggers:
-            fates = await self._prepare_ctl(1)
-            if fates is None:
-                return
-            if not fates:
-                if m.op_reaches_host(op):
-                    plan = self._ctl_fate(op)
-                    if plan is None:
-                        return
-                    fate, latency, bound = plan
-                    self.host.plan("ctl", latency)
-                    if fate == "late":
-                        late = (latency, bound)
-                    else:
-                        room = self.cfg.host_timeout - bound - 2 * self.gb_rsp - 24 - latency
-                        extra = self.host.draw_ctl_extra(self.rng, self.behaviours, room)
-                    if op == "OPEN":
-                        # Drawn on every backend, so the traffic does not depend on the probe.
-                        m.next_host_base = self.rng.randrange(1 << 52) << 12
-                        if self.probe is not None:
-                            self.probe.set_bus_address(m.next_host_base)
-                    fates = [fate]
-                else:
-                    fates = ["fast"]
-        start = self.bus.now()
-        if fates == ["blocked"]:
-            self.stats["ETIMEDOUT-drain"] += 1
-        await self.mem_read(self.bar_base(0) + off, 0, be, fates=fates, what=what)
-        if extra:
-            self.stats[extra] += 1
-            await self.probe_wait(4 * self.gb_rsp + 32)     # the second answer may still come
-        if late is not None:
-            latency, bound = late
-            self.stats["ETIMEDOUT-late"] += 1
-            self.stale_earliest = start + latency
-            self.stale_safe = (start + bound + latency + self.gb_rsp + 2 * self.gb_ctl +
-                               3 * self.gb_rsp + 64)
-        if triggers and op == "OPEN" and m.is_open and self.probe is not None:
-            got = self.probe.host_base()
-            self.stats["host_base checks"] += 1
-            if got != m.host_base:
-                self._fail("host_base after OPEN", f"{m.host_base:#x}", f"{got:#x}")
 
     # -- the kinds ------------------------------------------------------------------------------
 
@@ -398,6 +320,7 @@ class Fuzzer:
         names (:data:`~vmshm.fuzz.host.BEHAVIOURS`); None: the access never reaches the host.
         """
         self.host.fault(None)
+        self.cut_end = None
         if not self._reaches_host(off, count):
             return None         # it never reaches the host: nothing to plan
         T = self.cfg.host_timeout
@@ -409,6 +332,8 @@ class Fuzzer:
             self.host.plan("dma", latency)
             self.dma_pending = (self.stall_end[1] - self.bus.now() + latency + beats +
                                 (count + 1) * (self.gb_dma + 1))
+            # Not taken before the stall's earliest end: a reset before it loses the request.
+            self.cut_end = self.stall_end[0]
             self.stall_end, self.dma_busy = None, True
             return "never-accept"
         slack = T - self.gb_rsp - 16 if T else 1 << 30
@@ -422,6 +347,10 @@ class Fuzzer:
         # When the late host is done with this access, at the latest (for resets).
         self.dma_pending = latency + beats + self.gb_dma * (count + 1)
         if late:
+            if self.dma_pending - T > T // 2 - 64:
+                # The host may still be answering it when the next request comes, for longer
+                # than that one's timeout (a short timeout, a long answer): the next waits.
+                self.dma_busy = True
             return "late"
         faults = [f for f in ("never-answer", "answer-twice", "unasked", "stop-mid-packet")
                   if f in self.behaviours and T]
@@ -448,6 +377,8 @@ class Fuzzer:
             self.host.fault("stall", beat=beat, cycles=cycles)
             self.dma_pending += cycles
             self.dma_busy = True
+            # The host takes no beat from `beat` on before then: a reset before it cuts it off.
+            self.cut_end = self.bus.now() + cycles
             return ("stop-mid-packet", beat)
         else:
             return "fast"
@@ -475,6 +406,7 @@ class Fuzzer:
             # The stall may end about when this request times out: let it end first.
             await self._wait_until(self.stall_end[1] + 16)
             self.stall_end = None
+            self.host.stall_spent()
         start = self.bus.now()
         self.dma_pending = 0
         fate = self._dma_plan(off, count, write)
@@ -497,6 +429,7 @@ class Fuzzer:
             self.stall_end = (start + self.stall_cycles, self.bus.now() + self.stall_cycles + 2)
             self.stall_cycles = 0
         self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
+        self.dma_last = (fate, write)
 
     async def do_win_read(self):
         await self._window_access(False)
@@ -568,22 +501,6 @@ class Fuzzer:
             await self.mem_write(addr, [(self._rand_word(), self._rand_be())
                                         for _ in range(count + 1)], what="unclaimed write")
 
-    async def do_reset(self):
-        m = self.model
-        if self.probe is None or "reset-idle" not in self.behaviours:
-            return await self.do_idle()
-        if m.is_open and "reset-open" not in self.behaviours:
-            return await self.do_close()
-        await self._wait_until(max(self.stale_safe, self.dma_safe))
-        m.settle()
-        start = self.bus.now()
-        await self.probe.reset()
-        m.reset()
-        self.stats["resets"] += 1
-        self.records.append(("RESET", 0, 0, "", None, start, self.bus.now()))
-        self._log(start, "reset", "")
-        await self.enumerate()
-
     async def do_idle(self):
         await self.probe_wait(self.rng.randint(1, 40))
 
@@ -620,13 +537,16 @@ class Fuzzer:
                     await self.cfg_write_reg(4, 0x6, 0x3, "enable")
                     continue
             kind = self.rng.choices(kinds, open_weights if m.is_open else weights)[0]
+            if self._in_flight() and self.rng.random() < 0.1:
+                kind = "reset"      # resets are rare: catch the host holding an exchange
             self.counts[kind] = self.counts.get(kind, 0) + 1
             await getattr(self, f"do_{kind}")()
             # Every planned answer is used by the time its access completes; one left over means
             # the device and the model disagree on which accesses reach the host.
             for channel in ("ctl", "dma"):
                 # A write the host stopped taking reaches it once the stall ends.
-                if self.host.pending(channel) and not (channel == "dma" and self.dma_busy):
+                if self.host.pending(channel) and not (channel == "dma" and self.dma_busy or
+                                                       channel == "ctl" and m.stale is not None):
                     self._fail(f"the host's {channel} requests after {self.current}",
                                "every planned request sent to the host",
                                f"{self.host.pending(channel)} planned request(s) never sent")

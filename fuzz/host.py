@@ -48,9 +48,11 @@ BEHAVIOURS = (
               "flight (Amaranth backend only: the cocotb benches hold rst themselves)", True),
     Behaviour("reset-open", "reset the function while an object is open: the core's RESET "
               "makes the host release it, and the next OPEN behaves as after power-on", True),
-    Behaviour("reset-in-flight", "reset during OPEN, CLOSE or a window access: a stale answer "
-              "is taken for a later request", False, "a model of which beats the host took "
-              "before the reset", implemented=False),
+    Behaviour("reset-in-flight", "reset while the host still holds an OPEN, CLOSE or window "
+              "access (an answer owed, a name or write it stopped taking, a request not taken "
+              "yet): no answer from before the reset is taken for a later request, a write cut "
+              "off stores nothing, and the next OPEN or CLOSE drains the device's RESET first",
+              True),
     Behaviour("never-answer", "take a window read or write and never answer it: the read "
               "returns all ones, the write's data stays, TIMEOUTS counts it and DMA_ERROR is set",
               True),
@@ -71,10 +73,11 @@ BEHAVIOURS = (
     Behaviour("ctl-extra-answers", "answer OPEN or CLOSE twice, or send an answer with a tag no "
               "request had (OK, 1 MiB) before the real one: the extra ones are dropped by their "
               "tags", True),
-    Behaviour("ctl-faults", "never answer OPEN or CLOSE, or stop taking OPEN's name half-way",
-              False, "a model of a stale answer that never comes (the next OPEN or CLOSE waits "
-              "for it under its own timeout) and of the RESET that ends a name cut off half-way "
-              "(tests/test_wedge.py plays them)", implemented=False),
+    Behaviour("ctl-faults", "never answer OPEN or CLOSE (ETIMEDOUT; the next OPEN or CLOSE "
+              "waits for the answer under its own timeout, says ETIMEDOUT and sends a CLOSE to "
+              "be sure), stop taking OPEN's name half-way, or take an OPEN or CLOSE only long "
+              "after the timeout (ETIMEDOUT; OPEN's byte on offer and a RESET, or the CLOSE, go "
+              "once the host is back; drawn with the exchange before, as never-accept)", True),
 )
 #: Names of the behaviours drawn by default.
 DEFAULT_BEHAVIOURS = tuple(b.name for b in BEHAVIOURS if b.enabled)
@@ -142,23 +145,51 @@ class FuzzHost(HostModel):
 
     def draw_ctl_extra(self, rng, behaviours, room):
         """Draw whether the OPEN or CLOSE about to go out gets extra answers; return the
-        fault's name or None. ``room``: cycles its answer may come later and stay in time.
-
-        Control exchanges count every packet the host took, the device's RESETs included.
-        """
+        fault's name or None. ``room``: cycles its answer may come later and stay in time."""
         if "ctl-extra-answers" not in behaviours or rng.random() >= 0.15:
             return None
         kind = rng.choice(["double", "unasked"])
         if kind == "unasked" and room < 0:
             return None
-        exchange = self.counts["OPEN"] + self.counts["CLOSE"] + self.counts["RESET"]
-        self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults,
-                                         Fault("ctl", kind, exchange=exchange)])
+        self.add_fault(Fault("ctl", kind, exchange=self.ctl_exchange))
         return "ctl-" + kind
+
+    @property
+    def ctl_exchange(self):
+        """Return the number of the next control exchange: every packet the host took, the
+        device's RESETs included."""
+        return self.counts["OPEN"] + self.counts["CLOSE"] + self.counts["RESET"]
+
+    def add_fault(self, fault):
+        """Add ``fault`` (a :class:`~vmshm.host_model.faults.Fault`) to the host's faults."""
+        self.timing.faults = HostFaults([*(self.timing.faults or HostFaults()).faults, fault])
 
     def reset(self):
         self.counts["RESET"] += 1
         return super().reset()
+
+    def cut(self, what):
+        """Forget the planned latency of a window request a reset cut off: ``"WRITE"``, a write
+        the host took part of (an exchange all the same), or ``"lost"``, one it never took.
+        Return False if the host has used every latency planned: it took the request whole."""
+        if not self._plan["dma"]:
+            return False
+        self._plan["dma"].popleft()
+        if what == "WRITE":
+            self.counts["WRITE"] += 1
+        else:
+            self.stall_spent()
+        return True
+
+    def stall_spent(self):
+        """Forget the stall of :meth:`stall_next`: it ended before the request it was drawn for
+        came, or that request was lost. Kept, it would win over a stall drawn for the next
+        request (of one exchange, the last stall wins)."""
+        self._stall = None
+
+    def forget(self, channel):
+        """Forget the latencies planned on ``channel`` that no request has used."""
+        self._plan[channel].clear()
 
     def plan(self, channel, latency):
         """Queue the latency of the next request on ``channel`` (``"ctl"`` or ``"dma"``)."""

@@ -190,7 +190,8 @@ class DeviceModel:
         if not raw.endswith(b"\0"):
             return Status.ENAMETOOLONG, 0
         name = raw[:-1]
-        if not name or not name.startswith(b"/") or b"/" in name[1:] or name == b"/":
+        if (not name or not name.startswith(b"/") or b"/" in name[1:] or
+                name in (b"/", b"/.", b"/..")):
             return Status.EINVAL, 0
         if len(name) - 1 > NAME_MAX:
             return Status.ENAMETOOLONG, 0
@@ -280,6 +281,19 @@ class DeviceModel:
             # that answer cannot come before the timeout.
             assert fate == "blocked", fate
             status = Status.ETIMEDOUT
+            stale_op, _, never = self.stale
+            if never:
+                # An answer that never comes is given up on; a forgotten OPEN, or this CLOSE,
+                # goes to the host as a CLOSE to be sure, whose answer is owed in turn.
+                self.stale = None
+                if stale_op == "OPEN" or op == "CLOSE":
+                    self.host_open = None
+                    self.stale = ("CLOSE", Status.OK, False)
+        elif op == "OPEN" and fate in ("stop-mid-name", "never-taken"):
+            # The host never had the whole name: it takes the byte on offer and a RESET once
+            # back, and holds nothing (docs/timing.md: a cut-off OPEN ends with RESET).
+            self.stale = ("RESET", None, False)
+            status = Status.ETIMEDOUT
         elif op == "OPEN" and self.is_open:
             status = Status.EBUSY
         elif op == "OPEN" and not self.bme:
@@ -288,8 +302,8 @@ class DeviceModel:
             status, size = self.host_answer_open()
             if status == Status.OK:
                 self.host_open = self.streamed_name()[:-1]
-            if fate == "late":
-                self.stale = ("OPEN", status)
+            if fate in ("late", "never-answer"):
+                self.stale = ("OPEN", status, fate == "never-answer")
                 status = Status.ETIMEDOUT
             elif status == Status.OK:
                 self.is_open = True
@@ -304,13 +318,20 @@ class DeviceModel:
             self.obj_size = self.map_size = 0
             self.host_open = None
             status = Status.OK
-            if fate == "late":
-                self.stale = ("CLOSE", status)
+            if fate in ("late", "never-answer", "never-taken"):
+                # A CLOSE never taken goes once the host is back: its answer is owed as a late one.
+                self.stale = ("CLOSE", status, fate == "never-answer")
                 status = Status.ETIMEDOUT
         if status == Status.ETIMEDOUT:
             self.count_timeout()
         self.last_error = status
         return status
+
+    def cut_write(self):
+        """Undo the last window write: a reset cut it off before the host stored it (a host
+        drops a write cut off by the reset: docs/timing.md, "Resets reach the host")."""
+        obj, off, old = self._undo
+        obj[off:off + len(old)] = old
 
     def count_timeout(self, *, window=False):
         """Count a wait on the host that timed out (TIMEOUTS); a window's sets DMA_ERROR."""
@@ -325,9 +346,10 @@ class DeviceModel:
         """Take the stale answer of a timed-out OPEN or CLOSE, once it has certainly come.
 
         A late OPEN success is closed again by the device, so the host ends up holding nothing.
+        An answer that never comes stays awaited (the next OPEN or CLOSE gives up on it).
         """
-        if self.stale is not None:
-            op, status = self.stale
+        if self.stale is not None and not self.stale[2]:
+            op, status, _ = self.stale
             if op == "OPEN" and status == Status.OK:
                 self.host_open = None
             self.stale = None
@@ -335,8 +357,9 @@ class DeviceModel:
     def mem_read(self, addr, count, be, fates=(), dma_fate=None):
         """Return ``(status, words)`` of a memory read burst of ``count + 1`` words.
 
-        ``fates`` holds one fate (``"fast"``, ``"late"``, ``"blocked"``) per OPEN or CLOSE the
-        burst triggers; ``dma_fate`` says what the host does with a window read: ``"late"``
+        ``fates`` holds one fate (``"fast"``, ``"late"``, ``"blocked"``, ``"never-answer"``,
+        ``"stop-mid-name"``, ``"never-taken"``) per OPEN or CLOSE the burst triggers;
+        ``dma_fate`` says what the host does with a window read: ``"late"``
         (answers after the timeout) and ``"never-answer"`` time out; ``"answer-twice"``,
         ``"unasked"`` (extra answers dropped by their tags) and ``"fast"`` do not;
         ``"never-accept"`` (the request is not taken within the timeout) times out too.
@@ -442,6 +465,8 @@ class DeviceModel:
         elif dma_fate in _TIMED_OUT:
             self.count_timeout(window=True)
         obj = self.objects[self.obj_name]
+        # What the bytes were, should a reset cut the write off before the host stores it.
+        self._undo = (obj, off, bytes(obj[off:off + keep * wb]))
         for k, (data, be) in enumerate(beats[:keep]):
             for i in range(wb):
                 a = off + k * wb + i

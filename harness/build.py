@@ -6,16 +6,32 @@ went into it, the versions of the tools included (:func:`tool_versions`), under
 workers (or two ``vmshm`` commands) that need one configuration at once compile it once: one
 builds, the others wait and reuse it. :func:`build_file_once` does the same for a single file
 (the guest's initramfs, a host program), which appears whole or not at all.
+
+The cache stays bounded: a finished build keeps only what running it needs (a Verilator build's
+precompiled headers and object files, nine tenths of its size, are deleted once it is linked),
+each use marks the build as used, and after a new build the least recently used ones beyond
+:data:`KEEP` of its kind (``$VMSHM_CACHE_KEEP``) are deleted, unless used in the last hour.
 """
 
 import fcntl
 import hashlib
 import os
 import shutil
+import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["cache_root", "cache_key", "tool_versions", "build_once", "build_file_once"]
+__all__ = ["KEEP", "cache_root", "cache_key", "tool_versions", "build_once", "build_file_once",
+           "evict", "design_text"]
+
+#: How many builds of one kind the cache keeps (``$VMSHM_CACHE_KEEP`` overrides): the suite
+#: needs about 40 Verilog configurations; a build is about 10 MB once trimmed.
+KEEP = 96
+#: A build used this recently (seconds) is never evicted: another process may be running it.
+_IN_USE = 3600
+#: What a linked Verilator build no longer needs: precompiled headers, objects, archives.
+_SCRAP = ("*.gch", "*.o", "*.a", "*.d")
 
 #: Where each kind of build lives under ``~/.cache/vmshm`` (``$VMSHM_BUILD_DIR`` replaces the
 #: cocotb folder itself, and holds the native one).
@@ -55,6 +71,39 @@ def tool_versions():
     return " ".join(out)
 
 
+#: The modules whose state makes a design: what :func:`design_text` watches.
+_DESIGN_MODULES = ("vmshm.rtl", "vmshm.abi", "vmshm.harness.top")
+#: Verilog made by this process, by what it was made of and the state of the design's modules.
+_texts = {}
+
+
+def design_text(key, make):
+    """Return ``make()``, the Verilog of the configuration ``key`` names, made once per process.
+
+    Generating a top's Verilog (Amaranth's elaboration, then Yosys) takes a second or two, and a
+    test session runs each configuration many times. The text is reused only while the design's
+    modules are as they were when it was made: the key includes which object every name in
+    them (and in their classes) is bound to, so a test that patches the RTL (a broken shim, a
+    changed layout) gets Verilog made from the patched design, and the original's again after.
+    """
+    state = []
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(_DESIGN_MODULES):
+            continue
+        for attr, value in list(vars(module).items()):
+            state.append((name, attr, id(value)))
+            if isinstance(value, type) and value.__module__ == name:
+                state.extend((name, attr, a, id(v)) for a, v in list(vars(value).items()))
+    memo = (key, frozenset(state))
+    try:
+        hash(memo)
+    except TypeError:       # a parameter that cannot be a key (a list): made every time
+        return make()
+    if memo not in _texts:
+        _texts[memo] = make()
+    return _texts[memo]
+
+
 @contextmanager
 def _locked(target):
     """Hold the exclusive lock of ``target`` (a file beside it) for the ``with`` block."""
@@ -74,9 +123,58 @@ def build_once(build_dir, make):
     build_dir = Path(build_dir)
     done = build_dir / ".built"
     with _locked(build_dir):
-        if not done.exists():
-            make()
-            done.write_text("ok\n")
+        if done.exists():
+            done.touch()        # used now: the last to be evicted
+            return
+        make()
+        _trim(build_dir)
+        done.write_text("ok\n")
+    evict(build_dir.parent)
+
+
+def _trim(build_dir):
+    """Delete what a linked build does not need to run (:data:`_SCRAP`)."""
+    for pattern in _SCRAP:
+        for path in build_dir.rglob(pattern):
+            if path.is_file():
+                path.unlink()
+
+
+def _keep():
+    raw = os.environ.get("VMSHM_CACHE_KEEP", "")
+    try:
+        return max(1, int(raw)) if raw else KEEP
+    except ValueError:
+        return KEEP
+
+
+def evict(root, keep=None, now=None):
+    """Delete the least recently used builds under ``root`` beyond ``keep`` (:data:`KEEP`).
+
+    A build's last use is its ``.built`` marker's time; builds used in the last hour stay
+    whatever their number, as do folders that are not finished builds. Returns the deleted
+    folders.
+    """
+    keep = _keep() if keep is None else keep
+    now = time.time() if now is None else now
+    builds = []
+    for marker in Path(root).glob("*/.built"):
+        try:
+            builds.append((marker.stat().st_mtime, marker.parent))
+        except FileNotFoundError:       # evicted by another process meanwhile
+            continue
+    builds.sort(reverse=True)
+    gone = []
+    for used, folder in builds[keep:]:
+        if now - used < _IN_USE:
+            continue
+        with _locked(folder):
+            marker = folder / ".built"
+            if marker.exists() and now - marker.stat().st_mtime >= _IN_USE:
+                marker.unlink()
+                shutil.rmtree(folder, ignore_errors=True)
+                gone.append(folder)
+    return gone
 
 
 def build_file_once(path, make):

@@ -291,8 +291,9 @@ class HostModel:
         status : int
             0, or a :class:`~vmshm.abi.regmap.Status` errno: ``ENAMETOOLONG`` (no NUL, or longer
             than ``NAME_MAX`` after the ``/``), ``EINVAL`` (empty, no leading ``/``, another
-            ``/``, just ``/``, or an empty object), ``EBUSY`` (an object is already open),
-            ``ENOENT``, ``EACCES``, or ``EIO`` for any other failure. :attr:`last_error` says why.
+            ``/``, just ``/``, ``/.`` or ``/..``, or an empty object), ``EBUSY`` (an object is
+            already open), ``ENOENT``, ``EACCES``, or ``EIO`` for any other failure.
+            :attr:`last_error` says why.
         size : int
             The object's size in bytes on success, else 0.
         """

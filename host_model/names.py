@@ -30,8 +30,8 @@ def name_problem(raw):
     -------
     tuple or None
         ``EINVAL`` for an empty name, one without a leading ``/``, one with another ``/``, just
-        ``/``, or one holding a NUL; ``ENAMETOOLONG`` for more than ``NAME_MAX`` bytes after the
-        ``/``. The reason is one sentence for people.
+        ``/``, ``/.`` or ``/..``, or one holding a NUL; ``ENAMETOOLONG`` for more than
+        ``NAME_MAX`` bytes after the ``/``. The reason is one sentence for people.
     """
     if not raw:
         return errno.EINVAL, "the name is empty"
@@ -43,6 +43,9 @@ def name_problem(raw):
         return errno.EINVAL, f"the name {_show(raw)} holds a '/' after the leading one"
     if len(raw) == 1:
         return errno.EINVAL, "the name '/' names no object"
+    if raw in (b"/.", b"/.."):
+        # shm_open refuses them with EINVAL (they name folders): not a host failure (EIO).
+        return errno.EINVAL, f"the name {_show(raw)} names no object"
     if len(raw) - 1 > NAME_MAX:
         return errno.ENAMETOOLONG, (f"the name is {len(raw) - 1} bytes long after its '/', "
                                     f"more than NAME_MAX ({NAME_MAX})")

@@ -81,6 +81,7 @@ def _load(path):
             ("vm_config", i32, [pi32, pi32]),
             ("vm_new", vp, [ctypes.c_char_p]),
             ("vm_edge_phases", i32, []),
+            ("vm_input_passes", u64, [vp]),
             ("vm_free", None, [vp]),
             ("vm_now", u64, [vp]),
             ("vm_shared", vp, [vp]),
@@ -212,6 +213,11 @@ class NativeSim:
         """Return whether rising edges skip Verilator's second input pass (``harness.cpp``'s
         ``edge()``): false where the Verilator installed names its phases otherwise."""
         return bool(self._lib.vm_edge_phases())
+
+    def input_passes(self):
+        """Return how many cycles settled their inputs with eval()'s input pass; the others
+        changed no input and skipped it (``harness.cpp``'s ``settle()``)."""
+        return self._lib.vm_input_passes(self._h)
 
     def _sync(self):
         # Latencies may change between bursts (a LateHost changes them), and so may the object

@@ -106,8 +106,14 @@ def build_usp(sim, **params):
 
     Each configuration is generated and compiled once per run and cached on disk by its hash.
     """
+    return build_source(sim, _usp_text(params), TOPLEVEL)
+
+
+def _usp_text(params):
+    """The Verilog of ``vmshm_usp`` with ``params``, generated once per process."""
+    from vmshm.harness.build import design_text
     from vmshm.rtl.tops import generate
-    return build_source(sim, generate("usp", **params), TOPLEVEL)
+    return design_text(("usp", tuple(sorted(params.items()))), lambda: generate("usp", **params))
 
 
 def run_pcie(job, sim, *, waves=None):
@@ -120,8 +126,7 @@ def run_pcie(job, sim, *, waves=None):
     reason = available(sim)
     if reason:
         raise CocotbError(reason)
-    from vmshm.rtl.tops import generate
-    build_dir = build_source(sim, generate("usp", **job.params), TOPLEVEL,
+    build_dir = build_source(sim, _usp_text(job.params), TOPLEVEL,
                              waves=waves is not None and sim == "icarus")
     with tempfile.TemporaryDirectory(prefix="vmshm-pcie-") as tmp:
         tmp = Path(tmp)

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from vmshm.harness.build import build_once, cache_key, cache_root, tool_versions
+from vmshm.harness.build import build_once, cache_key, cache_root, design_text, tool_versions
 from vmshm.harness.checks import check_output_file
 from vmshm.harness.lint import VERILATOR_WAIVERS
 from vmshm.harness.tools import missing_reason, verilator_env
@@ -76,7 +76,9 @@ def build(sim, devices=1, *, waves=False, **params):
     reason = available(sim)
     if reason:
         raise CocotbError(reason)
-    return build_source(sim, generate(SimTop(devices, **params)), TOPLEVEL, waves=waves)
+    text = design_text(("simtop", devices, tuple(sorted(params.items()))),
+                       lambda: generate(SimTop(devices, **params)))
+    return build_source(sim, text, TOPLEVEL, waves=waves)
 
 
 def build_source(sim, text, toplevel, *, waves=False):

@@ -179,6 +179,12 @@ def pytest_configure_node(node):
 
 def pytest_configure(config):
     _interrupt_on_sigterm()
+    # CI's log lists the slowest tests (.ci/run sets VMSHM_DURATIONS), so the suite's time can be
+    # followed from run to run; taken out of the environment here, so the pytest runs that tests
+    # start themselves print nothing extra.
+    durations = os.environ.pop("VMSHM_DURATIONS", "")
+    if durations.isdigit() and not hasattr(config, "workerinput"):
+        config.option.durations = int(durations)
 
 
 def pytest_sessionstart(session):

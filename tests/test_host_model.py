@@ -294,10 +294,11 @@ def test_open_accepts_a_name_of_exactly_name_max_bytes(shm, host):
     (b"//name\0", Status.EINVAL, "after the leading one"),
     (b"/name/\0", Status.EINVAL, "after the leading one"),
     (b"/\0", Status.EINVAL, "names no object"),
+    (b"/..\0", Status.EINVAL, "names no object"),
     (b"/" + b"a" * (NAME_MAX + 1) + b"\0", Status.ENAMETOOLONG, "256 bytes long"),
     (b"/" + b"a" * 5000 + b"\0", Status.ENAMETOOLONG, "more than NAME_MAX"),
 ], ids=["empty-buffer", "no-nul", "empty", "empty-then-more", "relative", "inner-slash",
-        "double-slash", "trailing-slash", "just-slash", "256-bytes", "5000-bytes"])
+        "double-slash", "trailing-slash", "just-slash", "dot-dot", "256-bytes", "5000-bytes"])
 def test_open_rejects_malformed_names(host, raw, status, reason):
     assert host.open(raw) == (status, 0)
     assert not host.is_open

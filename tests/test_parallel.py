@@ -16,7 +16,7 @@ from uuid import uuid4
 
 import pytest
 
-from vmshm.harness.build import build_file_once
+from vmshm.harness.build import build_file_once, build_once, design_text, evict
 from vmshm.host_model import ShmRegion
 from vmshm.host_model.scratch import remove_stale
 
@@ -155,3 +155,53 @@ def test_a_failed_build_leaves_no_file(tmp_path):
     with pytest.raises(RuntimeError, match="compiler said no"):
         build_file_once(tmp_path / "x.bin", make)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin.lock"]
+
+
+def test_a_finished_build_keeps_only_what_runs_it(tmp_path):
+    # A Verilator build's precompiled headers and objects are nine tenths of its size and are
+    # not needed to run it: they go once it is built; the program and its sources stay.
+    def make():
+        obj = tmp_path / "b1" / "obj"
+        obj.mkdir(parents=True)
+        for name in ("V__pch.h.fast.gch", "V__ALL.a", "V__0.o", "V__0.d", "V__0.cpp", "sim"):
+            (obj / name).write_text(name)
+
+    build_once(tmp_path / "b1", make)
+    assert sorted(p.name for p in (tmp_path / "b1" / "obj").iterdir()) == ["V__0.cpp", "sim"]
+    assert (tmp_path / "b1" / ".built").exists()
+
+
+def test_the_build_cache_evicts_the_least_recently_used(tmp_path):
+    now = time.time()
+    for i in range(6):
+        build_once(tmp_path / f"b{i}", lambda i=i: (tmp_path / f"b{i}").mkdir(parents=True))
+        # b0 was used longest ago, b5 last; b3 is used again: it becomes the most recent.
+        os.utime(tmp_path / f"b{i}" / ".built", (now - 7200 * (6 - i),) * 2)
+    build_once(tmp_path / "b3", lambda: pytest.fail("rebuilt a finished build"))
+    (tmp_path / "not-a-build").mkdir()
+    gone = evict(tmp_path, keep=3)
+    assert sorted(p.name for p in gone) == ["b0", "b1", "b2"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "b3", "b4", "b5", "not-a-build"]
+    # A build used within the hour stays whatever the count: another process may run it.
+    os.utime(tmp_path / "b4" / ".built", (now - 60,) * 2)
+    assert [p.name for p in evict(tmp_path, keep=1)] == ["b5"]
+
+
+def test_a_design_is_generated_once_per_process_unless_its_rtl_changes(monkeypatch):
+    # Generating a top takes seconds and a session runs each configuration many times; but a
+    # test that patches the RTL (a broken shim) must get Verilog of the patched design.
+    from vmshm.rtl.usp import completer
+    made = []
+
+    def make():
+        made.append(completer.trailing_zeros)
+        return f"verilog {len(made)}"
+
+    key = ("test-top", (("axis_width", 64),))
+    assert design_text(key, make) == design_text(key, make) == "verilog 1"
+    monkeypatch.setattr(completer, "trailing_zeros", lambda be: 0)
+    assert design_text(key, make) == "verilog 2"
+    monkeypatch.undo()
+    assert design_text(key, make) == "verilog 1"
+    assert design_text((*key, "other"), make) == "verilog 3"

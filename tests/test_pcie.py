@@ -37,6 +37,22 @@ WIDTHS = (64, 256)
 PAIRS = [("icarus", 64), ("verilator", 256)]
 OTHER_PAIRS = [("icarus", 256), ("verilator", 64)]
 CHECKS = "vmshm.scenarios.pcie_checks"
+
+
+def latin(argname, values, ids):
+    """Parametrize ``sim``, ``width`` and ``argname`` (two ``values``) by half their product.
+
+    Each simulator at each width runs once, and each value at each simulator and at each width
+    (a Latin square): the other half would repeat a pair already run, the simulators running
+    the same Verilog.
+    """
+    params = []
+    for i, sim in enumerate(SIMS):
+        for j, width in enumerate(WIDTHS):
+            k = (i + j) % 2
+            params.append(pytest.param(sim, width, values[k], id=f"{sim}-{width}-{ids[k]}"))
+    return pytest.mark.parametrize(f"sim,width,{argname}", params)
+
 IRQ_CHECKS = "vmshm.scenarios.pcie_irq_checks"
 #: Cycles from a host ring's beat on the ring port to the shim's INTx and MSI requests to the
 #: hard IP (``cfg_interrupt_int`` rising, ``cfg_interrupt_msi_int``).
@@ -152,9 +168,7 @@ def test_every_scenario_runs_here_or_says_why_not():
 
 # -- enumeration -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("window_64bit", [False, True], ids=["bar1-32", "bar1-64"])
-@pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("sim", SIMS)
+@latin("window_64bit", [False, True], ["bar1-32", "bar1-64"])
 def test_enumeration_finds_the_device(sim, width, window_64bit):
     (result, _) = check("probe_only", sim, width, params={"window_64bit": window_64bit})
     found = result.enumerated
@@ -183,9 +197,7 @@ def test_enumeration_finds_the_device(sim, width, window_64bit):
 
 # -- the seed's example, end to end ----------------------------------------------------------------
 
-@pytest.mark.parametrize("pause", [None, PAUSE], ids=["idle", "random-backpressure"])
-@pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("sim", SIMS)
+@latin("pause", [None, PAUSE], ["idle", "random-backpressure"])
 def test_seed_example_lands_in_the_object(sim, width, pause, shm_objects):
     require_pcie(sim)
     from vmshm.host_model import ShmRegion
@@ -249,9 +261,7 @@ def test_heavy_backpressure_and_larger_payloads():
 
 # -- directed checks -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("pause", [None, PAUSE], ids=["idle", "random-backpressure"])
-@pytest.mark.parametrize("width", WIDTHS)
-@pytest.mark.parametrize("sim", SIMS)
+@latin("pause", [None, PAUSE], ["idle", "random-backpressure"])
 def test_multi_dword_and_byte_enable_writes(sim, width, pause, shm_objects):
     result, _ = check("byte_enables", sim, width, shm_objects, pause=pause or {}, seed=3)
     assert result.value["writes"] == 45
