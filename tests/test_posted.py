@@ -73,13 +73,18 @@ def _run(guest, *, writes_first, timeout=TIMEOUT):
             if valid:
                 cpls.append((p.data, p.status, p.last, err))
 
-    async def send(ctx, *, bar, addr, write, count=0, data=(), be=0xF):
-        """Offer one guest request (a write's beats back to back) until the core takes it."""
-        for beat in (data if write else (0,)):
+    async def send(ctx, *, bar, addr, write, count=0, data=(), be=0xF, gap=0):
+        """Offer one guest request until the core takes it: a write's beats back to back, or
+        ``gap`` cycles without a beat offered after each but the last (a slow guest)."""
+        beats = data if write else (0,)
+        for i, beat in enumerate(beats):
             ctx.set(core.req.payload, {"bar": bar, "addr": addr, "write": write, "count": count,
                                        "data": beat, "be": be})
             ctx.set(core.req.valid, 1)
             await ctx.tick().until(core.req.ready)
+            if gap and i < len(beats) - 1:
+                ctx.set(core.req.valid, 0)
+                await ctx.tick().repeat(gap)
         ctx.set(core.req.valid, 0)
 
     async def bench(ctx):
@@ -136,3 +141,18 @@ def test_a_read_whose_host_never_answers_still_fails_in_time_with_a_write_passin
     dma_log, cpls = _run(guest, writes_first=1000)
     assert [b[:5] for b in dma_log if b[0]] == [(1, 0x80, 0, 0x11, 0xF)]
     assert cpls == [(0, CplStatus.SC, 1, 0), (0xFFFF_FFFF, CplStatus.SC, 1, 1)]
+
+
+def test_a_slow_guest_does_not_cut_a_passing_write():
+    """A passing write's timer runs only while the host does not take a beat offered, not while
+    the guest is slow to offer the next: beats two timeouts apart all reach the host with their
+    bytes, each once, and the read it passed gets its data after the write's acknowledgement."""
+    async def guest(ctx, core, send):
+        await send(ctx, bar=BAR_WINDOW, addr=0x40, write=0)
+        await send(ctx, bar=BAR_WINDOW, addr=0x80, write=1, count=2, data=(0x11, 0x22, 0x33),
+                   gap=2 * TIMEOUT)
+
+    dma_log, cpls = _run(guest, writes_first=3)
+    assert [b[:5] for b in dma_log if b[0]] == [(1, 0x80, 2, 0x11, 0xF), (1, 0x80, 2, 0x22, 0xF),
+                                                 (1, 0x80, 2, 0x33, 0xF)]
+    assert cpls == [(0, CplStatus.SC, 1, 0), (0xD040, CplStatus.SC, 1, 0)]
