@@ -97,7 +97,8 @@ def test_timed_runs_leave_the_older_heap_out():
         frozen = gc.get_freeze_count()
         assert frozen > 1000
         made = [[] for _ in range(1000)]
-        assert gc.get_freeze_count() == frozen and gc.is_tracked(made)
+        # The run's objects are not frozen (a frozen object freed meanwhile lowers the count).
+        assert gc.get_freeze_count() <= frozen and gc.is_tracked(made)
     assert gc.get_freeze_count() == 0
     with pytest.raises(ZeroDivisionError), _timed_heap():
         1 / 0

@@ -141,10 +141,12 @@ def test_the_doorbells_went_through_the_rtl_and_the_group(pair):
     assert sorted(forwarded) == [0, 1], out[-3000:]
     # Each DOORBELL write the program made left its device for the group; what one guest rang
     # is what reached the other's device (a ring may merge into one still pending).
+    # The program rings only when its peer sleeps, so on an idle machine a run may need none
+    # (a serial run of the suite saw 0 and 0): then none may be forwarded or delivered either.
+    # test_vmshm_ivshmem_qemu.py has a guest that always rings through the same bridge.
     for i in (0, 1):
         assert forwarded[i][0] == rings[i]
-        assert 0 < forwarded[1 - i][1] <= rings[i] or rings[i] == 0
-    assert rings[0] + rings[1] > 0
+        assert 0 < forwarded[1 - i][1] <= rings[i] or rings[i] == 0 == forwarded[1 - i][1]
 
 
 def test_every_line_is_prefixed_and_nothing_is_left(pair):
