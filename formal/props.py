@@ -100,14 +100,8 @@ class CoreProperties(Elaboratable):
         rst = Signal()
         m.d.comb += rst.eq(AnySeq(1))
         # The core's own Module, elaborated here so its probes exist; reset on any cycle.
-        inner = core.elaborate(platform)
         # The control channel and the window too, so the invariants can name their states.
-        part = {}
-        for sub in ("control", "window"):
-            comp, loc = inner._named_submodules[sub]
-            comp._MustUse__silence = True
-            part[sub] = comp.elaborate(platform)
-            inner._named_submodules[sub] = (part[sub], loc)
+        inner, part = _elaborate_parts(core, platform)
         m.submodules.core = ResetInserter(rst)(inner)
         probe = core._probe
         host = core.host
@@ -549,13 +543,7 @@ class PCIProperties(Elaboratable):
         # states (the front end resets the core with an FLR).
         core = fn._core
         core._MustUse__silence = True
-        inner = core.elaborate(platform)
-        part = {}
-        for sub in ("control", "window"):
-            comp, loc = inner._named_submodules[sub]
-            comp._MustUse__silence = True
-            part[sub] = comp.elaborate(platform)
-            inner._named_submodules[sub] = (part[sub], loc)
+        inner, part = _elaborate_parts(core, platform)
         unused, loc = fe._named_submodules["core"]
         unused._MustUse__silence = True
         fe._named_submodules["core"] = (ResetInserter(fn._probe["flr"])(inner), loc)
@@ -658,3 +646,16 @@ class PCIProperties(Elaboratable):
                          _stable_sink(m, fn.msi, "msi", flr, ~fn._probe["msi_ok"])]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m
+
+
+def _elaborate_parts(core, platform):
+    """Elaborate ``core`` and its control channel and window by hand; return the core's Module
+    and ``{"control": Module, "window": Module}``, for invariants that name their states."""
+    inner = core.elaborate(platform)
+    part = {}
+    for sub in ("control", "window"):
+        comp, loc = inner._named_submodules[sub]
+        comp._MustUse__silence = True
+        part[sub] = comp.elaborate(platform)
+        inner._named_submodules[sub] = (part[sub], loc)
+    return inner, part
