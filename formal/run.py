@@ -35,6 +35,7 @@ TASKS = (
     ("pci.streams", "pci", "streams"),
     ("pci.msi_gated", "pci", "msi_gated"),
     ("pci.msi_edge", "pci", "msi_edge"),
+    ("pci.flr_quiet", "pci", "flr_quiet"),
 ) + tuple((f"{c}.{g}", c, g) for c in ("control", "window", "registers", "doorbell")
           for g in ("safety", "live", "cover") if (c, g) not in (("registers", "live"),
                                                                  ("doorbell", "live"))) + (
@@ -46,7 +47,8 @@ TASKS = (
           for g in ("safety", "cover"))
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
-_MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
+_MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove",
+         "flr_quiet": "prove"}
 #: k-induction depths of the component safety groups: the fewest cycles that close.
 _PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3,
                 **{f"usp_{c}": 2 for c in ("skid", "fifo", "cq", "tx", "irq", "credits", "rq")}}
@@ -78,7 +80,7 @@ def mode(name):
 #: others: single handshakes and the state right after a reset. pci.one_completion reaches
 #: register and short window requests after the configuration writes that enable decoding, not
 #: the OPEN bound (``--full`` does).
-_TEST_DEPTH = {"pci.msi_gated": 14, "pci.msi_edge": 14}
+_TEST_DEPTH = {"pci.msi_gated": 14, "pci.msi_edge": 14, "pci.flr_quiet": 6}
 #: Checks that fail on main until issue 22's fixes merge (branch pcie_soft), with the finding
 #: each shows: the lead removes an entry when its fix lands.
 EXPECTED_TO_FAIL = {}

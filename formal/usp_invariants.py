@@ -2,7 +2,7 @@
 
 Each ties a tracker of the harness (the RQ beat at hand, the RC descriptor DWORD at hand, the
 core's request open) to the requester's own state, read by name; each is an ``Assert``, so it is
-checked with the properties. docs/formal.md says which invariant is still missing.
+checked with the properties. docs/formal.md says how they close the proof.
 """
 
 from amaranth.hdl import Assert, Cat
