@@ -654,12 +654,10 @@ class PCIProperties(Elaboratable):
 
 
 def _flr_quiet(m, fn, regs, flr, core, part):
-    """Return ``flr_quiet``'s assertions and the invariants that close it: trackers of the
-    guest's configuration writes that set Bus Master Enable and MSI Enable, cleared by an FLR
-    (and by a reset, as the harness's registers are), and what the function may send without
-    them: no DMA beat newly offered (one on offer may stay until taken), no MSI."""
-    def sets(name, bit):
-        # A configuration write the front end hands the registers that writes 1 to the bit.
+    """Return ``flr_quiet``'s assertions and invariants: trackers of the configuration writes
+    that set Bus Master Enable and MSI Enable, cleared by an FLR (and a reset), and what the
+    function may send without them: no DMA beat newly offered, no MSI."""
+    def sets(name, bit):        # a configuration write the registers take sets the bit
         f = next(f for f in fn._config.fields if f.name == name)
         at = f.lsb + bit
         return (regs.we & (regs.wr_addr == f.offset // 4) & regs.wr_be[at // 8] &
@@ -672,8 +670,7 @@ def _flr_quiet(m, fn, regs, flr, core, part):
     with m.If(flr):
         m.d.sync += [bme_set.eq(0), msie_set.eq(0)]
     win = part["window"]._generated["fsm"]
-    # A beat on offer before may stay on offer until taken (the stream rule): only a beat
-    # newly offered is a request the function makes.
+    # A beat on offer before may stay until taken (the stream rule): only a new one counts.
     dma = fn.host.dma_req
     dma_held = _past(m, dma.valid & ~dma.ready, "flr_dma_held")
     return _state_invariants(core, part) + [
