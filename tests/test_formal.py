@@ -105,6 +105,9 @@ BREAKS = [
     ("control", "with m.If(b.stale | b.owed):", "with m.If(b.stale):", "pci.streams"),
     ("pci", "with m.If(core.irq_msg & ~msi_pending):", "with m.If(core.irq_msg):",
      "pci.streams"),
+    # An FLR that leaves configuration space alone: Bus Master Enable still set after it.
+    ("pci", "m.d.comb += [regs.flr.eq(flr), core.flr_start.eq(flr)]",
+     "m.d.comb += [regs.flr.eq(0), core.flr_start.eq(flr)]", "pci.flr_quiet"),
     # The UltraScale+ shim's pieces (formal/usp.py).
     ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
     ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),
