@@ -635,15 +635,14 @@ class PCIProperties(Elaboratable):
         else:
             m.d.comb += _streams_invariants(inner, part, core._probe)
             m.d.comb += [_stable_sink(m, cpl, "cpl", C(0)),
-                         # An FLR resets the core as `rst` does: the beat the control channel
-                         # owes becomes the RESET owed out of reset, owed DMA beats are
-                         # dropped; the host hears of it by that RESET (see docs/formal.md).
-                         _stable_sink(m, fn.host.ctl_req, "ctl_req", flr),
-                         _stable_sink(m, fn.host.dma_req, "dma_req", flr),
-                         _stable_sink(m, fn.host.db, "db", flr),
+                         # An FLR resets the core, not the host: the beats on offer on the
+                         # host's ports are kept through it (rtl/flr_hold.py), no exception.
+                         _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
+                         _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
+                         _stable_sink(m, fn.host.db, "db", C(0)),
                          # A message is withdrawn while it may not be sent (MSI Enable or
                          # Bus Master Enable clear, an FLR in process: issue 22, finding 3).
-                         _stable_sink(m, fn.msi, "msi", flr, ~fn._probe["msi_ok"])]
+                         _stable_sink(m, fn.msi, "msi", C(0), ~fn._probe["msi_ok"])]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m
 

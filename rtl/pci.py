@@ -20,6 +20,7 @@ from vmshm.abi.regmap import (BAR0_SIZE, CAP_LEN, DEFAULT_NAME_SIZE, DEFAULT_WIN
 from .bars import BarDef
 from .config_regs import ConfigRegisters
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
+from .flr_hold import FlrHold
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout
 from .refuse import refuse
 
@@ -169,7 +170,20 @@ class VMShmPCI(wiring.Component):
         # configuration write that asked for it, then forgets its command register and BARs.
         flr = Signal()
         m.submodules.core = ResetInserter(flr)(core)
-        wiring.connect(m, wiring.flipped(self.host), core.host)
+        # The FLR resets the core but not the host: the beats the host was offered stay on
+        # offer until taken, and the core's RESET follows a DMA beat kept (rtl/flr_hold.py).
+        holds = {}
+        for name in ("ctl_req", "dma_req", "db"):
+            port = getattr(core.host, name)
+            m.submodules[f"{name}_hold"] = holds[name] = hold = FlrHold(port.payload.shape())
+            wiring.connect(m, port, hold.i)
+            wiring.connect(m, hold.o, wiring.flipped(getattr(self.host, name)))
+            m.d.comb += hold.flr.eq(flr)
+        m.d.comb += holds["ctl_req"].wait.eq(holds["dma_req"].busy)
+        for name in ("ctl_rsp", "dma_rsp", "ring"):
+            wiring.connect(m, wiring.flipped(getattr(self.host, name)), getattr(core.host, name))
+        m.d.comb += [core.host.peer_valid.eq(self.host.peer_valid),
+                     core.host.peer_id.eq(self.host.peer_id)]
 
         W = self.data_width
         wb = W // 8
