@@ -25,8 +25,8 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
     After a reset the first control beat is RESET, so the host drops whatever it held.
 
 :class:`PCIProperties` checks ``one_completion``, ``cpl_time`` and ``streams`` through the soft
-PCI front end (``one_completion`` and ``streams`` proved unbounded; an FLR may withdraw or replace
-a beat on offer on a host port, as a reset does).
+PCI front end (``one_completion`` and ``streams`` proved unbounded; a beat on offer on a host
+port is kept through a Function Level Reset too).
 """
 
 from amaranth.asserts import AnySeq
@@ -547,8 +547,8 @@ class PCIProperties(Elaboratable):
         unused, loc = fe._named_submodules["core"]
         unused._MustUse__silence = True
         fe._named_submodules["core"] = (ResetInserter(fn._probe["flr"])(inner), loc)
-        # A Function Level Reset withdraws the doorbell and the MSI message on offer, as any
-        # reset of the function does (the host hears of it as a RESET).
+        # A Function Level Reset resets the core (the front end's FlrHold keeps what the host
+        # was offered) and withdraws the MSI message on offer (it may not be sent meanwhile).
         flr = fn._probe["flr"]
         _any_source(m, fn.host.ctl_rsp)
         _any_source(m, fn.host.dma_rsp)

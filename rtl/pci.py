@@ -42,8 +42,9 @@ class VMShmPCI(wiring.Component):
     Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
     ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR. A PCI
     Express capability offers Function Level Reset: setting Initiate FLR in its Device
-    Control register resets the core as ``rst`` does (the host hears of it as a RESET) and
-    clears the command register, the BARs and MSI's registers. The header and the capabilities
+    Control register resets the core as ``rst`` does (the host hears of it as a RESET, after
+    any beat it was offered: :class:`~vmshm.rtl.flr_hold.FlrHold`) and clears the command
+    register, the BARs and MSI's registers. The header and the capabilities
     (where each sits, what a write does to each field) are
     :func:`~vmshm.abi.config_space.vmshm_config_space`'s; ``docs/config_space.md`` lists them.
 

@@ -23,14 +23,39 @@ T = 64
 #: How long the host stops taking beats: well past the timeout and the FLR.
 STALL = 12 * T
 SIZE = 4096
+#: Cycles the UltraScale+ top's FLR may take: the core clears its 1024-byte name RAM meanwhile.
+LIMIT_FLR = 2000
 PATTERN = bytes(range(256)) * (SIZE // 256)
 
+
+
+def watch_streams(ports, taken, broken):
+    """Return a testbench checking the stream rule on ``ports`` (name: stream) at every edge.
+
+    Each beat taken is appended to ``taken[name]`` as ``(edge, payload)``; each beat a port took
+    back or changed while it was on offer, to ``broken`` as ``(name, edge, beat, what came)``.
+    """
+    taken.update({n: [] for n in ports})
+
+    async def watch(ctx):
+        held = dict.fromkeys(ports)
+        sampled = [x for p in ports.values() for x in (p.valid, p.ready, p.payload.as_value())]
+        edge = 0
+        async for _, _, *values in ctx.tick().sample(*sampled):
+            edge += 1
+            for i, n in enumerate(ports):
+                valid, ready, payload = values[3 * i:3 * i + 3]
+                if held[n] is not None and not (valid and payload == held[n]):
+                    broken.append((n, edge, held[n], valid and payload))
+                if valid and ready:
+                    taken[n].append((edge, payload))
+                held[n] = payload if valid and not ready else None
+    return watch
 
 def run(shm_objects, guest, *faults):
     """Run ``await guest(bus, name, host)`` against one function on a host with ``faults``.
 
-    Returns ``(beats, broken, host)``: every beat the host took, per port, as ``(cycle,
-    payload)``; the cycles a port took back or changed a beat it had offered; the host model.
+    Returns ``(beats, broken, host)``: as :func:`watch_streams` fills them, and the host model.
     """
     name = shm_objects.create(SIZE, "flr")
     region = ShmRegion.attach(name)
@@ -40,9 +65,9 @@ def run(shm_objects, guest, *faults):
     host = HostModel(timing)
     top = SimTop(1, host_timeout=T)
     port = top.host(0)
-    streams = {n: getattr(port, n) for n in ("ctl_req", "dma_req", "db")}
-    beats = {n: [] for n in streams}
-    broken = []
+    beats, broken = {}, []
+    monitor = watch_streams({n: getattr(port, n) for n in ("ctl_req", "dma_req", "db")},
+                            beats, broken)
 
     async def guest_bench(ctx):
         io = AmaranthIO(ctx, top.cycle)
@@ -50,21 +75,6 @@ def run(shm_objects, guest, *faults):
                              timeout=bus_timeout(top.host_timeout))
         await guest(bus, name, host)
         io.settle()
-
-    async def monitor(ctx):
-        # The host's view, sampled at each edge: a beat offered and not taken must be offered
-        # again, unchanged, on the next edge.
-        held = dict.fromkeys(streams)
-        sampled = [x for s in streams.values() for x in (s.valid, s.ready, s.payload.as_value())]
-        async for _, _, *values in ctx.tick().sample(top.cycle, *sampled):
-            cycle, values = values[0], values[1:]
-            for i, n in enumerate(streams):
-                valid, ready, payload = values[3 * i:3 * i + 3]
-                if held[n] is not None and not (valid and payload == held[n]):
-                    broken.append((n, cycle, held[n], valid and payload))
-                if valid and ready:
-                    beats[n].append((cycle, payload))
-                held[n] = payload if valid and not ready else None
 
     def background(process):
         async def bench(ctx):
@@ -87,10 +97,10 @@ def run(shm_objects, guest, *faults):
 
 
 def ctl_ops(beats):
-    """Return the ops of the control beats the host took, with the cycles they moved."""
+    """Return the ops of the control beats the host took, with the edges they moved on."""
     op = ctl_req_layout()["op"]
     mask = (1 << op.width) - 1
-    return [(cycle, payload >> op.offset & mask) for cycle, payload in beats["ctl_req"]]
+    return [(edge, payload >> op.offset & mask) for edge, payload in beats["ctl_req"]]
 
 
 async def opened(bus, name):
@@ -153,10 +163,63 @@ def test_flr_keeps_an_owed_dma_beat_then_the_reset_ends_the_write(shm_objects):
     beats, broken, host = run(shm_objects, guest,
                               Fault("dma", "stall", exchange=0, beat=1, cycles=STALL))
     assert broken == [], f"a beat on offer was taken back or changed: {broken}"
-    resets = [cycle for cycle, op in ctl_ops(beats) if op == CtlOp.RESET]
+    resets = [edge for edge, op in ctl_ops(beats) if op == CtlOp.RESET]
     assert len(resets) == 2, "the power-on RESET and the FLR's"
-    before = [cycle for cycle, _ in beats["dma_req"] if cycle < resets[1]]
+    before = [edge for edge, _ in beats["dma_req"] if edge < resets[1]]
     assert len(before) == 2, "the write's first beat, then the one on offer at the FLR"
     assert seen["open_after"] is False and not host.is_open
     # The write cut off by the FLR stored nothing; the one after it is stored whole.
     assert seen["read_back"] == PATTERN[:32] + b"after the FLR" + PATTERN[45:48]
+
+
+def test_usp_flr_keeps_a_close_and_a_doorbell_on_offer():
+    """The UltraScale+ top, whose FLR (``cfg_flr_in_process``) may come at any time: a CLOSE the
+    host has not taken yet (still being sent, not given up on) and a doorbell on offer stay on
+    offer, unchanged, through the FLR; the host then takes CLOSE, then the RESET. (Before the
+    fix both were taken back on the FLR's edge.)"""
+    from vmshm.abi.regmap import BAR_REGS
+    from vmshm.rtl.usp import top as usp_top
+    from vmshm.rtl.usp.descriptors import ReqType
+    from test_usp_board import _cq_put, _cq_request
+    from usp_harness import run_top
+
+    width = 64
+    dut = usp_top.VMShmUSP(axis_width=width)
+    put = _cq_put(dut)
+    taken, broken = {}, []
+    watch = watch_streams({"ctl_req": dut.ctl_req, "db": dut.db}, taken, broken)
+
+    async def main(ctx):
+        ctx.set(dut.user_reset, 1)
+        for _ in range(3):
+            await ctx.posedge(dut.user_clk)
+        ctx.set(dut.user_reset, 0)
+        ctx.set(dut.cfg_function_status, 0b0110)           # Memory Space and Bus Master Enable
+        ctx.set(dut.m_axis_cc_tready, 1)
+        ctx.set(dut.ctl_req.ready, 1)                       # the power-on RESET is taken
+        for _ in range(4):
+            await ctx.posedge(dut.user_clk)
+        ctx.set(dut.ctl_req.ready, 0)
+        await put(ctx, _cq_request(dut, width, BAR_REGS, ReqType.MEM_WRITE,
+                                   REG["DOORBELL"].offset, 1, [0x0002_0005]))
+        await put(ctx, _cq_request(dut, width, BAR_REGS, ReqType.MEM_READ,
+                                   REG["CLOSE"].offset, 1, tag=1))
+        for _ in range(40):
+            await ctx.posedge(dut.user_clk)
+        assert ctx.get(dut.ctl_req.valid) and ctx.get(dut.db.valid), "nothing on offer"
+        ctx.set(dut.cfg_flr_in_process, 1)
+        for _ in range(LIMIT_FLR):
+            await ctx.posedge(dut.user_clk)
+            if ctx.get(dut.cfg_flr_done) & 1:
+                break
+        ctx.set(dut.cfg_flr_in_process, 0)
+        ctx.set(dut.ctl_req.ready, 1)
+        ctx.set(dut.db.ready, 1)
+        for _ in range(20):
+            await ctx.posedge(dut.user_clk)
+
+    run_top(dut, main, watch)
+    assert broken == [], f"a beat on offer was taken back or changed: {broken}"
+    ops = [op for _, op in ctl_ops(taken)]
+    assert ops == [CtlOp.RESET, CtlOp.CLOSE, CtlOp.RESET], ops
+    assert len(taken["db"]) == 1, "the doorbell reaches the host"
