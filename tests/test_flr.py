@@ -28,7 +28,6 @@ LIMIT_FLR = 2000
 PATTERN = bytes(range(256)) * (SIZE // 256)
 
 
-
 def watch_streams(ports, taken, broken):
     """Return a testbench checking the stream rule on ``ports`` (name: stream) at every edge.
 
@@ -51,6 +50,7 @@ def watch_streams(ports, taken, broken):
                     taken[n].append((edge, payload))
                 held[n] = payload if valid and not ready else None
     return watch
+
 
 def run(shm_objects, guest, *faults):
     """Run ``await guest(bus, name, host)`` against one function on a host with ``faults``.
