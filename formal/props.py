@@ -51,9 +51,12 @@ MAX_BEATS = 2
 
 PROPERTIES = ("dma_safe", "one_completion", "cpl_time", "open_close_once", "streams", "reset")
 #: The soft function's: ``msi_gated`` (no MSI on offer while MSI Enable or Bus Master Enable is
-#: clear, nor during a Function Level Reset) and ``msi_edge`` (a vector pending and unmasked when
-#: MSI and BME become enabled, or pending while they are, is messaged within 2 cycles).
-PCI_PROPERTIES = ("one_completion", "cpl_time", "streams", "msi_gated", "msi_edge")
+#: clear, nor during a Function Level Reset), ``msi_edge`` (a vector pending and unmasked when
+#: MSI and BME become enabled, or pending while they are, is messaged within 2 cycles) and
+#: ``flr_quiet`` (from a Function Level Reset or a reset on, no DMA request until the guest has
+#: set Bus Master Enable again, and no MSI until it has set both it and MSI Enable again).
+PCI_PROPERTIES = ("one_completion", "cpl_time", "streams", "msi_gated", "msi_edge",
+                  "flr_quiet")
 
 
 def _any_source(m, stream):
@@ -617,6 +620,8 @@ class PCIProperties(Elaboratable):
             m.d.comb += [Assert(~fn.msi.valid | enabled,
                                 "an MSI on offer while MSI Enable or Bus Master Enable is clear"),
                          Assert(~(fn.msi.valid & in_flr), "an MSI on offer during an FLR")]
+        elif self.prop == "flr_quiet":
+            m.d.comb += _flr_quiet(m, fn, regs, flr, inner, part)
         elif self.prop == "msi_edge":
             m.d.comb += Assert(owe_age <= 2, "a pending vector was not messaged (lost MSI)")
         elif self.prop == "one_completion":
@@ -645,6 +650,38 @@ class PCIProperties(Elaboratable):
                          _stable_sink(m, fn.msi, "msi", C(0), ~fn._probe["msi_ok"])]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m
+
+
+def _flr_quiet(m, fn, regs, flr, core, part):
+    """Return ``flr_quiet``'s assertions and invariants: trackers of the configuration writes
+    that set Bus Master Enable and MSI Enable, cleared by an FLR (and a reset), and what the
+    function may send without them: no DMA beat newly offered, no MSI."""
+    def sets(name, bit):        # a configuration write the registers take sets the bit
+        f = next(f for f in fn._config.fields if f.name == name)
+        at = f.lsb + bit
+        return (regs.we & (regs.wr_addr == f.offset // 4) & regs.wr_be[at // 8] &
+                regs.wr_data[at])
+    bme_set, msie_set = Signal(), Signal()
+    with m.If(sets("command", 2)):
+        m.d.sync += bme_set.eq(1)
+    with m.If(sets("msi_enable", 0)):
+        m.d.sync += msie_set.eq(1)
+    with m.If(flr):
+        m.d.sync += [bme_set.eq(0), msie_set.eq(0)]
+    win = part["window"]._generated["fsm"]
+    # A beat on offer before may stay until taken (the stream rule): only a new one counts.
+    dma = fn.host.dma_req
+    dma_held = _past(m, dma.valid & ~dma.ready, "flr_dma_held")
+    return _state_invariants(core, part) + [
+        Assert(~(dma.valid & ~dma_held) | bme_set,
+               "a DMA beat offered after an FLR before Bus Master Enable was set again"),
+        Assert(~fn.msi.valid | (bme_set & msie_set),
+               "an MSI after an FLR before Bus Master Enable and MSI Enable were set again"),
+        Assert(bme_set | ~regs.command[2], "inv: Bus Master Enable set by no write since"),
+        Assert(msie_set | ~regs.msi_enable, "inv: MSI Enable set by no write since"),
+        Assert(bme_set | (win.ongoing("IDLE") & fn._core._probe["dma_free"]),
+               "inv: the window busy with no Bus Master Enable since"),
+    ]
 
 
 def _elaborate_parts(core, platform):

@@ -35,6 +35,7 @@ TASKS = (
     ("pci.streams", "pci", "streams"),
     ("pci.msi_gated", "pci", "msi_gated"),
     ("pci.msi_edge", "pci", "msi_edge"),
+    ("pci.flr_quiet", "pci", "flr_quiet"),
 ) + tuple((f"{c}.{g}", c, g) for c in ("control", "window", "registers", "doorbell")
           for g in ("safety", "live", "cover") if (c, g) not in (("registers", "live"),
                                                                  ("doorbell", "live"))) + (
@@ -46,7 +47,8 @@ TASKS = (
           for g in ("safety", "cover"))
 #: How each component check runs: ``safety`` by k-induction (it must print ``proved``),
 #: ``live`` bounded to a depth computed from :mod:`vmshm.abi.bounds`, ``cover`` in cover mode.
-_MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove"}
+_MODE = {"safety": "prove", "live": "bmc", "cover": "cover", "msi_gated": "prove",
+         "flr_quiet": "prove"}
 #: k-induction depths of the component safety groups: the fewest cycles that close.
 _PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3,
                 **{f"usp_{c}": 2 for c in ("skid", "fifo", "cq", "tx", "irq", "credits", "rq")}}
@@ -54,9 +56,6 @@ _PROVE_DEPTH = {"control": 10, "window": 4, "registers": 3, "doorbell": 3,
 _USP_COVER_DEPTH = {"usp_skid": 6, "usp_fifo": 10, "usp_cq": 14, "usp_tx": 12, "usp_irq": 8,
                    "usp_credits": 10, "usp_rq": 10}
 
-
-#: Safety groups induction does not close for (yet): bounded checks, at their _TEST_DEPTH.
-_BOUNDED_SAFETY = {"usp_rq.safety"}
 #: The core-level checks proved by k-induction (props.py states the invariants that close
 #: them): the fewest cycles that close, and the depth of the bounded check that follows where
 #: induction fails, deep enough to reach what the check is about (dma_safe: an OPEN answered,
@@ -70,8 +69,6 @@ _CORE_PROVED = {"core.dma_safe": (1, 18), "core.streams": (2, 16), "core.reset":
 
 def mode(name):
     """Return how ``name`` is checked: ``prove``, ``bmc`` or ``cover``."""
-    if name in _BOUNDED_SAFETY:
-        return "bmc"
     if name in _CORE_PROVED:
         return "prove"
     group = name.split(".")[1].removesuffix("_wide")
@@ -83,10 +80,7 @@ def mode(name):
 #: others: single handshakes and the state right after a reset. pci.one_completion reaches
 #: register and short window requests after the configuration writes that enable decoding, not
 #: the OPEN bound (``--full`` does).
-_TEST_DEPTH = {"pci.msi_gated": 14, "pci.msi_edge": 14,
-               # The requester (a 256-DWORD buffer, 32 tags): about 45 s; a read's TLP and a
-               # completion after an FLR cut RC's framing are reached within 10 cycles.
-               "usp_rq.safety": 10}
+_TEST_DEPTH = {"pci.msi_gated": 14, "pci.msi_edge": 14, "pci.flr_quiet": 6}
 #: Checks that fail on main until issue 22's fixes merge (branch pcie_soft), with the finding
 #: each shows: the lead removes an entry when its fix lands.
 EXPECTED_TO_FAIL = {}

@@ -595,7 +595,7 @@ def _rq(m, p):
             *rq_invariants(inner, rcv_inner, beat, is_read, dwc, first_be, last_be,
                            in_rc, rc_idx, rc_data, r0, busy, _named(tags_inner, "stale"),
                            tags.tag_busy, most, rcv.count, tags.outstanding,
-                           _named(m, "dma_req_in_held")),
+                           _named(m, "dma_req_in_held"), req.payload),
         ],
         "cover": lambda: [
             Cover(moved & (beat == 3) & ~is_read & (dwc == 2)),

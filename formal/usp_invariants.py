@@ -2,7 +2,7 @@
 
 Each ties a tracker of the harness (the RQ beat at hand, the RC descriptor DWORD at hand, the
 core's request open) to the requester's own state, read by name; each is an ``Assert``, so it is
-checked with the properties. docs/formal.md says which invariant is still missing.
+checked with the properties. docs/formal.md says how they close the proof.
 """
 
 from amaranth.hdl import Assert, Cat
@@ -34,7 +34,7 @@ def open_invariants(rq_inner, open_, left, count):
 
 def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, rc_idx,
                    rc_data, r0, busy, stale, tag_busy, most, rcv_count, outstanding,
-                   req_held):
+                   req_held, req):
     """Return invariants tying the harness's trackers of RQ (the beat of the TLP at hand, its
     type, length and byte enables) and of RC (the descriptor DWORD at hand) to the requester's
     state machines and to its RC receiver's framing."""
@@ -45,7 +45,7 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
     tlp_len, tfb, tlb = (_named(rq_inner, k) for k in ("tlp_len", "tlp_first_be",
                                                          "tlp_last_be"))
     rr = {k: _named(rcv, k) for k in ("rc_idx", "r0", "synced", "rc_release", "rc_tag",
-                                      "rc_known")}
+                                      "rc_known", "current")}
     q = {k: _named(rq_inner, k) for k in ("rem", "ptr", "first_be", "last_be", "ragged",
                                           "flushing")}
 
@@ -68,6 +68,11 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
                "inv: RQ beat is the write's DWORD"),
         # The lane's TLP is built from the core's beat, which it holds (not taken) meanwhile.
         Assert(lane.ongoing("L-IDLE") | req_held, "inv: the lane's beat not held"),
+        # IDLE latched a write without taking its first beat: until W-COLLECT takes it, that
+        # beat stays on offer unchanged, and nothing of the write is flagged yet.
+        Assert(~(s.ongoing("W-COLLECT") & (q["ptr"] == 0)) |
+               (req_held & req.write & (req.count == q["count"]) & ~q["ragged"]),
+               "inv: a write's first beat not the one IDLE latched"),
         Assert(~lane.ongoing("L-DESC") | (beat == n["lane_desc_idx"]),
                "inv: RQ beat is the lane's descriptor DWORD"),
         Assert(~(lane.ongoing("L-DESC") & (n["lane_desc_idx"] == 3)) | ((dwc == 1) & ~is_read),
@@ -131,6 +136,13 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
         Assert(~(rf.ongoing("DATA") & rr["rc_known"]) |
                (outstanding | stale).bit_select(rr["rc_tag"], 1),
                "inv: the completion at hand's tag is free"),
+        # The buffer is written only for the read at hand: a completion's data goes in while its
+        # tag is outstanding, and tags are outstanding only in a read's (or flush's) states,
+        # so no row changes under a write collected or sent.
+        Assert(~(rf.ongoing("DATA") & rr["current"]) | outstanding.bit_select(rr["rc_tag"], 1),
+               "inv: a completion writes for a read that is over"),
+        Assert((outstanding == 0) | any_of(s, "R-TLP", "R-WAIT", "R-SEND", "R-DONE", "F-WAIT"),
+               "inv: a tag outstanding outside a read"),
         # A completion whose tag is released at its end either said it completed the request
         # (the harness freed the tag at its descriptor) or failed and parked its tag.
         Assert(~(rf.ongoing("DATA") & rr["rc_release"] & busy.bit_select(rr["rc_tag"], 1)) |

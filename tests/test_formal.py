@@ -109,6 +109,9 @@ BREAKS = [
     ("pci", "m.d.comb += hold.flr.eq(flr)", "m.d.comb += hold.flr.eq(0)", "pci.streams"),
     ("flr_hold", "with m.If(o.ready):\n                m.d.sync += self.busy.eq(0)",
      "with m.If(1):\n                m.d.sync += self.busy.eq(0)", "pci.streams"),
+    # An FLR that leaves configuration space alone: Bus Master Enable still set after it.
+    ("pci", "m.d.comb += [regs.flr.eq(flr), core.flr_start.eq(flr)]",
+     "m.d.comb += [regs.flr.eq(0), core.flr_start.eq(flr)]", "pci.flr_quiet"),
     # The UltraScale+ shim's pieces (formal/usp.py).
     ("usp.streams", "main.eq(skid)", "main.eq(i.payload)", "usp_skid.safety"),
     ("usp.streams", "self.r.valid.eq(cp != rp)", "self.r.valid.eq(wp != rp)", "usp_fifo.safety"),

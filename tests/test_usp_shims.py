@@ -535,6 +535,47 @@ def test_an_unsupported_request_fails_the_read_at_once_and_frees_its_tag():
     assert len(tags) > 32 + 1 and tags[0] in tags[1:], "the refused read's tag stayed out"
 
 
+class _StallingRootComplex(RootComplex):
+    """A root complex whose RC stops inside the first read's completion, before its last beat,
+    and sends nothing more (RC is one stream) until the ninth read: then that last beat goes,
+    followed by the ninth read's own completion. Reads 2 to 8 are never answered."""
+
+    def answer(self, desc, addr):
+        super().answer(desc, addr)
+        parts = self.pending.pop()
+        if self.reads == 1:
+            [beats] = parts
+            self.pending.append([beats[:-1]])
+            self.rest = beats[-1:]
+        elif self.reads == 9:
+            self.pending.append([self.rest] + parts)
+
+
+def test_a_completion_held_across_eight_reads_is_not_taken_for_a_later_one():
+    """RC pauses inside a read's completion until that read and the seven after it have timed
+    out, so the requester's 3-bit read count (``epoch``) has come round to the first read's;
+    the rest of that completion then belongs to no read at hand. The ninth read, at the same
+    address after the host changed the data, must get the new data from its own completion,
+    not the stale DWORDs (counted as arrived) of the first read's."""
+    rng = seeded(11)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=50)
+    rc = _StallingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        for i in range(8):
+            got.append(await dma(ctx, dut, rng, write=False, addr=0x100, length=2, tag=i))
+        memory[0x100:0x108] = bytes(b ^ 0xFF for b in memory[0x100:0x108])
+        got.append(await dma(ctx, dut, rng, write=False, addr=0x100, length=2, tag=8))
+
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    assert got[:8] == [[(0xFFFF_FFFF, 1)] * 2] * 8
+    assert got[8] == [(d, 0) for d in dwords_at(memory, 0x100, 2)], \
+        "a completion of a read long over was taken for the read at hand"
+
+
 CA = 0b100
 #: The window's BAR in :func:`usp_bars` and its aperture (log2 of its 4096 bytes).
 WINDOW_BAR, WINDOW_APERTURE = 1, 12

@@ -93,7 +93,8 @@ class RcReceiver(wiring.Component):
     A completion error (non-SC status, poisoned data, an error code from the hard IP) ends the
     wait on its tag without its DWORDs, which the requester then fails. A completion the hard IP
     marks discontinued is dropped whole: its DWORDs never count as arrived and its tag is parked
-    for good. A completion of an earlier read (another ``epoch``) writes nothing.
+    for good. A completion of an earlier read (another ``epoch``) writes nothing, nor does one
+    whose read ended while it was under way, however many reads later it goes on.
 
     Members
     -------
@@ -149,6 +150,11 @@ class RcReceiver(wiring.Component):
         rc_ok = Signal()            # ... and carries good data
         rc_release = Signal()       # its tag is done with once the packet ends
         rc_epoch = Signal(3)
+        # Good data for the read at hand: once that read is over (the epoch moved on), never
+        # again, even when a completion paused across 8 more reads finds the 3-bit epoch back
+        # at its own (rc_ok falls for good).
+        current = Signal()
+        m.d.comb += current.eq(rc_ok & (rc_epoch == self.epoch))
         widx = Signal(10)
         # After a Function Level Reset in the middle of a completion (the hard IP and
         # AxisToDwords frame RC across it), the rest of that completion is swallowed: its data
@@ -201,6 +207,7 @@ class RcReceiver(wiring.Component):
 
             with m.State("DATA"):
                 m.d.comb += rc.ready.eq(1)
+                m.d.sync += rc_ok.eq(current)
                 with m.If(rc.valid):
                     m.d.comb += self.progress.eq(rc_known)
                     fresh = Signal(BUF_DWORDS)
@@ -208,8 +215,7 @@ class RcReceiver(wiring.Component):
                     # discontinued, or has a bad lower address, must not change what the read
                     # hands over (issue 22, finding 10).
                     arrived = have.bit_select(widx[:8], 1)
-                    with m.If(rc_ok & (rc_epoch == self.epoch) & (widx <= self.count) &
-                              ~arrived):
+                    with m.If(current & (widx <= self.count) & ~arrived):
                         m.d.comb += [self.buf_addr.eq(widx), self.buf_data.eq(rc.payload.data),
                                      self.buf_en.eq(1), fresh.bit_select(widx[:8], 1).eq(1)]
                     m.d.sync += widx.eq(widx + 1)
@@ -225,7 +231,7 @@ class RcReceiver(wiring.Component):
                             # Its DWORDs count only now, all at once, and its tag is released
                             # with them, so the read side never sees a resolved tag whose
                             # DWORDs are still on their way.
-                            with m.If(rc_epoch == self.epoch):
+                            with m.If(current):
                                 m.d.sync += have.eq(have | pend | fresh)
                             with m.If(rc_release):
                                 m.d.comb += self.release.bit_select(rc_tag, 1).eq(1)
