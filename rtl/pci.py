@@ -33,6 +33,25 @@ def _check_id(name, value, bits):
         raise ValueError(f"{name} must be an integer of {bits} bits, not {value!r}")
 
 
+def _connect_host(m, core, host, flr):
+    """Connect the core's host side ``core`` to the function's ``host`` ports.
+
+    The FLR (``flr``) resets the core but not the host: the beats the host was offered stay on
+    offer until taken, and the core's RESET follows a DMA beat kept (rtl/flr_hold.py).
+    """
+    holds = {}
+    for name in ("ctl_req", "dma_req", "db"):
+        port = getattr(core, name)
+        m.submodules[f"{name}_hold"] = holds[name] = hold = FlrHold(port.payload.shape())
+        wiring.connect(m, port, hold.i)
+        wiring.connect(m, hold.o, wiring.flipped(getattr(host, name)))
+        m.d.comb += hold.flr.eq(flr)
+    m.d.comb += holds["ctl_req"].wait.eq(holds["dma_req"].busy)
+    for name in ("ctl_rsp", "dma_rsp", "ring"):
+        wiring.connect(m, wiring.flipped(getattr(host, name)), getattr(core, name))
+    m.d.comb += [core.peer_valid.eq(host.peer_valid), core.peer_id.eq(host.peer_id)]
+
+
 class VMShmPCI(wiring.Component):
     """Wrap a :class:`~vmshm.rtl.VMShmCore` in a PCI function with a Type-0 header.
 
@@ -171,20 +190,7 @@ class VMShmPCI(wiring.Component):
         # configuration write that asked for it, then forgets its command register and BARs.
         flr = Signal()
         m.submodules.core = ResetInserter(flr)(core)
-        # The FLR resets the core but not the host: the beats the host was offered stay on
-        # offer until taken, and the core's RESET follows a DMA beat kept (rtl/flr_hold.py).
-        holds = {}
-        for name in ("ctl_req", "dma_req", "db"):
-            port = getattr(core.host, name)
-            m.submodules[f"{name}_hold"] = holds[name] = hold = FlrHold(port.payload.shape())
-            wiring.connect(m, port, hold.i)
-            wiring.connect(m, hold.o, wiring.flipped(getattr(self.host, name)))
-            m.d.comb += hold.flr.eq(flr)
-        m.d.comb += holds["ctl_req"].wait.eq(holds["dma_req"].busy)
-        for name in ("ctl_rsp", "dma_rsp", "ring"):
-            wiring.connect(m, wiring.flipped(getattr(self.host, name)), getattr(core.host, name))
-        m.d.comb += [core.host.peer_valid.eq(self.host.peer_valid),
-                     core.host.peer_id.eq(self.host.peer_id)]
+        _connect_host(m, core.host, self.host, flr)
 
         W = self.data_width
         wb = W // 8
