@@ -21,10 +21,10 @@ _CLASSES = {"core": ("VMShmCore",), "control": ("ControlChannel",), "window": ("
             "usp.streams": ("PacketFifo", "SkidBuffer", "DwordsToAxis"),
             "usp.completer": ("CqBuffer", "NpCredits"), "usp.irq": ("USPInterrupts",),
             "usp.requester": ("USPRequester",), "usp.completions": ("RcReceiver",),
-            "pci": ("VMShmPCI",)}
+            "pci": ("VMShmPCI",), "flr_hold": ("FlrHold",)}
 #: The modules that take those classes: the harnesses, the core for its components (the
-#: core-level checks of :mod:`.props`), the soft function for its core (the ``pci.*`` checks)
-#: and the requester for its receiver.
+#: core-level checks of :mod:`.props`), the soft function for its core and its FLR holds (the
+#: ``pci.*`` checks) and the requester for its receiver.
 _HARNESSES = (components, props, usp, importlib.import_module("vmshm.rtl.core"),
               importlib.import_module("vmshm.rtl.pci"),
               importlib.import_module("vmshm.rtl.usp.requester"))

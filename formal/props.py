@@ -25,8 +25,8 @@ property set is one ``Assert`` group, chosen by name, so each becomes its own Sy
     After a reset the first control beat is RESET, so the host drops whatever it held.
 
 :class:`PCIProperties` checks ``one_completion``, ``cpl_time`` and ``streams`` through the soft
-PCI front end (``one_completion`` and ``streams`` proved unbounded; an FLR may withdraw or replace
-a beat on offer on a host port, as a reset does).
+PCI front end (``one_completion`` and ``streams`` proved unbounded; a beat on offer on a host
+port is kept through a Function Level Reset too).
 """
 
 from amaranth.asserts import AnySeq
@@ -550,8 +550,8 @@ class PCIProperties(Elaboratable):
         unused, loc = fe._named_submodules["core"]
         unused._MustUse__silence = True
         fe._named_submodules["core"] = (ResetInserter(fn._probe["flr"])(inner), loc)
-        # A Function Level Reset withdraws the doorbell and the MSI message on offer, as any
-        # reset of the function does (the host hears of it as a RESET).
+        # A Function Level Reset resets the core (the front end's FlrHold keeps what the host
+        # was offered) and withdraws the MSI message on offer (it may not be sent meanwhile).
         flr = fn._probe["flr"]
         _any_source(m, fn.host.ctl_rsp)
         _any_source(m, fn.host.dma_rsp)
@@ -640,15 +640,14 @@ class PCIProperties(Elaboratable):
         else:
             m.d.comb += _streams_invariants(inner, part, core._probe)
             m.d.comb += [_stable_sink(m, cpl, "cpl", C(0)),
-                         # An FLR resets the core as `rst` does: the beat the control channel
-                         # owes becomes the RESET owed out of reset, owed DMA beats are
-                         # dropped; the host hears of it by that RESET (see docs/formal.md).
-                         _stable_sink(m, fn.host.ctl_req, "ctl_req", flr),
-                         _stable_sink(m, fn.host.dma_req, "dma_req", flr),
-                         _stable_sink(m, fn.host.db, "db", flr),
+                         # An FLR resets the core, not the host: the beats on offer on the
+                         # host's ports are kept through it (rtl/flr_hold.py), no exception.
+                         _stable_sink(m, fn.host.ctl_req, "ctl_req", C(0)),
+                         _stable_sink(m, fn.host.dma_req, "dma_req", C(0)),
+                         _stable_sink(m, fn.host.db, "db", C(0)),
                          # A message is withdrawn while it may not be sent (MSI Enable or
                          # Bus Master Enable clear, an FLR in process: issue 22, finding 3).
-                         _stable_sink(m, fn.msi, "msi", flr, ~fn._probe["msi_ok"])]
+                         _stable_sink(m, fn.msi, "msi", C(0), ~fn._probe["msi_ok"])]
         m.d.comb += Cover(cpl.valid & cpl.payload.last & (p.space == Space.MEM))
         return m
 

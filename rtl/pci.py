@@ -20,6 +20,7 @@ from vmshm.abi.regmap import (BAR0_SIZE, CAP_LEN, DEFAULT_NAME_SIZE, DEFAULT_WIN
 from .bars import BarDef
 from .config_regs import ConfigRegisters
 from .core import DEFAULT_HOST_TIMEOUT, VMShmCore
+from .flr_hold import FlrHold
 from .layouts import CplStatus, Space, bus_req_layout, cpl_layout, msi_layout, pci_req_layout
 from .refuse import refuse
 
@@ -32,6 +33,25 @@ def _check_id(name, value, bits):
         raise ValueError(f"{name} must be an integer of {bits} bits, not {value!r}")
 
 
+def _connect_host(m, core, host, flr):
+    """Connect the core's host side ``core`` to the function's ``host`` ports.
+
+    The FLR (``flr``) resets the core but not the host: the beats the host was offered stay on
+    offer until taken, and the core's RESET follows a DMA beat kept (rtl/flr_hold.py).
+    """
+    holds = {}
+    for name in ("ctl_req", "dma_req", "db"):
+        port = getattr(core, name)
+        m.submodules[f"{name}_hold"] = holds[name] = hold = FlrHold(port.payload.shape())
+        wiring.connect(m, port, hold.i)
+        wiring.connect(m, hold.o, wiring.flipped(getattr(host, name)))
+        m.d.comb += hold.flr.eq(flr)
+    m.d.comb += holds["ctl_req"].wait.eq(holds["dma_req"].busy)
+    for name in ("ctl_rsp", "dma_rsp", "ring"):
+        wiring.connect(m, wiring.flipped(getattr(host, name)), getattr(core, name))
+    m.d.comb += [core.peer_valid.eq(host.peer_valid), core.peer_id.eq(host.peer_id)]
+
+
 class VMShmPCI(wiring.Component):
     """Wrap a :class:`~vmshm.rtl.VMShmCore` in a PCI function with a Type-0 header.
 
@@ -41,8 +61,9 @@ class VMShmPCI(wiring.Component):
     Nothing decodes until Memory Space Enable is set; without Bus Master Enable OPEN returns
     ``EPERM`` and the window rejects accesses. Requests nobody claims are answered UR. A PCI
     Express capability offers Function Level Reset: setting Initiate FLR in its Device
-    Control register resets the core as ``rst`` does (the host hears of it as a RESET) and
-    clears the command register, the BARs and MSI's registers. The header and the capabilities
+    Control register resets the core as ``rst`` does (the host hears of it as a RESET, after
+    any beat it was offered: :class:`~vmshm.rtl.flr_hold.FlrHold`) and clears the command
+    register, the BARs and MSI's registers. The header and the capabilities
     (where each sits, what a write does to each field) are
     :func:`~vmshm.abi.config_space.vmshm_config_space`'s; ``docs/config_space.md`` lists them.
 
@@ -169,7 +190,7 @@ class VMShmPCI(wiring.Component):
         # configuration write that asked for it, then forgets its command register and BARs.
         flr = Signal()
         m.submodules.core = ResetInserter(flr)(core)
-        wiring.connect(m, wiring.flipped(self.host), core.host)
+        _connect_host(m, core.host, self.host, flr)
 
         W = self.data_width
         wb = W // 8

@@ -105,6 +105,10 @@ BREAKS = [
     ("control", "with m.If(b.stale | b.owed):", "with m.If(b.stale):", "pci.streams"),
     ("pci", "with m.If(core.irq_msg & ~msi_pending):", "with m.If(core.irq_msg):",
      "pci.streams"),
+    # An FLR: the soft function keeps no beat on offer through it, or lets a kept one go untaken.
+    ("pci", "m.d.comb += hold.flr.eq(flr)", "m.d.comb += hold.flr.eq(0)", "pci.streams"),
+    ("flr_hold", "with m.If(o.ready):\n                m.d.sync += self.busy.eq(0)",
+     "with m.If(1):\n                m.d.sync += self.busy.eq(0)", "pci.streams"),
     # An FLR that leaves configuration space alone: Bus Master Enable still set after it.
     ("pci", "m.d.comb += [regs.flr.eq(flr), core.flr_start.eq(flr)]",
      "m.d.comb += [regs.flr.eq(0), core.flr_start.eq(flr)]", "pci.flr_quiet"),

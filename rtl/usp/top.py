@@ -18,6 +18,7 @@ from vmshm.abi.regmap import (BAR0_SIZE, BAR_NAME, BAR_REGS, BAR_WINDOW, DEFAULT
 
 from ..bars import BarDef
 from ..core import DEFAULT_HOST_TIMEOUT, VMShmCore
+from ..flr_hold import FlrHold
 from ..layouts import ctl_req_layout, ctl_rsp_layout, db_layout, ring_layout
 from .cfg_ext import CFG_EXT_PORTS, CfgExtVsec
 from .completer import CqBuffer, USPCompleter
@@ -308,7 +309,13 @@ class VMShmUSP(wiring.Component):
         wiring.connect(m, core.host.dma_req, requester.dma_req)
         wiring.connect(m, requester.dma_rsp, core.host.dma_rsp)
         wiring.connect(m, core.host.ctl_rsp, wiring.flipped(self.ctl_rsp))
-        wiring.connect(m, core.host.db, wiring.flipped(self.db))
+        # The FLR resets the core but not the host: a doorbell or control beat on offer stays
+        # on offer until taken (rtl/flr_hold.py). The DMA port is the requester's, reset too.
+        m.submodules.db_hold = db_hold = FlrHold(self.db.payload.shape())
+        m.submodules.ctl_hold = ctl_hold = FlrHold(self.ctl_req.payload.shape())
+        m.d.comb += [db_hold.flr.eq(flr_reset), ctl_hold.flr.eq(flr_reset)]
+        wiring.connect(m, core.host.db, db_hold.i)
+        wiring.connect(m, db_hold.o, wiring.flipped(self.db))
         wiring.connect(m, core.host.ring, wiring.flipped(self.ring))
         m.d.comb += [core.host.peer_valid.eq(self.peer_valid),
                      core.host.peer_id.eq(self.peer_id)]
@@ -317,10 +324,11 @@ class VMShmUSP(wiring.Component):
         ctl = core.host.ctl_req
         m.d.comb += [
             requester.flush.eq(ctl.valid),
-            self.ctl_req.valid.eq(ctl.valid & ~requester.dirty),
-            self.ctl_req.payload.eq(ctl.payload),
-            ctl.ready.eq(self.ctl_req.ready & ~requester.dirty),
+            ctl_hold.i.valid.eq(ctl.valid & ~requester.dirty),
+            ctl_hold.i.payload.eq(ctl.payload),
+            ctl.ready.eq(ctl_hold.i.ready & ~requester.dirty),
         ]
+        wiring.connect(m, ctl_hold.o, wiring.flipped(self.ctl_req))
 
         # cfg_function_status holds 4 bits per physical function; PF0's bit 1 is Memory Space
         # Enable, bit 2 Bus Master Enable. Registered: they change only with configuration
