@@ -339,9 +339,9 @@ def python_layer(window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE):
         rdl_exporter.SystemRDLExporter().export(top, os.path.join(tmp, "vmshm.rdl"))
         text = Path(tmp, "vmshm.rdl").read_text()
     key = hashlib.sha256(f"{python_version} {compiler_version}\n{text}".encode()).hexdigest()[:16]
-    if key in _layers:
-        return _layers[key]
     final = _cache_root() / key
+    if final in _layers:        # by folder: another $VMSHM_BUILD_DIR gets a build of its own
+        return _layers[final]
     if not (final / "vmshm" / "__init__.py").exists():
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{key}-"))
@@ -366,8 +366,8 @@ def python_layer(window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    _layers[key] = importlib.import_module(f"{name}.reg_model.vmshm")
-    return _layers[key]
+    _layers[final] = importlib.import_module(f"{name}.reg_model.vmshm")
+    return _layers[final]
 
 
 def locate(address, window_size=DEFAULT_WINDOW_SIZE, name_size=DEFAULT_NAME_SIZE):

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from vmshm.harness.build import build_once, cache_key, cache_root, tool_versions
 from vmshm.harness.lint import VERILATOR_WAIVERS
-from vmshm.harness.tools import missing_reason, verilator_env
+from vmshm.harness.tools import compiler_cache, missing_reason, verilator_env
 from vmshm.harness.top import TOPLEVEL, SimTop, generate
 
 from . import shared
@@ -208,6 +208,8 @@ def _compile(build_dir, text, head, args, opt, waves):
     # option named (see vmshm.testbench.runner).
     make = [f"OPT_FAST={opt}", f"OPT_SLOW={opt}", f"OPT_GLOBAL={opt}",
             "CFG_CXXFLAGS_PCH_I=-include"]
+    if compiler_cache():
+        make.append(f"OBJCACHE={compiler_cache()}")    # the runtime compiled once, not per build
     cmd = ["verilator", "--cc", "--exe", "--build", "--build-jobs", "2", "--top-module",
            TOPLEVEL, "-Mdir", str(build_dir / "obj"), "-o", str(build_dir / LIBRARY),
            "-CFLAGS", cflags, "-LDFLAGS", "-shared", *args]

@@ -17,7 +17,7 @@ from pathlib import Path
 from vmshm.harness.build import build_once, cache_key, cache_root, design_text, tool_versions
 from vmshm.harness.checks import check_output_file
 from vmshm.harness.lint import VERILATOR_WAIVERS
-from vmshm.harness.tools import missing_reason, verilator_env
+from vmshm.harness.tools import compiler_cache, missing_reason, verilator_env
 from vmshm.harness.top import TOPLEVEL, SimTop, generate
 
 from .outcome import CocotbError, load, to_result
@@ -128,7 +128,10 @@ def _compile(sim, build_dir, toplevel, text, extra, args, waves):
         # into several C++ files names its precompiled header as if it were an input file
         # and the compile fails. cocotb runs make itself; a variable definition in
         # MAKEFLAGS reaches it as a command-line override.
-        os.environ["MAKEFLAGS"] = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include".strip()
+        flags = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include"
+        if compiler_cache():
+            flags += f" OBJCACHE={compiler_cache()}"     # the runtime compiled once, not per build
+        os.environ["MAKEFLAGS"] = flags.strip()
     try:
         _runner(sim).build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                            build_args=args, timescale=("1ns", "1ps"),

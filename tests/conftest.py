@@ -108,6 +108,10 @@ def pytest_collection_modifyitems(config, items):
                 or any(word in item.originalname for word in SLOW_WORDS)
                 or any(v in elsewhere for v in params.values() if isinstance(v, str))):
             item.add_marker(slow)
+    # The slow tests first (a stable sort: each kind keeps its order): xdist hands out tests in
+    # this order (after the groups, largest first), so the short ones come last and fill the
+    # workers' ends instead of a long test holding one worker while the other waits.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     _group_shared_fixtures(items)
 
 

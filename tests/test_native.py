@@ -114,6 +114,38 @@ def test_missing_compiler_is_one_line(monkeypatch):
     assert "\n" not in message
 
 
+@pytest.mark.slow
+def test_a_second_configuration_compiles_only_its_model(tmp_path, monkeypatch):
+    # Through ccache, the Verilator runtime every build compiles (verilated.cpp and its kin)
+    # is compiled by the first build only: the second configuration's log shows the compiles
+    # going through ccache, and ccache answered the runtime's from its cache.
+    from vmshm.harness.tools import compiler_cache
+    from vmshm.native import build as native_build
+    require_backend("native")
+    if compiler_cache() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("must run under CI: ccache is not installed (apt-get install ccache)")
+        pytest.skip("ccache is not installed: apt-get install ccache")
+    monkeypatch.setenv("VMSHM_BUILD_DIR", str(tmp_path / "builds"))
+    monkeypatch.setenv("CCACHE_DIR", str(tmp_path / "ccache"))
+    monkeypatch.setattr(native_build, "_built", {})
+
+    def hits():
+        out = subprocess.run([compiler_cache(), "--print-stats"], capture_output=True,
+                             text=True, check=True).stdout
+        stats = dict(line.split("\t") for line in out.splitlines() if "\t" in line)
+        return int(stats["direct_cache_hit"]) + int(stats["preprocessed_cache_hit"])
+
+    native_build.build(data_width=32)
+    assert hits() == 0
+    model = native_build.build(data_width=32, name_size=64)
+    log = (model.path.parent / "build.log").read_text()
+    runtime = ("verilated.cpp", "verilated_dpi.cpp", "verilated_threads.cpp")
+    assert all("ccache c++" in line for line in log.splitlines()
+               if any(name in line for name in runtime)), log
+    assert hits() >= len(runtime)
+
+
 def test_guest_may_only_await_the_bus():
     require_backend("native")
     from vmshm.native.engine import NativeError

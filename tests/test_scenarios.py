@@ -2,7 +2,8 @@
 
 Amaranth's simulator runs each scenario here (the reference); every other backend of the registry
 (:data:`vmshm.backends.BACKENDS`) runs it through :func:`~vmshm.scenarios.run_scenario` and must
-give the same records, cycle for cycle.
+give the same records, cycle for cycle: the backends in this process at every data width, Icarus
+and Verilator each at one width per scenario (:data:`ELSEWHERE`).
 """
 
 import os
@@ -44,6 +45,37 @@ RUNNERS = {"amaranth": run_amaranth}
 BACKENDS = backend_names()
 
 
+#: (scenario, data width, timing, seed) -> Amaranth's transactions: the reference every other
+#: backend's run of the same scenario is checked against, simulated once per process (a run is
+#: deterministic: the object's name has a fixed length, its contents start zero).
+_REFERENCES = {}
+
+
+#: Backends that run the generated Verilog in a simulator of its own (Icarus, Verilator under
+#: cocotb): each scenario runs on each of them at one width, the widths rotating (a Latin
+#: square): every scenario on every simulator and every simulator at every width, without the
+#: other half, which would run the same Verilog again on a simulator already shown to agree.
+#: The backends in this process (Amaranth's simulator, native) run every scenario at every width.
+ELSEWHERE = backend_names(in_process=False)
+
+
+def on_every_backend(names):
+    """Parameters ``name, data_width, backend`` of ``names`` (see :data:`ELSEWHERE`), grouped so
+    that xdist runs one scenario's backends in one worker, where Amaranth's reference is
+    simulated once for all of them (:data:`_REFERENCES`)."""
+    params = []
+    for i, name in enumerate(names):
+        for j, width in enumerate(DATA_WIDTHS):
+            for backend in BACKENDS:
+                if backend in ELSEWHERE and \
+                        (i + ELSEWHERE.index(backend)) % len(DATA_WIDTHS) != j:
+                    continue
+                params.append(pytest.param(
+                    name, width, backend, id=f"{name}-{width}-{backend}",
+                    marks=pytest.mark.xdist_group(f"scenario={name}-{width}")))
+    return pytest.mark.parametrize("name,data_width,backend", params)
+
+
 def transactions(result):
     """Return what must match across backends: every record, and the cycles of the whole run."""
     return [(r.access, r.space, r.dev, r.addr, r.words, r.start, r.end, r.status, r.label)
@@ -58,8 +90,10 @@ def run_on_backend(shm_objects, name, *, backend, data_width, timing, seed):
                           timing=timing, shm_name=shm_objects.create(scn.shm_size))
     left_open = [i for i, h in enumerate(result.hosts) if h["is_open"]]
     assert not left_open, f"{name} left the object open on the hosts of devices {left_open}"
-    reference, _ = run(shm_objects, name, data_width=data_width, timing=timing, seed=seed)
-    ours, theirs = transactions(result), transactions(reference)
+    key = (name, data_width, repr(timing), seed)
+    if key not in _REFERENCES:
+        run(shm_objects, name, data_width=data_width, timing=timing, seed=seed)
+    ours, theirs = transactions(result), _REFERENCES[key]
     for i, (a, b) in enumerate(zip(ours[0], theirs[0])):
         assert a == b, f"transaction {i} differs: {backend} {a} != amaranth {b}"
     assert ours == theirs, f"{backend} and amaranth records differ in length or total cycles"
@@ -80,6 +114,7 @@ def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, se
     hosts = [host for host, _ in pairs]
     try:
         result = RUNNERS[backend](scn, env, hosts, [t for _, t in pairs])
+        _REFERENCES[name, data_width, repr(timing), seed] = transactions(result)
         left_open = [i for i, host in enumerate(hosts) if host.is_open]
         assert not left_open, f"{name} left the object open on the hosts of devices {left_open}"
     finally:
@@ -89,19 +124,14 @@ def run(shm_objects, name, *, backend="amaranth", data_width=32, timing=None, se
     return result, hosts
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("data_width", DATA_WIDTHS)
-@pytest.mark.parametrize("name", list(SCENARIOS))
+@on_every_backend(SCENARIOS)
 def test_scenario(shm_objects, name, data_width, backend):
     """Run the scenario; on Verilator and Icarus also check its records match Amaranth's."""
     run(shm_objects, name, backend=backend, data_width=data_width)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("data_width", DATA_WIDTHS)
-@pytest.mark.parametrize("name", ["seed_example", "window_random_integrity",
-                                  "window_short_object", "driver_release_with_live_mapping",
-                                  "names_rejected"])
+@on_every_backend(["seed_example", "window_random_integrity", "window_short_object",
+                   "driver_release_with_live_mapping", "names_rejected"])
 def test_scenario_slow_host(shm_objects, name, data_width, backend):
     """Run with a late, randomly back-pressuring host: the same draws on every backend."""
     run(shm_objects, name, backend=backend, data_width=data_width, timing=SLOW)
