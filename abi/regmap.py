@@ -164,7 +164,7 @@ STATUS_TEXT = {
     Status.EACCES:       "the host may not open the object for reading and writing",
     Status.EBUSY:        "an object is already open; read CLOSE first",
     Status.EINVAL:       "the name is empty, lacks a leading '/', holds another '/', "
-                         "or the object is empty",
+                         "is '/', '/.' or '/..', or the object is empty",
     Status.ENAMETOOLONG: "the name is longer than NAME_MAX (255) or is not NUL-terminated in BAR2",
     Status.ETIMEDOUT:    "the host did not answer in time",
     Status.EPERM:        "bus mastering is disabled: set Bus Master Enable in the command "

@@ -43,6 +43,14 @@ def test_status_codes_are_linux_errnos():
         assert code in STATUS_TEXT
 
 
+def test_einval_text_names_every_name_the_host_refuses_with_it():
+    # The host answers EINVAL for "/", "/." and "/.." too (they name no object): the text a
+    # guest reads for the status must say so, not only the empty name and the slashes.
+    text = STATUS_TEXT[Status.EINVAL]
+    for said in ("empty", "leading '/'", "another '/'", "'/'", "'/.'", "'/..'"):
+        assert said in text, said
+
+
 def test_register_definition_rejects_bad_offsets():
     with pytest.raises(ValueError, match="multiple of 4"):
         Register("BAD", 0x03, "R", 0, "misaligned")
