@@ -208,8 +208,9 @@ def _compile(build_dir, text, head, args, opt, waves):
     # option named (see vmshm.testbench.runner).
     make = [f"OPT_FAST={opt}", f"OPT_SLOW={opt}", f"OPT_GLOBAL={opt}",
             "CFG_CXXFLAGS_PCH_I=-include"]
-    if compiler_cache():
-        make.append(f"OBJCACHE={compiler_cache()}")    # the runtime compiled once, not per build
+    objcache = compiler_cache()
+    if objcache:
+        make.append(f"OBJCACHE={objcache}")    # the runtime compiled once, not per build
     cmd = ["verilator", "--cc", "--exe", "--build", "--build-jobs", "2", "--top-module",
            TOPLEVEL, "-Mdir", str(build_dir / "obj"), "-o", str(build_dir / LIBRARY),
            "-CFLAGS", cflags, "-LDFLAGS", "-shared", *args]

@@ -129,8 +129,9 @@ def _compile(sim, build_dir, toplevel, text, extra, args, waves):
         # and the compile fails. cocotb runs make itself; a variable definition in
         # MAKEFLAGS reaches it as a command-line override.
         flags = f"{saved or ''} CFG_CXXFLAGS_PCH_I=-include"
-        if compiler_cache():
-            flags += f" OBJCACHE={compiler_cache()}"     # the runtime compiled once, not per build
+        objcache = compiler_cache()
+        if objcache:
+            flags += f" OBJCACHE={objcache}"     # the runtime compiled once, not per build
         os.environ["MAKEFLAGS"] = flags.strip()
     try:
         _runner(sim).build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,

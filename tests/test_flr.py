@@ -180,7 +180,7 @@ def test_usp_flr_keeps_a_close_and_a_doorbell_on_offer():
     from vmshm.abi.regmap import BAR_REGS
     from vmshm.rtl.usp import top as usp_top
     from vmshm.rtl.usp.descriptors import ReqType
-    from test_usp_board import _cq_put, _cq_request
+    from test_usp_board import _cq_put, _cq_request, _out_of_reset
     from usp_harness import run_top
 
     width = 64
@@ -190,11 +190,7 @@ def test_usp_flr_keeps_a_close_and_a_doorbell_on_offer():
     watch = watch_streams({"ctl_req": dut.ctl_req, "db": dut.db}, taken, broken)
 
     async def main(ctx):
-        ctx.set(dut.user_reset, 1)
-        for _ in range(3):
-            await ctx.posedge(dut.user_clk)
-        ctx.set(dut.user_reset, 0)
-        ctx.set(dut.cfg_function_status, 0b0110)           # Memory Space and Bus Master Enable
+        await _out_of_reset(ctx, dut)
         ctx.set(dut.m_axis_cc_tready, 1)
         ctx.set(dut.ctl_req.ready, 1)                       # the power-on RESET is taken
         for _ in range(4):

@@ -310,6 +310,16 @@ def test_finding4_core_hears_when_messages_become_possible(msi, bme):
 DRAIN = (4 + 128 // 4) // 2 + 8
 
 
+async def _out_of_reset(ctx, dut):
+    """Hold ``user_reset`` for three user clocks, release it, and enable Memory Space and Bus
+    Master as the hard IP's ``cfg_function_status`` reports them."""
+    ctx.set(dut.user_reset, 1)
+    for _ in range(3):
+        await ctx.posedge(dut.user_clk)
+    ctx.set(dut.user_reset, 0)
+    ctx.set(dut.cfg_function_status, 0b0110)           # Memory Space and Bus Master Enable
+
+
 def _cq_put(dut):
     """Return ``put(ctx, beats)``: offer CQ beats on the top's raw ports, each until taken."""
     async def put(ctx, beats):
@@ -359,11 +369,7 @@ def test_no_tlp_request_and_no_msi_while_an_flr_is_in_process():
     log = {"rq": [], "flr": None, "done": None, "msi": [], "cycle": 0}
 
     async def main(ctx):
-        ctx.set(dut.user_reset, 1)
-        for _ in range(3):
-            await ctx.posedge(dut.user_clk)
-        ctx.set(dut.user_reset, 0)
-        ctx.set(dut.cfg_function_status, 0b0110)           # Memory Space and Bus Master Enable
+        await _out_of_reset(ctx, dut)
         ctx.set(dut.cfg_interrupt_msi_enable, 1)
         ctx.set(dut.m_axis_rq_tready, 1)
         ctx.set(dut.m_axis_cc_tready, 1)
