@@ -57,7 +57,7 @@ def compiler_cache():
     """Return the ``ccache`` to compile Verilator models through, or ``None``.
 
     Every Verilator build compiles the same runtime (``verilated.cpp``, and under cocotb
-    ``verilated_vpi.cpp``: about 10 s of CPU of a 13 s build) besides its own model; through
+    ``verilated_vpi.cpp``: most of a build's compile time) besides its own model; through
     ccache, each configuration after the first compiles only its model. ``$VMSHM_CCACHE=0``
     turns it off; without ccache on ``PATH`` builds compile everything, as before.
     """
