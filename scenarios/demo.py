@@ -16,6 +16,12 @@ __all__ = ["Step", "DeviceInfo", "DemoReport", "seed_example"]
 #: How much of offset 0 the demo reads and shows: one line of text.
 LINE_BYTES = 128
 
+#: How many bytes the demo writes at offset 0: ``I was here: <pid>`` padded with NULs to the
+#: length the largest Linux PID (4194304, seven digits) needs with its NUL. The write is the same
+#: size whatever the PID, so its cycles in the demo's table are too (a shorter PID used to make the
+#: write one beat shorter).
+WRITE_BYTES = len(b"I was here: 4194304\0")
+
 
 @dataclass
 class Step:
@@ -63,7 +69,7 @@ class DeviceInfo:
 class DemoReport:
     """What the example saw and how long each step took."""
     found: bytes = b""          # what the guest read at offset 0 before writing
-    meant: bytes = b""          # the line it meant to write there, with its NUL
+    meant: bytes = b""          # the line it meant to write there, NUL-padded to WRITE_BYTES
     wrote: bytes = b""          # what it wrote: the line, cut to the mapping if that is shorter
     mapped: int = 0             # bytes mapped
     functions: int = 0          # PCI functions the probe found
@@ -87,7 +93,8 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
     name : str or bytes
         The POSIX shared-memory object to open, e.g. ``/shared-with-qemu``.
     pid : int, optional
-        The number in ``I was here: <pid>``; this process's by default.
+        The number in ``I was here: <pid>``; this process's by default. The line is written
+        padded with NULs to :data:`WRITE_BYTES`, so the write's cycles do not depend on it.
     length : int
         Bytes to map: 1 MiB as in the example, or the mapped object's size if that is smaller.
 
@@ -126,7 +133,7 @@ async def seed_example(bus, name, *, pid=None, length=1 << 20):
         mapping = await step("mmap", mmap())
         report.found = _line(await step("read offset 0",
                                         mapping.read(0, min(LINE_BYTES, report.mapped))))
-        report.meant = f"I was here: {pid}".encode() + b"\0"
+        report.meant = f"I was here: {pid}".encode().ljust(WRITE_BYTES, b"\0")
         report.wrote = report.meant[:report.mapped]
         async def write():
             # A window access the host did not answer in time reads all ones or is dropped; the
