@@ -196,7 +196,12 @@ class WindowDMA(wiring.Component):
         m.submodules.post_timer = post_timer = HostTimer(self._host_timeout)
         post = self.post
 
-        tag = Signal(TAG_BITS)              # tag of the newest request
+        # Tag of the newest request. Reset-less: a request kept on offer through a Function
+        # Level Reset (rtl/flr_hold.py) may be answered after it, and a tag restarted from 0
+        # would give the first request after the FLR the kept one's tag, so the old answer
+        # would be taken for the new request's. Counting on, the next 2 ** (TAG_BITS - 1)
+        # requests have other tags, as for any late answer.
+        tag = Signal(TAG_BITS, reset_less=True)
         match = Signal()
         m.d.comb += match.eq(dma_rsp.payload.tag == tag)
         # Beats of a request the core gave up on while it was on offer: the beat itself, then
