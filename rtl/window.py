@@ -196,11 +196,7 @@ class WindowDMA(wiring.Component):
         m.submodules.post_timer = post_timer = HostTimer(self._host_timeout)
         post = self.post
 
-        # Tag of the newest request. Reset-less: a request kept on offer through a Function
-        # Level Reset (rtl/flr_hold.py) may be answered after it, and a tag restarted from 0
-        # would give the first request after the FLR the kept one's tag, so the old answer
-        # would be taken for the new request's. Counting on, the next 2 ** (TAG_BITS - 1)
-        # requests have other tags, as for any late answer.
+        # The newest request's; counts on through an FLR (docs/timing.md: a request kept on offer).
         tag = Signal(TAG_BITS, reset_less=True)
         match = Signal()
         m.d.comb += match.eq(dma_rsp.payload.tag == tag)
