@@ -327,7 +327,7 @@ class ComponentProperties(Elaboratable):
         # harness counts them (the beat on offer, then the rest of a write's packet).
         owed = Signal(range(most + 2))
         owed_w = Signal()
-        htag = Signal(8)            # the newest request's tag
+        htag = Signal(8, reset_less=True)   # the newest request's tag: reset-less, as the tag
         with m.If(start):
             m.d.sync += htag.eq(htag + 1)
         with m.If(took & (owed != 0)):

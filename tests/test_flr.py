@@ -177,11 +177,12 @@ def test_flr_keeps_an_owed_dma_beat_then_the_reset_ends_the_write(shm_objects):
 def test_an_answer_to_a_read_kept_through_an_flr_is_dropped(shm_objects):
     """A window read the host did not take before the guest gave up on it (all ones) is kept on
     offer through an FLR (rtl/flr_hold.py); the host takes it after the FLR, then the first
-    window read of the function probed again, and answers the old one last-minute, in front of
+    window read of the function probed again, and answers the old one only then, in front of
     the new one's answer (PCIe orders no completions of different requests). The core drops
-    the old answer: the new read and a later one return the object's bytes, and TIMEOUTS and
-    DMA_ERROR stay as the FLR left them (0). Before the fix the FLR restarted the core's tags,
-    the new read carried the old one's tag, and it returned the old answer's bytes."""
+    the old answer: the new read and a later one return the object's bytes, and TIMEOUTS,
+    REJECTS and DMA_ERROR stay as the FLR left them (0). Before the fix the FLR restarted the
+    core's tags, the new read carried the old one's tag, and it returned the old answer's
+    bytes."""
     seen = {}
     stale = b"\xee" * 8
     release = []
@@ -197,6 +198,7 @@ def test_an_answer_to_a_read_kept_through_an_flr_is_dropped(shm_objects):
         seen["after"] = await mapping.read(32, 8)
         seen["later"] = await mapping.read(40, 8)
         seen["timeouts"] = await drv.regs.read32(REG["TIMEOUTS"].offset)
+        seen["rejects"] = await drv.regs.read32(REG["REJECTS"].offset)
         seen["status"] = await drv.regs.read32(REG["STATUS"].offset)
         await drv.munmap(mapping)
         await drv.close(fd)
@@ -232,7 +234,7 @@ def test_an_answer_to_a_read_kept_through_an_flr_is_dropped(shm_objects):
         f"the read after the FLR got {seen['after'].hex()} (tags old/new {seen['tags']})"
     assert seen["later"] == PATTERN[40:48]
     dma_error = next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
-    assert seen["timeouts"] == 0 and not seen["status"] >> dma_error & 1, seen
+    assert seen["timeouts"] == seen["rejects"] == 0 and not seen["status"] >> dma_error & 1, seen
     assert not host.is_open
 
 
