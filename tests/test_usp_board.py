@@ -283,6 +283,137 @@ def test_finding8_flr_leaves_tags_of_reads_in_flight_out_of_use():
         "the read after the FLR handed over the data of the read before it"
 
 
+class _TopRequester(RequesterHarness):
+    """The requester wired to an FLR as :class:`~vmshm.rtl.usp.top.VMShmUSP` wires it: ``flr``
+    resets the requester for the cycle it is high (and tells it, so its tags turn stale) and
+    forgets the RQ packet being gathered (``DwordsToAxis.clear``: whole ones still leave); the
+    stream converters themselves are not reset, so RC stays framed across the FLR, as the hard
+    IP frames it. (:class:`FlrRequester` resets the converters too.)"""
+
+    def __init__(self):
+        super().__init__(64, cpl_timeout=1 << 16)
+        self._requester = ResetInserter(self.flr)(self._requester)
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        m.d.comb += m.submodules.rq_tx.clear.eq(self.flr)
+        return m
+
+
+class _PausingRootComplex(RootComplex):
+    """Send the first read's first completion's first ``cut`` beats, then pause RC (one stream:
+    nothing else goes) until ``released``; then the rest of that completion, the first read's
+    other completions, and every later read's completions whole, in the order the reads came.
+    With ``cut`` None, no pause: every read's completions whole, in order, once ``released``."""
+
+    def __init__(self, *args, cut, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.cut, self.paused, self.released = cut, False, False
+
+    async def rc_process(self, ctx):
+        if self.cut is not None:
+            while not self.pending:
+                await ctx.tick()
+            first, *others = self.pending.pop(0)
+            await put_packet(ctx, self.dut.rc, first[:self.cut])
+            self.paused = True
+        while not self.released:
+            await ctx.tick()
+        if self.cut is not None:
+            await put_packet(ctx, self.dut.rc, first[self.cut:])
+            for part in others:
+                await put_packet(ctx, self.dut.rc, part)
+        while True:
+            if not self.pending:
+                await ctx.tick()
+                continue
+            for part in self.pending.pop(0):
+                await put_packet(ctx, self.dut.rc, part)
+
+
+@pytest.mark.parametrize("cut", [1, 2, None], ids=["in_descriptor", "in_data", "at_handover"])
+def test_a_completion_paused_across_an_flr_is_not_taken_for_the_next_read(cut):
+    """The UltraScale+ counterpart of the soft function's kept window read
+    (tests/test_flr.py::test_an_answer_to_a_read_kept_through_an_flr_is_dropped): it cannot
+    happen here, and this replays why. A read of 32 DWORDs (tag 0, two 16-DWORD completions
+    at the 64-byte boundary) is answered; RC pauses inside its first completion (``cut`` 64-bit
+    beats in: inside the descriptor, or just past it), the function is reset (FLR), the host
+    changes the data, the core reads the same 32 DWORDs again and its TLP goes out; only then
+    does RC go on: the rest of the cut completion, the old read's second completion (whole),
+    then the new read's own. The new read must hand over the new data, all good. With
+    ``at_handover`` the FLR comes instead in the cycle the requester hands RQ the old read's
+    last descriptor DWORD (taking its tag); the host changes the data 20 cycles later.
+
+    It holds on three things the FLR leaves or resets: the RC receiver, reset, swallows the
+    rest of a completion it was in the middle of (a packet starts at a first DWORD; the
+    converter that marks it is not reset); the tag table, reset-less, turns the old read's
+    tags stale, so the tag counter restarting at 0 skips tag 0 and the old read's second
+    completion matches no tag the new read waits on (it only frees tag 0 again); and RQ's
+    ``clear`` drops a read TLP not yet whole, whose tag was never outstanding. To make a slip
+    visible, the old data at offsets 4 to 15 is a completion descriptor for the new read's tag
+    and address: read as a descriptor (the rest of the cut packet not swallowed), its last 12
+    DWORDs would be taken as the new read's. Fails with each of the three taken away: the
+    receiver's ``rc.valid & (synced | first)`` made ``rc.valid`` (``in_data``: the new read gets
+    12 old DWORDs as good); the tag table's registers under the FLR's reset (``in_descriptor``
+    and ``in_data``: the new read goes out as tag 0 and takes the old second completion's 16
+    DWORDs); RQ's buffer committing the packet whose last entry comes with ``clear``
+    (``PacketFifo``'s ``cp.eq(cp)`` removed; ``at_handover``: the old TLP leaves under tag 0,
+    which the FLR left free, and the new read, under tag 0 too, takes its answer)."""
+    rng = seeded(35)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    # Read 1's DWORDs 1 to 3 (the beat after the cut, at 64 bits) as the RC descriptor of a
+    # completion of the rest of the new read's first 12 DWORDs under its tag (1).
+    fake = pack(RC_DESCRIPTOR, lower_address=(HOST_BASE + 0x100) & 0xFFF, byte_count=48,
+                request_completed=1, dword_count=12, completion_status=0, tag=1)
+    memory[0x104:0x110] = b"".join(d.to_bytes(4, "little") for d in fake)
+    dut = _TopRequester()
+    rc = _PausingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128, cut=cut)
+    got = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        ctx.set(dut.max_read_req, 0)
+        req = {"write": 0, "addr": 0x100, "count": 31, "data": 0, "be": 0xF, "tag": 1}
+        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+        rq = dut._requester.rq
+        for _ in range(LIMIT):
+            if rc.paused if cut is not None else \
+                    ctx.get(rq.valid) and ctx.get(rq.ready) and ctx.get(rq.payload.last):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError("no FLR point: RC never paused, or the read never went out")
+        ctx.set(dut.flr, 1)                 # the function is reset here
+        await ctx.tick()
+        ctx.set(dut.flr, 0)
+        await ctx.tick().repeat(20 if cut is None else 1)
+        memory[0x100:0x180] = bytes(b ^ 0xA5 for b in memory[0x100:0x180])
+        await stream_put(ctx, dut.dma_req, {**req, "tag": 2}, timeout=LIMIT)
+        for _ in range(LIMIT):
+            if len(rc.tlps) == 2 - (cut is None):
+                break
+            await ctx.tick()
+        else:
+            raise AssertionError("the read after the FLR never went out")
+        rc.released = True
+        for _ in range(32):
+            beat = await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)
+            assert beat.tag == 2
+            got.append((beat.data, beat.err))
+
+    before = dwords_at(memory, 0x100, 32)
+    run(dut, main, rc.rq_process, rc.rc_process, pg213_rules(dut.rq, "RQ"))
+    after = dwords_at(memory, 0x100, 32)
+    stale = [i for i, (data, err) in enumerate(got)
+             if not err and data != after[i] and data in before]
+    failed = [i for i, (_, err) in enumerate(got) if err]
+    assert got == [(d, 0) for d in after], \
+        f"the read after the FLR handed over the old read's DWORDs {stale} as its own, " \
+        f"and failed DWORDs {failed}"
+    tags = [0] if cut is None else [0, 1]
+    assert [t[0].tag for t in rc.tlps] == tags, "a TLP cut off by the FLR left, or a live tag"
+
+
 @pytest.mark.parametrize("msi, bme", [(1, 1), (1, 0), (0, 1)])
 def test_finding4_core_hears_when_messages_become_possible(msi, bme):
     """Finding 4 (UltraScale+ side): the shim tells a core that owes a message on the enabling
