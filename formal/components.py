@@ -407,7 +407,7 @@ class ComponentProperties(Elaboratable):
         end = req.payload.addr + ((req.payload.count + 1) << 2)
         # A write packet, as the host sees it: count + 1 beats with one header.
         left, hdr, beat_hdr = _packet_view(m, req)
-        htag = Signal(8)            # the newest request's tag
+        htag = Signal(8, reset_less=True)   # the newest request's tag: reset-less, as the tag
         with m.If(start):
             m.d.sync += htag.eq(htag + 1)
         # A passing write's tag: the read's with the top bit flipped.

@@ -34,7 +34,7 @@ __all__ = ["KINDS", "fuzz_guest", "Mismatch"]
 KINDS = {
     "reg_read": 8, "reg_write": 3, "name_write": 6, "name_bytes": 5, "name_read": 4,
     "open": 7, "close": 4, "win_read": 12, "win_write": 12, "cfg_read": 3, "cfg_write": 2,
-    "cfg_bad": 2, "bar_size": 1, "mem_bad": 3, "reset": 1, "idle": 1,
+    "cfg_bad": 2, "bar_size": 1, "mem_bad": 3, "reset": 1, "flr": 1, "idle": 1,
 }
 #: Bases the BARs are placed at: slots of 1 MiB (at least one BAR's size) from 2 GiB up.
 _SLOT_BASE = 0x8000_0000
@@ -77,7 +77,8 @@ class Fuzzer(ControlPlans, ResetPlans):
                       "answer-twice": 0, "unasked": 0, "stop-mid-packet": 0, "never-accept": 0,
                       "ctl-double": 0, "ctl-unasked": 0, "ctl-never-answer": 0,
                       "ctl-stop-mid-name": 0, "ctl-never-taken": 0, "reset-in-flight": 0,
-                      "reset-cut-write": 0, "reset-lost-request": 0}
+                      "reset-cut-write": 0, "reset-lost-request": 0, "flr": 0,
+                      "flr-in-flight": 0, "flr-kept-whole": 0, "flr-kept-cut": 0}
         self.index = 0
         self.progress = False       # a line on stderr at every object check
         self.current = ""           # the transaction on the bus, for a report if it never ends
@@ -91,7 +92,7 @@ class Fuzzer(ControlPlans, ResetPlans):
         self.stall_cycles, self.stall_end = 0, None
         # The last window access's fate and whether a write, and the cycle its host holds it
         # until at least (a write stopped half-way, a request not taken): for resets in flight.
-        self.dma_last, self.cut_end = (None, False), None
+        self.dma_last, self.cut_end = (None, False, 0), None
 
     # -- carrying out one transaction -------------------------------------------------------------
 
@@ -429,7 +430,7 @@ class Fuzzer(ControlPlans, ResetPlans):
             self.stall_end = (start + self.stall_cycles, self.bus.now() + self.stall_cycles + 2)
             self.stall_cycles = 0
         self.dma_safe = max(self.dma_safe, self.bus.now() + self.dma_pending + 32)
-        self.dma_last = (fate, write)
+        self.dma_last = (fate, write, count)
 
     async def do_win_read(self):
         await self._window_access(False)
@@ -449,7 +450,9 @@ class Fuzzer(ControlPlans, ResetPlans):
             value = self.rng.choice([0x6, 0x6, 0x6, 0x2, 0x406, 0x4, self.rng.getrandbits(16)])
             await self.cfg_write_reg(4, value, 0x3, "command")
         else:
-            off = self.rng.choice([0x0C, 0x3C, 0x00, 0x08, 0x2C, 0x34, 0x40, 0x44, 0x80])
+            # MSI's Message Control too: MSI Enable, which an FLR clears.
+            off = self.rng.choice([0x0C, 0x3C, 0x00, 0x08, 0x2C, 0x34, 0x40, 0x44, 0x80,
+                                   self._config_field("msi_enable").offset])
             await self.cfg_write_reg(off, self.rng.getrandbits(32), self.rng.getrandbits(4),
                                      "cfg write")
 
@@ -537,8 +540,9 @@ class Fuzzer(ControlPlans, ResetPlans):
                     await self.cfg_write_reg(4, 0x6, 0x3, "enable")
                     continue
             kind = self.rng.choices(kinds, open_weights if m.is_open else weights)[0]
-            if self._in_flight() and self.rng.random() < 0.1:
-                kind = "reset"      # resets are rare: catch the host holding an exchange
+            if self._in_flight() and self.rng.random() < (0.5 if self._cut_ahead() else 0.1):
+                # Resets are rare: catch the host holding an exchange, with rst or an FLR.
+                kind = "flr" if "flr" in self.behaviours and self.rng.random() < 0.5 else "reset"
             self.counts[kind] = self.counts.get(kind, 0) + 1
             await getattr(self, f"do_{kind}")()
             # Every planned answer is used by the time its access completes; one left over means

@@ -53,6 +53,11 @@ BEHAVIOURS = (
               "yet): no answer from before the reset is taken for a later request, a write cut "
               "off stores nothing, and the next OPEN or CLOSE drains the device's RESET first",
               True),
+    Behaviour("flr", "a Function Level Reset (Initiate FLR in Device Control) idle, with an "
+              "object open and, with reset-in-flight, while the host holds an exchange: the "
+              "host hears RESET and releases the object, configuration space returns to its "
+              "FLR values, the name buffer is cleared, a beat the host was offered stays on "
+              "offer until taken and any answer to it is dropped", True),
     Behaviour("never-answer", "take a window read or write and never answer it: the read "
               "returns all ones, the write's data stays, TIMEOUTS counts it and DMA_ERROR is set",
               True),

@@ -43,7 +43,8 @@ None of these looked like a bug, so the model follows the RTL on each:
 - window and name-buffer reads return whole words whatever their byte enables; only a BAR0 read's
   first-beat byte enables matter (whether it touches OPEN's or CLOSE's lane); later beats of a
   burst count as touching every lane, so a burst through 0x20 triggers CLOSE;
-- the name buffer keeps its bytes across a reset of the function (a RAM has no reset).
+- the name buffer keeps its bytes across a reset of the function (a RAM has no reset); a
+  Function Level Reset clears it (:meth:`DeviceModel.flr`, docs/timing.md).
 """
 
 from dataclasses import dataclass

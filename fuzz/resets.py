@@ -1,5 +1,15 @@
 """Resets of the function in a fuzz campaign: idle, with an object open, or in flight.
 
+A reset is either ``rst`` held by the run's probe (``reset``) or a Function Level Reset (``flr``):
+a configuration write of Initiate FLR in the PCI Express capability's Device Control, which
+needs no probe. The FLR resets the core and the configuration space's FLR fields and clears the
+name buffer, but not the host's side: a beat the host was offered stays on offer until taken
+(rtl/flr_hold.py), so a window request or write the host had not taken whole goes on after the
+FLR: taken whole (its last beat was the one kept, or a read), it is stored or read, and an
+answer to it is dropped; else the RESET that follows ends it and it stores nothing. After an
+FLR the fuzzer reads back the command register, MSI's Message Control and a BAR (FLR values),
+enumerates the function again and reads the name buffer's first words (cleared).
+
 A mixin of :class:`vmshm.fuzz.gen.Fuzzer`. A reset in flight (``reset-in-flight``) comes while
 the host still holds an OPEN, CLOSE or window access: an answer owed, a name or a write it
 stopped taking, a request it has not taken yet, or a stall of the next control packet. The host
@@ -15,11 +25,20 @@ class ResetPlans:
     """The resets of :class:`~vmshm.fuzz.gen.Fuzzer`."""
 
     async def do_reset(self):
-        m = self.model
         if self.probe is None or "reset-idle" not in self.behaviours:
             return await self.do_idle()
-        if m.is_open and "reset-open" not in self.behaviours:
+        if self.model.is_open and "reset-open" not in self.behaviours:
             return await self.do_close()
+        await self._reset_function(flr=False)
+
+    async def do_flr(self):
+        if "flr" not in self.behaviours:
+            return await self.do_idle()
+        await self._reset_function(flr=True)
+
+    async def _reset_function(self, *, flr):
+        """Reset the function (``rst``, or a Function Level Reset if ``flr``), in flight or not."""
+        m = self.model
         in_flight = "reset-in-flight" in self.behaviours and self.rng.random() < 0.8
         while True:
             # Wait out what the reset would race with, then decide again (a wait changes what
@@ -38,13 +57,30 @@ class ResetPlans:
         if not ctl:
             m.settle()
         start = self.bus.now()
-        await self.probe.reset()
         never = ctl and m.stale[2]
-        m.reset()
-        if cut:
+        if flr:
+            await self._initiate_flr()      # the model's cfg_write applies its flr()
+        else:
+            await self.probe.reset()
+            m.reset()
+        fate, write, count = self.dma_last
+        # What an FLR kept on offer: the write's beat the host stopped before, or a request's
+        # first beat. Is it the write's last beat (or a read's request), the host takes the
+        # access whole once its stall ends; else the RESET ends the write it began taking.
+        kept = (fate[1] if cut == "WRITE" else 0) if flr and cut else None
+        if kept is not None and (not write or kept == count):
+            self.stats["flr-kept-whole"] += 1
+        elif kept is not None:
+            m.cut_write()
+            self.stats["flr-kept-cut"] += 1
+            if not self.host.cut("WRITE"):
+                self._fail(f"the host's window requests after an FLR cutting off "
+                           f"{self.current}", "the write cut off, never taken whole",
+                           "the host took it whole")
+        elif cut:
             # The host took part of the request, or none, and is told of the reset before it
             # stores anything: a write cut off stores nothing, the latency planned is not used.
-            if self.dma_last[1]:
+            if write:
                 m.cut_write()
             if not self.host.cut(cut):
                 self._fail(f"the host's window requests after a reset cutting off "
@@ -65,18 +101,52 @@ class ResetPlans:
             self.ctl_stall = None
             ctl = True
         if ctl:
-            # A CLOSE the host had not taken yet is replaced by the RESET: never answered.
+            # A CLOSE the host had not taken yet is replaced by the RESET: never answered. (An
+            # FLR keeps it on offer: the host takes it, answers at once, and the core drops it.)
             self.host.forget("ctl")
-        if ctl or cut is not None:
-            self.stats["reset-in-flight"] += 1
+        held = ctl or cut is not None
+        if flr:
+            self.stats["flr"] += 1
+            self.stats["flr-in-flight"] += held
+        else:
+            self.stats["reset-in-flight"] += held
             self.stats["reset-cut-write"] += cut == "WRITE"
             self.stats["reset-lost-request"] += cut == "lost"
-            self.dma_busy = self.dma_busy or cut is not None
-        self.dma_last = (None, False)       # what the host held is settled now
-        self.stats["resets"] += 1
-        self.records.append(("RESET", 0, 0, "", None, start, self.bus.now()))
-        self._log(start, "reset" + (" (in flight)" if ctl or cut is not None else ""), "")
+            self.stats["resets"] += 1
+        self.dma_busy = self.dma_busy or cut is not None
+        self.dma_last = (None, False, 0)        # what the host held is settled now
+        what = "FLR" if flr else "RESET"
+        self.records.append((what, 0, 0, "", None, start, self.bus.now()))
+        self._log(start, what.lower() + (" (in flight)" if held else ""), "")
+        if flr:
+            await self._after_flr(kept is not None)
+        else:
+            await self.enumerate()
+
+    def _config_field(self, name):
+        return next(f for f in self.model.config.space.fields if f.name == name)
+
+    async def _initiate_flr(self):
+        """Set Initiate FLR in Device Control, now and then with other Device Control bits."""
+        f = self._config_field("exp_initiate_flr")
+        value = 1 << f.lsb | (self.rng.getrandbits(16) if self.rng.random() < 0.3 else 0)
+        await self.cfg_write_reg(f.offset, value & 0xFFFF, 0x3, "Initiate FLR")
+
+    async def _after_flr(self, kept):
+        """Check the FLR's configuration values, enumerate again, check the name buffer."""
+        if kept:
+            # The beat kept goes once the host's stall ends, then the RESET: let both go, so
+            # the next OPEN does not wait for them (the RESET waits for the kept beat).
+            await self._wait_until(self.dma_safe + 2 * self.gb_ctl + 16)
+            self.dma_busy = False
+        wb = self.wb
+        for name in ("command", "msi_enable", "bar1"):
+            off = self._config_field(name).offset
+            await self.cfg_read(0, off & ~(wb - 1), 0, 0xF << (4 * (off % wb // 4)),
+                                what=f"after FLR: {name}")
         await self.enumerate()
+        count = min(3, self.cfg.name_size // wb - 1)
+        await self.mem_read(self.bar_base(2), count, (1 << wb) - 1, what="after FLR: name read")
 
     def _in_flight(self):
         """Return whether a reset now would be one in flight (if the behaviour is drawn)."""
@@ -86,12 +156,17 @@ class ResetPlans:
         return ((self.model.stale is not None and now < self.stale_safe) or
                 (now < self.dma_safe and self._dma_cut() is not None))
 
+    def _cut_ahead(self):
+        """Return whether a reset now would meet a window request or write the host has not
+        taken whole: rarer than the rest, so drawn more often when it can be."""
+        return self.bus.now() < self.dma_safe and self._dma_cut() in ("WRITE", "lost")
+
     def _dma_cut(self):
         """Return what a reset now does to the window access the host may still hold, or None
         to wait it out: ``""`` (taken whole: its data stored or read, its answer never sent),
         ``"WRITE"`` (a write the host stopped taking: cut off, stored nowhere), ``"lost"`` (a
         request the host has not taken yet: never taken)."""
-        fate, write = self.dma_last
+        fate, write, _ = self.dma_last
         name = fate[0] if isinstance(fate, tuple) else fate
         if name in ("late", "never-answer"):
             return ""

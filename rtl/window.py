@@ -196,7 +196,8 @@ class WindowDMA(wiring.Component):
         m.submodules.post_timer = post_timer = HostTimer(self._host_timeout)
         post = self.post
 
-        tag = Signal(TAG_BITS)              # tag of the newest request
+        # The newest request's; counts on through an FLR (docs/timing.md: a request kept on offer).
+        tag = Signal(TAG_BITS, reset_less=True)
         match = Signal()
         m.d.comb += match.eq(dma_rsp.payload.tag == tag)
         # Beats of a request the core gave up on while it was on offer: the beat itself, then

@@ -52,9 +52,10 @@ def watch_streams(ports, taken, broken):
     return watch
 
 
-def run(shm_objects, guest, *faults):
+def run(shm_objects, guest, *faults, dma=None):
     """Run ``await guest(bus, name, host)`` against one function on a host with ``faults``.
 
+    ``dma``, if given, replaces the host BFM's window process: ``await dma(io, port, host)``.
     Returns ``(beats, broken, host)``: as :func:`watch_streams` fills them, and the host model.
     """
     name = shm_objects.create(SIZE, "flr")
@@ -84,7 +85,8 @@ def run(shm_objects, guest, *faults):
     sim = Simulator(top)
     sim.add_clock(CLOCK_PERIOD)
     bfm = HostBFM(port, top.data_width, host, timing)
-    for process in (bfm.ctl_process, bfm.dma_process, bfm.db_process):
+    dma_process = bfm.dma_process if dma is None else lambda io: dma(io, port, host)
+    for process in (bfm.ctl_process, dma_process, bfm.db_process):
         sim.add_testbench(background(process), background=True)
     sim.add_testbench(monitor, background=True)
     sim.add_testbench(guest_bench)
@@ -170,6 +172,70 @@ def test_flr_keeps_an_owed_dma_beat_then_the_reset_ends_the_write(shm_objects):
     assert seen["open_after"] is False and not host.is_open
     # The write cut off by the FLR stored nothing; the one after it is stored whole.
     assert seen["read_back"] == PATTERN[:32] + b"after the FLR" + PATTERN[45:48]
+
+
+def test_an_answer_to_a_read_kept_through_an_flr_is_dropped(shm_objects):
+    """A window read the host did not take before the guest gave up on it (all ones) is kept on
+    offer through an FLR (rtl/flr_hold.py); the host takes it after the FLR, then the first
+    window read of the function probed again, and answers the old one only then, in front of
+    the new one's answer (PCIe orders no completions of different requests). The core drops
+    the old answer: the new read and a later one return the object's bytes, and TIMEOUTS,
+    REJECTS and DMA_ERROR stay as the FLR left them (0). Before the fix the FLR restarted the
+    core's tags, the new read carried the old one's tag, and it returned the old answer's
+    bytes."""
+    seen = {}
+    stale = b"\xee" * 8
+    release = []
+
+    async def guest(bus, name, host):
+        drv, fd = await opened(bus, name)
+        mapping = await drv.mmap(fd, 64)
+        seen["given_up"] = await mapping.read(0, 8)
+        await pcie_flr(drv.pdev)
+        release.append(bus.now())
+        drv, fd = await opened(bus, name)
+        mapping = await drv.mmap(fd, 64)
+        seen["after"] = await mapping.read(32, 8)
+        seen["later"] = await mapping.read(40, 8)
+        seen["timeouts"] = await drv.regs.read32(REG["TIMEOUTS"].offset)
+        seen["rejects"] = await drv.regs.read32(REG["REJECTS"].offset)
+        seen["status"] = await drv.regs.read32(REG["STATUS"].offset)
+        await drv.munmap(mapping)
+        await drv.close(fd)
+
+    async def dma(io, port, host):
+        wb = len(port.dma_rsp.payload.data) // 8
+
+        async def answer(req, data):
+            words = int(req.count) + 1
+            for i in range(words):
+                await io.put(port.dma_rsp, {"data": int.from_bytes(data[i * wb:(i + 1) * wb],
+                                                                   "little"),
+                                            "err": 0, "last": i == words - 1,
+                                            "tag": int(req.tag)})
+
+        # Take nothing until the FLR is done: the first read's request stays on offer.
+        while not release:
+            await io.wait(1)
+        old = await io.get(port.dma_req)
+        new = await io.get(port.dma_req)
+        seen["tags"] = (int(old.tag), int(new.tag))
+        # The old read's answer first, then the new read's; then serve the rest in order.
+        await answer(old, stale * (int(old.count) + 1))
+        while True:
+            data, _ = host.dma_read(int(new.addr), (int(new.count) + 1) * wb)
+            await answer(new, data)
+            new = await io.get(port.dma_req)
+
+    beats, broken, host = run(shm_objects, guest, dma=dma)
+    assert seen["given_up"] == b"\xff" * 8, "the host took the first read too early"
+    assert broken == [], f"a beat on offer was taken back or changed: {broken}"
+    assert seen["after"] == PATTERN[32:40], \
+        f"the read after the FLR got {seen['after'].hex()} (tags old/new {seen['tags']})"
+    assert seen["later"] == PATTERN[40:48]
+    dma_error = next(f.offset for f in REG["STATUS"].fields if f.name == "DMA_ERROR")
+    assert seen["timeouts"] == seen["rejects"] == 0 and not seen["status"] >> dma_error & 1, seen
+    assert not host.is_open
 
 
 def test_usp_flr_keeps_a_close_and_a_doorbell_on_offer():

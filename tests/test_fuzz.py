@@ -5,7 +5,9 @@ Verilator, Icarus and native whose records must equal Amaranth's for the same se
 --transactions 100000` is the full depth.
 """
 
+import types
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +34,7 @@ def _ok(result):
 
 @pytest.fixture(scope="module")
 def wide():
-    return run_fuzz(transactions=700, seed=1, config=WIDE)
+    return run_fuzz(transactions=700, seed=19, config=WIDE)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +51,8 @@ def test_wide_matches_the_model(wide):
     assert stats["ETIMEDOUT-late"] > 0
     assert stats["host_base checks"] > 0, "no successful OPEN to check host_base after"
     assert stats["resets"] > 0
+    # Function Level Resets through Device Control, some while the host held an exchange.
+    assert counts["flr"] == stats["flr"] > 0 and stats["flr-in-flight"] > 0
     assert counts["name_bytes"] > 20 and counts["cfg_bad"] > 5 and counts["mem_bad"] > 5
     statuses = {r[4][0] for r in wide["records"] if r[0] == "R" and r[4] and len(r[4]) == 1}
     for code in (Status.OK, Status.ENOENT, Status.EINVAL, Status.ENAMETOOLONG, Status.EBUSY,
@@ -133,8 +137,9 @@ def test_cocotb_records_equal_amaranth(backend, monkeypatch):
     assert got["records"] == ref["records"]
 
 
-@pytest.mark.parametrize("config,seed", [(SHORT, 20), (WIDE, 3)], ids=["short-64", "wide-32"])
-def test_native_records_equal_amaranth(config, seed, monkeypatch):
+@pytest.mark.parametrize("config,seed,n", [(SHORT, 76, 450), (WIDE, 28, 300)],
+                         ids=["short-64", "wide-32"])
+def test_native_records_equal_amaranth(config, seed, n, monkeypatch):
     """The native backend, its C++ host playing the host faults, draws what Amaranth draws
     (resets with nothing and with an object open, and while the host holds an exchange,
     ``host_base`` checks after OPEN, control faults) and gives Amaranth's counts and records."""
@@ -144,8 +149,8 @@ def test_native_records_equal_amaranth(config, seed, monkeypatch):
     import vmshm.fuzz.run as run
     # The same object names in both runs: the name buffer's bytes are in the records.
     monkeypatch.setattr(run, "uuid4", lambda: uuid.UUID(int=0x5eed << 112))
-    ref = run_fuzz(transactions=300, seed=seed, config=config)
-    got = run_fuzz(transactions=300, seed=seed, config=config, backend="native")
+    ref = run_fuzz(transactions=n, seed=seed, config=config)
+    got = run_fuzz(transactions=n, seed=seed, config=config, backend="native")
     _ok(ref)
     _ok(got)
     assert got["behaviours"] == ref["behaviours"] == list(DEFAULT_BEHAVIOURS)
@@ -155,8 +160,10 @@ def test_native_records_equal_amaranth(config, seed, monkeypatch):
     assert got["stats"]["never-accept"] > 0, got["stats"]
     assert got["stats"]["ctl-double"] + got["stats"]["ctl-unasked"] > 0, got["stats"]
     assert got["stats"]["resets"] > 0 and got["stats"]["host_base checks"] > 0, got["stats"]
-    # Control faults, and a reset that loses a window request the host had not taken yet.
-    for kind in ("ctl-never-answer", "ctl-never-taken", "ctl-stop-mid-name", "reset-lost-request"):
+    # Control faults, a reset that loses a window request the host had not taken yet, and
+    # Function Level Resets, idle or open and while the host holds an exchange.
+    for kind in ("ctl-never-answer", "ctl-never-taken", "ctl-stop-mid-name", "reset-lost-request",
+                 "flr", "flr-in-flight"):
         assert got["stats"][kind] > 0, got["stats"]
     assert got["stats"] == ref["stats"]
     assert got["counts"] == ref["counts"]
@@ -166,12 +173,14 @@ def test_native_records_equal_amaranth(config, seed, monkeypatch):
 def test_native_resets_in_flight():
     """Resets while the host holds a window write it stopped taking (the write stores nothing:
     every byte is checked after), or a request it has not taken, and OPEN names the host stopped
-    taking or OPEN and CLOSE it never took: a fast native run reaches each, and the device
-    matches the model through them."""
+    taking or OPEN and CLOSE it never took; FLRs that keep such a beat on offer, the access then
+    taken whole (a read, or the write's last beat) or ended by the RESET: a fast native run
+    reaches each, and the device matches the model through them."""
     require_backend("native")
-    got = run_fuzz(transactions=1500, seed=3, config=SHORT, backend="native")
+    got = run_fuzz(transactions=5000, seed=3, config=SHORT, backend="native")
     _ok(got)
-    for kind in ("reset-cut-write", "reset-lost-request", "ctl-stop-mid-name", "ctl-never-taken"):
+    for kind in ("reset-cut-write", "reset-lost-request", "ctl-stop-mid-name", "ctl-never-taken",
+                 "flr-kept-whole", "flr-kept-cut"):
         assert got["stats"][kind] > 0, got["stats"]
 
 
@@ -226,3 +235,57 @@ def test_amaranth_host_takes_doorbells(monkeypatch):
     _ok(got)
     assert taken == {"amaranth": 2, "native": 2}
     assert got["records"] == ref["records"]
+
+
+#: A seed whose short run draws Function Level Resets idle, with an object open and while the
+#: host holds an exchange, within a few hundred transactions.
+FLR_SEED = 76
+
+
+def _break_flr(monkeypatch, what):
+    """Make the soft function's FLR wrong, in this process, for the fuzzer's Amaranth top:
+    ``"name-ram"``, the FLR leaves the name RAM alone (the core's ``flr_start`` tied to 0);
+    ``"no-reset"``, the core's first control beat after an FLR (its RESET) never reaches the
+    host (a hold on ``ctl_req`` that takes it without offering it)."""
+    import vmshm.fuzz.run as run
+    from vmshm.rtl import pci
+    from amaranth.hdl import Signal
+
+    if what == "name-ram":
+        source = Path(pci.__file__).read_text()
+        assert source.count("core.flr_start.eq(flr)") == 1
+        module = types.ModuleType(pci.__name__)
+        module.__dict__.update(__package__=pci.__package__, __file__=pci.__file__)
+        exec(compile(source.replace("core.flr_start.eq(flr)", "core.flr_start.eq(0)"),
+                     pci.__file__, "exec"), module.__dict__)
+        monkeypatch.setattr(run, "VMShmSystem", module.VMShmSystem)
+        return
+
+    class SwallowReset(pci.FlrHold):
+        def elaborate(self, platform):
+            m = super().elaborate(platform)
+            eat = Signal()
+            with m.If(self.flr):
+                m.d.sync += eat.eq(1)
+            with m.If(eat & ~self.busy):
+                m.d.comb += [self.o.valid.eq(0), self.i.ready.eq(1)]
+                with m.If(self.i.valid):
+                    m.d.sync += eat.eq(0)
+            return m
+
+    real = pci.FlrHold
+    monkeypatch.setattr(pci, "FlrHold", lambda layout: (SwallowReset if "op" in layout.members
+                                                        else real)(layout))
+
+
+@pytest.mark.parametrize("what", ["name-ram", "no-reset"])
+def test_a_broken_flr_is_a_mismatch(what, monkeypatch):
+    """The fuzzer's FLRs check what an FLR must do: the same seed that matches the model on the
+    real RTL reports a mismatch where the FLR leaves the name buffer alone, or where its RESET
+    never reaches the host (which keeps the object open)."""
+    ok = run_fuzz(transactions=300, seed=FLR_SEED, config=SHORT)
+    _ok(ok)
+    assert ok["stats"]["flr"] > 0 and ok["stats"]["flr-in-flight"] > 0, ok["stats"]
+    _break_flr(monkeypatch, what)
+    broken = run_fuzz(transactions=300, seed=FLR_SEED, config=SHORT)
+    assert broken["mismatch"] is not None, f"the FLR broken ({what}) went unnoticed"
