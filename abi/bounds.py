@@ -30,7 +30,9 @@ def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32, door
     ----------
     kind : str
         ``"open"`` (a read of OPEN), ``"close"`` (a read of CLOSE), ``"read"`` or ``"write"``
-        (a window burst), ``"reg-read"`` or ``"reg-write"`` (registers or the name buffer).
+        (a window burst), ``"pass"`` (a window write passing a waiting window read: its
+        passage, not counting its completion), ``"reg-read"`` or ``"reg-write"`` (registers or
+        the name buffer).
     host_timeout : int
         ``T``, the core's ``host_timeout`` (not 0).
     beats : int
@@ -59,11 +61,17 @@ def core_bound(kind, host_timeout, *, beats=1, name_bytes=1, data_width=32, door
     if kind == "write":
         # Each request beat and the answer wait up to T + 1; one cycle to choose, one to ack.
         return (n + 1) * (t + 1) + 2
+    if kind == "pass":
+        # A window write passing a waiting read (a PCIe front end's, issue 22): from the edge
+        # that hands it over to the edge that moves its last beat or gives up; each beat waits
+        # up to T + 1, and no acknowledgement is waited for (it is posted). The read it passes
+        # waits at most this, and the cycle of the write's completion, longer per answer beat.
+        return n * (t + 1)
     if kind == "reg-read":
         return 2 * n
     if kind == "reg-write":
         return n + 2 + (t if doorbell else 0)
-    raise ValueError(f"kind must be open, close, read, write, reg-read or reg-write, "
+    raise ValueError(f"kind must be open, close, read, write, pass, reg-read or reg-write, "
                      f"not {kind!r}")
 
 

@@ -19,6 +19,8 @@ The parameters are small (:data:`T`, :data:`WINDOW`) so the solver copes; :data:
 second set whose counters and tags can wrap within the check.
 """
 
+from types import SimpleNamespace
+
 from amaranth.asserts import AnyConst, AnySeq
 from amaranth.hdl import *
 
@@ -26,6 +28,7 @@ from vmshm.abi.bounds import core_bound
 from vmshm.abi.regmap import VECTORS, CtlOp, Status
 from vmshm.rtl.control import ControlChannel
 from vmshm.rtl.doorbell import Doorbells
+from vmshm.rtl.layouts import TAG_BITS
 from vmshm.rtl.registers import RC, RW, W1C
 from vmshm.rtl.window import WindowDMA
 
@@ -37,8 +40,10 @@ COMPONENTS = ("control", "window", "registers", "doorbell")
 GROUPS = ("safety", "live", "cover")
 #: Small parameters: host_timeout, window bytes, name bytes, the longest guest burst (beats).
 PARAMS = dict(host_timeout=2, window_size=64, name_size=8, max_beats=4)
-#: Parameters whose counters wrap: a timer of 5 cycles (3 bits), 6-beat bursts, a 16-byte name.
-WIDE = dict(host_timeout=5, window_size=128, name_size=16, max_beats=6)
+#: Parameters whose counters wrap: a timer of 5 cycles (3 bits), 6-beat bursts, a 16-byte name;
+#: no write passes a waiting read there (``passing``): the small run proves that, and with it
+#: the wide checks took about 9 minutes of CPU time instead of half a minute (docs/formal.md).
+WIDE = dict(host_timeout=5, window_size=128, name_size=16, max_beats=6, passing=False)
 
 
 def live_depth(component, params=PARAMS):
@@ -50,18 +55,22 @@ def live_depth(component, params=PARAMS):
         # A CLOSE, then an OPEN that drains a stale answer first: both bounds back to back.
         return core_bound("close", t) + core_bound("open", t, name_bytes=params["name_size"]) + 2
     if component == "window":
-        return core_bound("write", t, beats=params["max_beats"]) + 3
+        # A burst, or a write passing a read whose request beat went (3 cycles in).
+        most = params["max_beats"]
+        return max(core_bound("write", t, beats=most), core_bound("pass", t, beats=most) + 3) + 3
     # The register actions and the doorbell answer on the next edge: two cycles show it.
     return 4
 
 
-def _any_source(m, stream, name):
-    """Drive ``stream`` (an input of the component) as any source keeping the stream rules."""
+def _any_source(m, stream, name, release=C(0)):
+    """Drive ``stream`` (an input of the component) as any source keeping the stream rules; a
+    beat on offer on a cycle of ``release`` need not stay (the core stops handing the window a
+    write's beats once the window says it is done with them)."""
     value = Value.cast(stream.payload)
     m.d.comb += [stream.valid.eq(AnySeq(1)), value.eq(AnySeq(len(value)))]
     held = Signal(name=f"{name}_in_held")
     prev = Signal.like(value, name=f"{name}_in_prev")
-    m.d.sync += [held.eq(stream.valid & ~stream.ready), prev.eq(value)]
+    m.d.sync += [held.eq(stream.valid & ~stream.ready & ~release), prev.eq(value)]
     m.d.comb += Assume(~held | (stream.valid & (value == prev)))
 
 
@@ -73,6 +82,98 @@ def _stable(m, stream, name):
     m.d.sync += [held.eq(stream.valid & ~stream.ready), prev.eq(value)]
     return Assert(~held | (stream.valid & (value == prev)),
                   f"{name} took back or changed a beat it offered")
+
+
+def _in_window(addr, count, end_be, limit, most):
+    """Return whether a window request the core may hand over has this header: whole words, at
+    most ``most`` beats, inside the mapped window (below ``limit``), its last word's first byte
+    enabled (the core's decode)."""
+    return ((addr[:2] == 0) & (count < most) & (addr + ((count + 1) << 2) <= limit) &
+            end_be[0])
+
+
+def _flag(m, clear, set_, name):
+    """Return a flag the harness keeps: 0 from a cycle of ``clear``, 1 from one of ``set_``
+    (``clear`` wins)."""
+    flag = Signal(name=name)
+    with m.If(clear):
+        m.d.sync += flag.eq(0)
+    with m.Elif(set_):
+        m.d.sync += flag.eq(1)
+    return flag
+
+
+def _count(m, restart, step, name, init=0):
+    """Return an 8-bit count the harness keeps: ``init`` from a cycle of ``restart``, one more
+    for each other cycle of ``step``, stopping at 255."""
+    count = Signal(8, name=name)
+    with m.If(restart):
+        m.d.sync += count.eq(init)
+    with m.Elif(step & (count != 255)):
+        m.d.sync += count.eq(count + 1)
+    return count
+
+
+def _packet_view(m, req):
+    """Return the host's view of ``req``'s write packets: the beats of the one under way still
+    to come, its header and the header of the beat on offer (address, count, tag)."""
+    left = Signal(9, name="pkt_left")
+    beat_hdr = Cat(req.payload.addr, req.payload.count, req.payload.tag)
+    hdr = Signal(len(beat_hdr), name="pkt_hdr")
+    with m.If(req.valid & req.ready & req.payload.write):
+        with m.If(left == 0):
+            m.d.sync += [left.eq(req.payload.count), hdr.eq(beat_hdr)]
+        with m.Else():
+            m.d.sync += left.eq(left - 1)
+    return left, hdr, beat_hdr
+
+
+def _passing_write(m, dut, limit, most, t, read_start, passing=True):
+    """Play the core's side of the window's ``post``, a write passing the waiting read, as
+    rtl/core.py does it, and return its trackers.
+
+    The contract the core keeps (its DMA-READ, DMA-PASS, PASS-DROP and PASS-ACK states):
+    ``post.start`` only while the window says a read waits (``post.ready``) and never while the
+    core still answers the write before (PASS-DROP, PASS-ACK: ``ack``, which ends whenever the
+    guest takes that completion), for a write inside the mapped window; its header latched on
+    ``start`` and shown from the next cycle; ``remaining`` counted down as its beats move.
+    Its trackers: ``slow`` counts the cycles since its last beat went while the guest offers
+    the next (the host's share of its wait), ``failed`` and ``passed`` say that a write passing
+    the read started on ``read_start`` was given up on (its beats may still be owed while the
+    read goes on), or completed with two beats or more."""
+    post, wr = dut.post, dut.wr
+    aw = len(post.addr)
+    pw = SimpleNamespace(busy=Signal(name="pw_busy"), ack=Signal(name="pw_ack"),
+                         addr=Signal(aw, name="pw_addr"), count=Signal(8, name="pw_count"),
+                         remaining=Signal(8, name="pw_remaining"),
+                         end_be=Signal(4, name="pw_end_be"),
+                         slow=Signal(range(t + 2), name="pw_slow"))
+    start = Signal(name="pw_start")
+    q_addr, q_count, q_be = AnySeq(aw), AnySeq(8), AnySeq(4)
+    m.d.comb += [start.eq(AnySeq(1) if passing else 0), Assume(~start | (post.ready & ~pw.ack)),
+                 Assume(~start | _in_window(q_addr, q_count, q_be, limit, most)),
+                 post.start.eq(start), post.addr.eq(pw.addr), post.count.eq(pw.count),
+                 post.remaining.eq(pw.remaining), post.end_be.eq(pw.end_be)]
+    pw.moved = wr.valid & wr.ready & pw.busy
+    with m.If(start):
+        m.d.sync += [pw.busy.eq(1), pw.addr.eq(q_addr), pw.count.eq(q_count),
+                     pw.remaining.eq(q_count), pw.end_be.eq(q_be)]
+    with m.Elif(pw.moved & (pw.remaining != 0)):
+        m.d.sync += pw.remaining.eq(pw.remaining - 1)
+    pw.age = _count(m, start, pw.busy, "pw_age", init=1)
+    # The guest's share of the write's time: cycles it offered no beat.
+    pw.gaps = _count(m, start, pw.busy & ~wr.valid, "pw_gaps")
+    with m.If(start | pw.moved):
+        m.d.sync += pw.slow.eq(0)
+    with m.Elif(pw.busy & wr.valid & (pw.slow <= t)):
+        m.d.sync += pw.slow.eq(pw.slow + 1)
+    pw.failed = _flag(m, read_start, post.done & post.failed, "pw_failed")
+    pw.passed = _flag(m, read_start, post.done & ~post.failed & (pw.count != 0), "pw_passed")
+    with m.If(post.done):
+        m.d.sync += [pw.busy.eq(0), pw.ack.eq(1)]
+    with m.Elif(AnySeq(1)):
+        m.d.sync += pw.ack.eq(0)
+    return pw
 
 
 def _fsm(m, dut):
@@ -258,7 +359,8 @@ class ComponentProperties(Elaboratable):
         aw = (window - 1).bit_length() + 1
         dut = WindowDMA(addr_width=aw, data_width=32, host_timeout=t)
         fsm = _fsm(m, dut)
-        cmd, req, rsp, rd, wr = dut.cmd, dut.dma_req, dut.dma_rsp, dut.rd, dut.wr
+        cmd, post, req, rsp, rd, wr = (dut.cmd, dut.post, dut.dma_req, dut.dma_rsp, dut.rd,
+                                       dut.wr)
         # The core: a request inside the mapped window (the core's decode), one at a time, its
         # header held, `remaining` counted down as the guest's beats move.
         limit = Signal(range(window + 1))
@@ -273,18 +375,18 @@ class ComponentProperties(Elaboratable):
         start = Signal()
         s_write, s_addr, s_count, s_be = AnySeq(1), AnySeq(aw), AnySeq(8), AnySeq(4)
         m.d.comb += [start.eq(AnySeq(1)), Assume(~start | ~busy),
-                     Assume(~start | ((s_addr[:2] == 0) & (s_count < most) &
-                                      (s_addr + ((s_count + 1) << 2) <= limit) &
-                                      s_be[0]))]
-        # No write passes a waiting read here (``post``): these properties are the
-        # one-request-at-a-time contract; tests/test_posted.py covers the passing write.
-        m.d.comb += dut.post.start.eq(0)
+                     Assume(~start | _in_window(s_addr, s_count, s_be, limit, most))]
+        # The core may hand over a window write passing the waiting read (`post`).
+        pw = _passing_write(m, dut, limit, most, t, start, p.get("passing", True))
+        # The core answers the passing write (PASS-ACK) before it starts anything else.
+        m.d.comb += Assume(~start | ~pw.ack)
         m.d.comb += [cmd.start.eq(start), cmd.write.eq(Mux(start, s_write, write)),
                      cmd.addr.eq(Mux(start, s_addr, addr)),
                      cmd.count.eq(Mux(start, s_count, count)),
                      cmd.remaining.eq(Mux(start, s_count, remaining)),
                      cmd.end_be.eq(Mux(start, s_be, end_be))]
-        moved = (rd.valid & rd.ready) | (wr.valid & wr.ready)
+        # The request's own beats: a passing write's are the write's (`pw.moved`).
+        moved = (rd.valid & rd.ready) | (wr.valid & wr.ready & ~pw.busy)
         with m.If(start):
             m.d.sync += [busy.eq(1), write.eq(s_write), addr.eq(s_addr), count.eq(s_count),
                          remaining.eq(s_count), end_be.eq(s_be)]
@@ -292,9 +394,11 @@ class ComponentProperties(Elaboratable):
             m.d.sync += remaining.eq(remaining - 1)
         with m.If(cmd.done):
             m.d.sync += busy.eq(0)
-        # The guest: slow on both sides (beats offered with gaps, completions taken late).
-        _any_source(m, wr, "wr")
-        m.d.comb += rd.ready.eq(AnySeq(1))
+        # The guest: slow on both sides (beats offered with gaps, completions taken late); the
+        # core takes no read beat while it completes a passing write, and stops handing over a
+        # write's beats once the window is done with them (it drops the rest itself).
+        _any_source(m, wr, "wr", release=cmd.done | post.done)
+        m.d.comb += rd.ready.eq(AnySeq(1) & ~pw.ack)
         # The host: anything the rules allow.
         _any_source(m, rsp, "dma_rsp")
         m.d.comb += req.ready.eq(AnySeq(1))
@@ -302,50 +406,44 @@ class ComponentProperties(Elaboratable):
         took = req.valid & req.ready
         end = req.payload.addr + ((req.payload.count + 1) << 2)
         # A write packet, as the host sees it: count + 1 beats with one header.
-        left = Signal(9)            # beats of the write packet still to come
-        hdr = Signal(aw + 8 + 8)
-        beat_hdr = Cat(req.payload.addr, req.payload.count, req.payload.tag)
-        with m.If(took & req.payload.write):
-            with m.If(left == 0):
-                m.d.sync += [left.eq(req.payload.count), hdr.eq(beat_hdr)]
-            with m.Else():
-                m.d.sync += left.eq(left - 1)
-        # The host's share of the wait at hand (the guest's gaps and back-pressure excluded):
-        # cycles since the last beat moved, counted only while the host holds things up.
-        sent = Signal()             # a write's beats all went to the host
+        left, hdr, beat_hdr = _packet_view(m, req)
+        htag = Signal(8, reset_less=True)   # the newest request's tag: reset-less, as the tag
         with m.If(start):
-            m.d.sync += sent.eq(0)
-        with m.Elif(wr.valid & wr.ready & (remaining == 0)):
-            m.d.sync += sent.eq(1)
+            m.d.sync += htag.eq(htag + 1)
+        # A passing write's tag: the read's with the top bit flipped.
+        ptag = htag ^ (1 << (TAG_BITS - 1))
+        # The host's share of the wait at hand (the guest's gaps and back-pressure excluded):
+        # cycles since the last beat moved, counted only while the host holds things up (a
+        # passing write's beats are not the read's; the read's answer on offer while a write
+        # passes is the host's part done).
+        # A write's beats all went to the host.
+        sent = _flag(m, start, wr.valid & wr.ready & ~pw.busy & (remaining == 0), "sent")
         guest_slow = (busy & write & ~sent & ~wr.valid) | (rd.valid & ~rd.ready)
+        answered = pw.busy & rsp.valid & (rsp.payload.tag == htag)
         slow = Signal(range(t + 2))
-        with m.If(start | moved | (took & dut.free)):
+        with m.If(start | moved | (took & dut.free & ~pw.busy)):
             m.d.sync += slow.eq(0)
-        with m.Elif(busy & ~guest_slow & (slow <= t)):
+        with m.Elif(busy & ~guest_slow & ~answered & (slow <= t)):
             m.d.sync += slow.eq(slow + 1)
         # The beats the component owes the host after giving up with one on offer, as the
         # harness counts them (the beat on offer, then the rest of a write's packet).
         owed = Signal(range(most + 2))
         owed_w = Signal()
-        htag = Signal(8, reset_less=True)   # the newest request's tag: reset-less, as the tag
-        with m.If(start):
-            m.d.sync += htag.eq(htag + 1)
         with m.If(took & (owed != 0)):
             m.d.sync += owed.eq(owed - 1)
         with m.If(dut.timeout & dut.free & busy & (fsm.ongoing("READ-REQ") |
                                                     fsm.ongoing("WRITE"))):
             m.d.sync += [owed.eq(Mux(write, remaining + 1, 1)), owed_w.eq(write)]
-        age = Signal(8)
-        with m.If(start):
-            m.d.sync += age.eq(1)
-        with m.Elif(busy & (age != 255)):
-            m.d.sync += age.eq(age + 1)
-        gaps = Signal(8)            # cycles the guest held the request up
-        with m.If(start):
-            m.d.sync += gaps.eq(0)
-        with m.Elif(busy & guest_slow & (gaps != 255)):
-            m.d.sync += gaps.eq(gaps + 1)
+        with m.If(dut.timeout & dut.free & post.done):
+            m.d.sync += [owed.eq(pw.remaining + 1), owed_w.eq(1)]
+        # The read's request beat went to the host: its answer is owed to the guest from now.
+        asked = _flag(m, start, took & dut.free & busy & ~write & ~pw.busy, "asked")
+        age = _count(m, start, busy, "age", init=1)
+        # Cycles the guest held the request up, or a write passed it.
+        gaps = _count(m, start, busy & (guest_slow | pw.busy), "gaps")
         bound = core_bound("write", t, beats=most)
+        # A passing write's own bound, for its count (beats less one).
+        p_bound = Array(C(core_bound("pass", t, beats=n + 1), 8) for n in range(most))[pw.count]
         return {
             "safety": lambda: [
                 _stable(m, req, "dma_req"),
@@ -354,7 +452,8 @@ class ComponentProperties(Elaboratable):
                        "a DMA beat outside the mapped window"),
                 Assert(~(req.valid & req.payload.write & (left != 0)) | (beat_hdr == hdr),
                        "a write packet's beats disagree on its header"),
-                Assert(~(req.valid & req.payload.write) | busy | (left != 0) | ~dut.free,
+                Assert(~(req.valid & req.payload.write & dut.free & (left == 0)) |
+                       (busy & write) | pw.busy,
                        "a write beat with no write to send"),
                 Assert(~cmd.done | busy, "done without a request"),
                 Assert(~(cmd.done & ~write & ~cmd.failed) | (rd.valid & rd.ready &
@@ -363,30 +462,63 @@ class ComponentProperties(Elaboratable):
                 Assert(~(rd.valid & ~busy), "a read beat without a read"),
                 Assert(~rd.valid | (rd.payload.last == (remaining == 0)),
                        "last on the wrong read beat"),
-                Assert(~(wr.ready & ~(busy & write)), "a write beat taken without a write"),
-                Assert(~dut.timeout | cmd.done, "a timeout that did not end the request"),
+                Assert(~wr.ready | (busy & write) | pw.busy,
+                       "a write beat taken without a write"),
+                Assert(~dut.timeout | cmd.done | post.done,
+                       "a timeout that did not end the request"),
+                Assert(~(cmd.done & cmd.failed) | dut.timeout,
+                       "a request failed without a timeout"),
+                # A write passing a waiting read (issue 22, finding 2).
+                Assert(~post.ready | (busy & ~write & dut.free & ~rd.valid & ~pw.busy),
+                       "a write may pass where no read waits"),
+                Assert(~post.done | pw.busy, "inv: a passing write's done"),
+                Assert(~(cmd.done & pw.busy), "the read ended while a write passed it"),
+                Assert(~(post.done & ~post.failed) | (took & req.payload.write &
+                                                      (pw.remaining == 0)),
+                       "a passing write done before its last beat went"),
+                Assert(~(rd.valid & pw.busy), "inv: no read beat while a write passes"),
+                Assert(~(busy & ~write & asked & rsp.valid & rsp.ready &
+                         (rsp.payload.tag == htag)) | (rd.valid & rd.ready),
+                       "an answer to the read at hand dropped"),
+                Assert(~(req.valid & dut.free) | (req.payload.tag == Mux(pw.busy, ptag, htag)),
+                       "a beat with another request's tag"),
+                Assert(~(pw.busy & dut.free) | (left == Mux(
+                    pw.remaining == pw.count, 0, pw.remaining + 1)),
+                       "inv: passing beats left"),
+                Assert(~(pw.busy & (left != 0)) | (hdr == Cat(pw.addr, pw.count, ptag)),
+                       "inv: passing hdr"),
                 # Invariants: the harness's view of the request is the component's.
                 Assert(busy == ~fsm.ongoing("IDLE"), "inv: busy"),
                 Assert(~(busy & write) | fsm.ongoing("WRITE") | fsm.ongoing("WRITE-ACK"),
                        "inv: a write"),
                 Assert(fsm.ongoing("WRITE-ACK") == (busy & write & sent), "inv: acked"),
                 Assert(fsm.ongoing("WRITE") == (busy & write & ~sent), "inv: writing"),
-                Assert((fsm.ongoing("READ-REQ") | fsm.ongoing("READ-DATA")) == (busy & ~write),
-                       "inv: reading"),
+                Assert((fsm.ongoing("READ-REQ") | fsm.ongoing("READ-DATA") |
+                        fsm.ongoing("PASS")) == (busy & ~write), "inv: reading"),
+                Assert(fsm.ongoing("PASS") == pw.busy, "inv: passing"),
+                Assert(~(busy & ~write) | (asked == (fsm.ongoing("READ-DATA") |
+                                                     fsm.ongoing("PASS"))), "inv: asked"),
+                Assert(~pw.busy | dut.free, "inv: nothing owed while a write passes"),
+                Assert(~(pw.busy & pw.ack), "inv: a passing write answered"),
+                Assert(~(pw.failed & busy) | ~write, "inv: only a read is passed"),
+                Assert(pw.remaining <= pw.count, "inv: passing remaining"),
+                Assert(~pw.busy |
+                       _in_window(pw.addr, pw.count, pw.end_be, limit, most),
+                       "inv: the passing write in the window"),
                 Assert(~(busy & write & ~sent) | ~dut.free | (left == Mux(
                     remaining == count, 0, remaining + 1)), "inv: write beats left"),
                 Assert(~fsm.ongoing("READ-DATA") | (left == 0) | ~dut.free, "inv: read data"),
-                Assert(~(busy & ~write) | (left == 0) | ~dut.free, "inv: read"),
+                Assert(~(busy & ~write & ~pw.busy) | (left == 0) | ~dut.free, "inv: read"),
                 Assert(remaining <= count, "inv: remaining"),
                 Assert(left < most, "inv: left"),
-                Assert(~(~(busy & write & ~sent) & dut.free) | (left == 0), "inv: no packet"),
+                Assert(~(~(busy & write & ~sent) & ~pw.busy & dut.free) | (left == 0),
+                       "inv: no packet"),
                 Assert(_internal(m, "owed") == owed, "inv: owed beats"),
                 Assert(owed <= most, "inv: owed count"),
-                Assert(~(busy & ~sent & ~dut.free) | ((remaining == count) &
-                                                      ~fsm.ongoing("READ-DATA")),
+                Assert(~(busy & ~sent & ~dut.free) | pw.failed |
+                       ((remaining == count) & ~fsm.ongoing("READ-DATA")),
                        "inv: nothing moves while beats are owed"),
                 Assert(_internal(m, "tag") == htag, "inv: the component's tag"),
-                Assert(~(req.valid & dut.free) | (req.payload.tag == htag), "inv: tag"),
                 Assert(~(req.valid & ~dut.free) | (req.payload.write == owed_w), "inv: owed w"),
                 Assert(~(~dut.free & owed_w) | (left == owed) |
                        ((left == 0) & (owed == req.payload.count + 1)), "inv: owed left"),
@@ -397,19 +529,25 @@ class ComponentProperties(Elaboratable):
                 Assert(~(busy & write & ~sent & dut.free & (left != 0)) |
                        (hdr == Cat(addr, count, htag)), "inv: hdr"),
                 Assert(count < most, "inv: count"),
-                Assert(~busy | ((addr + ((count + 1) << 2) <= limit) & (addr[:2] == 0) &
-                                end_be[0]), "inv: in the window"),
+                Assert(~busy | _in_window(addr, count, end_be, limit, most),
+                       "inv: in the window"),
             ],
             "live": lambda: [
-                Assert(~dut.timeout | (slow >= t),
+                Assert(~(dut.timeout & ~post.done) | (slow >= t),
                        "gave up before the host was slow for host_timeout cycles"),
+                Assert(~(dut.timeout & post.done) | (pw.slow >= t),
+                       "gave up on a passing write before the host was slow for host_timeout"),
                 Assert(~busy | (age <= bound + gaps), "a request outlived its bound"),
+                Assert(~pw.busy | (pw.age <= p_bound + pw.gaps),
+                       "a passing write outlived its bound"),
             ],
             "cover": lambda: [
                 Cover(cmd.done & write & ~cmd.failed & (count != 0)),
                 Cover(cmd.done & ~write & ~cmd.failed & (count != 0)),
                 Cover(dut.timeout & write),
                 Cover(cmd.start & ~dut.free),
+                # A write of two beats or more passing a waiting read, then the read's data.
+                Cover(cmd.done & ~write & ~cmd.failed & pw.passed),
             ],
         }
 

@@ -42,6 +42,9 @@ MODULES = {
     "vmshm.rtl.usp.completer": (["tests/test_usp_shims.py"], "usp_cq or usp_credits"),
     "vmshm.rtl.usp.requester": (["tests/test_usp_shims.py"], "usp_rq"),
     "vmshm.rtl.usp.completions": (["tests/test_usp_shims.py"], "usp_rq"),
+    # The soft function's FLR holds: kept beats on offer through an FLR (pci.streams) and no
+    # request newly offered after it (pci.flr_quiet).
+    "vmshm.rtl.flr_hold": (["tests/test_flr.py"], "pci.streams or pci.flr_quiet"),
 }
 
 _SWAP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq,

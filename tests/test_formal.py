@@ -46,6 +46,8 @@ def test_liveness_depths_come_from_the_documented_bounds():
     p = C.PARAMS
     t = p["host_timeout"]
     assert F.ci_depth("window.live") > core_bound("write", t, beats=p["max_beats"])
+    # A write passing a read starts at the earliest 3 cycles in (the read's request beat taken).
+    assert F.ci_depth("window.live") > core_bound("pass", t, beats=p["max_beats"]) + 3
     from vmshm.formal.props import CORE_PARAMS
     assert F.ci_depth("core.cpl_time") > core_bound("open", CORE_PARAMS["host_timeout"],
                                                     name_bytes=CORE_PARAMS["name_size"])
@@ -78,6 +80,29 @@ BREAKS = [
      "with m.If(1):\n                    m.d.sync += self.owed.eq(0)", "control.safety"),
     ("doorbell", "m.d.sync += before.eq(kept & self.mask)",
      "m.d.sync += before.eq(self.status & self.mask)", "doorbell.safety"),
+    # A window write passing a waiting read (PASS; issue 22, finding 2): the catalogue's two
+    # PASS mutants (the timer running while the guest is slow; a beat counted taken while none
+    # was offered), then what each of window.safety's PASS properties is there for.
+    ("window", "with m.Elif(self.wr.valid):\n                    m.d.comb += post_timer.run",
+     "with m.Elif(1):\n                    m.d.comb += post_timer.run", "window.live"),
+    ("window", "with m.If(self.wr.valid & self.free & dma_req.ready):\n"
+     "                    m.d.comb += post_timer.restart",
+     "with m.If(self.wr.valid & self.free | dma_req.ready):\n"
+     "                    m.d.comb += post_timer.restart", "window.safety"),
+    ("window", "dma_req.payload.addr.eq(post.addr)", "dma_req.payload.addr.eq(cmd.addr)",
+     "window.safety"),
+    ("window", "dma_req.payload.tag.eq(post_tag)", "dma_req.payload.tag.eq(tag)",
+     "window.safety"),
+    ("window", "m.d.comb += post.ready.eq(self.free)", "m.d.comb += post.ready.eq(1)",
+     "window.safety"),
+    ("window", "post.done.eq(1),\n                                     post.failed.eq(1)]",
+     "cmd.done.eq(1),\n                                     cmd.failed.eq(1)]", "window.safety"),
+    ("window", "dma_rsp.ready.eq(~match),\n                    timer.run",
+     "dma_rsp.ready.eq(1),\n                    timer.run", "window.safety"),
+    ("window", "self.reject.eq(dma_rsp.payload.err), cmd.done.eq(1)]",
+     "self.reject.eq(dma_rsp.payload.err), cmd.done.eq(1),\n"
+     "                                 cmd.failed.eq(dma_rsp.payload.err)]", "window.safety"),
+    ("window", "with m.If(post_timer.expired):", "with m.If(0):", "window.live"),
     # The core's decode and the control channel, under the core-level core.dma_safe (proved).
     ("core", " & (hdr_end <= ctl.map_limit)", "", "core.dma_safe"),
     ("control", "m.If((pending_op == CtlOp.OPEN) & (rsp.status == Status.OK))",
