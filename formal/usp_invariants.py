@@ -45,7 +45,7 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
     tlp_len, tfb, tlb = (_named(rq_inner, k) for k in ("tlp_len", "tlp_first_be",
                                                          "tlp_last_be"))
     rr = {k: _named(rcv, k) for k in ("rc_idx", "r0", "synced", "rc_release", "rc_tag",
-                                      "rc_known", "current")}
+                                      "rc_known", "current", "rc_done")}
     q = {k: _named(rq_inner, k) for k in ("rem", "ptr", "first_be", "last_be", "ragged",
                                           "flushing")}
 
@@ -148,4 +148,9 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
         Assert(~(rf.ongoing("DATA") & rr["rc_release"] & busy.bit_select(rr["rc_tag"], 1)) |
                stale.bit_select(rr["rc_tag"], 1),
                "inv: a tag to release at a completion's end the hard IP may still complete"),
+        # A completion that said it completed its request frees its tag at its end (its read may
+        # have ended meanwhile): the hard IP is done with that tag since its descriptor.
+        Assert(~(rf.ongoing("DATA") & rr["rc_done"]) |
+               (rr["rc_known"] & ~busy.bit_select(rr["rc_tag"], 1)),
+               "inv: a tag freed at a completion's end the hard IP may still complete"),
     ]

@@ -449,6 +449,38 @@ def test_the_tag_of_a_last_completion_an_flr_cut_is_used_again():
     assert tags[0] == 0 and 0 in tags[1:], f"tag 0 never used again after the FLR: {tags}"
 
 
+def test_the_tag_of_a_last_completion_a_read_gave_up_during_is_used_again():
+    """The same loss without an FLR: a read of 8 DWORDs (tag 0) is answered by one completion,
+    its last (Request Completed), and RC pauses inside it until the read has timed out (the
+    requester's completion timeout): the read is over, so tag 0 turns stale while that
+    completion is still coming. When the rest of it comes, the hard IP is done with tag 0 and
+    the tag must be free again; the core then reads 33 times (more reads than tags). Before the
+    fix the completion's end only released the tag from the read at hand (whose wait was over),
+    so tag 0 stayed stale for good: each slow last completion cost a tag, and with none left
+    every read hung in R-TLP."""
+    rng = seeded(37)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    dut = RequesterHarness(64, cpl_timeout=40)
+    rc = _PausingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128, cut=2)
+    first = []
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        req = {"write": 0, "addr": 0x100, "count": 7, "data": 0, "be": 0xF, "tag": 1}
+        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+        for _ in range(8):
+            first.append((await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)).err)
+        rc.released = True
+        for _ in range(33):
+            [(_, err)] = await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=2)
+            assert not err
+
+    run(dut, main, rc.rq_process, rc.rc_process)
+    assert rc.paused and first == [1] * 8, "the first read did not time out while RC paused"
+    tags = [t[0].tag for t in rc.tlps]
+    assert tags[0] == 0 and 0 in tags[1:], f"tag 0 never used again after its read gave up: {tags}"
+
+
 @pytest.mark.parametrize("msi, bme", [(1, 1), (1, 0), (0, 1)])
 def test_finding4_core_hears_when_messages_become_possible(msi, bme):
     """Finding 4 (UltraScale+ side): the shim tells a core that owes a message on the enabling

@@ -149,6 +149,7 @@ class RcReceiver(wiring.Component):
         rc_known = Signal()         # the completion belongs to the current read
         rc_ok = Signal()            # ... and carries good data
         rc_release = Signal()       # its tag is done with once the packet ends
+        rc_done = Signal()          # ... and the hard IP is done with it (Request Completed)
         rc_epoch = Signal(3)
         # Good data for the read at hand: once that read is over (the epoch moved on), never
         # again, even when a completion paused across 8 more reads finds the 3-bit epoch back
@@ -189,12 +190,18 @@ class RcReceiver(wiring.Component):
                         release = known & (completed | ~ok)
                         with m.If(known & ~ok & (~completed | cut)):
                             m.d.comb += self.park.bit_select(tag8[:5], 1).eq(1)
-                        with m.If(in_range & ~known & completed & ~cut):
+                        # The hard IP is done with the tag: free it, whether or not the read
+                        # at hand waits on it. A tag turns stale when its read ends (a timeout,
+                        # an FLR) while its last completion is on its way, even on this very
+                        # cycle; only this frees it again. A packet with data for the read at
+                        # hand frees it at its end (``rc_done``).
+                        with m.If(in_range & completed & ~cut & (~known | rc.payload.last)):
                             m.d.comb += self.unpark.bit_select(tag8[:5], 1).eq(1)
                         m.d.comb += self.progress.eq(known)
                         m.d.sync += [
                             rc_idx.eq(0), rc_tag.eq(tag8[:5]), rc_known.eq(known), rc_ok.eq(ok),
-                            rc_release.eq(release), rc_epoch.eq(self.epoch),
+                            rc_release.eq(release), rc_done.eq(known & completed),
+                            rc_epoch.eq(self.epoch),
                             widx.eq(rcd.lower_address[2:] - self.start_dw),
                         ]
                         with m.If(rc.payload.last):
@@ -235,6 +242,10 @@ class RcReceiver(wiring.Component):
                                 m.d.sync += have.eq(have | pend | fresh)
                             with m.If(rc_release):
                                 m.d.comb += self.release.bit_select(rc_tag, 1).eq(1)
+                            # Its read may have ended while it came (a timeout turned the tag
+                            # stale): the tag is free again all the same.
+                            with m.If(rc_done):
+                                m.d.comb += self.unpark.bit_select(rc_tag, 1).eq(1)
                         m.next = "HDR"
                     with m.Else():
                         m.d.sync += pend.eq(pend | fresh)
