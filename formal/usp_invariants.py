@@ -39,13 +39,12 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
     type, length and byte enables) and of RC (the descriptor DWORD at hand) to the requester's
     state machines and to its RC receiver's framing."""
     s, lane = rq_inner._generated["fsm"], rq_inner._generated["lane"]
-    rf = rcv._generated["rc_fsm"]
     n = {k: _named(rq_inner, k) for k in ("desc_idx", "tlp_rem", "lane_desc_idx", "lane_ptr",
                                           "is_write")}
     tlp_len, tfb, tlb = (_named(rq_inner, k) for k in ("tlp_len", "tlp_first_be",
                                                          "tlp_last_be"))
-    rr = {k: _named(rcv, k) for k in ("rc_idx", "r0", "synced", "rc_release", "rc_tag",
-                                      "rc_known", "current", "rc_done")}
+    rr = {k: _named(rcv, k) for k in ("rc_idx", "r0", "in_data", "rc_release",
+                                      "rc_tag", "rc_known", "current", "rc_done")}
     q = {k: _named(rq_inner, k) for k in ("rem", "ptr", "first_be", "last_be", "ragged",
                                           "flushing")}
 
@@ -87,13 +86,11 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
                "inv: the descriptor's type and length are the TLP's"),
         Assert(~(sending & (n["desc_idx"] != 0)) | ((first_be == tfb) & (last_be == tlb)),
                "inv: the byte enables are the TLP's"),
-        # RC: the receiver parses what the harness parses, unless it swallows a completion an
-        # FLR cut (not synced: then it waits for a packet's first DWORD).
+        # RC: the receiver parses what the harness parses, an FLR or not (its place in RC is
+        # outside the function's reset, as AxisToDwords's framing is).
         Assert(in_rc | ((rc_idx == 0) & ~rc_data), "inv: RC parsed outside a packet"),
-        Assert(rr["synced"] | (rf.ongoing("HDR") & (rr["rc_idx"] == 0)),
-               "inv: the receiver parses while not synced"),
-        Assert(~rr["synced"] | (in_rc & (rr["rc_idx"] == rc_idx) & (rf.ongoing("DATA") == rc_data) &
-                               ((rc_idx == 0) | (rr["r0"] == r0))),
+        Assert((rr["rc_idx"] == rc_idx) & (rr["in_data"] == rc_data) &
+               ((rc_idx == 0) | (rr["r0"] == r0)),
                "inv: the receiver parses RC as the harness does"),
         Assert((rc_idx != 3) & (rr["rc_idx"] != 3) & (~rc_data | (rc_idx == 0)),
                "inv: RC descriptor index out of range"),
@@ -133,24 +130,26 @@ def rq_invariants(rq_inner, rcv, beat, is_read, dwc, first_be, last_be, in_rc, r
                "inv: a read's descriptor under a busy tag"),
         # A completion of a tag the read waited on keeps its tag out of use until it ends.
         Assert(~rr["rc_release"] | rr["rc_known"], "inv: a tag released that was not known"),
-        Assert(~(rf.ongoing("DATA") & rr["rc_known"]) |
+        Assert(~(rr["in_data"] & rr["rc_known"]) |
                (outstanding | stale).bit_select(rr["rc_tag"], 1),
                "inv: the completion at hand's tag is free"),
         # The buffer is written only for the read at hand: a completion's data goes in while its
         # tag is outstanding, and tags are outstanding only in a read's (or flush's) states,
         # so no row changes under a write collected or sent.
-        Assert(~(rf.ongoing("DATA") & rr["current"]) | outstanding.bit_select(rr["rc_tag"], 1),
+        Assert(~(rr["in_data"] & rr["current"]) | outstanding.bit_select(rr["rc_tag"], 1),
                "inv: a completion writes for a read that is over"),
         Assert((outstanding == 0) | any_of(s, "R-TLP", "R-WAIT", "R-SEND", "R-DONE", "F-WAIT"),
                "inv: a tag outstanding outside a read"),
         # A completion whose tag is released at its end either said it completed the request
         # (the harness freed the tag at its descriptor) or failed and parked its tag.
-        Assert(~(rf.ongoing("DATA") & rr["rc_release"] & busy.bit_select(rr["rc_tag"], 1)) |
+        Assert(~(rr["in_data"] & rr["rc_release"] & busy.bit_select(rr["rc_tag"], 1)) |
                stale.bit_select(rr["rc_tag"], 1),
                "inv: a tag to release at a completion's end the hard IP may still complete"),
         # A completion that said it completed its request frees its tag at its end (its read may
         # have ended meanwhile): the hard IP is done with that tag since its descriptor.
-        Assert(~(rf.ongoing("DATA") & rr["rc_done"]) |
-               (rr["rc_known"] & ~busy.bit_select(rr["rc_tag"], 1)),
+        # (An FLR since its descriptor leaves it unknown, its tag stale.)
+        Assert(~(rr["in_data"] & rr["rc_done"]) |
+               (~busy.bit_select(rr["rc_tag"], 1) &
+                (outstanding | stale).bit_select(rr["rc_tag"], 1)),
                "inv: a tag freed at a completion's end the hard IP may still complete"),
     ]

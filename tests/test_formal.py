@@ -160,9 +160,10 @@ BREAKS = [
      "want = (self.count == 0) & ~np_pulse", "usp_credits.safety"),
     ("usp.completer", "m.d.comb += spent.eq(self.used + self.dropped)",
      "m.d.comb += spent.eq(self.used)", "usp_credits.safety"),
-    # The RC receiver's resynchronisation after an FLR cut a completion (the bug fixed here).
-    ("usp.completions", "with m.If(rc.valid & (synced | rc.payload.first)):",
-     "with m.If(rc.valid):", "usp_rq.safety"),
+    # The RC receiver's place in RC outside the FLR's reset (an FLR cut a completion: its data
+    # read as a descriptor freed a tag still owed completions).
+    ("usp.completions", "in_data = Signal(reset_less=True)", "in_data = Signal()",
+     "usp_rq.safety"),
     ("usp.requester", "m.d.comb += odd.eq(~be.matches(0b1000, 0b1100, 0b1110, 0b1111))",
      "m.d.comb += odd.eq(0)", "usp_rq.safety"),
 ]

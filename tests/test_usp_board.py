@@ -344,17 +344,17 @@ def test_a_completion_paused_across_an_flr_is_not_taken_for_the_next_read(cut):
     ``at_handover`` the FLR comes instead in the cycle the requester hands RQ the old read's
     last descriptor DWORD (taking its tag); the host changes the data 20 cycles later.
 
-    It holds on three things the FLR leaves or resets: the RC receiver, reset, swallows the
-    rest of a completion it was in the middle of (a packet starts at a first DWORD; the
-    converter that marks it is not reset); the tag table, reset-less, turns the old read's
+    It holds on three things the FLR leaves or resets: the RC receiver keeps its place in RC
+    (outside the FLR's reset, as the converter's framing is) and parses the rest of a completion
+    it was in the middle of as data of no read; the tag table, reset-less, turns the old read's
     tags stale, so the tag counter restarting at 0 skips tag 0 and the old read's second
     completion matches no tag the new read waits on (it only frees tag 0 again); and RQ's
     ``clear`` drops a read TLP not yet whole, whose tag was never outstanding. To make a slip
     visible, the old data at offsets 4 to 15 is a completion descriptor for the new read's tag
-    and address: read as a descriptor (the rest of the cut packet not swallowed), its last 12
-    DWORDs would be taken as the new read's. Fails with each of the three taken away: the
-    receiver's ``rc.valid & (synced | first)`` made ``rc.valid`` (``in_data``: the new read gets
-    12 old DWORDs as good); the tag table's registers under the FLR's reset (``in_descriptor``
+    and address: read as a descriptor (the receiver's place in RC lost), its last 12 DWORDs
+    would be taken as the new read's. Fails with each of the three taken away: the receiver's
+    ``in_data`` and ``rc_idx`` under the FLR's reset (``in_data``: the new read gets 12 old
+    DWORDs as good); the tag table's registers under the FLR's reset (``in_descriptor``
     and ``in_data``: the new read goes out as tag 0 and takes the old second completion's 16
     DWORDs); RQ's buffer committing the packet whose last entry comes with ``clear``
     (``PacketFifo``'s ``cp.eq(cp)`` removed; ``at_handover``: the old TLP leaves under tag 0,
@@ -414,15 +414,14 @@ def test_a_completion_paused_across_an_flr_is_not_taken_for_the_next_read(cut):
     assert [t[0].tag for t in rc.tlps] == tags, "a TLP cut off by the FLR left, or a live tag"
 
 
-@pytest.mark.xfail(strict=True, reason="known: the tag of a last completion an FLR cuts stays "
-                   "stale until the link resets (32 such FLRs leave no tag: reads hang)")
 def test_the_tag_of_a_last_completion_an_flr_cut_is_used_again():
     """A read of 8 DWORDs (tag 0) is answered by one completion, its last (Request Completed);
-    the FLR comes while RC is inside it, then the core reads 33 times. The FLR turns tag 0
-    stale, and the receiver, reset, swallows the rest of that completion without freeing it:
-    no further completion of tag 0 comes to unpark it, so tag 0 is skipped for good (each such
-    FLR loses a tag; with none left, ``_send_read`` skips for ever and the read hangs). Passes
-    once a tag whose completions all came, the last cut by the FLR, is free again."""
+    the FLR comes while RC is inside it, then the core reads 33 times (more reads than tags).
+    The FLR turns tag 0 stale; the receiver, whose place in RC is outside the FLR's reset, goes
+    on through the rest of that completion, takes none of it, and frees tag 0 at its end. Before
+    that, the receiver was reset with the function and swallowed the rest without its tag: no
+    further completion of tag 0 came to free it, so each such FLR lost a tag, and with none left
+    every read waited in R-TLP for ever."""
     rng = seeded(36)
     memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
     dut = _TopRequester()

@@ -118,6 +118,12 @@ class RcReceiver(wiring.Component):
         A write into the reorder buffer.
     release, park, unpark : ``Out(32)``
         To :class:`TagTable`, one bit per tag.
+    link_reset : ``In(1)``
+        The link's reset: RC starts again at a packet's first DWORD. How far the receiver is into
+        a completion (descriptor, data, the tag and whether it is the tag's last) is outside the
+        function's reset: the hard IP frames RC across a Function Level Reset, so the receiver
+        goes on parsing a completion the FLR cut, takes none of it for a read (the FLR ended
+        them all), and frees its tag if it was the tag's last.
     """
 
     rc: In(stream.Signature(dw_in_layout(RC_USER_WIDTH)))
@@ -134,6 +140,7 @@ class RcReceiver(wiring.Component):
     release: Out(TAGS)
     park: Out(TAGS)
     unpark: Out(TAGS)
+    link_reset: In(1)
 
     def elaborate(self, platform):
         m = Module()
@@ -142,14 +149,17 @@ class RcReceiver(wiring.Component):
         with m.If(self.restart):
             m.d.sync += have.eq(0)
 
-        r0 = Signal(32)
-        r1 = Signal(32)
-        rc_idx = Signal(2)
-        rc_tag = Signal(5)
+        # Where RC is: outside the function's reset (reset-less, cleared by the link's reset).
+        r0 = Signal(32, reset_less=True)
+        r1 = Signal(32, reset_less=True)
+        rc_idx = Signal(2, reset_less=True)     # descriptor DWORDs parsed
+        in_data = Signal(reset_less=True)       # in a completion's data
+        rc_tag = Signal(5, reset_less=True)
+        rc_done = Signal(reset_less=True)       # the completion is its tag's last (Request Completed)
+        # What the completion means for the read at hand: the FLR's reset ends it.
         rc_known = Signal()         # the completion belongs to the current read
         rc_ok = Signal()            # ... and carries good data
         rc_release = Signal()       # its tag is done with once the packet ends
-        rc_done = Signal()          # ... and the hard IP is done with it (Request Completed)
         rc_epoch = Signal(3)
         # Good data for the read at hand: once that read is over (the epoch moved on), never
         # again, even when a completion paused across 8 more reads finds the 3-bit epoch back
@@ -157,96 +167,86 @@ class RcReceiver(wiring.Component):
         current = Signal()
         m.d.comb += current.eq(rc_ok & (rc_epoch == self.epoch))
         widx = Signal(10)
-        # After a Function Level Reset in the middle of a completion (the hard IP and
-        # AxisToDwords frame RC across it), the rest of that completion is swallowed: its data
-        # DWORDs read as a descriptor could release or unpark a tag whose completions are still
-        # on their way, and a later read would take them for its own. A packet starts at a
-        # first DWORD.
-        synced = Signal()
-        with m.If(rc.valid):
-            m.d.sync += synced.eq((synced | rc.payload.first) & ~rc.payload.last)
-        with m.FSM(name="rc_fsm"):
-            with m.State("HDR"):
-                m.d.comb += rc.ready.eq(1)
-                with m.If(rc.valid & (synced | rc.payload.first)):
-                    idx = Mux(rc.payload.first, 0, rc_idx)
-                    with m.If(idx == 0):
-                        m.d.sync += [r0.eq(rc.payload.data), rc_idx.eq(1)]
-                    with m.Elif(idx == 1):
-                        m.d.sync += [r1.eq(rc.payload.data), rc_idx.eq(2)]
-                    with m.Else():
-                        rcd = RC_DESCRIPTOR(Cat(r0, r1, rc.payload.data))
-                        tag8 = rcd.tag
-                        completed = rcd.request_completed
-                        in_range = tag8 < TAGS
-                        known = in_range & self.outstanding.bit_select(tag8[:5], 1)
-                        # A discontinued completion without payload is known so at once.
-                        cut = rc.payload.last & rc.payload.user[RC_DISCONTINUE]
-                        ok = (known & (rcd.error_code == 0) & (rcd.completion_status == 0) &
-                              ~rcd.poisoned_completion & ~cut)
-                        # A bad completion ends what this read waits for; a tag the IP still
-                        # tracks is parked until the IP says it is done. A discontinued one's
-                        # descriptor is not to be trusted: its tag is parked for good.
-                        release = known & (completed | ~ok)
-                        with m.If(known & ~ok & (~completed | cut)):
-                            m.d.comb += self.park.bit_select(tag8[:5], 1).eq(1)
-                        # The hard IP is done with the tag: free it, whether or not the read
-                        # at hand waits on it. A tag turns stale when its read ends (a timeout,
-                        # an FLR) while its last completion is on its way, even on this very
-                        # cycle; only this frees it again. A packet with data for the read at
-                        # hand frees it at its end (``rc_done``).
-                        with m.If(in_range & completed & ~cut & (~known | rc.payload.last)):
-                            m.d.comb += self.unpark.bit_select(tag8[:5], 1).eq(1)
-                        m.d.comb += self.progress.eq(known)
-                        m.d.sync += [
-                            rc_idx.eq(0), rc_tag.eq(tag8[:5]), rc_known.eq(known), rc_ok.eq(ok),
-                            rc_release.eq(release), rc_done.eq(known & completed),
-                            rc_epoch.eq(self.epoch),
-                            widx.eq(rcd.lower_address[2:] - self.start_dw),
-                        ]
-                        with m.If(rc.payload.last):
-                            with m.If(release):
-                                m.d.comb += self.release.bit_select(tag8[:5], 1).eq(1)
-                        with m.Else():
-                            m.next = "DATA"
-                    with m.If(rc.payload.last & (idx != 2)):
-                        m.d.sync += rc_idx.eq(0)     # shorter than a descriptor: ignored
-
-            with m.State("DATA"):
-                m.d.comb += rc.ready.eq(1)
-                m.d.sync += rc_ok.eq(current)
-                with m.If(rc.valid):
-                    m.d.comb += self.progress.eq(rc_known)
-                    fresh = Signal(BUF_DWORDS)
-                    # Never over a DWORD already arrived: a later completion that is then
-                    # discontinued, or has a bad lower address, must not change what the read
-                    # hands over (issue 22, finding 10).
-                    arrived = have.bit_select(widx[:8], 1)
-                    with m.If(current & (widx <= self.count) & ~arrived):
-                        m.d.comb += [self.buf_addr.eq(widx), self.buf_data.eq(rc.payload.data),
-                                     self.buf_en.eq(1), fresh.bit_select(widx[:8], 1).eq(1)]
-                    m.d.sync += widx.eq(widx + 1)
+        m.d.comb += rc.ready.eq(1)
+        with m.If(~in_data):
+            with m.If(rc.valid):
+                idx = Mux(rc.payload.first, 0, rc_idx)
+                with m.If(idx == 0):
+                    m.d.sync += [r0.eq(rc.payload.data), rc_idx.eq(1)]
+                with m.Elif(idx == 1):
+                    m.d.sync += [r1.eq(rc.payload.data), rc_idx.eq(2)]
+                with m.Else():
+                    rcd = RC_DESCRIPTOR(Cat(r0, r1, rc.payload.data))
+                    tag8 = rcd.tag
+                    completed = rcd.request_completed
+                    in_range = tag8 < TAGS
+                    known = in_range & self.outstanding.bit_select(tag8[:5], 1)
+                    # A discontinued completion without payload is known so at once.
+                    cut = rc.payload.last & rc.payload.user[RC_DISCONTINUE]
+                    ok = (known & (rcd.error_code == 0) & (rcd.completion_status == 0) &
+                          ~rcd.poisoned_completion & ~cut)
+                    # A bad completion ends what this read waits for; a tag the IP still
+                    # tracks is parked until the IP says it is done. A discontinued one's
+                    # descriptor is not to be trusted: its tag is parked for good.
+                    release = known & (completed | ~ok)
+                    with m.If(known & ~ok & (~completed | cut)):
+                        m.d.comb += self.park.bit_select(tag8[:5], 1).eq(1)
+                    # The hard IP is done with the tag: free it, whether or not the read at
+                    # hand waits on it. A tag turns stale when its read ends (a timeout, an
+                    # FLR) while its last completion is on its way, even on this very cycle;
+                    # only this frees it again. A packet with data for the read at hand frees
+                    # it at its end (``rc_done``).
+                    with m.If(in_range & completed & ~cut & (~known | rc.payload.last)):
+                        m.d.comb += self.unpark.bit_select(tag8[:5], 1).eq(1)
+                    m.d.comb += self.progress.eq(known)
+                    m.d.sync += [
+                        rc_idx.eq(0), rc_tag.eq(tag8[:5]), rc_known.eq(known), rc_ok.eq(ok),
+                        rc_release.eq(release), rc_done.eq(known & completed),
+                        rc_epoch.eq(self.epoch),
+                        widx.eq(rcd.lower_address[2:] - self.start_dw),
+                    ]
                     with m.If(rc.payload.last):
-                        m.d.sync += pend.eq(0)
-                        with m.If(rc.payload.user[RC_DISCONTINUE]):
-                            # PG213: discard all of it. Its DWORDs never count as arrived, so
-                            # the read fails them; its tag is parked for good.
-                            with m.If(rc_known):
-                                m.d.comb += [self.release.bit_select(rc_tag, 1).eq(1),
-                                             self.park.bit_select(rc_tag, 1).eq(1)]
-                        with m.Else():
-                            # Its DWORDs count only now, all at once, and its tag is released
-                            # with them, so the read side never sees a resolved tag whose
-                            # DWORDs are still on their way.
-                            with m.If(current):
-                                m.d.sync += have.eq(have | pend | fresh)
-                            with m.If(rc_release):
-                                m.d.comb += self.release.bit_select(rc_tag, 1).eq(1)
-                            # Its read may have ended while it came (a timeout turned the tag
-                            # stale): the tag is free again all the same.
-                            with m.If(rc_done):
-                                m.d.comb += self.unpark.bit_select(rc_tag, 1).eq(1)
-                        m.next = "HDR"
+                        with m.If(release):
+                            m.d.comb += self.release.bit_select(tag8[:5], 1).eq(1)
                     with m.Else():
-                        m.d.sync += pend.eq(pend | fresh)
+                        m.d.sync += in_data.eq(1)
+                with m.If(rc.payload.last & (idx != 2)):
+                    m.d.sync += rc_idx.eq(0)     # shorter than a descriptor: ignored
+        with m.Else():
+            m.d.sync += rc_ok.eq(current)
+            with m.If(rc.valid):
+                m.d.comb += self.progress.eq(rc_known)
+                fresh = Signal(BUF_DWORDS)
+                # Never over a DWORD already arrived: a later completion that is then
+                # discontinued, or has a bad lower address, must not change what the read
+                # hands over (issue 22, finding 10).
+                arrived = have.bit_select(widx[:8], 1)
+                with m.If(current & (widx <= self.count) & ~arrived):
+                    m.d.comb += [self.buf_addr.eq(widx), self.buf_data.eq(rc.payload.data),
+                                 self.buf_en.eq(1), fresh.bit_select(widx[:8], 1).eq(1)]
+                m.d.sync += widx.eq(widx + 1)
+                with m.If(rc.payload.last):
+                    m.d.sync += [pend.eq(0), in_data.eq(0)]
+                    with m.If(rc.payload.user[RC_DISCONTINUE]):
+                        # PG213: discard all of it. Its DWORDs never count as arrived, so
+                        # the read fails them; its tag is parked for good.
+                        with m.If(rc_known):
+                            m.d.comb += [self.release.bit_select(rc_tag, 1).eq(1),
+                                         self.park.bit_select(rc_tag, 1).eq(1)]
+                    with m.Else():
+                        # Its DWORDs count only now, all at once, and its tag is released
+                        # with them, so the read side never sees a resolved tag whose
+                        # DWORDs are still on their way.
+                        with m.If(current):
+                            m.d.sync += have.eq(have | pend | fresh)
+                        with m.If(rc_release):
+                            m.d.comb += self.release.bit_select(rc_tag, 1).eq(1)
+                        # Its read may have ended while it came (a timeout or an FLR turned
+                        # the tag stale): the tag is free again all the same.
+                        with m.If(rc_done):
+                            m.d.comb += self.unpark.bit_select(rc_tag, 1).eq(1)
+                with m.Else():
+                    m.d.sync += pend.eq(pend | fresh)
+        with m.If(self.link_reset):
+            m.d.sync += [rc_idx.eq(0), in_data.eq(0), rc_done.eq(0)]
         return m

@@ -171,6 +171,7 @@ class USPRequester(wiring.Component):
             tags.unpark.eq(rcv.unpark),
             tags.orphan.eq(self.flr),
             tags.forget.eq(self.link_reset),
+            rcv.link_reset.eq(self.link_reset),
             r.timed_out.eq(r.timer == self._cpl_timeout),
             dma_rsp.payload.tag.eq(r.tag),
         ]
