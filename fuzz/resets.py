@@ -63,29 +63,7 @@ class ResetPlans:
         else:
             await self.probe.reset()
             m.reset()
-        fate, write, count = self.dma_last
-        # What an FLR kept on offer: the write's beat the host stopped before, or a request's
-        # first beat. Is it the write's last beat (or a read's request), the host takes the
-        # access whole once its stall ends; else the RESET ends the write it began taking.
-        kept = (fate[1] if cut == "WRITE" else 0) if flr and cut else None
-        if kept is not None and (not write or kept == count):
-            self.stats["flr-kept-whole"] += 1
-        elif kept is not None:
-            m.cut_write()
-            self.stats["flr-kept-cut"] += 1
-            if not self.host.cut("WRITE"):
-                self._fail(f"the host's window requests after an FLR cutting off "
-                           f"{self.current}", "the write cut off, never taken whole",
-                           "the host took it whole")
-        elif cut:
-            # The host took part of the request, or none, and is told of the reset before it
-            # stores anything: a write cut off stores nothing, the latency planned is not used.
-            if write:
-                m.cut_write()
-            if not self.host.cut(cut):
-                self._fail(f"the host's window requests after a reset cutting off "
-                           f"{self.current}", "the request cut off, never taken whole",
-                           "the host took it whole")
+        kept = self._cut_window_access(cut, flr)
         if ctl:
             # The device's RESET goes once the host is done with the exchange it holds; the
             # next OPEN or CLOSE drains it first (ETIMEDOUT where it surely cannot in time).
@@ -119,9 +97,37 @@ class ResetPlans:
         self.records.append((what, 0, 0, "", None, start, self.bus.now()))
         self._log(start, what.lower() + (" (in flight)" if held else ""), "")
         if flr:
-            await self._after_flr(kept is not None)
+            await self._after_flr(kept)
         else:
             await self.enumerate()
+
+    def _cut_window_access(self, cut, flr):
+        """Tell the model and the host what the reset did to the window access the host held
+        (``cut``, from :meth:`_dma_cut`); return whether an FLR kept a beat of it on offer.
+
+        The host took part of the access, or none, and is told of the reset before it stores
+        anything: a write cut off stores nothing, the latency planned is not used. An FLR keeps
+        the beat on offer instead (the write's beat the host stopped before, or a request's
+        first): is it the write's last beat (or a read's request), the host takes the access
+        whole once its stall ends; else the RESET ends the write it began taking."""
+        if not cut:
+            return False
+        fate, write, count = self.dma_last
+        if flr:
+            kept = fate[1] if cut == "WRITE" else 0
+            if not write or kept == count:
+                self.stats["flr-kept-whole"] += 1
+                return True
+            self.stats["flr-kept-cut"] += 1
+            cut = "WRITE"
+        if write:
+            self.model.cut_write()
+        if not self.host.cut(cut):
+            self._fail(f"the host's window requests after {'an FLR' if flr else 'a reset'} "
+                       f"cutting off {self.current}",
+                       f"the {'write' if flr else 'request'} cut off, never taken whole",
+                       "the host took it whole")
+        return flr
 
     def _config_field(self, name):
         return next(f for f in self.model.config.space.fields if f.name == name)

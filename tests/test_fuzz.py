@@ -5,9 +5,8 @@ Verilator, Icarus and native whose records must equal Amaranth's for the same se
 --transactions 100000` is the full depth.
 """
 
-import types
+import contextlib
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 
@@ -242,23 +241,22 @@ def test_amaranth_host_takes_doorbells(monkeypatch):
 FLR_SEED = 76
 
 
-def _break_flr(monkeypatch, what):
-    """Make the soft function's FLR wrong, in this process, for the fuzzer's Amaranth top:
-    ``"name-ram"``, the FLR leaves the name RAM alone (the core's ``flr_start`` tied to 0);
-    ``"no-reset"``, the core's first control beat after an FLR (its RESET) never reaches the
-    host (a hold on ``ctl_req`` that takes it without offering it)."""
+@contextlib.contextmanager
+def _broken_flr(monkeypatch, what):
+    """Within the block, the soft function's FLR is wrong for the fuzzer's Amaranth top:
+    ``"name-ram"``, the FLR leaves the name RAM alone (the core's ``flr_start`` tied to 0, with
+    the deliberate breaks' :func:`~vmshm.formal.mutants.patched`); ``"no-reset"``, the core's
+    first control beat after an FLR (its RESET) never reaches the host (a hold on ``ctl_req``
+    that takes it without offering it)."""
     import vmshm.fuzz.run as run
     from vmshm.rtl import pci
     from amaranth.hdl import Signal
 
     if what == "name-ram":
-        source = Path(pci.__file__).read_text()
-        assert source.count("core.flr_start.eq(flr)") == 1
-        module = types.ModuleType(pci.__name__)
-        module.__dict__.update(__package__=pci.__package__, __file__=pci.__file__)
-        exec(compile(source.replace("core.flr_start.eq(flr)", "core.flr_start.eq(0)"),
-                     pci.__file__, "exec"), module.__dict__)
-        monkeypatch.setattr(run, "VMShmSystem", module.VMShmSystem)
+        from vmshm.formal.mutants import patched
+        with patched("pci", "core.flr_start.eq(flr)", "core.flr_start.eq(0)") as broken:
+            monkeypatch.setattr(run, "VMShmSystem", broken.VMShmSystem)
+            yield
         return
 
     class SwallowReset(pci.FlrHold):
@@ -276,6 +274,7 @@ def _break_flr(monkeypatch, what):
     real = pci.FlrHold
     monkeypatch.setattr(pci, "FlrHold", lambda layout: (SwallowReset if "op" in layout.members
                                                         else real)(layout))
+    yield
 
 
 @pytest.mark.parametrize("what", ["name-ram", "no-reset"])
@@ -286,6 +285,6 @@ def test_a_broken_flr_is_a_mismatch(what, monkeypatch):
     ok = run_fuzz(transactions=300, seed=FLR_SEED, config=SHORT)
     _ok(ok)
     assert ok["stats"]["flr"] > 0 and ok["stats"]["flr-in-flight"] > 0, ok["stats"]
-    _break_flr(monkeypatch, what)
-    broken = run_fuzz(transactions=300, seed=FLR_SEED, config=SHORT)
+    with _broken_flr(monkeypatch, what):
+        broken = run_fuzz(transactions=300, seed=FLR_SEED, config=SHORT)
     assert broken["mismatch"] is not None, f"the FLR broken ({what}) went unnoticed"
