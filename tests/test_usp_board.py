@@ -414,6 +414,28 @@ def test_a_completion_paused_across_an_flr_is_not_taken_for_the_next_read(cut):
     assert [t[0].tag for t in rc.tlps] == tags, "a TLP cut off by the FLR left, or a live tag"
 
 
+def _tags_after_a_last_completion_cut(dut, seed, end_read):
+    """Read 8 DWORDs (tag 0), answered by one completion, its last (Request Completed), with RC
+    paused inside it; ``await end_read(ctx, rc)`` ends that read; then RC goes on and the core
+    reads 33 times (more reads than tags). Return the RC model and the read TLPs' tags."""
+    rng = seeded(seed)
+    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
+    rc = _PausingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128, cut=2)
+
+    async def main(ctx):
+        ctx.set(dut.host_base, HOST_BASE)
+        req = {"write": 0, "addr": 0x100, "count": 7, "data": 0, "be": 0xF, "tag": 1}
+        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+        await end_read(ctx, rc)
+        rc.released = True
+        for _ in range(33):
+            [(_, err)] = await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=2)
+            assert not err
+
+    run(dut, main, rc.rq_process, rc.rc_process)
+    return rc, [t[0].tag for t in rc.tlps]
+
+
 def test_the_tag_of_a_last_completion_an_flr_cut_is_used_again():
     """A read of 8 DWORDs (tag 0) is answered by one completion, its last (Request Completed);
     the FLR comes while RC is inside it, then the core reads 33 times (more reads than tags).
@@ -422,15 +444,9 @@ def test_the_tag_of_a_last_completion_an_flr_cut_is_used_again():
     that, the receiver was reset with the function and swallowed the rest without its tag: no
     further completion of tag 0 came to free it, so each such FLR lost a tag, and with none left
     every read waited in R-TLP for ever."""
-    rng = seeded(36)
-    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
     dut = _TopRequester()
-    rc = _PausingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128, cut=2)
 
-    async def main(ctx):
-        ctx.set(dut.host_base, HOST_BASE)
-        req = {"write": 0, "addr": 0x100, "count": 7, "data": 0, "be": 0xF, "tag": 1}
-        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+    async def flr(ctx, rc):
         for _ in range(LIMIT):
             if rc.paused:
                 break
@@ -438,13 +454,8 @@ def test_the_tag_of_a_last_completion_an_flr_cut_is_used_again():
         ctx.set(dut.flr, 1)
         await ctx.tick()
         ctx.set(dut.flr, 0)
-        rc.released = True
-        for _ in range(33):
-            [(_, err)] = await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=2)
-            assert not err
 
-    run(dut, main, rc.rq_process, rc.rc_process)
-    tags = [t[0].tag for t in rc.tlps]
+    _, tags = _tags_after_a_last_completion_cut(dut, 36, flr)
     assert tags[0] == 0 and 0 in tags[1:], f"tag 0 never used again after the FLR: {tags}"
 
 
@@ -457,26 +468,15 @@ def test_the_tag_of_a_last_completion_a_read_gave_up_during_is_used_again():
     fix the completion's end only released the tag from the read at hand (whose wait was over),
     so tag 0 stayed stale for good: each slow last completion cost a tag, and with none left
     every read hung in R-TLP."""
-    rng = seeded(37)
-    memory = bytearray(rng.getrandbits(8) for _ in range(0x1000))
     dut = RequesterHarness(64, cpl_timeout=40)
-    rc = _PausingRootComplex(dut, 64, rng, memory, HOST_BASE, mps=128, mrrs=128, cut=2)
     first = []
 
-    async def main(ctx):
-        ctx.set(dut.host_base, HOST_BASE)
-        req = {"write": 0, "addr": 0x100, "count": 7, "data": 0, "be": 0xF, "tag": 1}
-        await stream_put(ctx, dut.dma_req, req, timeout=LIMIT)
+    async def time_out(ctx, rc):
         for _ in range(8):
             first.append((await stream_get(ctx, dut.dma_rsp, timeout=LIMIT)).err)
-        rc.released = True
-        for _ in range(33):
-            [(_, err)] = await dma(ctx, dut, rng, write=False, addr=0x100, length=1, tag=2)
-            assert not err
 
-    run(dut, main, rc.rq_process, rc.rc_process)
+    rc, tags = _tags_after_a_last_completion_cut(dut, 37, time_out)
     assert rc.paused and first == [1] * 8, "the first read did not time out while RC paused"
-    tags = [t[0].tag for t in rc.tlps]
     assert tags[0] == 0 and 0 in tags[1:], f"tag 0 never used again after its read gave up: {tags}"
 
 
